@@ -1,0 +1,1 @@
+//! Archiving what a rollback would drop, into schema ruleiq_archive.

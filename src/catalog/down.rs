@@ -1,0 +1,1 @@
+//! Down migrations: migrations/down, one per up migration.

@@ -1,0 +1,31 @@
+//! What ruleiq-db knows about the ruleIQ schema, each fact written once: the migrations, the
+//! rename map, the constraint catalog and the SQL helpers that render them.
+
+pub mod constraints;
+pub mod down;
+pub mod migrations;
+pub mod renames;
+pub mod repair;
+pub mod sql;
+
+/// The history table refinery keeps (its default name, so refinery's own tooling reads it).
+pub const HISTORY_TABLE: &str = "refinery_schema_history";
+
+/// Every table ruleIQ's migrations create, in creation order.
+pub const TABLES: &[&str] = &[
+    "users",
+    "business_profiles",
+    "compliance_frameworks",
+    "assessment_sessions",
+    "evidence_items",
+    "generated_policies",
+    "chat_conversations",
+    "chat_messages",
+    "implementation_plans",
+    "readiness_assessments",
+    "integration_configurations",
+    "report_schedules",
+];
+
+/// The primary key column of every ruleIQ table.
+pub const PRIMARY_KEY: &str = "id";

@@ -1,0 +1,91 @@
+//! Migration 008, rendered from the rename map and the constraint catalog.
+
+use super::constraints::CATALOG;
+use super::renames::{Rename, RENAMES};
+use super::sql::{quote_ident, quote_literal};
+
+/// SQLSTATE 008 raises when a table has both the legacy and the full column name.
+pub const RENAME_CONFLICT_SQLSTATE: &str = "RQ001";
+
+/// One statement of 008 and the lock it takes.
+#[derive(Debug, Clone)]
+pub struct PlannedStatement {
+    pub sql: String,
+    pub lock: String,
+}
+
+/// 008's statements, in order: state-aware renames, then each constraint added NOT VALID
+/// (only when absent, so a hand-added constraint does not stop the repair).
+pub fn statements() -> Vec<PlannedStatement> {
+    let renames = RENAMES.iter().map(|r| PlannedStatement {
+        sql: rename_statement(r),
+        lock: format!("ACCESS EXCLUSIVE on {} (catalog change only)", r.table),
+    });
+    let constraints = CATALOG.iter().map(|c| PlannedStatement {
+        sql: format!(
+            "DO $repair$\nBEGIN\n  IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = {table}::regclass AND conname = {name}) THEN\n    {add};\n  END IF;\nEND\n$repair$",
+            table = quote_literal(&quote_ident(c.table)),
+            name = quote_literal(c.name),
+            add = c.add_not_valid_sql(),
+        ),
+        lock: c.add_lock(),
+    });
+    renames.chain(constraints).collect()
+}
+
+/// The full text of migration 008.
+pub fn up_sql() -> String {
+    let mut sql = String::from(
+        "-- 008 repair_schema: generated from ruleiq-db's rename map and constraint catalog.\n",
+    );
+    for statement in statements() {
+        sql.push_str(&statement.sql);
+        sql.push_str(";\n");
+    }
+    sql
+}
+
+/// A rename that happens only when the legacy column exists and the full one does not; both
+/// present stops the migration (nothing is changed: the transaction rolls back).
+fn rename_statement(r: &Rename) -> String {
+    let table = quote_literal(&quote_ident(r.table));
+    let has = |column: &str| {
+        format!(
+            "EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {table}::regclass AND attname = {} AND NOT attisdropped)",
+            quote_literal(column)
+        )
+    };
+    format!(
+        "DO $repair$\nBEGIN\n  IF {legacy} AND {current} THEN\n    RAISE EXCEPTION 'rename conflict: table % has both % and %', {t}, {l}, {c} USING ERRCODE = '{code}';\n  ELSIF {legacy} THEN\n    ALTER TABLE {qt} RENAME COLUMN {ql} TO {qc};\n  END IF;\nEND\n$repair$",
+        legacy = has(r.legacy),
+        current = has(r.current),
+        t = quote_literal(r.table),
+        l = quote_literal(r.legacy),
+        c = quote_literal(r.current),
+        code = RENAME_CONFLICT_SQLSTATE,
+        qt = quote_ident(r.table),
+        ql = quote_ident(r.legacy),
+        qc = quote_ident(r.current),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::sql::split_statements;
+
+    #[test]
+    fn the_migration_text_holds_every_rename_and_constraint() {
+        let sql = up_sql();
+        for r in RENAMES {
+            assert!(sql.contains(&format!(
+                "RENAME COLUMN \"{}\" TO \"{}\"",
+                r.legacy, r.current
+            )));
+        }
+        for c in CATALOG {
+            assert!(sql.contains(&c.add_not_valid_sql()), "{}", c.name);
+        }
+        assert_eq!(split_statements(&sql).len(), RENAMES.len() + CATALOG.len());
+    }
+}

@@ -1,0 +1,421 @@
+//! Finds the rows that break catalog constraints: the one implementation behind `migrate`'s
+//! preflight, `check-constraints` and `cleanup`.
+//!
+//! One pass per table: all of a table's CHECK constraints are evaluated in a single scan, each
+//! foreign key by one anti-join. Only violating rows travel to us, streamed, and we keep just a
+//! count and the ten smallest primary keys per constraint, so memory stays flat whatever the
+//! table size and the sample costs no second scan. Tables are scanned concurrently on separate
+//! connections that share one exported snapshot, so every count describes the same moment.
+
+use crate::catalog::constraints::{ColumnSpelling, Constraint, Kind, CATALOG};
+use crate::catalog::renames::legacy_name;
+use crate::catalog::sql::quote_ident;
+use crate::catalog::PRIMARY_KEY;
+use crate::config::Target;
+use crate::db;
+use crate::progress::Log;
+use anyhow::{Context, Result};
+use postgres::types::ToSql;
+use postgres::{Client, GenericClient, IsolationLevel};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+
+/// How many sample primary keys a finding keeps.
+pub const SAMPLE_SIZE: usize = 10;
+
+/// Whether a catalog constraint exists in the database, and whether it is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConstraintState {
+    Absent,
+    NotValid,
+    Valid,
+}
+
+impl ConstraintState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConstraintState::Absent => "absent",
+            ConstraintState::NotValid => "not_valid",
+            ConstraintState::Valid => "valid",
+        }
+    }
+}
+
+/// What the check found for one constraint; serialises with the report's keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub name: &'static str,
+    pub table: &'static str,
+    pub kind: Kind,
+    pub violations: u64,
+    /// The smallest violating primary keys, at most ten, ascending.
+    pub sample: Vec<String>,
+    pub state: ConstraintState,
+    /// False when the table does not exist yet (nothing to check).
+    pub checked: bool,
+}
+
+impl Finding {
+    pub fn constraint(&self) -> &'static Constraint {
+        crate::catalog::constraints::find(self.name).expect("findings come from the catalog")
+    }
+}
+
+/// How columns are spelled in this database: current name, else the legacy name from the
+/// rename map, else NULL (a column a pending migration will add without a default, which is
+/// exactly the value it will hold).
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseSpelling {
+    columns: HashMap<String, Vec<String>>,
+}
+
+impl DatabaseSpelling {
+    pub fn read(client: &mut impl GenericClient, tables: &[&str]) -> Result<DatabaseSpelling> {
+        let mut columns = HashMap::new();
+        for table in tables {
+            let rows = client.query(
+                "SELECT attname::text FROM pg_attribute
+                  WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped",
+                &[table],
+            )?;
+            if !rows.is_empty() {
+                columns.insert(table.to_string(), rows.iter().map(|r| r.get(0)).collect());
+            }
+        }
+        Ok(DatabaseSpelling { columns })
+    }
+
+    pub fn has_table(&self, table: &str) -> bool {
+        self.columns.contains_key(table)
+    }
+
+    /// The real name of a column (current or legacy), if the column exists.
+    pub fn actual_name(&self, table: &str, current: &str) -> Option<String> {
+        let present = self.columns.get(table)?;
+        if present.iter().any(|c| c == current) {
+            return Some(current.to_string());
+        }
+        let legacy = legacy_name(table, current)?;
+        present
+            .iter()
+            .any(|c| c == legacy)
+            .then(|| legacy.to_string())
+    }
+}
+
+impl ColumnSpelling for DatabaseSpelling {
+    fn column(&self, table: &str, current_name: &str) -> String {
+        self.actual_name(table, current_name)
+            .map(|name| quote_ident(&name))
+            .unwrap_or_else(|| "NULL".to_string())
+    }
+}
+
+/// The state of each catalog constraint in the database.
+pub fn constraint_states(
+    client: &mut impl GenericClient,
+) -> Result<HashMap<&'static str, ConstraintState>> {
+    let mut states = HashMap::new();
+    for c in CATALOG {
+        let row = client.query_opt(
+            "SELECT convalidated FROM pg_constraint
+              WHERE conrelid = to_regclass(quote_ident($1)) AND conname = $2",
+            &[&c.table, &c.name],
+        )?;
+        let state = match row {
+            None => ConstraintState::Absent,
+            Some(r) if r.get::<_, bool>(0) => ConstraintState::Valid,
+            Some(_) => ConstraintState::NotValid,
+        };
+        states.insert(c.name, state);
+    }
+    Ok(states)
+}
+
+/// The tables a set of constraints reads (their own and foreign-key parents).
+fn tables_read(constraints: &[&'static Constraint]) -> Vec<&'static str> {
+    let mut tables = BTreeSet::new();
+    for c in constraints {
+        tables.insert(c.table);
+        if let crate::catalog::constraints::Rule::ForeignKey { parent, .. } = c.rule {
+            tables.insert(parent);
+        }
+    }
+    tables.into_iter().collect()
+}
+
+/// One scan: a table's CHECK constraints together, or one foreign key.
+struct Scan {
+    constraints: Vec<&'static Constraint>,
+    sql: String,
+}
+
+fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) -> Vec<Scan> {
+    let pk = format!("t.{}::text", quote_ident(PRIMARY_KEY));
+    let mut by_table: Vec<(&'static str, Vec<&'static Constraint>)> = Vec::new();
+    let mut scans = Vec::new();
+    for c in constraints
+        .iter()
+        .copied()
+        .filter(|c| spelling.has_table(c.table))
+    {
+        match c.kind() {
+            Kind::ForeignKey => {
+                if let crate::catalog::constraints::Rule::ForeignKey { parent, .. } = c.rule {
+                    if !spelling.has_table(parent) {
+                        continue;
+                    }
+                }
+                scans.push(Scan {
+                    constraints: vec![c],
+                    sql: format!(
+                        "SELECT {pk} FROM {} AS t WHERE {}",
+                        quote_ident(c.table),
+                        c.violation_condition(spelling, "t")
+                    ),
+                });
+            }
+            Kind::Check => match by_table.iter_mut().find(|(t, _)| *t == c.table) {
+                Some((_, list)) => list.push(c),
+                None => by_table.push((c.table, vec![c])),
+            },
+        }
+    }
+    for (table, checks) in by_table {
+        let conditions: Vec<String> = checks
+            .iter()
+            .map(|c| c.violation_condition(spelling, "t"))
+            .collect();
+        let flags: Vec<String> = conditions
+            .iter()
+            .map(|cond| format!("coalesce({cond}, false)"))
+            .collect();
+        scans.push(Scan {
+            constraints: checks,
+            sql: format!(
+                "SELECT {pk}, {} FROM {} AS t WHERE {}",
+                flags.join(", "),
+                quote_ident(table),
+                conditions
+                    .iter()
+                    .map(|c| format!("({c})"))
+                    .collect::<Vec<_>>()
+                    .join(" OR ")
+            ),
+        });
+    }
+    // Biggest work first would need statistics; tables in catalog order are stable and fine.
+    scans
+}
+
+/// Counts and samples of one constraint while its scan streams.
+#[derive(Default)]
+struct Tally {
+    count: u64,
+    smallest: BTreeSet<String>,
+}
+
+impl Tally {
+    fn add(&mut self, key: &str) {
+        self.count += 1;
+        if self.smallest.len() < SAMPLE_SIZE {
+            self.smallest.insert(key.to_string());
+        } else if self
+            .smallest
+            .last()
+            .is_some_and(|largest| key < largest.as_str())
+        {
+            self.smallest.insert(key.to_string());
+            self.smallest.pop_last();
+        }
+    }
+}
+
+fn run_scan(client: &mut impl GenericClient, scan: &Scan) -> Result<Vec<Tally>> {
+    let mut tallies: Vec<Tally> = scan.constraints.iter().map(|_| Tally::default()).collect();
+    let mut rows = client
+        .query_raw(scan.sql.as_str(), std::iter::empty::<&(dyn ToSql + Sync)>())
+        .with_context(|| format!("checking {}", names(&scan.constraints)))?;
+    use postgres::fallible_iterator::FallibleIterator;
+    while let Some(row) = rows.next()? {
+        let key: String = row.get(0);
+        if scan.constraints.len() == 1 && scan.constraints[0].kind() == Kind::ForeignKey {
+            tallies[0].add(&key);
+            continue;
+        }
+        for (i, tally) in tallies.iter_mut().enumerate() {
+            if row.get::<_, bool>(i + 1) {
+                tally.add(&key);
+            }
+        }
+    }
+    Ok(tallies)
+}
+
+fn names(constraints: &[&'static Constraint]) -> String {
+    constraints
+        .iter()
+        .map(|c| c.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How many extra connections scan tables at once.
+pub const PARALLEL_SCANS: usize = 2;
+
+/// Checks `constraints` against every row. Reads only: runs in READ ONLY transactions and takes
+/// no lock stronger than ACCESS SHARE.
+pub fn check(
+    target: &Target,
+    client: &mut Client,
+    constraints: &[&'static Constraint],
+    log: &Log,
+) -> Result<Vec<Finding>> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let spelling = DatabaseSpelling::read(&mut tx, &tables_read(constraints))?;
+    let states = constraint_states(&mut tx)?;
+    let scans = plan_scans(constraints, &spelling);
+    let bar = log.bar(scans.len() as u64, "checking constraints");
+    let results: Vec<Result<Vec<Tally>>> = if scans.len() <= 1 {
+        scans
+            .iter()
+            .map(|s| {
+                let r = run_scan(&mut tx, s);
+                bar.inc(1);
+                r
+            })
+            .collect()
+    } else {
+        let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
+        run_parallel(target, &snapshot, &scans, &bar)?
+    };
+    tx.commit()?;
+    bar.finish_and_clear();
+
+    let mut tallies: HashMap<&'static str, Tally> = HashMap::new();
+    for (scan, result) in scans.iter().zip(results) {
+        for (c, tally) in scan.constraints.iter().zip(result?) {
+            tallies.insert(c.name, tally);
+        }
+    }
+    Ok(constraints
+        .iter()
+        .map(|c| {
+            let tally = tallies.remove(c.name);
+            Finding {
+                name: c.name,
+                table: c.table,
+                kind: c.kind(),
+                checked: tally.is_some(),
+                violations: tally.as_ref().map_or(0, |t| t.count),
+                sample: tally.map_or_else(Vec::new, |t| t.smallest.into_iter().collect()),
+                state: states
+                    .get(c.name)
+                    .copied()
+                    .unwrap_or(ConstraintState::Absent),
+            }
+        })
+        .collect())
+}
+
+/// Runs scans on up to [`PARALLEL_SCANS`] connections that import the coordinator's snapshot.
+fn run_parallel(
+    target: &Target,
+    snapshot: &str,
+    scans: &[Scan],
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<Result<Vec<Tally>>>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<Vec<Tally>>>>> =
+        scans.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let workers = PARALLEL_SCANS.min(scans.len());
+    std::thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let mut client = db::connect(target)?;
+                    let mut tx = client
+                        .build_transaction()
+                        .isolation_level(IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()?;
+                    tx.batch_execute(&format!(
+                        "SET TRANSACTION SNAPSHOT '{}'",
+                        snapshot.replace('\'', "")
+                    ))?;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if i >= scans.len() {
+                            break;
+                        }
+                        let result = run_scan(&mut tx, &scans[i]);
+                        *slots[i].lock().expect("slot") = Some(result);
+                        bar.inc(1);
+                    }
+                    tx.commit()?;
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().expect("scan worker panicked")?;
+        }
+        Ok(())
+    })?;
+    Ok(slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .expect("slot")
+                .unwrap_or_else(|| Err(anyhow::anyhow!("scan did not run")))
+        })
+        .collect())
+}
+
+/// The total of violations over findings.
+pub fn total_violations(findings: &[Finding]) -> u64 {
+    findings.iter().map(|f| f.violations).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_keeps_the_ten_smallest_keys_in_order() {
+        let mut tally = Tally::default();
+        for i in (0..100).rev() {
+            tally.add(&format!("{i:03}"));
+        }
+        assert_eq!(tally.count, 100);
+        let kept: Vec<String> = tally.smallest.into_iter().collect();
+        assert_eq!(kept, (0..10).map(|i| format!("{i:03}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn legacy_columns_are_spelled_by_their_truncated_name_and_absent_ones_as_null() {
+        let mut spelling = DatabaseSpelling::default();
+        spelling.columns.insert(
+            "assessment_sessions".into(),
+            vec!["id".into(), "business_profil".into()],
+        );
+        spelling
+            .columns
+            .insert("evidence_items".into(), vec!["id".into(), "status".into()]);
+        assert_eq!(
+            spelling.column("assessment_sessions", "business_profile_id"),
+            "\"business_profil\""
+        );
+        assert_eq!(spelling.column("evidence_items", "approved_at"), "NULL");
+        let approval = crate::catalog::constraints::find("chk_approval_workflow").unwrap();
+        assert_eq!(
+            approval.violation_condition(&spelling, "t"),
+            "(t.\"status\" <> 'approved' OR (NULL IS NOT NULL AND NULL IS NOT NULL)) IS FALSE"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Cleanup internals: the policy, its actions and the audit trail (see commands/cleanup.rs).

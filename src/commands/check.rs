@@ -1,0 +1,154 @@
+//! `check-constraints`: name every row that would break the catalog constraints, and (without
+//! --dry-run) validate the NOT VALID constraints that nothing violates any more.
+
+use super::{Context, Outcome};
+use crate::catalog::constraints::{self, Constraint, CATALOG};
+use crate::checker::{self, ConstraintState, Finding};
+use crate::cli::CheckArgs;
+use crate::enforce;
+use crate::exit::{refuse, Code};
+use crate::history;
+use crate::report::{self, Details, Report};
+use anyhow::Result;
+use serde::Serialize;
+use std::io::Write;
+
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub constraints: Vec<Finding>,
+    pub total_violations: u64,
+    /// Constraints this run validated (always empty with --dry-run).
+    pub validated: Vec<&'static str>,
+}
+
+/// The catalog entries named by `--constraint`, or all of them.
+pub fn select(names: &[String]) -> Result<Vec<&'static Constraint>> {
+    if names.is_empty() {
+        return Ok(CATALOG.iter().collect());
+    }
+    let mut selected = Vec::new();
+    for name in names {
+        match constraints::find(name) {
+            Some(c) if !selected.contains(&c) => selected.push(c),
+            Some(_) => {}
+            None => {
+                return refuse(format!(
+                    "unknown constraint '{name}'; the catalog has: {}",
+                    constraints::names().join(", ")
+                ))
+            }
+        }
+    }
+    Ok(selected)
+}
+
+pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
+    let selected = select(&args.constraints)?;
+    let (target, mut client) = ctx.connect()?;
+    if !args.dry_run {
+        ctx.lock_for_changes(&mut client)?;
+    }
+    let schema_version = history::current_version(&history::read(&mut client)?);
+    let mut findings = checker::check(&target, &mut client, &selected, &ctx.log)?;
+    let mut validated = Vec::new();
+    if !args.dry_run {
+        let clean: Vec<&'static Constraint> = findings
+            .iter()
+            .filter(|f| f.violations == 0 && f.state == ConstraintState::NotValid)
+            .map(Finding::constraint)
+            .collect();
+        if !clean.is_empty() {
+            let outcome =
+                enforce::validate_not_valid(&mut client, Some(&clean), ctx.retry(), &ctx.log)?;
+            validated = outcome.validated;
+            // A row may have arrived between the count and VALIDATE: count again those blocked.
+            if !outcome.blocked.is_empty() {
+                let recount = checker::check(&target, &mut client, &outcome.blocked, &ctx.log)?;
+                for fresh in recount {
+                    if let Some(f) = findings.iter_mut().find(|f| f.name == fresh.name) {
+                        *f = fresh;
+                    }
+                }
+            }
+            for f in findings.iter_mut().filter(|f| validated.contains(&f.name)) {
+                f.state = ConstraintState::Valid;
+            }
+        }
+    }
+    let total = checker::total_violations(&findings);
+    let code = if total > 0 {
+        Code::Violations
+    } else {
+        Code::Ok
+    };
+    let report = Report {
+        command: "check-constraints",
+        ok: total == 0,
+        dry_run: args.dry_run,
+        schema_version,
+        details: CheckReport {
+            constraints: findings,
+            total_violations: total,
+            validated,
+        },
+    };
+    Ok(Outcome::new(report, code))
+}
+
+/// The findings table, most violated first; shared with `migrate`'s blocked preflight.
+pub fn write_findings(out: &mut dyn Write, findings: &[Finding]) -> std::io::Result<()> {
+    let mut sorted: Vec<&Finding> = findings.iter().collect();
+    sorted.sort_by(|a, b| b.violations.cmp(&a.violations).then(a.name.cmp(b.name)));
+    let mut table = report::table(&[
+        "constraint",
+        "table",
+        "kind",
+        "state",
+        "violations",
+        "sample primary keys",
+    ]);
+    for f in sorted {
+        let sample = if !f.checked {
+            "(table absent)".to_string()
+        } else if f.sample.is_empty() {
+            "-".to_string()
+        } else {
+            let more = if f.violations as usize > f.sample.len() {
+                ", …"
+            } else {
+                ""
+            };
+            format!("{}{more}", f.sample.join(", "))
+        };
+        table.add_row(vec![
+            f.name.to_string(),
+            f.table.to_string(),
+            f.kind.as_str().to_string(),
+            f.state.as_str().to_string(),
+            f.violations.to_string(),
+            sample,
+        ]);
+    }
+    writeln!(out, "{table}")
+}
+
+impl Details for CheckReport {
+    fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        write_findings(out, &self.constraints)?;
+        if !self.validated.is_empty() {
+            writeln!(out, "validated: {}", self.validated.join(", "))?;
+        }
+        if self.total_violations > 0 {
+            writeln!(
+                out,
+                "{} rows violate the constraints. Next: `ruleiq-db cleanup --dry-run` shows how the policy would repair them.",
+                self.total_violations
+            )
+        } else {
+            writeln!(
+                out,
+                "No violations. Next: `ruleiq-db migrate` can enforce the constraints."
+            )
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! `migrate`: apply pending migrations one transaction each, with the preflight before 008 and
+//! validation after it.
+
+use super::check::write_findings;
+use super::{Context, Outcome};
+use crate::catalog::constraints::CATALOG;
+use crate::catalog::migrations::{self, REPAIR_VERSION};
+use crate::catalog::renames::RENAMES;
+use crate::catalog::repair::{self, RENAME_CONFLICT_SQLSTATE};
+use crate::catalog::sql::{lock_taken, split_statements};
+use crate::checker::{self, Finding};
+use crate::config::Target;
+use crate::db;
+use crate::enforce;
+use crate::exit::{refuse, Code, Refused};
+use crate::history;
+use crate::report::{self, Details, Report};
+use anyhow::Result;
+use postgres::Client;
+use refinery::Migration;
+use serde::Serialize;
+use std::io::Write;
+use std::time::Instant;
+
+#[derive(Debug, Serialize, Default)]
+pub struct MigrateReport {
+    pub from_version: i32,
+    pub to_version: i32,
+    pub applied: Vec<AppliedMigration>,
+    /// With --dry-run: what would run, statement by statement, with locks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Vec<PlannedMigration>>,
+    /// The preflight's verdict, when 008 is pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<Preflight>,
+    /// Catalog constraints with violating rows that stop (or stopped) the repair.
+    pub blocked_by: Vec<Finding>,
+    pub validated: Vec<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppliedMigration {
+    pub version: i32,
+    pub name: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedMigration {
+    pub version: i32,
+    pub name: String,
+    pub statements: Vec<PlannedStatement>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedStatement {
+    pub sql: String,
+    pub lock: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Preflight {
+    pub ok: bool,
+    pub total_violations: u64,
+}
+
+pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
+    let (target, mut client) = ctx.connect()?;
+    if !args.dry_run {
+        ctx.lock_for_changes(&mut client)?;
+    }
+    let applied = history::read(&mut client)?;
+    history::verify(&applied)?;
+    history::refuse_unadopted(&mut client, &applied)?;
+    let from = history::current_version(&applied);
+    let to = resolve_target(args.target, from)?;
+    let pending: Vec<Migration> = migrations::all()
+        .into_iter()
+        .filter(|m| m.version() > from && m.version() <= to)
+        .collect();
+
+    let mut details = MigrateReport {
+        from_version: from,
+        to_version: from,
+        ..Default::default()
+    };
+    let includes_repair = pending.iter().any(|m| m.version() == REPAIR_VERSION);
+    if includes_repair {
+        refuse_rename_conflicts(&mut client)?;
+        if let Some(outcome) =
+            preflight(ctx, &target, &mut client, &mut details, args.dry_run, from)?
+        {
+            return Ok(outcome);
+        }
+    }
+    if args.dry_run {
+        details.plan = Some(pending.iter().map(plan_of).collect());
+        details.to_version = to;
+        return Ok(finish(details, true, true, from, Code::Ok));
+    }
+    if pending.is_empty() {
+        ctx.log.line(&format!(
+            "nothing to migrate: the database is at version {from}"
+        ));
+    }
+
+    let bar = ctx.log.bar(pending.len() as u64, "migrating");
+    for m in &pending {
+        if m.version() == REPAIR_VERSION && !details.applied.is_empty() {
+            // Rows may have changed while the earlier migrations ran: look again, right before.
+            if let Some(outcome) = preflight(ctx, &target, &mut client, &mut details, false, from)?
+            {
+                return Ok(outcome);
+            }
+        }
+        bar.set_message(format!("V{} {}", m.version(), m.name()));
+        ctx.log
+            .line(&format!("applying V{} {}", m.version(), m.name()));
+        let started = Instant::now();
+        apply_one(ctx, &mut client, m)?;
+        details.applied.push(AppliedMigration {
+            version: m.version(),
+            name: m.name().to_string(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        details.to_version = m.version();
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let mut code = Code::Ok;
+    if details.to_version >= REPAIR_VERSION {
+        let validation = enforce::validate_not_valid(&mut client, None, ctx.retry(), &ctx.log)?;
+        details.validated = validation.validated;
+        if !validation.blocked.is_empty() {
+            details.blocked_by =
+                checker::check(&target, &mut client, &validation.blocked, &ctx.log)?;
+            ctx.log.line("some constraints stay NOT VALID because rows violate them: run `ruleiq-db check-constraints --dry-run`, then `ruleiq-db cleanup`, then `ruleiq-db check-constraints` to validate");
+            code = Code::Violations;
+        }
+    }
+    let version = details.to_version;
+    Ok(finish(details, code == Code::Ok, false, version, code))
+}
+
+fn finish(details: MigrateReport, ok: bool, dry_run: bool, version: i32, code: Code) -> Outcome {
+    Outcome::new(
+        Report {
+            command: "migrate",
+            ok,
+            dry_run,
+            schema_version: version,
+            details,
+        },
+        code,
+    )
+}
+
+/// The version to stop at; refuses (exit 4) one that does not exist or lies below `from`.
+fn resolve_target(target: Option<i32>, from: i32) -> Result<i32> {
+    let latest = migrations::latest_version();
+    let Some(target) = target else {
+        return Ok(latest.max(from));
+    };
+    if migrations::get(target).is_none() {
+        return refuse(format!(
+            "--target {target} does not exist: the migrations are versions 1 to {latest}; nothing was changed"
+        ));
+    }
+    if target < from {
+        return refuse(format!(
+            "--target {target} is below the current version {from}: migrate only goes up; use `ruleiq-db rollback --to {target}`"
+        ));
+    }
+    Ok(target)
+}
+
+/// Runs the preflight; returns the finished outcome when rows block the repair.
+fn preflight(
+    ctx: &Context,
+    target: &Target,
+    client: &mut Client,
+    details: &mut MigrateReport,
+    dry_run: bool,
+    from: i32,
+) -> Result<Option<Outcome>> {
+    let all: Vec<_> = CATALOG.iter().collect();
+    let findings = checker::check(target, client, &all, &ctx.log)?;
+    let total = checker::total_violations(&findings);
+    details.preflight = Some(Preflight {
+        ok: total == 0,
+        total_violations: total,
+    });
+    if total == 0 {
+        return Ok(None);
+    }
+    details.blocked_by = findings.into_iter().filter(|f| f.violations > 0).collect();
+    ctx.log.line(&format!(
+        "preflight: {total} rows violate the constraints 008 would add; nothing of 008 was applied. See `ruleiq-db check-constraints --dry-run`, repair with `ruleiq-db cleanup`"
+    ));
+    let version = details.to_version;
+    let _ = from;
+    Ok(Some(finish(
+        std::mem::take(details),
+        false,
+        dry_run,
+        version,
+        Code::Violations,
+    )))
+}
+
+/// Refuses 008 when a table has both the legacy and the full name of a column.
+fn refuse_rename_conflicts(client: &mut Client) -> Result<()> {
+    let mut conflicts = Vec::new();
+    for r in RENAMES {
+        let columns = db::columns_of(client, r.table)?;
+        if columns.iter().any(|c| c == r.legacy) && columns.iter().any(|c| c == r.current) {
+            conflicts.push(format!("{}: both {} and {}", r.table, r.legacy, r.current));
+        }
+    }
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    refuse(format!(
+        "rename conflict, 008 cannot repair column names: {}. Decide which column holds the data, drop or rename the other, then migrate again; nothing was changed",
+        conflicts.join("; ")
+    ))
+}
+
+/// Applies one migration with its history row in one transaction (refinery's grouped mode),
+/// retrying when a statement hits lock_timeout.
+fn apply_one(ctx: &Context, client: &mut Client, migration: &Migration) -> Result<()> {
+    let what = format!("V{} {}", migration.version(), migration.name());
+    db::retry_on_lock_timeout(&what, ctx.retry(), &ctx.log, || {
+        migrations::runner()
+            .set_grouped(true)
+            .set_abort_divergent(true)
+            .set_abort_missing(true)
+            .set_target(refinery::Target::Version(migration.version()))
+            .run(client)
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+    })
+    .map_err(|e| {
+        let conflict = db::sql_state(&e).is_some_and(|s| s.code() == RENAME_CONFLICT_SQLSTATE);
+        if conflict {
+            Refused(format!("{what}: {e:#}; nothing was changed")).into()
+        } else {
+            e.context(format!(
+                "{what} failed and was rolled back; the database stays at the previous version"
+            ))
+        }
+    })
+}
+
+/// The statements of a migration with the locks they take.
+fn plan_of(migration: &Migration) -> PlannedMigration {
+    let statements = if migration.version() == REPAIR_VERSION {
+        let mut list: Vec<PlannedStatement> = repair::statements()
+            .into_iter()
+            .map(|s| PlannedStatement {
+                sql: s.sql,
+                lock: s.lock,
+            })
+            .collect();
+        list.extend(CATALOG.iter().map(|c| PlannedStatement {
+            sql: c.validate_sql(),
+            lock: format!(
+                "{} — after 008 commits, one transaction each",
+                c.validate_lock()
+            ),
+        }));
+        list
+    } else {
+        split_statements(migration.sql().unwrap_or_default())
+            .into_iter()
+            .map(|sql| PlannedStatement {
+                lock: lock_taken(&sql),
+                sql,
+            })
+            .collect()
+    };
+    PlannedMigration {
+        version: migration.version(),
+        name: migration.name().to_string(),
+        statements,
+    }
+}
+
+impl Details for MigrateReport {
+    fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "from version {} to version {}",
+            self.from_version, self.to_version
+        )?;
+        if let Some(plan) = &self.plan {
+            if plan.is_empty() {
+                writeln!(out, "Plan: nothing to apply.")?;
+            }
+            for m in plan {
+                let mut t = report::table(&["statement", "lock"]);
+                for s in &m.statements {
+                    let first_line = s
+                        .sql
+                        .lines()
+                        .find(|l| l.contains("ALTER") || l.contains("CREATE"))
+                        .unwrap_or(&s.sql);
+                    t.add_row(vec![first_line.trim().to_string(), s.lock.clone()]);
+                }
+                writeln!(out, "V{} {}\n{t}", m.version, m.name)?;
+            }
+        }
+        if !self.applied.is_empty() {
+            let mut t = report::table(&["version", "migration", "duration"]);
+            for a in &self.applied {
+                t.add_row(vec![
+                    format!("V{}", a.version),
+                    a.name.clone(),
+                    format!("{} ms", a.duration_ms),
+                ]);
+            }
+            writeln!(out, "{t}")?;
+        }
+        if let Some(p) = &self.preflight {
+            writeln!(
+                out,
+                "preflight: {}",
+                if p.ok {
+                    "every row satisfies the catalog constraints".to_string()
+                } else {
+                    format!("{} violating rows", p.total_violations)
+                }
+            )?;
+        }
+        if !self.blocked_by.is_empty() {
+            writeln!(out, "Blocked by:")?;
+            write_findings(out, &self.blocked_by)?;
+            writeln!(out, "Next: `ruleiq-db cleanup --dry-run`, then `ruleiq-db cleanup`, then migrate again.")?;
+        }
+        if !self.validated.is_empty() {
+            writeln!(out, "validated: {}", self.validated.join(", "))?;
+        }
+        Ok(())
+    }
+}

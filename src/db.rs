@@ -1,0 +1,195 @@
+//! Connections and the safety mechanics every changing command shares: the advisory lock (one
+//! migrator at a time), `lock_timeout` (short waits for table locks) and retry with backoff
+//! when a statement hits it.
+
+use crate::config::Target;
+use crate::exit::Refused;
+use crate::progress::Log;
+use anyhow::{Context, Result};
+use postgres::error::SqlState;
+use postgres::Client;
+use std::time::{Duration, Instant};
+
+/// The advisory lock key every ruleiq-db takes before changing anything ("ruleiq" in ASCII).
+pub const MIGRATION_LOCK_KEY: i64 = 0x7275_6c65_6971;
+
+/// Opens a connection, with an error that names the server but never the password.
+pub fn connect(target: &Target) -> Result<Client> {
+    let connector = target.tls.connector()?;
+    target
+        .config
+        .connect(connector)
+        .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {}", describe_connect_error(&e)))
+}
+
+fn describe_connect_error(error: &postgres::Error) -> String {
+    // The Display of a connection error ends in its cause; keep one line.
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text.replace('\n', " ")
+}
+
+/// Takes the migration advisory lock, waiting up to `wait`. While it waits it says so once on
+/// stderr, naming the process that holds it. Released when the connection closes.
+pub fn acquire_migration_lock(client: &mut Client, wait: Duration, log: &Log) -> Result<()> {
+    let started = Instant::now();
+    let mut announced = false;
+    loop {
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])?
+            .get(0);
+        if got {
+            if announced {
+                log.line(&format!(
+                    "got the migration lock after {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            return Ok(());
+        }
+        if !announced {
+            log.line(&format!(
+                "waiting for another ruleiq-db ({}) that holds the migration lock (up to {}s)",
+                lock_holder(client).unwrap_or_else(|| "unknown process".into()),
+                wait.as_secs()
+            ));
+            announced = true;
+        }
+        if started.elapsed() >= wait {
+            return Err(Refused(format!(
+                "another ruleiq-db ({}) still holds the migration lock after {}s; try again when it has finished, or raise --lock-wait",
+                lock_holder(client).unwrap_or_else(|| "unknown process".into()),
+                wait.as_secs()
+            ))
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn lock_holder(client: &mut Client) -> Option<String> {
+    let row = client
+        .query_opt(
+            "SELECT l.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local')
+               FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND l.granted
+                AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
+              LIMIT 1",
+            &[&MIGRATION_LOCK_KEY],
+        )
+        .ok()??;
+    let pid: i32 = row.get(0);
+    let app: String = row.get(1);
+    let addr: String = row.get(2);
+    Some(format!("pid {pid}, {app} from {addr}"))
+}
+
+/// Sets the session's `lock_timeout`. Called after the advisory lock is held, so waiting for
+/// our own lock is not cut short.
+pub fn set_lock_timeout(client: &mut Client, timeout: Duration) -> Result<()> {
+    let millis = timeout.as_millis().max(1);
+    client
+        .batch_execute(&format!("SET lock_timeout = '{millis}ms'"))
+        .context("setting lock_timeout")
+}
+
+/// Whether an error (anywhere in its chain) is PostgreSQL's lock_not_available (55P03).
+pub fn is_lock_timeout(error: &anyhow::Error) -> bool {
+    sql_state(error).is_some_and(|code| *code == SqlState::LOCK_NOT_AVAILABLE)
+}
+
+/// The SQLSTATE of the first PostgreSQL error in the chain.
+pub fn sql_state(error: &anyhow::Error) -> Option<&SqlState> {
+    error.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<postgres::Error>()
+            .and_then(|e| e.code())
+    })
+}
+
+/// How to retry a transaction that hit `lock_timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    pub fn new(attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            attempts: attempts.max(1),
+            first_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs `work` (one whole transaction) and, when it fails on lock_timeout, waits and runs it
+/// again. The failed transaction has already rolled back, so the application's queries that
+/// queued behind our lock request go ahead while we wait; that is why we give up the lock
+/// request quickly and retry rather than wait long.
+pub fn retry_on_lock_timeout<T>(
+    what: &str,
+    policy: RetryPolicy,
+    log: &Log,
+    mut work: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut backoff = policy.first_backoff;
+    for attempt in 1..=policy.attempts {
+        match work() {
+            Err(error) if is_lock_timeout(&error) && attempt < policy.attempts => {
+                log.line(&format!(
+                    "{what}: a table lock was not granted within lock_timeout (attempt {attempt}/{}); rolled back, retrying in {} ms",
+                    policy.attempts,
+                    backoff.as_millis()
+                ));
+                std::thread::sleep(backoff + jitter(backoff));
+                backoff = (backoff * 2).min(policy.max_backoff);
+            }
+            Err(error) if is_lock_timeout(&error) => {
+                return Err(error.context(format!(
+                    "{what}: gave up after {} attempts to get a table lock; a long transaction is holding it (see pg_stat_activity), retry when it ends or raise --lock-retries",
+                    policy.attempts
+                )));
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+/// Up to a quarter of `base`, so that two waiting migrators do not retry in lockstep.
+fn jitter(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
+        ^ u64::from(std::process::id());
+    let quarter = (base.as_millis() as u64 / 4).max(1);
+    Duration::from_millis(nanos % quarter)
+}
+
+/// Whether a table exists in the current schema.
+pub fn table_exists(client: &mut Client, table: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass(quote_ident($1)) IS NOT NULL", &[&table])?
+        .get(0))
+}
+
+/// The columns of a table in the current schema (empty when the table is absent).
+pub fn columns_of(client: &mut Client, table: &str) -> Result<Vec<String>> {
+    let rows = client.query(
+        "SELECT attname::text FROM pg_attribute
+          WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped
+          ORDER BY attnum",
+        &[&table],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

@@ -1,0 +1,150 @@
+//! The migration history (refinery's table) compared with the embedded migrations.
+
+use crate::catalog::{self, migrations, HISTORY_TABLE};
+use crate::db;
+use anyhow::Result;
+use postgres::{Client, GenericClient};
+use serde::Serialize;
+
+/// One row of the history table.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub version: i32,
+    pub name: String,
+    pub applied_on: String,
+    pub checksum: String,
+}
+
+/// How an embedded or recorded migration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Applied,
+    Pending,
+    /// Recorded with another name or checksum: the migration was edited after it ran.
+    Divergent,
+    /// Recorded, but this build does not know it.
+    Missing,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub version: i32,
+    pub name: String,
+    pub state: State,
+    pub applied_on: Option<String>,
+}
+
+/// Reads the history; an absent table is an empty history.
+pub fn read(client: &mut impl GenericClient) -> Result<Vec<Applied>> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY_TABLE])?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = client.query(
+        &format!("SELECT version, coalesce(name, ''), coalesce(applied_on, ''), coalesce(checksum, '') FROM {HISTORY_TABLE} ORDER BY version"),
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| Applied {
+            version: r.get(0),
+            name: r.get(1),
+            applied_on: r.get(2),
+            checksum: r.get(3),
+        })
+        .collect())
+}
+
+/// Every version, embedded or recorded, with its state.
+pub fn compare(applied: &[Applied]) -> Vec<Entry> {
+    let embedded = migrations::all();
+    let mut entries: Vec<Entry> = embedded
+        .iter()
+        .map(|m| {
+            let recorded = applied.iter().find(|a| a.version == m.version());
+            let state = match recorded {
+                None => State::Pending,
+                Some(a) if a.name == m.name() && a.checksum == m.checksum().to_string() => {
+                    State::Applied
+                }
+                Some(_) => State::Divergent,
+            };
+            Entry {
+                version: m.version(),
+                name: m.name().to_string(),
+                state,
+                applied_on: recorded.map(|a| a.applied_on.clone()),
+            }
+        })
+        .collect();
+    for a in applied {
+        if !embedded.iter().any(|m| m.version() == a.version) {
+            entries.push(Entry {
+                version: a.version,
+                name: a.name.clone(),
+                state: State::Missing,
+                applied_on: Some(a.applied_on.clone()),
+            });
+        }
+    }
+    entries.sort_by_key(|e| e.version);
+    entries
+}
+
+/// The highest recorded version, 0 for none.
+pub fn current_version(applied: &[Applied]) -> i32 {
+    applied.iter().map(|a| a.version).max().unwrap_or(0)
+}
+
+/// Refuses (exit 4) a history this build cannot trust: an edited or unknown migration.
+pub fn verify(applied: &[Applied]) -> Result<()> {
+    let problems: Vec<String> = compare(applied)
+        .into_iter()
+        .filter_map(|e| match e.state {
+            State::Divergent => Some(format!(
+                "V{} {} differs from the migration that was applied on {} (edited after it ran)",
+                e.version,
+                e.name,
+                e.applied_on.unwrap_or_default()
+            )),
+            State::Missing => Some(format!(
+                "V{} {} is recorded in {HISTORY_TABLE} but unknown to this ruleiq-db (a newer build applied it?)",
+                e.version, e.name
+            )),
+            _ => None,
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        crate::exit::refuse(format!(
+            "the migration history cannot be trusted:\n  {}\nnothing was changed; restore the original migration files or use the ruleiq-db build that applied them",
+            problems.join("\n  ")
+        ))
+    }
+}
+
+/// Refuses to migrate a database that already has ruleIQ tables but no history: it was built
+/// by another tool and must be adopted with `baseline` first.
+pub fn refuse_unadopted(client: &mut Client, applied: &[Applied]) -> Result<()> {
+    if !applied.is_empty() {
+        return Ok(());
+    }
+    let mut present = Vec::new();
+    for table in catalog::TABLES {
+        if db::table_exists(client, table)? {
+            present.push(*table);
+        }
+    }
+    if present.is_empty() {
+        return Ok(());
+    }
+    crate::exit::refuse(format!(
+        "this database already has ruleIQ tables ({}{}) but no ruleiq-db history: it was built by another tool. Run `ruleiq-db baseline` to adopt it, then migrate",
+        present.iter().take(3).copied().collect::<Vec<_>>().join(", "),
+        if present.len() > 3 { ", …" } else { "" }
+    ))
+}

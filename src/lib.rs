@@ -1,0 +1,21 @@
+//! ruleiq-db: migrates, checks, cleans and rolls back the ruleIQ PostgreSQL database.
+//!
+//! The binary (`src/main.rs`) only parses the command line and maps the outcome to an exit
+//! code; everything else lives here so that the tests can drive it too.
+
+pub mod archive;
+pub mod catalog;
+pub mod checker;
+pub mod cleanup;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod enforce;
+pub mod exit;
+pub mod history;
+pub mod progress;
+pub mod report;
+pub mod sandbox;
+pub mod shape;
+pub mod tls;

@@ -1,0 +1,68 @@
+//! What a command says on stderr while it works: log lines (unless --quiet) and progress bars
+//! (only on a terminal, unless --no-progress).
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+
+/// Where log lines and progress go. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Log {
+    pub quiet: bool,
+    pub bars: bool,
+}
+
+impl Log {
+    pub fn new(quiet: bool, no_progress: bool) -> Log {
+        Log {
+            quiet,
+            bars: !quiet && !no_progress && std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// A silent log, for library callers and tests.
+    pub fn silent() -> Log {
+        Log {
+            quiet: true,
+            bars: false,
+        }
+    }
+
+    /// One line on stderr.
+    pub fn line(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("ruleiq-db: {message}");
+        }
+    }
+
+    /// A bar over `total` steps; hidden off a terminal.
+    pub fn bar(&self, total: u64, what: &str) -> ProgressBar {
+        if !self.bars {
+            return ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(what.to_string());
+        bar
+    }
+
+    /// A spinner for work of unknown length.
+    pub fn spinner(&self, what: &str) -> ProgressBar {
+        if !self.bars {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})")
+                .expect("valid template"),
+        );
+        bar.set_prefix(what.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    }
+}

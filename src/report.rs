@@ -1,0 +1,92 @@
+//! Reports: every command produces one value that renders as a table (comfy-table), JSON or
+//! YAML, to stdout and optionally a file. The JSON keys are the contract (DESIGN.md §2).
+
+use crate::cli::Format;
+use anyhow::{Context, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+use serde::Serialize;
+use std::io::Write;
+
+/// The keys every report has, plus the command's own details flattened beside them.
+#[derive(Debug, Serialize)]
+pub struct Report<D: Serialize> {
+    pub command: &'static str,
+    pub ok: bool,
+    pub dry_run: bool,
+    pub schema_version: i32,
+    #[serde(flatten)]
+    pub details: D,
+}
+
+/// What a command's details know how to do besides serialising: draw themselves for people.
+pub trait Details: Serialize {
+    fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
+/// A report ready to print, whatever its command.
+pub trait Render {
+    fn to_value(&self) -> serde_json::Value;
+    fn write_human(&self, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
+impl<D: Details> Render for Report<D> {
+    fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("reports serialise")
+    }
+
+    fn write_human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let verdict = if self.ok { "ok" } else { "NOT OK" };
+        let dry = if self.dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "ruleiq-db {}: {verdict}{dry}; schema version {}",
+            self.command, self.schema_version
+        )?;
+        self.details.write_table(out)
+    }
+}
+
+/// Writes a report in the chosen format.
+pub fn write(report: &dyn Render, format: Format, out: &mut dyn Write) -> Result<()> {
+    match format {
+        Format::Table => report.write_human(out)?,
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &report.to_value())?;
+            writeln!(out)?;
+        }
+        Format::Yaml => {
+            let text = serde_yaml::to_string(&report.to_value()).context("rendering YAML")?;
+            out.write_all(text.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints to stdout and, when asked, to a file too.
+pub fn emit(report: &dyn Render, format: Format, file: Option<&std::path::Path>) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    write(report, format, &mut lock)?;
+    lock.flush()?;
+    if let Some(path) = file {
+        let mut buffer = Vec::new();
+        write(report, format, &mut buffer)?;
+        std::fs::write(path, buffer)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A table in the house style.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(110)
+        .set_header(header.to_vec());
+    t
+}

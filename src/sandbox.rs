@@ -1,0 +1,308 @@
+//! A throwaway PostgreSQL cluster started from the local server binaries: `rehearse` and the
+//! test harness both use it. Stopped and removed on drop.
+
+use crate::config::{ProcessEnv, Target};
+use anyhow::{bail, Context, Result};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Options for a throwaway cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Serve TLS with a fresh self-signed certificate (needs the `openssl` command).
+    pub ssl: bool,
+}
+
+/// A running throwaway cluster.
+pub struct Cluster {
+    root: Option<tempfile::TempDir>,
+    bindir: PathBuf,
+    run_as: Option<String>,
+    port: u16,
+    password: String,
+}
+
+const SUPERUSER: &str = "postgres";
+
+impl Cluster {
+    pub fn start(options: &ClusterOptions) -> Result<Cluster> {
+        let bindir = find_bindir()?;
+        let run_as = running_as_root().then(|| "postgres".to_string());
+        let root = tempfile::Builder::new()
+            .prefix("ruleiq-db-pg-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let data = root.path().join("data");
+        let sockets = root.path().join("sockets");
+        std::fs::create_dir(&sockets)?;
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let pwfile = root.path().join("pwfile");
+        std::fs::write(&pwfile, &password)?;
+        if let Some(user) = &run_as {
+            give_to(root.path(), user)?;
+            give_to(&sockets, user)?;
+            give_to(&pwfile, user)?;
+        }
+        let cluster = Cluster {
+            root: Some(root),
+            bindir,
+            run_as,
+            port: free_port()?,
+            password,
+        };
+        cluster.run_tool(
+            "initdb",
+            &[
+                "-D",
+                path_str(&data)?,
+                "-U",
+                SUPERUSER,
+                "--pwfile",
+                path_str(&pwfile)?,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-N",
+            ],
+        )?;
+        let mut settings = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100",
+            cluster.port,
+            path_str(&sockets)?
+        );
+        if options.ssl {
+            cluster.make_certificate(&data)?;
+            settings.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
+        let log = cluster.root_path().join("server.log");
+        let started = cluster.run_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&data)?,
+                "-l",
+                path_str(&log)?,
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &settings,
+                "start",
+            ],
+        );
+        if let Err(e) = started {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            bail!(
+                "{e:#}\nserver log: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(cluster)
+    }
+
+    fn root_path(&self) -> &Path {
+        self.root.as_ref().expect("cluster directory").path()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL for a database on this cluster, with the superuser's password.
+    pub fn url(&self, dbname: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{dbname}?sslmode=disable",
+            self.password, self.port
+        )
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    pub fn target(&self, dbname: &str) -> Result<Target> {
+        Target::resolve(Some(&self.url(dbname)), &ProcessEnv)
+    }
+
+    fn make_certificate(&self, data: &Path) -> Result<()> {
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .arg("-keyout")
+            .arg(data.join("server.key"))
+            .arg("-out")
+            .arg(data.join("server.crt"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running openssl to make a test certificate")?;
+        if !status.success() {
+            bail!("openssl could not make a certificate");
+        }
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+        if let Some(user) = &self.run_as {
+            give_to(&data.join("server.key"), user)?;
+            give_to(&data.join("server.crt"), user)?;
+        }
+        Ok(())
+    }
+
+    fn run_tool(&self, tool: &str, args: &[&str]) -> Result<()> {
+        let program = self.bindir.join(tool);
+        let mut command = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+                    .arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        let output = command
+            .args(args)
+            .current_dir(self.root_path())
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", program.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{tool} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the server and removes its files.
+    pub fn stop(&mut self) {
+        if let Some(root) = self.root.take() {
+            let data = root.path().join("data");
+            if let Some(data) = data.to_str() {
+                let mut command = match &self.run_as {
+                    Some(user) => {
+                        let mut c = Command::new("setpriv");
+                        c.args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+                            .arg(self.bindir.join("pg_ctl"));
+                        c
+                    }
+                    None => Command::new(self.bindir.join("pg_ctl")),
+                };
+                let _ = command
+                    .args(["-D", data, "-m", "immediate", "-w", "stop"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            drop(root);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str().context("temporary path is not UTF-8")
+}
+
+/// Whether this process runs as root (initdb refuses to).
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+fn give_to(path: &Path, user: &str) -> Result<()> {
+    let id = |flag: &str| -> Result<u32> {
+        let out = Command::new("id")
+            .arg(flag)
+            .arg(user)
+            .output()
+            .context("running id")?;
+        if !out.status.success() {
+            bail!("there is no '{user}' system user to run PostgreSQL as (initdb refuses to run as root); create it or run as another user");
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .context("parsing id output")
+    };
+    std::os::unix::fs::chown(path, Some(id("-u")?), Some(id("-g")?))
+        .with_context(|| format!("chown {}", path.display()))
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Finds the directory holding `initdb` and `pg_ctl`: PATH, then `pg_config --bindir`, then the
+/// usual package locations (newest version first).
+pub fn find_bindir() -> Result<PathBuf> {
+    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if has_tools(&dir) {
+                return Ok(dir);
+            }
+        }
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has_tools(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    for pattern_root in [
+        "/usr/lib/postgresql",
+        "/opt/homebrew/opt",
+        "/usr/local/opt",
+        "/usr/pgsql",
+    ] {
+        if let Ok(entries) = std::fs::read_dir(pattern_root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if pattern_root == "/usr/lib/postgresql" || name.starts_with("postgresql") {
+                    candidates.push(entry.path().join("bin"));
+                }
+            }
+        }
+    }
+    candidates.push(PathBuf::from("/usr/local/pgsql/bin"));
+    candidates.sort_by_key(|p| std::cmp::Reverse(version_in(p)));
+    if let Some(dir) = candidates.into_iter().find(|d| has_tools(d)) {
+        return Ok(dir);
+    }
+    bail!(
+        "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH, through pg_config, or in the usual places.\n\
+         Install them:  Debian/Ubuntu: sudo apt-get install postgresql    macOS: brew install postgresql@15\n\
+         Or point ruleiq-db at an existing server with --database-url (or DATABASE_URL)."
+    )
+}
+
+fn version_in(path: &Path) -> u32 {
+    path.to_string_lossy()
+        .split(|c: char| !c.is_ascii_digit())
+        .find_map(|part| part.parse().ok())
+        .unwrap_or(0)
+}

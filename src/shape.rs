@@ -1,0 +1,1 @@
+//! The expected shape of each schema version and comparison with a live database.

@@ -1,0 +1,188 @@
+//! Test harness: a real PostgreSQL, one fresh database per test.
+//!
+//! The server is `RULEIQ_TEST_DATABASE_URL` when set (a postgres:// URL of a role that may
+//! create databases), else a throwaway cluster started with the same code as `rehearse`, once
+//! per test binary and stopped when the binary exits.
+
+#![allow(dead_code)]
+
+use postgres::{Client, NoTls};
+use ruleiq_db::sandbox::{Cluster, ClusterOptions};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+struct Server {
+    /// URL template: `{db}` stands for the database name.
+    url_template: String,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+static CLUSTER: Mutex<Option<Cluster>> = Mutex::new(None);
+
+extern "C" fn stop_cluster() {
+    if let Ok(mut guard) = CLUSTER.lock() {
+        if let Some(mut cluster) = guard.take() {
+            cluster.stop();
+        }
+    }
+}
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("RULEIQ_TEST_DATABASE_URL") {
+            let (base, query) = url
+                .split_once('?')
+                .map_or((url.as_str(), ""), |(b, q)| (b, q));
+            let (prefix, _) = base
+                .rsplit_once('/')
+                .expect("RULEIQ_TEST_DATABASE_URL must be postgres://…/dbname");
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            };
+            return Server {
+                url_template: format!("{prefix}/{{db}}{query}"),
+            };
+        }
+        let cluster =
+            Cluster::start(&ClusterOptions::default()).expect("starting a throwaway PostgreSQL");
+        let template = cluster.url("{db}");
+        *CLUSTER.lock().unwrap() = Some(cluster);
+        unsafe {
+            libc::atexit(stop_cluster);
+        }
+        Server {
+            url_template: template,
+        }
+    })
+}
+
+pub fn url_for(db: &str) -> String {
+    server().url_template.replace("{db}", db)
+}
+
+pub fn connect_url(url: &str) -> Client {
+    Client::connect(url, NoTls).expect("connecting to the test server")
+}
+
+/// A fresh database, dropped when the value goes.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = connect_url(&url_for("postgres"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("CREATE DATABASE");
+        TestDb {
+            url: url_for(&name),
+            name,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        connect_url(&self.url)
+    }
+
+    pub fn target(&self) -> ruleiq_db::config::Target {
+        ruleiq_db::config::Target::resolve(Some(&self.url), &ruleiq_db::config::ProcessEnv).unwrap()
+    }
+
+    /// The real binary, pointed at this database, without progress bars.
+    pub fn cli(&self) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
+        cmd.env_remove("DATABASE_URL")
+            .arg("--database-url")
+            .arg(&self.url)
+            .arg("--no-progress")
+            .timeout(std::time::Duration::from_secs(300));
+        cmd
+    }
+
+    /// Runs the binary with these arguments and returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cli().args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs with `--format json` and parses stdout.
+    pub fn run_json(&self, args: &[&str]) -> (i32, serde_json::Value, String) {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = self.run(&all);
+        let value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!("stdout is not one JSON document ({e}):\n{stdout}\nstderr:\n{stderr}")
+        });
+        (code, value, stderr)
+    }
+
+    pub fn execute(&self, sql: &str) {
+        self.client()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+
+    pub fn execute_file(&self, path: &str) {
+        let sql = std::fs::read_to_string(path).unwrap();
+        self.execute(&sql);
+    }
+
+    pub fn scalar_i64(&self, sql: &str) -> i64 {
+        self.client().query_one(sql, &[]).unwrap().get(0)
+    }
+
+    /// Migrates with the library's binary to `version` and asserts success.
+    pub fn migrate_to(&self, version: i32) {
+        let v = version.to_string();
+        let (code, _, stderr) = self.run(&["migrate", "--target", &v]);
+        assert_eq!(code, 0, "migrate --target {version} failed: {stderr}");
+    }
+
+    /// A version-7 database holding the dirty legacy fixture.
+    pub fn dirty_legacy() -> TestDb {
+        let db = TestDb::new();
+        db.migrate_to(7);
+        db.execute_file("fixtures/legacy_dirty.sql");
+        db
+    }
+
+    /// A schema-and-data dump, for "nothing changed" comparisons.
+    pub fn dump(&self) -> String {
+        self.dump_with(&[])
+    }
+
+    pub fn dump_with(&self, extra: &[&str]) -> String {
+        let bindir = ruleiq_db::sandbox::find_bindir().expect("pg_dump");
+        let out = Command::new(bindir.join("pg_dump"))
+            .args(["--no-owner", "--no-privileges", "--dbname", &self.url])
+            .args(extra)
+            .output()
+            .expect("running pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(&url_for("postgres"), NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
