@@ -262,7 +262,13 @@ pub fn find_bindir() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if has_tools(&dir) {
-                return Ok(dir);
+                // A PATH entry may hold only symlinks to initdb and pg_ctl; the real directory
+                // also has pg_dump and the rest.
+                let real = std::fs::canonicalize(dir.join("initdb"))
+                    .ok()
+                    .and_then(|p| p.parent().map(Path::to_path_buf))
+                    .filter(|d| has_tools(d));
+                return Ok(real.unwrap_or(dir));
             }
         }
     }

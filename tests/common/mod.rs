@@ -172,7 +172,25 @@ impl TestDb {
             "pg_dump: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap()
+        // pg_dump 15.14+ brackets its output with \restrict/\unrestrict and a random key.
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Asserts the database's dump equals `before`, printing only the differing lines.
+    pub fn assert_unchanged(&self, before: &str) {
+        let after = self.dump();
+        if after != before {
+            let old: std::collections::BTreeSet<&str> = before.lines().collect();
+            let new: std::collections::BTreeSet<&str> = after.lines().collect();
+            let gone: Vec<&&str> = old.difference(&new).take(20).collect();
+            let added: Vec<&&str> = new.difference(&old).take(20).collect();
+            panic!("the database changed.\nlines gone: {gone:#?}\nlines added: {added:#?}");
+        }
     }
 }
 

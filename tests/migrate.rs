@@ -1,0 +1,501 @@
+//! `migrate` against a real PostgreSQL: the foundation's guarantees.
+
+mod common;
+use common::TestDb;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CATALOG_NAMES: [&str; 6] = [
+    "chk_evidence_status",
+    "chk_employee_count_positive",
+    "chk_data_sensitivity",
+    "chk_approval_workflow",
+    "fk_assessment_business_profile",
+    "fk_generated_policy_business_profile",
+];
+
+fn columns(db: &TestDb, table: &str) -> Vec<String> {
+    db.client()
+        .query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+            &[&table],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn valid_constraints(db: &TestDb) -> Vec<String> {
+    db.client()
+        .query(
+            "SELECT conname::text FROM pg_constraint WHERE convalidated AND conname = ANY($1) ORDER BY 1",
+            &[&CATALOG_NAMES.to_vec()],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Every row of every ruleIQ table as JSON, keyed by table then id, with legacy names mapped to
+/// the full ones so that version 7 and version 8 snapshots compare.
+fn all_rows(db: &TestDb) -> BTreeMap<String, BTreeMap<String, Value>> {
+    let mut client = db.client();
+    let mut out = BTreeMap::new();
+    for table in ruleiq_db::catalog::TABLES {
+        let rows = client
+            .query(&format!("SELECT id::text, to_jsonb(t) FROM {table} t"), &[])
+            .unwrap();
+        let mut by_id = BTreeMap::new();
+        for row in rows {
+            let mut value: Value = row.get(1);
+            if let Value::Object(map) = &mut value {
+                for r in ruleiq_db::catalog::renames::RENAMES
+                    .iter()
+                    .filter(|r| r.table == *table)
+                {
+                    if let Some(v) = map.remove(r.legacy) {
+                        map.insert(r.current.to_string(), v);
+                    }
+                }
+            }
+            by_id.insert(row.get::<_, String>(0), value);
+        }
+        out.insert(table.to_string(), by_id);
+    }
+    out
+}
+
+/// The dirty fixture with its violations repaired by hand: a clean version-7 database with rows
+/// in every table.
+fn clean_legacy() -> TestDb {
+    let db = TestDb::dirty_legacy();
+    db.execute(
+        "UPDATE evidence_items SET status = 'collected' WHERE status NOT IN ('not_started','in_progress','collected','approved','rejected');
+         UPDATE evidence_items SET approved_at = now(), approved_by = user_id WHERE status = 'approved';
+         UPDATE business_profiles SET employee_count = 1 WHERE employee_count <= 0;
+         UPDATE business_profiles SET data_sensitivity = 'High' WHERE data_sensitivity NOT IN ('Low','Medium','High','Critical');
+         UPDATE assessment_sessions SET business_profil = NULL WHERE business_profil NOT IN (SELECT id FROM business_profiles);
+         UPDATE generated_policies SET business_profil = NULL WHERE business_profil NOT IN (SELECT id FROM business_profiles);",
+    );
+    db
+}
+
+#[test]
+fn fresh_database_reaches_version_8_with_full_names_and_six_valid_constraints() {
+    let db = TestDb::new();
+    let (code, report, stderr) = db.run_json(&["migrate"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["command"], "migrate");
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["from_version"], 0);
+    assert_eq!(report["to_version"], 8);
+    assert_eq!(report["schema_version"], 8);
+    assert_eq!(report["applied"].as_array().unwrap().len(), 8);
+    assert!(report["applied"][0]["duration_ms"].is_u64());
+    assert_eq!(report["validated"].as_array().unwrap().len(), 6);
+    let bp = columns(&db, "business_profiles");
+    for name in [
+        "handles_personal_data",
+        "processes_payments",
+        "stores_health_data",
+        "provides_financial_services",
+        "operates_critical_infrastructure",
+        "has_international_operations",
+    ] {
+        assert!(bp.contains(&name.to_string()), "{name} missing from {bp:?}");
+    }
+    assert!(!bp.iter().any(|c| c == "handles_persona"));
+    assert!(columns(&db, "assessment_sessions").contains(&"questions_answered".to_string()));
+    assert!(columns(&db, "generated_policies").contains(&"business_profile_id".to_string()));
+    assert_eq!(valid_constraints(&db).len(), 6);
+    // Nothing left to do the second time.
+    let (code, report, _) = db.run_json(&["migrate"]);
+    assert_eq!(code, 0);
+    assert_eq!(report["applied"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM refinery_schema_history"),
+        8
+    );
+}
+
+#[test]
+fn clean_version_7_keeps_every_row_and_value_under_the_new_names() {
+    let db = clean_legacy();
+    let before = all_rows(&db);
+    assert!(
+        before.values().all(|rows| !rows.is_empty()),
+        "every table has rows"
+    );
+    let (code, report, stderr) = db.run_json(&["migrate"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["from_version"], 7);
+    assert_eq!(report["applied"][0]["version"], 8);
+    assert_eq!(all_rows(&db), before);
+    assert_eq!(valid_constraints(&db).len(), 6);
+}
+
+#[test]
+fn dirty_version_7_stops_with_exit_3_and_changes_nothing() {
+    let db = TestDb::dirty_legacy();
+    let before = db.dump();
+    let (code, report, stderr) = db.run_json(&["migrate"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["preflight"]["total_violations"], 16);
+    let blocked: Vec<&str> = report["blocked_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(blocked.len(), 6, "{blocked:?}");
+    assert!(stderr.contains("cleanup"), "points to cleanup: {stderr}");
+    db.assert_unchanged(&before);
+}
+
+#[test]
+fn a_column_renamed_by_hand_is_accepted_and_both_names_are_refused() {
+    let db = clean_legacy();
+    db.execute(
+        "ALTER TABLE business_profiles RENAME COLUMN handles_persona TO handles_personal_data",
+    );
+    let (code, _, stderr) = db.run(&["migrate"]);
+    assert_eq!(code, 0, "{stderr}");
+    let bp = columns(&db, "business_profiles");
+    assert!(
+        bp.contains(&"handles_personal_data".to_string())
+            && bp.contains(&"processes_payments".to_string())
+    );
+
+    let db = clean_legacy();
+    db.execute("ALTER TABLE assessment_sessions ADD COLUMN questions_answered JSONB");
+    let before = db.dump();
+    let (code, _, stderr) = db.run(&["migrate"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("assessment_sessions")
+            && stderr.contains("questions_answe")
+            && stderr.contains("questions_answered"),
+        "{stderr}"
+    );
+    db.assert_unchanged(&before);
+}
+
+#[test]
+fn two_migrates_at_once_apply_each_version_once() {
+    let db = TestDb::new();
+    // Hold the migration lock so that both start waiting, then let them race for it.
+    let mut holder = db.client();
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&ruleiq_db::db::MIGRATION_LOCK_KEY],
+        )
+        .unwrap();
+    let spawn = || {
+        Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"))
+            .args(["--database-url", &db.url, "--format", "json", "migrate"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    std::thread::sleep(Duration::from_millis(1500));
+    holder
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&ruleiq_db::db::MIGRATION_LOCK_KEY],
+        )
+        .unwrap();
+    let mut applied_counts = Vec::new();
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("waiting for another ruleiq-db"), "{stderr}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        applied_counts.push(report["applied"].as_array().unwrap().len());
+    }
+    applied_counts.sort();
+    assert_eq!(applied_counts, vec![0, 8]);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM refinery_schema_history"),
+        8
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(DISTINCT version) FROM refinery_schema_history"),
+        8
+    );
+}
+
+#[test]
+fn a_second_migrator_gives_up_with_exit_4_after_the_wait_bound() {
+    let db = TestDb::new();
+    let mut holder = db.client();
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&ruleiq_db::db::MIGRATION_LOCK_KEY],
+        )
+        .unwrap();
+    let (code, _, stderr) = db.run(&["--lock-wait", "1s", "migrate"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("holds the migration lock"), "{stderr}");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+        0
+    );
+}
+
+#[test]
+fn a_locked_table_is_retried_and_other_sessions_never_queue_long() {
+    let db = clean_legacy();
+    // Another session reads business_profiles in a long transaction: 008's rename cannot get
+    // its ACCESS EXCLUSIVE lock until it ends.
+    let mut blocker = db.client();
+    let mut tx = blocker.transaction().unwrap();
+    tx.execute("LOCK TABLE business_profiles IN ACCESS SHARE MODE", &[])
+        .unwrap();
+
+    let mut migrate = Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"))
+        .args([
+            "--database-url",
+            &db.url,
+            "--format",
+            "json",
+            "--lock-timeout",
+            "300ms",
+            "migrate",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Meanwhile the application keeps reading. While migrate waits for its lock, these reads
+    // queue behind it, but for no longer than lock_timeout before migrate backs off.
+    let mut app = db.client();
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(4) {
+        let t = Instant::now();
+        app.query("SELECT count(*) FROM business_profiles", &[])
+            .unwrap();
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tx.commit().unwrap();
+    let status = migrate.wait().unwrap();
+    let mut stderr = String::new();
+    migrate
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "migrate said it retried: {stderr}"
+    );
+    // Without lock_timeout the reads would have queued for the whole 4 s the blocker held on;
+    // the bound is loose on purpose (shared machine), the behaviour is what is tested.
+    assert!(
+        worst < Duration::from_millis(2500),
+        "a read queued for {worst:?}"
+    );
+    assert_eq!(valid_constraints(&db).len(), 6);
+}
+
+#[test]
+fn dry_run_changes_nothing_not_even_the_history_table() {
+    let db = TestDb::new();
+    let before = db.dump();
+    let (code, report, stderr) = db.run_json(&["migrate", "--dry-run"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["dry_run"], true);
+    let plan = report["plan"].as_array().unwrap();
+    assert_eq!(plan.len(), 8);
+    let repair = &plan[7];
+    assert_eq!(repair["name"], "repair_schema");
+    let locks: Vec<&str> = repair["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["lock"].as_str().unwrap())
+        .collect();
+    assert!(locks.iter().any(|l| l.starts_with("ACCESS EXCLUSIVE")));
+    assert!(locks
+        .iter()
+        .any(|l| l.starts_with("SHARE UPDATE EXCLUSIVE")));
+    db.assert_unchanged(&before);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_tables WHERE tablename = 'refinery_schema_history'"),
+        0
+    );
+
+    let db = TestDb::dirty_legacy();
+    let before = db.dump();
+    let (code, report, _) = db.run_json(&["migrate", "--dry-run"]);
+    assert_eq!(code, 3, "the preflight's verdict shows in the exit code");
+    assert_eq!(report["preflight"]["ok"], false);
+    db.assert_unchanged(&before);
+}
+
+#[test]
+fn refuses_edited_history_unknown_targets_and_unadopted_databases() {
+    let db = TestDb::new();
+    db.migrate_to(3);
+    db.execute("UPDATE refinery_schema_history SET checksum = '42' WHERE version = 2");
+    let before = db.dump();
+    let (code, _, stderr) = db.run(&["migrate"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("V2") && stderr.contains("edited"),
+        "{stderr}"
+    );
+    db.assert_unchanged(&before);
+
+    let db = TestDb::new();
+    db.migrate_to(5);
+    let (code, _, stderr) = db.run(&["migrate", "--target", "9"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    let (code, _, stderr) = db.run(&["migrate", "--target", "3"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("rollback"), "{stderr}");
+
+    let db = TestDb::new();
+    db.execute("CREATE TABLE users (id uuid PRIMARY KEY)");
+    let (code, _, stderr) = db.run(&["migrate"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("baseline"), "{stderr}");
+}
+
+#[test]
+fn connection_failures_exit_1_with_one_line_naming_the_host_not_the_password() {
+    let db = TestDb::new();
+    let cases = [
+        (
+            "postgres://u:sekrit-pw@localhost:notaport/x",
+            "invalid database URL",
+        ),
+        (
+            "postgres://u:sekrit-pw@127.0.0.1:1/x?connect_timeout=3",
+            "127.0.0.1:1",
+        ),
+    ];
+    for (url, expected) in cases {
+        let out = assert_cmd::Command::cargo_bin("ruleiq-db")
+            .unwrap()
+            .args(["--database-url", url, "status"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
+        assert!(stderr.contains(expected), "{url}: {stderr}");
+        assert!(!stderr.contains("sekrit-pw"), "password leaked: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+    let wrong = db.url.replacen(":", "#", 2).replacen("#", ":", 1);
+    let (user_part, rest) = wrong.split_once('#').unwrap();
+    let (_, host_part) = rest.split_once('@').unwrap();
+    let wrong = format!("{user_part}:wrong-sekrit@{host_part}");
+    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
+        .unwrap()
+        .args(["--database-url", &wrong, "status"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("127.0.0.1") && stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-sekrit"), "{stderr}");
+}
+
+#[test]
+fn pg_environment_variables_are_used_without_a_url() {
+    let db = TestDb::new();
+    let url = url_parts(&db.url);
+    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", &url.port)
+        .env("PGUSER", &url.user)
+        .env("PGPASSWORD", &url.password)
+        .env("PGDATABASE", &db.name)
+        .env("PGSSLMODE", "disable")
+        .args(["--format", "json", "migrate"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM refinery_schema_history"),
+        8
+    );
+}
+
+struct UrlParts {
+    user: String,
+    password: String,
+    port: String,
+}
+
+fn url_parts(url: &str) -> UrlParts {
+    let rest = url.strip_prefix("postgres://").unwrap();
+    let (auth, rest) = rest.split_once('@').unwrap();
+    let (user, password) = auth.split_once(':').unwrap();
+    let hostport = rest.split('/').next().unwrap();
+    let port = hostport.rsplit_once(':').unwrap().1.to_string();
+    UrlParts {
+        user: user.into(),
+        password: password.into(),
+        port,
+    }
+}
+
+#[test]
+fn status_reports_migrations_constraints_and_drift() {
+    let db = TestDb::dirty_legacy();
+    let (code, report, _) = db.run_json(&["status"]);
+    assert_eq!(code, 0);
+    assert_eq!(report["schema_version"], 7);
+    let states: Vec<&str> = report["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["applied", "applied", "applied", "applied", "applied", "applied", "applied", "pending"]
+    );
+    assert!(report["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["state"] == "absent"));
+    db.execute(
+        "ALTER TABLE generated_policies RENAME COLUMN business_profil TO business_profile_id",
+    );
+    let (_, report, _) = db.run_json(&["status"]);
+    let drift = serde_json::to_string(&report["drift"]).unwrap();
+    assert!(
+        drift.contains("generated_policies.business_profile_id"),
+        "{drift}"
+    );
+}
