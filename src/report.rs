@@ -5,7 +5,7 @@ use crate::cli::Format;
 use anyhow::{Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 use serde::Serialize;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 /// The keys every report has, plus the command's own details flattened beside them.
 #[derive(Debug, Serialize)]
@@ -86,7 +86,11 @@ pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(110)
         .set_header(header.to_vec());
+    // On a terminal comfy-table fits its width; elsewhere (files, CI logs) a fixed width keeps
+    // the output the same from run to run.
+    if !std::io::stdout().is_terminal() {
+        t.set_width(150);
+    }
     t
 }

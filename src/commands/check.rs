@@ -113,12 +113,15 @@ pub fn write_findings(out: &mut dyn Write, findings: &[Finding]) -> std::io::Res
         } else if f.sample.is_empty() {
             "-".to_string()
         } else {
-            let more = if f.violations as usize > f.sample.len() {
-                ", …"
+            // Three keys keep the table readable; JSON and YAML carry all ten.
+            let shown: Vec<&str> = f.sample.iter().take(3).map(String::as_str).collect();
+            let hidden = f.violations.saturating_sub(shown.len() as u64);
+            let more = if hidden > 0 {
+                format!("\n… and {hidden} more")
             } else {
-                ""
+                String::new()
             };
-            format!("{}{more}", f.sample.join(", "))
+            format!("{}{more}", shown.join("\n"))
         };
         table.add_row(vec![
             f.name.to_string(),
