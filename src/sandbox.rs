@@ -104,7 +104,8 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn root_path(&self) -> &Path {
+    /// The directory holding the cluster's data, socket and log.
+    pub fn root_path(&self) -> &Path {
         self.root.as_ref().expect("cluster directory").path()
     }
 
@@ -255,10 +256,20 @@ fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Finds the directory holding `initdb` and `pg_ctl`: PATH, then `pg_config --bindir`, then the
+/// Finds the directory holding `initdb` and `pg_ctl`: RULEIQ_PG_BINDIR, PATH, then `pg_config --bindir`, then the
 /// usual package locations (newest version first).
 pub fn find_bindir() -> Result<PathBuf> {
     let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(chosen) = std::env::var_os("RULEIQ_PG_BINDIR") {
+        let dir = PathBuf::from(chosen);
+        if has_tools(&dir) {
+            return Ok(dir);
+        }
+        bail!(
+            "RULEIQ_PG_BINDIR={} holds no initdb and pg_ctl.\n{INSTALL_HINT}",
+            dir.display()
+        );
+    }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if has_tools(&dir) {
@@ -299,12 +310,12 @@ pub fn find_bindir() -> Result<PathBuf> {
     if let Some(dir) = candidates.into_iter().find(|d| has_tools(d)) {
         return Ok(dir);
     }
-    bail!(
-        "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH, through pg_config, or in the usual places.\n\
-         Install them:  Debian/Ubuntu: sudo apt-get install postgresql    macOS: brew install postgresql@15\n\
-         Or point ruleiq-db at an existing server with --database-url (or DATABASE_URL)."
-    )
+    bail!("no PostgreSQL server binaries (initdb, pg_ctl) found on PATH, through pg_config, or in the usual places.\n{INSTALL_HINT}")
 }
+
+const INSTALL_HINT: &str = "Install them:  Debian/Ubuntu: sudo apt-get install postgresql    macOS: brew install postgresql@15\n\
+     (or set RULEIQ_PG_BINDIR to the directory holding initdb and pg_ctl).\n\
+     Or skip the throwaway server and point ruleiq-db at an existing one with --database-url (or DATABASE_URL).";
 
 fn version_in(path: &Path) -> u32 {
     path.to_string_lossy()

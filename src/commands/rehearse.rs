@@ -1,9 +1,440 @@
-//! `rehearse`: not built yet.
+//! `rehearse`: the whole repair played on a throwaway PostgreSQL — check, cleanup, migrate,
+//! status, rollback, migrate again — with one combined report. Needs no server: it starts one
+//! from the local binaries and removes it afterwards, also after Ctrl-C or an error.
 
-use super::{Context, Outcome};
-use crate::cli::RehearseArgs;
-use anyhow::Result;
+use super::{dispatch, Context, Outcome};
+use crate::cli::{
+    BaselineArgs, CheckArgs, CleanupArgs, Command, MigrateArgs, RehearseArgs, RollbackArgs,
+};
+use crate::exit::Code;
+use crate::report::{self, Details, Report};
+use crate::sandbox::{self, Cluster, ClusterOptions};
+use anyhow::{bail, Context as _, Result};
+use serde::Serialize;
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Instant;
 
-pub fn run(_ctx: &Context, _args: &RehearseArgs) -> Result<Outcome> {
-    anyhow::bail!("`rehearse` is not available in this build yet")
+/// The bundled dirty legacy fixture (loaded on top of migrations 001-007).
+const FIXTURE: &str = include_str!("../../fixtures/legacy_dirty.sql");
+
+/// The rehearsal's cluster, reachable from the Ctrl-C handler.
+static CLUSTER: Mutex<Option<Cluster>> = Mutex::new(None);
+
+const DATABASE: &str = "ruleiq_rehearsal";
+
+#[derive(Debug, Serialize)]
+pub struct RehearseReport {
+    /// `bundled fixture` or the dump's path.
+    pub source: String,
+    pub server: String,
+    pub steps: Vec<Step>,
+    /// Rows the first check found violating the constraints.
+    pub violations_found: u64,
+    /// Rows cleanup changed or removed.
+    pub rows_cleaned: u64,
+    /// Violations left after the repair (0 when it worked).
+    pub violations_left: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Step {
+    pub step: String,
+    pub command: String,
+    pub ok: bool,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub summary: String,
+    /// The step's own report (or its error).
+    pub report: Value,
+}
+
+pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
+    let dump = match &args.dump {
+        Some(path) => Some(read_dump(path)?),
+        None => None,
+    };
+    install_interrupt_handler();
+    ctx.log.line("starting a throwaway PostgreSQL cluster");
+    let cluster = Cluster::start(&ClusterOptions::default())?;
+    let target = cluster.target(DATABASE)?;
+    let admin = cluster.target("postgres")?;
+    let server = format!(
+        "PostgreSQL on 127.0.0.1:{} (removed afterwards)",
+        cluster.port()
+    );
+    ctx.log.line(&format!("started {server}, files in {}", cluster.root_path().display()));
+    *CLUSTER.lock().expect("cluster lock") = Some(cluster);
+    let result = rehearse(
+        ctx,
+        &admin,
+        target,
+        dump.as_ref().map(|(p, _)| p.as_path()),
+        server,
+    );
+    stop_cluster();
+    result
+}
+
+fn rehearse(
+    ctx: &Context,
+    admin: &crate::config::Target,
+    target: crate::config::Target,
+    dump: Option<&Path>,
+    server: String,
+) -> Result<Outcome> {
+    let mut admin_client = crate::db::connect(admin)?;
+    admin_client.batch_execute(&format!("CREATE DATABASE {DATABASE}"))?;
+    let mut inner = ctx.clone();
+    inner.target_override = Some(target.clone());
+    inner.global.yes = true; // a throwaway database: nothing to confirm
+    inner.global.output = None;
+
+    let mut steps = Vec::new();
+    let source = match dump {
+        None => {
+            steps.push(step(
+                &inner,
+                "build version 7",
+                "migrate --target 7",
+                Command::Migrate(MigrateArgs {
+                    target: Some(7),
+                    dry_run: false,
+                }),
+                &[Code::Ok],
+            ));
+            let started = Instant::now();
+            let loaded = load_sql(&target, FIXTURE.as_bytes());
+            steps.push(loaded_step(
+                "load fixture",
+                "fixtures/legacy_dirty.sql",
+                started,
+                loaded,
+            ));
+            "bundled fixture (fixtures/legacy_dirty.sql)".to_string()
+        }
+        Some(path) => {
+            let started = Instant::now();
+            let loaded = std::fs::read(path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| load_sql(&target, &bytes));
+            steps.push(loaded_step(
+                "load dump",
+                &path.display().to_string(),
+                started,
+                loaded,
+            ));
+            steps.push(step(
+                &inner,
+                "adopt",
+                "baseline",
+                Command::Baseline(BaselineArgs { version: None }),
+                &[Code::Ok],
+            ));
+            path.display().to_string()
+        }
+    };
+    let plan: Vec<(&str, &str, Command, &[Code])> = vec![
+        (
+            "check",
+            "check-constraints --dry-run",
+            Command::CheckConstraints(CheckArgs {
+                dry_run: true,
+                constraints: vec![],
+            }),
+            &[Code::Ok, Code::Violations],
+        ),
+        (
+            "plan cleanup",
+            "cleanup --dry-run",
+            Command::Cleanup(CleanupArgs {
+                dry_run: true,
+                ..Default::default()
+            }),
+            &[Code::Ok],
+        ),
+        (
+            "cleanup",
+            "cleanup --yes",
+            Command::Cleanup(CleanupArgs::default()),
+            &[Code::Ok],
+        ),
+        (
+            "migrate",
+            "migrate",
+            Command::Migrate(MigrateArgs::default()),
+            &[Code::Ok],
+        ),
+        ("status", "status", Command::Status, &[Code::Ok]),
+        (
+            "rollback",
+            "rollback --to 7 --yes",
+            Command::Rollback(RollbackArgs {
+                to: Some(7),
+                ..Default::default()
+            }),
+            &[Code::Ok],
+        ),
+        (
+            "migrate again",
+            "migrate",
+            Command::Migrate(MigrateArgs::default()),
+            &[Code::Ok],
+        ),
+        (
+            "final check",
+            "check-constraints --dry-run",
+            Command::CheckConstraints(CheckArgs {
+                dry_run: true,
+                constraints: vec![],
+            }),
+            &[Code::Ok],
+        ),
+    ];
+    for (name, line, command, expected) in plan {
+        if steps.iter().any(|s| !s.ok) {
+            break; // later steps would only repeat the failure
+        }
+        steps.push(step(&inner, name, line, command, expected));
+    }
+
+    let number = |step: &str, key: &str| -> u64 {
+        steps
+            .iter()
+            .find(|s| s.step == step)
+            .and_then(|s| s.report[key].as_u64())
+            .unwrap_or(0)
+    };
+    let details = RehearseReport {
+        source,
+        server,
+        violations_found: number("check", "total_violations"),
+        rows_cleaned: number("cleanup", "total_rows"),
+        violations_left: number("final check", "total_violations"),
+        steps,
+    };
+    let all_ran = details.steps.len() >= 10 && details.steps.iter().all(|s| s.ok);
+    let schema_version = details
+        .steps
+        .iter()
+        .rev()
+        .find_map(|s| s.report["schema_version"].as_i64())
+        .unwrap_or(0) as i32;
+    let code = if all_ran { Code::Ok } else { Code::Error };
+    if let Some(failed) = details.steps.iter().find(|s| !s.ok) {
+        eprintln!(
+            "ruleiq-db: rehearse stopped at `{}`: {}",
+            failed.command, failed.summary
+        );
+    }
+    Ok(Outcome::new(
+        Report {
+            command: "rehearse",
+            ok: all_ran,
+            dry_run: false,
+            schema_version,
+            details,
+        },
+        code,
+    ))
+}
+
+/// Runs one command against the rehearsal database and records how it went.
+fn step(ctx: &Context, name: &str, line: &str, command: Command, expected: &[Code]) -> Step {
+    ctx.log.line(&format!("rehearse: {line}"));
+    let started = Instant::now();
+    let result = dispatch(ctx, &command);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (exit, report) = match result {
+        Ok(outcome) => (outcome.code, outcome.report.to_value()),
+        Err(error) => (
+            crate::exit::code_of(&error),
+            serde_json::json!({ "error": format!("{error:#}") }),
+        ),
+    };
+    Step {
+        step: name.to_string(),
+        command: format!("ruleiq-db {line}"),
+        ok: expected.contains(&exit),
+        exit_code: exit.as_i32(),
+        duration_ms,
+        summary: summarise(name, &report),
+        report,
+    }
+}
+
+fn loaded_step(name: &str, what: &str, started: Instant, result: Result<()>) -> Step {
+    let (ok, summary, report) = match result {
+        Ok(()) => (
+            true,
+            format!("loaded {what}"),
+            serde_json::json!({ "loaded": what }),
+        ),
+        Err(e) => (
+            false,
+            format!("{e:#}"),
+            serde_json::json!({ "error": format!("{e:#}") }),
+        ),
+    };
+    Step {
+        step: name.to_string(),
+        command: format!("psql -f {what}"),
+        ok,
+        exit_code: if ok { 0 } else { 1 },
+        duration_ms: started.elapsed().as_millis() as u64,
+        summary,
+        report,
+    }
+}
+
+/// One line a person reads for each step.
+fn summarise(step: &str, report: &Value) -> String {
+    if let Some(error) = report["error"].as_str() {
+        return error.lines().next().unwrap_or(error).to_string();
+    }
+    let n = |key: &str| report[key].as_u64().unwrap_or(0);
+    let count = |key: &str| report[key].as_array().map_or(0, Vec::len);
+    match report["command"].as_str().unwrap_or(step) {
+        "check-constraints" => {
+            let broken = report["constraints"].as_array().map_or(0, |c| {
+                c.iter()
+                    .filter(|c| c["violations"].as_u64() > Some(0))
+                    .count()
+            });
+            format!(
+                "{} violating rows across {broken} constraints",
+                n("total_violations")
+            )
+        }
+        "cleanup" if report["dry_run"] == true => format!("would change {} rows", n("total_rows")),
+        "cleanup" => format!(
+            "changed {} rows, run {}",
+            n("total_rows"),
+            report["run_id"].as_str().unwrap_or("?")
+        ),
+        "migrate" => format!(
+            "version {} → {}, {} applied, {} constraints validated",
+            n("from_version"),
+            n("to_version"),
+            count("applied"),
+            count("validated")
+        ),
+        "status" => format!(
+            "version {}, {} drift items",
+            n("schema_version"),
+            count("drift")
+        ),
+        "rollback" => format!(
+            "version {} → {}, {} archives",
+            n("from_version"),
+            n("to_version"),
+            count("archived")
+        ),
+        "baseline" => format!("adopted at version {}", n("detected_version")),
+        other => other.to_string(),
+    }
+}
+
+/// Reads a dump up front so a bad path fails before a server is started.
+fn read_dump(path: &Path) -> Result<(PathBuf, ())> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the dump {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("the dump {} is not a file", path.display());
+    }
+    Ok((path.to_path_buf(), ()))
+}
+
+/// Loads plain SQL (a pg_dump may hold COPY … FROM stdin blocks) with psql, stopping at the
+/// first error.
+fn load_sql(target: &crate::config::Target, sql: &[u8]) -> Result<()> {
+    let psql = sandbox::find_bindir()?.join("psql");
+    let password = target
+        .config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let port = target
+        .config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let mut child = std::process::Command::new(&psql)
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            DATABASE,
+        ])
+        .env("PGPASSWORD", password)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", psql.display()))?;
+    child.stdin.take().expect("piped stdin").write_all(sql)?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "loading SQL failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn stop_cluster() {
+    if let Ok(mut guard) = CLUSTER.lock() {
+        if let Some(mut cluster) = guard.take() {
+            cluster.stop();
+        }
+    }
+}
+
+fn install_interrupt_handler() {
+    // Ctrl-C must not leave a server running in a temporary directory.
+    let _ = ctrlc::set_handler(|| {
+        eprintln!("ruleiq-db: interrupted; stopping the throwaway PostgreSQL");
+        stop_cluster();
+        std::process::exit(130);
+    });
+}
+
+impl Details for RehearseReport {
+    fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "source: {}\nserver: {}", self.source, self.server)?;
+        let mut t = report::table(&["step", "command", "outcome", "time", "summary"]);
+        for s in &self.steps {
+            t.add_row(vec![
+                s.step.clone(),
+                s.command.clone(),
+                if s.ok {
+                    "ok".to_string()
+                } else {
+                    format!("FAILED (exit {})", s.exit_code)
+                },
+                format!("{} ms", s.duration_ms),
+                s.summary.clone(),
+            ]);
+        }
+        writeln!(out, "{t}")?;
+        writeln!(
+            out,
+            "violations found: {}, rows cleaned: {}, violations left: {}",
+            self.violations_found, self.rows_cleaned, self.violations_left
+        )
+    }
 }
