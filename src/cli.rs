@@ -226,6 +226,18 @@ mod tests {
     }
 
     #[test]
+    fn check_help_names_exactly_the_catalog_constraints() {
+        use clap::CommandFactory;
+        let help = Cli::command()
+            .find_subcommand("check-constraints")
+            .and_then(|c| c.get_after_help().map(|h| h.to_string()))
+            .unwrap();
+        let listed = help.split("Constraints: ").nth(1).unwrap().split(".\n").next().unwrap();
+        let listed: Vec<&str> = listed.split(", ").map(|n| n.trim()).collect();
+        assert_eq!(listed, crate::catalog::constraints::names());
+    }
+
+    #[test]
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
