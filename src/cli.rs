@@ -76,20 +76,28 @@ pub enum Format {
 pub enum Command {
     /// Apply pending migrations up to the latest (or --target), with a preflight check of every
     /// row before 008 and validation of its constraints after.
-    #[command(after_help = "Examples:\n  ruleiq-db migrate --dry-run          the plan: statements, locks, the preflight's verdict\n  ruleiq-db migrate                    apply everything pending\n  ruleiq-db migrate --target 7         stop before the repair\n\nExit 3 when rows violate the constraints 008 adds (nothing is changed): run\n`ruleiq-db check-constraints --dry-run`, then `ruleiq-db cleanup`.")]
+    #[command(
+        after_help = "Examples:\n  ruleiq-db migrate --dry-run          the plan: statements, locks, the preflight's verdict\n  ruleiq-db migrate                    apply everything pending\n  ruleiq-db migrate --target 7         stop before the repair\n\nExit 3 when rows violate the constraints 008 adds (nothing is changed): run\n`ruleiq-db check-constraints --dry-run`, then `ruleiq-db cleanup`."
+    )]
     Migrate(MigrateArgs),
     /// Show each migration (applied, pending, divergent, missing), each constraint (absent,
     /// not_valid, valid) and drift from the expected schema.
     Status,
     /// Count and name the rows that break each catalog constraint. Without --dry-run, also
     /// validate NOT VALID constraints that have no violation left.
-    #[command(after_help = "Examples:\n  ruleiq-db check-constraints --dry-run\n  ruleiq-db check-constraints --dry-run --format json --output violations.json   (for CI)\n  ruleiq-db check-constraints --dry-run --constraint chk_evidence_status\n\nConstraints: chk_evidence_status, chk_employee_count_positive, chk_data_sensitivity,\nchk_approval_workflow, fk_assessment_business_profile, fk_generated_policy_business_profile.\nExit 0 when no row violates them, 3 when some do.")]
+    #[command(
+        after_help = "Examples:\n  ruleiq-db check-constraints --dry-run\n  ruleiq-db check-constraints --dry-run --format json --output violations.json   (for CI)\n  ruleiq-db check-constraints --dry-run --constraint chk_evidence_status\n\nConstraints: chk_evidence_status, chk_employee_count_positive, chk_data_sensitivity,\nchk_approval_workflow, fk_assessment_business_profile, fk_generated_policy_business_profile.\nExit 0 when no row violates them, 3 when some do."
+    )]
     CheckConstraints(CheckArgs),
     /// Repair violating rows by policy, recording every change in schema ruleiq_audit.
-    #[command(after_help = "Examples:\n  ruleiq-db cleanup --dry-run                      what the policy would change, with examples\n  ruleiq-db cleanup --yes                          apply the built-in policy\n  ruleiq-db cleanup --policy policy.yaml --yes     override it per constraint\n  ruleiq-db cleanup --undo RUN_ID --yes            put a run's rows back\n\nThe policy options are documented in fixtures/cleanup-policy.example.yaml.")]
+    #[command(
+        after_help = "Examples:\n  ruleiq-db cleanup --dry-run                      what the policy would change, with examples\n  ruleiq-db cleanup --yes                          apply the built-in policy\n  ruleiq-db cleanup --policy policy.yaml --yes     override it per constraint\n  ruleiq-db cleanup --undo RUN_ID --yes            put a run's rows back\n\nThe policy options are documented in fixtures/cleanup-policy.example.yaml."
+    )]
     Cleanup(CleanupArgs),
     /// Revert applied migrations, archiving dropped tables and columns in schema ruleiq_archive.
-    #[command(after_help = "Examples:\n  ruleiq-db rollback --dry-run         the plan for the last migration: statements, locks, archives\n  ruleiq-db rollback --yes             revert the last applied migration\n  ruleiq-db rollback --to 7 --yes      revert down to version 7\n  ruleiq-db rollback --steps 2 --yes   revert the last two")]
+    #[command(
+        after_help = "Examples:\n  ruleiq-db rollback --dry-run         the plan for the last migration: statements, locks, archives\n  ruleiq-db rollback --yes             revert the last applied migration\n  ruleiq-db rollback --to 7 --yes      revert down to version 7\n  ruleiq-db rollback --steps 2 --yes   revert the last two"
+    )]
     Rollback(RollbackArgs),
     /// Adopt a database built by another tool: detect its version and record history.
     Baseline(BaselineArgs),
@@ -232,8 +240,14 @@ mod tests {
             .find_subcommand("check-constraints")
             .and_then(|c| c.get_after_help().map(|h| h.to_string()))
             .unwrap();
-        let listed = help.split("Constraints: ").nth(1).unwrap().split(".\n").next().unwrap();
-        let listed: Vec<&str> = listed.split(", ").map(|n| n.trim()).collect();
+        let listed = help
+            .split("Constraints: ")
+            .nth(1)
+            .unwrap()
+            .split(".\n")
+            .next()
+            .unwrap();
+        let listed: Vec<&str> = listed.split(',').map(str::trim).collect();
         assert_eq!(listed, crate::catalog::constraints::names());
     }
 

@@ -66,7 +66,10 @@ pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
         "PostgreSQL on 127.0.0.1:{} (removed afterwards)",
         cluster.port()
     );
-    ctx.log.line(&format!("started {server}, files in {}", cluster.root_path().display()));
+    ctx.log.line(&format!(
+        "started {server}, files in {}",
+        cluster.root_path().display()
+    ));
     *CLUSTER.lock().expect("cluster lock") = Some(cluster);
     let result = rehearse(
         ctx,
