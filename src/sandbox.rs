@@ -262,7 +262,12 @@ pub fn find_bindir() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if has_tools(&dir) {
-                return Ok(dir);
+                // A PATH entry often holds symlinks to initdb and pg_ctl alone (/usr/local/bin):
+                // the real directory also has their siblings (pg_dump, postgres).
+                let real = std::fs::canonicalize(dir.join("initdb"))
+                    .ok()
+                    .and_then(|initdb| initdb.parent().map(Path::to_path_buf));
+                return Ok(real.unwrap_or(dir));
             }
         }
     }
