@@ -1,0 +1,159 @@
+//! Reading shapes from PostgreSQL's catalog: the live schema, and the schema each version
+//! would have, found by running the embedded migrations in a scratch schema that is rolled back.
+
+use super::{Object, Shape, VersionShapes};
+use crate::catalog::sql::quote_ident;
+use crate::catalog::{migrations, HISTORY_TABLE};
+use anyhow::{Context, Result};
+use postgres::{Client, GenericClient};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The shape of every version 1..latest, computed once.
+///
+/// One transaction: a uniquely named scratch schema goes first on the search_path, the
+/// migrations' SQL runs there one after the other (so their unqualified names land in it and
+/// never touch the real tables), the catalog is read after each, and everything is rolled
+/// back. An extension a migration creates is required from that version on; one the database
+/// already has cannot be missing from it, so it needs no comparison.
+///
+/// Needs the privilege to create a schema (as `migrate` does); it takes no lock on the real
+/// tables.
+pub fn expected(client: &mut Client) -> Result<VersionShapes> {
+    let scratch = format!("ruleiq_shape_probe_{}", uuid::Uuid::new_v4().simple());
+    let mut tx = client.transaction()?;
+    tx.batch_execute(&format!("CREATE SCHEMA {}", quote_ident(&scratch)))
+        .context("creating the scratch schema in which the expected shapes are computed")?;
+    tx.query_one(
+        "SELECT set_config('search_path', quote_ident($1) || ', ' || current_setting('search_path'), true)",
+        &[&scratch],
+    )?;
+    let before = extensions(&mut tx)?;
+    let mut shapes = BTreeMap::new();
+    for m in migrations::all() {
+        let what = format!("V{} {}", m.version(), m.name());
+        let sql = m
+            .sql()
+            .with_context(|| format!("{what} has no SQL to derive its shape from"))?;
+        tx.batch_execute(sql)
+            .with_context(|| format!("running {what} in a scratch schema to learn its shape"))?;
+        let mut shape = read(&mut tx, &scratch)?;
+        for name in extensions(&mut tx)?.difference(&before) {
+            shape
+                .objects
+                .insert(Object::Extension(name.clone()), String::new());
+        }
+        shapes.insert(m.version(), shape);
+    }
+    tx.rollback()?;
+    Ok(VersionShapes::new(shapes))
+}
+
+/// The shape of the live schema (the session's current schema), without ruleiq-db's own
+/// history table.
+pub fn live(client: &mut impl GenericClient) -> Result<Shape> {
+    let schema: Option<String> = client
+        .query_one("SELECT current_schema()::text", &[])?
+        .get(0);
+    let schema = schema
+        .context("no schema of the search_path exists: cannot tell where the ruleIQ tables live")?;
+    let mut shape = read(client, &schema)?;
+    for name in extensions(client)? {
+        shape.objects.insert(Object::Extension(name), String::new());
+    }
+    shape.objects.retain(|object, _| {
+        *object != Object::Table(HISTORY_TABLE.to_string())
+            && object.parent_table() != Some(HISTORY_TABLE)
+    });
+    Ok(shape)
+}
+
+/// Tables, columns, indexes and constraints of one schema.
+///
+/// Definitions are normalised so that two schemas compare equal: an index definition loses its
+/// own name and its table's schema (`pg_get_indexdef` always qualifies the table); a
+/// constraint definition loses `NOT VALID`, because 008 adds its constraints NOT VALID and
+/// `migrate` validates them afterwards (whether they are validated is `status`'s constraint
+/// section's business, not the shape's). Other names are printed unqualified by PostgreSQL
+/// when they are visible on the search_path, as they are in both schemas.
+fn read(client: &mut impl GenericClient, schema: &str) -> Result<Shape> {
+    let mut objects = BTreeMap::new();
+    let tables = client.query(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+        &[&schema],
+    )?;
+    for row in tables {
+        objects.insert(Object::Table(row.get(0)), String::new());
+    }
+    let columns = client.query(
+        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
+           FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped",
+        &[&schema],
+    )?;
+    for row in columns {
+        objects.insert(
+            Object::Column {
+                table: row.get(0),
+                name: row.get(1),
+            },
+            row.get(2),
+        );
+    }
+    let indexes = client.query(
+        "SELECT t.relname::text, i.relname::text,
+                replace(replace(replace(pg_get_indexdef(x.indexrelid),
+                    ' INDEX ' || quote_ident(i.relname::text) || ' ON ', ' INDEX ON '),
+                    ' ON ONLY ' || quote_ident(n.nspname::text) || '.', ' ON ONLY '),
+                    ' ON ' || quote_ident(n.nspname::text) || '.', ' ON ')
+           FROM pg_index x
+           JOIN pg_class i ON i.oid = x.indexrelid
+           JOIN pg_class t ON t.oid = x.indrelid
+           JOIN pg_namespace n ON n.oid = t.relnamespace
+          WHERE n.nspname = $1 AND t.relkind IN ('r', 'p')",
+        &[&schema],
+    )?;
+    for row in indexes {
+        objects.insert(
+            Object::Index {
+                table: row.get(0),
+                name: row.get(1),
+            },
+            row.get(2),
+        );
+    }
+    let constraints = client.query(
+        "SELECT t.relname::text, k.conname::text, pg_get_constraintdef(k.oid)
+           FROM pg_constraint k
+           JOIN pg_class t ON t.oid = k.conrelid
+           JOIN pg_namespace n ON n.oid = t.relnamespace
+          WHERE n.nspname = $1 AND t.relkind IN ('r', 'p') AND k.contype IN ('p', 'u', 'f', 'c', 'x')",
+        &[&schema],
+    )?;
+    for row in constraints {
+        let definition: String = row.get(2);
+        let definition = definition
+            .strip_suffix(" NOT VALID")
+            .unwrap_or(&definition)
+            .to_string();
+        objects.insert(
+            Object::Constraint {
+                table: row.get(0),
+                name: row.get(1),
+            },
+            definition,
+        );
+    }
+    Ok(Shape { objects })
+}
+
+/// The extensions installed in the database (they are per database, not per schema).
+fn extensions(client: &mut impl GenericClient) -> Result<BTreeSet<String>> {
+    Ok(client
+        .query("SELECT extname::text FROM pg_extension", &[])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
