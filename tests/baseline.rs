@@ -56,20 +56,6 @@ fn fingerprint(db: &TestDb) -> Vec<String> {
         .collect()
 }
 
-/// The database's schema and data, for "nothing changed" comparisons. pg_dump (15.14 and
-/// later) brackets its output with `\restrict KEY` lines whose key is random on every run.
-fn dump(db: &TestDb) -> String {
-    db.dump()
-        .lines()
-        .filter(|line| !line.starts_with("\\restrict ") && !line.starts_with("\\unrestrict "))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn assert_unchanged(db: &TestDb, before: &str, what: &str) {
-    assert!(dump(db) == before, "{what} changed the database");
-}
-
 fn history_exists(db: &TestDb) -> bool {
     db.client()
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY_TABLE])
@@ -115,13 +101,13 @@ fn valid_catalog_constraints(db: &TestDb) -> i64 {
 #[test]
 fn production_built_by_alembic_is_adopted_at_7_then_repaired_with_its_data() {
     let db = production();
-    let untouched = dump(&db);
+    let untouched = db.dump();
     let data = fingerprint(&db);
 
     let (code, _, stderr) = db.run(&["migrate"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("ruleiq-db baseline"), "{stderr}");
-    assert_unchanged(&db, &untouched, "a refused migrate");
+    db.assert_unchanged(&untouched);
 
     let (_, status, _) = db.run_json(&["status"]);
     assert_eq!(status["schema_version"], 0);
@@ -189,14 +175,14 @@ fn production_built_by_alembic_is_adopted_at_7_then_repaired_with_its_data() {
     );
     assert_eq!(valid_catalog_constraints(&db), 6);
 
-    let before = dump(&db);
+    let before = db.dump();
     let (code, _, stderr) = db.run(&["baseline"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(
         stderr.contains("already has a ruleiq-db history"),
         "{stderr}"
     );
-    assert_unchanged(&db, &before, "a refused baseline");
+    db.assert_unchanged(&before);
 }
 
 #[test]
@@ -241,7 +227,7 @@ fn the_table_report_names_the_version_and_what_was_recorded() {
 fn a_missing_index_is_reported_and_nothing_is_recorded() {
     let db = built_by_alembic(7);
     db.execute("DROP INDEX idx_evidence_ai_metadata_gin");
-    let untouched = dump(&db);
+    let untouched = db.dump();
 
     let (code, report, stderr) = db.run_json(&["baseline"]);
     assert_eq!(code, 4, "{report:#}\n{stderr}");
@@ -264,13 +250,13 @@ fn a_missing_index_is_reported_and_nothing_is_recorded() {
     assert_eq!(found.iter().filter(|d| d["allowed"] == false).count(), 1);
     assert!(stderr.contains("refused"), "{stderr}");
     assert!(!history_exists(&db));
-    assert_unchanged(&db, &untouched, "a refused baseline");
+    db.assert_unchanged(&untouched);
 }
 
 #[test]
 fn version_7_on_a_version_6_shape_is_refused_with_the_differences() {
     let db = built_by_alembic(6);
-    let untouched = dump(&db);
+    let untouched = db.dump();
 
     let (code, report, stderr) = db.run_json(&["baseline", "--version", "7"]);
     assert_eq!(code, 4, "{report:#}\n{stderr}");
@@ -290,12 +276,12 @@ fn version_7_on_a_version_6_shape_is_refused_with_the_differences() {
         assert_eq!(d["kind"], "missing", "{d:#}");
         assert_eq!(d["allowed"], false);
     }
-    assert_unchanged(&db, &untouched, "a refused baseline");
+    db.assert_unchanged(&untouched);
 
     let (code, _, stderr) = db.run(&["baseline", "--version", "9"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("--version 9 does not exist"), "{stderr}");
-    assert_unchanged(&db, &untouched, "a refused baseline");
+    db.assert_unchanged(&untouched);
 
     let (code, report, stderr) = db.run_json(&["baseline", "--version", "6"]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
@@ -354,21 +340,21 @@ fn columns_renamed_by_hand_are_drift_at_7_and_008_finishes_the_job() {
 fn both_names_of_a_column_stop_the_baseline() {
     let db = built_by_alembic(7);
     db.execute("ALTER TABLE business_profiles ADD COLUMN handles_personal_data BOOLEAN");
-    let untouched = dump(&db);
+    let untouched = db.dump();
     let (code, report, stderr) = db.run_json(&["baseline"]);
     assert_eq!(code, 4, "{report:#}\n{stderr}");
     let found = differences(&report, "differences");
     let d = difference(&found, "column business_profiles.handles_personal_data");
     assert_eq!(d["kind"], "rename_conflict");
     assert!(d["problem"].as_str().unwrap().contains("handles_persona"));
-    assert_unchanged(&db, &untouched, "a refused baseline");
+    db.assert_unchanged(&untouched);
 }
 
 #[test]
 fn a_shape_that_matches_no_version_is_refused() {
     let db = built_by_alembic(7);
     db.execute("ALTER TABLE users DROP COLUMN is_superuser");
-    let untouched = dump(&db);
+    let untouched = db.dump();
     let (code, report, stderr) = db.run_json(&["baseline"]);
     assert_eq!(code, 4, "{report:#}\n{stderr}");
     assert_eq!(report["detected_version"], 0);
@@ -382,7 +368,7 @@ fn a_shape_that_matches_no_version_is_refused() {
         .as_str()
         .unwrap()
         .contains("matches no version"));
-    assert_unchanged(&db, &untouched, "a refused baseline");
+    db.assert_unchanged(&untouched);
 }
 
 #[test]
