@@ -495,7 +495,7 @@ fn status_reports_migrations_constraints_and_drift() {
     let (_, report, _) = db.run_json(&["status"]);
     let drift = serde_json::to_string(&report["drift"]).unwrap();
     assert!(
-        drift.contains("generated_policies.business_profile_id"),
+        drift.contains("generated_policies.business_profil") && drift.contains("renamed by hand"),
         "{drift}"
     );
 }
