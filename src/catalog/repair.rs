@@ -48,24 +48,31 @@ pub fn up_sql() -> String {
 /// A rename that happens only when the legacy column exists and the full one does not; both
 /// present stops the migration (nothing is changed: the transaction rolls back).
 fn rename_statement(r: &Rename) -> String {
-    let table = quote_literal(&quote_ident(r.table));
+    state_aware_rename(r.table, r.legacy, r.current)
+}
+
+/// `ALTER TABLE … RENAME COLUMN from TO to`, done only when `from` exists and `to` does not;
+/// nothing when only `to` exists; both present raises [`RENAME_CONFLICT_SQLSTATE`]. 008 renames
+/// legacy to full names with it, and 008's down renames them back.
+pub fn state_aware_rename(table: &str, from: &str, to: &str) -> String {
+    let regclass = quote_literal(&quote_ident(table));
     let has = |column: &str| {
         format!(
-            "EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {table}::regclass AND attname = {} AND NOT attisdropped)",
+            "EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {regclass}::regclass AND attname = {} AND NOT attisdropped)",
             quote_literal(column)
         )
     };
     format!(
-        "DO $repair$\nBEGIN\n  IF {legacy} AND {current} THEN\n    RAISE EXCEPTION 'rename conflict: table % has both % and %', {t}, {l}, {c} USING ERRCODE = '{code}';\n  ELSIF {legacy} THEN\n    ALTER TABLE {qt} RENAME COLUMN {ql} TO {qc};\n  END IF;\nEND\n$repair$",
-        legacy = has(r.legacy),
-        current = has(r.current),
-        t = quote_literal(r.table),
-        l = quote_literal(r.legacy),
-        c = quote_literal(r.current),
+        "DO $repair$\nBEGIN\n  IF {has_from} AND {has_to} THEN\n    RAISE EXCEPTION 'rename conflict: table % has both % and %', {t}, {f}, {o} USING ERRCODE = '{code}';\n  ELSIF {has_from} THEN\n    ALTER TABLE {qt} RENAME COLUMN {qf} TO {qo};\n  END IF;\nEND\n$repair$",
+        has_from = has(from),
+        has_to = has(to),
+        t = quote_literal(table),
+        f = quote_literal(from),
+        o = quote_literal(to),
         code = RENAME_CONFLICT_SQLSTATE,
-        qt = quote_ident(r.table),
-        ql = quote_ident(r.legacy),
-        qc = quote_ident(r.current),
+        qt = quote_ident(table),
+        qf = quote_ident(from),
+        qo = quote_ident(to),
     )
 }
 
