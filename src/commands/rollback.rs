@@ -1,9 +1,374 @@
-//! `rollback`: not built yet.
+//! `rollback`: revert applied migrations, newest first, one transaction each (the down
+//! statements, the archiving and the removal of the history row together), never losing data.
 
+use super::migrate::PlannedStatement;
 use super::{Context, Outcome};
+use crate::archive::{self, Archived, Stamp};
+use crate::catalog::migrations::REPAIR_VERSION;
+use crate::catalog::renames::RENAMES;
+use crate::catalog::repair::RENAME_CONFLICT_SQLSTATE;
+use crate::catalog::{down, HISTORY_TABLE};
 use crate::cli::RollbackArgs;
-use anyhow::Result;
+use crate::db;
+use crate::exit::{refuse, Code, Refused};
+use crate::history::{self, Applied};
+use crate::report::{self, Details, Report};
+use anyhow::{Context as _, Result};
+use postgres::Client;
+use serde::Serialize;
+use std::io::Write;
+use std::time::Instant;
 
-pub fn run(_ctx: &Context, _args: &RollbackArgs) -> Result<Outcome> {
-    anyhow::bail!("`rollback` is not available in this build yet")
+#[derive(Debug, Serialize, Default)]
+pub struct RollbackReport {
+    pub from_version: i32,
+    pub to_version: i32,
+    pub reverted: Vec<Reverted>,
+    pub archived: Vec<Archived>,
+    /// With --dry-run: each step, its statements with their locks, and what it would archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Vec<PlannedStep>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Reverted {
+    pub version: i32,
+    pub name: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedStep {
+    pub version: i32,
+    pub name: String,
+    pub statements: Vec<PlannedStatement>,
+    pub archives: Vec<Archived>,
+}
+
+/// One migration to revert.
+struct Step {
+    version: i32,
+    name: String,
+}
+
+impl Step {
+    fn label(&self) -> String {
+        format!("V{} {}", self.version, self.name)
+    }
+}
+
+pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
+    let (_target, mut client) = ctx.connect()?;
+    if !args.dry_run {
+        ctx.lock_for_changes(&mut client)?;
+    }
+    let applied = history::read(&mut client)?;
+    history::verify(&applied)?;
+    let from = history::current_version(&applied);
+    let (to, steps) = choose_steps(&applied, args)?;
+    let mut details = RollbackReport {
+        from_version: from,
+        to_version: from,
+        ..Default::default()
+    };
+    if steps.is_empty() {
+        ctx.log.line(&format!(
+            "nothing to roll back: the database is at version {from}"
+        ));
+        return Ok(finish(details, args.dry_run, from));
+    }
+    if steps.iter().any(|s| s.version == REPAIR_VERSION) {
+        refuse_rename_conflicts(&mut client)?;
+    }
+    let stamp = Stamp::now();
+
+    if args.dry_run {
+        let mut plan = Vec::new();
+        for step in &steps {
+            plan.push(plan_step(&mut client, step, &stamp)?);
+        }
+        details.plan = Some(plan);
+        details.to_version = to;
+        return Ok(finish(details, true, from));
+    }
+
+    let listed: Vec<String> = steps.iter().map(Step::label).collect();
+    ctx.confirm(&format!(
+        "Roll back from version {from} to {to}, reverting {}? Dropped tables and columns are kept in schema {}",
+        listed.join(", "),
+        archive::SCHEMA
+    ))?;
+
+    let bar = ctx.log.bar(steps.len() as u64, "rolling back");
+    for step in &steps {
+        bar.set_message(step.label());
+        ctx.log.line(&format!("reverting {}", step.label()));
+        let started = Instant::now();
+        let archived = revert_one(ctx, &mut client, step, &stamp)
+            .map_err(|e| stopped_at(e, step, details.to_version, details.reverted.len()))?;
+        for a in &archived {
+            ctx.log.line(&format!(
+                "archived {} as {} ({} rows)",
+                a.object, a.archive, a.rows
+            ));
+        }
+        details.archived.extend(archived);
+        details.reverted.push(Reverted {
+            version: step.version,
+            name: step.name.clone(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        details.to_version = next_version_below(&applied, step.version);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let version = details.to_version;
+    Ok(finish(details, false, version))
+}
+
+fn finish(details: RollbackReport, dry_run: bool, version: i32) -> Outcome {
+    Outcome::new(
+        Report {
+            command: "rollback",
+            ok: true,
+            dry_run,
+            schema_version: version,
+            details,
+        },
+        Code::Ok,
+    )
+}
+
+/// The version to stop at and the applied migrations above it, newest first. Refuses (exit 4)
+/// a target that is not below what is applied, or more steps than there are.
+fn choose_steps(applied: &[Applied], args: &RollbackArgs) -> Result<(i32, Vec<Step>)> {
+    let from = history::current_version(applied);
+    let mut newest_first: Vec<&Applied> = applied.iter().collect();
+    newest_first.sort_by_key(|a| std::cmp::Reverse(a.version));
+    let to = match (args.to, args.steps) {
+        (Some(n), _) if n < 0 => {
+            return refuse(format!(
+                "--to {n} is not a version: use 0 to revert every migration; nothing was changed"
+            ))
+        }
+        (Some(n), _) if n > from => {
+            return refuse(format!(
+                "--to {n} is above the current version {from}: rollback only goes down (use `ruleiq-db migrate --target {n}`); nothing was changed"
+            ))
+        }
+        (Some(n), _) => n,
+        (None, Some(0)) => {
+            return refuse("--steps 0 reverts nothing: give at least 1; nothing was changed")
+        }
+        (None, Some(k)) if k as usize > applied.len() => {
+            return refuse(format!(
+                "--steps {k} is more than the {} migrations applied (the database is at version {from}); use --to 0 to revert them all; nothing was changed",
+                applied.len()
+            ))
+        }
+        (None, Some(k)) => newest_first
+            .get(k as usize)
+            .map_or(0, |below| below.version),
+        (None, None) => newest_first.get(1).map_or(0, |below| below.version),
+    };
+    let steps: Vec<Step> = newest_first
+        .iter()
+        .filter(|a| a.version > to)
+        .map(|a| Step {
+            version: a.version,
+            name: a.name.clone(),
+        })
+        .collect();
+    for step in &steps {
+        if down::statements(step.version).is_none() {
+            return refuse(format!(
+                "{} has no down migration in this ruleiq-db (migrations/down), so it cannot be reverted; nothing was changed",
+                step.label()
+            ));
+        }
+    }
+    Ok((to, steps))
+}
+
+/// The highest applied version below `version`, 0 for none.
+fn next_version_below(applied: &[Applied], version: i32) -> i32 {
+    applied
+        .iter()
+        .map(|a| a.version)
+        .filter(|v| *v < version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Refuses 008's down when a table has both the full and the legacy name of a column: the
+/// rename back would have to choose which one holds the data.
+fn refuse_rename_conflicts(client: &mut Client) -> Result<()> {
+    let mut conflicts = Vec::new();
+    for r in RENAMES {
+        let columns = db::columns_of(client, r.table)?;
+        if columns.iter().any(|c| c == r.legacy) && columns.iter().any(|c| c == r.current) {
+            conflicts.push(format!("{}: both {} and {}", r.table, r.current, r.legacy));
+        }
+    }
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    refuse(format!(
+        "rename conflict, 008's down cannot give the columns their legacy names back: {}. Decide which column holds the data, drop or rename the other, then roll back again; nothing was changed",
+        conflicts.join("; ")
+    ))
+}
+
+/// What a step would do, read-only.
+fn plan_step(client: &mut Client, step: &Step, stamp: &Stamp) -> Result<PlannedStep> {
+    let mut statements = Vec::new();
+    let mut archives = Vec::new();
+    for s in down::statements(step.version).expect("checked by choose_steps") {
+        let action = archive::classify(&s.sql)?;
+        let mut lock = s.lock;
+        if let Some(a) = archive::preview(client, &action, step.version, stamp)? {
+            lock = match action {
+                archive::Action::MoveTable { .. } => format!(
+                    "{lock} (catalog change only: the table is renamed and moved to {}, not dropped)",
+                    a.archive
+                ),
+                _ => format!(
+                    "SHARE on {} while its {} rows are first copied to {} (reads go on, writes wait); then {lock}",
+                    a.object.split('.').next().unwrap_or_default(),
+                    a.rows,
+                    a.archive
+                ),
+            };
+            archives.push(a);
+        }
+        statements.push(PlannedStatement { sql: s.sql, lock });
+    }
+    statements.push(PlannedStatement {
+        sql: format!(
+            "DELETE FROM {HISTORY_TABLE} WHERE version = {}",
+            step.version
+        ),
+        lock: format!("ROW EXCLUSIVE on {HISTORY_TABLE}"),
+    });
+    Ok(PlannedStep {
+        version: step.version,
+        name: step.name.clone(),
+        statements,
+        archives,
+    })
+}
+
+/// Reverts one migration in one transaction: archive, down statements, history row. A
+/// statement that hits lock_timeout rolls the whole step back and it is tried again.
+fn revert_one(
+    ctx: &Context,
+    client: &mut Client,
+    step: &Step,
+    stamp: &Stamp,
+) -> Result<Vec<Archived>> {
+    let statements = down::statements(step.version).expect("checked by choose_steps");
+    let label = step.label();
+    db::retry_on_lock_timeout(&format!("{label} down"), ctx.retry(), &ctx.log, || {
+        let mut tx = client.transaction()?;
+        let mut archived = Vec::new();
+        for s in &statements {
+            let made = archive::run_statement(&mut tx, &s.sql, step.version, &label, stamp)
+                .with_context(|| format!("{label} down: {}", first_line(&s.sql)))?;
+            archived.extend(made);
+        }
+        let removed = tx.execute(
+            &format!("DELETE FROM {HISTORY_TABLE} WHERE version = $1"),
+            &[&step.version],
+        )?;
+        if removed != 1 {
+            anyhow::bail!(
+                "{label}: its history row disappeared while the step ran (another tool changed {HISTORY_TABLE}?)"
+            );
+        }
+        tx.commit()?;
+        Ok(archived)
+    })
+}
+
+/// The error of a failed step, saying where the database now stands.
+fn stopped_at(error: anyhow::Error, step: &Step, version: i32, done: usize) -> anyhow::Error {
+    let conflict = db::sql_state(&error).is_some_and(|s| s.code() == RENAME_CONFLICT_SQLSTATE);
+    let where_now = if done == 0 {
+        "nothing was changed".to_string()
+    } else {
+        format!("the {done} steps before it were committed: the database is at version {version}")
+    };
+    let message = format!(
+        "{} was not reverted (its transaction rolled back); {where_now}",
+        step.label()
+    );
+    if conflict {
+        Refused(format!("{error:#}; {message}")).into()
+    } else {
+        error.context(message)
+    }
+}
+
+fn first_line(sql: &str) -> &str {
+    sql.lines().next().unwrap_or_default()
+}
+
+impl Details for RollbackReport {
+    fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "from version {} to version {}",
+            self.from_version, self.to_version
+        )?;
+        if let Some(plan) = &self.plan {
+            for step in plan {
+                writeln!(out, "V{} {} would be reverted:", step.version, step.name)?;
+                let mut t = report::table(&["statement", "lock"]);
+                for s in &step.statements {
+                    t.add_row(vec![s.sql.clone(), s.lock.clone()]);
+                }
+                writeln!(out, "{t}")?;
+            }
+            write_archives(out, plan.iter().flat_map(|s| &s.archives), "Would archive")?;
+            return Ok(());
+        }
+        if !self.reverted.is_empty() {
+            let mut t = report::table(&["reverted", "name", "took"]);
+            for r in &self.reverted {
+                t.add_row(vec![
+                    format!("V{}", r.version),
+                    r.name.clone(),
+                    format!("{} ms", r.duration_ms),
+                ]);
+            }
+            writeln!(out, "{t}")?;
+        }
+        write_archives(out, self.archived.iter(), "Archived")
+    }
+}
+
+fn write_archives<'a>(
+    out: &mut dyn Write,
+    archives: impl Iterator<Item = &'a Archived>,
+    title: &str,
+) -> std::io::Result<()> {
+    let mut t = report::table(&["object", "archive", "rows"]);
+    let mut any = false;
+    for a in archives {
+        t.add_row(vec![
+            a.object.clone(),
+            a.archive.clone(),
+            a.rows.to_string(),
+        ]);
+        any = true;
+    }
+    if any {
+        writeln!(
+            out,
+            "{title} in schema {} (nothing is dropped):",
+            archive::SCHEMA
+        )?;
+        writeln!(out, "{t}")?;
+    }
+    Ok(())
 }
