@@ -46,7 +46,11 @@ pub struct Stamp(String);
 
 impl Stamp {
     pub fn now() -> Stamp {
-        Stamp(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string())
+        Stamp::at(chrono::Utc::now())
+    }
+
+    pub fn at(time: chrono::DateTime<chrono::Utc>) -> Stamp {
+        Stamp(time.format("%Y%m%dT%H%M%SZ").to_string())
     }
 
     fn suffix(&self, version: i32, attempt: u32) -> String {
@@ -643,7 +647,12 @@ mod tests {
 
     #[test]
     fn archive_names_fit_postgres_and_keep_their_suffix() {
-        let stamp = Stamp("20261125T101500Z".into());
+        use chrono::TimeZone;
+        let stamp = Stamp::at(
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 25, 10, 15, 0)
+                .unwrap(),
+        );
         let suffix = stamp.suffix(3, 1);
         assert_eq!(suffix, "__v3_20261125T101500Z");
         assert_eq!(archive_name("users", &suffix), "users__v3_20261125T101500Z");

@@ -8,7 +8,7 @@ use ruleiq_db::catalog::renames::RENAMES;
 use ruleiq_db::catalog::sql::{quote_ident, quote_literal};
 use ruleiq_db::catalog::TABLES;
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,27 @@ fn catalog(db: &TestDb) -> Catalog {
                ORDER BY 1",
         ),
     }
+}
+
+/// Asserts two catalogs are equal, printing only the lines that differ.
+fn assert_same_catalog(actual: &Catalog, expected: &Catalog, what: &str) {
+    if actual == expected {
+        return;
+    }
+    let lines = |c: &Catalog| -> BTreeSet<String> {
+        c.columns
+            .iter()
+            .chain(&c.constraints)
+            .chain(&c.indexes)
+            .cloned()
+            .collect()
+    };
+    let (actual, expected) = (lines(actual), lines(expected));
+    panic!(
+        "{what}: the catalog differs from a fresh database's.\nonly here: {:#?}\nonly in the fresh one: {:#?}",
+        actual.difference(&expected).collect::<Vec<_>>(),
+        expected.difference(&actual).collect::<Vec<_>>()
+    );
 }
 
 /// A fresh database migrated to `version` (0: nothing at all).
@@ -229,7 +250,11 @@ fn roll_back_to(n: i32) {
     assert_eq!(history_max(&db), i64::from(n));
 
     let reference = fresh_at(n);
-    assert_eq!(catalog(&db), catalog(&reference), "rolled back to {n}");
+    assert_same_catalog(
+        &catalog(&db),
+        &catalog(&reference),
+        &format!("rolled back to {n}"),
+    );
     assert_every_value_kept(&db, &before, &report["archived"]);
 
     // Migrating back: 008's preflight rightly refuses an approved evidence item whose approval
@@ -240,10 +265,10 @@ fn roll_back_to(n: i32) {
     restore_archived_columns(&db, &report["archived"]);
     db.migrate_to(8);
     reference.migrate_to(8);
-    assert_eq!(
-        catalog(&db),
-        catalog(&reference),
-        "migrated back to 8 from {n}"
+    assert_same_catalog(
+        &catalog(&db),
+        &catalog(&reference),
+        &format!("migrated back to 8 from {n}"),
     );
     let after = public_rows(&db);
     assert_eq!(
@@ -378,7 +403,7 @@ fn dry_run_plans_every_step_and_changes_nothing() {
             assert_eq!(a["rows"], SEED_ROWS, "{a}");
         }
     }
-    assert_eq!(db.dump(), before, "a dry run changed the database");
+    db.assert_unchanged(&before);
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM pg_namespace WHERE nspname = 'ruleiq_archive'"),
         0
@@ -406,7 +431,7 @@ fn refusals_exit_4_and_change_nothing() {
         assert_eq!(code, 4, "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
-    assert_eq!(db.dump(), before);
+    db.assert_unchanged(&before);
 }
 
 #[test]
@@ -418,7 +443,7 @@ fn an_edited_or_unknown_history_is_refused() {
     let (code, _, stderr) = db.run(&["--yes", "rollback", "--to", "0"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("V2 base_schema differs"), "{stderr}");
-    assert_eq!(db.dump(), before);
+    db.assert_unchanged(&before);
 
     let db = TestDb::new();
     db.migrate_to(3);
@@ -430,7 +455,7 @@ fn an_edited_or_unknown_history_is_refused() {
     let (code, _, stderr) = db.run(&["--yes", "rollback"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("V9 from_the_future"), "{stderr}");
-    assert_eq!(db.dump(), before);
+    db.assert_unchanged(&before);
 }
 
 #[test]
@@ -454,7 +479,7 @@ fn a_rename_conflict_is_refused_before_anything_changes() {
         stderr.contains("business_profiles: both handles_personal_data and handles_persona"),
         "{stderr}"
     );
-    assert_eq!(db.dump(), before);
+    db.assert_unchanged(&before);
 }
 
 #[test]
@@ -471,7 +496,7 @@ fn another_migrator_holding_the_lock_is_refused() {
     let (code, _, stderr) = db.run(&["--yes", "--lock-wait", "1s", "rollback"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("holds the migration lock"), "{stderr}");
-    assert_eq!(db.dump(), before);
+    db.assert_unchanged(&before);
 }
 
 #[test]
@@ -493,7 +518,7 @@ fn a_step_that_cannot_get_its_lock_rolls_back_whole() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("gave up after 2 attempts"), "{stderr}");
     assert!(stderr.contains("nothing was changed"), "{stderr}");
-    assert_eq!(db.dump(), before);
+    db.assert_unchanged(&before);
     holder.batch_execute("ROLLBACK").unwrap();
 }
 
@@ -524,7 +549,11 @@ fn rolling_back_twice_keeps_both_archives_apart() {
         );
     }
     let reference = fresh_at(0);
-    assert_eq!(catalog(&db), catalog(&reference));
+    assert_same_catalog(
+        &catalog(&db),
+        &catalog(&reference),
+        "rolled back twice to 0",
+    );
 }
 
 /// Polls `sql` (a boolean) until it is true; the bound only keeps a broken test from hanging.
@@ -585,7 +614,7 @@ fn a_rollback_killed_mid_way_leaves_a_whole_version() {
     );
 
     assert_eq!(history_max(&db), 3);
-    assert_eq!(catalog(&db), catalog(&fresh_at(3)));
+    assert_same_catalog(&catalog(&db), &catalog(&fresh_at(3)), "killed during V3");
     assert_eq!(
         db.scalar_i64(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'ruleiq_archive' AND tablename LIKE '%\\_\\_v3\\_%'"
@@ -602,5 +631,83 @@ fn a_rollback_killed_mid_way_leaves_a_whole_version() {
     let (code, report, stderr) = db.run_json(&["--yes", "rollback", "--to", "2"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(versions_of(&report["reverted"]), vec![3]);
-    assert_eq!(catalog(&db), catalog(&fresh_at(2)));
+    assert_same_catalog(&catalog(&db), &catalog(&fresh_at(2)), "resumed to 2");
+}
+
+#[test]
+fn archive_names_never_clash_even_within_one_second() {
+    use chrono::TimeZone;
+    use ruleiq_db::archive::{self, classify};
+    let db = TestDb::new();
+    db.migrate_to(4);
+    let stamp = archive::Stamp::at(
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 10, 15, 0)
+            .unwrap(),
+    );
+    let drop = "DROP TABLE report_schedules";
+    let mut client = db.client();
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        db.execute("INSERT INTO report_schedules (report_type, frequency) VALUES ('r', 'daily')");
+        let mut tx = client.transaction().unwrap();
+        let planned = archive::preview(&mut tx, &classify(drop).unwrap(), 4, &stamp)
+            .unwrap()
+            .unwrap();
+        let made = archive::run_statement(&mut tx, drop, 4, "V4 (test)", &stamp)
+            .unwrap()
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(planned.archive, made.archive, "the plan names what is made");
+        assert_eq!(made.rows, 1);
+        names.push(made.archive);
+        // The table's next life in public, with the same constraint and index names.
+        db.execute(
+            "CREATE TABLE report_schedules (id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+               user_id UUID REFERENCES users(id) ON DELETE CASCADE,
+               report_type VARCHAR(50) NOT NULL, frequency VARCHAR(20) NOT NULL)",
+        );
+    }
+    assert_eq!(
+        names,
+        [
+            "\"ruleiq_archive\".\"report_schedules__v4_20261125T101500Z\"",
+            "\"ruleiq_archive\".\"report_schedules__v4_20261125T101500Z_2\""
+        ]
+    );
+    let archived_indexes: Vec<String> = client
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'ruleiq_archive' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        archived_indexes,
+        [
+            "report_schedules_pkey__v4_20261125T101500Z",
+            "report_schedules_pkey__v4_20261125T101500Z_2"
+        ]
+    );
+    // An archive keeps no foreign key: deleting a user must not cascade into it.
+    db.execute("DELETE FROM users");
+    for name in &names {
+        assert_eq!(db.scalar_i64(&format!("SELECT count(*) FROM {name}")), 1);
+    }
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f'
+               AND connamespace = 'ruleiq_archive'::regnamespace"
+        ),
+        0
+    );
+
+    // Like DROP TABLE without CASCADE, moving a table that others reference is refused.
+    let mut tx = client.transaction().unwrap();
+    let error = archive::run_statement(&mut tx, "DROP TABLE users", 1, "V1 (test)", &stamp)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("still reference it"), "{error}");
 }

@@ -309,8 +309,12 @@ fn stopped_at(error: anyhow::Error, step: &Step, version: i32, done: usize) -> a
     }
 }
 
-fn first_line(sql: &str) -> &str {
-    sql.lines().next().unwrap_or_default()
+fn first_line(sql: &str) -> String {
+    brief_sql(sql)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 impl Details for RollbackReport {
@@ -325,7 +329,7 @@ impl Details for RollbackReport {
                 writeln!(out, "V{} {} would be reverted:", step.version, step.name)?;
                 let mut t = report::table(&["statement", "lock"]);
                 for s in &step.statements {
-                    t.add_row(vec![s.sql.clone(), s.lock.clone()]);
+                    t.add_row(vec![brief_sql(&s.sql), s.lock.clone()]);
                 }
                 writeln!(out, "{t}")?;
             }
@@ -345,6 +349,26 @@ impl Details for RollbackReport {
         }
         write_archives(out, self.archived.iter(), "Archived")
     }
+}
+
+/// A statement as a person scans a plan: a `DO` block (008's state-aware renames) shows the
+/// ALTER it runs; the JSON and YAML reports keep the full text.
+fn brief_sql(sql: &str) -> String {
+    if !sql.starts_with("DO ") {
+        return sql.to_string();
+    }
+    let inner: Vec<&str> = sql
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("ALTER TABLE"))
+        .collect();
+    if inner.is_empty() {
+        return sql.to_string();
+    }
+    format!(
+        "{} (DO block: only if the column still has that name; both names present stops the step)",
+        inner.join(" ").trim_end_matches(';')
+    )
 }
 
 fn write_archives<'a>(
