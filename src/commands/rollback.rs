@@ -80,9 +80,8 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
     if steps.iter().any(|s| s.version == REPAIR_VERSION) {
         refuse_rename_conflicts(&mut client)?;
     }
-    let stamp = Stamp::now();
-
     if args.dry_run {
+        let stamp = Stamp::now();
         let mut plan = Vec::new();
         for step in &steps {
             plan.push(plan_step(&mut client, step, &stamp)?);
@@ -98,6 +97,8 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
         listed.join(", "),
         archive::SCHEMA
     ))?;
+    // Taken after the prompt: archive names say when the rollback ran, not when it was asked.
+    let stamp = Stamp::now();
 
     let bar = ctx.log.bar(steps.len() as u64, "rolling back");
     for step in &steps {
