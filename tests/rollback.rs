@@ -256,6 +256,9 @@ fn roll_back_to(n: i32) {
         &format!("rolled back to {n}"),
     );
     assert_every_value_kept(&db, &before, &report["archived"]);
+    let (code, status, stderr) = db.run_json(&["status"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(status["drift"], serde_json::json!([]), "status at {n}");
 
     // Migrating back: 008's preflight rightly refuses an approved evidence item whose approval
     // went to the archive with 007's columns, so first put archived columns back the way an
