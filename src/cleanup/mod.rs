@@ -7,6 +7,7 @@
 //! - `preview`: counts and examples, read-only.
 //! - `batches`: keyset batches, one audited statement each.
 //! - `audit`: schema `ruleiq_audit`.
+//! - `undo`: putting a run's rows back, with conflict detection.
 //! - `rowjson`: audit JSON keyed by current column names at any schema version.
 
 pub mod audit;
@@ -17,3 +18,4 @@ pub mod policy;
 pub mod policy_file;
 pub mod preview;
 pub mod rowjson;
+pub mod undo;
