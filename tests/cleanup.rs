@@ -218,7 +218,7 @@ fn dry_run_counts_equal_check_constraints_and_change_nothing() {
         !audit_exists(&db),
         "a dry run must not create the audit schema"
     );
-    assert_eq!(db.dump(), before, "a dry run changed the database");
+    db.assert_unchanged(&before);
 }
 
 #[test]
@@ -727,7 +727,7 @@ fn policy_errors_exit_1_naming_file_and_line_before_any_change() {
     );
 
     assert!(!audit_exists(&db));
-    assert_eq!(db.dump(), before);
+    db.assert_unchanged(&before);
 }
 
 #[test]
@@ -755,7 +755,7 @@ fn without_yes_off_a_terminal_nothing_changes() {
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("--yes"), "{stderr}");
     assert!(!audit_exists(&db));
-    assert_eq!(db.dump(), before);
+    db.assert_unchanged(&before);
 
     // Undo asks too.
     let (code, report, _) = db.run_json(&["--yes", "cleanup"]);
@@ -764,7 +764,7 @@ fn without_yes_off_a_terminal_nothing_changes() {
     let cleaned = db.dump();
     let (code, _, stderr) = db.run(&["cleanup", "--undo", &run_id]);
     assert_eq!(code, 4, "{stderr}");
-    assert_eq!(db.dump(), cleaned);
+    db.assert_unchanged(&cleaned);
 }
 
 #[test]

@@ -89,6 +89,8 @@ pub fn build(policy: &Policy, client: &mut impl GenericClient) -> Result<Vec<Tab
             continue;
         }
         let plan = TablePlan::new(table, rules, &spelling, client)?;
+        let source = policy.source.as_deref().unwrap_or("the built-in policy");
+        plan.check_values_fit(client, source)?;
         plans.push(plan);
     }
     Ok(plans)
@@ -156,7 +158,7 @@ impl TablePlan {
                 }
             }
         }
-        let plan = TablePlan {
+        Ok(TablePlan {
             table,
             pk_type,
             spelling: spelling.clone(),
@@ -166,18 +168,13 @@ impl TablePlan {
             stage_writes,
             written,
             carried: carried.into_iter().collect(),
-        };
-        plan.check_values_fit(client, &types)?;
-        Ok(plan)
+        })
     }
 
     /// Every value the policy writes must fit its column's type (an INTEGER cannot hold
-    /// 3000000000): found now rather than by the first batch.
-    fn check_values_fit(
-        &self,
-        client: &mut impl GenericClient,
-        types: &[(String, String)],
-    ) -> Result<()> {
+    /// 3000000000): found now, before any change, rather than by the first batch.
+    fn check_values_fit(&self, client: &mut impl GenericClient, source: &str) -> Result<()> {
+        let types = column_types(client, self.table)?;
         for (rule, columns) in self.stages.iter().zip(&self.stage_writes) {
             let mut values: Vec<String> = rule
                 .value
@@ -203,7 +200,7 @@ impl TablePlan {
                     )
                     .with_context(|| {
                         format!(
-                            "policy for {}: '{value}' does not fit {}.{actual} ({column_type})",
+                            "invalid cleanup policy {source}: {}: '{value}' does not fit {}.{actual} ({column_type})",
                             rule.constraint.name, self.table
                         )
                     })?;
