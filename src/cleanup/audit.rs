@@ -1,0 +1,164 @@
+//! The audit trail in schema `ruleiq_audit`: one row per cleanup run, one row per changed or
+//! deleted row, written by the same statement that changes the row (see plan.rs), so a change
+//! without its record cannot exist.
+//!
+//! `cleanup_changes` keeps, per row: the run, the time, the constraints and actions that
+//! applied, the primary key, the changed columns' old and new values (jsonb, current column
+//! names), and for a deleted row the whole row as `old_values` with `new_values` NULL.
+//! `restored_at` is set when `cleanup --undo` puts the row back.
+
+use super::policy::Policy;
+use anyhow::{Context, Result};
+use postgres::{Client, GenericClient};
+use uuid::Uuid;
+
+pub const SCHEMA: &str = "ruleiq_audit";
+pub const RUNS: &str = "ruleiq_audit.cleanup_runs";
+pub const CHANGES: &str = "ruleiq_audit.cleanup_changes";
+
+const DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS ruleiq_audit;
+CREATE TABLE IF NOT EXISTS ruleiq_audit.cleanup_runs (
+    run_id         uuid PRIMARY KEY,
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    finished_at    timestamptz,
+    status         text NOT NULL DEFAULT 'started'
+                   CHECK (status IN ('started', 'finished', 'interrupted')),
+    schema_version integer NOT NULL,
+    policy         jsonb NOT NULL,
+    rows_changed   bigint,
+    undone_at      timestamptz
+);
+CREATE TABLE IF NOT EXISTS ruleiq_audit.cleanup_changes (
+    id               bigserial PRIMARY KEY,
+    run_id           uuid NOT NULL REFERENCES ruleiq_audit.cleanup_runs (run_id),
+    changed_at       timestamptz NOT NULL DEFAULT now(),
+    table_name       text NOT NULL,
+    pk               text NOT NULL,
+    constraint_names text[] NOT NULL,
+    actions          text[] NOT NULL,
+    old_values       jsonb NOT NULL,
+    new_values       jsonb,
+    restored_at      timestamptz,
+    UNIQUE (run_id, table_name, pk)
+);
+"#;
+
+/// Creates the audit schema and tables when absent. Only a real run calls this.
+pub fn ensure(client: &mut Client) -> Result<()> {
+    let mut tx = client.transaction()?;
+    tx.batch_execute(DDL)
+        .context("creating the audit schema ruleiq_audit")?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Whether any cleanup ever ran here.
+pub fn exists(client: &mut impl GenericClient) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&RUNS])?
+        .get(0))
+}
+
+/// Records a new run as started. Runs still marked started belong to a ruleiq-db that died
+/// (we hold the migration lock, so none is running): they are marked interrupted and
+/// returned, so the report can say what this run finishes.
+pub fn begin_run(
+    client: &mut Client,
+    run_id: Uuid,
+    schema_version: i32,
+    policy: &Policy,
+) -> Result<Vec<String>> {
+    let policy_json = serde_json::to_value(policy)?;
+    let mut tx = client.transaction()?;
+    let interrupted = tx.query(
+        &format!(
+            "UPDATE {RUNS} SET status = 'interrupted' WHERE status = 'started'
+             RETURNING run_id::text"
+        ),
+        &[],
+    )?;
+    tx.execute(
+        &format!("INSERT INTO {RUNS} (run_id, schema_version, policy) VALUES ($1, $2, $3)"),
+        &[&run_id, &schema_version, &policy_json],
+    )?;
+    tx.commit()?;
+    Ok(interrupted.iter().map(|r| r.get(0)).collect())
+}
+
+pub fn finish_run(client: &mut Client, run_id: Uuid) -> Result<()> {
+    client.execute(
+        &format!(
+            "UPDATE {RUNS} SET status = 'finished', finished_at = now(),
+                    rows_changed = (SELECT count(*) FROM {CHANGES} WHERE run_id = $1)
+              WHERE run_id = $1"
+        ),
+        &[&run_id],
+    )?;
+    Ok(())
+}
+
+/// What the audit knows about a run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub status: String,
+    pub records: i64,
+    pub unrestored: i64,
+}
+
+pub fn find_run(client: &mut impl GenericClient, run_id: Uuid) -> Result<Option<Run>> {
+    let row = client.query_opt(
+        &format!(
+            "SELECT r.status,
+                    (SELECT count(*) FROM {CHANGES} c WHERE c.run_id = r.run_id),
+                    (SELECT count(*) FROM {CHANGES} c WHERE c.run_id = r.run_id AND c.restored_at IS NULL)
+               FROM {RUNS} r WHERE r.run_id = $1"
+        ),
+        &[&run_id],
+    )?;
+    Ok(row.map(|r| Run {
+        status: r.get(0),
+        records: r.get(1),
+        unrestored: r.get(2),
+    }))
+}
+
+/// The latest runs, newest first, for error messages: "id (status, started …)".
+pub fn recent_runs(client: &mut impl GenericClient, limit: i64) -> Result<Vec<String>> {
+    let rows = client.query(
+        &format!(
+            "SELECT run_id::text || ' (' || status || ', started ' || to_char(started_at, 'YYYY-MM-DD HH24:MI:SS') || ')'
+               FROM {RUNS} ORDER BY started_at DESC LIMIT $1"
+        ),
+        &[&limit],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Per (constraint, table, action), how many rows the run changed.
+pub fn run_rules(
+    client: &mut impl GenericClient,
+    run_id: Uuid,
+) -> Result<Vec<(String, String, String, i64)>> {
+    let rows = client.query(
+        &format!(
+            "SELECT u.name, c.table_name, u.action, count(*)
+               FROM {CHANGES} c, unnest(c.constraint_names, c.actions) AS u(name, action)
+              WHERE c.run_id = $1
+              GROUP BY 1, 2, 3 ORDER BY min(c.id)"
+        ),
+        &[&run_id],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
+}
+
+pub fn mark_undone(client: &mut Client, run_id: Uuid) -> Result<()> {
+    client.execute(
+        &format!("UPDATE {RUNS} SET undone_at = now() WHERE run_id = $1"),
+        &[&run_id],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Running a phase of a table's repair in batches.
+//!
+//! Each batch is one statement, so one transaction: it locks a slice of rows by primary key
+//! (keyset: after the last key of the previous batch), changes them and writes their audit
+//! records, and commits. A killed run therefore leaves only whole, audited batches, and the
+//! next run picks up the rows still violating. The batch size adapts so that a batch, and the
+//! row locks it holds, lasts about half a second.
+
+use crate::db::{self, RetryPolicy};
+use crate::progress::Log;
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use postgres::Client;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Forces a fixed batch size (tests use tiny batches to interrupt a run between them).
+pub const BATCH_SIZE_ENV: &str = "RULEIQ_CLEANUP_BATCH_SIZE";
+
+const FIRST_SIZE: i64 = 5000;
+const MIN_SIZE: i64 = 100;
+const MAX_SIZE: i64 = 50_000;
+/// How long a batch should hold its row locks; well under the second the application may wait.
+const TARGET: Duration = Duration::from_millis(500);
+
+/// How many rows the next batch takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub size: i64,
+    adaptive: bool,
+}
+
+impl Batching {
+    pub fn from_env() -> Result<Batching> {
+        match std::env::var(BATCH_SIZE_ENV) {
+            Ok(text) => {
+                let size: i64 =
+                    text.parse().ok().filter(|n| *n > 0).with_context(|| {
+                        format!("{BATCH_SIZE_ENV}={text} is not a positive number")
+                    })?;
+                Ok(Batching {
+                    size,
+                    adaptive: false,
+                })
+            }
+            Err(_) => Ok(Batching {
+                size: FIRST_SIZE,
+                adaptive: true,
+            }),
+        }
+    }
+
+    /// Halves after a slow batch, doubles after a quick full one.
+    pub fn adapt(&mut self, took: Duration, full: bool) {
+        if !self.adaptive {
+            return;
+        }
+        if took > TARGET * 2 {
+            self.size = (self.size / 2).max(MIN_SIZE);
+        } else if full && took < TARGET / 2 {
+            self.size = (self.size * 2).min(MAX_SIZE);
+        }
+    }
+}
+
+/// What a phase did: rows audited, and per rule (rows that broke it, rows reached through an
+/// earlier stage); how many batches, and the longest (how long row locks were held at most).
+#[derive(Debug, Clone, Default)]
+pub struct PhaseTotals {
+    pub audited: u64,
+    pub batches: u64,
+    pub longest: Duration,
+    pub per_rule: Vec<(u64, u64)>,
+}
+
+/// Off a terminal there is no bar: a line this often says how far a long phase is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs `sql` (a batch statement from plan.rs: parameters run id, last key, size) until no
+/// violating row is left after the last key.
+#[allow(clippy::too_many_arguments)]
+pub fn run_phase(
+    client: &mut Client,
+    sql: &str,
+    rules: usize,
+    run_id: Uuid,
+    batching: &mut Batching,
+    retry: RetryPolicy,
+    log: &Log,
+    bar: &ProgressBar,
+    what: &str,
+) -> Result<PhaseTotals> {
+    let mut totals = PhaseTotals {
+        per_rule: vec![(0, 0); rules],
+        ..Default::default()
+    };
+    let statement = client
+        .prepare(sql)
+        .with_context(|| format!("preparing the batch statement for {what}"))?;
+    let mut last: Option<String> = None;
+    let mut last_said = Instant::now();
+    loop {
+        let started = Instant::now();
+        let size = batching.size;
+        let row = db::retry_on_lock_timeout(what, retry, log, || {
+            client
+                .query_one(&statement, &[&run_id, &last, &size])
+                .map_err(anyhow::Error::from)
+        })
+        .map_err(|e| explain_rejection(e, what))?;
+        let picked: i64 = row.get(0);
+        let audited: i64 = row.get(2);
+        totals.audited += audited as u64;
+        totals.batches += 1;
+        for (i, slot) in totals.per_rule.iter_mut().enumerate() {
+            slot.0 += row.get::<_, i64>(3 + 2 * i) as u64;
+            slot.1 += row.get::<_, i64>(4 + 2 * i) as u64;
+        }
+        let took = started.elapsed();
+        totals.longest = totals.longest.max(took);
+        bar.inc(audited as u64);
+        if !log.bars && last_said.elapsed() >= PROGRESS_EVERY {
+            log.line(&format!(
+                "{what}: {} rows so far, {} batches",
+                totals.audited, totals.batches
+            ));
+            last_said = Instant::now();
+        }
+        if picked < size {
+            break;
+        }
+        last = row.get(1);
+        batching.adapt(took, true);
+    }
+    Ok(totals)
+}
+
+/// A batch PostgreSQL refused because the repaired row still breaks a constraint it enforces
+/// (one the policy skips, under a NOT VALID constraint) or a delete that a referencing row
+/// blocks: say so rather than just relay the SQL error.
+fn explain_rejection(error: anyhow::Error, what: &str) -> anyhow::Error {
+    use postgres::error::SqlState;
+    let hint = match db::sql_state(&error) {
+        Some(code) if *code == SqlState::CHECK_VIOLATION => Some(
+            "a repaired row still breaks a CHECK constraint the database enforces; cover that constraint in the policy instead of skipping it",
+        ),
+        Some(code) if *code == SqlState::FOREIGN_KEY_VIOLATION => {
+            Some("a row the policy deletes or re-links is still referenced; use set_null, or repair the referencing rows first")
+        }
+        _ => None,
+    };
+    match hint {
+        Some(hint) => error.context(format!("{what}: {hint}; this batch was rolled back")),
+        None => error.context(format!("{what}: the batch failed and was rolled back")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_size_follows_the_time_a_batch_takes() {
+        let mut b = Batching {
+            size: 4000,
+            adaptive: true,
+        };
+        b.adapt(Duration::from_secs(2), true);
+        assert_eq!(b.size, 2000);
+        b.adapt(Duration::from_millis(10), true);
+        assert_eq!(b.size, 4000);
+        b.adapt(Duration::from_millis(10), false);
+        assert_eq!(b.size, 4000, "a partial batch says nothing about speed");
+        let mut fixed = Batching {
+            size: 7,
+            adaptive: false,
+        };
+        fixed.adapt(Duration::from_secs(5), true);
+        assert_eq!(fixed.size, 7);
+    }
+}
