@@ -193,3 +193,18 @@ pub fn columns_of(client: &mut Client, table: &str) -> Result<Vec<String>> {
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
+
+/// The renames whose table has both the legacy and the full column name: neither 008 nor its
+/// down can decide which one holds the data.
+pub fn rename_conflicts(
+    client: &mut Client,
+) -> Result<Vec<&'static crate::catalog::renames::Rename>> {
+    let mut conflicts = Vec::new();
+    for r in crate::catalog::renames::RENAMES {
+        let columns = columns_of(client, r.table)?;
+        if columns.iter().any(|c| c == r.legacy) && columns.iter().any(|c| c == r.current) {
+            conflicts.push(r);
+        }
+    }
+    Ok(conflicts)
+}

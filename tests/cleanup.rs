@@ -857,17 +857,10 @@ fn a_killed_cleanup_leaves_whole_audited_batches_and_a_rerun_finishes() {
            FROM generate_series(1, {ROWS}) AS g;"
     ));
 
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"))
-        .env_remove("DATABASE_URL")
+    let mut child = db
+        .command()
         .env("RULEIQ_CLEANUP_BATCH_SIZE", BATCH.to_string())
-        .args([
-            "--database-url",
-            &db.url,
-            "--no-progress",
-            "--quiet",
-            "--yes",
-            "cleanup",
-        ])
+        .args(["--quiet", "--yes", "cleanup"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

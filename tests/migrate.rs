@@ -5,7 +5,7 @@ use common::TestDb;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const CATALOG_NAMES: [&str; 6] = [
@@ -198,8 +198,8 @@ fn two_migrates_at_once_apply_each_version_once() {
         )
         .unwrap();
     let spawn = || {
-        Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"))
-            .args(["--database-url", &db.url, "--format", "json", "migrate"])
+        db.command()
+            .args(["--format", "json", "migrate"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -263,16 +263,9 @@ fn a_locked_table_is_retried_and_other_sessions_never_queue_long() {
     tx.execute("LOCK TABLE business_profiles IN ACCESS SHARE MODE", &[])
         .unwrap();
 
-    let mut migrate = Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"))
-        .args([
-            "--database-url",
-            &db.url,
-            "--format",
-            "json",
-            "--lock-timeout",
-            "300ms",
-            "migrate",
-        ])
+    let mut migrate = db
+        .command()
+        .args(["--format", "json", "--lock-timeout", "300ms", "migrate"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -9,7 +9,7 @@ use ruleiq_db::catalog::sql::{quote_ident, quote_literal};
 use ruleiq_db::catalog::TABLES;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const SEED: &str = "fixtures/seed_v8.sql";
@@ -582,16 +582,17 @@ fn a_rollback_killed_mid_way_leaves_a_whole_version() {
     holder
         .batch_execute("BEGIN; LOCK TABLE readiness_assessments IN ACCESS SHARE MODE")
         .unwrap();
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"))
-        .env_remove("DATABASE_URL")
+    let mut child = db
+        .command()
         .args([
-            "--database-url",
-            &db.url,
-            "--no-progress",
             "--quiet",
             "--yes",
+            "--lock-timeout",
+            "10m",
+            "rollback",
+            "--to",
+            "2",
         ])
-        .args(["--lock-timeout", "10m", "rollback", "--to", "2"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -5,7 +5,6 @@ use super::check::write_findings;
 use super::{Context, Outcome};
 use crate::catalog::constraints::CATALOG;
 use crate::catalog::migrations::{self, REPAIR_VERSION};
-use crate::catalog::renames::RENAMES;
 use crate::catalog::repair::{self, RENAME_CONFLICT_SQLSTATE};
 use crate::catalog::sql::{lock_taken, split_statements};
 use crate::checker::{self, Finding};
@@ -211,13 +210,10 @@ fn preflight(
 
 /// Refuses 008 when a table has both the legacy and the full name of a column.
 fn refuse_rename_conflicts(client: &mut Client) -> Result<()> {
-    let mut conflicts = Vec::new();
-    for r in RENAMES {
-        let columns = db::columns_of(client, r.table)?;
-        if columns.iter().any(|c| c == r.legacy) && columns.iter().any(|c| c == r.current) {
-            conflicts.push(format!("{}: both {} and {}", r.table, r.legacy, r.current));
-        }
-    }
+    let conflicts: Vec<String> = db::rename_conflicts(client)?
+        .into_iter()
+        .map(|r| format!("{}: both {} and {}", r.table, r.legacy, r.current))
+        .collect();
     if conflicts.is_empty() {
         return Ok(());
     }

@@ -5,7 +5,6 @@ use super::migrate::PlannedStatement;
 use super::{Context, Outcome};
 use crate::archive::{self, Archived, Stamp};
 use crate::catalog::migrations::REPAIR_VERSION;
-use crate::catalog::renames::RENAMES;
 use crate::catalog::repair::RENAME_CONFLICT_SQLSTATE;
 use crate::catalog::{down, HISTORY_TABLE};
 use crate::cli::RollbackArgs;
@@ -204,13 +203,10 @@ fn next_version_below(applied: &[Applied], version: i32) -> i32 {
 /// Refuses 008's down when a table has both the full and the legacy name of a column: the
 /// rename back would have to choose which one holds the data.
 fn refuse_rename_conflicts(client: &mut Client) -> Result<()> {
-    let mut conflicts = Vec::new();
-    for r in RENAMES {
-        let columns = db::columns_of(client, r.table)?;
-        if columns.iter().any(|c| c == r.legacy) && columns.iter().any(|c| c == r.current) {
-            conflicts.push(format!("{}: both {} and {}", r.table, r.current, r.legacy));
-        }
-    }
+    let conflicts: Vec<String> = db::rename_conflicts(client)?
+        .into_iter()
+        .map(|r| format!("{}: both {} and {}", r.table, r.current, r.legacy))
+        .collect();
     if conflicts.is_empty() {
         return Ok(());
     }

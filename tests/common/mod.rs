@@ -104,6 +104,17 @@ impl TestDb {
         cmd
     }
 
+    /// The real binary as a process to spawn (for runs that must overlap or be killed),
+    /// pointed at this database, without progress bars.
+    pub fn command(&self) -> std::process::Command {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"));
+        cmd.env_remove("DATABASE_URL")
+            .arg("--database-url")
+            .arg(&self.url)
+            .arg("--no-progress");
+        cmd
+    }
+
     /// Runs the binary with these arguments and returns (exit code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
         let out = self.cli().args(args).output().unwrap();
