@@ -1,0 +1,230 @@
+//! What the application feels while ruleiq-db works on its database, and what it costs at scale.
+//!
+//! `cargo bench --bench impact -- [--scale F] [--quick] [--write-docs]` builds a version-7
+//! database (by default 200k business_profiles, 500k assessment_sessions, 2M evidence_items,
+//! 200k generated_policies, 1 % of rows violating each constraint), then measures, in one run:
+//!
+//! - `check-constraints --dry-run` against one `SELECT count(*)` of each checked table;
+//! - `cleanup --yes` against bare UPDATEs of the same rows without audit;
+//! - `migrate` 7→8 against a naive one-transaction migration, each while a workload of single-row
+//!   statements runs: its longest stall, p99 latency and failed statements;
+//! - the peak memory of every ruleiq-db process.
+//!
+//! It prints a table, writes target/bench/impact.json, and with --write-docs the results block
+//! of docs/performance.md. See `-- --help` for every option.
+
+#[path = "impact/child.rs"]
+mod child;
+#[path = "impact/dataset.rs"]
+mod dataset;
+#[path = "impact/machine.rs"]
+mod machine;
+#[path = "impact/options.rs"]
+mod options;
+#[path = "impact/results.rs"]
+mod results;
+#[path = "impact/scenarios.rs"]
+mod scenarios;
+#[path = "impact/server.rs"]
+mod server;
+#[path = "impact/workload.rs"]
+mod workload;
+
+use anyhow::Result;
+use options::Options;
+use results::{Memory, Migrations, Results, Settings};
+use scenarios::{MigrationSeries, Migrator};
+use server::Server;
+use std::time::Instant;
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("impact: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let options = Options::parse(std::env::args().skip(1))?;
+    if let Some(binary) = &options.binary {
+        child::use_binary(binary.clone());
+    }
+    let started = Instant::now();
+    let mut server = Server::start(options.database_url.as_deref())?;
+    let measured = measure(&server, &options, started);
+    if server.throwaway || !options.keep {
+        server.clean_up();
+    }
+    server.stop();
+    let results = measured?;
+    results.print();
+    results.write_json(&options.json)?;
+    let markdown = options.json.with_extension("md");
+    results.write_markdown(&markdown)?;
+    eprintln!(
+        "impact: wrote {} and {}",
+        options.json.display(),
+        markdown.display()
+    );
+    if options.write_docs {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/performance.md");
+        results::update_docs(&docs, &results.markdown())?;
+        eprintln!("impact: updated {}", docs.display());
+    }
+    Ok(())
+}
+
+/// Says what is happening on stderr, with the time since the start.
+fn phase(started: Instant, what: &str) {
+    eprintln!("impact [{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+}
+
+fn measure(server: &Server, options: &Options, started: Instant) -> Result<Results> {
+    let machine = machine::Machine::describe(&server.version);
+    let scale = dataset::Scale::of(options.scale);
+    let name = |what: &str| format!("impact_{}_{what}", std::process::id());
+    // With --keep every database stays for a look afterwards.
+    let discard = |db: &str| {
+        if options.keep && !server.throwaway {
+            Ok(())
+        } else {
+            server.drop_database(db)
+        }
+    };
+    let dirty = name("dirty");
+
+    phase(
+        started,
+        &format!("building the version-7 dataset: {scale:?}"),
+    );
+    let built = dataset::build(server, &dirty, &scale)?;
+    phase(
+        started,
+        &format!(
+            "built {:.0} MiB in {:.0} s",
+            built.database_bytes as f64 / 1048576.0,
+            built.seconds
+        ),
+    );
+
+    phase(started, "check-constraints --dry-run against count(*)");
+    let check = scenarios::check(server, &dirty, &scale, options.repetitions)?;
+    phase(
+        started,
+        &format!(
+            "check {:.0} ms, count(*) {:.0} ms (ratio {:.2}), count(*) as seq scans {:.0} ms (ratio {:.2})",
+            check.median_ms,
+            check.baseline_median_ms,
+            check.ratio,
+            check.seq_scan_baseline_median_ms,
+            check.ratio_to_seq_scan
+        ),
+    );
+
+    phase(started, "cleanup against bare UPDATEs");
+    let names: Vec<(String, String)> = (1..=options.repetitions)
+        .map(|r| (name(&format!("cleanup_{r}")), name(&format!("bare_{r}"))))
+        .collect();
+    for (cleaned, bare) in &names {
+        server.copy(&dirty, cleaned)?;
+        server.copy(&dirty, bare)?;
+    }
+    discard(&dirty)?;
+    let copies: Vec<scenarios::CleanupCopies> = names
+        .iter()
+        .map(|(cleanup, bare)| scenarios::CleanupCopies { cleanup, bare })
+        .collect();
+    let cleanup = scenarios::cleanup(server, &copies)?;
+    let (_, bare) = names.last().expect("at least one repetition");
+    for (cleaned, other) in &names {
+        discard(cleaned)?;
+        if other != bare {
+            discard(other)?;
+        }
+    }
+    phase(
+        started,
+        &format!(
+            "cleanup: {}; bare UPDATEs {:.0} ms for {} rows",
+            cleanup
+                .wall_ms
+                .map_or_else(|| cleanup.status.to_string(), |ms| format!("{ms:.0} ms")),
+            cleanup.bare_update_ms,
+            cleanup.bare_rows
+        ),
+    );
+
+    // The migrations need clean data (the preflight refuses dirty rows, and a validating ADD
+    // CONSTRAINT fails on them): the bare-UPDATE copy is exactly that.
+    let mut client = server.connect(bare)?;
+    client.batch_execute("VACUUM (ANALYZE)")?;
+    let sample = workload::Sample::take(&mut client)?;
+    drop(client);
+    let mut runs = (Vec::new(), Vec::new());
+    // Alternate the two, so that a busy spell on the machine does not fall on one side only.
+    for repetition in 1..=options.repetitions {
+        for migrator in [Migrator::RuleiqDb, Migrator::Naive] {
+            let db = name(&format!("{migrator:?}_{repetition}").to_lowercase());
+            server.copy(bare, &db)?;
+            phase(
+                started,
+                &format!(
+                    "{migrator:?} migration {repetition}/{} under the workload",
+                    options.repetitions
+                ),
+            );
+            let run = scenarios::migration(
+                server,
+                &db,
+                &sample,
+                options.connections,
+                options.rate,
+                migrator,
+            )?;
+            discard(&db)?;
+            phase(
+                started,
+                &format!(
+                    "{migrator:?}: {:.0} ms, longest stall {:.0} ms, p99 {:.1} ms, failed {}{}",
+                    run.migration_ms,
+                    run.during.longest_stall_ms,
+                    run.during.p99_ms,
+                    run.failed_whole_run,
+                    run.error
+                        .as_ref()
+                        .map_or_else(String::new, |e| format!(", FAILED: {e}"))
+                ),
+            );
+            match migrator {
+                Migrator::RuleiqDb => runs.0.push(run),
+                Migrator::Naive => runs.1.push(run),
+            }
+        }
+    }
+    discard(bare)?;
+    let ours = MigrationSeries::of(Migrator::RuleiqDb, runs.0);
+    let plain = MigrationSeries::of(Migrator::Naive, runs.1);
+
+    let memory = Memory::new(&check, &cleanup, &ours);
+    Ok(Results {
+        machine,
+        settings: Settings {
+            scale: options.scale,
+            repetitions: options.repetitions,
+            connections: options.connections,
+            rate_per_connection: options.rate,
+            server: if server.throwaway {
+                "throwaway cluster (sandbox: fsync, synchronous_commit and full_page_writes off; other settings default)"
+            } else {
+                "the server given by --database-url"
+            },
+        },
+        rows: scale,
+        dataset: built,
+        check,
+        cleanup,
+        migrate: Migrations::new(ours, plain),
+        memory,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
