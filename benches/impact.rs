@@ -35,7 +35,7 @@ use options::Options;
 use results::{Memory, Migrations, Results, Settings};
 use scenarios::{MigrationSeries, Migrator};
 use server::Server;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn main() {
     if let Err(error) = run() {
@@ -160,19 +160,26 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
     client.batch_execute("VACUUM (ANALYZE)")?;
     let sample = workload::Sample::take(&mut client)?;
     drop(client);
-    let mut runs = (Vec::new(), Vec::new());
-    // Alternate the two, so that a busy spell on the machine does not fall on one side only.
+    let mut ours = Vec::new();
+    let mut plain = Vec::new();
+    let mut control = Vec::new();
+    // Alternate, so that a busy spell on the machine does not fall on one side only.
     for repetition in 1..=options.repetitions {
-        for migrator in [Migrator::RuleiqDb, Migrator::Naive] {
+        for migrator in [Migrator::RuleiqDb, Migrator::Control, Migrator::Naive] {
             let db = name(&format!("{migrator:?}_{repetition}").to_lowercase());
             server.copy(bare, &db)?;
             phase(
                 started,
                 &format!(
-                    "{migrator:?} migration {repetition}/{} under the workload",
+                    "{migrator:?} {repetition}/{} under the workload",
                     options.repetitions
                 ),
             );
+            let as_long_as_ours = ours
+                .last()
+                .map_or(Duration::ZERO, |r: &scenarios::MigrationRun| {
+                    Duration::from_secs_f64(r.migration_ms / 1000.0)
+                });
             let run = scenarios::migration(
                 server,
                 &db,
@@ -180,14 +187,16 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
                 options.connections,
                 options.rate,
                 migrator,
+                as_long_as_ours,
             )?;
             discard(&db)?;
             phase(
                 started,
                 &format!(
-                    "{migrator:?}: {:.0} ms, longest stall {:.0} ms, p99 {:.1} ms, failed {}{}",
+                    "{migrator:?}: {:.0} ms, longest stall {:.0} ms, longest lock wait {:.0} ms, p99 {:.1} ms, failed {}{}",
                     run.migration_ms,
                     run.during.longest_stall_ms,
+                    run.during.longest_lock_wait_ms,
                     run.during.p99_ms,
                     run.failed_whole_run,
                     run.error
@@ -196,14 +205,16 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
                 ),
             );
             match migrator {
-                Migrator::RuleiqDb => runs.0.push(run),
-                Migrator::Naive => runs.1.push(run),
+                Migrator::RuleiqDb => ours.push(run),
+                Migrator::Control => control.push(run),
+                Migrator::Naive => plain.push(run),
             }
         }
     }
     discard(bare)?;
-    let ours = MigrationSeries::of(Migrator::RuleiqDb, runs.0);
-    let plain = MigrationSeries::of(Migrator::Naive, runs.1);
+    let ours = MigrationSeries::of(Migrator::RuleiqDb, ours);
+    let plain = MigrationSeries::of(Migrator::Naive, plain);
+    let control = MigrationSeries::of(Migrator::Control, control);
 
     let memory = Memory::new(&check, &cleanup, &ours);
     Ok(Results {
@@ -223,7 +234,7 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
         dataset: built,
         check,
         cleanup,
-        migrate: Migrations::new(ours, plain),
+        migrate: Migrations::new(ours, plain, control),
         memory,
         total_seconds: started.elapsed().as_secs_f64(),
     })

@@ -1,12 +1,18 @@
 //! Runs the real `ruleiq-db` binary as a child process and measures it from outside: wall time
-//! from spawn to exit, and peak resident memory from the kernel's accounting of the reaped
-//! child (`wait4`'s `ru_maxrss`), so nothing in the product is instrumented.
+//! from spawn to exit, and peak resident memory (`VmHWM` of /proc/<pid>/status, sampled while
+//! it runs), so nothing in the product is instrumented.
+//!
+//! Not `wait4`'s `ru_maxrss`: on exec, Linux folds the high-water mark of the address space the
+//! child leaves (the parent's, with posix_spawn's shared-memory clone) into the child's
+//! maxrss, so it reports this benchmark's own size once that exceeds ruleiq-db's.
 
 use anyhow::{bail, Context, Result};
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The binary cargo built beside this bench (same profile).
@@ -76,37 +82,49 @@ pub fn run(url: &str, args: &[&str]) -> Result<ChildRun> {
         .with_context(|| format!("starting {}", binary.display()))?;
     let stdout = drain(child.stdout.take().context("child stdout")?);
     let stderr = drain(child.stderr.take().context("child stderr")?);
-    let pid = child.id() as libc::pid_t;
-    // Reap it ourselves instead of Child::wait: only wait4 returns the child's rusage. `child`
-    // is not waited on afterwards, and dropping a std Child does not wait either.
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data; wait4 fills it for the pid we spawned.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: valid pointers to locals; pid is our own child, not yet reaped.
-        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if reaped == pid {
-            break;
-        }
-        let error = std::io::Error::last_os_error();
-        if error.kind() != std::io::ErrorKind::Interrupted {
-            return Err(error).context("waiting for ruleiq-db");
-        }
-    }
-    let wall = started.elapsed();
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -libc::WTERMSIG(status)
+    // spawn() returns once the child has exec'd (std waits for it), so from here on
+    // /proc/<pid> describes ruleiq-db's own address space.
+    let status_file = format!("/proc/{}/status", child.id());
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(Ordering::SeqCst) {
+                match std::fs::read_to_string(&status_file)
+                    .ok()
+                    .and_then(|s| high_water_kib(&s))
+                {
+                    Some(kib) => peak = peak.max(kib),
+                    // Exited: the zombie has no address space left to report.
+                    None => break,
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
     };
+    let status = child.wait().context("waiting for ruleiq-db")?;
+    let wall = started.elapsed();
+    done.store(true, Ordering::SeqCst);
+    let code = status
+        .code()
+        .unwrap_or_else(|| -status.signal().unwrap_or(0));
     Ok(ChildRun {
         code,
         wall,
-        // Linux reports ru_maxrss in KiB.
-        peak_rss_kib: usage.ru_maxrss.max(0) as u64,
+        peak_rss_kib: sampler.join().expect("memory sampler"),
         stdout: stdout.join().expect("stdout reader")?,
         stderr: stderr.join().expect("stderr reader")?,
     })
+}
+
+/// `VmHWM` (peak resident set, KiB) from the text of /proc/<pid>/status.
+fn high_water_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
 }
 
 /// Reads a pipe to the end on its own thread, so a chatty child never blocks on a full pipe.

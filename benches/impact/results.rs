@@ -25,6 +25,8 @@ pub struct Settings {
 pub struct Migrations {
     pub ruleiq_db: MigrationSeries,
     pub naive: MigrationSeries,
+    /// The workload alone, no migration, as long as each ruleiq-db run.
+    pub control: MigrationSeries,
     pub target_stall_ms: f64,
     pub met: bool,
 }
@@ -52,12 +54,17 @@ pub struct Results {
 }
 
 impl Migrations {
-    pub fn new(ruleiq_db: MigrationSeries, naive: MigrationSeries) -> Migrations {
+    pub fn new(
+        ruleiq_db: MigrationSeries,
+        naive: MigrationSeries,
+        control: MigrationSeries,
+    ) -> Migrations {
         let met =
             ruleiq_db.ok && ruleiq_db.longest_stall_ms <= STALL_TARGET_MS && ruleiq_db.failed == 0;
         Migrations {
             ruleiq_db,
             naive,
+            control,
             target_stall_ms: STALL_TARGET_MS,
             met,
         }
@@ -102,7 +109,11 @@ impl Results {
     fn summary(&self) -> Vec<[String; 5]> {
         let c = &self.check;
         let cl = &self.cleanup;
-        let (r, n) = (&self.migrate.ruleiq_db, &self.migrate.naive);
+        let (r, n, none) = (
+            &self.migrate.ruleiq_db,
+            &self.migrate.naive,
+            &self.migrate.control,
+        );
         let stall_met = r.ok && r.longest_stall_ms <= STALL_TARGET_MS;
         let runs = r.runs.len();
         let mut rows = vec![
@@ -136,21 +147,37 @@ impl Results {
             [
                 format!("migrate 7→8 under load: longest stall (worst of {runs})"),
                 format!("{:.0} ms", r.longest_stall_ms),
-                format!("naive: {:.0} ms", n.longest_stall_ms),
+                format!(
+                    "naive: {:.0} ms; no migration: {:.0} ms",
+                    n.longest_stall_ms, none.longest_stall_ms
+                ),
                 format!("<= {STALL_TARGET_MS} ms"),
                 verdict(Some(stall_met)).into(),
             ],
             [
+                format!("migrate 7→8 under load: longest lock wait (worst of {runs})"),
+                format!("{:.0} ms", r.longest_lock_wait_ms),
+                format!(
+                    "naive: {:.0} ms; no migration: {:.0} ms",
+                    n.longest_lock_wait_ms, none.longest_lock_wait_ms
+                ),
+                "(what the migration's locks cost)".into(),
+                "-".into(),
+            ],
+            [
                 format!("migrate 7→8 under load: p99 latency (worst of {runs})"),
                 format!("{:.1} ms", r.p99_ms),
-                format!("naive: {:.1} ms", n.p99_ms),
+                format!(
+                    "naive: {:.1} ms; no migration: {:.1} ms",
+                    n.p99_ms, none.p99_ms
+                ),
                 format!("(quiet p99 {:.1} ms)", r.quiet_p99_ms),
                 "-".into(),
             ],
             [
                 format!("migrate 7→8 under load: failed statements (all {runs})"),
                 r.failed.to_string(),
-                format!("naive: {}", n.failed),
+                format!("naive: {}; no migration: {}", n.failed, none.failed),
                 "0".into(),
                 verdict(Some(r.failed == 0)).into(),
             ],
@@ -259,22 +286,24 @@ impl Results {
         );
         let _ = writeln!(
             out,
-            "| migrator | duration | statements | p50 | p99 | longest (statement) | failed | errors |"
+            "| migrator | duration | statements | p50 | p99 | longest (statement) | longest lock wait | failed | errors |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
         for run in self
             .migrate
             .ruleiq_db
             .runs
             .iter()
+            .chain(&self.migrate.control.runs)
             .chain(&self.migrate.naive.runs)
         {
             let _ = writeln!(
                 out,
-                "| {} | {:.2} s{} | {} | {:.1} ms | {:.1} ms | {:.0} ms ({}) | {} | {} |",
+                "| {} | {:.2} s{} | {} | {:.1} ms | {:.1} ms | {:.0} ms ({}) | {:.0} ms | {} | {} |",
                 match run.migrator {
                     crate::scenarios::Migrator::RuleiqDb => "ruleiq-db",
                     crate::scenarios::Migrator::Naive => "naive",
+                    crate::scenarios::Migrator::Control => "none (control)",
                 },
                 run.migration_ms / 1000.0,
                 if run.ok { "" } else { ", FAILED" },
@@ -285,6 +314,7 @@ impl Results {
                 run.during
                     .longest_stall_op
                     .map_or_else(|| "-".to_string(), |op| format!("{op:?}")),
+                run.during.longest_lock_wait_ms,
                 run.failed_whole_run,
                 if run.during.errors.is_empty() {
                     "-".to_string()

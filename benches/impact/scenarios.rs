@@ -259,6 +259,9 @@ pub enum Migrator {
     RuleiqDb,
     /// One transaction: the renames and every ADD CONSTRAINT validating at once.
     Naive,
+    /// No migration at all: the workload alone for as long as ruleiq-db took, to tell the
+    /// stalls the application has anyway from those a migration adds.
+    Control,
 }
 
 #[derive(Debug, Serialize)]
@@ -286,6 +289,8 @@ pub struct MigrationSeries {
     pub migrator: Migrator,
     pub ok: bool,
     pub longest_stall_ms: f64,
+    /// The longest a workload backend was seen waiting for a lock, in any run.
+    pub longest_lock_wait_ms: f64,
     /// The worst run's p99.
     pub p99_ms: f64,
     /// The median run's p99 with no migration running (the second before).
@@ -307,6 +312,7 @@ impl MigrationSeries {
             migrator,
             ok: runs.iter().all(|r| r.ok),
             longest_stall_ms: worst(|r| r.during.longest_stall_ms),
+            longest_lock_wait_ms: worst(|r| r.during.longest_lock_wait_ms),
             p99_ms: worst(|r| r.during.p99_ms),
             quiet_p99_ms: median(&quiet),
             failed: runs.iter().map(|r| r.failed_whole_run).sum(),
@@ -324,7 +330,7 @@ impl MigrationSeries {
 }
 
 /// Runs a migration of `db` while the workload runs: workload, one second, migration, one
-/// second, stop.
+/// second, stop. `Control` waits `control` instead of migrating.
 pub fn migration(
     server: &Server,
     db: &str,
@@ -332,6 +338,7 @@ pub fn migration(
     connections: usize,
     rate: u32,
     migrator: Migrator,
+    control: Duration,
 ) -> Result<MigrationRun> {
     let mut client = server.connect(db)?;
     count_pass(&mut client)?;
@@ -350,12 +357,15 @@ pub fn migration(
         Migrator::Naive => naive_migration(&mut server.connect(db)?)
             .map(|()| (true, None, None))
             .or_else(|e| Ok((false, Some(format!("{e:#}")), None))),
+        Migrator::Control => {
+            std::thread::sleep(control);
+            Ok((true, None, None))
+        }
     };
     let to = workload.now();
     std::thread::sleep(Duration::from_secs(1));
     let end = workload.now();
-    let interval = workload.interval;
-    let events = workload.stop()?;
+    let recorded = workload.stop()?;
     let (ok, error, peak_rss_mib) = outcome?;
     let constraints_valid: i64 = client
         .query_one(
@@ -369,9 +379,9 @@ pub fn migration(
         error,
         migration_ms: ms(to - from),
         peak_rss_mib,
-        during: felt(&events, from, to, interval),
-        before: felt(&events, Duration::ZERO, from, interval),
-        failed_whole_run: felt(&events, Duration::ZERO, end, interval).failed,
+        during: felt(&recorded, from, to),
+        before: felt(&recorded, Duration::ZERO, from),
+        failed_whole_run: felt(&recorded, Duration::ZERO, end).failed,
         constraints_valid,
     })
 }

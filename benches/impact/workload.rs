@@ -14,6 +14,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// How the workload's connections name themselves, so the lock monitor can find them.
+const APPLICATION_NAME: &str = "impact-workload";
+
+/// How often the lock monitor looks at pg_stat_activity.
+const LOCK_POLL: Duration = Duration::from_millis(10);
+
+fn workload_target(server: &Server, db: &str) -> Result<ruleiq_db::config::Target> {
+    let mut target = server.target(db)?;
+    target.config.application_name(APPLICATION_NAME);
+    Ok(target)
+}
+
 /// Existing rows the workload reads and updates, sampled once before the copies are made.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -81,12 +93,32 @@ impl Event {
     }
 }
 
-/// A running workload; `stop` ends it and hands back every event.
+/// A moment when a workload backend was waiting for a lock (pg_stat_activity).
+#[derive(Debug, Clone, Copy)]
+pub struct LockSample {
+    pub at: Duration,
+    /// Which look at pg_stat_activity it came from: a wait seen in consecutive looks is one
+    /// wait.
+    pub round: u64,
+    pub pid: i32,
+}
+
+/// Everything a workload run recorded.
+pub struct Recorded {
+    pub events: Vec<Event>,
+    pub lock_samples: Vec<LockSample>,
+    pub interval: Duration,
+}
+
+/// A running workload; `stop` ends it and hands back every event. Beside the workers, a
+/// monitor samples which of their backends wait for a lock: a stall the migration causes shows
+/// there, one the application causes itself (or the machine) does not.
 pub struct Workload {
     origin: Instant,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Result<Vec<Event>>>>,
-    pub interval: Duration,
+    monitor: JoinHandle<Result<Vec<LockSample>>>,
+    interval: Duration,
 }
 
 impl Workload {
@@ -108,9 +140,11 @@ impl Workload {
         let gate = Arc::new(Barrier::new(connections + 1));
         let mut threads = Vec::new();
         let mut clients = Vec::new();
+        let target = workload_target(server, db)?;
         for _ in 0..connections {
-            clients.push(server.connect(db).context("workload connection")?);
+            clients.push(ruleiq_db::db::connect(&target).context("workload connection")?);
         }
+        let mut observer = server.connect(db).context("lock monitor connection")?;
         let origin = Instant::now();
         for (index, client) in clients.into_iter().enumerate() {
             let worker = Worker {
@@ -120,7 +154,7 @@ impl Workload {
                 origin,
                 interval,
                 stop: stop.clone(),
-                target: server.target(db)?,
+                target: target.clone(),
                 rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
             };
             let gate = gate.clone();
@@ -129,11 +163,34 @@ impl Workload {
                 worker.run()
             }));
         }
+        let watching = stop.clone();
+        let monitor = std::thread::spawn(move || -> Result<Vec<LockSample>> {
+            let query = observer.prepare(
+                "SELECT pid FROM pg_stat_activity
+                  WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            )?;
+            let mut samples = Vec::new();
+            let mut round = 0;
+            while !watching.load(Ordering::SeqCst) {
+                let at = origin.elapsed();
+                for row in observer.query(&query, &[&APPLICATION_NAME])? {
+                    samples.push(LockSample {
+                        at,
+                        round,
+                        pid: row.get(0),
+                    });
+                }
+                round += 1;
+                std::thread::sleep(LOCK_POLL);
+            }
+            Ok(samples)
+        });
         gate.wait();
         Ok(Workload {
             origin,
             stop,
             threads,
+            monitor,
             interval,
         })
     }
@@ -143,7 +200,7 @@ impl Workload {
         self.origin.elapsed()
     }
 
-    pub fn stop(self) -> Result<Vec<Event>> {
+    pub fn stop(self) -> Result<Recorded> {
         self.stop.store(true, Ordering::SeqCst);
         let mut events = Vec::new();
         for thread in self.threads {
@@ -154,7 +211,15 @@ impl Workload {
             );
         }
         events.sort_by_key(|e| e.start);
-        Ok(events)
+        let lock_samples = self
+            .monitor
+            .join()
+            .map_err(|_| anyhow::anyhow!("the lock monitor panicked"))??;
+        Ok(Recorded {
+            events,
+            lock_samples,
+            interval: self.interval,
+        })
     }
 }
 
@@ -302,13 +367,18 @@ pub struct Felt {
     pub p99_ms: f64,
     /// The 99th percentile of the statements actually run, uncorrected.
     pub p99_measured_ms: f64,
+    /// The longest time one workload backend was seen waiting for a lock (sampled every
+    /// 10 ms, so ±10 ms): the part of the stalls that locks, i.e. the migration, caused.
+    pub longest_lock_wait_ms: f64,
     /// Distinct error messages, at most five.
     pub errors: Vec<String>,
 }
 
 /// The statements that ran (at least partly) between `from` and `to`.
-pub fn felt(events: &[Event], from: Duration, to: Duration, interval: Duration) -> Felt {
-    let inside: Vec<&Event> = events
+pub fn felt(recorded: &Recorded, from: Duration, to: Duration) -> Felt {
+    let interval = recorded.interval;
+    let inside: Vec<&Event> = recorded
+        .events
         .iter()
         .filter(|e| e.end >= from && e.start <= to)
         .collect();
@@ -351,8 +421,41 @@ pub fn felt(events: &[Event], from: Duration, to: Duration, interval: Duration) 
         p50_ms: percentile(&measured, 0.50),
         p99_ms: percentile(&corrected, 0.99),
         p99_measured_ms: percentile(&measured, 0.99),
+        longest_lock_wait_ms: longest_lock_wait(&recorded.lock_samples, from, to),
         errors,
     }
+}
+
+/// The longest run of consecutive sightings of one backend waiting for a lock, overlapping
+/// the window.
+fn longest_lock_wait(samples: &[LockSample], from: Duration, to: Duration) -> f64 {
+    // Per backend: first and last sighting of the current wait, and the round of the last.
+    let mut runs: std::collections::BTreeMap<i32, (Duration, Duration, u64)> = Default::default();
+    let mut longest = Duration::ZERO;
+    let mut close = |first: Duration, last: Duration| {
+        if last + LOCK_POLL >= from && first <= to {
+            longest = longest.max(last - first + LOCK_POLL);
+        }
+    };
+    for sample in samples {
+        match runs.get_mut(&sample.pid) {
+            Some((_, last, round)) if sample.round == *round + 1 => {
+                *last = sample.at;
+                *round = sample.round;
+            }
+            Some(run) => {
+                close(run.0, run.1);
+                *run = (sample.at, sample.at, sample.round);
+            }
+            None => {
+                runs.insert(sample.pid, (sample.at, sample.at, sample.round));
+            }
+        }
+    }
+    for (first, last, _) in runs.into_values() {
+        close(first, last);
+    }
+    ms(longest)
 }
 
 fn longest_gap(events: &[&Event]) -> f64 {
