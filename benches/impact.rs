@@ -158,6 +158,9 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
     // CONSTRAINT fails on them): the bare-UPDATE copy is exactly that.
     let mut client = server.connect(bare)?;
     client.batch_execute("VACUUM (ANALYZE)")?;
+    if options.gin_fastupdate_off {
+        dataset::gin_fastupdate_off(&mut client)?;
+    }
     let sample = workload::Sample::take(&mut client)?;
     drop(client);
     let mut ours = Vec::new();
@@ -224,6 +227,7 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
             repetitions: options.repetitions,
             connections: options.connections,
             rate_per_connection: options.rate,
+            gin_fastupdate: !options.gin_fastupdate_off,
             server: if server.throwaway {
                 "throwaway cluster (sandbox: fsync, synchronous_commit and full_page_writes off; other settings default)"
             } else {

@@ -332,6 +332,28 @@ fn secondary_indexes(client: &mut Client) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// Turns off the pending list of every GIN index. With it on (PostgreSQL's default), an INSERT
+/// that finds the list over `gin_pending_list_limit` merges it into the index itself, and
+/// waits for that: the application's own periodic stalls, migration or not.
+pub fn gin_fastupdate_off(client: &mut Client) -> Result<()> {
+    let indexes: Vec<String> = client
+        .query(
+            "SELECT indexname::text FROM pg_indexes
+              WHERE schemaname = current_schema() AND indexdef LIKE '% USING gin %'",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for index in indexes {
+        client.batch_execute(&format!(
+            "ALTER INDEX {} SET (fastupdate = off)",
+            quote_ident(&index)
+        ))?;
+    }
+    Ok(())
+}
+
 /// Time of one `SELECT count(*)` over each checked table, back to back on one connection.
 pub fn count_pass(client: &mut Client) -> Result<Duration> {
     let started = Instant::now();

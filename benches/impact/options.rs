@@ -21,6 +21,9 @@ OPTIONS
                       connection can go (default 0)
   --binary FILE       measure this ruleiq-db build instead of the one cargo just built
   --json FILE         where the JSON results go (default target/bench/impact.json)
+  --gin-fastupdate-off
+                      migrate on data whose GIN indexes have no pending list: the
+                      application's own insert stalls (pending-list flushes) out of the way
   --write-docs        also rewrite the results block of docs/performance.md
   --keep              keep the benchmark's databases (only with --database-url)
 ";
@@ -35,6 +38,7 @@ pub struct Options {
     pub json: PathBuf,
     pub binary: Option<PathBuf>,
     pub write_docs: bool,
+    pub gin_fastupdate_off: bool,
     pub keep: bool,
 }
 
@@ -52,6 +56,7 @@ impl Options {
             json: manifest.join("target/bench/impact.json"),
             binary: None,
             write_docs: false,
+            gin_fastupdate_off: false,
             keep: false,
         };
         let mut args = args.into_iter();
@@ -76,6 +81,7 @@ impl Options {
                 "--binary" => options.binary = Some(PathBuf::from(value("--binary")?)),
                 "--json" => options.json = PathBuf::from(value("--json")?),
                 "--write-docs" => options.write_docs = true,
+                "--gin-fastupdate-off" => options.gin_fastupdate_off = true,
                 "--keep" => options.keep = true,
                 "-h" | "--help" => {
                     print!("{USAGE}");

@@ -18,6 +18,8 @@ pub struct Settings {
     pub repetitions: usize,
     pub connections: usize,
     pub rate_per_connection: u32,
+    /// Whether the GIN indexes keep PostgreSQL's default pending list (`fastupdate`).
+    pub gin_fastupdate: bool,
     pub server: &'static str,
 }
 
@@ -152,7 +154,11 @@ impl Results {
                     n.longest_stall_ms, none.longest_stall_ms
                 ),
                 format!("<= {STALL_TARGET_MS} ms"),
-                verdict(Some(stall_met)).into(),
+                format!(
+                    "{} (no migration: {:.0} ms)",
+                    verdict(Some(stall_met)),
+                    none.longest_stall_ms
+                ),
             ],
             [
                 format!("migrate 7→8 under load: longest lock wait (worst of {runs})"),
@@ -257,6 +263,10 @@ impl Results {
             match self.settings.rate_per_connection {
                 0 => "each as fast as it can go".to_string(),
                 rate => format!("{rate} statements/s each"),
+            } + if self.settings.gin_fastupdate {
+                ""
+            } else {
+                ", GIN indexes with fastupdate off"
             },
             self.settings.server,
             self.total_seconds

@@ -365,7 +365,8 @@ pub fn migration(
     let to = workload.now();
     std::thread::sleep(Duration::from_secs(1));
     let end = workload.now();
-    let recorded = workload.stop()?;
+    let mut recorded = workload.stop()?;
+    recorded.calibrate(from);
     let (ok, error, peak_rss_mib) = outcome?;
     let constraints_valid: i64 = client
         .query_one(

@@ -107,7 +107,29 @@ pub struct LockSample {
 pub struct Recorded {
     pub events: Vec<Event>,
     pub lock_samples: Vec<LockSample>,
+    /// How often each connection issues a statement: the pace it was given, or for an unpaced
+    /// workload the pace it kept before `quiet_until` (see `calibrate`).
     pub interval: Duration,
+}
+
+impl Recorded {
+    /// For an unpaced workload, takes each connection's normal pace from the quiet period, so
+    /// that a stall can be counted with the requests that would have arrived during it.
+    pub fn calibrate(&mut self, quiet_until: Duration) {
+        if !self.interval.is_zero() {
+            return;
+        }
+        let connections = self
+            .events
+            .iter()
+            .map(|e| e.connection)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let done = self.events.iter().filter(|e| e.end <= quiet_until).count();
+        if done > 0 {
+            self.interval = quiet_until * connections as u32 / done as u32;
+        }
+    }
 }
 
 /// A running workload; `stop` ends it and hands back every event. Beside the workers, a
@@ -363,7 +385,8 @@ pub struct Felt {
     pub p50_ms: f64,
     /// The 99th percentile counting the arrivals a stalled connection could not make (each
     /// stall of L also stands for the requests that would have arrived during it, waiting
-    /// L - interval, L - 2*interval, ...): the latency users would see.
+    /// L - interval, L - 2*interval, ..., at the connection's normal pace): the latency users
+    /// would see.
     pub p99_ms: f64,
     /// The 99th percentile of the statements actually run, uncorrected.
     pub p99_measured_ms: f64,
@@ -388,16 +411,6 @@ pub fn felt(recorded: &Recorded, from: Duration, to: Duration) -> Felt {
     let mut measured: Vec<f64> = inside.iter().map(|e| ms(e.latency())).collect();
     measured.sort_by(f64::total_cmp);
     let step = ms(interval);
-    let mut corrected = measured.clone();
-    // Unpaced, a connection has no arrivals to miss: nothing to correct.
-    for &latency in measured.iter().filter(|_| step > 0.0) {
-        let mut missed = latency - step;
-        while missed > 0.0 {
-            corrected.push(missed);
-            missed -= step;
-        }
-    }
-    corrected.sort_by(f64::total_cmp);
     let longest = inside
         .iter()
         .max_by_key(|e| e.latency())
@@ -419,7 +432,7 @@ pub fn felt(recorded: &Recorded, from: Duration, to: Duration) -> Felt {
         longest_stall_op: Some(longest.op),
         longest_gap_ms: longest_gap(&inside),
         p50_ms: percentile(&measured, 0.50),
-        p99_ms: percentile(&corrected, 0.99),
+        p99_ms: corrected_percentile(&measured, step, 0.99),
         p99_measured_ms: percentile(&measured, 0.99),
         longest_lock_wait_ms: longest_lock_wait(&recorded.lock_samples, from, to),
         errors,
@@ -476,6 +489,47 @@ fn longest_gap(events: &[&Event]) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The percentile of the latencies once each is joined by the requests its connection could
+/// not make while it ran (HdrHistogram's expected-interval correction): a statement of latency
+/// L also stands for requests that waited L - step, L - 2*step, ... down to zero. Found by
+/// bisection on the value, so a long stall at a short step costs no memory.
+fn corrected_percentile(latencies: &[f64], step: f64, q: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    if step <= 0.0 {
+        let mut sorted = latencies.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        return percentile(&sorted, q);
+    }
+    // The values a latency stands for: L - j*step for j = 0..=extra(L), all above zero.
+    let extra = |l: f64| ((l / step).ceil() - 1.0).max(0.0);
+    let total: f64 = latencies.iter().map(|&l| extra(l) + 1.0).sum();
+    let at_most = |x: f64| -> f64 {
+        latencies
+            .iter()
+            .map(|&l| {
+                if l <= x {
+                    extra(l) + 1.0
+                } else {
+                    // j >= (l - x) / step
+                    (extra(l) - ((l - x) / step).ceil() + 1.0).max(0.0)
+                }
+            })
+            .sum()
+    };
+    let (mut low, mut high) = (0.0, latencies.iter().copied().fold(0.0, f64::max));
+    for _ in 0..50 {
+        let middle = (low + high) / 2.0;
+        if at_most(middle) >= q * total {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    high
 }
 
 /// Nearest-rank percentile of sorted values.
