@@ -79,19 +79,34 @@ fn phase(started: Instant, what: &str) {
     eprintln!("impact [{:>6.1}s] {what}", started.elapsed().as_secs_f64());
 }
 
+/// Names this run's databases, and drops them when done unless --keep asks otherwise.
+struct Databases<'a> {
+    server: &'a Server,
+    keep: bool,
+}
+
+impl Databases<'_> {
+    fn name(&self, what: &str) -> String {
+        format!("impact_{}_{what}", std::process::id())
+    }
+
+    fn discard(&self, db: &str) -> Result<()> {
+        if self.keep && !self.server.throwaway {
+            Ok(())
+        } else {
+            self.server.drop_database(db)
+        }
+    }
+}
+
 fn measure(server: &Server, options: &Options, started: Instant) -> Result<Results> {
     let machine = machine::Machine::describe(&server.version);
     let scale = dataset::Scale::of(options.scale);
-    let name = |what: &str| format!("impact_{}_{what}", std::process::id());
-    // With --keep every database stays for a look afterwards.
-    let discard = |db: &str| {
-        if options.keep && !server.throwaway {
-            Ok(())
-        } else {
-            server.drop_database(db)
-        }
+    let dbs = Databases {
+        server,
+        keep: options.keep,
     };
-    let dirty = name("dirty");
+    let dirty = dbs.name("dirty");
 
     phase(
         started,
@@ -122,26 +137,7 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
     );
 
     phase(started, "cleanup against bare UPDATEs");
-    let names: Vec<(String, String)> = (1..=options.repetitions)
-        .map(|r| (name(&format!("cleanup_{r}")), name(&format!("bare_{r}"))))
-        .collect();
-    for (cleaned, bare) in &names {
-        server.copy(&dirty, cleaned)?;
-        server.copy(&dirty, bare)?;
-    }
-    discard(&dirty)?;
-    let copies: Vec<scenarios::CleanupCopies> = names
-        .iter()
-        .map(|(cleanup, bare)| scenarios::CleanupCopies { cleanup, bare })
-        .collect();
-    let cleanup = scenarios::cleanup(server, &copies)?;
-    let (_, bare) = names.last().expect("at least one repetition");
-    for (cleaned, other) in &names {
-        discard(cleaned)?;
-        if other != bare {
-            discard(other)?;
-        }
-    }
+    let (cleanup, clean) = measure_cleanup(&dbs, &dirty, options.repetitions)?;
     phase(
         started,
         &format!(
@@ -154,9 +150,80 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
         ),
     );
 
+    let migrate = measure_migrations(&dbs, &clean, options, started)?;
+    dbs.discard(&clean)?;
+
+    let memory = Memory::new(&check, &cleanup, &migrate.ruleiq_db);
+    Ok(Results {
+        machine,
+        settings: Settings {
+            scale: options.scale,
+            repetitions: options.repetitions,
+            connections: options.connections,
+            rate_per_connection: options.rate,
+            gin_fastupdate: !options.gin_fastupdate_off,
+            server: if server.throwaway {
+                "throwaway cluster (sandbox: fsync, synchronous_commit and full_page_writes off; other settings default)"
+            } else {
+                "the server given by --database-url"
+            },
+        },
+        rows: scale,
+        dataset: built,
+        check,
+        cleanup,
+        migrate,
+        memory,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Cleanup and the bare UPDATEs, each repetition on its own pair of copies of the dirty data
+/// (which is dropped). Returns the last bare copy, clean data for the migrations.
+fn measure_cleanup(
+    dbs: &Databases,
+    dirty: &str,
+    repetitions: usize,
+) -> Result<(scenarios::CleanupResult, String)> {
+    let names: Vec<(String, String)> = (1..=repetitions)
+        .map(|r| {
+            (
+                dbs.name(&format!("cleanup_{r}")),
+                dbs.name(&format!("bare_{r}")),
+            )
+        })
+        .collect();
+    for (cleaned, bare) in &names {
+        dbs.server.copy(dirty, cleaned)?;
+        dbs.server.copy(dirty, bare)?;
+    }
+    dbs.discard(dirty)?;
+    let copies: Vec<scenarios::CleanupCopies> = names
+        .iter()
+        .map(|(cleanup, bare)| scenarios::CleanupCopies { cleanup, bare })
+        .collect();
+    let cleanup = scenarios::cleanup(dbs.server, &copies)?;
+    let (_, clean) = names.last().expect("at least one repetition");
+    for (cleaned, bare) in &names {
+        dbs.discard(cleaned)?;
+        if bare != clean {
+            dbs.discard(bare)?;
+        }
+    }
+    Ok((cleanup, clean.clone()))
+}
+
+/// ruleiq-db's migration, the workload alone for as long, and the naive migration, in turn,
+/// each on a fresh copy of the clean data.
+fn measure_migrations(
+    dbs: &Databases,
+    clean: &str,
+    options: &Options,
+    started: Instant,
+) -> Result<Migrations> {
     // The migrations need clean data (the preflight refuses dirty rows, and a validating ADD
     // CONSTRAINT fails on them): the bare-UPDATE copy is exactly that.
-    let mut client = server.connect(bare)?;
+    let mut client = dbs.server.connect(clean)?;
     client.batch_execute("VACUUM (ANALYZE)")?;
     if options.gin_fastupdate_off {
         dataset::gin_fastupdate_off(&mut client)?;
@@ -169,8 +236,8 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
     // Alternate, so that a busy spell on the machine does not fall on one side only.
     for repetition in 1..=options.repetitions {
         for migrator in [Migrator::RuleiqDb, Migrator::Control, Migrator::Naive] {
-            let db = name(&format!("{migrator:?}_{repetition}").to_lowercase());
-            server.copy(bare, &db)?;
+            let db = dbs.name(&format!("{migrator:?}_{repetition}").to_lowercase());
+            dbs.server.copy(clean, &db)?;
             phase(
                 started,
                 &format!(
@@ -184,7 +251,7 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
                     Duration::from_secs_f64(r.migration_ms / 1000.0)
                 });
             let run = scenarios::migration(
-                server,
+                dbs.server,
                 &db,
                 &sample,
                 options.connections,
@@ -192,7 +259,7 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
                 migrator,
                 as_long_as_ours,
             )?;
-            discard(&db)?;
+            dbs.discard(&db)?;
             phase(
                 started,
                 &format!(
@@ -214,32 +281,9 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
             }
         }
     }
-    discard(bare)?;
-    let ours = MigrationSeries::of(Migrator::RuleiqDb, ours);
-    let plain = MigrationSeries::of(Migrator::Naive, plain);
-    let control = MigrationSeries::of(Migrator::Control, control);
-
-    let memory = Memory::new(&check, &cleanup, &ours);
-    Ok(Results {
-        machine,
-        settings: Settings {
-            scale: options.scale,
-            repetitions: options.repetitions,
-            connections: options.connections,
-            rate_per_connection: options.rate,
-            gin_fastupdate: !options.gin_fastupdate_off,
-            server: if server.throwaway {
-                "throwaway cluster (sandbox: fsync, synchronous_commit and full_page_writes off; other settings default)"
-            } else {
-                "the server given by --database-url"
-            },
-        },
-        rows: scale,
-        dataset: built,
-        check,
-        cleanup,
-        migrate: Migrations::new(ours, plain, control),
-        memory,
-        total_seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(Migrations::new(
+        MigrationSeries::of(Migrator::RuleiqDb, ours),
+        MigrationSeries::of(Migrator::Naive, plain),
+        MigrationSeries::of(Migrator::Control, control),
+    ))
 }

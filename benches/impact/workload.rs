@@ -36,8 +36,14 @@ pub struct Sample {
 
 impl Sample {
     pub fn take(client: &mut Client) -> Result<Sample> {
+        // A block sample where the table is big enough to give one, else its first rows.
         let ids = |client: &mut Client, sql: &str| -> Result<Vec<Uuid>> {
-            Ok(client.query(sql, &[])?.iter().map(|r| r.get(0)).collect())
+            let mut rows = client.query(sql, &[])?;
+            if rows.is_empty() {
+                let fallback = sql.split(" TABLESAMPLE").next().unwrap_or(sql);
+                rows = client.query(&format!("{fallback} LIMIT 2000"), &[])?;
+            }
+            Ok(rows.iter().map(|r| r.get(0)).collect())
         };
         let sample = Sample {
             users: ids(
