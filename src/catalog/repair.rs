@@ -1,6 +1,6 @@
 //! Migration 008, rendered from the rename map and the constraint catalog.
 
-use super::constraints::CATALOG;
+use super::constraints::{Rule, CATALOG};
 use super::renames::{Rename, RENAMES};
 use super::sql::{quote_ident, quote_literal};
 
@@ -14,9 +14,25 @@ pub struct PlannedStatement {
     pub lock: String,
 }
 
-/// 008's statements, in order: state-aware renames, then each constraint added NOT VALID
-/// (only when absent, so a hand-added constraint does not stop the repair).
+/// 008's statements, in order: one LOCK of every table it changes, state-aware renames, then
+/// each constraint added NOT VALID (only when absent, so a hand-added constraint does not stop
+/// the repair).
 pub fn statements() -> Vec<PlannedStatement> {
+    let tables = tables_in_lock_order();
+    let lock = PlannedStatement {
+        sql: format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            tables
+                .iter()
+                .map(|t| quote_ident(t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        lock: format!(
+            "ACCESS EXCLUSIVE on {}, taken in this order first and held until 008 commits (brief: what follows changes the catalog only)",
+            tables.join(", ")
+        ),
+    };
     let renames = RENAMES.iter().map(|r| PlannedStatement {
         sql: rename_statement(r),
         lock: format!("ACCESS EXCLUSIVE on {} (catalog change only)", r.table),
@@ -30,7 +46,40 @@ pub fn statements() -> Vec<PlannedStatement> {
         ),
         lock: c.add_lock(),
     });
-    renames.chain(constraints).collect()
+    std::iter::once(lock)
+        .chain(renames)
+        .chain(constraints)
+        .collect()
+}
+
+/// Every table 008 renames a column of or adds a constraint to, referencing tables before the
+/// tables they reference.
+///
+/// Why up front and in this order: taken one statement at a time, the renames lock
+/// business_profiles and then ADD CONSTRAINT waits for evidence_items, while an application
+/// INSERT into evidence_items holds that table and waits, for its foreign-key check, on
+/// business_profiles: a deadlock, which PostgreSQL breaks after deadlock_timeout (1 s) by
+/// failing one side, the application's statement or the whole repair. Foreign-key checks lock
+/// the child then the parent; locking in the same order, before anything else is held, leaves
+/// no cycle.
+fn tables_in_lock_order() -> Vec<&'static str> {
+    let mut tables: Vec<&'static str> = Vec::new();
+    for table in CATALOG
+        .iter()
+        .map(|c| c.table)
+        .chain(RENAMES.iter().map(|r| r.table))
+    {
+        if !tables.contains(&table) {
+            tables.push(table);
+        }
+    }
+    let is_parent = |table: &str| {
+        CATALOG
+            .iter()
+            .any(|c| matches!(c.rule, Rule::ForeignKey { parent, .. } if parent == table))
+    };
+    tables.sort_by_key(|t| is_parent(t));
+    tables
 }
 
 /// The full text of migration 008.
@@ -93,6 +142,25 @@ mod tests {
         for c in CATALOG {
             assert!(sql.contains(&c.add_not_valid_sql()), "{}", c.name);
         }
-        assert_eq!(split_statements(&sql).len(), RENAMES.len() + CATALOG.len());
+        assert_eq!(
+            split_statements(&sql).len(),
+            1 + RENAMES.len() + CATALOG.len()
+        );
+    }
+
+    #[test]
+    fn every_table_is_locked_first_children_before_the_parent() {
+        assert_eq!(
+            tables_in_lock_order(),
+            [
+                "evidence_items",
+                "assessment_sessions",
+                "generated_policies",
+                "business_profiles"
+            ]
+        );
+        assert!(up_sql().lines().nth(1).unwrap().starts_with(
+            "LOCK TABLE \"evidence_items\", \"assessment_sessions\", \"generated_policies\", \"business_profiles\" IN ACCESS EXCLUSIVE MODE"
+        ));
     }
 }

@@ -1,0 +1,289 @@
+//! What the application feels while ruleiq-db works on its database, and what it costs at scale.
+//!
+//! `cargo bench --bench impact -- [--scale F] [--quick] [--write-docs]` builds a version-7
+//! database (by default 200k business_profiles, 500k assessment_sessions, 2M evidence_items,
+//! 200k generated_policies, 1 % of rows violating each constraint), then measures, in one run:
+//!
+//! - `check-constraints --dry-run` against one `SELECT count(*)` of each checked table;
+//! - `cleanup --yes` against bare UPDATEs of the same rows without audit;
+//! - `migrate` 7→8 against a naive one-transaction migration, each while a workload of single-row
+//!   statements runs: its longest stall, p99 latency and failed statements;
+//! - the peak memory of every ruleiq-db process.
+//!
+//! It prints a table, writes target/bench/impact.json, and with --write-docs the results block
+//! of docs/performance.md. See `-- --help` for every option.
+
+#[path = "impact/child.rs"]
+mod child;
+#[path = "impact/dataset.rs"]
+mod dataset;
+#[path = "impact/machine.rs"]
+mod machine;
+#[path = "impact/options.rs"]
+mod options;
+#[path = "impact/results.rs"]
+mod results;
+#[path = "impact/scenarios.rs"]
+mod scenarios;
+#[path = "impact/server.rs"]
+mod server;
+#[path = "impact/workload.rs"]
+mod workload;
+
+use anyhow::Result;
+use options::Options;
+use results::{Memory, Migrations, Results, Settings};
+use scenarios::{MigrationSeries, Migrator};
+use server::Server;
+use std::time::{Duration, Instant};
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("impact: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let options = Options::parse(std::env::args().skip(1))?;
+    if let Some(binary) = &options.binary {
+        child::use_binary(binary.clone());
+    }
+    let started = Instant::now();
+    let mut server = Server::start(options.database_url.as_deref())?;
+    let measured = measure(&server, &options, started);
+    if server.throwaway || !options.keep {
+        server.clean_up();
+    }
+    server.stop();
+    let results = measured?;
+    results.print();
+    results.write_json(&options.json)?;
+    let markdown = options.json.with_extension("md");
+    results.write_markdown(&markdown)?;
+    eprintln!(
+        "impact: wrote {} and {}",
+        options.json.display(),
+        markdown.display()
+    );
+    if options.write_docs {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/performance.md");
+        results::update_docs(&docs, &results.markdown())?;
+        eprintln!("impact: updated {}", docs.display());
+    }
+    Ok(())
+}
+
+/// Says what is happening on stderr, with the time since the start.
+fn phase(started: Instant, what: &str) {
+    eprintln!("impact [{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+}
+
+/// Names this run's databases, and drops them when done unless --keep asks otherwise.
+struct Databases<'a> {
+    server: &'a Server,
+    keep: bool,
+}
+
+impl Databases<'_> {
+    fn name(&self, what: &str) -> String {
+        format!("impact_{}_{what}", std::process::id())
+    }
+
+    fn discard(&self, db: &str) -> Result<()> {
+        if self.keep && !self.server.throwaway {
+            Ok(())
+        } else {
+            self.server.drop_database(db)
+        }
+    }
+}
+
+fn measure(server: &Server, options: &Options, started: Instant) -> Result<Results> {
+    let machine = machine::Machine::describe(&server.version);
+    let scale = dataset::Scale::of(options.scale);
+    let dbs = Databases {
+        server,
+        keep: options.keep,
+    };
+    let dirty = dbs.name("dirty");
+
+    phase(
+        started,
+        &format!("building the version-7 dataset: {scale:?}"),
+    );
+    let built = dataset::build(server, &dirty, &scale)?;
+    phase(
+        started,
+        &format!(
+            "built {:.0} MiB in {:.0} s",
+            built.database_bytes as f64 / 1048576.0,
+            built.seconds
+        ),
+    );
+
+    phase(started, "check-constraints --dry-run against count(*)");
+    let check = scenarios::check(server, &dirty, &scale, options.repetitions)?;
+    phase(
+        started,
+        &format!(
+            "check {:.0} ms, count(*) {:.0} ms (ratio {:.2}), count(*) as seq scans {:.0} ms (ratio {:.2})",
+            check.median_ms,
+            check.baseline_median_ms,
+            check.ratio,
+            check.seq_scan_baseline_median_ms,
+            check.ratio_to_seq_scan
+        ),
+    );
+
+    phase(started, "cleanup against bare UPDATEs");
+    let (cleanup, clean) = measure_cleanup(&dbs, &dirty, options.repetitions)?;
+    phase(
+        started,
+        &format!(
+            "cleanup: {}; bare UPDATEs {:.0} ms for {} rows",
+            cleanup
+                .wall_ms
+                .map_or_else(|| cleanup.status.to_string(), |ms| format!("{ms:.0} ms")),
+            cleanup.bare_update_ms,
+            cleanup.bare_rows
+        ),
+    );
+
+    let migrate = measure_migrations(&dbs, &clean, options, started)?;
+    dbs.discard(&clean)?;
+
+    let memory = Memory::new(&check, &cleanup, &migrate.ruleiq_db);
+    Ok(Results {
+        machine,
+        settings: Settings {
+            scale: options.scale,
+            repetitions: options.repetitions,
+            connections: options.connections,
+            rate_per_connection: options.rate,
+            gin_fastupdate: !options.gin_fastupdate_off,
+            server: if server.throwaway {
+                "throwaway cluster (sandbox: fsync, synchronous_commit and full_page_writes off; other settings default)"
+            } else {
+                "the server given by --database-url"
+            },
+        },
+        rows: scale,
+        dataset: built,
+        check,
+        cleanup,
+        migrate,
+        memory,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Cleanup and the bare UPDATEs, each repetition on its own pair of copies of the dirty data
+/// (which is dropped). Returns the last bare copy, clean data for the migrations.
+fn measure_cleanup(
+    dbs: &Databases,
+    dirty: &str,
+    repetitions: usize,
+) -> Result<(scenarios::CleanupResult, String)> {
+    let names: Vec<(String, String)> = (1..=repetitions)
+        .map(|r| {
+            (
+                dbs.name(&format!("cleanup_{r}")),
+                dbs.name(&format!("bare_{r}")),
+            )
+        })
+        .collect();
+    for (cleaned, bare) in &names {
+        dbs.server.copy(dirty, cleaned)?;
+        dbs.server.copy(dirty, bare)?;
+    }
+    dbs.discard(dirty)?;
+    let copies: Vec<scenarios::CleanupCopies> = names
+        .iter()
+        .map(|(cleanup, bare)| scenarios::CleanupCopies { cleanup, bare })
+        .collect();
+    let cleanup = scenarios::cleanup(dbs.server, &copies)?;
+    let (_, clean) = names.last().expect("at least one repetition");
+    for (cleaned, bare) in &names {
+        dbs.discard(cleaned)?;
+        if bare != clean {
+            dbs.discard(bare)?;
+        }
+    }
+    Ok((cleanup, clean.clone()))
+}
+
+/// ruleiq-db's migration, the workload alone for as long, and the naive migration, in turn,
+/// each on a fresh copy of the clean data.
+fn measure_migrations(
+    dbs: &Databases,
+    clean: &str,
+    options: &Options,
+    started: Instant,
+) -> Result<Migrations> {
+    // The migrations need clean data (the preflight refuses dirty rows, and a validating ADD
+    // CONSTRAINT fails on them): the bare-UPDATE copy is exactly that.
+    let mut client = dbs.server.connect(clean)?;
+    client.batch_execute("VACUUM (ANALYZE)")?;
+    if options.gin_fastupdate_off {
+        dataset::gin_fastupdate_off(&mut client)?;
+    }
+    let sample = workload::Sample::take(&mut client)?;
+    drop(client);
+    let mut ours = Vec::new();
+    let mut plain = Vec::new();
+    let mut control = Vec::new();
+    // Alternate, so that a busy spell on the machine does not fall on one side only.
+    for repetition in 1..=options.repetitions {
+        for migrator in [Migrator::RuleiqDb, Migrator::Control, Migrator::Naive] {
+            let db = dbs.name(&format!("{migrator:?}_{repetition}").to_lowercase());
+            dbs.server.copy(clean, &db)?;
+            phase(
+                started,
+                &format!(
+                    "{migrator:?} {repetition}/{} under the workload",
+                    options.repetitions
+                ),
+            );
+            let as_long_as_ours = ours
+                .last()
+                .map_or(Duration::ZERO, |r: &scenarios::MigrationRun| {
+                    Duration::from_secs_f64(r.migration_ms / 1000.0)
+                });
+            let run = scenarios::migration(
+                dbs.server,
+                &db,
+                &sample,
+                options.connections,
+                options.rate,
+                migrator,
+                as_long_as_ours,
+            )?;
+            dbs.discard(&db)?;
+            phase(
+                started,
+                &format!(
+                    "{migrator:?}: {:.0} ms, longest stall {:.0} ms, longest lock wait {:.0} ms, p99 {:.1} ms, failed {}{}",
+                    run.migration_ms,
+                    run.during.longest_stall_ms,
+                    run.during.longest_lock_wait_ms,
+                    run.during.p99_ms,
+                    run.failed_whole_run,
+                    run.error
+                        .as_ref()
+                        .map_or_else(String::new, |e| format!(", FAILED: {e}"))
+                ),
+            );
+            match migrator {
+                Migrator::RuleiqDb => ours.push(run),
+                Migrator::Control => control.push(run),
+                Migrator::Naive => plain.push(run),
+            }
+        }
+    }
+    Ok(Migrations::new(
+        MigrationSeries::of(Migrator::RuleiqDb, ours),
+        MigrationSeries::of(Migrator::Naive, plain),
+        MigrationSeries::of(Migrator::Control, control),
+    ))
+}

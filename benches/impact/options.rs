@@ -1,0 +1,107 @@
+//! The benchmark's command line: `cargo bench --bench impact -- [OPTIONS]`.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+cargo bench --bench impact -- [OPTIONS]
+
+Measures what the application feels while ruleiq-db checks, cleans and migrates a generated
+version-7 database, side by side with the plain-SQL equivalents.
+
+OPTIONS
+  --scale F           rows relative to 200k business_profiles, 500k assessment_sessions,
+                      2M evidence_items, 200k generated_policies (default 1.0)
+  --quick             one timed repetition instead of three
+  --repetitions N     timed repetitions of each measurement (default 3)
+  --database-url URL  a postgres:// URL of a role that may create databases (default:
+                      RULEIQ_TEST_DATABASE_URL, else a throwaway cluster)
+  --connections N     workload connections (default 4)
+  --rate N            workload statements per second per connection; 0 = as fast as each
+                      connection can go (default 0)
+  --binary FILE       measure this ruleiq-db build instead of the one cargo just built
+  --json FILE         where the JSON results go (default target/bench/impact.json)
+  --gin-fastupdate-off
+                      migrate on data whose GIN indexes have no pending list: the
+                      application's own insert stalls (pending-list flushes) out of the way
+  --write-docs        also rewrite the results block of docs/performance.md
+  --keep              keep the benchmark's databases (only with --database-url)
+";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scale: f64,
+    pub repetitions: usize,
+    pub database_url: Option<String>,
+    pub connections: usize,
+    pub rate: u32,
+    pub json: PathBuf,
+    pub binary: Option<PathBuf>,
+    pub write_docs: bool,
+    pub gin_fastupdate_off: bool,
+    pub keep: bool,
+}
+
+impl Options {
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options> {
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let mut options = Options {
+            scale: 1.0,
+            repetitions: 3,
+            database_url: std::env::var("RULEIQ_TEST_DATABASE_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
+            connections: 4,
+            rate: 0,
+            json: manifest.join("target/bench/impact.json"),
+            binary: None,
+            write_docs: false,
+            gin_fastupdate_off: false,
+            keep: false,
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
+            };
+            match arg.as_str() {
+                // `cargo bench` passes --bench to every bench target.
+                "--bench" => {}
+                "--scale" => options.scale = number(&value("--scale")?, "--scale")?,
+                "--quick" => options.repetitions = 1,
+                "--repetitions" => {
+                    options.repetitions = number(&value("--repetitions")?, "--repetitions")?
+                }
+                "--database-url" => options.database_url = Some(value("--database-url")?),
+                "--connections" => {
+                    options.connections = number(&value("--connections")?, "--connections")?
+                }
+                "--rate" => options.rate = number(&value("--rate")?, "--rate")?,
+                "--binary" => options.binary = Some(PathBuf::from(value("--binary")?)),
+                "--json" => options.json = PathBuf::from(value("--json")?),
+                "--write-docs" => options.write_docs = true,
+                "--gin-fastupdate-off" => options.gin_fastupdate_off = true,
+                "--keep" => options.keep = true,
+                "-h" | "--help" => {
+                    print!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => bail!("unknown option '{other}'\n\n{USAGE}"),
+            }
+        }
+        if !(options.scale > 0.0 && options.scale <= 100.0) {
+            bail!("--scale must be above 0 and at most 100");
+        }
+        if options.connections == 0 || options.repetitions == 0 {
+            bail!("--connections and --repetitions must be at least 1");
+        }
+        Ok(options)
+    }
+}
+
+fn number<T: std::str::FromStr>(text: &str, name: &str) -> Result<T> {
+    text.parse()
+        .ok()
+        .with_context(|| format!("{name}: '{text}' is not a number"))
+}

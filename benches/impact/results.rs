@@ -1,0 +1,371 @@
+//! The results: one value, printed as a table, written as JSON and as the markdown block of
+//! docs/performance.md. An unmet target is shown as such, never left out.
+
+use crate::dataset::{Built, Scale};
+use crate::machine::Machine;
+use crate::scenarios::{
+    CheckResult, CleanupResult, MigrationSeries, CHECK_RATIO_TARGET, CLEANUP_RATIO_TARGET,
+    MEMORY_TARGET_MIB, STALL_TARGET_MS,
+};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+#[derive(Debug, Serialize)]
+pub struct Settings {
+    pub scale: f64,
+    pub repetitions: usize,
+    pub connections: usize,
+    pub rate_per_connection: u32,
+    /// Whether the GIN indexes keep PostgreSQL's default pending list (`fastupdate`).
+    pub gin_fastupdate: bool,
+    pub server: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Migrations {
+    pub ruleiq_db: MigrationSeries,
+    pub naive: MigrationSeries,
+    /// The workload alone, no migration, as long as each ruleiq-db run.
+    pub control: MigrationSeries,
+    pub target_stall_ms: f64,
+    pub met: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Memory {
+    pub check_mib: f64,
+    pub cleanup_mib: Option<f64>,
+    pub migrate_mib: Option<f64>,
+    pub target_mib: f64,
+    pub met: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub machine: Machine,
+    pub settings: Settings,
+    pub rows: Scale,
+    pub dataset: Built,
+    pub check: CheckResult,
+    pub cleanup: CleanupResult,
+    pub migrate: Migrations,
+    pub memory: Memory,
+    pub total_seconds: f64,
+}
+
+impl Migrations {
+    pub fn new(
+        ruleiq_db: MigrationSeries,
+        naive: MigrationSeries,
+        control: MigrationSeries,
+    ) -> Migrations {
+        let met =
+            ruleiq_db.ok && ruleiq_db.longest_stall_ms <= STALL_TARGET_MS && ruleiq_db.failed == 0;
+        Migrations {
+            ruleiq_db,
+            naive,
+            control,
+            target_stall_ms: STALL_TARGET_MS,
+            met,
+        }
+    }
+}
+
+impl Memory {
+    pub fn new(check: &CheckResult, cleanup: &CleanupResult, migrate: &MigrationSeries) -> Memory {
+        let measured = [
+            Some(check.peak_rss_mib),
+            cleanup.peak_rss_mib,
+            migrate.peak_rss_mib,
+        ];
+        Memory {
+            check_mib: check.peak_rss_mib,
+            cleanup_mib: cleanup.peak_rss_mib,
+            migrate_mib: migrate.peak_rss_mib,
+            target_mib: MEMORY_TARGET_MIB,
+            met: measured.iter().flatten().all(|m| *m <= MEMORY_TARGET_MIB),
+        }
+    }
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "NOT MET",
+        None => "not measured",
+    }
+}
+
+fn mib(value: Option<f64>) -> String {
+    value.map_or_else(|| "unavailable".into(), |v| format!("{v:.1} MiB"))
+}
+
+fn secs(ms: f64) -> String {
+    format!("{:.2} s", ms / 1000.0)
+}
+
+impl Results {
+    /// The rows of the summary: measure, ruleiq-db, baseline, target, verdict.
+    fn summary(&self) -> Vec<[String; 5]> {
+        let c = &self.check;
+        let cl = &self.cleanup;
+        let (r, n, none) = (
+            &self.migrate.ruleiq_db,
+            &self.migrate.naive,
+            &self.migrate.control,
+        );
+        let stall_met = r.ok && r.longest_stall_ms <= STALL_TARGET_MS;
+        let runs = r.runs.len();
+        let mut rows = vec![
+            [
+                "check-constraints --dry-run ÷ count(*) ×4 tables".into(),
+                secs(c.median_ms),
+                secs(c.baseline_median_ms),
+                format!("ratio <= {CHECK_RATIO_TARGET}"),
+                format!("{} (ratio {:.2})", verdict(Some(c.met)), c.ratio),
+            ],
+            [
+                "check-constraints --dry-run ÷ count(*) as seq scans".into(),
+                secs(c.median_ms),
+                secs(c.seq_scan_baseline_median_ms),
+                "(context)".into(),
+                format!("ratio {:.2}", c.ratio_to_seq_scan),
+            ],
+            [
+                "cleanup ÷ bare UPDATE … WHERE (check) IS FALSE".into(),
+                cl.wall_ms.map_or_else(
+                    || format!("unavailable: {}", cl.reason.clone().unwrap_or_default()),
+                    secs,
+                ),
+                format!("{} ({} rows)", secs(cl.bare_update_ms), cl.bare_rows),
+                format!("ratio <= {CLEANUP_RATIO_TARGET}"),
+                match cl.ratio {
+                    Some(ratio) => format!("{} (ratio {ratio:.2})", verdict(cl.met)),
+                    None => verdict(None).into(),
+                },
+            ],
+            [
+                format!("migrate 7→8 under load: longest stall (worst of {runs})"),
+                format!("{:.0} ms", r.longest_stall_ms),
+                format!(
+                    "naive: {:.0} ms; no migration: {:.0} ms",
+                    n.longest_stall_ms, none.longest_stall_ms
+                ),
+                format!("<= {STALL_TARGET_MS} ms"),
+                format!(
+                    "{} (no migration: {:.0} ms)",
+                    verdict(Some(stall_met)),
+                    none.longest_stall_ms
+                ),
+            ],
+            [
+                format!("migrate 7→8 under load: longest lock wait (worst of {runs})"),
+                format!("{:.0} ms", r.longest_lock_wait_ms),
+                format!(
+                    "naive: {:.0} ms; no migration: {:.0} ms",
+                    n.longest_lock_wait_ms, none.longest_lock_wait_ms
+                ),
+                "(what the migration's locks cost)".into(),
+                "-".into(),
+            ],
+            [
+                format!("migrate 7→8 under load: p99 latency (worst of {runs})"),
+                format!("{:.1} ms", r.p99_ms),
+                format!(
+                    "naive: {:.1} ms; no migration: {:.1} ms",
+                    n.p99_ms, none.p99_ms
+                ),
+                format!("(quiet p99 {:.1} ms)", r.quiet_p99_ms),
+                "-".into(),
+            ],
+            [
+                format!("migrate 7→8 under load: failed statements (all {runs})"),
+                r.failed.to_string(),
+                format!("naive: {}; no migration: {}", n.failed, none.failed),
+                "0".into(),
+                verdict(Some(r.failed == 0)).into(),
+            ],
+            [
+                "migrate 7→8: duration (median)".into(),
+                secs(r.migration_median_ms),
+                format!("naive: {}", secs(n.migration_median_ms)),
+                "-".into(),
+                if r.ok {
+                    format!("{} of 6 constraints valid", r.constraints_valid_min)
+                } else {
+                    format!("FAILED: {}", r.error().unwrap_or_default())
+                },
+            ],
+        ];
+        for (what, value) in [
+            ("check-constraints", Some(self.memory.check_mib)),
+            ("cleanup", self.memory.cleanup_mib),
+            ("migrate", self.memory.migrate_mib),
+        ] {
+            rows.push([
+                format!("peak RSS: {what}"),
+                mib(value),
+                "-".into(),
+                format!("<= {MEMORY_TARGET_MIB} MiB"),
+                verdict(value.map(|v| v <= MEMORY_TARGET_MIB)).into(),
+            ]);
+        }
+        rows
+    }
+
+    pub fn print(&self) {
+        let mut table =
+            ruleiq_db::report::table(&["measure", "ruleiq-db", "baseline", "target", "verdict"]);
+        for row in self.summary() {
+            table.add_row(row.to_vec());
+        }
+        println!("{table}");
+        if !self.check.violations_match {
+            println!(
+                "WARNING: check-constraints found {:?}, the generator planted {:?}",
+                self.check.violations_found, self.check.violations_expected
+            );
+        }
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(self)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The generated block of docs/performance.md.
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let s = &self.rows;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Measured {} on {} logical CPUs ({}), {:.1} GiB RAM, Linux {}, load average {:.2} at the start; {}.",
+            m.date_utc, m.logical_cpus, m.cpu_model, m.memory_gib, m.kernel, m.load_average_at_start, m.postgres
+        );
+        let _ = writeln!(
+            out,
+            "\nData (scale {}): {} business_profiles, {} assessment_sessions, {} evidence_items, {} generated_policies, {} users; 1 % of rows violating each constraint; {:.0} MiB, built in {:.0} s. Workload: {} connections, {}. Server: {}. Whole run: {:.0} s.\n",
+            self.settings.scale,
+            s.business_profiles,
+            s.assessment_sessions,
+            s.evidence_items,
+            s.generated_policies,
+            s.users,
+            self.dataset.database_bytes as f64 / 1024.0 / 1024.0,
+            self.dataset.seconds,
+            self.settings.connections,
+            match self.settings.rate_per_connection {
+                0 => "each as fast as it can go".to_string(),
+                rate => format!("{rate} statements/s each"),
+            } + if self.settings.gin_fastupdate {
+                ""
+            } else {
+                ", GIN indexes with fastupdate off"
+            },
+            self.settings.server,
+            self.total_seconds
+        );
+        let _ = writeln!(out, "| measure | ruleiq-db | baseline | target | verdict |");
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for row in self.summary() {
+            let _ = writeln!(out, "| {} |", row.join(" | ").replace('\n', " "));
+        }
+        let c = &self.check;
+        let _ = writeln!(
+            out,
+            "\nCheck runs: {} ms; count(*) runs: {} ms; count(*) as sequential scans: {} ms (median of {}). Violations found {}.",
+            join(&c.runs_ms),
+            join(&c.count_baseline_ms),
+            join(&c.seq_scan_baseline_ms),
+            c.runs_ms.len(),
+            if c.violations_match {
+                "equal the planted ones"
+            } else {
+                "DIFFER from the planted ones"
+            }
+        );
+        let _ = writeln!(
+            out,
+            "\nEvery migration run (the workload's statements that overlapped the migration):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| migrator | duration | statements | p50 | p99 | longest (statement) | longest lock wait | failed | errors |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        for run in self
+            .migrate
+            .ruleiq_db
+            .runs
+            .iter()
+            .chain(&self.migrate.control.runs)
+            .chain(&self.migrate.naive.runs)
+        {
+            let _ = writeln!(
+                out,
+                "| {} | {:.2} s{} | {} | {:.1} ms | {:.1} ms | {:.0} ms ({}) | {:.0} ms | {} | {} |",
+                match run.migrator {
+                    crate::scenarios::Migrator::RuleiqDb => "ruleiq-db",
+                    crate::scenarios::Migrator::Naive => "naive",
+                    crate::scenarios::Migrator::Control => "none (control)",
+                },
+                run.migration_ms / 1000.0,
+                if run.ok { "" } else { ", FAILED" },
+                run.during.statements,
+                run.during.p50_ms,
+                run.during.p99_ms,
+                run.during.longest_stall_ms,
+                run.during
+                    .longest_stall_op
+                    .map_or_else(|| "-".to_string(), |op| format!("{op:?}")),
+                run.during.longest_lock_wait_ms,
+                run.failed_whole_run,
+                if run.during.errors.is_empty() {
+                    "-".to_string()
+                } else {
+                    run.during.errors.join("; ")
+                }
+            );
+        }
+        out
+    }
+
+    pub fn write_markdown(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, self.markdown()).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+fn join(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub const BEGIN_MARKER: &str =
+    "<!-- impact:begin (generated by `cargo bench --bench impact -- --write-docs`) -->";
+pub const END_MARKER: &str = "<!-- impact:end -->";
+
+/// Replaces the generated block of the write-up, keeping the prose around it.
+pub fn update_docs(path: &Path, block: &str) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (before, rest) = text
+        .split_once(BEGIN_MARKER)
+        .with_context(|| format!("{} has no line {BEGIN_MARKER}", path.display()))?;
+    let (_, after) = rest
+        .split_once(END_MARKER)
+        .with_context(|| format!("{} has no line {END_MARKER}", path.display()))?;
+    let updated = format!("{before}{BEGIN_MARKER}\n{block}{END_MARKER}{after}");
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,417 @@
+//! The measurements, each ruleiq-db run beside the plain-SQL work a DBA would compare it with.
+
+use crate::child::{self, ChildRun};
+use crate::dataset::{count_pass, Scale};
+use crate::server::Server;
+use crate::workload::{felt, Felt, Sample, Workload};
+use anyhow::{Context, Result};
+use postgres::Client;
+use ruleiq_db::catalog::constraints::{Constraint, Rule, CATALOG};
+use ruleiq_db::catalog::renames::RENAMES;
+use ruleiq_db::catalog::sql::quote_ident;
+use ruleiq_db::checker::DatabaseSpelling;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Target: the check costs at most this many count(*) passes.
+pub const CHECK_RATIO_TARGET: f64 = 1.3;
+/// Target: cleanup costs at most this many bare UPDATEs.
+pub const CLEANUP_RATIO_TARGET: f64 = 2.0;
+/// Target: the application is never stuck longer than this during `migrate`.
+pub const STALL_TARGET_MS: f64 = 250.0;
+/// Target: any ruleiq-db process, whatever the scale.
+pub const MEMORY_TARGET_MIB: f64 = 64.0;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckResult {
+    /// The same count(*) forced to read the heap (sequential scans): PostgreSQL answers a plain
+    /// count(*) from the smallest index when the visibility map allows, which the check cannot.
+    pub seq_scan_baseline_ms: Vec<f64>,
+    pub seq_scan_baseline_median_ms: f64,
+    pub ratio_to_seq_scan: f64,
+    /// `check-constraints --dry-run`, each run.
+    pub runs_ms: Vec<f64>,
+    /// One `SELECT count(*)` over each checked table, each run right before a check.
+    pub count_baseline_ms: Vec<f64>,
+    pub median_ms: f64,
+    pub baseline_median_ms: f64,
+    pub ratio: f64,
+    pub target_ratio: f64,
+    pub met: bool,
+    pub peak_rss_mib: f64,
+    pub exit_code: i32,
+    pub violations_found: BTreeMap<String, u64>,
+    pub violations_expected: BTreeMap<String, u64>,
+    pub violations_match: bool,
+}
+
+/// `check-constraints --dry-run` against count(*), back to back, warm cache for both (each runs
+/// once untimed first), median of `repetitions`.
+pub fn check(server: &Server, db: &str, scale: &Scale, repetitions: usize) -> Result<CheckResult> {
+    let url = server.url(db);
+    let mut client = server.connect(db)?;
+    let mut heap = server.connect(db)?;
+    heap.batch_execute(
+        "SET enable_indexonlyscan = off; SET enable_indexscan = off; SET enable_bitmapscan = off",
+    )?;
+    count_pass(&mut client)?;
+    count_pass(&mut heap)?;
+    let warm = child::run(&url, &["check-constraints", "--dry-run"])?;
+    let mut seq_scan = Vec::new();
+    let mut runs = Vec::new();
+    let mut baseline = Vec::new();
+    let mut peak = warm.peak_rss_kib;
+    let mut last = warm;
+    for _ in 0..repetitions {
+        baseline.push(ms(count_pass(&mut client)?));
+        seq_scan.push(ms(count_pass(&mut heap)?));
+        let run = child::run(&url, &["check-constraints", "--dry-run"])?;
+        runs.push(ms(run.wall));
+        peak = peak.max(run.peak_rss_kib);
+        last = run;
+    }
+    let found: BTreeMap<String, u64> = last
+        .report()
+        .and_then(|r| r.get("constraints").cloned())
+        .and_then(|c| c.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c.get("name")?.as_str()?.to_string(),
+                c.get("violations")?.as_u64()?,
+            ))
+        })
+        .collect();
+    let expected: BTreeMap<String, u64> = scale
+        .expected_violations()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let median_ms = median(&runs);
+    let baseline_median_ms = median(&baseline);
+    let ratio = median_ms / baseline_median_ms;
+    let seq_scan_baseline_median_ms = median(&seq_scan);
+    Ok(CheckResult {
+        ratio_to_seq_scan: median_ms / seq_scan_baseline_median_ms,
+        seq_scan_baseline_ms: seq_scan,
+        seq_scan_baseline_median_ms,
+        runs_ms: runs,
+        count_baseline_ms: baseline,
+        median_ms,
+        baseline_median_ms,
+        ratio,
+        target_ratio: CHECK_RATIO_TARGET,
+        met: ratio <= CHECK_RATIO_TARGET,
+        peak_rss_mib: peak as f64 / 1024.0,
+        exit_code: last.code,
+        violations_match: found == expected,
+        violations_found: found,
+        violations_expected: expected,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct CleanupResult {
+    /// "measured", or "unavailable" when this build's cleanup fails.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Median of `runs_ms`.
+    pub wall_ms: Option<f64>,
+    pub runs_ms: Vec<f64>,
+    pub rows: Option<u64>,
+    pub peak_rss_mib: Option<f64>,
+    pub exit_code: i32,
+    /// The same repairs as plain UPDATEs in one transaction, without audit: median.
+    pub bare_update_ms: f64,
+    pub bare_runs_ms: Vec<f64>,
+    pub bare_rows: u64,
+    pub ratio: Option<f64>,
+    pub target_ratio: f64,
+    pub met: Option<bool>,
+}
+
+/// Databases for one repetition of the cleanup comparison, made from the dirty data.
+pub struct CleanupCopies<'a> {
+    pub cleanup: &'a str,
+    pub bare: &'a str,
+}
+
+/// `cleanup --yes` on one copy of the dirty data, the bare UPDATEs on another, per repetition;
+/// both copies warmed by a count pass first. Each bare copy is left clean.
+pub fn cleanup(server: &Server, copies: &[CleanupCopies]) -> Result<CleanupResult> {
+    let mut runs = Vec::new();
+    let mut bare_runs = Vec::new();
+    let mut bare_rows = 0;
+    for copy in copies {
+        count_pass(&mut server.connect(copy.cleanup)?)?;
+        count_pass(&mut server.connect(copy.bare)?)?;
+        runs.push(child::run(
+            &server.url(copy.cleanup),
+            &["--yes", "cleanup"],
+        )?);
+        let (bare, rows) = bare_update(&mut server.connect(copy.bare)?)?;
+        bare_runs.push(ms(bare));
+        bare_rows = rows;
+    }
+    let rows_of = |run: &ChildRun| {
+        run.report()
+            .and_then(|r| r.get("total_rows").and_then(|v| v.as_u64()))
+    };
+    let failed = runs
+        .iter()
+        .find(|run| run.code != 0 || rows_of(run).is_none());
+    let bare_ms = median(&bare_runs);
+    let walls: Vec<f64> = runs.iter().map(|run| ms(run.wall)).collect();
+    let wall_ms = failed.is_none().then(|| median(&walls));
+    let ratio = wall_ms.map(|wall| wall / bare_ms);
+    let last = runs.last().context("no cleanup run")?;
+    Ok(CleanupResult {
+        status: if failed.is_none() {
+            "measured"
+        } else {
+            "unavailable"
+        },
+        reason: failed.map(unavailable_reason),
+        wall_ms,
+        runs_ms: if failed.is_none() { walls } else { Vec::new() },
+        rows: rows_of(last),
+        peak_rss_mib: failed
+            .is_none()
+            .then(|| runs.iter().map(ChildRun::peak_rss_mib).fold(0.0, f64::max)),
+        exit_code: failed.unwrap_or(last).code,
+        bare_update_ms: bare_ms,
+        bare_runs_ms: bare_runs,
+        bare_rows,
+        ratio,
+        target_ratio: CLEANUP_RATIO_TARGET,
+        met: ratio.map(|r| r <= CLEANUP_RATIO_TARGET),
+    })
+}
+
+fn unavailable_reason(run: &ChildRun) -> String {
+    format!(
+        "ruleiq-db cleanup exited {}: {}",
+        run.code,
+        run.last_error_line()
+    )
+}
+
+/// The value the built-in cleanup policy gives a violating row, as one plain assignment.
+fn bare_repair(c: &Constraint) -> Result<(&'static str, &'static str)> {
+    Ok(match (c.name, c.rule) {
+        ("chk_evidence_status", Rule::OneOf { column, .. }) => (column, "'not_started'"),
+        ("chk_data_sensitivity", Rule::OneOf { column, .. }) => (column, "'High'"),
+        (_, Rule::Positive { column }) => (column, "NULL"),
+        // demote: approval that cannot be evidenced goes back to collected.
+        (_, Rule::RequiredWhen { column, .. }) => (column, "'collected'"),
+        (_, Rule::ForeignKey { column, .. }) => (column, "NULL"),
+        (name, _) => anyhow::bail!("the benchmark has no bare repair for {name}: add one"),
+    })
+}
+
+/// Every catalog constraint repaired by one UPDATE of exactly its violating rows, in one
+/// transaction: the floor a cleanup with audit and undo is compared against.
+fn bare_update(client: &mut Client) -> Result<(Duration, u64)> {
+    let tables: Vec<&str> = CATALOG.iter().map(|c| c.table).collect();
+    let spelling = DatabaseSpelling::read(client, &tables)?;
+    let statements: Vec<String> = CATALOG
+        .iter()
+        .map(|c| {
+            let (column, value) = bare_repair(c)?;
+            let actual = spelling
+                .actual_name(c.table, column)
+                .with_context(|| format!("{}.{column} is missing", c.table))?;
+            Ok(format!(
+                "UPDATE {} AS t SET {} = {value} WHERE {}",
+                quote_ident(c.table),
+                quote_ident(&actual),
+                c.violation_condition(&spelling, "t")
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let started = Instant::now();
+    let mut tx = client.transaction()?;
+    let mut rows = 0;
+    for sql in &statements {
+        rows += tx.execute(sql.as_str(), &[]).with_context(|| sql.clone())?;
+    }
+    tx.commit()?;
+    Ok((started.elapsed(), rows))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Migrator {
+    /// `ruleiq-db migrate` 7 -> 8.
+    RuleiqDb,
+    /// One transaction: the renames and every ADD CONSTRAINT validating at once.
+    Naive,
+    /// No migration at all: the workload alone for as long as ruleiq-db took, to tell the
+    /// stalls the application has anyway from those a migration adds.
+    Control,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MigrationRun {
+    pub migrator: Migrator,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub migration_ms: f64,
+    pub peak_rss_mib: Option<f64>,
+    /// The workload while the migration ran.
+    pub during: Felt,
+    /// The workload in the second before: what normal looks like on this machine.
+    pub before: Felt,
+    /// Failed statements over the whole workload run (before, during, after).
+    pub failed_whole_run: usize,
+    /// Catalog constraints present and validated afterwards.
+    pub constraints_valid: i64,
+}
+
+/// Several runs of one migrator, each on a fresh copy: the worst of them is what counts, since
+/// a lock conflict with the workload is a matter of timing.
+#[derive(Debug, Serialize)]
+pub struct MigrationSeries {
+    pub migrator: Migrator,
+    pub ok: bool,
+    pub longest_stall_ms: f64,
+    /// The longest a workload backend was seen waiting for a lock, in any run.
+    pub longest_lock_wait_ms: f64,
+    /// The worst run's p99.
+    pub p99_ms: f64,
+    /// The median run's p99 with no migration running (the second before).
+    pub quiet_p99_ms: f64,
+    /// Failed statements over all runs.
+    pub failed: usize,
+    pub migration_median_ms: f64,
+    pub peak_rss_mib: Option<f64>,
+    pub constraints_valid_min: i64,
+    pub runs: Vec<MigrationRun>,
+}
+
+impl MigrationSeries {
+    pub fn of(migrator: Migrator, runs: Vec<MigrationRun>) -> MigrationSeries {
+        let worst = |f: fn(&MigrationRun) -> f64| runs.iter().map(f).fold(0.0, f64::max);
+        let quiet: Vec<f64> = runs.iter().map(|r| r.before.p99_ms).collect();
+        let durations: Vec<f64> = runs.iter().map(|r| r.migration_ms).collect();
+        MigrationSeries {
+            migrator,
+            ok: runs.iter().all(|r| r.ok),
+            longest_stall_ms: worst(|r| r.during.longest_stall_ms),
+            longest_lock_wait_ms: worst(|r| r.during.longest_lock_wait_ms),
+            p99_ms: worst(|r| r.during.p99_ms),
+            quiet_p99_ms: median(&quiet),
+            failed: runs.iter().map(|r| r.failed_whole_run).sum(),
+            migration_median_ms: median(&durations),
+            peak_rss_mib: runs.iter().filter_map(|r| r.peak_rss_mib).reduce(f64::max),
+            constraints_valid_min: runs.iter().map(|r| r.constraints_valid).min().unwrap_or(0),
+            runs,
+        }
+    }
+
+    /// The first error of a failed run, if any.
+    pub fn error(&self) -> Option<&str> {
+        self.runs.iter().find_map(|r| r.error.as_deref())
+    }
+}
+
+/// Runs a migration of `db` while the workload runs: workload, one second, migration, one
+/// second, stop. `Control` waits `control` instead of migrating.
+pub fn migration(
+    server: &Server,
+    db: &str,
+    sample: &Sample,
+    connections: usize,
+    rate: u32,
+    migrator: Migrator,
+    control: Duration,
+) -> Result<MigrationRun> {
+    let mut client = server.connect(db)?;
+    count_pass(&mut client)?;
+    let workload = Workload::start(server, db, sample, connections, rate)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let from = workload.now();
+    let outcome = match migrator {
+        Migrator::RuleiqDb => child::run(&server.url(db), &["migrate"]).map(|run| {
+            let ok = run.code == 0;
+            (
+                ok,
+                (!ok).then(|| format!("exit {}: {}", run.code, run.last_error_line())),
+                Some(run.peak_rss_mib()),
+            )
+        }),
+        Migrator::Naive => naive_migration(&mut server.connect(db)?)
+            .map(|()| (true, None, None))
+            .or_else(|e| Ok((false, Some(format!("{e:#}")), None))),
+        Migrator::Control => {
+            std::thread::sleep(control);
+            Ok((true, None, None))
+        }
+    };
+    let to = workload.now();
+    std::thread::sleep(Duration::from_secs(1));
+    let end = workload.now();
+    let mut recorded = workload.stop()?;
+    recorded.calibrate(from);
+    let (ok, error, peak_rss_mib) = outcome?;
+    let constraints_valid: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE convalidated AND conname = ANY($1)",
+            &[&CATALOG.iter().map(|c| c.name).collect::<Vec<_>>()],
+        )?
+        .get(0);
+    Ok(MigrationRun {
+        migrator,
+        ok,
+        error,
+        migration_ms: ms(to - from),
+        peak_rss_mib,
+        during: felt(&recorded, from, to),
+        before: felt(&recorded, Duration::ZERO, from),
+        failed_whole_run: felt(&recorded, Duration::ZERO, end).failed,
+        constraints_valid,
+    })
+}
+
+/// 008 as a plain migration tool runs it: one transaction, the renames, then each constraint
+/// added and validated on the spot (no NOT VALID), every lock held until the commit.
+fn naive_migration(client: &mut Client) -> Result<()> {
+    let mut statements: Vec<String> = RENAMES
+        .iter()
+        .map(|r| {
+            format!(
+                "ALTER TABLE {} RENAME COLUMN {} TO {}",
+                quote_ident(r.table),
+                quote_ident(r.legacy),
+                quote_ident(r.current)
+            )
+        })
+        .collect();
+    for c in CATALOG {
+        let sql = c.add_not_valid_sql();
+        let validating = sql
+            .strip_suffix(" NOT VALID")
+            .with_context(|| format!("unexpected shape of {}: {sql}", c.name))?;
+        statements.push(validating.to_string());
+    }
+    let mut tx = client.transaction()?;
+    for sql in &statements {
+        tx.batch_execute(sql).with_context(|| sql.clone())?;
+    }
+    tx.commit()?;
+    Ok(())
+}

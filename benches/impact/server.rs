@@ -1,0 +1,142 @@
+//! The PostgreSQL server the benchmark works on: a throwaway cluster (the same code as the tests
+//! and `rehearse`), or an existing server given by URL. Databases are made and copied here.
+
+use anyhow::{bail, Context, Result};
+use postgres::Client;
+use ruleiq_db::catalog::sql::quote_ident;
+use ruleiq_db::config::{ProcessEnv, Target};
+use ruleiq_db::sandbox::{Cluster, ClusterOptions};
+use std::sync::Mutex;
+
+pub struct Server {
+    /// Keeps the throwaway cluster alive; stopped and removed on drop.
+    cluster: Option<Cluster>,
+    /// A URL with `{db}` where the database name goes.
+    url_template: String,
+    /// Databases this run created, dropped at the end unless kept.
+    created: Mutex<Vec<String>>,
+    /// `server_version_num`.
+    pub version_num: i32,
+    pub version: String,
+    pub throwaway: bool,
+}
+
+impl Server {
+    pub fn start(database_url: Option<&str>) -> Result<Server> {
+        let (cluster, url_template) = match database_url {
+            Some(url) => (None, template_of(url)?),
+            None => {
+                let cluster = Cluster::start(&ClusterOptions::default())
+                    .context("starting a throwaway PostgreSQL")?;
+                let template = cluster.url("{db}");
+                (Some(cluster), template)
+            }
+        };
+        let mut server = Server {
+            throwaway: cluster.is_some(),
+            cluster,
+            url_template,
+            created: Mutex::new(Vec::new()),
+            version_num: 0,
+            version: String::new(),
+        };
+        let mut admin = server.connect("postgres")?;
+        let row = admin.query_one(
+            "SELECT current_setting('server_version_num')::int, 'PostgreSQL ' || current_setting('server_version')",
+            &[],
+        )?;
+        server.version_num = row.get(0);
+        server.version = row.get(1);
+        Ok(server)
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        self.url_template.replace("{db}", db)
+    }
+
+    pub fn target(&self, db: &str) -> Result<Target> {
+        Target::resolve(Some(&self.url(db)), &ProcessEnv)
+    }
+
+    /// A connection through the library's own connect (TLS as the URL asks).
+    pub fn connect(&self, db: &str) -> Result<Client> {
+        ruleiq_db::db::connect(&self.target(db)?)
+    }
+
+    pub fn create(&self, name: &str) -> Result<()> {
+        self.connect("postgres")?
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
+            .with_context(|| format!("creating database {name}"))?;
+        self.created.lock().expect("created").push(name.to_string());
+        Ok(())
+    }
+
+    /// A copy of `source` (which must have no open connection), file by file where the server
+    /// can: PostgreSQL 15's default WAL_LOG strategy writes every page through the WAL, which
+    /// is much slower for a database of this size.
+    pub fn copy(&self, source: &str, name: &str) -> Result<()> {
+        let strategy = if self.version_num >= 150000 {
+            " STRATEGY = FILE_COPY"
+        } else {
+            ""
+        };
+        self.connect("postgres")?
+            .batch_execute(&format!(
+                "CREATE DATABASE {} TEMPLATE {}{strategy}",
+                quote_ident(name),
+                quote_ident(source)
+            ))
+            .with_context(|| format!("copying database {source} to {name}"))?;
+        self.created.lock().expect("created").push(name.to_string());
+        Ok(())
+    }
+
+    pub fn drop_database(&self, name: &str) -> Result<()> {
+        self.connect("postgres")?
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(name)
+            ))
+            .with_context(|| format!("dropping database {name}"))?;
+        self.created.lock().expect("created").retain(|n| n != name);
+        Ok(())
+    }
+
+    /// Drops every database this run created (on a throwaway cluster the cluster goes anyway).
+    pub fn clean_up(&self) {
+        let names: Vec<String> = self.created.lock().expect("created").clone();
+        for name in names {
+            if let Err(e) = self.drop_database(&name) {
+                eprintln!("impact: could not drop {name}: {e:#}");
+            }
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut cluster) = self.cluster.take() {
+            cluster.stop();
+        }
+    }
+}
+
+/// `postgres://user:pw@host:port/db?query` -> the same URL with `{db}` for the database.
+fn template_of(url: &str) -> Result<String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!("--database-url must be a postgres:// URL (the benchmark makes databases beside it)");
+    }
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .context("URL without a scheme")?;
+    let prefix = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    Ok(format!("{prefix}/{{db}}{query}"))
+}

@@ -1,0 +1,548 @@
+//! The application, as the database sees it: N connections, each looping over single-row
+//! statements at a steady pace (INSERT and SELECT on evidence_items, UPDATE and SELECT on
+//! business_profiles), recording when each statement started and ended and whether it failed.
+//!
+//! Only columns that keep their name through 008 are touched, so the workload is valid on both
+//! sides of the renames, as a deployed application must be.
+
+use crate::server::Server;
+use anyhow::{Context, Result};
+use postgres::{Client, Statement};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How the workload's connections name themselves, so the lock monitor can find them.
+const APPLICATION_NAME: &str = "impact-workload";
+
+/// How often the lock monitor looks at pg_stat_activity.
+const LOCK_POLL: Duration = Duration::from_millis(10);
+
+fn workload_target(server: &Server, db: &str) -> Result<ruleiq_db::config::Target> {
+    let mut target = server.target(db)?;
+    target.config.application_name(APPLICATION_NAME);
+    Ok(target)
+}
+
+/// Existing rows the workload reads and updates, sampled once before the copies are made.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub users: Vec<Uuid>,
+    pub profiles: Vec<Uuid>,
+    pub evidence: Vec<Uuid>,
+}
+
+impl Sample {
+    pub fn take(client: &mut Client) -> Result<Sample> {
+        // A block sample where the table is big enough to give one, else its first rows.
+        let ids = |client: &mut Client, sql: &str| -> Result<Vec<Uuid>> {
+            let mut rows = client.query(sql, &[])?;
+            if rows.is_empty() {
+                let fallback = sql.split(" TABLESAMPLE").next().unwrap_or(sql);
+                rows = client.query(&format!("{fallback} LIMIT 2000"), &[])?;
+            }
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        };
+        let sample = Sample {
+            users: ids(
+                client,
+                "SELECT id FROM users ORDER BY md5(id::text) LIMIT 200",
+            )?,
+            profiles: ids(
+                client,
+                "SELECT id FROM business_profiles TABLESAMPLE SYSTEM (5) REPEATABLE (7) LIMIT 2000",
+            )?,
+            evidence: ids(
+                client,
+                "SELECT id FROM evidence_items TABLESAMPLE SYSTEM (1) REPEATABLE (7) LIMIT 2000",
+            )?,
+        };
+        anyhow::ensure!(
+            !sample.users.is_empty() && !sample.profiles.is_empty() && !sample.evidence.is_empty(),
+            "the dataset is too small to sample workload rows from"
+        );
+        Ok(sample)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    InsertEvidence,
+    UpdateProfile,
+    SelectEvidence,
+    SelectProfile,
+}
+
+const CYCLE: [Op; 4] = [
+    Op::InsertEvidence,
+    Op::SelectEvidence,
+    Op::UpdateProfile,
+    Op::SelectProfile,
+];
+
+/// One statement the workload ran: times are offsets from the workload's start.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub connection: usize,
+    pub op: Op,
+    pub start: Duration,
+    pub end: Duration,
+    pub error: Option<String>,
+}
+
+impl Event {
+    pub fn latency(&self) -> Duration {
+        self.end.saturating_sub(self.start)
+    }
+}
+
+/// A moment when a workload backend was waiting for a lock (pg_stat_activity).
+#[derive(Debug, Clone, Copy)]
+pub struct LockSample {
+    pub at: Duration,
+    /// Which look at pg_stat_activity it came from: a wait seen in consecutive looks is one
+    /// wait.
+    pub round: u64,
+    pub pid: i32,
+}
+
+/// Everything a workload run recorded.
+pub struct Recorded {
+    pub events: Vec<Event>,
+    pub lock_samples: Vec<LockSample>,
+    /// How often each connection issues a statement: the pace it was given, or for an unpaced
+    /// workload the pace it kept before `quiet_until` (see `calibrate`).
+    pub interval: Duration,
+}
+
+impl Recorded {
+    /// For an unpaced workload, takes each connection's normal pace from the quiet period, so
+    /// that a stall can be counted with the requests that would have arrived during it.
+    pub fn calibrate(&mut self, quiet_until: Duration) {
+        if !self.interval.is_zero() {
+            return;
+        }
+        let connections = self
+            .events
+            .iter()
+            .map(|e| e.connection)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let done = self.events.iter().filter(|e| e.end <= quiet_until).count();
+        if done > 0 {
+            self.interval = quiet_until * connections as u32 / done as u32;
+        }
+    }
+}
+
+/// A running workload; `stop` ends it and hands back every event. Beside the workers, a
+/// monitor samples which of their backends wait for a lock: a stall the migration causes shows
+/// there, one the application causes itself (or the machine) does not.
+pub struct Workload {
+    origin: Instant,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Result<Vec<Event>>>>,
+    monitor: JoinHandle<Result<Vec<LockSample>>>,
+    interval: Duration,
+}
+
+impl Workload {
+    /// Connects every worker first, then lets them all go at once.
+    pub fn start(
+        server: &Server,
+        db: &str,
+        sample: &Sample,
+        connections: usize,
+        rate: u32,
+    ) -> Result<Workload> {
+        // Rate 0: as fast as each connection can go, the pressure of a busy application.
+        let interval = if rate == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(1.0 / f64::from(rate))
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(Barrier::new(connections + 1));
+        let mut threads = Vec::new();
+        let mut clients = Vec::new();
+        let target = workload_target(server, db)?;
+        for _ in 0..connections {
+            clients.push(ruleiq_db::db::connect(&target).context("workload connection")?);
+        }
+        let mut observer = server.connect(db).context("lock monitor connection")?;
+        let origin = Instant::now();
+        for (index, client) in clients.into_iter().enumerate() {
+            let worker = Worker {
+                index,
+                client,
+                sample: sample.clone(),
+                origin,
+                interval,
+                stop: stop.clone(),
+                target: target.clone(),
+                rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+            };
+            let gate = gate.clone();
+            threads.push(std::thread::spawn(move || {
+                gate.wait();
+                worker.run()
+            }));
+        }
+        let watching = stop.clone();
+        let monitor = std::thread::spawn(move || -> Result<Vec<LockSample>> {
+            let query = observer.prepare(
+                "SELECT pid FROM pg_stat_activity
+                  WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            )?;
+            let mut samples = Vec::new();
+            let mut round = 0;
+            while !watching.load(Ordering::SeqCst) {
+                let at = origin.elapsed();
+                for row in observer.query(&query, &[&APPLICATION_NAME])? {
+                    samples.push(LockSample {
+                        at,
+                        round,
+                        pid: row.get(0),
+                    });
+                }
+                round += 1;
+                std::thread::sleep(LOCK_POLL);
+            }
+            Ok(samples)
+        });
+        gate.wait();
+        Ok(Workload {
+            origin,
+            stop,
+            threads,
+            monitor,
+            interval,
+        })
+    }
+
+    /// Time since the workload's origin, on the same clock as its events.
+    pub fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    pub fn stop(self) -> Result<Recorded> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut events = Vec::new();
+        for thread in self.threads {
+            events.extend(
+                thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a workload thread panicked"))??,
+            );
+        }
+        events.sort_by_key(|e| e.start);
+        let lock_samples = self
+            .monitor
+            .join()
+            .map_err(|_| anyhow::anyhow!("the lock monitor panicked"))??;
+        Ok(Recorded {
+            events,
+            lock_samples,
+            interval: self.interval,
+        })
+    }
+}
+
+struct Worker {
+    index: usize,
+    client: Client,
+    sample: Sample,
+    origin: Instant,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+    target: ruleiq_db::config::Target,
+    rng: u64,
+}
+
+struct Prepared {
+    insert: Statement,
+    update: Statement,
+    select_evidence: Statement,
+    select_profile: Statement,
+}
+
+impl Prepared {
+    fn on(client: &mut Client) -> Result<Prepared> {
+        Ok(Prepared {
+            insert: client.prepare(
+                "INSERT INTO evidence_items (user_id, business_profile_id, framework_id, evidence_name, status)
+                 VALUES ($1, $2, 'iso27001', $3, 'not_started') RETURNING id",
+            )?,
+            update: client
+                .prepare("UPDATE business_profiles SET updated_at = CURRENT_TIMESTAMP WHERE id = $1")?,
+            select_evidence: client
+                .prepare("SELECT id, status, evidence_name FROM evidence_items WHERE id = $1")?,
+            select_profile: client.prepare(
+                "SELECT id, company_name, employee_count FROM business_profiles WHERE id = $1",
+            )?,
+        })
+    }
+}
+
+impl Worker {
+    fn run(mut self) -> Result<Vec<Event>> {
+        let mut prepared = Prepared::on(&mut self.client)?;
+        let mut events = Vec::new();
+        let mut inserted: Vec<Uuid> = Vec::new();
+        let mut next = self.origin.elapsed();
+        let mut step = 0usize;
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = self.origin.elapsed();
+            if now < next {
+                std::thread::sleep(next - now);
+            }
+            let op = CYCLE[step % CYCLE.len()];
+            step += 1;
+            let start = self.origin.elapsed();
+            let result = self.execute(&prepared, op, &mut inserted);
+            let end = self.origin.elapsed();
+            // A statement that overran its slot does not make the next ones burst to catch up:
+            // the missed arrivals are accounted for in the statistics instead.
+            next = (next + self.interval).max(end);
+            let error = result.err().map(|e| format!("{e:#}"));
+            if error.is_some() && self.client.is_closed() {
+                // The application's pool would reconnect; so do we, and count the failure.
+                if let Ok(client) = ruleiq_db::db::connect(&self.target) {
+                    self.client = client;
+                    prepared = Prepared::on(&mut self.client)?;
+                }
+            }
+            events.push(Event {
+                connection: self.index,
+                op,
+                start,
+                end,
+                error,
+            });
+        }
+        Ok(events)
+    }
+
+    fn execute(&mut self, prepared: &Prepared, op: Op, inserted: &mut Vec<Uuid>) -> Result<()> {
+        match op {
+            Op::InsertEvidence => {
+                let user = pick(&mut self.rng, &self.sample.users);
+                let profile = pick(&mut self.rng, &self.sample.profiles);
+                let name = format!(
+                    "Workload evidence {}",
+                    next_random(&mut self.rng) % 1_000_000
+                );
+                let id: Uuid = self
+                    .client
+                    .query_one(&prepared.insert, &[&user, &profile, &name])?
+                    .get(0);
+                inserted.push(id);
+            }
+            Op::UpdateProfile => {
+                let profile = pick(&mut self.rng, &self.sample.profiles);
+                self.client.execute(&prepared.update, &[&profile])?;
+            }
+            Op::SelectEvidence => {
+                // Half the reads go to rows this connection just wrote, as an application's do.
+                let id = match inserted.last() {
+                    Some(id) if next_random(&mut self.rng) % 2 == 0 => *id,
+                    _ => pick(&mut self.rng, &self.sample.evidence),
+                };
+                self.client.query_opt(&prepared.select_evidence, &[&id])?;
+            }
+            Op::SelectProfile => {
+                let profile = pick(&mut self.rng, &self.sample.profiles);
+                self.client
+                    .query_opt(&prepared.select_profile, &[&profile])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pick(rng: &mut u64, from: &[Uuid]) -> Uuid {
+    from[(next_random(rng) % from.len() as u64) as usize]
+}
+
+/// xorshift64*: plenty for picking rows, and no dependency.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// What the workload felt in a window of time.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Felt {
+    /// Statements that overlapped the window.
+    pub statements: usize,
+    pub failed: usize,
+    /// The longest single statement: how long the application was stuck at worst.
+    pub longest_stall_ms: f64,
+    /// Which statement that was, and when it started relative to the window.
+    pub longest_stall_op: Option<Op>,
+    /// The longest time any one connection went without a statement completing (at this
+    /// pace, about one interval when nothing is in the way).
+    pub longest_gap_ms: f64,
+    pub p50_ms: f64,
+    /// The 99th percentile counting the arrivals a stalled connection could not make (each
+    /// stall of L also stands for the requests that would have arrived during it, waiting
+    /// L - interval, L - 2*interval, ..., at the connection's normal pace): the latency users
+    /// would see.
+    pub p99_ms: f64,
+    /// The 99th percentile of the statements actually run, uncorrected.
+    pub p99_measured_ms: f64,
+    /// The longest time one workload backend was seen waiting for a lock (sampled every
+    /// 10 ms, so ±10 ms): the part of the stalls that locks, i.e. the migration, caused.
+    pub longest_lock_wait_ms: f64,
+    /// Distinct error messages, at most five.
+    pub errors: Vec<String>,
+}
+
+/// The statements that ran (at least partly) between `from` and `to`.
+pub fn felt(recorded: &Recorded, from: Duration, to: Duration) -> Felt {
+    let interval = recorded.interval;
+    let inside: Vec<&Event> = recorded
+        .events
+        .iter()
+        .filter(|e| e.end >= from && e.start <= to)
+        .collect();
+    if inside.is_empty() {
+        return Felt::default();
+    }
+    let mut measured: Vec<f64> = inside.iter().map(|e| ms(e.latency())).collect();
+    measured.sort_by(f64::total_cmp);
+    let step = ms(interval);
+    let longest = inside
+        .iter()
+        .max_by_key(|e| e.latency())
+        .expect("not empty");
+    let mut errors: Vec<String> = Vec::new();
+    for e in &inside {
+        if let Some(message) = &e.error {
+            // The first line names the error; the DETAIL lines carry pids that never repeat.
+            let message = message.lines().next().unwrap_or_default().to_string();
+            if errors.len() < 5 && !errors.contains(&message) {
+                errors.push(message);
+            }
+        }
+    }
+    Felt {
+        statements: inside.len(),
+        failed: inside.iter().filter(|e| e.error.is_some()).count(),
+        longest_stall_ms: ms(longest.latency()),
+        longest_stall_op: Some(longest.op),
+        longest_gap_ms: longest_gap(&inside),
+        p50_ms: percentile(&measured, 0.50),
+        p99_ms: corrected_percentile(&measured, step, 0.99),
+        p99_measured_ms: percentile(&measured, 0.99),
+        longest_lock_wait_ms: longest_lock_wait(&recorded.lock_samples, from, to),
+        errors,
+    }
+}
+
+/// The longest run of consecutive sightings of one backend waiting for a lock, overlapping
+/// the window.
+fn longest_lock_wait(samples: &[LockSample], from: Duration, to: Duration) -> f64 {
+    // Per backend: first and last sighting of the current wait, and the round of the last.
+    let mut runs: std::collections::BTreeMap<i32, (Duration, Duration, u64)> = Default::default();
+    let mut longest = Duration::ZERO;
+    let mut close = |first: Duration, last: Duration| {
+        if last + LOCK_POLL >= from && first <= to {
+            longest = longest.max(last - first + LOCK_POLL);
+        }
+    };
+    for sample in samples {
+        match runs.get_mut(&sample.pid) {
+            Some((_, last, round)) if sample.round == *round + 1 => {
+                *last = sample.at;
+                *round = sample.round;
+            }
+            Some(run) => {
+                close(run.0, run.1);
+                *run = (sample.at, sample.at, sample.round);
+            }
+            None => {
+                runs.insert(sample.pid, (sample.at, sample.at, sample.round));
+            }
+        }
+    }
+    for (first, last, _) in runs.into_values() {
+        close(first, last);
+    }
+    ms(longest)
+}
+
+fn longest_gap(events: &[&Event]) -> f64 {
+    let mut by_connection: std::collections::BTreeMap<usize, Vec<Duration>> = Default::default();
+    for e in events {
+        by_connection.entry(e.connection).or_default().push(e.end);
+    }
+    by_connection
+        .values_mut()
+        .flat_map(|ends| {
+            ends.sort();
+            ends.windows(2)
+                .map(|pair| ms(pair[1] - pair[0]))
+                .collect::<Vec<_>>()
+        })
+        .fold(0.0, f64::max)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The percentile of the latencies once each is joined by the requests its connection could
+/// not make while it ran (HdrHistogram's expected-interval correction): a statement of latency
+/// L also stands for requests that waited L - step, L - 2*step, ... down to zero. Found by
+/// bisection on the value, so a long stall at a short step costs no memory.
+fn corrected_percentile(latencies: &[f64], step: f64, q: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    if step <= 0.0 {
+        let mut sorted = latencies.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        return percentile(&sorted, q);
+    }
+    // The values a latency stands for: L - j*step for j = 0..=extra(L), all above zero.
+    let extra = |l: f64| ((l / step).ceil() - 1.0).max(0.0);
+    let total: f64 = latencies.iter().map(|&l| extra(l) + 1.0).sum();
+    let at_most = |x: f64| -> f64 {
+        latencies
+            .iter()
+            .map(|&l| {
+                if l <= x {
+                    extra(l) + 1.0
+                } else {
+                    // j >= (l - x) / step
+                    (extra(l) - ((l - x) / step).ceil() + 1.0).max(0.0)
+                }
+            })
+            .sum()
+    };
+    let (mut low, mut high) = (0.0, latencies.iter().copied().fold(0.0, f64::max));
+    for _ in 0..50 {
+        let middle = (low + high) / 2.0;
+        if at_most(middle) >= q * total {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    high
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
