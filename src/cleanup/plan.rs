@@ -21,6 +21,9 @@ use anyhow::{bail, Context, Result};
 use postgres::GenericClient;
 use std::collections::BTreeSet;
 
+/// The session's temporary table of the keys a phase works through.
+pub const KEYS_TABLE: &str = "ruleiq_cleanup_keys";
+
 /// Examples per rule in a preview.
 pub const EXAMPLES: usize = 3;
 
@@ -298,12 +301,45 @@ impl TablePlan {
     }
 
     /// `$2` is the last primary key of the previous batch, as text (NULL for the first).
-    fn keyset(&self) -> String {
+    /// The next slice of the collected keys (see [`TablePlan::collect_keys_sql`]) after the
+    /// last key of the previous batch (`$2`), at most `$3` of them.
+    fn key_slice(&self) -> String {
         format!(
-            "($2::text IS NULL OR {} > CAST($2::text AS {}))",
-            self.pk("t"),
+            "keys AS (
+  SELECT k.pk FROM pg_temp.{KEYS_TABLE} AS k
+  WHERE $2::text IS NULL OR k.pk > CAST($2::text AS {})
+  ORDER BY k.pk LIMIT $3
+)",
             self.pk_type
         )
+    }
+
+    /// Statements that collect the primary keys of the rows breaking any of `rules` into a
+    /// temporary table, in one sequential scan. Batches then visit just those rows through the
+    /// primary key, instead of each batch walking the key order of the whole table to find its
+    /// next violating rows (random reads of every page, over and over).
+    fn collect_keys_sql(&self, rules: &[&RulePolicy]) -> String {
+        format!(
+            "DROP TABLE IF EXISTS pg_temp.{KEYS_TABLE};
+CREATE TEMP TABLE {KEYS_TABLE} AS SELECT {pk} AS pk FROM {table} AS t WHERE {violating};
+CREATE UNIQUE INDEX ON pg_temp.{KEYS_TABLE} (pk);
+ANALYZE pg_temp.{KEYS_TABLE};",
+            pk = self.pk("t"),
+            table = quote_ident(self.table),
+            violating = self.any_violated(rules, "t"),
+        )
+    }
+
+    /// Collects the keys the update phase works through (None when it has no rules).
+    pub fn update_keys_sql(&self) -> Option<String> {
+        let stages: Vec<&RulePolicy> = self.stages.iter().collect();
+        (!stages.is_empty()).then(|| self.collect_keys_sql(&stages))
+    }
+
+    /// Collects the keys the delete phase works through (None when it has no rules).
+    pub fn delete_keys_sql(&self) -> Option<String> {
+        let deletes: Vec<&RulePolicy> = self.deletes.iter().collect();
+        (!deletes.is_empty()).then(|| self.collect_keys_sql(&deletes))
     }
 
     /// The columns a rule reads on its own table, for showing what a delete or skip is about.
@@ -436,10 +472,10 @@ impl TablePlan {
             ));
         }
         Some(format!(
-            "WITH picked AS (
+            "WITH {keys}, picked AS (
   SELECT t.* FROM {table} AS t
-  WHERE {keyset} AND ({violating})
-  ORDER BY {pk} LIMIT $3
+  WHERE {pk} IN (SELECT k.pk FROM keys AS k) AND ({violating})
+  ORDER BY {pk}
   FOR UPDATE OF t
 ), staged AS MATERIALIZED (
   SELECT {select}
@@ -462,11 +498,11 @@ impl TablePlan {
   FROM diffed AS d JOIN changed AS c ON c.pk = d.pk
   RETURNING 1
 )
-SELECT (SELECT count(*) FROM diffed),
-  (SELECT d.pk::text FROM diffed AS d ORDER BY d.pk DESC LIMIT 1),
+SELECT (SELECT count(*) FROM keys),
+  (SELECT k.pk::text FROM keys AS k ORDER BY k.pk DESC LIMIT 1),
   (SELECT count(*) FROM audited){counts}",
             table = quote_ident(self.table),
-            keyset = self.keyset(),
+            keys = self.key_slice(),
             violating = self.any_violated(&stages, "t"),
             pk = self.pk("t"),
             pk_col = quote_ident(PRIMARY_KEY),
@@ -504,10 +540,10 @@ SELECT (SELECT count(*) FROM diffed),
             })
             .collect();
         Some(format!(
-            "WITH picked AS (
+            "WITH {keys}, picked AS (
   SELECT t.* FROM {table} AS t
-  WHERE {keyset} AND ({violating})
-  ORDER BY {pk} LIMIT $3
+  WHERE {pk} IN (SELECT k.pk FROM keys AS k) AND ({violating})
+  ORDER BY {pk}
   FOR UPDATE OF t
 ), doomed AS (
   SELECT {pk} AS pk, {row} AS old_row, {flags}
@@ -522,11 +558,11 @@ SELECT (SELECT count(*) FROM diffed),
   FROM doomed AS d JOIN gone AS g ON g.pk = d.pk
   RETURNING 1
 )
-SELECT (SELECT count(*) FROM doomed),
-  (SELECT d.pk::text FROM doomed AS d ORDER BY d.pk DESC LIMIT 1),
+SELECT (SELECT count(*) FROM keys),
+  (SELECT k.pk::text FROM keys AS k ORDER BY k.pk DESC LIMIT 1),
   (SELECT count(*) FROM audited){counts}",
             table = quote_ident(self.table),
-            keyset = self.keyset(),
+            keys = self.key_slice(),
             violating = self.any_violated(&deletes, "t"),
             pk = self.pk("t"),
             pk_col = quote_ident(PRIMARY_KEY),

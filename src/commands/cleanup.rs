@@ -19,7 +19,7 @@ use crate::cli::CleanupArgs;
 use crate::exit::Code;
 use crate::history;
 use crate::report::{self, Details, Report};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use postgres::{Client, IsolationLevel};
 use serde::Serialize;
 use std::io::Write;
@@ -258,12 +258,25 @@ fn apply(
             let what = format!("cleanup {} ({})", plan.table, names.join(", "));
             let bar = ctx.log.bar(preview.total, &what);
             let phases = [
-                (plan.delete_batch_sql(), &plan.deletes),
-                (plan.update_batch_sql(), &plan.stages),
+                (
+                    plan.delete_keys_sql(),
+                    plan.delete_batch_sql(),
+                    &plan.deletes,
+                ),
+                (
+                    plan.update_keys_sql(),
+                    plan.update_batch_sql(),
+                    &plan.stages,
+                ),
             ];
             let (mut batches_run, mut longest) = (0, std::time::Duration::ZERO);
-            for (sql, phase_rules) in phases {
-                let Some(sql) = sql else { continue };
+            for (keys, sql, phase_rules) in phases {
+                let (Some(keys), Some(sql)) = (keys, sql) else {
+                    continue;
+                };
+                client
+                    .batch_execute(&keys)
+                    .with_context(|| format!("{what}: collecting the rows to repair"))?;
                 let totals = batches::run_phase(
                     client,
                     &sql,
