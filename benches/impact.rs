@@ -11,7 +11,7 @@
 //! - the peak memory of every ruleiq-db process.
 //!
 //! It prints a table, writes target/bench/impact.json, and with --write-docs the results block
-//! of docs/performance.md. See `-- --help` for every option.
+//! of README.md (method and analysis: docs/performance.md). See `-- --help` for every option.
 
 #[path = "impact/child.rs"]
 mod child;
@@ -67,7 +67,8 @@ fn run() -> Result<()> {
         markdown.display()
     );
     if options.write_docs {
-        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/performance.md");
+        // The numbers live in README's performance section; docs/performance.md explains them.
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
         results::update_docs(&docs, &results.markdown())?;
         eprintln!("impact: updated {}", docs.display());
     }

@@ -24,7 +24,7 @@ OPTIONS
   --gin-fastupdate-off
                       migrate on data whose GIN indexes have no pending list: the
                       application's own insert stalls (pending-list flushes) out of the way
-  --write-docs        also rewrite the results block of docs/performance.md
+  --write-docs        also rewrite the results block of README.md's performance section
   --keep              keep the benchmark's databases (only with --database-url)
 ";
 

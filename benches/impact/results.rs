@@ -1,5 +1,5 @@
 //! The results: one value, printed as a table, written as JSON and as the markdown block of
-//! docs/performance.md. An unmet target is shown as such, never left out.
+//! README.md's performance section. An unmet target is shown as such, never left out.
 
 use crate::dataset::{Built, Scale};
 use crate::machine::Machine;
@@ -238,7 +238,7 @@ impl Results {
             .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// The generated block of docs/performance.md.
+    /// The generated block of README.md's performance section.
     pub fn markdown(&self) -> String {
         let m = &self.machine;
         let s = &self.rows;
