@@ -21,8 +21,8 @@ use anyhow::{bail, Context, Result};
 use postgres::GenericClient;
 use std::collections::BTreeSet;
 
-/// The session's temporary table of the keys a phase works through.
-pub const KEYS_TABLE: &str = "ruleiq_cleanup_keys";
+/// Prefix of the session's temporary tables of the keys a cleanup works through, one per table.
+pub const KEYS_TABLE_PREFIX: &str = "ruleiq_cleanup_keys_";
 
 /// Examples per rule in a preview.
 pub const EXAMPLES: usize = 3;
@@ -301,45 +301,47 @@ impl TablePlan {
     }
 
     /// `$2` is the last primary key of the previous batch, as text (NULL for the first).
-    /// The next slice of the collected keys (see [`TablePlan::collect_keys_sql`]) after the
-    /// last key of the previous batch (`$2`), at most `$3` of them.
+    /// The session's temporary table of the keys of this table's violating rows, filled by
+    /// the preview's scan (see [`TablePlan::preview_sql`]).
+    fn keys_table(&self) -> String {
+        format!(
+            "pg_temp.{}",
+            quote_ident(&format!("{KEYS_TABLE_PREFIX}{}", self.table))
+        )
+    }
+
+    /// Creates the empty key table; run in the preview's transaction, before its scan.
+    pub fn create_keys_table_sql(&self) -> String {
+        format!(
+            "DROP TABLE IF EXISTS {kt}; CREATE TEMP TABLE {} (pk {})",
+            quote_ident(&format!("{KEYS_TABLE_PREFIX}{}", self.table)),
+            self.pk_type,
+            kt = self.keys_table(),
+        )
+    }
+
+    /// Indexes the filled key table for the batches' keyset walk.
+    pub fn index_keys_table_sql(&self) -> String {
+        format!(
+            "CREATE UNIQUE INDEX ON {kt} (pk); ANALYZE {kt}",
+            kt = self.keys_table()
+        )
+    }
+
+    /// The next slice of the collected keys after the last key of the previous batch (`$2`),
+    /// at most `$3` of them. Batches visit just those rows through the primary key, instead of
+    /// each batch walking the key order of the whole table to find its next violating rows
+    /// (random reads of every page, over and over).
     fn key_slice(&self) -> String {
         format!(
             "keys AS (
-  SELECT k.pk FROM pg_temp.{KEYS_TABLE} AS k
+  SELECT k.pk FROM {} AS k
   WHERE $2::text IS NULL OR k.pk > CAST($2::text AS {})
   ORDER BY k.pk LIMIT $3
 )",
+            self.keys_table(),
             self.pk_type
         )
-    }
-
-    /// Statements that collect the primary keys of the rows breaking any of `rules` into a
-    /// temporary table, in one sequential scan. Batches then visit just those rows through the
-    /// primary key, instead of each batch walking the key order of the whole table to find its
-    /// next violating rows (random reads of every page, over and over).
-    fn collect_keys_sql(&self, rules: &[&RulePolicy]) -> String {
-        format!(
-            "DROP TABLE IF EXISTS pg_temp.{KEYS_TABLE};
-CREATE TEMP TABLE {KEYS_TABLE} AS SELECT {pk} AS pk FROM {table} AS t WHERE {violating};
-CREATE UNIQUE INDEX ON pg_temp.{KEYS_TABLE} (pk);
-ANALYZE pg_temp.{KEYS_TABLE};",
-            pk = self.pk("t"),
-            table = quote_ident(self.table),
-            violating = self.any_violated(rules, "t"),
-        )
-    }
-
-    /// Collects the keys the update phase works through (None when it has no rules).
-    pub fn update_keys_sql(&self) -> Option<String> {
-        let stages: Vec<&RulePolicy> = self.stages.iter().collect();
-        (!stages.is_empty()).then(|| self.collect_keys_sql(&stages))
-    }
-
-    /// Collects the keys the delete phase works through (None when it has no rules).
-    pub fn delete_keys_sql(&self) -> Option<String> {
-        let deletes: Vec<&RulePolicy> = self.deletes.iter().collect();
-        (!deletes.is_empty()).then(|| self.collect_keys_sql(&deletes))
     }
 
     /// The columns a rule reads on its own table, for showing what a delete or skip is about.
@@ -358,7 +360,9 @@ ANALYZE pg_temp.{KEYS_TABLE};",
     /// One read-only statement: for each rule its violating rows and the rows it reaches only
     /// through an earlier stage, the rows that would change, and a few examples per rule.
     /// Result columns: total, then per rule (rows, cascaded, examples jsonb).
-    pub fn preview_sql(&self) -> String {
+    /// With `collect_keys` (a real run) the same scan also stores the keys of the rows it saw
+    /// in the key table, which the batches then walk: no second scan to find them.
+    pub fn preview_sql(&self, collect_keys: bool) -> String {
         let rules = self.rules();
         let deleting: Vec<&RulePolicy> = self.deletes.iter().collect();
         let mut select = vec![format!("{} AS pk", self.pk("t"))];
@@ -416,8 +420,16 @@ ANALYZE pg_temp.{KEYS_TABLE};",
                 acts("x")
             ));
         }
+        let keep = if collect_keys {
+            format!(
+                ",\nkept AS (INSERT INTO {} (pk) SELECT k.pk FROM staged AS k RETURNING 1)",
+                self.keys_table()
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "WITH staged AS (\n  SELECT {}\n  FROM {} AS t{}\n  WHERE {}\n)\nSELECT {}\nFROM staged AS s",
+            "WITH staged AS MATERIALIZED (\n  SELECT {}\n  FROM {} AS t{}\n  WHERE {}\n){keep}\nSELECT {}\nFROM staged AS s",
             select.join(",\n    "),
             quote_ident(self.table),
             self.stage_chain(),

@@ -41,11 +41,16 @@ pub struct TablePreview {
     pub rules: Vec<RulePreview>,
 }
 
-pub fn preview(client: &mut impl GenericClient, plans: &[TablePlan]) -> Result<Vec<TablePreview>> {
+/// Previews every table's plan; with `collect_keys`, also fills each plan's key table.
+pub fn preview(
+    client: &mut impl GenericClient,
+    plans: &[TablePlan],
+    collect_keys: bool,
+) -> Result<Vec<TablePreview>> {
     let mut previews = Vec::new();
     for plan in plans {
         let row = client
-            .query_one(plan.preview_sql().as_str(), &[])
+            .query_one(plan.preview_sql(collect_keys).as_str(), &[])
             .with_context(|| format!("previewing the cleanup of {}", plan.table))?;
         let rules = plan
             .rules()

@@ -19,7 +19,7 @@ use crate::cli::CleanupArgs;
 use crate::exit::Code;
 use crate::history;
 use crate::report::{self, Details, Report};
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use postgres::{Client, IsolationLevel};
 use serde::Serialize;
 use std::io::Write;
@@ -82,7 +82,7 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
         ctx.lock_for_changes(&mut client)?;
     }
     let schema_version = history::current_version(&history::read(&mut client)?);
-    let (plans, previews) = look(&mut client, &policy)?;
+    let (plans, previews) = look(&mut client, &policy, !args.dry_run)?;
     let total: u64 = previews.iter().map(|p| p.total).sum();
     let mut details = CleanupReport {
         policy: Some(policy.source.clone().unwrap_or_else(|| "built-in".into())),
@@ -155,15 +155,31 @@ fn without_jit(client: &mut Client) -> Result<()> {
 }
 
 /// Plans and previews every table in one read-only snapshot.
-fn look(client: &mut Client, policy: &Policy) -> Result<(Vec<TablePlan>, Vec<TablePreview>)> {
+/// Plans and previews in one snapshot. A dry run is read-only; a real run also collects, in
+/// the same scan, the keys its batches will walk (into temporary tables, gone with the session).
+fn look(
+    client: &mut Client,
+    policy: &Policy,
+    collect_keys: bool,
+) -> Result<(Vec<TablePlan>, Vec<TablePreview>)> {
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
+        .read_only(!collect_keys)
         .start()?;
     let plans = plan::build(policy, &mut tx)?;
-    let previews = preview::preview(&mut tx, &plans)?;
+    if collect_keys {
+        for plan in &plans {
+            tx.batch_execute(&plan.create_keys_table_sql())?;
+        }
+    }
+    let previews = preview::preview(&mut tx, &plans, collect_keys)?;
     tx.commit()?;
+    if collect_keys {
+        for plan in &plans {
+            client.batch_execute(&plan.index_keys_table_sql())?;
+        }
+    }
     Ok((plans, previews))
 }
 
@@ -258,25 +274,12 @@ fn apply(
             let what = format!("cleanup {} ({})", plan.table, names.join(", "));
             let bar = ctx.log.bar(preview.total, &what);
             let phases = [
-                (
-                    plan.delete_keys_sql(),
-                    plan.delete_batch_sql(),
-                    &plan.deletes,
-                ),
-                (
-                    plan.update_keys_sql(),
-                    plan.update_batch_sql(),
-                    &plan.stages,
-                ),
+                (plan.delete_batch_sql(), &plan.deletes),
+                (plan.update_batch_sql(), &plan.stages),
             ];
             let (mut batches_run, mut longest) = (0, std::time::Duration::ZERO);
-            for (keys, sql, phase_rules) in phases {
-                let (Some(keys), Some(sql)) = (keys, sql) else {
-                    continue;
-                };
-                client
-                    .batch_execute(&keys)
-                    .with_context(|| format!("{what}: collecting the rows to repair"))?;
+            for (sql, phase_rules) in phases {
+                let Some(sql) = sql else { continue };
                 let totals = batches::run_phase(
                     client,
                     &sql,
