@@ -299,7 +299,7 @@ fn apply(
             }
             bar.finish_and_clear();
             ctx.log.line(&format!(
-                "{}: {batches_run} batches, the longest held its row locks {} ms",
+                "{}: {batches_run} batch(es), the longest held its row locks {} ms",
                 plan.table,
                 longest.as_millis()
             ));

@@ -307,10 +307,10 @@ fn summarise(step: &str, report: &Value) -> String {
                     .filter(|c| c["violations"].as_u64() > Some(0))
                     .count()
             });
-            format!(
-                "{} violating rows across {broken} constraints",
-                n("total_violations")
-            )
+            match n("total_violations") {
+                0 => format!("no row violates the {} constraints", count("constraints")),
+                total => format!("{total} violating rows across {broken} constraints"),
+            }
         }
         "cleanup" if report["dry_run"] == true => format!("would change {} rows", n("total_rows")),
         "cleanup" => format!(
