@@ -113,6 +113,11 @@ impl Cluster {
         self.port
     }
 
+    /// The directory of the server's Unix socket (local connections need no password).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.root_path().join("sockets")
+    }
+
     /// A URL for a database on this cluster, with the superuser's password.
     pub fn url(&self, dbname: &str) -> String {
         format!(

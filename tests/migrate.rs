@@ -442,6 +442,38 @@ fn pg_environment_variables_are_used_without_a_url() {
     );
 }
 
+#[test]
+fn without_a_url_the_local_socket_is_used_as_libpq_does() {
+    let Some((socket_dir, port)) = common::local_socket() else {
+        return; // an external server: its socket is not ours to know
+    };
+    let db = TestDb::new();
+    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .env_remove("PGPASSWORD")
+        .env("PGHOST", &socket_dir)
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", &db.name)
+        .args(["--format", "json", "migrate", "--target", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No password is given and TCP needs one (scram-sha-256): only the socket (trust) works.
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["to_version"], 2);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM refinery_schema_history"),
+        2
+    );
+}
+
 struct UrlParts {
     user: String,
     password: String,

@@ -58,6 +58,13 @@ fn server() -> &'static Server {
     })
 }
 
+/// The throwaway cluster's socket directory and port (None with RULEIQ_TEST_DATABASE_URL).
+pub fn local_socket() -> Option<(std::path::PathBuf, u16)> {
+    server();
+    let guard = CLUSTER.lock().unwrap();
+    guard.as_ref().map(|c| (c.socket_dir(), c.port()))
+}
+
 pub fn url_for(db: &str) -> String {
     server().url_template.replace("{db}", db)
 }
