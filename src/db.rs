@@ -194,17 +194,22 @@ pub fn columns_of(client: &mut Client, table: &str) -> Result<Vec<String>> {
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// The renames whose table has both the legacy and the full column name: neither 008 nor its
-/// down can decide which one holds the data.
-pub fn rename_conflicts(
-    client: &mut Client,
-) -> Result<Vec<&'static crate::catalog::renames::Rename>> {
+/// Refuses (exit 4) when a table has both the legacy and the full name of a renamed column:
+/// neither 008 nor its down can decide which one holds the data. `doing` names what cannot go
+/// on, `again` what to run once a person has decided.
+pub fn refuse_rename_conflicts(client: &mut Client, doing: &str, again: &str) -> Result<()> {
     let mut conflicts = Vec::new();
     for r in crate::catalog::renames::RENAMES {
         let columns = columns_of(client, r.table)?;
         if columns.iter().any(|c| c == r.legacy) && columns.iter().any(|c| c == r.current) {
-            conflicts.push(r);
+            conflicts.push(format!("{}: both {} and {}", r.table, r.legacy, r.current));
         }
     }
-    Ok(conflicts)
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    crate::exit::refuse(format!(
+        "rename conflict, {doing}: {}. Decide which column holds the data, drop or rename the other, then {again}; nothing was changed",
+        conflicts.join("; ")
+    ))
 }

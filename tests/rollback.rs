@@ -479,7 +479,7 @@ fn a_rename_conflict_is_refused_before_anything_changes() {
     let (code, _, stderr) = db.run(&["--yes", "rollback"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(
-        stderr.contains("business_profiles: both handles_personal_data and handles_persona"),
+        stderr.contains("business_profiles: both handles_persona and handles_personal_data"),
         "{stderr}"
     );
     db.assert_unchanged(&before);

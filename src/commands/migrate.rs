@@ -85,7 +85,11 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
     };
     let includes_repair = pending.iter().any(|m| m.version() == REPAIR_VERSION);
     if includes_repair {
-        refuse_rename_conflicts(&mut client)?;
+        db::refuse_rename_conflicts(
+            &mut client,
+            "008 cannot repair column names",
+            "migrate again",
+        )?;
         if let Some(outcome) =
             preflight(ctx, &target, &mut client, &mut details, args.dry_run, from)?
         {
@@ -206,21 +210,6 @@ fn preflight(
         version,
         Code::Violations,
     )))
-}
-
-/// Refuses 008 when a table has both the legacy and the full name of a column.
-fn refuse_rename_conflicts(client: &mut Client) -> Result<()> {
-    let conflicts: Vec<String> = db::rename_conflicts(client)?
-        .into_iter()
-        .map(|r| format!("{}: both {} and {}", r.table, r.legacy, r.current))
-        .collect();
-    if conflicts.is_empty() {
-        return Ok(());
-    }
-    refuse(format!(
-        "rename conflict, 008 cannot repair column names: {}. Decide which column holds the data, drop or rename the other, then migrate again; nothing was changed",
-        conflicts.join("; ")
-    ))
 }
 
 /// Applies one migration with its history row in one transaction (refinery's grouped mode),

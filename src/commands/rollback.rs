@@ -77,7 +77,11 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
         return Ok(finish(details, args.dry_run, from));
     }
     if steps.iter().any(|s| s.version == REPAIR_VERSION) {
-        refuse_rename_conflicts(&mut client)?;
+        db::refuse_rename_conflicts(
+            &mut client,
+            "008's down cannot give the columns their legacy names back",
+            "roll back again",
+        )?;
     }
     if args.dry_run {
         let stamp = Stamp::now();
@@ -198,22 +202,6 @@ fn next_version_below(applied: &[Applied], version: i32) -> i32 {
         .filter(|v| *v < version)
         .max()
         .unwrap_or(0)
-}
-
-/// Refuses 008's down when a table has both the full and the legacy name of a column: the
-/// rename back would have to choose which one holds the data.
-fn refuse_rename_conflicts(client: &mut Client) -> Result<()> {
-    let conflicts: Vec<String> = db::rename_conflicts(client)?
-        .into_iter()
-        .map(|r| format!("{}: both {} and {}", r.table, r.current, r.legacy))
-        .collect();
-    if conflicts.is_empty() {
-        return Ok(());
-    }
-    refuse(format!(
-        "rename conflict, 008's down cannot give the columns their legacy names back: {}. Decide which column holds the data, drop or rename the other, then roll back again; nothing was changed",
-        conflicts.join("; ")
-    ))
 }
 
 /// What a step would do, read-only.
