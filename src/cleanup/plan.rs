@@ -344,6 +344,23 @@ impl TablePlan {
         )
     }
 
+    /// The start of every batch statement: the next slice of keys, and their rows that still
+    /// break one of `rules`, locked in key order.
+    fn batch_head(&self, rules: &[&RulePolicy]) -> String {
+        format!(
+            "WITH {keys}, picked AS (
+  SELECT t.* FROM {table} AS t
+  WHERE {pk} IN (SELECT k.pk FROM keys AS k) AND ({violating})
+  ORDER BY {pk}
+  FOR UPDATE OF t
+)",
+            keys = self.key_slice(),
+            table = quote_ident(self.table),
+            pk = self.pk("t"),
+            violating = self.any_violated(rules, "t"),
+        )
+    }
+
     /// The columns a rule reads on its own table, for showing what a delete or skip is about.
     fn rule_columns(&self, rule: &RulePolicy) -> Vec<(&'static str, String)> {
         rule.constraint
@@ -484,12 +501,7 @@ impl TablePlan {
             ));
         }
         Some(format!(
-            "WITH {keys}, picked AS (
-  SELECT t.* FROM {table} AS t
-  WHERE {pk} IN (SELECT k.pk FROM keys AS k) AND ({violating})
-  ORDER BY {pk}
-  FOR UPDATE OF t
-), staged AS MATERIALIZED (
+            "{head}, staged AS MATERIALIZED (
   SELECT {select}
   FROM picked AS t{chain}
 ), diffed AS (
@@ -513,10 +525,8 @@ impl TablePlan {
 SELECT (SELECT count(*) FROM keys),
   (SELECT k.pk::text FROM keys AS k ORDER BY k.pk DESC LIMIT 1),
   (SELECT count(*) FROM audited){counts}",
+            head = self.batch_head(&stages),
             table = quote_ident(self.table),
-            keys = self.key_slice(),
-            violating = self.any_violated(&stages, "t"),
-            pk = self.pk("t"),
             pk_col = quote_ident(PRIMARY_KEY),
             select = select.join(",\n    "),
             chain = self.stage_chain(),
@@ -552,12 +562,7 @@ SELECT (SELECT count(*) FROM keys),
             })
             .collect();
         Some(format!(
-            "WITH {keys}, picked AS (
-  SELECT t.* FROM {table} AS t
-  WHERE {pk} IN (SELECT k.pk FROM keys AS k) AND ({violating})
-  ORDER BY {pk}
-  FOR UPDATE OF t
-), doomed AS (
+            "{head}, doomed AS (
   SELECT {pk} AS pk, {row} AS old_row, {flags}
   FROM picked AS t
 ), gone AS (
@@ -573,9 +578,8 @@ SELECT (SELECT count(*) FROM keys),
 SELECT (SELECT count(*) FROM keys),
   (SELECT k.pk::text FROM keys AS k ORDER BY k.pk DESC LIMIT 1),
   (SELECT count(*) FROM audited){counts}",
+            head = self.batch_head(&deletes),
             table = quote_ident(self.table),
-            keys = self.key_slice(),
-            violating = self.any_violated(&deletes, "t"),
             pk = self.pk("t"),
             pk_col = quote_ident(PRIMARY_KEY),
             row = rowjson::row_with_current_names(self.table, &self.spelling, "t"),
