@@ -113,6 +113,12 @@ impl Cluster {
         self.port
     }
 
+    /// The certificate authority that signed the server's certificate (with
+    /// [`ClusterOptions::ssl`]): the root for verify-ca and verify-full.
+    pub fn certificate(&self) -> PathBuf {
+        self.root_path().join("data/ca.crt")
+    }
+
     /// The directory of the server's Unix socket (local connections need no password).
     pub fn socket_dir(&self) -> PathBuf {
         self.root_path().join("sockets")
@@ -135,29 +141,45 @@ impl Cluster {
     }
 
     fn make_certificate(&self, data: &Path) -> Result<()> {
-        let status = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .arg("-keyout")
-            .arg(data.join("server.key"))
-            .arg("-out")
-            .arg(data.join("server.crt"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .context("running openssl to make a test certificate")?;
-        if !status.success() {
-            bail!("openssl could not make a certificate");
-        }
+        // A certificate authority and a server certificate it signs, for the name localhost:
+        // what verify-ca and verify-full need (a self-signed CA cannot serve as the end entity).
+        let ca_key = data.join("ca.key");
+        self_signed_certificate(&ca_key, &self.certificate(), "ruleiq-db test CA")?;
+        let request = data.join("server.csr");
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            path_str(&data.join("server.key"))?,
+            "-out",
+            path_str(&request)?,
+        ])?;
+        let extensions = data.join("server.ext");
+        std::fs::write(
+            &extensions,
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            path_str(&request)?,
+            "-CA",
+            path_str(&self.certificate())?,
+            "-CAkey",
+            path_str(&ca_key)?,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            path_str(&data.join("server.crt"))?,
+            "-extfile",
+            path_str(&extensions)?,
+        ])?;
         std::fs::set_permissions(
             data.join("server.key"),
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
@@ -224,6 +246,41 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Makes a self-signed (certificate authority) certificate and its key.
+pub fn self_signed_certificate(key: &Path, certificate: &Path, common_name: &str) -> Result<()> {
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={common_name}"),
+        "-keyout",
+        path_str(key)?,
+        "-out",
+        path_str(certificate)?,
+    ])
+}
+
+fn openssl(args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running openssl to make a certificate (is it installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "openssl {} failed: {}",
+            args[0],
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 fn path_str(path: &Path) -> Result<&str> {

@@ -1,9 +1,22 @@
 //! TLS through rustls against a server with ssl=on and a self-signed certificate.
 
-use ruleiq_db::sandbox::{Cluster, ClusterOptions};
+use ruleiq_db::sandbox::{self_signed_certificate, Cluster, ClusterOptions};
+
+fn status(url: &str) -> (i32, String) {
+    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .args(["--database-url", url, "--format", "json", "status"])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 #[test]
-fn sslmode_require_connects_encrypted_and_verify_full_rejects_an_untrusted_certificate() {
+fn every_sslmode_behaves_as_libpq_documents() {
     let cluster = Cluster::start(&ClusterOptions { ssl: true }).expect("cluster with ssl");
     let url = cluster
         .url("postgres")
@@ -18,54 +31,36 @@ fn sslmode_require_connects_encrypted_and_verify_full_rejects_an_untrusted_certi
         )
         .unwrap()
         .get(0);
-    assert!(encrypted, "the session is encrypted");
+    assert!(encrypted, "sslmode=require encrypts");
 
     // The binary too, end to end.
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .args(["--database-url", &url, "--format", "json", "status"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = status(&url);
+    assert_eq!(code, 0, "{stderr}");
 
-    // verify-full with a root that did not sign the server's certificate must refuse.
+    // verify-ca: the server's own certificate is its root; the host name is not checked.
+    let root = cluster.certificate();
+    let with_root = |mode: &str, host: &str, root: &std::path::Path| {
+        format!(
+            "{}&sslrootcert={}",
+            url.replace("sslmode=require", &format!("sslmode={mode}"))
+                .replace("127.0.0.1", host),
+            root.display()
+        )
+    };
+    let (code, stderr) = status(&with_root("verify-ca", "127.0.0.1", &root));
+    assert_eq!(code, 0, "{stderr}");
+    // verify-full also checks the name: the certificate says localhost, not 127.0.0.1.
+    let (code, stderr) = status(&with_root("verify-full", "127.0.0.1", &root));
+    assert_eq!(code, 1, "{stderr}");
+    let (code, stderr) = status(&with_root("verify-full", "localhost", &root));
+    assert_eq!(code, 0, "{stderr}");
+
+    // A root that did not sign the server's certificate is refused, and says nothing secret.
     let dir = tempfile::tempdir().unwrap();
     let other_root = dir.path().join("root.crt");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=other",
-        ])
-        .arg("-keyout")
-        .arg(dir.path().join("k"))
-        .arg("-out")
-        .arg(&other_root)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
-    let strict = format!(
-        "{}&sslrootcert={}",
-        url.replace("sslmode=require", "sslmode=verify-full"),
-        other_root.display()
-    );
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .args(["--database-url", &strict, "status"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    self_signed_certificate(&dir.path().join("k"), &other_root, "other").unwrap();
+    let (code, stderr) = status(&with_root("verify-ca", "127.0.0.1", &other_root));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
     assert!(!stderr.contains(cluster.password()), "{stderr}");
 }
