@@ -2,7 +2,7 @@
 //! (only on a terminal, unless --no-progress).
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 /// Where log lines and progress go. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -27,10 +27,11 @@ impl Log {
         }
     }
 
-    /// One line on stderr.
+    /// One line on stderr. A closed stderr (the reader went away) is not worth dying for:
+    /// the work, and the cleanup after it, go on.
     pub fn line(&self, message: &str) {
         if !self.quiet {
-            eprintln!("ruleiq-db: {message}");
+            let _ = writeln!(std::io::stderr(), "ruleiq-db: {message}");
         }
     }
 

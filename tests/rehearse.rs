@@ -101,6 +101,25 @@ fn rehearse_adopts_a_plain_sql_dump_of_production() {
 }
 
 #[test]
+fn a_reader_that_goes_away_does_not_leave_a_server_behind() {
+    // Whoever reads stderr may stop reading (a closed pipe, a killed pager): the rehearsal
+    // goes on, and its cluster is removed all the same.
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"))
+        .args(["--format", "json", "rehearse"])
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_server_gone(port_of(&report));
+}
+
+#[test]
 fn a_missing_dump_fails_before_any_server_starts() {
     let out = assert_cmd::Command::cargo_bin("ruleiq-db")
         .unwrap()

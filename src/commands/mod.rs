@@ -132,7 +132,7 @@ pub fn print_failure(cli: &Cli, error: &anyhow::Error, code: Code) {
     } else {
         "error"
     };
-    eprintln!("ruleiq-db: {label}: {error:#}");
+    let _ = writeln!(std::io::stderr(), "ruleiq-db: {label}: {error:#}");
     if cli.global.format != Format::Table {
         let document = serde_json::json!({
             "command": cli.command.name(),

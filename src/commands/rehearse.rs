@@ -71,6 +71,8 @@ pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
         cluster.root_path().display()
     ));
     *CLUSTER.lock().expect("cluster lock") = Some(cluster);
+    // Stops the cluster however this function is left, a panic included.
+    let _stop = StopOnDrop;
     let result = rehearse(
         ctx,
         &admin,
@@ -78,7 +80,6 @@ pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
         dump.as_ref().map(|(p, _)| p.as_path()),
         server,
     );
-    stop_cluster();
     result
 }
 
@@ -228,9 +229,11 @@ fn rehearse(
         .unwrap_or(0) as i32;
     let code = if all_ran { Code::Ok } else { Code::Error };
     if let Some(failed) = details.steps.iter().find(|s| !s.ok) {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "ruleiq-db: rehearse stopped at `{}`: {}",
-            failed.command, failed.summary
+            failed.command,
+            failed.summary
         );
     }
     Ok(Outcome::new(
@@ -399,6 +402,14 @@ fn load_sql(target: &crate::config::Target, sql: &[u8]) -> Result<()> {
     Ok(())
 }
 
+struct StopOnDrop;
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        stop_cluster();
+    }
+}
+
 fn stop_cluster() {
     if let Ok(mut guard) = CLUSTER.lock() {
         if let Some(mut cluster) = guard.take() {
@@ -410,7 +421,10 @@ fn stop_cluster() {
 fn install_interrupt_handler() {
     // Ctrl-C must not leave a server running in a temporary directory.
     let _ = ctrlc::set_handler(|| {
-        eprintln!("ruleiq-db: interrupted; stopping the throwaway PostgreSQL");
+        let _ = writeln!(
+            std::io::stderr(),
+            "ruleiq-db: interrupted; stopping the throwaway PostgreSQL"
+        );
         stop_cluster();
         std::process::exit(130);
     });
