@@ -1,0 +1,169 @@
+//! The report contract of DESIGN.md §2 across every command, and the confirmation prompt on a
+//! real terminal.
+
+mod common;
+use common::TestDb;
+use serde_json::Value;
+
+/// The keys every report has, with their types.
+fn assert_envelope(report: &Value, command: &str, dry_run: bool) {
+    assert_eq!(report["command"], command, "{report:#}");
+    assert!(report["ok"].is_boolean(), "{command}: ok");
+    assert_eq!(report["dry_run"], dry_run, "{command}: dry_run");
+    assert!(
+        report["schema_version"].is_i64(),
+        "{command}: schema_version"
+    );
+}
+
+fn keys(report: &Value) -> Vec<&str> {
+    report
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+#[test]
+fn every_command_reports_the_contract_keys_in_json_and_yaml() {
+    let db = TestDb::dirty_legacy();
+    let cases: [(&[&str], &str, bool, &[&str]); 8] = [
+        (
+            &["status"],
+            "status",
+            false,
+            &["migrations", "constraints", "drift"],
+        ),
+        (
+            &["check-constraints", "--dry-run"],
+            "check-constraints",
+            true,
+            &["constraints", "total_violations"],
+        ),
+        (
+            &["migrate", "--dry-run"],
+            "migrate",
+            true,
+            &[
+                "from_version",
+                "to_version",
+                "applied",
+                "blocked_by",
+                "validated",
+            ],
+        ),
+        (
+            &["cleanup", "--dry-run"],
+            "cleanup",
+            true,
+            &["rules", "total_rows"],
+        ),
+        (
+            &["--yes", "cleanup"],
+            "cleanup",
+            false,
+            &["run_id", "rules", "total_rows"],
+        ),
+        (
+            &["migrate"],
+            "migrate",
+            false,
+            &["from_version", "to_version", "applied", "validated"],
+        ),
+        (
+            &["rollback", "--dry-run"],
+            "rollback",
+            true,
+            &["from_version", "to_version", "reverted", "archived"],
+        ),
+        (
+            &["--yes", "rollback"],
+            "rollback",
+            false,
+            &["from_version", "to_version", "reverted", "archived"],
+        ),
+    ];
+    for (args, command, dry_run, required) in cases {
+        let (code, report, stderr) = db.run_json(args);
+        assert!(code == 0 || code == 3, "{args:?}: exit {code}: {stderr}");
+        assert_envelope(&report, command, dry_run);
+        for key in required {
+            assert!(
+                keys(&report).contains(key),
+                "{args:?} lacks {key}: {:?}",
+                keys(&report)
+            );
+        }
+    }
+    // The same report in YAML, for a read-only command: one document, same content.
+    let (_, json, _) = db.run_json(&["status"]);
+    let (_, yaml, _) = db.run(&["--format", "yaml", "status"]);
+    let yaml: Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(json["migrations"], yaml["migrations"]);
+    assert_eq!(json["constraints"], yaml["constraints"]);
+
+    let fresh = TestDb::new();
+    fresh.execute("CREATE TABLE users (id uuid PRIMARY KEY, email varchar(255) UNIQUE NOT NULL)");
+    let (_, report, _) = fresh.run_json(&["baseline"]);
+    assert_envelope(&report, "baseline", false);
+    assert!(keys(&report).contains(&"detected_version") && keys(&report).contains(&"recorded"));
+}
+
+#[test]
+fn failures_still_give_json_readers_one_document() {
+    let db = TestDb::new();
+    let (code, report, _) =
+        db.run_json(&["check-constraints", "--dry-run", "--constraint", "nope"]);
+    assert_eq!(code, 4);
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["exit_code"], 4);
+    assert!(report["error"].as_str().unwrap().contains("nope"));
+}
+
+/// Runs the binary on a pseudo-terminal (util-linux `script`), typing `answer` at its prompt.
+fn on_a_terminal(db: &TestDb, args: &str, answer: &str) -> (i32, String) {
+    let binary = assert_cmd::cargo::cargo_bin("ruleiq-db");
+    let command = format!("{} --database-url '{}' {args}", binary.display(), db.url);
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs the binary on a pseudo-terminal");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn on_a_terminal_rollback_asks_and_only_yes_goes_ahead() {
+    let db = TestDb::new();
+    db.migrate_to(8);
+    let (code, screen) = on_a_terminal(&db, "rollback", "n\n");
+    assert_eq!(code, 4, "{screen}");
+    assert!(screen.contains("[y/N]"), "{screen}");
+    assert_eq!(
+        db.scalar_i64("SELECT max(version)::bigint FROM refinery_schema_history"),
+        8
+    );
+
+    let (code, screen) = on_a_terminal(&db, "rollback", "y\n");
+    assert_eq!(code, 0, "{screen}");
+    assert_eq!(
+        db.scalar_i64("SELECT max(version)::bigint FROM refinery_schema_history"),
+        7
+    );
+}
