@@ -377,9 +377,10 @@ impl TablePlan {
     /// One read-only statement: for each rule its violating rows and the rows it reaches only
     /// through an earlier stage, the rows that would change, and a few examples per rule.
     /// Result columns: total, then per rule (rows, cascaded, examples jsonb).
-    /// With `collect_keys` (a real run) the same scan also stores the keys of the rows it saw
-    /// in the key table, which the batches then walk: no second scan to find them.
-    pub fn preview_sql(&self, collect_keys: bool) -> String {
+    /// `for_run` (a real run, not a dry run): the same scan also stores the keys of the rows
+    /// it saw in the key table, which the batches then walk (no second scan to find them), and
+    /// the examples, which only a dry run shows, are not computed.
+    pub fn preview_sql(&self, for_run: bool) -> String {
         let rules = self.rules();
         let deleting: Vec<&RulePolicy> = self.deletes.iter().collect();
         let mut select = vec![format!("{} AS pk", self.pk("t"))];
@@ -430,6 +431,10 @@ impl TablePlan {
                 "count(*) FILTER (WHERE {} AND NOT s.o{i})",
                 acts("s")
             ));
+            if for_run {
+                outer.push("'[]'::jsonb".to_string());
+                continue;
+            }
             outer.push(format!(
                 "(SELECT coalesce(jsonb_agg(to_jsonb(e) ORDER BY e.pk), '[]'::jsonb) FROM (\
                  SELECT DISTINCT ON (x.b{i}, NOT x.o{i}) x.pk::text AS pk, x.b{i} AS before, x.a{i} AS after, NOT x.o{i} AS cascaded \
@@ -437,7 +442,7 @@ impl TablePlan {
                 acts("x")
             ));
         }
-        let keep = if collect_keys {
+        let keep = if for_run {
             format!(
                 ",\nkept AS (INSERT INTO {} (pk) SELECT k.pk FROM staged AS k RETURNING 1)",
                 self.keys_table()

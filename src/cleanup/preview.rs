@@ -41,16 +41,17 @@ pub struct TablePreview {
     pub rules: Vec<RulePreview>,
 }
 
-/// Previews every table's plan; with `collect_keys`, also fills each plan's key table.
+/// Previews every table's plan; `for_run` (not a dry run): also fills each plan's key table,
+/// without the examples only a dry run shows.
 pub fn preview(
     client: &mut impl GenericClient,
     plans: &[TablePlan],
-    collect_keys: bool,
+    for_run: bool,
 ) -> Result<Vec<TablePreview>> {
     let mut previews = Vec::new();
     for plan in plans {
         let row = client
-            .query_one(plan.preview_sql(collect_keys).as_str(), &[])
+            .query_one(plan.preview_sql(for_run).as_str(), &[])
             .with_context(|| format!("previewing the cleanup of {}", plan.table))?;
         let rules = plan
             .rules()
