@@ -94,3 +94,15 @@ pub fn table(header: &[&str]) -> Table {
     }
     t
 }
+
+/// A plan's statements with the lock each takes.
+pub fn statements_table(statements: &[crate::catalog::repair::PlannedStatement]) -> Table {
+    let mut t = table(&["statement", "lock"]);
+    for s in statements {
+        t.add_row(vec![
+            crate::catalog::sql::summarise_statement(&s.sql),
+            s.lock.clone(),
+        ]);
+    }
+    t
+}

@@ -7,8 +7,8 @@ use super::sql::{quote_ident, quote_literal};
 /// SQLSTATE 008 raises when a table has both the legacy and the full column name.
 pub const RENAME_CONFLICT_SQLSTATE: &str = "RQ001";
 
-/// One statement of 008 and the lock it takes.
-#[derive(Debug, Clone)]
+/// One statement of a plan (008's, a down migration's, …) and the lock it takes.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PlannedStatement {
     pub sql: String,
     pub lock: String,

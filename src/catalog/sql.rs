@@ -99,6 +99,25 @@ fn dollar_tag_len(text: &str) -> Option<usize> {
     }
 }
 
+/// A statement as a plan shows it: a guarded `DO` block by the ALTER statements inside it.
+pub fn summarise_statement(sql: &str) -> String {
+    if !sql.starts_with("DO ") {
+        return sql.to_string();
+    }
+    let inner: Vec<&str> = sql
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("ALTER TABLE"))
+        .collect();
+    if inner.is_empty() {
+        return sql.to_string();
+    }
+    format!(
+        "{} (in a DO block: only when the schema is in the state it expects)",
+        inner.join(" ").trim_end_matches(';')
+    )
+}
+
 /// The lock a DDL statement takes, in words a DBA reads in a plan.
 pub fn lock_taken(statement: &str) -> String {
     let words: Vec<String> = statement
@@ -182,6 +201,14 @@ mod tests {
             lock_taken("ALTER TABLE t VALIDATE CONSTRAINT c").starts_with("SHARE UPDATE EXCLUSIVE")
         );
         assert!(lock_taken("ALTER TABLE t ADD COLUMN c int").starts_with("ACCESS EXCLUSIVE on t"));
+    }
+
+    #[test]
+    fn guarded_blocks_are_summarised_by_what_they_do() {
+        let block = "DO $x$\nBEGIN\n  IF true THEN\n    ALTER TABLE t RENAME COLUMN a TO b;\n  END IF;\nEND\n$x$";
+        assert!(summarise_statement(block)
+            .starts_with("ALTER TABLE t RENAME COLUMN a TO b (in a DO block"));
+        assert_eq!(summarise_statement("DROP TABLE t"), "DROP TABLE t");
     }
 
     #[test]

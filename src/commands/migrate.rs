@@ -5,7 +5,7 @@ use super::check::write_findings;
 use super::{Context, Outcome};
 use crate::catalog::constraints::CATALOG;
 use crate::catalog::migrations::{self, REPAIR_VERSION};
-use crate::catalog::repair::{self, RENAME_CONFLICT_SQLSTATE};
+use crate::catalog::repair::{self, PlannedStatement, RENAME_CONFLICT_SQLSTATE};
 use crate::catalog::sql::{lock_taken, split_statements};
 use crate::checker::{self, Finding};
 use crate::config::Target;
@@ -49,12 +49,6 @@ pub struct PlannedMigration {
     pub version: i32,
     pub name: String,
     pub statements: Vec<PlannedStatement>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PlannedStatement {
-    pub sql: String,
-    pub lock: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -284,15 +278,7 @@ impl Details for MigrateReport {
                 writeln!(out, "Plan: nothing to apply.")?;
             }
             for m in plan {
-                let mut t = report::table(&["statement", "lock"]);
-                for s in &m.statements {
-                    let first_line = s
-                        .sql
-                        .lines()
-                        .find(|l| l.contains("ALTER") || l.contains("CREATE"))
-                        .unwrap_or(&s.sql);
-                    t.add_row(vec![first_line.trim().to_string(), s.lock.clone()]);
-                }
+                let t = report::statements_table(&m.statements);
                 writeln!(out, "V{} {}\n{t}", m.version, m.name)?;
             }
         }

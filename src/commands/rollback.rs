@@ -1,10 +1,10 @@
 //! `rollback`: revert applied migrations, newest first, one transaction each (the down
 //! statements, the archiving and the removal of the history row together), never losing data.
 
-use super::migrate::PlannedStatement;
 use super::{Context, Outcome};
 use crate::archive::{self, Archived, Stamp};
 use crate::catalog::migrations::REPAIR_VERSION;
+use crate::catalog::repair::PlannedStatement;
 use crate::catalog::repair::RENAME_CONFLICT_SQLSTATE;
 use crate::catalog::{down, HISTORY_TABLE};
 use crate::cli::RollbackArgs;
@@ -295,7 +295,7 @@ fn stopped_at(error: anyhow::Error, step: &Step, version: i32, done: usize) -> a
 }
 
 fn first_line(sql: &str) -> String {
-    brief_sql(sql)
+    crate::catalog::sql::summarise_statement(sql)
         .lines()
         .next()
         .unwrap_or_default()
@@ -312,11 +312,7 @@ impl Details for RollbackReport {
         if let Some(plan) = &self.plan {
             for step in plan {
                 writeln!(out, "V{} {} would be reverted:", step.version, step.name)?;
-                let mut t = report::table(&["statement", "lock"]);
-                for s in &step.statements {
-                    t.add_row(vec![brief_sql(&s.sql), s.lock.clone()]);
-                }
-                writeln!(out, "{t}")?;
+                writeln!(out, "{}", report::statements_table(&step.statements))?;
             }
             write_archives(out, plan.iter().flat_map(|s| &s.archives), "Would archive")?;
             return Ok(());
@@ -338,24 +334,6 @@ impl Details for RollbackReport {
 
 /// A statement as a person scans a plan: a `DO` block (008's state-aware renames) shows the
 /// ALTER it runs; the JSON and YAML reports keep the full text.
-fn brief_sql(sql: &str) -> String {
-    if !sql.starts_with("DO ") {
-        return sql.to_string();
-    }
-    let inner: Vec<&str> = sql
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("ALTER TABLE"))
-        .collect();
-    if inner.is_empty() {
-        return sql.to_string();
-    }
-    format!(
-        "{} (DO block: only if the column still has that name; both names present stops the step)",
-        inner.join(" ").trim_end_matches(';')
-    )
-}
-
 fn write_archives<'a>(
     out: &mut dyn Write,
     archives: impl Iterator<Item = &'a Archived>,
