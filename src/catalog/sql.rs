@@ -113,7 +113,7 @@ pub fn summarise_statement(sql: &str) -> String {
         return sql.to_string();
     }
     format!(
-        "{} (in a DO block: only when the schema is in the state it expects)",
+        "{} (only if needed: a guarded DO block)",
         inner.join(" ").trim_end_matches(';')
     )
 }
@@ -207,7 +207,7 @@ mod tests {
     fn guarded_blocks_are_summarised_by_what_they_do() {
         let block = "DO $x$\nBEGIN\n  IF true THEN\n    ALTER TABLE t RENAME COLUMN a TO b;\n  END IF;\nEND\n$x$";
         assert!(summarise_statement(block)
-            .starts_with("ALTER TABLE t RENAME COLUMN a TO b (in a DO block"));
+            .starts_with("ALTER TABLE t RENAME COLUMN a TO b (only if needed"));
         assert_eq!(summarise_statement("DROP TABLE t"), "DROP TABLE t");
     }
 
