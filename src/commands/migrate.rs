@@ -84,9 +84,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
             "008 cannot repair column names",
             "migrate again",
         )?;
-        if let Some(outcome) =
-            preflight(ctx, &target, &mut client, &mut details, args.dry_run, from)?
-        {
+        if let Some(outcome) = preflight(ctx, &target, &mut client, &mut details, args.dry_run)? {
             return Ok(outcome);
         }
     }
@@ -105,8 +103,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
     for m in &pending {
         if m.version() == REPAIR_VERSION && !details.applied.is_empty() {
             // Rows may have changed while the earlier migrations ran: look again, right before.
-            if let Some(outcome) = preflight(ctx, &target, &mut client, &mut details, false, from)?
-            {
+            if let Some(outcome) = preflight(ctx, &target, &mut client, &mut details, false)? {
                 return Ok(outcome);
             }
         }
@@ -179,7 +176,6 @@ fn preflight(
     client: &mut Client,
     details: &mut MigrateReport,
     dry_run: bool,
-    from: i32,
 ) -> Result<Option<Outcome>> {
     let all: Vec<_> = CATALOG.iter().collect();
     let findings = checker::check(target, client, &all, &ctx.log)?;
@@ -196,7 +192,6 @@ fn preflight(
         "preflight: {total} rows violate the constraints 008 would add; nothing of 008 was applied. See `ruleiq-db check-constraints --dry-run`, repair with `ruleiq-db cleanup`"
     ));
     let version = details.to_version;
-    let _ = from;
     Ok(Some(finish(
         std::mem::take(details),
         false,

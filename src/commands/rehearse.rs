@@ -73,13 +73,7 @@ pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
     *CLUSTER.lock().expect("cluster lock") = Some(cluster);
     // Stops the cluster however this function is left, a panic included.
     let _stop = StopOnDrop;
-    let result = rehearse(
-        ctx,
-        &admin,
-        target,
-        dump.as_ref().map(|(p, _)| p.as_path()),
-        server,
-    );
+    let result = rehearse(ctx, &admin, target, dump.as_deref(), server);
     result
 }
 
@@ -345,13 +339,13 @@ fn summarise(step: &str, report: &Value) -> String {
 }
 
 /// Reads a dump up front so a bad path fails before a server is started.
-fn read_dump(path: &Path) -> Result<(PathBuf, ())> {
+fn read_dump(path: &Path) -> Result<PathBuf> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read the dump {}", path.display()))?;
     if !meta.is_file() {
         bail!("the dump {} is not a file", path.display());
     }
-    Ok((path.to_path_buf(), ()))
+    Ok(path.to_path_buf())
 }
 
 /// Loads plain SQL (a pg_dump may hold COPY … FROM stdin blocks) with psql, stopping at the
