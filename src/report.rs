@@ -106,3 +106,24 @@ pub fn statements_table(statements: &[crate::catalog::repair::PlannedStatement])
     }
     t
 }
+
+/// One migration applied or reverted, and how long its transaction took.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationRun {
+    pub version: i32,
+    pub name: String,
+    pub duration_ms: u64,
+}
+
+/// The migrations a run applied or reverted; `what` heads the first column.
+pub fn migrations_table(what: &str, runs: &[MigrationRun]) -> Table {
+    let mut t = table(&[what, "migration", "took"]);
+    for r in runs {
+        t.add_row(vec![
+            format!("V{}", r.version),
+            r.name.clone(),
+            format!("{} ms", r.duration_ms),
+        ]);
+    }
+    t
+}

@@ -190,13 +190,7 @@ fn a_column_renamed_by_hand_is_accepted_and_both_names_are_refused() {
 fn two_migrates_at_once_apply_each_version_once() {
     let db = TestDb::new();
     // Hold the migration lock so that both start waiting, then let them race for it.
-    let mut holder = db.client();
-    holder
-        .execute(
-            "SELECT pg_advisory_lock($1)",
-            &[&ruleiq_db::db::MIGRATION_LOCK_KEY],
-        )
-        .unwrap();
+    let mut holder = db.hold_migration_lock();
     let spawn = || {
         db.command()
             .args(["--format", "json", "migrate"])
@@ -237,13 +231,7 @@ fn two_migrates_at_once_apply_each_version_once() {
 #[test]
 fn a_second_migrator_gives_up_with_exit_4_after_the_wait_bound() {
     let db = TestDb::new();
-    let mut holder = db.client();
-    holder
-        .execute(
-            "SELECT pg_advisory_lock($1)",
-            &[&ruleiq_db::db::MIGRATION_LOCK_KEY],
-        )
-        .unwrap();
+    let _holder = db.hold_migration_lock();
     let (code, _, stderr) = db.run(&["--lock-wait", "1s", "migrate"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("holds the migration lock"), "{stderr}");

@@ -488,13 +488,7 @@ fn a_rename_conflict_is_refused_before_anything_changes() {
 #[test]
 fn another_migrator_holding_the_lock_is_refused() {
     let db = seeded_at_8();
-    let mut holder = db.client();
-    holder
-        .execute(
-            "SELECT pg_advisory_lock($1)",
-            &[&ruleiq_db::db::MIGRATION_LOCK_KEY],
-        )
-        .unwrap();
+    let _holder = db.hold_migration_lock();
     let before = db.dump();
     let (code, _, stderr) = db.run(&["--yes", "--lock-wait", "1s", "rollback"]);
     assert_eq!(code, 4, "{stderr}");

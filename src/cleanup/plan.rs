@@ -107,11 +107,7 @@ impl TablePlan {
         client: &mut impl GenericClient,
     ) -> Result<TablePlan> {
         let types = column_types(client, table)?;
-        let pk_type = types
-            .iter()
-            .find(|(name, _)| name == PRIMARY_KEY)
-            .map(|(_, t)| t.clone())
-            .with_context(|| format!("{table} has no column {PRIMARY_KEY}"))?;
+        let pk_type = key_type(&types, table)?;
         let mut stages: Vec<RulePolicy> = Vec::new();
         let mut deletes = Vec::new();
         let mut skipped = Vec::new();
@@ -612,6 +608,15 @@ fn own_column(rule: &RulePolicy) -> &'static str {
         | Rule::RequiredWhen { column, .. }
         | Rule::ForeignKey { column, .. } => column,
     }
+}
+
+/// The SQL type of a table's primary key, from its [`column_types`].
+pub fn key_type(types: &[(String, String)], table: &str) -> Result<String> {
+    types
+        .iter()
+        .find(|(name, _)| name == PRIMARY_KEY)
+        .map(|(_, t)| t.clone())
+        .with_context(|| format!("{table} has no column {PRIMARY_KEY}"))
 }
 
 /// (column, SQL type) of every column of a table.

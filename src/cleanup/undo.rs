@@ -8,7 +8,7 @@
 
 use super::audit::CHANGES;
 use super::batches::Batching;
-use super::plan::column_types;
+use super::plan::{column_types, key_type};
 use super::rowjson;
 use crate::catalog::constraints::CATALOG;
 use crate::catalog::sql::{quote_ident, quote_literal};
@@ -16,7 +16,7 @@ use crate::catalog::{PRIMARY_KEY, TABLES};
 use crate::checker::DatabaseSpelling;
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use postgres::Client;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -182,21 +182,13 @@ fn records_cte(table: &str, deleted: bool) -> String {
     )
 }
 
-fn pk_type(client: &mut Client, table: &str) -> Result<String> {
-    column_types(client, table)?
-        .into_iter()
-        .find(|(name, _)| name == PRIMARY_KEY)
-        .map(|(_, t)| t)
-        .with_context(|| format!("{table} has no column {PRIMARY_KEY}"))
-}
-
 /// Restores changed columns where the row still holds what the cleanup wrote.
 fn restore_sql(
     client: &mut Client,
     table: &'static str,
     spelling: &DatabaseSpelling,
 ) -> Result<String> {
-    let pk_type = pk_type(client, table)?;
+    let pk_type = key_type(&column_types(client, table)?, table)?;
     let q = quote_ident(table);
     let pk = quote_ident(PRIMARY_KEY);
     // Every column a cleanup can write: the columns the table's constraints read.
@@ -265,7 +257,7 @@ fn reinsert_sql(
     spelling: &DatabaseSpelling,
 ) -> Result<String> {
     let types = column_types(client, table)?;
-    let pk_type = pk_type(client, table)?;
+    let pk_type = key_type(&types, table)?;
     let q = quote_ident(table);
     let pk = quote_ident(PRIMARY_KEY);
     let columns: Vec<String> = types.iter().map(|(name, _)| quote_ident(name)).collect();

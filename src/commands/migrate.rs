@@ -13,7 +13,7 @@ use crate::db;
 use crate::enforce;
 use crate::exit::{refuse, Code, Refused};
 use crate::history;
-use crate::report::{self, Details, Report};
+use crate::report::{self, Details, MigrationRun, Report};
 use anyhow::Result;
 use postgres::Client;
 use refinery::Migration;
@@ -25,7 +25,7 @@ use std::time::Instant;
 pub struct MigrateReport {
     pub from_version: i32,
     pub to_version: i32,
-    pub applied: Vec<AppliedMigration>,
+    pub applied: Vec<MigrationRun>,
     /// With --dry-run: what would run, statement by statement, with locks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<PlannedMigration>>,
@@ -35,13 +35,6 @@ pub struct MigrateReport {
     /// Catalog constraints with violating rows that stop (or stopped) the repair.
     pub blocked_by: Vec<Finding>,
     pub validated: Vec<&'static str>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AppliedMigration {
-    pub version: i32,
-    pub name: String,
-    pub duration_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,7 +105,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
             .line(&format!("applying V{} {}", m.version(), m.name()));
         let started = Instant::now();
         apply_one(ctx, &mut client, m)?;
-        details.applied.push(AppliedMigration {
+        details.applied.push(MigrationRun {
             version: m.version(),
             name: m.name().to_string(),
             duration_ms: started.elapsed().as_millis() as u64,
@@ -278,15 +271,11 @@ impl Details for MigrateReport {
             }
         }
         if !self.applied.is_empty() {
-            let mut t = report::table(&["version", "migration", "duration"]);
-            for a in &self.applied {
-                t.add_row(vec![
-                    format!("V{}", a.version),
-                    a.name.clone(),
-                    format!("{} ms", a.duration_ms),
-                ]);
-            }
-            writeln!(out, "{t}")?;
+            writeln!(
+                out,
+                "{}",
+                report::migrations_table("applied", &self.applied)
+            )?;
         }
         if let Some(p) = &self.preflight {
             writeln!(

@@ -11,7 +11,7 @@ use crate::cli::RollbackArgs;
 use crate::db;
 use crate::exit::{refuse, Code, Refused};
 use crate::history::{self, Applied};
-use crate::report::{self, Details, Report};
+use crate::report::{self, Details, MigrationRun, Report};
 use anyhow::{Context as _, Result};
 use postgres::Client;
 use serde::Serialize;
@@ -22,18 +22,11 @@ use std::time::Instant;
 pub struct RollbackReport {
     pub from_version: i32,
     pub to_version: i32,
-    pub reverted: Vec<Reverted>,
+    pub reverted: Vec<MigrationRun>,
     pub archived: Vec<Archived>,
     /// With --dry-run: each step, its statements with their locks, and what it would archive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<PlannedStep>>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Reverted {
-    pub version: i32,
-    pub name: String,
-    pub duration_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,7 +110,7 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
             ));
         }
         details.archived.extend(archived);
-        details.reverted.push(Reverted {
+        details.reverted.push(MigrationRun {
             version: step.version,
             name: step.name.clone(),
             duration_ms: started.elapsed().as_millis() as u64,
@@ -318,15 +311,11 @@ impl Details for RollbackReport {
             return Ok(());
         }
         if !self.reverted.is_empty() {
-            let mut t = report::table(&["reverted", "name", "took"]);
-            for r in &self.reverted {
-                t.add_row(vec![
-                    format!("V{}", r.version),
-                    r.name.clone(),
-                    format!("{} ms", r.duration_ms),
-                ]);
-            }
-            writeln!(out, "{t}")?;
+            writeln!(
+                out,
+                "{}",
+                report::migrations_table("reverted", &self.reverted)
+            )?;
         }
         write_archives(out, self.archived.iter(), "Archived")
     }

@@ -143,6 +143,19 @@ impl TestDb {
         (code, value, stderr)
     }
 
+    /// A session holding ruleiq-db's migration lock, as another running ruleiq-db would;
+    /// the lock goes when the returned client does.
+    pub fn hold_migration_lock(&self) -> Client {
+        let mut holder = self.client();
+        holder
+            .execute(
+                "SELECT pg_advisory_lock($1)",
+                &[&ruleiq_db::db::MIGRATION_LOCK_KEY],
+            )
+            .unwrap();
+        holder
+    }
+
     pub fn execute(&self, sql: &str) {
         self.client()
             .batch_execute(sql)
