@@ -112,23 +112,33 @@ impl ColumnSpelling for DatabaseSpelling {
     }
 }
 
-/// The state of each catalog constraint in the database.
+/// The state of each catalog constraint in the database, in one catalog query.
 pub fn constraint_states(
     client: &mut impl GenericClient,
 ) -> Result<HashMap<&'static str, ConstraintState>> {
-    let mut states = HashMap::new();
-    for c in CATALOG {
-        let row = client.query_opt(
-            "SELECT convalidated FROM pg_constraint
-              WHERE conrelid = to_regclass(quote_ident($1)) AND conname = $2",
-            &[&c.table, &c.name],
-        )?;
-        let state = match row {
-            None => ConstraintState::Absent,
-            Some(r) if r.get::<_, bool>(0) => ConstraintState::Valid,
-            Some(_) => ConstraintState::NotValid,
-        };
-        states.insert(c.name, state);
+    let names: Vec<&str> = CATALOG.iter().map(|c| c.name).collect();
+    let tables: Vec<&str> = CATALOG.iter().map(|c| c.table).collect();
+    let rows = client.query(
+        "SELECT c.conname::text, c.convalidated
+           FROM unnest($1::text[], $2::text[]) AS wanted(name, tbl)
+           JOIN pg_constraint AS c
+             ON c.conname = wanted.name AND c.conrelid = to_regclass(quote_ident(wanted.tbl))",
+        &[&names, &tables],
+    )?;
+    let mut states: HashMap<&'static str, ConstraintState> = CATALOG
+        .iter()
+        .map(|c| (c.name, ConstraintState::Absent))
+        .collect();
+    for row in rows {
+        let name: String = row.get(0);
+        if let Some(c) = CATALOG.iter().find(|c| c.name == name) {
+            let state = if row.get::<_, bool>(1) {
+                ConstraintState::Valid
+            } else {
+                ConstraintState::NotValid
+            };
+            states.insert(c.name, state);
+        }
     }
     Ok(states)
 }
