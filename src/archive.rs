@@ -476,6 +476,7 @@ fn move_table(
         quote_ident(SCHEMA),
     ))
     .with_context(|| format!("archiving table {table} as {}", qualified(&archive)))?;
+    detach_enum_columns(tx, &archive)?;
     // Counted after the move: the rename's ACCESS EXCLUSIVE lock means no row can arrive later.
     let rows: i64 = tx
         .query_one(
@@ -497,6 +498,30 @@ fn move_table(
         rows,
         version,
     })
+}
+
+/// Turns the archived table's enum columns into text. An enum type belongs to the live schema
+/// and its down migration drops it (003's `conversationstatus`, 004's `integrationstatus`); an
+/// archive that still used it would stop that DROP TYPE. Text keeps every label exactly, and a
+/// restore casts it back to whatever type the re-created column has.
+fn detach_enum_columns(tx: &mut impl GenericClient, archive: &str) -> Result<()> {
+    let columns = tx.query(
+        "SELECT a.attname::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+          WHERE a.attrelid = format('%I.%I', $1::text, $2::text)::regclass
+            AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype = 'e'
+          ORDER BY a.attnum",
+        &[&SCHEMA, &archive],
+    )?;
+    for column in &columns {
+        let column: String = column.get(0);
+        tx.batch_execute(&format!(
+            "ALTER TABLE {} ALTER COLUMN {col} TYPE text USING {col}::text",
+            qualified(archive),
+            col = quote_ident(&column)
+        ))
+        .with_context(|| format!("archiving enum column {archive}.{column} as text"))?;
+    }
+    Ok(())
 }
 
 /// DROP TABLE without CASCADE fails when another table references this one; moving it would

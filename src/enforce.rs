@@ -2,7 +2,7 @@
 //! It takes SHARE UPDATE EXCLUSIVE, so the application reads and writes while it scans.
 
 use crate::catalog::constraints::{Constraint, CATALOG};
-use crate::checker::{constraint_states, ConstraintState};
+use crate::checker::{constraint_presence, ConstraintState};
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
 use anyhow::Result;
@@ -24,18 +24,23 @@ pub fn validate_not_valid(
     retry: RetryPolicy,
     log: &Log,
 ) -> Result<Validation> {
-    let states = constraint_states(client)?;
-    let wanted: Vec<&'static Constraint> = CATALOG
+    let presence = constraint_presence(client)?;
+    // A foreign key not adopted yet is validated under its own name.
+    let wanted: Vec<(&'static Constraint, String)> = CATALOG
         .iter()
         .filter(|c| only.is_none_or(|list| list.iter().any(|o| o.name == c.name)))
-        .filter(|c| states.get(c.name) == Some(&ConstraintState::NotValid))
+        .filter_map(|c| {
+            let p = presence.get(c.name)?;
+            (p.state == ConstraintState::NotValid)
+                .then(|| (c, p.actual_name.clone().unwrap_or_else(|| c.name.to_string())))
+        })
         .collect();
     let mut outcome = Validation::default();
     let bar = log.bar(wanted.len() as u64, "validating constraints");
-    for c in wanted {
+    for (c, actual_name) in wanted {
         bar.set_message(c.name);
         let result = db::retry_on_lock_timeout(&format!("validate {}", c.name), retry, log, || {
-            client.batch_execute(&c.validate_sql())?;
+            client.batch_execute(&c.validate_sql_as(&actual_name))?;
             Ok(())
         });
         match result {

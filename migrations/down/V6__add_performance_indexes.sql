@@ -1,11 +1,25 @@
 -- 006 down: the indexes only; an index holds no data of its own.
---
--- pg_trgm stays installed, on purpose. It holds no data, 006 created it with IF NOT EXISTS
--- (so it may have been there before 006 and be used by objects that are not ruleIQ's), and
--- dropping an extension may need rights the migration role lacks. Leaving it is harmless: when
--- 006 runs again, its CREATE EXTENSION IF NOT EXISTS finds it and goes on.
-DROP INDEX IF EXISTS idx_assessment_sessions_user_id;
+DROP INDEX IF EXISTS idx_chat_messages_sequence_number;
+DROP INDEX IF EXISTS idx_chat_messages_conversation_sequence;
+DROP INDEX IF EXISTS idx_chat_messages_conversation_id;
+DROP INDEX IF EXISTS idx_chat_conversations_user_id;
+DROP INDEX IF EXISTS idx_chat_conversations_created_at;
+DROP INDEX IF EXISTS idx_chat_conversations_business_profile_id;
+DROP INDEX IF EXISTS idx_evidence_items_user_updated;
+DROP INDEX IF EXISTS idx_evidence_items_user_type;
+DROP INDEX IF EXISTS idx_evidence_items_user_status;
+DROP INDEX IF EXISTS idx_evidence_items_user_id;
+DROP INDEX IF EXISTS idx_evidence_items_user_framework;
+DROP INDEX IF EXISTS idx_evidence_items_user_created;
+DROP INDEX IF EXISTS idx_evidence_items_updated_at;
+DROP INDEX IF EXISTS idx_evidence_items_status;
+DROP INDEX IF EXISTS idx_evidence_items_framework_status;
+DROP INDEX IF EXISTS idx_evidence_items_framework_id;
+DROP INDEX IF EXISTS idx_evidence_items_evidence_type;
+DROP INDEX IF EXISTS idx_evidence_items_created_at;
+DROP INDEX IF EXISTS idx_evidence_items_business_profile_id;
+DROP INDEX IF EXISTS idx_compliance_frameworks_name;
+DROP INDEX IF EXISTS idx_compliance_frameworks_is_active;
 DROP INDEX IF EXISTS idx_business_profiles_user_id;
-DROP INDEX IF EXISTS idx_evidence_name_search;
-DROP INDEX IF EXISTS idx_evidence_user_status;
-DROP INDEX IF EXISTS idx_evidence_user_framework;
+DROP INDEX IF EXISTS idx_users_is_active;
+DROP INDEX IF EXISTS idx_users_email;

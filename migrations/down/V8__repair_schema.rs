@@ -1,23 +1,27 @@
 // 008 down: generated from the constraint catalog and the rename map, like 008 itself, so the
 // repair and its reversal cannot drift apart. First the six constraints go (IF EXISTS: a
-// constraint that never validated or was dropped by hand does not stop the rollback), then each
+// constraint that never validated or was dropped by hand does not stop the rollback; a foreign
+// key 008 adopted gets its old name back and stays), then each
 // column gets its legacy name back, state-aware like the up: renamed only when the full name
 // exists and the legacy one does not; both present stops the step with nothing changed.
 
 use crate::catalog::constraints::{Rule, CATALOG};
 use crate::catalog::renames::RENAMES;
-use crate::catalog::repair::{state_aware_rename, PlannedStatement};
+use crate::catalog::repair::{give_back_or_drop_foreign_key, state_aware_rename, PlannedStatement};
 
 /// The statements of 008's down, in order, with the locks they take.
 pub fn statements() -> Vec<PlannedStatement> {
-    let drops = CATALOG.iter().rev().map(|c| PlannedStatement {
-        sql: c.drop_sql(),
-        lock: match c.rule {
-            Rule::ForeignKey { parent, .. } => format!(
+    let drops = CATALOG.iter().rev().map(|c| match c.rule {
+        Rule::ForeignKey { parent, .. } => PlannedStatement {
+            sql: give_back_or_drop_foreign_key(c),
+            lock: format!(
                 "ACCESS EXCLUSIVE on {}; SHARE ROW EXCLUSIVE on {parent} (brief, catalog change only)",
                 c.table
             ),
-            _ => format!("ACCESS EXCLUSIVE on {} (brief, catalog change only)", c.table),
+        },
+        _ => PlannedStatement {
+            sql: c.drop_sql(),
+            lock: format!("ACCESS EXCLUSIVE on {} (brief, catalog change only)", c.table),
         },
     });
     let renames = RENAMES.iter().map(|r| PlannedStatement {

@@ -1,10 +1,12 @@
--- 001: users. Reproduces the legacy schema exactly (see DESIGN.md §1.1).
+-- 001: users, as the application's models created it on production: no server-side defaults
+-- (the application fills ids and timestamps), unbounded varchar, the models' NOT NULLs.
+-- Migrations 001-007 reproduce production exactly (legacy-schema.md); 008 repairs it.
 CREATE TABLE users (
-    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
-    email VARCHAR(255) UNIQUE NOT NULL,
-    hashed_password VARCHAR(255) NOT NULL,
-    is_active BOOLEAN DEFAULT true,
-    is_superuser BOOLEAN DEFAULT false,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+    id uuid NOT NULL,
+    email varchar NOT NULL,
+    hashed_password varchar NOT NULL,
+    is_active boolean,
+    created_at timestamp without time zone,
+    CONSTRAINT users_pkey PRIMARY KEY (id),
+    CONSTRAINT users_email_key UNIQUE (email)
 );

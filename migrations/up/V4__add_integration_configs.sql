@@ -1,26 +1,20 @@
--- 004: integrations and scheduled reports.
-CREATE TABLE integration_configurations (
-    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
-    user_id UUID REFERENCES users(id) ON DELETE CASCADE,
-    provider VARCHAR(50) NOT NULL,
-    name VARCHAR(255),
-    settings JSONB DEFAULT '{}',
-    credentials_encrypted TEXT,
-    is_active BOOLEAN DEFAULT true,
-    last_sync_at TIMESTAMP,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
-);
+-- 004 (Alembic add_integration_configs): the newer integration table, its status enum and its
+-- three indexes, as production has them.
+CREATE TYPE integrationstatus AS ENUM ('connected', 'disconnected', 'error', 'refreshing', 'rate_limited');
 
-CREATE TABLE report_schedules (
-    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
-    user_id UUID REFERENCES users(id) ON DELETE CASCADE,
-    report_type VARCHAR(50) NOT NULL,
-    frequency VARCHAR(20) NOT NULL,
-    parameters JSONB DEFAULT '{}',
-    recipients JSONB DEFAULT '[]',
-    next_run_at TIMESTAMP,
-    is_active BOOLEAN DEFAULT true,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+CREATE TABLE integration_configs (
+    id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    provider varchar NOT NULL,
+    credentials json,
+    settings json,
+    status integrationstatus NOT NULL,
+    last_sync timestamp without time zone,
+    last_error varchar,
+    created_at timestamp without time zone,
+    updated_at timestamp without time zone,
+    CONSTRAINT integration_configs_pkey PRIMARY KEY (id)
 );
+CREATE INDEX ix_integration_configs_provider ON integration_configs USING btree (provider);
+CREATE INDEX ix_integration_configs_user_id ON integration_configs USING btree (user_id);
+CREATE UNIQUE INDEX ix_user_provider ON integration_configs USING btree (user_id, provider);

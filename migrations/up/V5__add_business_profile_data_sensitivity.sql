@@ -1,2 +1,6 @@
--- 005: data sensitivity. The default is a constant, so PostgreSQL 11+ adds it without a rewrite.
-ALTER TABLE business_profiles ADD COLUMN data_sensitivity VARCHAR(20) DEFAULT 'Medium';
+-- 005 (Alembic add_business_profile_data_sensitivity). Production's column is NOT NULL with no
+-- default (the application writes 'Low'). On a table that already has rows a NOT NULL column
+-- needs a value, so it is added with a constant default (PostgreSQL 11+ stores it without a
+-- rewrite) that is dropped again in the same transaction.
+ALTER TABLE business_profiles ADD COLUMN data_sensitivity varchar NOT NULL DEFAULT 'Low';
+ALTER TABLE business_profiles ALTER COLUMN data_sensitivity DROP DEFAULT;

@@ -245,10 +245,16 @@ impl Constraint {
 
     /// `ALTER TABLE … VALIDATE CONSTRAINT …`.
     pub fn validate_sql(&self) -> String {
+        self.validate_sql_as(self.name)
+    }
+
+    /// VALIDATE under the name the constraint has in the database (a foreign key 008 has not
+    /// adopted yet still carries its own).
+    pub fn validate_sql_as(&self, actual_name: &str) -> String {
         format!(
             "ALTER TABLE {} VALIDATE CONSTRAINT {}",
             quote_ident(self.table),
-            quote_ident(self.name)
+            quote_ident(actual_name)
         )
     }
 

@@ -140,6 +140,7 @@ mod tests {
         for c in CATALOG {
             assert!(sql.contains(&c.drop_sql()), "{}", c.name);
         }
+        assert_eq!(sql.matches("RENAME CONSTRAINT").count(), 2);
         for r in RENAMES {
             assert!(sql.contains(&format!(
                 "RENAME COLUMN \"{}\" TO \"{}\"",

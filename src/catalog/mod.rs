@@ -11,20 +11,24 @@ pub mod sql;
 /// The history table refinery keeps (its default name, so refinery's own tooling reads it).
 pub const HISTORY_TABLE: &str = "refinery_schema_history";
 
-/// Every table ruleIQ's migrations create, in creation order.
+/// Every table ruleIQ's migrations create, in creation order (parents before children).
 pub const TABLES: &[&str] = &[
     "users",
     "business_profiles",
     "compliance_frameworks",
     "assessment_sessions",
+    "assessment_questions",
     "evidence_items",
+    "evidence",
     "generated_policies",
+    "policies",
     "chat_conversations",
     "chat_messages",
     "implementation_plans",
     "readiness_assessments",
     "integration_configurations",
     "report_schedules",
+    "integration_configs",
 ];
 
 /// The primary key column of every ruleIQ table.

@@ -1,6 +1,6 @@
 //! Migration 008, rendered from the rename map and the constraint catalog.
 
-use super::constraints::{Rule, CATALOG};
+use super::constraints::{Constraint, Rule, CATALOG};
 use super::renames::{Rename, RENAMES};
 use super::sql::{quote_ident, quote_literal};
 
@@ -37,14 +37,18 @@ pub fn statements() -> Vec<PlannedStatement> {
         sql: rename_statement(r),
         lock: format!("ACCESS EXCLUSIVE on {} (catalog change only)", r.table),
     });
-    let constraints = CATALOG.iter().map(|c| PlannedStatement {
-        sql: format!(
-            "DO $repair$\nBEGIN\n  IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = {table}::regclass AND conname = {name}) THEN\n    {add};\n  END IF;\nEND\n$repair$",
-            table = quote_literal(&quote_ident(c.table)),
-            name = quote_literal(c.name),
-            add = c.add_not_valid_sql(),
-        ),
-        lock: c.add_lock(),
+    let constraints = CATALOG.iter().map(|c| match c.rule {
+        Rule::ForeignKey { .. } => PlannedStatement {
+            sql: adopt_or_add_foreign_key(c),
+            lock: format!(
+                "{} (brief, no scan); an existing foreign key on the same column is renamed instead (ACCESS EXCLUSIVE, already held)",
+                c.add_lock()
+            ),
+        },
+        _ => PlannedStatement {
+            sql: add_when_absent(c, &format!("    {};", c.add_not_valid_sql())),
+            lock: c.add_lock(),
+        },
     });
     std::iter::once(lock)
         .chain(renames)
@@ -92,6 +96,63 @@ pub fn up_sql() -> String {
         sql.push_str(";\n");
     }
     sql
+}
+
+/// How 008 marks a foreign key it adopted: a comment on the constraint naming its old name. The
+/// database itself then remembers what to give back on rollback, and `status` can say where the
+/// catalog constraint came from.
+pub const ADOPTED_PREFIX: &str = "ruleiq-db: adopted from ";
+
+/// A DO block that runs `body` only when the catalog constraint does not exist yet, so a
+/// constraint added by hand (or by an earlier, interrupted repair) does not stop 008.
+fn add_when_absent(c: &Constraint, body: &str) -> String {
+    format!(
+        "DO $repair$\nDECLARE\n  existing text;\nBEGIN\n  IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = {table}::regclass AND conname = {name}) THEN\n{body}\n  END IF;\nEND\n$repair$",
+        table = quote_literal(&quote_ident(c.table)),
+        name = quote_literal(c.name),
+    )
+}
+
+/// Production already has a foreign key on each column the catalog's foreign keys cover (under
+/// Alembic's name). A second one would double the cost of every write, so 008 adopts an existing
+/// key with the same single column, parent table and parent column: renamed to the catalog's
+/// name (a catalog change, no scan) and marked with [`ADOPTED_PREFIX`]. Only when none exists is
+/// the key added NOT VALID. Runs after the renames, so the column has its full name here.
+fn adopt_or_add_foreign_key(c: &Constraint) -> String {
+    let Rule::ForeignKey {
+        column,
+        parent,
+        parent_column,
+    } = c.rule
+    else {
+        unreachable!("only foreign keys are adopted")
+    };
+    let body = format!(
+        "    SELECT k.conname INTO existing FROM pg_constraint k\n     WHERE k.conrelid = {table}::regclass AND k.contype = 'f' AND k.confrelid = {parent}::regclass\n       AND k.conkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = k.conrelid AND attname = {column})]\n       AND k.confkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = k.confrelid AND attname = {parent_column})]\n     ORDER BY k.conname LIMIT 1;\n    IF existing IS NULL THEN\n      {add};\n    ELSE\n      EXECUTE format('ALTER TABLE %I RENAME CONSTRAINT %I TO %I', {table_name}, existing, {name});\n      EXECUTE format('COMMENT ON CONSTRAINT %I ON %I IS %L', {name}, {table_name}, {prefix} || existing);\n    END IF;",
+        table = quote_literal(&quote_ident(c.table)),
+        parent = quote_literal(&quote_ident(parent)),
+        column = quote_literal(column),
+        parent_column = quote_literal(parent_column),
+        add = c.add_not_valid_sql(),
+        table_name = quote_literal(c.table),
+        name = quote_literal(c.name),
+        prefix = quote_literal(ADOPTED_PREFIX),
+    );
+    add_when_absent(c, &body)
+}
+
+/// 008's down for a catalog foreign key: an adopted key gets its old name back and stays (it
+/// was production's before 008); a key 008 added is dropped.
+pub fn give_back_or_drop_foreign_key(c: &Constraint) -> String {
+    format!(
+        "DO $repair$\nDECLARE\n  note text;\nBEGIN\n  SELECT obj_description(oid, 'pg_constraint') INTO note FROM pg_constraint\n   WHERE conrelid = {table}::regclass AND conname = {name};\n  IF note LIKE {pattern} THEN\n    EXECUTE format('COMMENT ON CONSTRAINT %I ON %I IS NULL', {name}, {table_name});\n    EXECUTE format('ALTER TABLE %I RENAME CONSTRAINT %I TO %I', {table_name}, {name}, substr(note, {skip}));\n  ELSE\n    {drop};\n  END IF;\nEND\n$repair$",
+        table = quote_literal(&quote_ident(c.table)),
+        name = quote_literal(c.name),
+        table_name = quote_literal(c.table),
+        pattern = quote_literal(&format!("{ADOPTED_PREFIX}%")),
+        skip = ADOPTED_PREFIX.len() + 1,
+        drop = c.drop_sql(),
+    )
 }
 
 /// A rename that happens only when the legacy column exists and the full one does not; both
@@ -142,6 +203,7 @@ mod tests {
         for c in CATALOG {
             assert!(sql.contains(&c.add_not_valid_sql()), "{}", c.name);
         }
+        assert_eq!(sql.matches("RENAME CONSTRAINT").count(), 2);
         assert_eq!(
             split_statements(&sql).len(),
             1 + RENAMES.len() + CATALOG.len()

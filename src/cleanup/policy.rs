@@ -234,6 +234,9 @@ const BUILTIN_SYNONYMS: &[(&str, &[(&str, &str)])] = &[
     (
         "chk_evidence_status",
         &[
+            // The application's own vocabulary (legacy-schema.md): it still writes these.
+            ("pending_review", "collected"),
+            ("pending", "not_started"),
             ("done", "collected"),
             ("complete", "collected"),
             ("completed", "collected"),
@@ -253,7 +256,9 @@ const BUILTIN_SYNONYMS: &[(&str, &[(&str, &str)])] = &[
         "chk_data_sensitivity",
         &[
             ("med", "Medium"),
+            // The application's API accepts Low, Moderate, High, Confidential.
             ("moderate", "Medium"),
+            ("confidential", "Critical"),
             ("crit", "Critical"),
         ],
     ),

@@ -3,7 +3,8 @@
 
 use super::{Context, Outcome};
 use crate::catalog::constraints::{Kind as ConstraintKind, CATALOG};
-use crate::checker::{constraint_states, ConstraintState};
+use crate::catalog::renames::KNOWN_TRUNCATIONS;
+use crate::checker::{constraint_presence, ConstraintState};
 use crate::exit::Code;
 use crate::history::{self, Entry, State};
 use crate::report::{self, Details, Report};
@@ -18,6 +19,8 @@ pub struct StatusReport {
     pub migrations: Vec<Entry>,
     pub constraints: Vec<ConstraintStatus>,
     pub drift: Vec<Drift>,
+    /// For information only: these never make status fail.
+    pub known_truncations: Vec<KnownTruncation>,
 }
 
 #[derive(Debug, Serialize)]
@@ -26,6 +29,15 @@ pub struct ConstraintStatus {
     pub table: &'static str,
     pub kind: ConstraintKind,
     pub state: ConstraintState,
+    /// The name an existing foreign key had before 008 adopted it (or still has, before 008).
+    pub adopted_from: Option<String>,
+}
+
+/// A truncated column name that 008 deliberately keeps (the application uses it as it is).
+#[derive(Debug, Serialize)]
+pub struct KnownTruncation {
+    pub table: &'static str,
+    pub column: &'static str,
 }
 
 /// One way the database differs from the shape its recorded version should have.
@@ -36,16 +48,21 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     let applied = history::read(&mut client)?;
     let version = history::current_version(&applied);
     let entries = history::compare(&applied);
-    let states = constraint_states(&mut client)?;
+    let mut presence = constraint_presence(&mut client)?;
     let constraints = CATALOG
         .iter()
-        .map(|c| ConstraintStatus {
-            name: c.name,
-            table: c.table,
-            kind: c.kind(),
-            state: states[c.name],
+        .map(|c| {
+            let p = presence.remove(c.name).expect("every catalog constraint has a presence");
+            ConstraintStatus {
+                name: c.name,
+                table: c.table,
+                kind: c.kind(),
+                state: p.state,
+                adopted_from: p.adopted_from,
+            }
         })
         .collect();
+    let known_truncations = known_truncations(&mut client)?;
     let drift = drift(&mut client, version)?;
     // Allowed drift (a table another tool keeps, a column renamed by hand before 008) is shown
     // but is not a fault.
@@ -62,9 +79,32 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             migrations: entries,
             constraints,
             drift,
+            known_truncations,
         },
     };
     Ok(Outcome::new(report, Code::Ok))
+}
+
+/// The known truncated names this database actually has.
+fn known_truncations(client: &mut Client) -> Result<Vec<KnownTruncation>> {
+    let tables: Vec<&str> = KNOWN_TRUNCATIONS.iter().map(|(t, _)| *t).collect();
+    let columns: Vec<&str> = KNOWN_TRUNCATIONS.iter().map(|(_, c)| *c).collect();
+    let present = client.query(
+        "SELECT w.tbl, w.col FROM unnest($1::text[], $2::text[]) AS w(tbl, col)
+          WHERE EXISTS (SELECT 1 FROM pg_attribute a
+                         WHERE a.attrelid = to_regclass(quote_ident(w.tbl))
+                           AND a.attname = w.col AND NOT a.attisdropped)",
+        &[&tables, &columns],
+    )?;
+    Ok(KNOWN_TRUNCATIONS
+        .iter()
+        .filter(|(t, c)| {
+            present
+                .iter()
+                .any(|r| r.get::<_, &str>(0) == *t && r.get::<_, &str>(1) == *c)
+        })
+        .map(|&(table, column)| KnownTruncation { table, column })
+        .collect())
 }
 
 /// The differences between the database and the shape of its recorded version (the latest
@@ -101,11 +141,29 @@ impl Details for StatusReport {
             ]);
         }
         writeln!(out, "{t}")?;
-        let mut t = report::table(&["constraint", "table", "kind", "state"]);
+        let mut t = report::table(&["constraint", "table", "kind", "state", "adopted from"]);
         for c in &self.constraints {
-            t.add_row(vec![c.name, c.table, c.kind.as_str(), c.state.as_str()]);
+            t.add_row(vec![
+                c.name,
+                c.table,
+                c.kind.as_str(),
+                c.state.as_str(),
+                c.adopted_from.as_deref().unwrap_or(""),
+            ]);
         }
         writeln!(out, "{t}")?;
+        if !self.known_truncations.is_empty() {
+            let names: Vec<String> = self
+                .known_truncations
+                .iter()
+                .map(|k| format!("{}.{}", k.table, k.column))
+                .collect();
+            writeln!(
+                out,
+                "Known truncated names, kept on purpose (the application uses them; for information): {}",
+                names.join(", ")
+            )?;
+        }
         if self.drift.is_empty() {
             writeln!(out, "No drift: the schema matches its recorded version.")
         } else {
