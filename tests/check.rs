@@ -1,7 +1,7 @@
 //! `check-constraints` against a real PostgreSQL.
 
 mod common;
-use common::TestDb;
+use common::{TestDb, EVIDENCE_COLUMNS, EXAMPLE_POLICY, FIXTURE_OWNER};
 use serde_json::Value;
 
 fn by_name(report: &Value) -> std::collections::BTreeMap<String, Value> {
@@ -23,17 +23,19 @@ fn counts_every_violation_of_the_dirty_fixture_exactly() {
     assert_eq!(report["ok"], false);
     assert_eq!(report["dry_run"], true);
     assert_eq!(report["schema_version"], 7);
-    assert_eq!(report["total_violations"], 16);
+    assert_eq!(report["total_violations"], 19);
     let found = by_name(&report);
+    // The state a version-7 database has: the CHECKs are absent, and each catalog foreign key
+    // is carried by the one production already has, under Alembic's name.
     let expected = [
-        ("chk_evidence_status", "evidence_items", "check", 5),
+        ("chk_evidence_status", "evidence_items", "check", 7),
         (
             "chk_employee_count_positive",
             "business_profiles",
             "check",
             2,
         ),
-        ("chk_data_sensitivity", "business_profiles", "check", 4),
+        ("chk_data_sensitivity", "business_profiles", "check", 5),
         ("chk_approval_workflow", "evidence_items", "check", 2),
         (
             "fk_assessment_business_profile",
@@ -53,7 +55,8 @@ fn counts_every_violation_of_the_dirty_fixture_exactly() {
         assert_eq!(c["table"], table, "{name}");
         assert_eq!(c["kind"], kind, "{name}");
         assert_eq!(c["violations"], count, "{name}");
-        assert_eq!(c["state"], "absent", "{name}");
+        let state = if kind == "check" { "absent" } else { "valid" };
+        assert_eq!(c["state"], state, "{name}");
         assert_eq!(c["sample"].as_array().unwrap().len(), count, "{name}");
     }
     // NULLs and valid values do not count; the sample names exactly the bad rows, in order.
@@ -70,7 +73,9 @@ fn counts_every_violation_of_the_dirty_fixture_exactly() {
             "40000000-0000-0000-0000-000000000008",
             "40000000-0000-0000-0000-000000000009",
             "40000000-0000-0000-0000-000000000011",
-            "40000000-0000-0000-0000-000000000012"
+            "40000000-0000-0000-0000-000000000012",
+            "40000000-0000-0000-0000-000000000014",
+            "40000000-0000-0000-0000-000000000015"
         ]
     );
     assert_eq!(
@@ -83,11 +88,12 @@ fn counts_every_violation_of_the_dirty_fixture_exactly() {
 #[test]
 fn samples_are_the_ten_smallest_keys_and_counts_stay_exact_when_violations_are_many() {
     let db = TestDb::dirty_legacy();
-    db.execute(
-        "INSERT INTO evidence_items (id, evidence_name, status)
-         SELECT ('e0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'bulk', 'bogus'
-           FROM generate_series(1, 5000) g",
-    );
+    db.execute(&format!(
+        "INSERT INTO evidence_items {EVIDENCE_COLUMNS}
+         SELECT ('e0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, {FIXTURE_OWNER},
+                'bulk', 'note', 'T.1', 'bulk row', 'bogus', now(), now()
+           FROM generate_series(1, 5000) g"
+    ));
     let (code, report, _) = db.run_json(&[
         "check-constraints",
         "--dry-run",
@@ -96,7 +102,7 @@ fn samples_are_the_ten_smallest_keys_and_counts_stay_exact_when_violations_are_m
     ]);
     assert_eq!(code, 3);
     let c = &report["constraints"][0];
-    assert_eq!(c["violations"], 5005);
+    assert_eq!(c["violations"], 5007);
     let sample: Vec<&str> = c["sample"]
         .as_array()
         .unwrap()
@@ -202,19 +208,20 @@ fn dry_run_reads_under_an_exclusive_lock_that_blocks_every_writer() {
     let (code, report, stderr) =
         db.run_json(&["--lock-wait", "1s", "check-constraints", "--dry-run"]);
     assert_eq!(code, 3, "{stderr}");
-    assert_eq!(report["total_violations"], 16);
+    assert_eq!(report["total_violations"], 19);
     tx.rollback().unwrap();
 }
 
 #[test]
 fn version_8_with_a_not_valid_constraint_names_the_row_and_validates_once_repaired() {
-    let db = TestDb::new();
+    let db = TestDb::dirty_legacy();
+    let (code, _, stderr) = db.run(&["cleanup", "--yes", "--policy", EXAMPLE_POLICY]);
+    assert_eq!(code, 0, "{stderr}");
     db.migrate_to(8);
+    db.execute("ALTER TABLE evidence_items DROP CONSTRAINT chk_evidence_status");
+    db.insert_evidence("40000000-0000-0000-0000-00000000000a", "'Done'");
     db.execute(
-        "INSERT INTO users (id, email, hashed_password) VALUES ('10000000-0000-0000-0000-000000000001', 'a@example.com', 'x');
-         ALTER TABLE evidence_items DROP CONSTRAINT chk_evidence_status;
-         INSERT INTO evidence_items (id, user_id, evidence_name, status) VALUES ('40000000-0000-0000-0000-00000000000a', '10000000-0000-0000-0000-000000000001', 'slipped in', 'Done');
-         ALTER TABLE evidence_items ADD CONSTRAINT chk_evidence_status CHECK (status IN ('not_started','in_progress','collected','approved','rejected')) NOT VALID;",
+        "ALTER TABLE evidence_items ADD CONSTRAINT chk_evidence_status CHECK (status IN ('not_started','in_progress','collected','approved','rejected')) NOT VALID;",
     );
     let (code, report, _) = db.run_json(&["check-constraints", "--dry-run"]);
     assert_eq!(code, 3);

@@ -1,7 +1,7 @@
 //! `ruleiq-db cleanup`: the real binary against a real PostgreSQL, one database per test.
 
 mod common;
-use common::TestDb;
+use common::{TestDb, EVIDENCE_COLUMNS, EXAMPLE_POLICY, FIXTURE_OWNER};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 /// The known violations of fixtures/legacy_dirty.sql (its header lists them).
 const FIXTURE_VIOLATIONS: &[(&str, u64)] = &[
-    ("chk_evidence_status", 5),
+    ("chk_evidence_status", 7),
     ("chk_employee_count_positive", 2),
-    ("chk_data_sensitivity", 4),
+    ("chk_data_sensitivity", 5),
     ("chk_approval_workflow", 2),
     ("fk_assessment_business_profile", 2),
     ("fk_generated_policy_business_profile", 1),
@@ -122,6 +122,10 @@ fn audit_mismatches(db: &TestDb) -> i64 {
     mismatches
 }
 
+/// The two decisions production's shape needs (NOT NULL columns that set_null cannot clear),
+/// as the example policy takes them; test policies that are about other rules include them.
+const DECISIONS: &str = "  chk_employee_count_positive:\n    action: default\n    value: 1\n  fk_generated_policy_business_profile: delete\n";
+
 fn policy_file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
     std::fs::File::create(&path)
@@ -144,7 +148,7 @@ fn dry_run_counts_equal_check_constraints_and_change_nothing() {
         assert_eq!(checked[*name], *count, "check-constraints {name}");
     }
 
-    let (code, report, stderr) = db.run_json(&["cleanup", "--dry-run"]);
+    let (code, report, stderr) = db.run_json(&["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(report["dry_run"], true);
     assert_eq!(report["run_id"], Value::Null);
@@ -166,19 +170,20 @@ fn dry_run_counts_equal_check_constraints_and_change_nothing() {
         .as_str()
         .unwrap()
         .starts_with("chk_approval_workflow: demote also repairs 1 row of evidence_items that chk_evidence_status rewrote"));
-    // 5 evidence rows (+ the cascaded one among them), 5 business profiles with 6
+    // 7 + 2 evidence rows (the cascaded one among the 7), 6 business profiles with 7
     // violations between them, 2 + 1 links.
-    assert_eq!(report["total_rows"], 15);
+    assert_eq!(report["total_rows"], 18);
 
     let actions: BTreeMap<&str, &str> = rules
         .iter()
         .map(|(n, r)| (n.as_str(), r["action"].as_str().unwrap()))
         .collect();
     assert_eq!(actions["chk_evidence_status"], "map");
-    assert_eq!(actions["chk_employee_count_positive"], "set_null");
+    assert_eq!(actions["chk_employee_count_positive"], "default");
     assert_eq!(actions["chk_data_sensitivity"], "map");
     assert_eq!(actions["chk_approval_workflow"], "demote");
     assert_eq!(actions["fk_assessment_business_profile"], "set_null");
+    assert_eq!(actions["fk_generated_policy_business_profile"], "delete");
 
     let example = |name: &str, pk: &str| -> Value {
         rules[name]["examples"]
@@ -200,7 +205,7 @@ fn dry_run_counts_equal_check_constraints_and_change_nothing() {
         "20000000-0000-0000-0000-000000000003",
     );
     assert_eq!(negative["before"]["employee_count"], -3);
-    assert_eq!(negative["after"]["employee_count"], Value::Null);
+    assert_eq!(negative["after"]["employee_count"], 1);
     let cascaded = example(
         "chk_approval_workflow",
         "40000000-0000-0000-0000-000000000007",
@@ -209,10 +214,10 @@ fn dry_run_counts_equal_check_constraints_and_change_nothing() {
     assert_eq!(cascaded["after"]["status"], "collected");
 
     // The human table names the same things.
-    let (code, table, _) = db.run(&["cleanup", "--dry-run"]);
+    let (code, table, _) = db.run(&["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY]);
     assert_eq!(code, 0);
     assert!(table.contains("'Approved' →"), "{table}");
-    assert!(table.contains("15 rows would change"), "{table}");
+    assert!(table.contains("18 rows would change"), "{table}");
 
     assert!(
         !audit_exists(&db),
@@ -224,31 +229,31 @@ fn dry_run_counts_equal_check_constraints_and_change_nothing() {
 #[test]
 fn cleanup_repairs_every_violation_with_one_audit_record_per_changed_row() {
     let db = TestDb::dirty_legacy();
-    let (code, report, stderr) = db.run_json(&["--yes", "cleanup"]);
+    let (code, report, stderr) = db.run_json(&["--yes", "cleanup", "--policy", EXAMPLE_POLICY]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     assert_eq!(report["ok"], true);
     assert_eq!(report["dry_run"], false);
     assert_eq!(report["remaining_violations"], 0);
     let run_id = report["run_id"].as_str().expect("a run id").to_string();
     assert!(
-        stderr.contains("chk_evidence_status: map repaired 5 rows"),
+        stderr.contains("chk_evidence_status: map repaired 7 rows"),
         "{stderr}"
     );
 
     let after = check_counts(&db);
     assert!(after.values().all(|n| *n == 0), "{after:?}");
 
-    assert_eq!(report["total_rows"], 15);
-    assert_eq!(audit_count(&db), 15);
+    assert_eq!(report["total_rows"], 18);
+    assert_eq!(audit_count(&db), 18);
     assert_eq!(
         db.scalar_i64("SELECT count(DISTINCT (table_name, pk)) FROM ruleiq_audit.cleanup_changes"),
-        15
+        18
     );
     assert_eq!(
         db.scalar_i64(&format!(
             "SELECT count(*) FROM ruleiq_audit.cleanup_changes WHERE run_id = '{run_id}'"
         )),
-        15
+        18
     );
     assert_eq!(audit_mismatches(&db), 0);
 
@@ -271,8 +276,17 @@ fn cleanup_repairs_every_violation_with_one_audit_record_per_changed_row() {
         status("40000000-0000-0000-0000-000000000008").as_deref(),
         Some("collected")
     );
+    // The application's own vocabulary, by the built-in synonyms.
     assert_eq!(
         status("40000000-0000-0000-0000-000000000012").as_deref(),
+        Some("collected")
+    );
+    assert_eq!(
+        status("40000000-0000-0000-0000-000000000014").as_deref(),
+        Some("collected")
+    );
+    assert_eq!(
+        status("40000000-0000-0000-0000-000000000015").as_deref(),
         Some("not_started")
     );
     assert_eq!(
@@ -305,7 +319,7 @@ fn cleanup_repairs_every_violation_with_one_audit_record_per_changed_row() {
         ["chk_employee_count_positive", "chk_data_sensitivity"]
     );
     let actions: Vec<String> = both.get(1);
-    assert_eq!(actions, ["set_null", "map"]);
+    assert_eq!(actions, ["default", "map"]);
     let old: Value = both.get(2);
     let new: Value = both.get(3);
     assert_eq!(
@@ -314,7 +328,7 @@ fn cleanup_repairs_every_violation_with_one_audit_record_per_changed_row() {
     );
     assert_eq!(
         new,
-        serde_json::json!({"employee_count": null, "data_sensitivity": "High"})
+        serde_json::json!({"employee_count": 1, "data_sensitivity": "High"})
     );
     let cascade = client
         .query_one(
@@ -355,36 +369,43 @@ fn cleanup_repairs_every_violation_with_one_audit_record_per_changed_row() {
     assert_eq!(run_status, "finished");
 
     // Nothing left to do: a second run changes nothing and records no run.
-    let (code, again, _) = db.run_json(&["--yes", "cleanup"]);
+    let (code, again, _) = db.run_json(&["--yes", "cleanup", "--policy", EXAMPLE_POLICY]);
     assert_eq!(code, 0);
     assert_eq!(again["total_rows"], 0);
     assert_eq!(again["run_id"], Value::Null);
-    assert_eq!(audit_count(&db), 15);
+    assert_eq!(audit_count(&db), 18);
 }
 
 #[test]
 fn undo_restores_the_data_exactly_deleted_rows_included() {
     let db = TestDb::dirty_legacy();
+    // Without production's foreign keys on business_profil, so that the orphaned links can be
+    // put back too (with them, see the next test).
+    db.execute(
+        "ALTER TABLE assessment_sessions DROP CONSTRAINT assessment_sessions_business_profil_fkey;
+         ALTER TABLE generated_policies DROP CONSTRAINT generated_policies_business_profil_fkey;",
+    );
     let before = canonical_dump(&db);
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_file(
         &dir,
         "delete.yaml",
-        "constraints:\n  fk_assessment_business_profile: delete\n  fk_generated_policy_business_profile: delete\n",
+        &format!("constraints:\n  fk_assessment_business_profile: delete\n{DECISIONS}"),
     );
     let (code, report, stderr) =
         db.run_json(&["--yes", "cleanup", "--policy", policy.to_str().unwrap()]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     let run_id = report["run_id"].as_str().unwrap().to_string();
-    assert_eq!(report["total_rows"], 15);
+    assert_eq!(report["total_rows"], 18);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM assessment_sessions"), 3);
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM generated_policies"), 2);
     assert_ne!(canonical_dump(&db), before);
 
     let (code, undo, stderr) = db.run_json(&["--yes", "cleanup", "--undo", &run_id]);
     assert_eq!(code, 0, "{undo:#}\n{stderr}");
     assert_eq!(undo["ok"], true);
     assert_eq!(undo["run_id"], run_id.as_str());
-    assert_eq!(undo["rows_restored"], 15);
+    assert_eq!(undo["rows_restored"], 18);
     assert_eq!(undo["conflicts"], serde_json::json!([]));
     assert_eq!(
         canonical_dump(&db),
@@ -400,24 +421,65 @@ fn undo_restores_the_data_exactly_deleted_rows_included() {
     assert_eq!(canonical_dump(&db), before);
 }
 
+/// Production enforces its foreign keys on business_profil: the orphaned links (restored with
+/// triggers off) cannot be put back. Undo restores everything else and reports those rows.
+#[test]
+fn undo_under_production_foreign_keys_reports_orphans_it_cannot_put_back() {
+    let db = TestDb::dirty_legacy();
+    let (code, report, stderr) = db.run_json(&["--yes", "cleanup", "--policy", EXAMPLE_POLICY]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    let run_id = report["run_id"].as_str().unwrap().to_string();
+    let (code, undo, stderr) = db.run_json(&["--yes", "cleanup", "--undo", &run_id]);
+    assert_eq!(code, 3, "{undo:#}\n{stderr}");
+    assert_eq!(undo["rows_restored"], 15);
+    assert_eq!(undo["total_conflicts"], 3);
+    let conflicts: BTreeMap<String, String> = undo["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["pk"].as_str().unwrap().to_string(),
+                c["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for pk in [
+        "30000000-0000-0000-0000-000000000003",
+        "30000000-0000-0000-0000-000000000004",
+        "50000000-0000-0000-0000-000000000002",
+    ] {
+        assert!(
+            conflicts[pk].contains("rejects the old business_profile_id"),
+            "{pk}: {conflicts:?}"
+        );
+    }
+    // The other rows are back as they were, the orphans stay repaired (NULL link, deleted).
+    let after = check_counts(&db);
+    assert_eq!(after["chk_evidence_status"], 7);
+    assert_eq!(after["fk_assessment_business_profile"], 0);
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM generated_policies"), 2);
+}
+
 #[test]
 fn undo_leaves_rows_changed_since_and_reports_them_as_conflicts() {
     let db = TestDb::dirty_legacy();
-    let (code, report, _) = db.run_json(&["--yes", "cleanup"]);
+    let (code, report, _) = db.run_json(&["--yes", "cleanup", "--policy", EXAMPLE_POLICY]);
     assert_eq!(code, 0);
     let run_id = report["run_id"].as_str().unwrap().to_string();
     // The application works on two repaired rows, and deletes a third.
     db.execute(
         "UPDATE evidence_items SET status = 'rejected' WHERE id = '40000000-0000-0000-0000-000000000008';
          UPDATE business_profiles SET data_sensitivity = 'Low' WHERE id = '20000000-0000-0000-0000-000000000002';
-         DELETE FROM generated_policies WHERE id = '50000000-0000-0000-0000-000000000002';",
+         DELETE FROM assessment_sessions WHERE id = '30000000-0000-0000-0000-000000000003';",
     );
 
     let (code, undo, stderr) = db.run_json(&["--yes", "cleanup", "--undo", &run_id]);
     assert_eq!(code, 3, "{undo:#}\n{stderr}");
     assert_eq!(undo["ok"], false);
-    assert_eq!(undo["rows_restored"], 12);
-    assert_eq!(undo["total_conflicts"], 3);
+    // 18 changed rows: 3 changed or deleted since, 2 orphans production's foreign keys reject.
+    assert_eq!(undo["rows_restored"], 13);
+    assert_eq!(undo["total_conflicts"], 5);
     let conflicts: BTreeMap<String, Value> = undo["conflicts"]
         .as_array()
         .unwrap()
@@ -436,10 +498,10 @@ fn undo_leaves_rows_changed_since_and_reports_them_as_conflicts() {
     );
     assert_eq!(
         conflicts["20000000-0000-0000-0000-000000000002"]["current"],
-        serde_json::json!({"employee_count": null, "data_sensitivity": "Low"})
+        serde_json::json!({"employee_count": 1, "data_sensitivity": "Low"})
     );
     assert_eq!(
-        conflicts["50000000-0000-0000-0000-000000000002"]["reason"],
+        conflicts["30000000-0000-0000-0000-000000000003"]["reason"],
         "the row was deleted after the cleanup"
     );
 
@@ -466,7 +528,7 @@ fn undo_leaves_rows_changed_since_and_reports_them_as_conflicts() {
     let (code, again, _) = db.run_json(&["--yes", "cleanup", "--undo", &run_id]);
     assert_eq!(code, 3);
     assert_eq!(again["rows_restored"], 0);
-    assert_eq!(again["total_conflicts"], 3);
+    assert_eq!(again["total_conflicts"], 5);
 }
 
 #[test]
@@ -488,8 +550,8 @@ fn map_default_set_null_and_delete_do_what_the_policy_says() {
   chk_data_sensitivity:
     action: default
     value: Medium
-  fk_assessment_business_profile: delete
-  fk_generated_policy_business_profile: set_null
+  fk_assessment_business_profile: set_null
+  fk_generated_policy_business_profile: delete
 ",
     );
     let (code, report, stderr) =
@@ -498,7 +560,15 @@ fn map_default_set_null_and_delete_do_what_the_policy_says() {
     assert!(report["policy"].as_str().unwrap().ends_with("actions.yaml"));
     let rules = rules(&report);
     assert_eq!(rules["chk_employee_count_positive"]["action"], "default");
-    assert_eq!(rules["fk_assessment_business_profile"]["action"], "delete");
+    assert_eq!(
+        rules["fk_generated_policy_business_profile"]["action"],
+        "delete"
+    );
+    assert_eq!(rules["fk_generated_policy_business_profile"]["rows"], 1);
+    assert_eq!(
+        rules["fk_assessment_business_profile"]["action"],
+        "set_null"
+    );
     assert_eq!(rules["fk_assessment_business_profile"]["rows"], 2);
 
     let one = |sql: &str| text(&db, sql);
@@ -518,36 +588,32 @@ fn map_default_set_null_and_delete_do_what_the_policy_says() {
     );
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM business_profiles WHERE data_sensitivity = 'Medium'"),
-        5
+        6
     );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM business_profiles WHERE data_sensitivity IS NULL"),
-        1
-    );
-    // delete: the orphaned sessions are gone, recorded whole (current column names).
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM assessment_sessions"), 3);
+    // delete: the orphaned policy is gone, recorded whole (current column names).
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM generated_policies"), 2);
     let mut client = db.client();
     let deleted = client
         .query(
             "SELECT old_values, new_values IS NULL, actions FROM ruleiq_audit.cleanup_changes
-              WHERE table_name = 'assessment_sessions' ORDER BY pk",
+              WHERE table_name = 'generated_policies' ORDER BY pk",
             &[],
         )
         .unwrap();
-    assert_eq!(deleted.len(), 2);
+    assert_eq!(deleted.len(), 1);
     let row: Value = deleted[0].get(0);
-    assert_eq!(row["session_name"], "orphan one");
+    assert_eq!(row["policy_name"], "Data Retention Policy");
     assert_eq!(
         row["business_profile_id"],
-        "dead0000-0000-0000-0000-000000000001"
+        "dead0000-0000-0000-0000-000000000003"
     );
-    assert_eq!(row["questions_answered"], serde_json::json!({"q1": "no"}));
+    assert_eq!(row["generation_time_seconds"], 9.5);
     assert!(deleted[0].get::<_, bool>(1));
     assert_eq!(deleted[0].get::<_, Vec<String>>(2), ["delete"]);
-    // set_null: the policy's link cleared, the row kept.
+    // set_null: the orphaned sessions' links cleared, the rows kept.
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM generated_policies WHERE id = '50000000-0000-0000-0000-000000000002' AND business_profil IS NULL"),
-        1
+        db.scalar_i64("SELECT count(*) FROM assessment_sessions WHERE id IN ('30000000-0000-0000-0000-000000000003', '30000000-0000-0000-0000-000000000004') AND business_profil IS NULL"),
+        2
     );
     assert!(check_counts(&db).values().all(|n| *n == 0));
     assert_eq!(audit_mismatches(&db), 0);
@@ -556,10 +622,11 @@ fn map_default_set_null_and_delete_do_what_the_policy_says() {
 #[test]
 fn backfill_fills_approvals_from_the_row_and_demotes_rows_without_an_owner() {
     let db = TestDb::dirty_legacy();
-    // An approved row without approval columns and without an owner: nothing to fill from.
+    // An approved row without approval columns and without any timestamp: approved_at has
+    // nothing to be filled from.
+    db.insert_evidence("40000000-0000-0000-0000-000000000099", "'approved'");
     db.execute(
-        "INSERT INTO evidence_items (id, user_id, evidence_name, status, updated_at)
-         VALUES ('40000000-0000-0000-0000-000000000099', NULL, 'Ownerless', 'approved', '2024-04-01 09:00:00');
+        "UPDATE evidence_items SET created_at = NULL, updated_at = NULL WHERE id = '40000000-0000-0000-0000-000000000099';
          UPDATE evidence_items SET updated_at = '2024-02-02 12:00:00' WHERE id IN
            ('40000000-0000-0000-0000-000000000005', '40000000-0000-0000-0000-000000000006', '40000000-0000-0000-0000-000000000007');",
     );
@@ -567,7 +634,7 @@ fn backfill_fills_approvals_from_the_row_and_demotes_rows_without_an_owner() {
     let policy = policy_file(
         &dir,
         "backfill.yaml",
-        "constraints:\n  chk_approval_workflow:\n    action: backfill\n",
+        &format!("constraints:\n  chk_approval_workflow:\n    action: backfill\n{DECISIONS}"),
     );
     let (code, report, stderr) =
         db.run_json(&["--yes", "cleanup", "--policy", policy.to_str().unwrap()]);
@@ -593,10 +660,10 @@ fn backfill_fills_approvals_from_the_row_and_demotes_rows_without_an_owner() {
         (
             "approved".into(),
             Some("2024-02-02 12:00:00".into()),
-            Some("10000000-0000-0000-0000-000000000001".into())
+            Some("ada@example.com".into())
         )
     );
-    // Neither was set: approved_by is the owner.
+    // Neither was set: approved_by is the owner (its id as text: production's column is varchar).
     assert_eq!(
         approval("40000000-0000-0000-0000-000000000006"),
         (
@@ -614,7 +681,7 @@ fn backfill_fills_approvals_from_the_row_and_demotes_rows_without_an_owner() {
             Some("10000000-0000-0000-0000-000000000001".into())
         )
     );
-    // No owner: demoted to the policy's value, approval columns left empty.
+    // Nothing to fill approved_at from: demoted to the policy's value, approval columns empty.
     assert_eq!(
         approval("40000000-0000-0000-0000-000000000099"),
         ("collected".into(), None, None)
@@ -630,7 +697,7 @@ fn skip_leaves_a_constraint_alone_and_says_so() {
     let policy = policy_file(
         &dir,
         "skip.yaml",
-        "constraints:\n  chk_data_sensitivity: skip\n",
+        &format!("constraints:\n  chk_data_sensitivity: skip\n{DECISIONS}"),
     );
     let (code, report, stderr) =
         db.run_json(&["--yes", "cleanup", "--policy", policy.to_str().unwrap()]);
@@ -638,13 +705,13 @@ fn skip_leaves_a_constraint_alone_and_says_so() {
     assert_eq!(report["remaining_violations"], 0);
     let rules = rules(&report);
     assert_eq!(rules["chk_data_sensitivity"]["action"], "skip");
-    assert_eq!(rules["chk_data_sensitivity"]["rows"], 4);
+    assert_eq!(rules["chk_data_sensitivity"]["rows"], 5);
     assert!(report["notes"].as_array().unwrap().iter().any(|n| n
         .as_str()
         .unwrap()
         .starts_with("chk_data_sensitivity: skipped")));
     let after = check_counts(&db);
-    assert_eq!(after["chk_data_sensitivity"], 4);
+    assert_eq!(after["chk_data_sensitivity"], 5);
     assert_eq!(after["chk_employee_count_positive"], 0);
     // The profile that broke both keeps its sensitivity and loses its bad count.
     assert_eq!(
@@ -736,13 +803,22 @@ fn the_example_policy_is_valid_and_its_synonyms_apply() {
     let example = "fixtures/cleanup-policy.example.yaml";
     let (code, report, stderr) = db.run_json(&["cleanup", "--dry-run", "--policy", example]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(rules(&report)["chk_evidence_status"]["rows"], 5);
+    assert_eq!(rules(&report)["chk_evidence_status"]["rows"], 7);
     let (code, report, stderr) = db.run_json(&["--yes", "cleanup", "--policy", example]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
-    // 'pending-review' is the example's "pending review" synonym, not the default.
+    // 'pending-review' is the application's 'pending_review' (a built-in synonym), not the
+    // fallback value; 'Moderate' and 'Confidential' are its sensitivity words.
     assert_eq!(
         text(&db, "SELECT status::text FROM evidence_items WHERE id = '40000000-0000-0000-0000-000000000012'").as_deref(),
-        Some("in_progress")
+        Some("collected")
+    );
+    assert_eq!(
+        text(&db, "SELECT data_sensitivity::text FROM business_profiles WHERE id = '20000000-0000-0000-0000-000000000006'").as_deref(),
+        Some("Critical")
+    );
+    assert_eq!(
+        text(&db, "SELECT data_sensitivity::text FROM business_profiles WHERE id = '20000000-0000-0000-0000-000000000008'").as_deref(),
+        Some("Medium")
     );
     assert!(check_counts(&db).values().all(|n| *n == 0));
 }
@@ -758,7 +834,7 @@ fn without_yes_off_a_terminal_nothing_changes() {
     db.assert_unchanged(&before);
 
     // Undo asks too.
-    let (code, report, _) = db.run_json(&["--yes", "cleanup"]);
+    let (code, report, _) = db.run_json(&["--yes", "cleanup", "--policy", EXAMPLE_POLICY]);
     assert_eq!(code, 0);
     let run_id = report["run_id"].as_str().unwrap().to_string();
     let cleaned = db.dump();
@@ -783,7 +859,7 @@ fn undo_of_an_unknown_run_is_a_clear_error() {
         stderr.contains("no cleanup has ever changed this database"),
         "{stderr}"
     );
-    let (code, report, _) = db.run_json(&["--yes", "cleanup"]);
+    let (code, report, _) = db.run_json(&["--yes", "cleanup", "--policy", EXAMPLE_POLICY]);
     assert_eq!(code, 0);
     let (code, _, stderr) = db.run(&["--yes", "cleanup", "--undo", unknown]);
     assert_eq!(code, 1);
@@ -818,27 +894,40 @@ fn cleanup_at_version_8_under_not_valid_constraints() {
         .iter()
         .map(|c| c["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["not_valid"; 6], "{status:#}");
+    // The CHECKs were added NOT VALID; the foreign keys were adopted as they were (valid, with
+    // orphans restored under them with triggers off).
+    assert_eq!(
+        states,
+        [
+            "not_valid",
+            "not_valid",
+            "not_valid",
+            "not_valid",
+            "valid",
+            "valid"
+        ],
+        "{status:#}"
+    );
     // The business profile with two violations cannot be repaired one column at a time.
     let mut client = db.client();
     assert!(client
-        .batch_execute("UPDATE business_profiles SET employee_count = NULL WHERE id = '20000000-0000-0000-0000-000000000002'")
+        .batch_execute("UPDATE business_profiles SET employee_count = 5 WHERE id = '20000000-0000-0000-0000-000000000002'")
         .is_err());
 
-    let (code, dry, _) = db.run_json(&["cleanup", "--dry-run"]);
+    let (code, dry, _) = db.run_json(&["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY]);
     assert_eq!(code, 0);
     assert_eq!(dry["schema_version"], 8);
     for (name, count) in FIXTURE_VIOLATIONS {
         assert_eq!(rules(&dry)[*name]["rows"], *count, "{name}");
     }
-    let (code, report, stderr) = db.run_json(&["--yes", "cleanup"]);
+    let (code, report, stderr) = db.run_json(&["--yes", "cleanup", "--policy", EXAMPLE_POLICY]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
-    assert_eq!(report["total_rows"], 15);
+    assert_eq!(report["total_rows"], 18);
     assert_eq!(audit_mismatches(&db), 0);
 
     let (code, checked, stderr) = db.run_json(&["check-constraints"]);
     assert_eq!(code, 0, "{checked:#}\n{stderr}");
-    assert_eq!(checked["validated"].as_array().unwrap().len(), 6);
+    assert_eq!(checked["validated"].as_array().unwrap().len(), 4);
 }
 
 /// A cleanup killed between batches on a larger table leaves whole, audited batches; running
@@ -851,9 +940,16 @@ fn a_killed_cleanup_leaves_whole_audited_batches_and_a_rerun_finishes() {
     db.migrate_to(7);
     db.execute(&format!(
         "INSERT INTO users (id, email, hashed_password) VALUES ('10000000-0000-0000-0000-000000000001', 'ada@example.com', 'x');
-         INSERT INTO evidence_items (user_id, evidence_name, status)
-         SELECT '10000000-0000-0000-0000-000000000001', 'generated ' || g,
-                (ARRAY['Approved', 'done', 'In Progress', 'pending-review', ' rejected'])[1 + g % 5]
+         INSERT INTO business_profiles (id, user_id, company_name, industry, employee_count, data_sensitivity,
+             handles_persona, processes_payme, stores_health_d, provides_financ, operates_critic, has_internation)
+         VALUES ('20000000-0000-0000-0000-000000000001', '10000000-0000-0000-0000-000000000001', 'Clean Ltd', 'retail', 50, 'High',
+             true, false, false, false, false, false);
+         INSERT INTO compliance_frameworks (id, name, display_name, description, category)
+         VALUES ('90000000-0000-0000-0000-000000000001', 'ISO27001', 'ISO/IEC 27001', 'ISMS', 'security');
+         INSERT INTO evidence_items {EVIDENCE_COLUMNS}
+         SELECT gen_random_uuid(), {FIXTURE_OWNER}, 'generated ' || g, 'note', 'T.1', 'generated row',
+                (ARRAY['Approved', 'done', 'In Progress', 'pending-review', ' rejected'])[1 + g % 5],
+                now(), now()
            FROM generate_series(1, {ROWS}) AS g;"
     ));
 

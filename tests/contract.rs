@@ -2,7 +2,7 @@
 //! real terminal.
 
 mod common;
-use common::TestDb;
+use common::{TestDb, EXAMPLE_POLICY};
 use serde_json::Value;
 
 /// The keys every report has, with their types.
@@ -54,13 +54,13 @@ fn every_command_reports_the_contract_keys_in_json_and_yaml() {
             ],
         ),
         (
-            &["cleanup", "--dry-run"],
+            &["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY],
             "cleanup",
             true,
             &["rules", "total_rows"],
         ),
         (
-            &["--yes", "cleanup"],
+            &["--yes", "cleanup", "--policy", EXAMPLE_POLICY],
             "cleanup",
             false,
             &["run_id", "rules", "total_rows"],

@@ -76,11 +76,11 @@ fn clean_legacy() -> TestDb {
     let db = TestDb::dirty_legacy();
     db.execute(
         "UPDATE evidence_items SET status = 'collected' WHERE status NOT IN ('not_started','in_progress','collected','approved','rejected');
-         UPDATE evidence_items SET approved_at = now(), approved_by = user_id WHERE status = 'approved';
+         UPDATE evidence_items SET approved_at = now(), approved_by = user_id::text WHERE status = 'approved';
          UPDATE business_profiles SET employee_count = 1 WHERE employee_count <= 0;
          UPDATE business_profiles SET data_sensitivity = 'High' WHERE data_sensitivity NOT IN ('Low','Medium','High','Critical');
          UPDATE assessment_sessions SET business_profil = NULL WHERE business_profil NOT IN (SELECT id FROM business_profiles);
-         UPDATE generated_policies SET business_profil = NULL WHERE business_profil NOT IN (SELECT id FROM business_profiles);",
+         DELETE FROM generated_policies WHERE business_profil NOT IN (SELECT id FROM business_profiles);",
     );
     db
 }
@@ -97,22 +97,62 @@ fn fresh_database_reaches_version_8_with_full_names_and_six_valid_constraints() 
     assert_eq!(report["schema_version"], 8);
     assert_eq!(report["applied"].as_array().unwrap().len(), 8);
     assert!(report["applied"][0]["duration_ms"].is_u64());
-    assert_eq!(report["validated"].as_array().unwrap().len(), 6);
-    let bp = columns(&db, "business_profiles");
-    for name in [
-        "handles_personal_data",
-        "processes_payments",
-        "stores_health_data",
-        "provides_financial_services",
-        "operates_critical_infrastructure",
-        "has_international_operations",
-    ] {
-        assert!(bp.contains(&name.to_string()), "{name} missing from {bp:?}");
+    // The four CHECKs are added NOT VALID and validated; the two foreign keys 003 created are
+    // adopted as they are (valid already), not added a second time.
+    assert_eq!(report["validated"].as_array().unwrap().len(), 4);
+    for r in ruleiq_db::catalog::renames::RENAMES {
+        let present = columns(&db, r.table);
+        assert!(
+            present.contains(&r.current.to_string()) && !present.contains(&r.legacy.to_string()),
+            "{}.{} not renamed to {}: {present:?}",
+            r.table,
+            r.legacy,
+            r.current
+        );
     }
-    assert!(!bp.iter().any(|c| c == "handles_persona"));
-    assert!(columns(&db, "assessment_sessions").contains(&"questions_answered".to_string()));
-    assert!(columns(&db, "generated_policies").contains(&"business_profile_id".to_string()));
     assert_eq!(valid_constraints(&db).len(), 6);
+    for (table, fk) in [
+        ("assessment_sessions", "fk_assessment_business_profile"),
+        ("generated_policies", "fk_generated_policy_business_profile"),
+    ] {
+        let on_column = db.client()
+            .query(
+                "SELECT k.conname::text FROM pg_constraint k JOIN pg_attribute a
+                    ON a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey)
+                  WHERE k.conrelid = $1::text::regclass AND k.contype = 'f' AND a.attname = 'business_profile_id'",
+                &[&table],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            on_column,
+            [fk],
+            "exactly one foreign key on {table}.business_profile_id"
+        );
+    }
+    let (_, status, _) = db.run_json(&["status"]);
+    let adopted: BTreeMap<String, Value> = status["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["adopted_from"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        adopted["fk_assessment_business_profile"],
+        "assessment_sessions_business_profil_fkey"
+    );
+    assert_eq!(
+        adopted["fk_generated_policy_business_profile"],
+        "generated_policies_business_profil_fkey"
+    );
+    assert_eq!(adopted["chk_evidence_status"], Value::Null);
     // Nothing left to do the second time.
     let (code, report, _) = db.run_json(&["migrate"]);
     assert_eq!(code, 0);
@@ -146,7 +186,7 @@ fn dirty_version_7_stops_with_exit_3_and_changes_nothing() {
     let (code, report, stderr) = db.run_json(&["migrate"]);
     assert_eq!(code, 3, "{stderr}");
     assert_eq!(report["ok"], false);
-    assert_eq!(report["preflight"]["total_violations"], 16);
+    assert_eq!(report["preflight"]["total_violations"], 19);
     let blocked: Vec<&str> = report["blocked_by"]
         .as_array()
         .unwrap()
@@ -497,11 +537,44 @@ fn status_reports_migrations_constraints_and_drift() {
         states,
         ["applied", "applied", "applied", "applied", "applied", "applied", "applied", "pending"]
     );
-    assert!(report["constraints"]
+    // At 7 the CHECKs are absent and each catalog foreign key is production's own, under
+    // Alembic's name; the truncations 008 keeps are listed for information.
+    let states: Vec<(&str, &str)> = report["constraints"]
         .as_array()
         .unwrap()
         .iter()
-        .all(|c| c["state"] == "absent"));
+        .map(|c| {
+            (
+                c["state"].as_str().unwrap(),
+                c["adopted_from"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("absent", ""),
+            ("absent", ""),
+            ("absent", ""),
+            ("absent", ""),
+            ("valid", "assessment_sessions_business_profil_fkey"),
+            ("valid", "generated_policies_business_profil_fkey")
+        ]
+    );
+    let truncations: Vec<String> = report["known_truncations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            format!(
+                "{}.{}",
+                t["table"].as_str().unwrap(),
+                t["column"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(truncations.len(), 11, "{truncations:?}");
+    assert!(truncations.contains(&"compliance_frameworks.applicable_indu".to_string()));
     db.execute(
         "ALTER TABLE generated_policies RENAME COLUMN business_profil TO business_profile_id",
     );
@@ -510,5 +583,78 @@ fn status_reports_migrations_constraints_and_drift() {
     assert!(
         drift.contains("generated_policies.business_profil") && drift.contains("renamed by hand"),
         "{drift}"
+    );
+}
+
+/// 008 adopts a foreign key production already has even when it is NOT VALID (validating it
+/// afterwards), adds one where none exists, and its rollback gives back exactly what was there.
+#[test]
+fn foreign_keys_are_adopted_when_present_validated_when_not_valid_and_added_when_absent() {
+    let db = clean_legacy();
+    db.execute(
+        "ALTER TABLE assessment_sessions DROP CONSTRAINT assessment_sessions_business_profil_fkey;
+         ALTER TABLE assessment_sessions ADD CONSTRAINT assessment_sessions_business_profil_fkey
+           FOREIGN KEY (business_profil) REFERENCES business_profiles(id) NOT VALID;
+         ALTER TABLE generated_policies DROP CONSTRAINT generated_policies_business_profil_fkey;",
+    );
+    let (code, report, stderr) = db.run_json(&["migrate"]);
+    assert_eq!(code, 0, "{stderr}");
+    let validated: Vec<&str> = report["validated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        validated.contains(&"fk_assessment_business_profile"),
+        "{validated:?}"
+    );
+    assert!(
+        validated.contains(&"fk_generated_policy_business_profile"),
+        "{validated:?}"
+    );
+    assert_eq!(valid_constraints(&db).len(), 6);
+    let (_, status, _) = db.run_json(&["status"]);
+    let adopted: BTreeMap<String, Value> = status["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["adopted_from"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        adopted["fk_assessment_business_profile"],
+        "assessment_sessions_business_profil_fkey"
+    );
+    assert_eq!(adopted["fk_generated_policy_business_profile"], Value::Null);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'generated_policies'::regclass AND conkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = 'generated_policies'::regclass AND attname = 'business_profile_id')]"),
+        1
+    );
+
+    let (code, _, stderr) = db.run(&["--yes", "rollback"]);
+    assert_eq!(code, 0, "{stderr}");
+    let names: Vec<String> = db
+        .client()
+        .query(
+            "SELECT conname::text FROM pg_constraint WHERE contype = 'f'
+               AND conrelid IN ('assessment_sessions'::regclass, 'generated_policies'::regclass)
+               AND conname LIKE '%business_profil%' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // The adopted key is back under its own name (validated now); the added one is gone.
+    assert_eq!(names, ["assessment_sessions_business_profil_fkey"]);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_description d JOIN pg_constraint c ON c.oid = d.objoid WHERE c.conname = 'assessment_sessions_business_profil_fkey'"),
+        0,
+        "the adoption mark goes with the rollback"
     );
 }

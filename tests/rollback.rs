@@ -19,20 +19,21 @@ const SEED_ROWS: i64 = 2;
 /// What each down archives (the objects it drops), by version.
 fn archived_by(version: i32) -> Vec<&'static str> {
     match version {
-        7 => vec![
-            "evidence_items.approved_by",
-            "evidence_items.approved_at",
-            "evidence_items.ai_metadata",
-        ],
+        7 => vec!["evidence.ai_metadata", "evidence_items.ai_metadata"],
         5 => vec!["business_profiles.data_sensitivity"],
-        4 => vec!["report_schedules", "integration_configurations"],
+        4 => vec!["integration_configs"],
         3 => vec![
+            "report_schedules",
+            "integration_configurations",
             "readiness_assessments",
             "implementation_plans",
             "chat_messages",
             "chat_conversations",
+            "policies",
             "generated_policies",
+            "evidence",
             "evidence_items",
+            "assessment_questions",
             "assessment_sessions",
         ],
         2 => vec!["compliance_frameworks", "business_profiles"],
@@ -638,6 +639,13 @@ fn archive_names_never_clash_even_within_one_second() {
     use ruleiq_db::archive::{self, classify};
     let db = TestDb::new();
     db.migrate_to(4);
+    db.execute(
+        "INSERT INTO users (id, email, hashed_password) VALUES ('01000000-0000-0000-0000-000000000001', 'a@example.test', 'x');
+         INSERT INTO business_profiles (id, user_id, company_name, industry, employee_count, handles_persona,
+             processes_payme, stores_health_d, provides_financ, operates_critic, has_internation)
+         VALUES ('02000000-0000-0000-0000-000000000001', '01000000-0000-0000-0000-000000000001', 'Acme', 'retail', 5,
+             true, false, false, false, false, false);",
+    );
     let stamp = archive::Stamp::at(
         chrono::Utc
             .with_ymd_and_hms(2026, 11, 25, 10, 15, 0)
@@ -647,7 +655,11 @@ fn archive_names_never_clash_even_within_one_second() {
     let mut client = db.client();
     let mut names = Vec::new();
     for _ in 0..2 {
-        db.execute("INSERT INTO report_schedules (report_type, frequency) VALUES ('r', 'daily')");
+        db.execute(
+            "INSERT INTO report_schedules (id, user_id, business_profile_id, report_type, frequency, recipients, active, created_at)
+             VALUES (gen_random_uuid(), '01000000-0000-0000-0000-000000000001', '02000000-0000-0000-0000-000000000001',
+                     'r', 'daily', '[]', true, now())",
+        );
         let mut tx = client.transaction().unwrap();
         let planned = archive::preview(&mut tx, &classify(drop).unwrap(), 4, &stamp)
             .unwrap()
@@ -661,9 +673,11 @@ fn archive_names_never_clash_even_within_one_second() {
         names.push(made.archive);
         // The table's next life in public, with the same constraint and index names.
         db.execute(
-            "CREATE TABLE report_schedules (id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
-               user_id UUID REFERENCES users(id) ON DELETE CASCADE,
-               report_type VARCHAR(50) NOT NULL, frequency VARCHAR(20) NOT NULL)",
+            "CREATE TABLE report_schedules (id uuid NOT NULL, user_id uuid NOT NULL REFERENCES users(id),
+               business_profile_id uuid NOT NULL REFERENCES business_profiles(id),
+               report_type varchar NOT NULL, frequency varchar NOT NULL, recipients json NOT NULL,
+               active boolean NOT NULL, created_at timestamp NOT NULL,
+               CONSTRAINT report_schedules_pkey PRIMARY KEY (id))",
         );
     }
     assert_eq!(
@@ -689,8 +703,8 @@ fn archive_names_never_clash_even_within_one_second() {
             "report_schedules_pkey__v4_20261125T101500Z_2"
         ]
     );
-    // An archive keeps no foreign key: deleting a user must not cascade into it.
-    db.execute("DELETE FROM users");
+    // An archive keeps no foreign key: the rows it referred to can go, and it keeps its own.
+    db.execute("DELETE FROM report_schedules; DELETE FROM business_profiles; DELETE FROM users");
     for name in &names {
         assert_eq!(db.scalar_i64(&format!("SELECT count(*) FROM {name}")), 1);
     }

@@ -1,6 +1,6 @@
 //! What each action writes, as SQL expressions over one row. `plan.rs` chains them.
 
-use super::policy::{backfill_sources, Action, PolicyValue, RulePolicy};
+use super::policy::{backfill_cast, backfill_sources, Action, PolicyValue, RulePolicy};
 use crate::catalog::constraints::Rule;
 use crate::catalog::sql::quote_literal;
 
@@ -60,7 +60,10 @@ pub fn fix(rule: &RulePolicy, col: &dyn Fn(&str) -> String) -> Fix {
                 .map(|r| {
                     let sources = backfill_sources(c.table, r).expect("validated: sources");
                     let candidates: Vec<String> = std::iter::once(col(r))
-                        .chain(sources.iter().map(|s| col(s)))
+                        .chain(sources.iter().map(|s| match backfill_cast(c.table, s) {
+                            Some(cast) => format!("{}::{cast}", col(s)),
+                            None => col(s),
+                        }))
                         .collect();
                     (*r, format!("coalesce({})", candidates.join(", ")))
                 })

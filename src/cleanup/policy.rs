@@ -112,6 +112,18 @@ const BACKFILL_SOURCES: &[(&str, &str, &[&str])] = &[
     ("evidence_items", "approved_by", &["user_id"]),
 ];
 
+/// Sources whose type differs from the column they fill, and the cast that makes them fit:
+/// production's approved_by is varchar, the owner's id a uuid (written as its text form).
+const BACKFILL_CASTS: &[(&str, &str, &str)] = &[("evidence_items", "user_id", "text")];
+
+/// The cast a backfill source needs, if any.
+pub fn backfill_cast(table: &str, source: &str) -> Option<&'static str> {
+    BACKFILL_CASTS
+        .iter()
+        .find(|(t, s, _)| *t == table && *s == source)
+        .map(|(_, _, cast)| *cast)
+}
+
 pub fn backfill_sources(table: &str, column: &str) -> Option<&'static [&'static str]> {
     BACKFILL_SOURCES
         .iter()

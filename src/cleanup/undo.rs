@@ -10,10 +10,11 @@ use super::audit::CHANGES;
 use super::batches::Batching;
 use super::plan::{column_types, key_type};
 use super::rowjson;
+use crate::catalog::constraints::Rule;
 use crate::catalog::constraints::CATALOG;
 use crate::catalog::sql::{quote_ident, quote_literal};
 use crate::catalog::{PRIMARY_KEY, TABLES};
-use crate::checker::DatabaseSpelling;
+use crate::checker::{constraint_presence, ConstraintState, DatabaseSpelling};
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
 use anyhow::{bail, Result};
@@ -182,6 +183,52 @@ fn records_cte(table: &str, deleted: bool) -> String {
     )
 }
 
+/// A condition over a judged audit record `j`: every catalog foreign key the database enforces
+/// on `table` accepts the record's old value (NULL, or a parent row that exists), and the
+/// reason for a conflict when it does not. Production enforces its foreign keys, so a link that
+/// was orphaned before the cleanup (rows restored with triggers off) cannot be put back: such a
+/// row stays repaired and is reported, its old values kept in the audit.
+fn parents_present(client: &mut Client, table: &'static str) -> Result<(String, String)> {
+    let presence = constraint_presence(client)?;
+    let mut checks = Vec::new();
+    let mut reasons = Vec::new();
+    for c in CATALOG.iter().filter(|c| c.table == table) {
+        let Rule::ForeignKey {
+            column,
+            parent,
+            parent_column,
+        } = c.rule
+        else {
+            continue;
+        };
+        if presence
+            .get(c.name)
+            .is_none_or(|p| p.state == ConstraintState::Absent)
+        {
+            continue;
+        }
+        let parent_type = key_type(&column_types(client, parent)?, parent)?;
+        let old = format!("j.old_values ->> {}", quote_literal(column));
+        let check = format!(
+            "({old} IS NULL OR EXISTS (SELECT 1 FROM {} AS par WHERE par.{} = CAST({old} AS {parent_type})))",
+            quote_ident(parent),
+            quote_ident(parent_column)
+        );
+        reasons.push(format!(
+            "WHEN NOT {check} THEN {}",
+            quote_literal(&format!(
+                "foreign key {} rejects the old {column}: no {parent} row has it any more (the row stays repaired; the audit keeps its old values)",
+                c.name
+            ))
+        ));
+        checks.push(check);
+    }
+    if checks.is_empty() {
+        return Ok(("true".into(), String::new()));
+    }
+    Ok((checks.join(" AND "), reasons.join(" ")))
+}
+
 /// Restores changed columns where the row still holds what the cleanup wrote.
 fn restore_sql(
     client: &mut Client,
@@ -189,6 +236,7 @@ fn restore_sql(
     spelling: &DatabaseSpelling,
 ) -> Result<String> {
     let pk_type = key_type(&column_types(client, table)?, table)?;
+    let (parents_ok, parent_reasons) = parents_present(client, table)?;
     let q = quote_ident(table);
     let pk = quote_ident(PRIMARY_KEY);
     // Every column a cleanup can write: the columns the table's constraints read.
@@ -221,10 +269,12 @@ fn restore_sql(
   SELECT t.{pk}, {cur} AS cur FROM {q} AS t
   WHERE t.{pk} = ANY (ARRAY(SELECT CAST(r.pk AS {pk_type}) FROM recs AS r))
   FOR UPDATE OF t
-), judged AS (
+), seen AS (
   SELECT r.*, l.{pk} AS tid, {now_holds} AS now_holds,
-         (l.{pk} IS NOT NULL AND {now_holds} = r.new_values) AS ok
+         (l.{pk} IS NOT NULL AND {now_holds} = r.new_values) AS unchanged
   FROM recs AS r LEFT JOIN locked AS l ON l.{pk} = CAST(r.pk AS {pk_type})
+), judged AS (
+  SELECT j.*, j.unchanged AND {parents_ok} AS ok FROM seen AS j
 ), restored AS (
   UPDATE {q} AS u SET {set}
   FROM judged AS j CROSS JOIN LATERAL jsonb_populate_record(NULL::{q}, {old}) AS p
@@ -239,7 +289,8 @@ SELECT (SELECT count(*) FROM recs), (SELECT min(id) FROM recs), (SELECT count(*)
   (SELECT coalesce(jsonb_agg(jsonb_build_object(
       'table', {t}, 'pk', j.pk, 'constraints', j.constraint_names,
       'reason', CASE WHEN j.tid IS NULL THEN 'the row was deleted after the cleanup'
-                     ELSE 'the row was changed after the cleanup' END,
+                     WHEN NOT j.unchanged THEN 'the row was changed after the cleanup'
+                     {parent_reasons} END,
       'expected', j.new_values, 'current', j.now_holds) ORDER BY j.id), '[]'::jsonb)
    FROM judged AS j WHERE NOT j.ok)",
         recs = records_cte(table, false),
@@ -258,6 +309,7 @@ fn reinsert_sql(
 ) -> Result<String> {
     let types = column_types(client, table)?;
     let pk_type = key_type(&types, table)?;
+    let (parents_ok, parent_reasons) = parents_present(client, table)?;
     let q = quote_ident(table);
     let pk = quote_ident(PRIMARY_KEY);
     let columns: Vec<String> = types.iter().map(|(name, _)| quote_ident(name)).collect();
@@ -269,10 +321,12 @@ fn reinsert_sql(
   SELECT t.{pk} FROM {q} AS t
   WHERE t.{pk} = ANY (ARRAY(SELECT CAST(r.pk AS {pk_type}) FROM recs AS r))
   FOR KEY SHARE OF t
-), judged AS (
+), seen AS (
   SELECT r.*, CAST(r.pk AS {pk_type}) AS key,
-         NOT EXISTS (SELECT 1 FROM present AS x WHERE x.{pk} = CAST(r.pk AS {pk_type})) AS ok
+         NOT EXISTS (SELECT 1 FROM present AS x WHERE x.{pk} = CAST(r.pk AS {pk_type})) AS free
   FROM recs AS r
+), judged AS (
+  SELECT j.*, j.free AND {parents_ok} AS ok FROM seen AS j
 ), restored AS (
   INSERT INTO {q} ({columns})
   SELECT {from_p} FROM judged AS j CROSS JOIN LATERAL jsonb_populate_record(NULL::{q}, {old}) AS p
@@ -286,7 +340,8 @@ fn reinsert_sql(
 SELECT (SELECT count(*) FROM recs), (SELECT min(id) FROM recs), (SELECT count(*) FROM marked),
   (SELECT coalesce(jsonb_agg(jsonb_build_object(
       'table', {t}, 'pk', j.pk, 'constraints', j.constraint_names,
-      'reason', 'a row with this primary key exists again',
+      'reason', CASE WHEN NOT j.free THEN 'a row with this primary key exists again'
+                     {parent_reasons} END,
       'expected', NULL::jsonb, 'current', NULL::jsonb) ORDER BY j.id), '[]'::jsonb)
    FROM judged AS j WHERE NOT j.ok)",
         recs = records_cte(table, true),

@@ -73,6 +73,15 @@ pub fn connect_url(url: &str) -> Client {
     Client::connect(url, NoTls).expect("connecting to the test server")
 }
 
+/// The policy that decides what production's shape needs decided (NOT NULL columns).
+pub const EXAMPLE_POLICY: &str = "fixtures/cleanup-policy.example.yaml";
+
+/// The columns `insert_evidence` and tests that build evidence rows in bulk fill.
+pub const EVIDENCE_COLUMNS: &str = "(id, user_id, business_profile_id, framework_id, evidence_name, evidence_type, control_reference, description, status, created_at, updated_at)";
+
+/// user_id, business_profile_id and framework_id of a clean evidence row in the dirty fixture.
+pub const FIXTURE_OWNER: &str = "'10000000-0000-0000-0000-000000000001', '20000000-0000-0000-0000-000000000001', '90000000-0000-0000-0000-000000000001'";
+
 /// A fresh database, dropped when the value goes.
 pub struct TestDb {
     pub name: String,
@@ -184,6 +193,13 @@ impl TestDb {
         db.migrate_to(7);
         db.execute_file("fixtures/legacy_dirty.sql");
         db
+    }
+
+    /// Inserts one evidence_items row with `status`, filling production's NOT NULL columns with
+    /// the dirty fixture's user, profile and framework (the fixture must be loaded). `id` is
+    /// a uuid literal; `status_sql` an SQL expression (`'collected'`, `NULL`).
+    pub fn insert_evidence(&self, id: &str, status_sql: &str) {
+        self.execute(&format!("INSERT INTO evidence_items {EVIDENCE_COLUMNS} VALUES ('{id}', {FIXTURE_OWNER}, 'added by a test', 'note', 'T.1', 'a test row', {status_sql}, now(), now())"));
     }
 
     /// A schema-and-data dump, for "nothing changed" comparisons.
