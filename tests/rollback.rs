@@ -268,7 +268,11 @@ fn roll_back_to(n: i32) {
         &catalog(&reference),
         &format!("migrated back to 8 from {n}"),
     );
-    assert_eq!(public_rows(&db), before, "every row back after migrating from {n}");
+    assert_eq!(
+        public_rows(&db),
+        before,
+        "every row back after migrating from {n}"
+    );
 }
 
 #[test]

@@ -142,9 +142,7 @@ fn round_trip(db: &TestDb, n: i32) {
     assert_same_data(&before, &data(db));
     assert_eq!(unrestored_archives(db), 0);
     assert_eq!(
-        db.scalar_i64(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'ruleiq_archive'"
-        ),
+        db.scalar_i64("SELECT count(*) FROM pg_tables WHERE schemaname = 'ruleiq_archive'"),
         0,
         "restored archives are dropped"
     );

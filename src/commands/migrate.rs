@@ -3,11 +3,11 @@
 
 use super::check::write_findings;
 use super::{Context, Outcome};
+use crate::archive::restore::{self, Restored};
 use crate::catalog::constraints::CATALOG;
 use crate::catalog::migrations::{self, REPAIR_VERSION};
 use crate::catalog::repair::{self, PlannedStatement, RENAME_CONFLICT_SQLSTATE};
 use crate::catalog::sql::{lock_taken, split_statements};
-use crate::archive::restore::{self, Restored};
 use crate::checker::{self, Finding};
 use crate::config::Target;
 use crate::db;
@@ -301,11 +301,7 @@ impl Details for MigrateReport {
             )?;
         }
         if let Some(planned) = self.would_restore.as_ref().filter(|p| !p.is_empty()) {
-            writeln!(
-                out,
-                "Would restore from schema {}:",
-                crate::archive::SCHEMA
-            )?;
+            writeln!(out, "Would restore from schema {}:", crate::archive::SCHEMA)?;
             let mut t = report::table(&["version", "object", "from", "rows"]);
             for p in planned {
                 t.add_row(vec![
