@@ -308,3 +308,30 @@ fn ruleiq_dbs_own_compat_views_are_not_the_users() {
     assert_eq!(found[0].kind, "view");
     assert_eq!(found[0].on, "evidence_items");
 }
+
+#[test]
+fn migrate_dry_run_lists_what_it_would_restore_and_changes_nothing() {
+    let db = clean_at_8();
+    let (code, rollback, stderr) = db.run_json(&["--yes", "rollback", "--to", "6"]);
+    assert_eq!(code, 0, "{stderr}");
+    let before = db.dump();
+    let (code, plan, stderr) = db.run_json(&["migrate", "--dry-run"]);
+    assert_eq!(
+        code, 0,
+        "the preflight waits for the restores: {plan:#}\n{stderr}"
+    );
+    assert_eq!(
+        entries(&plan["would_restore"]),
+        entries(&rollback["archived"])
+    );
+    for r in plan["would_restore"].as_array().unwrap() {
+        assert_eq!(r["version"], 7, "{r}");
+    }
+    db.assert_unchanged(&before);
+    let (code, table, stderr) = db.run(&["migrate", "--dry-run"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        table.contains("Would restore from schema ruleiq_archive"),
+        "{table}"
+    );
+}
