@@ -222,6 +222,9 @@ fn refused_for(sql: &str, to: &str, name: &str, kind: &str) {
         "names {name} as a {kind}: {error}"
     );
     assert!(error.contains("nothing was changed"), "{error}");
+    let (code, _, stderr) = db.run(&["rollback", "--dry-run", "--to", to]);
+    assert_eq!(code, 4, "a dry run says so too: {stderr}");
+    assert!(stderr.contains(name), "{stderr}");
     db.assert_unchanged(&before);
 }
 
