@@ -123,8 +123,12 @@ fn word_pattern(name: &str) -> String {
 }
 
 /// Refuses (exit 4) when any of the user's objects depends on what these actions archive,
-/// naming each one.
-pub fn refuse_dependents(client: &mut impl GenericClient, actions: &[Action]) -> Result<()> {
+/// naming each one; `outcome` tells what became of the rollback (`nothing was changed`).
+pub fn refuse_dependents(
+    client: &mut impl GenericClient,
+    actions: &[Action],
+    outcome: &str,
+) -> Result<()> {
     let found = find(client, actions)?;
     if found.is_empty() {
         return Ok(());
@@ -134,7 +138,7 @@ pub fn refuse_dependents(client: &mut impl GenericClient, actions: &[Action]) ->
         .map(|d| format!("{} ({}, on {})", d.name, d.kind, d.on))
         .collect();
     refuse(format!(
-        "the rollback would strand objects of yours that depend on what it archives: {}. A view or function would keep reading the table moved into schema {} (or block dropping the column). Drop them (or change them not to use it) first, and recreate them after; nothing was changed",
+        "the rollback would strand objects of yours that depend on what it archives: {}. A view or function would keep reading the table moved into schema {} (or block dropping the column). Drop them (or change them not to use it) first, and recreate them after; {outcome}",
         listed.join(", "),
         super::SCHEMA
     ))

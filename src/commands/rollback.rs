@@ -81,7 +81,7 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
         .map(|s| archived_by(s.version))
         .collect::<Result<Vec<_>>>()?
         .concat();
-    archive::dependents::refuse_dependents(&mut client, &archiving)?;
+    archive::dependents::refuse_dependents(&mut client, &archiving, "nothing was changed")?;
     if args.dry_run {
         let stamp = Stamp::now();
         let mut plan = Vec::new();
@@ -269,7 +269,7 @@ fn revert_one(
         let mut tx = client.transaction()?;
         // Checked again in the step's transaction: a view created since the first check must
         // not be re-pointed at the archive either.
-        archive::dependents::refuse_dependents(&mut tx, &archiving)?;
+        archive::dependents::refuse_dependents(&mut tx, &archiving, "this step was not run")?;
         let mut archived = Vec::new();
         for s in &statements {
             let made = archive::run_statement(&mut tx, &s.sql, step.version, &label, stamp)
