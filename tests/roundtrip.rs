@@ -338,3 +338,39 @@ fn migrate_dry_run_lists_what_it_would_restore_and_changes_nothing() {
         "{table}"
     );
 }
+
+/// The restore on its own, on a table no migration has: a serial key's sequence must move past
+/// the restored keys, or the next insert would collide with a restored row.
+#[test]
+fn a_restored_serial_key_does_not_collide_with_the_next_insert() {
+    use ruleiq_db::archive::restore::{self, Created};
+    let db = TestDb::new();
+    db.execute(
+        "CREATE SCHEMA ruleiq_archive;
+         CREATE TABLE ruleiq_archive.notes__v9_20261125T101500Z (id int NOT NULL, body text);
+         INSERT INTO ruleiq_archive.notes__v9_20261125T101500Z VALUES (1, 'a'), (41, 'b');
+         COMMENT ON TABLE ruleiq_archive.notes__v9_20261125T101500Z IS
+           'ruleiq-db rollback of V9 notes at 20261125T101500Z: table notes, 2 rows';
+         CREATE TABLE notes (id serial PRIMARY KEY, body text)",
+    );
+    let mut client = db.client();
+    let mut tx = client.transaction().unwrap();
+    let restored = restore::restore(
+        &mut tx,
+        &[Created::Table {
+            table: "notes".into(),
+        }],
+        "V9 notes",
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    assert_eq!(restored.len(), 1);
+    assert_eq!(restored[0].rows, 2);
+    assert!(restored[0].archive_dropped);
+    db.execute("INSERT INTO notes (body) VALUES ('c')");
+    assert_eq!(db.scalar_i64("SELECT max(id)::int8 FROM notes"), 42);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_tables WHERE schemaname = 'ruleiq_archive'"),
+        0
+    );
+}
