@@ -148,3 +148,35 @@ pub fn refuse_unadopted(client: &mut Client, applied: &[Applied]) -> Result<()> 
         if present.len() > 3 { ", …" } else { "" }
     ))
 }
+
+/// Creates refinery's history table when it is missing, with refinery's own definition, so that
+/// refinery and `read` see it as theirs.
+pub fn ensure_table(client: &mut impl GenericClient) -> Result<()> {
+    client.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (version int4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255), checksum VARCHAR(255))",
+        crate::catalog::sql::quote_ident(HISTORY_TABLE)
+    ))?;
+    Ok(())
+}
+
+/// Records a migration as applied, as refinery does: its name, the time in RFC 3339 (refinery
+/// parses it whenever it reads the history) and its checksum, so that `verify` accepts it.
+pub fn record_applied(
+    client: &mut impl GenericClient,
+    migration: &refinery::Migration,
+) -> Result<()> {
+    let applied_on = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    client.execute(
+        &format!(
+            "INSERT INTO {} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)",
+            crate::catalog::sql::quote_ident(HISTORY_TABLE)
+        ),
+        &[
+            &migration.version(),
+            &migration.name(),
+            &applied_on,
+            &migration.checksum().to_string(),
+        ],
+    )?;
+    Ok(())
+}

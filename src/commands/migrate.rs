@@ -3,6 +3,7 @@
 
 use super::check::write_findings;
 use super::{Context, Outcome};
+use crate::archive::restore::{self, Restored};
 use crate::catalog::constraints::CATALOG;
 use crate::catalog::migrations::{self, REPAIR_VERSION};
 use crate::catalog::repair::{self, PlannedStatement, RENAME_CONFLICT_SQLSTATE};
@@ -35,6 +36,11 @@ pub struct MigrateReport {
     /// Catalog constraints with violating rows that stop (or stopped) the repair.
     pub blocked_by: Vec<Finding>,
     pub validated: Vec<&'static str>,
+    /// What the applied migrations created again and a rollback had archived, put back.
+    pub restored: Vec<Restored>,
+    /// With --dry-run: what the pending migrations would put back from the archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_restore: Option<Vec<restore::Planned>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,17 +77,27 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         ..Default::default()
     };
     let includes_repair = pending.iter().any(|m| m.version() == REPAIR_VERSION);
+    let restores = restore::planned(&mut client, &pending)?;
+    let restores_before_repair = restores.iter().any(|r| r.version < REPAIR_VERSION);
     if includes_repair {
         db::refuse_rename_conflicts(
             &mut client,
             "008 cannot repair column names",
             "migrate again",
         )?;
-        if let Some(outcome) = preflight(ctx, &target, &mut client, &mut details, args.dry_run)? {
+        if restores_before_repair {
+            // The rows cannot be judged yet: values a rollback archived (approvals, for one)
+            // come back only with the migrations before 008. The preflight runs right before
+            // 008 instead.
+            ctx.log.line("preflight deferred: the migrations before 008 first put back what a rollback archived; the rows are checked right before 008");
+        } else if let Some(outcome) =
+            preflight(ctx, &target, &mut client, &mut details, args.dry_run)?
+        {
             return Ok(outcome);
         }
     }
     if args.dry_run {
+        details.would_restore = Some(restores);
         details.plan = Some(pending.iter().map(plan_of).collect());
         details.to_version = to;
         return Ok(finish(details, true, true, from, Code::Ok));
@@ -104,7 +120,21 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         ctx.log
             .line(&format!("applying V{} {}", m.version(), m.name()));
         let started = Instant::now();
-        apply_one(ctx, &mut client, m)?;
+        let restored = apply_one(ctx, &mut client, m)?;
+        for r in &restored {
+            ctx.log.line(&format!(
+                "restored {} from {} ({} rows){}",
+                r.object,
+                r.archive,
+                r.rows,
+                if r.archive_dropped {
+                    ""
+                } else {
+                    "; the archive is kept, marked as restored"
+                }
+            ));
+        }
+        details.restored.extend(restored);
         details.applied.push(MigrationRun {
             version: m.version(),
             name: m.name().to_string(),
@@ -194,19 +224,12 @@ fn preflight(
     )))
 }
 
-/// Applies one migration with its history row in one transaction (refinery's grouped mode),
-/// retrying when a statement hits lock_timeout.
-fn apply_one(ctx: &Context, client: &mut Client, migration: &Migration) -> Result<()> {
+/// Applies one migration with its history row, and puts back what a rollback archived of what
+/// it creates, in one transaction, retrying when a statement hits lock_timeout.
+fn apply_one(ctx: &Context, client: &mut Client, migration: &Migration) -> Result<Vec<Restored>> {
     let what = format!("V{} {}", migration.version(), migration.name());
     db::retry_on_lock_timeout(&what, ctx.retry(), &ctx.log, || {
-        migrations::runner()
-            .set_grouped(true)
-            .set_abort_divergent(true)
-            .set_abort_missing(true)
-            .set_target(refinery::Target::Version(migration.version()))
-            .run(client)
-            .map(|_| ())
-            .map_err(anyhow::Error::from)
+        crate::apply::apply(client, migration)
     })
     .map_err(|e| {
         let conflict = db::sql_state(&e).is_some_and(|s| s.code() == RENAME_CONFLICT_SQLSTATE);
@@ -277,6 +300,19 @@ impl Details for MigrateReport {
                 report::migrations_table("applied", &self.applied)
             )?;
         }
+        if let Some(planned) = self.would_restore.as_ref().filter(|p| !p.is_empty()) {
+            writeln!(out, "Would restore from schema {}:", crate::archive::SCHEMA)?;
+            let mut t = report::table(&["version", "object", "from", "rows"]);
+            for p in planned {
+                t.add_row(vec![
+                    format!("V{}", p.version),
+                    p.object.clone(),
+                    p.archive.clone(),
+                    p.rows.to_string(),
+                ]);
+            }
+            writeln!(out, "{t}")?;
+        }
         if let Some(p) = &self.preflight {
             writeln!(
                 out,
@@ -295,6 +331,19 @@ impl Details for MigrateReport {
         }
         if !self.validated.is_empty() {
             writeln!(out, "validated: {}", self.validated.join(", "))?;
+        }
+        if !self.restored.is_empty() {
+            writeln!(out, "Restored from schema {}:", crate::archive::SCHEMA)?;
+            let mut t = report::table(&["object", "from", "rows", "archive"]);
+            for r in &self.restored {
+                t.add_row(vec![
+                    r.object.clone(),
+                    r.archive.clone(),
+                    r.rows.to_string(),
+                    if r.archive_dropped { "dropped" } else { "kept" }.to_string(),
+                ]);
+            }
+            writeln!(out, "{t}")?;
         }
         Ok(())
     }

@@ -76,6 +76,12 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
             "roll back again",
         )?;
     }
+    let archiving = steps
+        .iter()
+        .map(|s| archived_by(s.version))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    archive::dependents::refuse_dependents(&mut client, &archiving, "nothing was changed")?;
     if args.dry_run {
         let stamp = Stamp::now();
         let mut plan = Vec::new();
@@ -187,6 +193,18 @@ fn choose_steps(applied: &[Applied], args: &RollbackArgs) -> Result<(i32, Vec<St
     Ok((to, steps))
 }
 
+/// What the down of `version` archives: the tables it moves and the columns it drops.
+fn archived_by(version: i32) -> Result<Vec<archive::Action>> {
+    let mut actions = Vec::new();
+    for s in down::statements(version).expect("checked by choose_steps") {
+        let action = archive::classify(&s.sql)?;
+        if action != archive::Action::Run {
+            actions.push(action);
+        }
+    }
+    Ok(actions)
+}
+
 /// The highest applied version below `version`, 0 for none.
 fn next_version_below(applied: &[Applied], version: i32) -> i32 {
     applied
@@ -245,9 +263,13 @@ fn revert_one(
     stamp: &Stamp,
 ) -> Result<Vec<Archived>> {
     let statements = down::statements(step.version).expect("checked by choose_steps");
+    let archiving = archived_by(step.version)?;
     let label = step.label();
     db::retry_on_lock_timeout(&format!("{label} down"), ctx.retry(), &ctx.log, || {
         let mut tx = client.transaction()?;
+        // Checked again in the step's transaction: a view created since the first check must
+        // not be re-pointed at the archive either.
+        archive::dependents::refuse_dependents(&mut tx, &archiving, "this step was not run")?;
         let mut archived = Vec::new();
         for s in &statements {
             let made = archive::run_statement(&mut tx, &s.sql, step.version, &label, stamp)

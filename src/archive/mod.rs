@@ -4,6 +4,12 @@
 //! COLUMN c`); this module makes sure no data goes with it. Before such a statement runs, the
 //! rollback engine asks [`classify`] what it drops: a table is renamed and moved into
 //! ruleiq_archive instead of dropped; a column is first copied there (primary key and column).
+//! Before anything changes, [`dependents`] finds the user's views and functions that would be
+//! stranded; when a later migration creates the table or column again, [`restore`] puts the
+//! archived rows or values back.
+
+pub mod dependents;
+pub mod restore;
 
 use crate::catalog::sql::{quote_ident, quote_literal};
 use crate::catalog::PRIMARY_KEY;
@@ -13,6 +19,9 @@ use serde::Serialize;
 
 /// The schema that holds archived tables and columns.
 pub const SCHEMA: &str = "ruleiq_archive";
+
+/// How every archive's comment begins; [`restore`] reads the rest (what it holds, and when).
+const COMMENT_PREFIX: &str = "ruleiq-db rollback of ";
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1): longer names are silently truncated.
 const MAX_IDENTIFIER: usize = 63;
@@ -488,7 +497,7 @@ fn move_table(
         "COMMENT ON TABLE {} IS {}",
         qualified(&archive),
         quote_literal(&format!(
-            "ruleiq-db rollback of {what} at {}: table {table}, {rows} rows",
+            "{COMMENT_PREFIX}{what} at {}: table {table}, {rows} rows",
             stamp.0
         )),
     ))?;
@@ -577,7 +586,7 @@ fn copy_column(
     tx.batch_execute(&format!(
         "COMMENT ON TABLE {archive} IS {}",
         quote_literal(&format!(
-            "ruleiq-db rollback of {what} at {}: column {table}.{column} by {PRIMARY_KEY}, {rows} rows",
+            "{COMMENT_PREFIX}{what} at {}: column {table}.{column} by {PRIMARY_KEY}, {rows} rows",
             stamp.0
         ))
     ))?;
