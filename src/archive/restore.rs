@@ -320,11 +320,25 @@ fn restore_table(
     table: &str,
     entry: &Entry,
 ) -> Result<(i64, Vec<String>)> {
+    // An archived enum column holds text (the archive detaches it from the live type): it is
+    // cast back to the re-created column's enum. Other columns go back as they are, so that a
+    // value that no longer fits is an error, never silently cut.
     let live: Vec<(String, bool)> = tx
         .query(
             "SELECT attname::text, attgenerated <> '' FROM pg_attribute
               WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped
               ORDER BY attnum",
+            &[&table],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let enum_types: Vec<(String, String)> = tx
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+               JOIN pg_type t ON t.oid = a.atttypid
+              WHERE a.attrelid = to_regclass(quote_ident($1)) AND a.attnum > 0
+                AND NOT a.attisdropped AND t.typtype = 'e'",
             &[&table],
         )?
         .iter()
@@ -349,12 +363,20 @@ fn restore_table(
         .map(|c| quote_ident(c))
         .collect::<Vec<_>>()
         .join(", ");
+    let values = common
+        .iter()
+        .map(|c| match enum_types.iter().find(|(name, _)| name == *c) {
+            Some((_, enum_type)) => format!("{}::{enum_type}", quote_ident(c)),
+            None => quote_ident(c),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let archive = qualified(&entry.name);
     // OVERRIDING SYSTEM VALUE: an identity column gets its archived value back, not a new one.
     let rows = tx
         .execute(
             &format!(
-                "INSERT INTO {} ({list}) OVERRIDING SYSTEM VALUE SELECT {list} FROM {archive}",
+                "INSERT INTO {} ({list}) OVERRIDING SYSTEM VALUE SELECT {values} FROM {archive}",
                 quote_ident(table)
             ),
             &[],
