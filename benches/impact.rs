@@ -1,11 +1,14 @@
 //! What the application feels while ruleiq-db works on its database, and what it costs at scale.
 //!
 //! `cargo bench --bench impact -- [--scale F] [--quick] [--write-docs]` builds a version-7
-//! database (by default 200k business_profiles, 500k assessment_sessions, 2M evidence_items,
-//! 200k generated_policies, 1 % of rows violating each constraint), then measures, in one run:
+//! database of production's shape (by default 200k business_profiles, 500k assessment_sessions,
+//! 2M evidence_items, 200k generated_policies, 1 % of rows violating each constraint), then
+//! measures, in one run:
 //!
 //! - `check-constraints --dry-run` against one `SELECT count(*)` of each checked table;
-//! - `cleanup --yes` against bare UPDATEs of the same rows without audit;
+//! - `cleanup --yes --policy` (the benchmark's policy decides the two rules whose built-in
+//!   set_null cannot write into production's NOT NULL columns) against bare UPDATEs (and a
+//!   DELETE) of the same rows writing the same values, without audit;
 //! - `migrate` 7→8 against a naive one-transaction migration, each while a workload of single-row
 //!   statements runs: its longest stall, p99 latency and failed statements;
 //! - the peak memory of every ruleiq-db process.

@@ -6,10 +6,13 @@ use crate::server::Server;
 use crate::workload::{felt, Felt, Sample, Workload};
 use anyhow::{Context, Result};
 use postgres::Client;
-use ruleiq_db::catalog::constraints::{Constraint, Rule, CATALOG};
-use ruleiq_db::catalog::renames::RENAMES;
+use ruleiq_db::catalog::constraints::{Rule, CATALOG};
+use ruleiq_db::catalog::renames::{legacy_name, RENAMES};
 use ruleiq_db::catalog::sql::quote_ident;
 use ruleiq_db::checker::DatabaseSpelling;
+use ruleiq_db::cleanup::fixes::{self, Fix};
+use ruleiq_db::cleanup::policy::{Action, Policy, RulePolicy};
+use ruleiq_db::cleanup::policy_file;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -149,9 +152,42 @@ pub struct CleanupCopies<'a> {
     pub bare: &'a str,
 }
 
-/// `cleanup --yes` on one copy of the dirty data, the bare UPDATEs on another, per repetition;
-/// both copies warmed by a count pass first. Each bare copy is left clean.
+/// The cleanup policy the benchmark decides with. Production's employee_count and
+/// generated_policies.business_profil are NOT NULL, so the built-in set_null cannot repair them
+/// (cleanup asks for a decision): an unknown head count becomes 1, a policy generated for a
+/// profile that does not exist is removed (the audit keeps it whole). The other four rules are
+/// the built-in ones.
+pub const CLEANUP_POLICY: &str = "\
+constraints:
+  chk_employee_count_positive:
+    action: default
+    value: 1
+  fk_generated_policy_business_profile: delete
+";
+
+/// [`CLEANUP_POLICY`] as cleanup reads it: the built-in policy with its overrides.
+fn cleanup_policy() -> Result<Policy> {
+    let overrides = policy_file::parse(CLEANUP_POLICY)
+        .map_err(|e| anyhow::anyhow!("the benchmark's cleanup policy: {e}"))?;
+    Ok(Policy::with_overrides("benchmark".into(), overrides))
+}
+
+/// `cleanup --yes --policy` on one copy of the dirty data, the bare UPDATEs on another, per
+/// repetition; both copies warmed by a count pass first. Each bare copy is left clean.
 pub fn cleanup(server: &Server, copies: &[CleanupCopies]) -> Result<CleanupResult> {
+    let policy = cleanup_policy()?;
+    let mut policy_file = tempfile::Builder::new()
+        .prefix("impact-cleanup-policy-")
+        .suffix(".yaml")
+        .tempfile()
+        .context("creating the cleanup policy file")?;
+    std::io::Write::write_all(&mut policy_file, CLEANUP_POLICY.as_bytes())
+        .context("writing the cleanup policy file")?;
+    let policy_path = policy_file
+        .path()
+        .to_str()
+        .context("the temporary directory's path is not UTF-8")?
+        .to_string();
     let mut runs = Vec::new();
     let mut bare_runs = Vec::new();
     let mut bare_rows = 0;
@@ -160,9 +196,9 @@ pub fn cleanup(server: &Server, copies: &[CleanupCopies]) -> Result<CleanupResul
         count_pass(&mut server.connect(copy.bare)?)?;
         runs.push(child::run(
             &server.url(copy.cleanup),
-            &["--yes", "cleanup"],
+            &["--yes", "cleanup", "--policy", &policy_path],
         )?);
-        let (bare, rows) = bare_update(&mut server.connect(copy.bare)?)?;
+        let (bare, rows) = bare_update(&mut server.connect(copy.bare)?, &policy)?;
         bare_runs.push(ms(bare));
         bare_rows = rows;
     }
@@ -209,39 +245,60 @@ fn unavailable_reason(run: &ChildRun) -> String {
     )
 }
 
-/// The value the built-in cleanup policy gives a violating row, as one plain assignment.
-fn bare_repair(c: &Constraint) -> Result<(&'static str, &'static str)> {
-    Ok(match (c.name, c.rule) {
-        ("chk_evidence_status", Rule::OneOf { column, .. }) => (column, "'not_started'"),
-        ("chk_data_sensitivity", Rule::OneOf { column, .. }) => (column, "'High'"),
-        (_, Rule::Positive { column }) => (column, "NULL"),
-        // demote: approval that cannot be evidenced goes back to collected.
-        (_, Rule::RequiredWhen { column, .. }) => (column, "'collected'"),
-        (_, Rule::ForeignKey { column, .. }) => (column, "NULL"),
-        (name, _) => anyhow::bail!("the benchmark has no bare repair for {name}: add one"),
-    })
+/// The order the tool repairs a table in (cleanup's plan): removals first, then the rules that
+/// write values (map, default, set_null), then the approval workflow, which judges their result.
+fn bare_rank(rule: &RulePolicy) -> u8 {
+    match (rule.action, rule.constraint.rule) {
+        (Action::Delete, _) => 0,
+        (_, Rule::OneOf { .. } | Rule::Positive { .. }) => 1,
+        (_, Rule::RequiredWhen { .. }) => 2,
+        (_, Rule::ForeignKey { .. }) => 3,
+    }
 }
 
-/// Every catalog constraint repaired by one UPDATE of exactly its violating rows, in one
-/// transaction: the floor a cleanup with audit and undo is compared against.
-fn bare_update(client: &mut Client) -> Result<(Duration, u64)> {
+/// One plain statement per rule of `policy`, touching exactly the rows that break its
+/// constraint and writing what cleanup writes (the same SQL expressions, from the library): an
+/// UPDATE, or a DELETE for a `delete` rule.
+fn bare_statements(client: &mut Client, policy: &Policy) -> Result<Vec<String>> {
     let tables: Vec<&str> = CATALOG.iter().map(|c| c.table).collect();
     let spelling = DatabaseSpelling::read(client, &tables)?;
-    let statements: Vec<String> = CATALOG
-        .iter()
-        .map(|c| {
-            let (column, value) = bare_repair(c)?;
-            let actual = spelling
+    let mut rules: Vec<&RulePolicy> = policy.rules.iter().collect();
+    rules.sort_by_key(|r| (r.constraint.table, bare_rank(r)));
+    let mut statements = Vec::new();
+    for rule in rules {
+        let c = rule.constraint;
+        let actual = |column: &str| {
+            spelling
                 .actual_name(c.table, column)
-                .with_context(|| format!("{}.{column} is missing", c.table))?;
-            Ok(format!(
-                "UPDATE {} AS t SET {} = {value} WHERE {}",
-                quote_ident(c.table),
-                quote_ident(&actual),
-                c.violation_condition(&spelling, "t")
-            ))
-        })
-        .collect::<Result<_>>()?;
+                .with_context(|| format!("{}.{column} is missing", c.table))
+        };
+        let table = quote_ident(c.table);
+        let violating = c.violation_condition(&spelling, "t");
+        let spelled = |column: &str| {
+            actual(column).map_or_else(|_| "NULL".to_string(), |a| format!("t.{}", quote_ident(&a)))
+        };
+        match fixes::fix(rule, &spelled) {
+            Fix::Leave => {}
+            Fix::Delete => statements.push(format!("DELETE FROM {table} AS t WHERE {violating}")),
+            Fix::Update(writes) => {
+                let set = writes
+                    .iter()
+                    .map(|(column, value)| {
+                        Ok(format!("{} = {value}", quote_ident(&actual(column)?)))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+                    .join(", ");
+                statements.push(format!("UPDATE {table} AS t SET {set} WHERE {violating}"));
+            }
+        }
+    }
+    Ok(statements)
+}
+
+/// Every catalog constraint repaired by plain statements of exactly its violating rows, in one
+/// transaction, without audit: the floor a cleanup with audit and undo is compared against.
+fn bare_update(client: &mut Client, policy: &Policy) -> Result<(Duration, u64)> {
+    let statements = bare_statements(client, policy)?;
     let started = Instant::now();
     let mut tx = client.transaction()?;
     let mut rows = 0;
@@ -387,8 +444,10 @@ pub fn migration(
     })
 }
 
-/// 008 as a plain migration tool runs it: one transaction, the renames, then each constraint
-/// added and validated on the spot (no NOT VALID), every lock held until the commit.
+/// 008 as a plain migration tool runs it: one transaction, the 17 renames, the foreign keys
+/// production already has adopted (renamed to the catalog's names: they are valid already), and
+/// each CHECK added and validated on the spot (no NOT VALID), statement by statement, every lock
+/// held until the commit.
 fn naive_migration(client: &mut Client) -> Result<()> {
     let mut statements: Vec<String> = RENAMES
         .iter()
@@ -402,11 +461,25 @@ fn naive_migration(client: &mut Client) -> Result<()> {
         })
         .collect();
     for c in CATALOG {
-        let sql = c.add_not_valid_sql();
-        let validating = sql
-            .strip_suffix(" NOT VALID")
-            .with_context(|| format!("unexpected shape of {}: {sql}", c.name))?;
-        statements.push(validating.to_string());
+        let sql = match c.rule {
+            Rule::ForeignKey { column, .. } => {
+                // PostgreSQL's own name for the key on the legacy column, as Alembic left it.
+                let legacy = legacy_name(c.table, column).unwrap_or(column);
+                format!(
+                    "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+                    quote_ident(c.table),
+                    quote_ident(&format!("{}_{legacy}_fkey", c.table)),
+                    quote_ident(c.name)
+                )
+            }
+            _ => {
+                let sql = c.add_not_valid_sql();
+                sql.strip_suffix(" NOT VALID")
+                    .with_context(|| format!("unexpected shape of {}: {sql}", c.name))?
+                    .to_string()
+            }
+        };
+        statements.push(sql);
     }
     let mut tx = client.transaction()?;
     for sql in &statements {

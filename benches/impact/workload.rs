@@ -2,8 +2,11 @@
 //! statements at a steady pace (INSERT and SELECT on evidence_items, UPDATE and SELECT on
 //! business_profiles), recording when each statement started and ended and whether it failed.
 //!
-//! Only columns that keep their name through 008 are touched, so the workload is valid on both
-//! sides of the renames, as a deployed application must be.
+//! The statements are the application's on production's legacy schema (legacy-schema.md), which
+//! has no server-side defaults: an INSERT names every NOT NULL column and gives the id and the
+//! timestamps itself, with values as wide as the generated rows'. Only columns that keep their
+//! name through 008 are touched, so the workload is valid on both sides of the renames, as a
+//! deployed application must be.
 
 use crate::server::Server;
 use anyhow::{Context, Result};
@@ -26,41 +29,59 @@ fn workload_target(server: &Server, db: &str) -> Result<ruleiq_db::config::Targe
     Ok(target)
 }
 
+/// A business profile and the user who owns it (production has one profile per user).
+#[derive(Debug, Clone, Copy)]
+pub struct Profile {
+    pub id: Uuid,
+    pub user_id: Uuid,
+}
+
 /// Existing rows the workload reads and updates, sampled once before the copies are made.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    pub users: Vec<Uuid>,
-    pub profiles: Vec<Uuid>,
+    pub profiles: Vec<Profile>,
+    pub frameworks: Vec<Uuid>,
     pub evidence: Vec<Uuid>,
 }
 
 impl Sample {
     pub fn take(client: &mut Client) -> Result<Sample> {
         // A block sample where the table is big enough to give one, else its first rows.
-        let ids = |client: &mut Client, sql: &str| -> Result<Vec<Uuid>> {
+        let rows = |client: &mut Client, sql: &str| -> Result<Vec<postgres::Row>> {
             let mut rows = client.query(sql, &[])?;
             if rows.is_empty() {
                 let fallback = sql.split(" TABLESAMPLE").next().unwrap_or(sql);
                 rows = client.query(&format!("{fallback} LIMIT 2000"), &[])?;
             }
-            Ok(rows.iter().map(|r| r.get(0)).collect())
+            Ok(rows)
         };
         let sample = Sample {
-            users: ids(
+            profiles: rows(
                 client,
-                "SELECT id FROM users ORDER BY md5(id::text) LIMIT 200",
-            )?,
-            profiles: ids(
-                client,
-                "SELECT id FROM business_profiles TABLESAMPLE SYSTEM (5) REPEATABLE (7) LIMIT 2000",
-            )?,
-            evidence: ids(
+                "SELECT id, user_id FROM business_profiles TABLESAMPLE SYSTEM (5) REPEATABLE (7) LIMIT 2000",
+            )?
+            .iter()
+            .map(|r| Profile {
+                id: r.get(0),
+                user_id: r.get(1),
+            })
+            .collect(),
+            frameworks: rows(client, "SELECT id FROM compliance_frameworks ORDER BY name")?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+            evidence: rows(
                 client,
                 "SELECT id FROM evidence_items TABLESAMPLE SYSTEM (1) REPEATABLE (7) LIMIT 2000",
-            )?,
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
         };
         anyhow::ensure!(
-            !sample.users.is_empty() && !sample.profiles.is_empty() && !sample.evidence.is_empty(),
+            !sample.profiles.is_empty()
+                && !sample.frameworks.is_empty()
+                && !sample.evidence.is_empty(),
             "the dataset is too small to sample workload rows from"
         );
         Ok(sample)
@@ -269,15 +290,29 @@ struct Prepared {
     select_profile: Statement,
 }
 
+/// The application's evidence INSERT: no column has a server-side default, so it names every
+/// NOT NULL column, the id and the timestamps, and the optional ones it fills on creation.
+const INSERT_EVIDENCE: &str = "
+INSERT INTO evidence_items (id, user_id, business_profile_id, framework_id, evidence_name,
+    evidence_type, control_reference, description, required_for_audit, collection_frequency,
+    collection_method, automation_guidance, status, priority, effort_estimate, audit_section,
+    compliance_score_impact, ai_metadata, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true, 'quarterly', 'manual', $9, 'not_started', 'medium',
+    '2 hours', $10, 0.5, $11, $12, $12)";
+
+/// What the inserted evidence is called (and a number).
+const EVIDENCE_NAMES: &[&str] = &[
+    "Access review",
+    "Firewall rules",
+    "Backup test",
+    "Training record",
+];
+
 impl Prepared {
     fn on(client: &mut Client) -> Result<Prepared> {
         Ok(Prepared {
-            insert: client.prepare(
-                "INSERT INTO evidence_items (user_id, business_profile_id, framework_id, evidence_name, status)
-                 VALUES ($1, $2, 'iso27001', $3, 'not_started') RETURNING id",
-            )?,
-            update: client
-                .prepare("UPDATE business_profiles SET updated_at = CURRENT_TIMESTAMP WHERE id = $1")?,
+            insert: client.prepare(INSERT_EVIDENCE)?,
+            update: client.prepare("UPDATE business_profiles SET updated_at = $2 WHERE id = $1")?,
             select_evidence: client
                 .prepare("SELECT id, status, evidence_name FROM evidence_items WHERE id = $1")?,
             select_profile: client.prepare(
@@ -329,21 +364,51 @@ impl Worker {
     fn execute(&mut self, prepared: &Prepared, op: Op, inserted: &mut Vec<Uuid>) -> Result<()> {
         match op {
             Op::InsertEvidence => {
-                let user = pick(&mut self.rng, &self.sample.users);
                 let profile = pick(&mut self.rng, &self.sample.profiles);
+                let framework = pick(&mut self.rng, &self.sample.frameworks);
+                let r = next_random(&mut self.rng);
+                let id = Uuid::new_v4();
                 let name = format!(
-                    "Workload evidence {}",
-                    next_random(&mut self.rng) % 1_000_000
+                    "{} {}",
+                    EVIDENCE_NAMES[(r % EVIDENCE_NAMES.len() as u64) as usize],
+                    r % 1_000_000
                 );
-                let id: Uuid = self
-                    .client
-                    .query_one(&prepared.insert, &[&user, &profile, &name])?
-                    .get(0);
+                let section = 5 + r % 4;
+                let control = format!("A.{section}.{}", 1 + r % 37);
+                let description = format!(
+                    "{name} for control {control}: shows that the control operated throughout \
+                     the audit period, with its owner and the systems in scope."
+                );
+                let guidance = "Export the report from the admin console and upload it as a PDF.";
+                // One in ten carries AI metadata, as in the generated rows (a GIN entry).
+                let ai_metadata = (r % 10 == 0).then(|| {
+                    serde_json::json!({"classifier": "v2", "confidence": 0.9, "labels": ["access_review"]})
+                });
+                let now = chrono::Utc::now().naive_utc();
+                self.client.execute(
+                    &prepared.insert,
+                    &[
+                        &id,
+                        &profile.user_id,
+                        &profile.id,
+                        &framework,
+                        &name,
+                        &"document",
+                        &control,
+                        &description,
+                        &guidance,
+                        &format!("Annex A.{section}"),
+                        &ai_metadata,
+                        &now,
+                    ],
+                )?;
                 inserted.push(id);
             }
             Op::UpdateProfile => {
                 let profile = pick(&mut self.rng, &self.sample.profiles);
-                self.client.execute(&prepared.update, &[&profile])?;
+                let now = chrono::Utc::now().naive_utc();
+                self.client
+                    .execute(&prepared.update, &[&profile.id, &now])?;
             }
             Op::SelectEvidence => {
                 // Half the reads go to rows this connection just wrote, as an application's do.
@@ -356,14 +421,14 @@ impl Worker {
             Op::SelectProfile => {
                 let profile = pick(&mut self.rng, &self.sample.profiles);
                 self.client
-                    .query_opt(&prepared.select_profile, &[&profile])?;
+                    .query_opt(&prepared.select_profile, &[&profile.id])?;
             }
         }
         Ok(())
     }
 }
 
-fn pick(rng: &mut u64, from: &[Uuid]) -> Uuid {
+fn pick<T: Copy>(rng: &mut u64, from: &[T]) -> T {
     from[(next_random(rng) % from.len() as u64) as usize]
 }
 
