@@ -14,6 +14,8 @@ pub mod db;
 pub mod enforce;
 pub mod exit;
 pub mod history;
+pub mod journal;
+pub mod output;
 pub mod progress;
 pub mod report;
 pub mod sandbox;

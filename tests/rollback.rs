@@ -669,8 +669,8 @@ fn archive_names_never_clash_even_within_one_second() {
     assert_eq!(
         names,
         [
-            "\"ruleiq_archive\".\"report_schedules__v4_20261125T101500Z\"",
-            "\"ruleiq_archive\".\"report_schedules__v4_20261125T101500Z_2\""
+            "\"ruleiq_archive\".\"report_schedules__v4_20261125t101500z\"",
+            "\"ruleiq_archive\".\"report_schedules__v4_20261125t101500z_2\""
         ]
     );
     let archived_indexes: Vec<String> = client
@@ -685,8 +685,8 @@ fn archive_names_never_clash_even_within_one_second() {
     assert_eq!(
         archived_indexes,
         [
-            "report_schedules_pkey__v4_20261125T101500Z",
-            "report_schedules_pkey__v4_20261125T101500Z_2"
+            "report_schedules_pkey__v4_20261125t101500z",
+            "report_schedules_pkey__v4_20261125t101500z_2"
         ]
     );
     // An archive keeps no foreign key: deleting a user must not cascade into it.
@@ -694,6 +694,11 @@ fn archive_names_never_clash_even_within_one_second() {
     for name in &names {
         assert_eq!(db.scalar_i64(&format!("SELECT count(*) FROM {name}")), 1);
     }
+    // Lower-case names: a DBA can type them without quotes.
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM ruleiq_archive.report_schedules__v4_20261125t101500z"),
+        1
+    );
     assert_eq!(
         db.scalar_i64(
             "SELECT count(*) FROM pg_constraint WHERE contype = 'f'

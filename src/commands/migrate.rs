@@ -59,6 +59,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
     history::verify(&applied)?;
     history::refuse_unadopted(&mut client, &applied)?;
     let from = history::current_version(&applied);
+    ctx.journal.version(from);
     let to = resolve_target(args.target, from)?;
     let pending: Vec<Migration> = migrations::all()
         .into_iter()
@@ -105,11 +106,13 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
             .line(&format!("applying V{} {}", m.version(), m.name()));
         let started = Instant::now();
         apply_one(ctx, &mut client, m)?;
-        details.applied.push(MigrationRun {
+        let run = MigrationRun {
             version: m.version(),
             name: m.name().to_string(),
             duration_ms: started.elapsed().as_millis() as u64,
-        });
+        };
+        ctx.journal.applied(&run);
+        details.applied.push(run);
         details.to_version = m.version();
         bar.inc(1);
     }
