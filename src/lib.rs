@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod enforce;
 pub mod exit;
+pub mod hints;
 pub mod history;
 pub mod journal;
 pub mod output;

@@ -66,7 +66,10 @@ impl Context {
 
     pub fn connect(&self) -> Result<(Target, Client)> {
         let target = self.target()?;
-        let client = db::connect(&target)?;
+        let mut client = db::connect(&target)?;
+        if let Some(note) = db::lift_statement_timeout(&mut client)? {
+            self.log.line(&note);
+        }
         Ok((target, client))
     }
 
@@ -125,6 +128,11 @@ pub fn run(cli: &Cli) -> Code {
         Ok(code) => code,
         Err(error) => {
             let code = crate::exit::code_of(&error);
+            let role = ctx
+                .target()
+                .ok()
+                .and_then(|t| t.config.get_user().map(str::to_string));
+            let error = crate::hints::explain(error, role.as_deref());
             print_failure(cli, &ctx.journal, &mut sink, &error, code);
             code
         }
