@@ -193,7 +193,6 @@ fn parse_detail(error: &postgres::Error) -> String {
     }
 }
 
-
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -213,7 +213,10 @@ fn stdout_holds_one_document_when_the_output_file_cannot_be_written() {
     let doc = one_document(&stdout);
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["command"], "status");
-    assert!(doc["error"].as_str().unwrap().contains("/dev/full"), "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("/dev/full"),
+        "{doc}"
+    );
 }
 
 // 4. statement_timeout
@@ -282,8 +285,16 @@ fn rehearse_refuses_dumps_that_are_not_plain_sql() {
     tar[257..262].copy_from_slice(b"ustar");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty.sql", Vec::new(), "empty"),
-        ("custom.dump", b"PGDMP\x01\x0e\x00\x04\x08".to_vec(), "pg_restore -f -"),
-        ("custom2.dump", b"PGDMP\x01\x0e\x00\x04\x08".to_vec(), "pg_dump -Fp"),
+        (
+            "custom.dump",
+            b"PGDMP\x01\x0e\x00\x04\x08".to_vec(),
+            "pg_restore -f -",
+        ),
+        (
+            "custom2.dump",
+            b"PGDMP\x01\x0e\x00\x04\x08".to_vec(),
+            "pg_dump -Fp",
+        ),
         ("dump.sql.gz", vec![0x1f, 0x8b, 0x08, 0x00, 0, 0], "gzip"),
         ("dump.sql.zst", vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0], "zstd"),
         ("dump.sql.lz4", vec![0x04, 0x22, 0x4d, 0x18, 0, 0], "lz4"),
@@ -306,7 +317,10 @@ fn rehearse_refuses_dumps_that_are_not_plain_sql() {
         assert_eq!(doc["ok"], false, "{name}");
         let error = doc["error"].as_str().unwrap();
         assert!(error.contains(says), "{name}: {error}");
-        assert!(error.contains(name), "{name}: the error names the file: {error}");
+        assert!(
+            error.contains(name),
+            "{name}: the error names the file: {error}"
+        );
     }
 }
 
@@ -387,7 +401,13 @@ fn usage_errors_with_json_print_one_json_document() {
     for args in [
         &["--format", "json", "migrate", "--target", "seven"][..],
         &["--format=json", "rollback", "--to", "1", "--steps", "1"],
-        &["--format", "json", "--lock-timeout", "99999999999999999999s", "status"],
+        &[
+            "--format",
+            "json",
+            "--lock-timeout",
+            "99999999999999999999s",
+            "status",
+        ],
         &["--format", "json", "no-such-command"],
     ] {
         let (code, stdout, stderr) = db.run(args);
@@ -499,9 +519,8 @@ fn a_role_without_rights_on_the_audit_schema_is_told_which_grant_is_missing() {
         "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
     ));
     let before = db.dump();
-    let (code, _, stderr) = output(cli_with_url(&url_as(&db, &role, "role-pw")).args([
-        "--yes", "cleanup",
-    ]));
+    let (code, _, stderr) =
+        output(cli_with_url(&url_as(&db, &role, "role-pw")).args(["--yes", "cleanup"]));
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains(&format!("GRANT USAGE ON SCHEMA ruleiq_audit TO {role}")),
@@ -517,7 +536,10 @@ fn a_malformed_url_says_which_part_is_wrong_without_the_password() {
         ("postgres://me:s3cret-pw@db.example:54x2/app", "port `54x2`"),
         ("postgres//me:s3cret-pw@db.example/app", "://"),
         ("mysql://me:s3cret-pw@db.example/app", "scheme `mysql`"),
-        ("postgres://me:s3cret-pw@db.example/app?colour=blue", "`colour`"),
+        (
+            "postgres://me:s3cret-pw@db.example/app?colour=blue",
+            "`colour`",
+        ),
     ];
     for (url, says) in cases {
         let (code, _, stderr) = output(cli_with_url(url).arg("status"));
@@ -569,6 +591,9 @@ fn a_policy_integer_overflow_names_the_file_and_line() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("policy.yaml"), "{stderr}");
     assert!(stderr.contains("line 4"), "{stderr}");
-    assert!(stderr.contains("99999999999999999999 is too large"), "{stderr}");
+    assert!(
+        stderr.contains("99999999999999999999 is too large"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("u128"), "{stderr}");
 }

@@ -92,7 +92,9 @@ fn missing_grants(client: &mut Client) -> Result<Vec<String>> {
                 &[],
             )?
             .get(0);
-        let db: String = client.query_one("SELECT current_database()::text", &[])?.get(0);
+        let db: String = client
+            .query_one("SELECT current_database()::text", &[])?
+            .get(0);
         return Ok(if may_create {
             Vec::new()
         } else {

@@ -482,6 +482,32 @@ fn install_interrupt_handler() {
     });
 }
 
+impl Details for RehearseReport {
+    fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "source: {}\nserver: {}", self.source, self.server)?;
+        let mut t = report::table(&["step", "command", "outcome", "time", "summary"]);
+        for s in &self.steps {
+            t.add_row(vec![
+                s.step.clone(),
+                s.command.clone(),
+                if s.ok {
+                    "ok".to_string()
+                } else {
+                    format!("FAILED (exit {})", s.exit_code)
+                },
+                format!("{} ms", s.duration_ms),
+                s.summary.clone(),
+            ]);
+        }
+        writeln!(out, "{t}")?;
+        writeln!(
+            out,
+            "violations found: {}, rows cleaned: {}, violations left: {}",
+            self.violations_found, self.rows_cleaned, self.violations_left
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::dump_problem;
@@ -510,31 +536,5 @@ mod tests {
         assert!(dump_problem(&tar).unwrap().contains("tar"));
         // A multi-byte character cut at the end of the head is still text.
         assert_eq!(dump_problem(&"SELECT é".as_bytes()[..8]), None);
-    }
-}
-
-impl Details for RehearseReport {
-    fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        writeln!(out, "source: {}\nserver: {}", self.source, self.server)?;
-        let mut t = report::table(&["step", "command", "outcome", "time", "summary"]);
-        for s in &self.steps {
-            t.add_row(vec![
-                s.step.clone(),
-                s.command.clone(),
-                if s.ok {
-                    "ok".to_string()
-                } else {
-                    format!("FAILED (exit {})", s.exit_code)
-                },
-                format!("{} ms", s.duration_ms),
-                s.summary.clone(),
-            ]);
-        }
-        writeln!(out, "{t}")?;
-        writeln!(
-            out,
-            "violations found: {}, rows cleaned: {}, violations left: {}",
-            self.violations_found, self.rows_cleaned, self.violations_left
-        )
     }
 }
