@@ -28,8 +28,14 @@ fn usage_error(error: &clap::Error, args: &[OsString]) -> Code {
     }
     let format = requested_format(args);
     if format != Format::Table {
-        let message = error.render().to_string();
-        let message = message.trim().trim_start_matches("error: ");
+        let rendered = error.render().to_string();
+        // The first paragraph is the reason; the usage lines after it are on stderr.
+        let message = rendered
+            .trim()
+            .trim_start_matches("error: ")
+            .split("\n\n")
+            .next()
+            .unwrap_or_default();
         let command = subcommand_named(args);
         let document = commands::failure_document(
             command.as_deref(),
