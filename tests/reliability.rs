@@ -400,6 +400,36 @@ fn a_failure_document_says_what_was_done_before_it() {
 }
 
 #[test]
+fn a_cleanup_that_fails_half_way_names_its_run_id() {
+    let db = TestDb::dirty_legacy();
+    // The application's side: a trigger that refuses every update of evidence.
+    db.execute(
+        "CREATE FUNCTION refuse_update() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'evidence is frozen'; END $$;
+         CREATE TRIGGER frozen BEFORE UPDATE ON evidence_items
+           FOR EACH ROW EXECUTE FUNCTION refuse_update();",
+    );
+    let (code, doc, stderr) = db.run_json(&["--yes", "cleanup"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(doc["ok"], false);
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("evidence is frozen"),
+        "{doc:#}"
+    );
+    let run_id = doc["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run_id: {doc:#}"));
+    let recorded = db.scalar_i64(&format!(
+        "SELECT count(*) FROM ruleiq_audit.cleanup_runs WHERE run_id = '{run_id}'"
+    ));
+    assert_eq!(recorded, 1);
+    assert_eq!(doc["schema_version"], 7);
+}
+
+#[test]
 fn usage_errors_with_json_print_one_json_document() {
     let db = TestDb::new();
     for args in [
