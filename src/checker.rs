@@ -478,6 +478,8 @@ fn run_parallel(
             .map(|_| {
                 scope.spawn(|| -> Result<()> {
                     let mut client = db::connect(target)?;
+                    // The coordinator already said so on stderr.
+                    db::lift_statement_timeout(&mut client)?;
                     let mut tx = client
                         .build_transaction()
                         .isolation_level(IsolationLevel::RepeatableRead)

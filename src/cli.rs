@@ -216,8 +216,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("'{text}' is not a valid duration"));
     }
+    // PostgreSQL stores lock_timeout and statement_timeout as milliseconds in an int, so a
+    // longer duration cannot be set; a bound also keeps `Duration::from_secs_f64` from panicking.
+    if seconds * 1000.0 > f64::from(MAX_DURATION_MS) {
+        return Err(format!(
+            "'{text}' is too long: at most {MAX_DURATION_MS}ms (about 24 days, PostgreSQL's limit for a timeout)"
+        ));
+    }
     Ok(Duration::from_secs_f64(seconds))
 }
+
+/// The longest duration a flag takes: PostgreSQL's limit for a timeout setting (INT_MAX ms).
+pub const MAX_DURATION_MS: i32 = i32::MAX;
 
 #[cfg(test)]
 mod tests {
@@ -231,6 +241,17 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("2h").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn durations_beyond_postgres_limit_are_refused_not_panicking() {
+        assert!(parse_duration("99999999999999999999s").is_err());
+        assert!(parse_duration("2147484s").is_err());
+        assert!(parse_duration("1e400ms").is_err());
+        assert_eq!(
+            parse_duration("2147483647ms").unwrap(),
+            Duration::from_millis(2147483647)
+        );
     }
 
     #[test]

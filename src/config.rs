@@ -132,13 +132,65 @@ fn parse_url(url: &str) -> Result<(postgres::Config, SslSettings)> {
         }
         kept.join(" ")
     };
-    // tokio-postgres's message names the bad part, never echoes the URL (which holds the password).
+    // The message names the part that is wrong, never echoes the URL (which holds the password).
     let config = postgres::Config::from_str(&cleaned).map_err(|e| {
         anyhow::anyhow!(
-            "invalid database URL: {e} (expected postgres://user:password@host:port/dbname)"
+            "invalid database URL: {} (expected postgres://user:password@host:port/dbname)",
+            url_problem(url).unwrap_or_else(|| parse_detail(&e))
         )
     })?;
     Ok((config, ssl))
+}
+
+/// What is wrong with a URL that did not parse, found by looking at its parts: the scheme, the
+/// port, a parameter. Never quotes the user information (it holds the password).
+fn url_problem(url: &str) -> Option<String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        let looks_like_url = url.starts_with("postgres") && !url.contains('=');
+        return looks_like_url
+            .then(|| "the scheme must be followed by `://` (postgres://…)".to_string());
+    };
+    if scheme != "postgres" && scheme != "postgresql" {
+        return Some(format!(
+            "the scheme `{scheme}` is not postgres:// or postgresql://"
+        ));
+    }
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = authority.split('/').next().unwrap_or("");
+    // The user information ends at the last `@`: a password may itself hold one.
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    for host in hosts.split(',') {
+        let port = if host.starts_with('[') {
+            host.split_once("]:").map(|(_, p)| p)
+        } else {
+            host.split_once(':').map(|(_, p)| p)
+        };
+        if let Some(port) = port {
+            if port.parse::<u16>().is_err() {
+                return Some(format!("the port `{port}` is not a port number"));
+            }
+        }
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        if !pair.contains('=') {
+            return Some(format!("the parameter `{pair}` has no `=value`"));
+        }
+    }
+    None
+}
+
+/// tokio-postgres's own reason (`unknown option `foo``, `invalid value for option `port``),
+/// which its Display leaves in the error's source. A quoted character is dropped: in a
+/// key=value string it may belong to the password.
+fn parse_detail(error: &postgres::Error) -> String {
+    let mut detail = error.to_string();
+    if let Some(source) = std::error::Error::source(error) {
+        detail = source.to_string();
+    }
+    match detail.split_once(": expected") {
+        Some((position, _)) if detail.starts_with("unexpected character") => position.to_string(),
+        _ => detail,
+    }
 }
 
 fn percent_decode(text: &str) -> String {

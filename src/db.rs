@@ -100,9 +100,70 @@ pub fn set_lock_timeout(client: &mut Client, timeout: Duration) -> Result<()> {
         .context("setting lock_timeout")
 }
 
-/// Whether an error (anywhere in its chain) is PostgreSQL's lock_not_available (55P03).
+/// Lifts a `statement_timeout` that the server configuration, the database or the role sets
+/// (`ALTER DATABASE … SET statement_timeout`): it is meant for the application's queries, and
+/// would cancel a VALIDATE or a scan of a big table half-way. Table lock waits stay bounded by
+/// `lock_timeout`. One set in the connection options (`options=-c statement_timeout=…`,
+/// `PGOPTIONS`) is the operator's own choice for this run and is kept.
+///
+/// Returns what to say on stderr, if anything.
+pub fn lift_statement_timeout(client: &mut Client) -> Result<Option<String>> {
+    let row = client
+        .query_one(
+            "SELECT setting, unit, source FROM pg_settings WHERE name = 'statement_timeout'",
+            &[],
+        )
+        .context("reading statement_timeout")?;
+    let setting: String = row.get(0);
+    let unit: Option<String> = row.get(1);
+    let source: String = row.get(2);
+    if setting == "0" {
+        return Ok(None);
+    }
+    let value = format!("{setting}{}", unit.unwrap_or_default());
+    if source == "client" {
+        return Ok(Some(format!(
+            "statement_timeout = {value} from the connection options is kept: a longer statement (a VALIDATE, a scan of a big table) will be cancelled"
+        )));
+    }
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .context("lifting statement_timeout for this session")?;
+    Ok(Some(format!(
+        "statement_timeout = {value} (set for the {}) is lifted for ruleiq-db's own sessions: its scans and VALIDATE may take longer than that",
+        setting_origin(&source)
+    )))
+}
+
+fn setting_origin(source: &str) -> &str {
+    match source {
+        "database" => "database",
+        "user" => "role",
+        "database user" => "role in this database",
+        "configuration file" => "server, in its configuration file",
+        other => other,
+    }
+}
+
+/// Whether an error (anywhere in its chain) is a table lock wait given up on: PostgreSQL's
+/// lock_not_available (55P03), or a statement cancelled by statement_timeout (57014), which is
+/// how a wait ends when statement_timeout is the shorter of the two.
 pub fn is_lock_timeout(error: &anyhow::Error) -> bool {
     sql_state(error).is_some_and(|code| *code == SqlState::LOCK_NOT_AVAILABLE)
+        || is_statement_timeout(error)
+}
+
+/// Whether an error is a statement cancelled by statement_timeout (57014 carries other
+/// cancellations too: a user's request, pg_cancel_backend; only the message tells them apart).
+pub fn is_statement_timeout(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<postgres::Error>()
+            .and_then(postgres::Error::as_db_error)
+            .is_some_and(|db| {
+                *db.code() == SqlState::QUERY_CANCELED && db.message().contains("statement timeout")
+            })
+    })
 }
 
 /// The SQLSTATE of the first PostgreSQL error in the chain.
@@ -147,12 +208,18 @@ pub fn retry_on_lock_timeout<T>(
         match work() {
             Err(error) if is_lock_timeout(&error) && attempt < policy.attempts => {
                 log.line(&format!(
-                    "{what}: a table lock was not granted within lock_timeout (attempt {attempt}/{}); rolled back, retrying in {} ms",
+                    "{what}: a table lock was not granted in time (lock_timeout or statement_timeout, attempt {attempt}/{}); rolled back, retrying in {} ms",
                     policy.attempts,
                     backoff.as_millis()
                 ));
                 std::thread::sleep(backoff + jitter(backoff));
                 backoff = (backoff * 2).min(policy.max_backoff);
+            }
+            Err(error) if is_statement_timeout(&error) => {
+                return Err(error.context(format!(
+                    "{what}: cancelled by statement_timeout on each of {} attempts, waiting for a table lock or running longer than statement_timeout allows",
+                    policy.attempts
+                )));
             }
             Err(error) if is_lock_timeout(&error) => {
                 return Err(error.context(format!(

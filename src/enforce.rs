@@ -61,10 +61,28 @@ pub fn validate_not_valid(
                 ));
                 outcome.blocked.push(c);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                bar.finish_and_clear();
+                return Err(e.context(interrupted(c, &outcome.validated)));
+            }
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
     Ok(outcome)
+}
+
+/// What a VALIDATE that did not finish leaves behind: its transaction rolled back, so the
+/// constraint is still NOT VALID (new rows are checked, old ones not yet), and those validated
+/// before it stay valid.
+fn interrupted(c: &Constraint, validated: &[&str]) -> String {
+    let before = if validated.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} validated before it)", validated.join(", "))
+    };
+    format!(
+        "VALIDATE CONSTRAINT {} on {} did not finish: the constraint stays NOT VALID{before}; run `ruleiq-db check-constraints` to validate it",
+        c.name, c.table
+    )
 }

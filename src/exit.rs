@@ -5,13 +5,15 @@ use std::fmt;
 /// The process exit codes, the contract with CI scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
-    /// Done, or nothing to do; for `check-constraints`, no violation.
+    /// Done, or nothing to do; for `check-constraints`, no violation; for `status`, everything
+    /// as expected.
     Ok = 0,
-    /// Cannot connect, SQL failure, unreadable file.
+    /// Cannot connect, SQL failure, unreadable file; for `status`, drift it could not check.
     Error = 1,
     /// Usage error (clap's own).
     Usage = 2,
-    /// Rows break the constraints.
+    /// Rows break the constraints; for `status`, a constraint not valid or drift that stops
+    /// the next step.
     Violations = 3,
     /// Refused for safety.
     Refused = 4,

@@ -152,6 +152,18 @@ pub fn refuse_unadopted(client: &mut Client, applied: &[Applied]) -> Result<()> 
 /// Creates refinery's history table when it is missing, with refinery's own definition, so that
 /// refinery and `read` see it as theirs.
 pub fn ensure_table(client: &mut impl GenericClient) -> Result<()> {
+    // Asked first, so that a role without the right hears which grant it needs rather than
+    // PostgreSQL's "permission denied for schema public".
+    let row = client.query_one(
+        "SELECT to_regclass(quote_ident($1)) IS NOT NULL, has_schema_privilege('public', 'CREATE'), current_user::text",
+        &[&HISTORY_TABLE],
+    )?;
+    let (exists, may_create, role): (bool, bool, String) = (row.get(0), row.get(1), row.get(2));
+    if !exists && !may_create {
+        anyhow::bail!(
+            "the role cannot create the history table {HISTORY_TABLE}: GRANT CREATE ON SCHEMA public TO {role}"
+        );
+    }
     client.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS {} (version int4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255), checksum VARCHAR(255))",
         crate::catalog::sql::quote_ident(HISTORY_TABLE)

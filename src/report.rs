@@ -66,21 +66,6 @@ pub fn write(report: &dyn Render, format: Format, out: &mut dyn Write) -> Result
     Ok(())
 }
 
-/// Prints to stdout and, when asked, to a file too.
-pub fn emit(report: &dyn Render, format: Format, file: Option<&std::path::Path>) -> Result<()> {
-    let stdout = std::io::stdout();
-    let mut lock = stdout.lock();
-    write(report, format, &mut lock)?;
-    lock.flush()?;
-    if let Some(path) = file {
-        let mut buffer = Vec::new();
-        write(report, format, &mut buffer)?;
-        std::fs::write(path, buffer)
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
-    }
-    Ok(())
-}
-
 /// A table in the house style.
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();

@@ -406,7 +406,7 @@ fn status_reports_shape_drift_at_version_8() {
          ALTER TABLE evidence_items ALTER COLUMN file_type TYPE TEXT;",
     );
     let (code, status, _) = db.run_json(&["status"]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 3, "drift that is not allowed is a verdict: exit 3");
     assert_eq!(status["ok"], false);
     let drift = differences(&status, "drift");
     assert_eq!(drift.len(), 3, "{drift:#?}");
@@ -444,7 +444,10 @@ fn status_as_a_role_that_cannot_create_a_schema_says_the_shape_was_not_compared(
         .output()
         .unwrap();
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{status:#}");
+    // Not knowing is not "as expected": exit 1, and the report says the check did not run.
+    assert_eq!(out.status.code(), Some(1), "{status:#}");
+    assert_eq!(status["ok"], false);
+    assert_eq!(status["drift_checked"], false);
     assert_eq!(status["schema_version"], 8);
     let drift = differences(&status, "drift");
     assert_eq!(drift.len(), 1, "{drift:#?}");

@@ -654,8 +654,8 @@ fn archive_names_never_clash_even_within_one_second() {
     assert_eq!(
         names,
         [
-            "\"ruleiq_archive\".\"report_schedules__v4_20261125T101500Z\"",
-            "\"ruleiq_archive\".\"report_schedules__v4_20261125T101500Z_2\""
+            "\"ruleiq_archive\".\"report_schedules__v4_20261125t101500z\"",
+            "\"ruleiq_archive\".\"report_schedules__v4_20261125t101500z_2\""
         ]
     );
     let archived_indexes: Vec<String> = client
@@ -670,8 +670,8 @@ fn archive_names_never_clash_even_within_one_second() {
     assert_eq!(
         archived_indexes,
         [
-            "report_schedules_pkey__v4_20261125T101500Z",
-            "report_schedules_pkey__v4_20261125T101500Z_2"
+            "report_schedules_pkey__v4_20261125t101500z",
+            "report_schedules_pkey__v4_20261125t101500z_2"
         ]
     );
     // An archive keeps no foreign key: the rows it referred to can go, and it keeps its own.
@@ -679,6 +679,11 @@ fn archive_names_never_clash_even_within_one_second() {
     for name in &names {
         assert_eq!(db.scalar_i64(&format!("SELECT count(*) FROM {name}")), 1);
     }
+    // Lower-case names: a DBA can type them without quotes.
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM ruleiq_archive.report_schedules__v4_20261125t101500z"),
+        1
+    );
     assert_eq!(
         db.scalar_i64(
             "SELECT count(*) FROM pg_constraint WHERE contype = 'f'

@@ -49,7 +49,8 @@ pub struct Archived {
     pub version: i32,
 }
 
-/// When a rollback runs, as archive names spell it: `20261125T101500Z`.
+/// When a rollback runs, as archive names spell it: `20261125t101500z`. Lower case, so that
+/// the archive's name needs no quoting in hand-written SQL.
 #[derive(Debug, Clone)]
 pub struct Stamp(String);
 
@@ -59,7 +60,7 @@ impl Stamp {
     }
 
     pub fn at(time: chrono::DateTime<chrono::Utc>) -> Stamp {
-        Stamp(time.format("%Y%m%dT%H%M%SZ").to_string())
+        Stamp(time.format("%Y%m%dt%H%M%Sz").to_string())
     }
 
     fn suffix(&self, version: i32, attempt: u32) -> String {
@@ -688,9 +689,9 @@ mod tests {
                 .unwrap(),
         );
         let suffix = stamp.suffix(3, 1);
-        assert_eq!(suffix, "__v3_20261125T101500Z");
-        assert_eq!(archive_name("users", &suffix), "users__v3_20261125T101500Z");
-        assert_eq!(stamp.suffix(5, 2), "__v5_20261125T101500Z_2");
+        assert_eq!(suffix, "__v3_20261125t101500z");
+        assert_eq!(archive_name("users", &suffix), "users__v3_20261125t101500z");
+        assert_eq!(stamp.suffix(5, 2), "__v5_20261125t101500z_2");
         let long = archive_name(&"x".repeat(80), &suffix);
         assert_eq!(long.len(), MAX_IDENTIFIER);
         assert!(long.ends_with(&suffix));

@@ -46,11 +46,104 @@ CREATE TABLE IF NOT EXISTS ruleiq_audit.cleanup_changes (
 
 /// Creates the audit schema and tables when absent. Only a real run calls this.
 pub fn ensure(client: &mut Client) -> Result<()> {
+    let missing = missing_grants(client)?;
+    if !missing.is_empty() {
+        let role: String = client.query_one("SELECT current_user::text", &[])?.get(0);
+        anyhow::bail!(
+            "the role {role} cannot record cleanup's audit trail in schema {SCHEMA}, so cleanup does not start; nothing was changed. Missing: {}",
+            missing
+                .iter()
+                .map(|grant| format!("{grant} TO {role}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    if tables_exist(client)? {
+        // CREATE TABLE IF NOT EXISTS still demands CREATE on the schema: skip it for a role
+        // that may write the audit tables but not create them.
+        return Ok(());
+    }
     let mut tx = client.transaction()?;
     tx.batch_execute(DDL)
         .context("creating the audit schema ruleiq_audit")?;
     tx.commit()?;
     Ok(())
+}
+
+fn tables_exist(client: &mut Client) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+            &[&RUNS, &CHANGES],
+        )?
+        .get(0))
+}
+
+/// The grants the connected role lacks to create (when absent) and write the audit tables,
+/// as GRANT statements without their `TO role`.
+fn missing_grants(client: &mut Client) -> Result<Vec<String>> {
+    let schema_exists: bool = client
+        .query_one("SELECT to_regnamespace($1::text) IS NOT NULL", &[&SCHEMA])?
+        .get(0);
+    if !schema_exists {
+        let may_create: bool = client
+            .query_one(
+                "SELECT has_database_privilege(current_database(), 'CREATE')",
+                &[],
+            )?
+            .get(0);
+        let db: String = client
+            .query_one("SELECT current_database()::text", &[])?
+            .get(0);
+        return Ok(if may_create {
+            Vec::new()
+        } else {
+            vec![format!(
+                "GRANT CREATE ON DATABASE {} (to create schema {SCHEMA})",
+                crate::catalog::sql::quote_ident(&db)
+            )]
+        });
+    }
+    let row = client.query_one(
+        "SELECT has_schema_privilege($1::text, 'USAGE'), has_schema_privilege($1::text, 'CREATE')",
+        &[&SCHEMA],
+    )?;
+    let (usage, create): (bool, bool) = (row.get(0), row.get(1));
+    if !usage {
+        return Ok(vec![format!("GRANT USAGE ON SCHEMA {SCHEMA}")]);
+    }
+    let mut missing = Vec::new();
+    if !tables_exist(client)? {
+        if !create {
+            missing.push(format!("GRANT CREATE ON SCHEMA {SCHEMA}"));
+        }
+        return Ok(missing);
+    }
+    for table in [RUNS, CHANGES] {
+        let lacking: Vec<String> = client
+            .query(
+                "SELECT p FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) AS p
+                  WHERE NOT has_table_privilege($1::text, p)",
+                &[&table],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !lacking.is_empty() {
+            missing.push(format!("GRANT {} ON {table}", lacking.join(", ")));
+        }
+    }
+    let sequence = format!("{SCHEMA}.cleanup_changes_id_seq");
+    let may_use_sequence: bool = client
+        .query_one(
+            "SELECT to_regclass($1) IS NULL OR has_sequence_privilege($1::text, 'USAGE')",
+            &[&sequence],
+        )?
+        .get(0);
+    if !may_use_sequence {
+        missing.push(format!("GRANT USAGE ON SEQUENCE {sequence}"));
+    }
+    Ok(missing)
 }
 
 /// Whether any cleanup ever ran here.

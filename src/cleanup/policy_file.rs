@@ -398,8 +398,18 @@ impl<'de> Visitor<'de> for ValueSeed {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        let v = i64::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))?;
+        let v = i64::try_from(v).map_err(|_| too_large(self.0, v))?;
         self.accept(PolicyValue::Integer(v))
+    }
+
+    // YAML integers beyond 64 bits arrive here; without these, serde's message would be
+    // "invalid type: integer as u128".
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
+        Err(too_large(self.0, v))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
+        Err(too_large(self.0, v))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -408,6 +418,13 @@ impl<'de> Visitor<'de> for ValueSeed {
             self.0.name
         )))
     }
+}
+
+fn too_large<E: de::Error>(c: &Constraint, v: impl fmt::Display) -> E {
+    E::custom(format!(
+        "{}: {v} is too large: it does not fit a 64-bit integer, let alone the column",
+        c.name
+    ))
 }
 
 /// `synonyms:` — spelling → allowed value.

@@ -62,6 +62,7 @@ pub fn run(ctx: &Context, args: &BaselineArgs) -> Result<Outcome> {
     let (_, mut client) = ctx.connect()?;
     ctx.lock_for_changes(&mut client)?;
     let applied = history::read(&mut client)?;
+    ctx.journal.version(history::current_version(&applied));
     refuse_existing_history(&applied)?;
 
     let shapes = shape::expected(&mut client)?;

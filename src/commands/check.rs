@@ -49,6 +49,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
         ctx.lock_for_changes(&mut client)?;
     }
     let schema_version = history::current_version(&history::read(&mut client)?);
+    ctx.journal.version(schema_version);
     let mut findings = checker::check(&target, &mut client, &selected, &ctx.log)?;
     let mut validated = Vec::new();
     if !args.dry_run {

@@ -82,6 +82,7 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
         ctx.lock_for_changes(&mut client)?;
     }
     let schema_version = history::current_version(&history::read(&mut client)?);
+    ctx.journal.version(schema_version);
     let (plans, previews) = look(&mut client, &policy, !args.dry_run)?;
     let total: u64 = previews.iter().map(|p| p.total).sum();
     let mut details = CleanupReport {
@@ -117,6 +118,7 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
         ));
     }
     ctx.log.line(&format!("cleanup run {run_id} started"));
+    ctx.journal.run_id(&run_id.to_string());
     details.run_id = Some(run_id.to_string());
     details.rules = apply(ctx, &mut client, run_id, &plans, &previews, batching)?;
     audit::finish_run(&mut client, run_id)?;
@@ -358,6 +360,8 @@ fn run_undo(ctx: &Context, text: &str) -> Result<Outcome> {
     without_jit(&mut client)?;
     ctx.lock_for_changes(&mut client)?;
     let schema_version = history::current_version(&history::read(&mut client)?);
+    ctx.journal.version(schema_version);
+    ctx.journal.run_id(&run_id.to_string());
     if !audit::exists(&mut client)? {
         bail!("no cleanup run {run_id}: no cleanup has ever changed this database (schema ruleiq_audit does not exist)");
     }

@@ -65,6 +65,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
     history::verify(&applied)?;
     history::refuse_unadopted(&mut client, &applied)?;
     let from = history::current_version(&applied);
+    ctx.journal.version(from);
     let to = resolve_target(args.target, from)?;
     let pending: Vec<Migration> = migrations::all()
         .into_iter()
@@ -135,11 +136,13 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
             ));
         }
         details.restored.extend(restored);
-        details.applied.push(MigrationRun {
+        let run = MigrationRun {
             version: m.version(),
             name: m.name().to_string(),
             duration_ms: started.elapsed().as_millis() as u64,
-        });
+        };
+        ctx.journal.applied(&run);
+        details.applied.push(run);
         details.to_version = m.version();
         bar.inc(1);
     }

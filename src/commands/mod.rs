@@ -13,8 +13,10 @@ use crate::cli::{Cli, Command, Format, GlobalArgs};
 use crate::config::{ProcessEnv, Target};
 use crate::db::{self, RetryPolicy};
 use crate::exit::{Code, Refused};
+use crate::journal::{Done, Journal};
+use crate::output::Sink;
 use crate::progress::Log;
-use crate::report::{self, Render};
+use crate::report::Render;
 use anyhow::Result;
 use postgres::Client;
 use std::io::{BufRead, IsTerminal, Write};
@@ -41,6 +43,8 @@ pub struct Context {
     pub log: Log,
     /// Set by `rehearse` (and tests) to point commands at a throwaway server.
     pub target_override: Option<Target>,
+    /// What the command has committed so far, for its failure document.
+    pub journal: Journal,
 }
 
 impl Context {
@@ -49,6 +53,7 @@ impl Context {
             global: global.clone(),
             log: Log::new(global.quiet, global.no_progress),
             target_override: None,
+            journal: Journal::default(),
         }
     }
 
@@ -61,7 +66,10 @@ impl Context {
 
     pub fn connect(&self) -> Result<(Target, Client)> {
         let target = self.target()?;
-        let client = db::connect(&target)?;
+        let mut client = db::connect(&target)?;
+        if let Some(note) = db::lift_statement_timeout(&mut client)? {
+            self.log.line(&note);
+        }
         Ok((target, client))
     }
 
@@ -99,16 +107,36 @@ impl Context {
     }
 }
 
-/// Runs the command line and prints its report; returns the exit code.
-pub fn run(cli: &Cli) -> Result<Code> {
+/// Runs the command line and prints its one report (or its failure); returns the exit code.
+///
+/// `--output` is opened before the command starts, so an unwritable path changes nothing.
+pub fn run(cli: &Cli) -> Code {
     let ctx = Context::from_global(&cli.global);
-    let outcome = dispatch(&ctx, &cli.command)?;
-    report::emit(
-        outcome.report.as_ref(),
-        cli.global.format,
-        cli.global.output.as_deref(),
-    )?;
-    Ok(outcome.code)
+    let mut sink = match Sink::open(cli.global.format, cli.global.output.as_deref()) {
+        Ok(sink) => sink,
+        Err(error) => {
+            let mut stdout_only = Sink::stdout_only(cli.global.format);
+            print_failure(cli, &ctx.journal, &mut stdout_only, &error, Code::Error);
+            return Code::Error;
+        }
+    };
+    let result = dispatch(&ctx, &cli.command).and_then(|outcome| {
+        sink.report(outcome.report.as_ref())?;
+        Ok(outcome.code)
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            let code = crate::exit::code_of(&error);
+            let role = ctx
+                .target()
+                .ok()
+                .and_then(|t| t.config.get_user().map(str::to_string));
+            let error = crate::hints::explain(error, role.as_deref());
+            print_failure(cli, &ctx.journal, &mut sink, &error, code);
+            code
+        }
+    }
 }
 
 /// Runs one command without printing (used by `rehearse`).
@@ -124,33 +152,75 @@ pub fn dispatch(ctx: &Context, command: &Command) -> Result<Outcome> {
     }
 }
 
-/// Prints a failure: one clear line on stderr, and for json/yaml a document on stdout so that
-/// machine readers always get one.
-pub fn print_failure(cli: &Cli, error: &anyhow::Error, code: Code) {
+/// The failure document: the keys of every report, the error, and what was done before it
+/// (DESIGN.md §2). `schema_version` is null when the database was never reached.
+pub fn failure_document(
+    command: Option<&str>,
+    dry_run: bool,
+    error: &str,
+    code: Code,
+    done: &Done,
+) -> serde_json::Value {
+    serde_json::json!({
+        "command": command,
+        "ok": false,
+        "dry_run": dry_run,
+        "schema_version": done.schema_version,
+        "error": error,
+        "exit_code": code.as_i32(),
+        "applied": done.applied,
+        "reverted": done.reverted,
+        "run_id": done.run_id,
+    })
+}
+
+/// Renders a JSON value as `format` (table falls back to JSON: used for files only).
+pub fn render_value(value: &serde_json::Value, format: Format) -> String {
+    match format {
+        Format::Yaml => serde_yaml::to_string(value).unwrap_or_default(),
+        _ => format!(
+            "{}\n",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        ),
+    }
+}
+
+/// Prints a failure: one clear line on stderr; for json/yaml a document on stdout so that
+/// machine readers always get one; and the same into `--output`, replacing nothing older.
+pub fn print_failure(
+    cli: &Cli,
+    journal: &Journal,
+    sink: &mut Sink,
+    error: &anyhow::Error,
+    code: Code,
+) {
     let label = if code == Code::Refused {
         "refused"
     } else {
         "error"
     };
-    let _ = writeln!(std::io::stderr(), "ruleiq-db: {label}: {error:#}");
-    if cli.global.format != Format::Table {
-        let document = serde_json::json!({
-            "command": cli.command.name(),
-            "ok": false,
-            "dry_run": cli.command.dry_run(),
-            "error": format!("{error:#}"),
-            "exit_code": code.as_i32(),
-        });
-        let text = match cli.global.format {
-            Format::Yaml => serde_yaml::to_string(&document).unwrap_or_default(),
-            _ => format!(
-                "{}\n",
-                serde_json::to_string_pretty(&document).unwrap_or_default()
-            ),
-        };
-        print!("{text}");
-        if let Some(path) = &cli.global.output {
-            let _ = std::fs::write(path, &text);
+    let message = format!("{error:#}");
+    let _ = writeln!(std::io::stderr(), "ruleiq-db: {label}: {message}");
+    let done = journal.snapshot();
+    let document = failure_document(
+        Some(cli.command.name()),
+        cli.command.dry_run(),
+        &message,
+        code,
+        &done,
+    );
+    match sink.format() {
+        Format::Table => {
+            let line = format!(
+                "ruleiq-db {}: FAILED (exit {}): {message}\n",
+                cli.command.name(),
+                code.as_i32()
+            );
+            sink.failure(None, &line);
+        }
+        format => {
+            let text = render_value(&document, format);
+            sink.failure(Some(&text), &text);
         }
     }
 }

@@ -57,6 +57,7 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
     let applied = history::read(&mut client)?;
     history::verify(&applied)?;
     let from = history::current_version(&applied);
+    ctx.journal.version(from);
     let (to, steps) = choose_steps(&applied, args)?;
     let mut details = RollbackReport {
         from_version: from,
@@ -116,12 +117,14 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
             ));
         }
         details.archived.extend(archived);
-        details.reverted.push(MigrationRun {
+        let run = MigrationRun {
             version: step.version,
             name: step.name.clone(),
             duration_ms: started.elapsed().as_millis() as u64,
-        });
+        };
         details.to_version = next_version_below(&applied, step.version);
+        ctx.journal.reverted(&run, details.to_version);
+        details.reverted.push(run);
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -3,6 +3,7 @@
 
 use super::{Context, Outcome};
 use crate::catalog::constraints::{Kind as ConstraintKind, CATALOG};
+use crate::catalog::migrations::REPAIR_VERSION;
 use crate::catalog::renames::KNOWN_TRUNCATIONS;
 use crate::checker::{constraint_presence, ConstraintState};
 use crate::exit::Code;
@@ -21,6 +22,9 @@ pub struct StatusReport {
     pub drift: Vec<Drift>,
     /// For information only: these never make status fail.
     pub known_truncations: Vec<KnownTruncation>,
+    /// False when the schema could not be compared with its version (the role may not create
+    /// the scratch schema, say): then `drift` holds the reason and the verdict is not ok.
+    pub drift_checked: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -43,13 +47,21 @@ pub struct KnownTruncation {
 /// One way the database differs from the shape its recorded version should have.
 pub type Drift = Difference;
 
+/// The outcome of comparing the schema with its version.
+pub enum DriftCheck {
+    Compared(Vec<Drift>),
+    /// Why the comparison could not run.
+    NotCompared(String),
+}
+
 pub fn run(ctx: &Context) -> Result<Outcome> {
     let (_, mut client) = ctx.connect()?;
     let applied = history::read(&mut client)?;
     let version = history::current_version(&applied);
+    ctx.journal.version(version);
     let entries = history::compare(&applied);
     let mut presence = constraint_presence(&mut client)?;
-    let constraints = CATALOG
+    let constraints: Vec<ConstraintStatus> = CATALOG
         .iter()
         .map(|c| {
             let p = presence
@@ -65,16 +77,23 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         })
         .collect();
     let known_truncations = known_truncations(&mut client)?;
-    let drift = drift(&mut client, version)?;
-    // Allowed drift (a table another tool keeps, a column renamed by hand before 008) is shown
-    // but is not a fault.
-    let healthy = entries
-        .iter()
-        .all(|e| matches!(e.state, State::Applied | State::Pending))
-        && drift.iter().all(|d| d.allowed);
+    let (drift, drift_checked) = match drift(&mut client, version)? {
+        DriftCheck::Compared(drift) => (drift, true),
+        // The reason stays in `drift`, where a reader of the report looks for it.
+        DriftCheck::NotCompared(why) => (
+            vec![Difference {
+                object: "schema".into(),
+                problem: format!("not compared with version {version}: {why}"),
+                kind: Kind::Missing,
+                allowed: false,
+            }],
+            false,
+        ),
+    };
+    let code = verdict(&entries, &constraints, &drift, drift_checked, version);
     let report = Report {
         command: "status",
-        ok: healthy,
+        ok: code == Code::Ok,
         dry_run: false,
         schema_version: version,
         details: StatusReport {
@@ -82,9 +101,41 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             constraints,
             drift,
             known_truncations,
+            drift_checked,
         },
     };
-    Ok(Outcome::new(report, Code::Ok))
+    Ok(Outcome::new(report, code))
+}
+
+/// The exit code of a status (DESIGN.md §2): 3 when something stops the next step — a
+/// constraint not valid (or absent once 008 is applied), a divergent or missing migration,
+/// drift that is not allowed; else 1 when the drift could not be checked (not knowing is not
+/// "as expected"); else 0.
+fn verdict(
+    entries: &[Entry],
+    constraints: &[ConstraintStatus],
+    drift: &[Drift],
+    drift_checked: bool,
+    version: i32,
+) -> Code {
+    // Allowed drift (a table another tool keeps, a column renamed by hand before 008) is shown
+    // but is not a fault.
+    let history_ok = entries
+        .iter()
+        .all(|e| matches!(e.state, State::Applied | State::Pending));
+    let constraints_ok = constraints.iter().all(|c| match c.state {
+        ConstraintState::Valid => true,
+        ConstraintState::NotValid => false,
+        ConstraintState::Absent => version < REPAIR_VERSION,
+    });
+    let drift_ok = drift_checked && drift.iter().all(|d| d.allowed);
+    if !history_ok || !constraints_ok || (drift_checked && !drift_ok) {
+        Code::Violations
+    } else if !drift_checked {
+        Code::Error
+    } else {
+        Code::Ok
+    }
 }
 
 /// The known truncated names this database actually has.
@@ -110,25 +161,22 @@ fn known_truncations(client: &mut Client) -> Result<Vec<KnownTruncation>> {
 }
 
 /// The differences between the database and the shape of its recorded version (the latest
-/// embedded one when the history names a newer build's), the same comparison `baseline` makes.
+/// embedded one when the history names a newer build's), the same comparison `baseline` makes;
+/// or why the comparison could not run.
 ///
 /// Finding the expected shape needs a scratch schema (rolled back at once); where the role may
-/// not create one, or the server is a read-only standby, the drift says so instead of failing
-/// the whole status.
-pub fn drift(client: &mut Client, version: i32) -> Result<Vec<Drift>> {
+/// not create one, or the server is a read-only standby, status says so instead of failing.
+pub fn drift(client: &mut Client, version: i32) -> Result<DriftCheck> {
     let shapes = match shape::expected(client) {
         Ok(shapes) => shapes,
-        Err(error) => {
-            return Ok(vec![Difference {
-                object: "schema".into(),
-                problem: format!("not compared with version {version}: {error:#}"),
-                kind: Kind::Missing,
-                allowed: false,
-            }])
-        }
+        Err(error) => return Ok(DriftCheck::NotCompared(format!("{error:#}"))),
     };
     let live = shape::live(client)?;
-    Ok(shape::compare(&shapes, version.min(shapes.latest()), &live))
+    Ok(DriftCheck::Compared(shape::compare(
+        &shapes,
+        version.min(shapes.latest()),
+        &live,
+    )))
 }
 
 impl Details for StatusReport {
