@@ -142,7 +142,7 @@ pub struct MigrateArgs {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone)]
 pub struct CheckArgs {
     /// Only count; change nothing and take no lock stronger than ACCESS SHARE.
     #[arg(long)]
@@ -150,6 +150,21 @@ pub struct CheckArgs {
     /// Check only this constraint (repeatable).
     #[arg(long = "constraint", value_name = "NAME")]
     pub constraints: Vec<String>,
+    /// When no cleanup run has completed, violating rows created or updated within this long
+    /// count as live (the application still writes them); after a completed run, the rows
+    /// written since it finished do (e.g. 7d, 12h, 30m, 0s).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub live_window: Duration,
+}
+
+impl Default for CheckArgs {
+    fn default() -> CheckArgs {
+        CheckArgs {
+            dry_run: false,
+            constraints: Vec::new(),
+            live_window: crate::live::DEFAULT_WINDOW,
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -207,9 +222,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         other => {
             return Err(format!(
-                "unknown unit '{other}' in '{text}' (use ms, s or m)"
+                "unknown unit '{other}' in '{text}' (use ms, s, m, h or d)"
             ))
         }
     };
@@ -229,7 +246,10 @@ mod tests {
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert!(parse_duration("2h").is_err());
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_duration("2w").is_err());
         assert!(parse_duration("soon").is_err());
     }
 

@@ -14,6 +14,7 @@ pub mod db;
 pub mod enforce;
 pub mod exit;
 pub mod history;
+pub mod live;
 pub mod progress;
 pub mod report;
 pub mod sandbox;

@@ -141,7 +141,7 @@ fn rehearse(
             "check-constraints --dry-run",
             Command::CheckConstraints(CheckArgs {
                 dry_run: true,
-                constraints: vec![],
+                ..Default::default()
             }),
             &[Code::Ok, Code::Violations],
         ),
@@ -187,7 +187,7 @@ fn rehearse(
             "check-constraints --dry-run",
             Command::CheckConstraints(CheckArgs {
                 dry_run: true,
-                constraints: vec![],
+                ..Default::default()
             }),
             &[Code::Ok],
         ),
