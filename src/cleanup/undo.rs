@@ -16,7 +16,8 @@ use crate::catalog::{PRIMARY_KEY, TABLES};
 use crate::checker::DatabaseSpelling;
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use postgres::error::SqlState;
 use postgres::Client;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -129,9 +130,12 @@ fn run_batches(
         let started = std::time::Instant::now();
         let size = batching.size;
         let row = db::retry_on_lock_timeout(what, retry, log, || {
-            client
-                .query_one(&statement, &[&run_id, &before, &size])
-                .map_err(anyhow::Error::from)
+            match client.query_one(&statement, &[&run_id, &before, &size]) {
+                Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                    restore_as_they_were(client, &statement, run_id, before, size, what, log)
+                }
+                other => other.map_err(anyhow::Error::from),
+            }
         })
         .map_err(|e| explain(e, what))?;
         let picked: i64 = row.get(0);
@@ -154,8 +158,36 @@ fn run_batches(
     }
 }
 
+/// Restores rows whose link dangles (re-inserted, or their link put back) as they were before
+/// the cleanup. Such links exist only because they got in past an enforced foreign key (a
+/// restore with triggers off, as production's orphans did), so PostgreSQL refuses them on a
+/// plain INSERT or UPDATE. Undo means the exact original, so they go back the way they came
+/// in: with triggers off for this one transaction (`session_replication_role = replica`, which
+/// needs a superuser or, from PostgreSQL 15, a grant of SET on that parameter).
+fn restore_as_they_were(
+    client: &mut Client,
+    statement: &postgres::Statement,
+    run_id: Uuid,
+    before: Option<i64>,
+    size: i64,
+    what: &str,
+    log: &Log,
+) -> Result<postgres::Row> {
+    let mut tx = client.transaction()?;
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .map_err(anyhow::Error::from)
+        .context(format!(
+            "{what}: the rows' old links dangle, which a foreign key the table enforces refuses, so only a role that may set session_replication_role (a superuser) can put them back as they were; nothing of this batch was restored"
+        ))?;
+    let row = tx.query_one(statement, &[&run_id, &before, &size])?;
+    tx.commit()?;
+    log.line(&format!(
+        "{what}: restored rows whose link dangles as they were before the cleanup, with triggers off for that transaction"
+    ));
+    Ok(row)
+}
+
 fn explain(error: anyhow::Error, what: &str) -> anyhow::Error {
-    use postgres::error::SqlState;
     match db::sql_state(&error) {
         Some(code)
             if *code == SqlState::CHECK_VIOLATION || *code == SqlState::FOREIGN_KEY_VIOLATION =>
