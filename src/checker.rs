@@ -8,8 +8,8 @@
 //! connections that share one exported snapshot, so every count describes the same moment.
 
 use crate::catalog::constraints::{ColumnSpelling, Constraint, Kind, Rule, CATALOG};
-use crate::catalog::repair::ADOPTED_PREFIX;
 use crate::catalog::renames::legacy_name;
+use crate::catalog::repair::ADOPTED_PREFIX;
 use crate::catalog::sql::quote_ident;
 use crate::catalog::PRIMARY_KEY;
 use crate::config::Target;
@@ -397,8 +397,7 @@ fn run_scan(
         .query_raw(scan.sql.as_str(), params)
         .with_context(|| format!("checking {}", names(&scan.constraints)))?;
     use postgres::fallible_iterator::FallibleIterator;
-    let foreign_key =
-        scan.constraints.len() == 1 && scan.constraints[0].kind() == Kind::ForeignKey;
+    let foreign_key = scan.constraints.len() == 1 && scan.constraints[0].kind() == Kind::ForeignKey;
     while let Some(row) = rows.next()? {
         let key: String = row.get(0);
         let live: bool = row.get(row.len() - 1);

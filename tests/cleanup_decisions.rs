@@ -110,10 +110,7 @@ fn without_a_policy_the_not_null_rules_need_a_decision_and_nothing_changes() {
     assert_eq!(report["dry_run"], true);
     assert_eq!(decisions(&report), expected_decisions());
     for d in report["needs_decision"].as_array().unwrap() {
-        assert!(
-            d["reason"].as_str().unwrap().contains("NOT NULL"),
-            "{d:#}"
-        );
+        assert!(d["reason"].as_str().unwrap().contains("NOT NULL"), "{d:#}");
     }
 
     let (code, stdout, _) = db.run(&["cleanup", "--dry-run"]);
@@ -183,7 +180,8 @@ fn with_the_example_policy_cleanup_finishes_and_undo_restores_the_exact_original
     let (code, stdout, stderr) = db.run(&["--yes", "cleanup", "--policy", EXAMPLE]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("No violations left. Next: `ruleiq-db migrate` can enforce the constraints."),
+        stdout
+            .contains("No violations left. Next: `ruleiq-db migrate` can enforce the constraints."),
         "{stdout}"
     );
     let run_id = stdout
@@ -248,7 +246,10 @@ fn a_role_that_may_not_update_a_table_is_refused_before_anything_changes() {
         stderr.contains("may not UPDATE table business_profiles (privilege UPDATE)"),
         "{stderr}"
     );
-    assert!(!stderr.contains("evidence_items"), "only the missing privilege: {stderr}");
+    assert!(
+        !stderr.contains("evidence_items"),
+        "only the missing privilege: {stderr}"
+    );
     assert!(!audit_exists(&db));
     db.assert_unchanged(&before);
 
@@ -300,14 +301,8 @@ fn a_batch_that_fails_mid_run_reports_every_changed_table_the_run_and_its_undo()
     let original = canonical_dump(&db);
 
     for format in ["json", "yaml", "table"] {
-        let (code, stdout, stderr) = db.run(&[
-            "--format",
-            format,
-            "--yes",
-            "cleanup",
-            "--policy",
-            EXAMPLE,
-        ]);
+        let (code, stdout, stderr) =
+            db.run(&["--format", format, "--yes", "cleanup", "--policy", EXAMPLE]);
         assert_eq!(code, 1, "{format}: {stdout}\n{stderr}");
         assert!(stderr.contains("business_profiles is frozen"), "{stderr}");
         let run_id: String = db
@@ -325,7 +320,10 @@ fn a_batch_that_fails_mid_run_reports_every_changed_table_the_run_and_its_undo()
         assert!(changed > 0);
         match format {
             "table" => {
-                assert!(stdout.contains(&format!("cleanup run {run_id} FAILED")), "{stdout}");
+                assert!(
+                    stdout.contains(&format!("cleanup run {run_id} FAILED")),
+                    "{stdout}"
+                );
                 assert!(stdout.contains("evidence_items"), "{stdout}");
                 assert!(stdout.contains(&format!("Undo: `{undo}`")), "{stdout}");
                 assert!(!stdout.contains("can enforce"), "{stdout}");
@@ -434,12 +432,8 @@ fn policy_synonyms_reach_sql_only_as_bound_parameters() {
         ));
         set_status(&db, row, evil);
         let before = canonical_dump(&db);
-        let (code, report, stderr) = db.run_json(&[
-            "--yes",
-            "cleanup",
-            "--policy",
-            path.to_str().unwrap(),
-        ]);
+        let (code, report, stderr) =
+            db.run_json(&["--yes", "cleanup", "--policy", path.to_str().unwrap()]);
         assert_eq!(code, 0, "scs={conforming}: {report:#}\n{stderr}");
         let status: String = db
             .client()
@@ -464,7 +458,10 @@ fn policy_synonyms_reach_sql_only_as_bound_parameters() {
         let new: std::collections::BTreeSet<&str> = now.lines().collect();
         for line in old.symmetric_difference(&new) {
             let pk = line.split('\t').next().unwrap();
-            assert!(changed.contains(pk), "scs={conforming}: unexpected change {line}");
+            assert!(
+                changed.contains(pk),
+                "scs={conforming}: unexpected change {line}"
+            );
         }
         // What changed, row by row, as the audit recorded it.
         let records: Vec<String> = db

@@ -209,7 +209,9 @@ pub fn changed_tables(client: &mut impl GenericClient, run_id: Uuid) -> Result<V
 /// Marks a run that stopped on an error, so the next run does not take it for a live one.
 pub fn mark_interrupted(client: &mut impl GenericClient, run_id: Uuid) -> Result<()> {
     client.execute(
-        &format!("UPDATE {RUNS} SET status = 'interrupted' WHERE run_id = $1 AND status = 'started'"),
+        &format!(
+            "UPDATE {RUNS} SET status = 'interrupted' WHERE run_id = $1 AND status = 'started'"
+        ),
         &[&run_id],
     )?;
     Ok(())

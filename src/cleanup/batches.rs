@@ -104,8 +104,7 @@ pub fn run_phase(
         let started = Instant::now();
         let size = batching.size;
         let row = db::retry_on_lock_timeout(what, retry, log, || {
-            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                vec![&run_id, &last, &size];
+            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&run_id, &last, &size];
             if let Some(values) = values {
                 params.push(values);
             }

@@ -195,7 +195,9 @@ mod tests {
         };
         assert_eq!(status[0].0, "status");
         assert!(
-            status[0].1.contains("WHEN <pending_review> THEN <status:collected>"),
+            status[0]
+                .1
+                .contains("WHEN <pending_review> THEN <status:collected>"),
             "{}",
             status[0].1
         );
@@ -255,7 +257,10 @@ mod tests {
         while let (Some(a), Some(b)) = (bare.find('<'), bare.find('>')) {
             bare.replace_range(a..=b, "?");
         }
-        assert!(!bare.contains("collected") && !bare.contains("pending"), "{bare}");
+        assert!(
+            !bare.contains("collected") && !bare.contains("pending"),
+            "{bare}"
+        );
     }
 
     #[test]

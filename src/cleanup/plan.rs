@@ -272,7 +272,10 @@ impl TablePlan {
         for (rule, columns) in self.stages.iter().zip(&self.stage_writes) {
             let mut values: Vec<String> = rule.value.iter().map(fixes::value_text).collect();
             if rule.action == Action::Map {
-                if let Rule::OneOf { values: allowed, .. } = rule.constraint.rule {
+                if let Rule::OneOf {
+                    values: allowed, ..
+                } = rule.constraint.rule
+                {
                     values.extend(allowed.iter().map(|v| v.to_string()));
                 }
                 values.extend(rule.synonyms.iter().map(|(_, to)| to.clone()));
@@ -377,7 +380,11 @@ impl TablePlan {
                 columns.join(", ")
             ));
         }
-        debug_assert_eq!(bind.values.borrow().len(), self.values.len(), "values collected in new()");
+        debug_assert_eq!(
+            bind.values.borrow().len(),
+            self.values.len(),
+            "values collected in new()"
+        );
         sql
     }
 

@@ -81,7 +81,11 @@ pub fn prove_reads(
 /// (an integer cannot hold 3000000000) and its length (`varchar(5)` cannot hold
 /// 'not_started'; PostgreSQL would otherwise fail the batch, or an explicit cast truncate the
 /// value silently). An error in the policy, as DESIGN.md §3's other policy errors: exit 1.
-pub fn prove_values(client: &mut impl GenericClient, plans: &[TablePlan], source: &str) -> Result<()> {
+pub fn prove_values(
+    client: &mut impl GenericClient,
+    plans: &[TablePlan],
+    source: &str,
+) -> Result<()> {
     for plan in plans {
         for (rule, actual, values) in plan.written_values() {
             let Some(column_type) = plan.column_type(&actual) else {
@@ -125,9 +129,7 @@ pub fn prove_writes(
     let mut any_change = false;
     for (plan, preview) in plans.iter().zip(previews) {
         let acts = |range: std::ops::Range<usize>| {
-            preview.rules[range]
-                .iter()
-                .any(|r| r.rows + r.cascaded > 0)
+            preview.rules[range].iter().any(|r| r.rows + r.cascaded > 0)
         };
         let stages = plan.stages.len();
         let updates = acts(0..stages);

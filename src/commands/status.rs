@@ -52,7 +52,9 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     let constraints = CATALOG
         .iter()
         .map(|c| {
-            let p = presence.remove(c.name).expect("every catalog constraint has a presence");
+            let p = presence
+                .remove(c.name)
+                .expect("every catalog constraint has a presence");
             ConstraintStatus {
                 name: c.name,
                 table: c.table,
