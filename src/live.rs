@@ -23,10 +23,16 @@ const TIME_COLUMNS: &[&str] = &["created_at", "updated_at"];
 /// From when on a violating row counts as live, and why from then.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LiveSince {
+    /// Not in reports when the window applies: it moves with the clock, and two runs over the
+    /// same data must give the same report.
+    #[serde(skip)]
     pub since: DateTime<Utc>,
     /// The completed cleanup run the count starts after (None: the window applies).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_cleanup_run: Option<String>,
+    /// When that run finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup_finished_at: Option<DateTime<Utc>>,
     /// The window, in seconds, when no cleanup run has completed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_s: Option<u64>,
@@ -40,6 +46,7 @@ impl LiveSince {
             return Ok(LiveSince {
                 since: finished,
                 after_cleanup_run: Some(run_id),
+                cleanup_finished_at: Some(finished),
                 window_s: None,
             });
         }
@@ -53,6 +60,7 @@ impl LiveSince {
         Ok(LiveSince {
             since,
             after_cleanup_run: None,
+            cleanup_finished_at: None,
             window_s: Some(window.as_secs()),
         })
     }
