@@ -119,6 +119,16 @@ fn after_a_completed_cleanup_only_rows_written_since_are_live() {
     assert!(live.values().all(|n| *n == 0), "{live:?}");
     assert_eq!(report["total_live_violations"], 0);
     assert_eq!(report["live_since"]["after_cleanup_run"], run_id.as_str());
+    // "Next" says migrate can enforce only when every constraint was checked.
+    let (_, stdout, _) = db.run(&["check-constraints", "--dry-run"]);
+    assert!(stdout.contains("`ruleiq-db migrate` can enforce"), "{stdout}");
+    let (_, stdout, _) = db.run(&[
+        "check-constraints",
+        "--dry-run",
+        "--constraint",
+        "chk_evidence_status",
+    ]);
+    assert!(!stdout.contains("can enforce"), "{stdout}");
     db.assert_unchanged(&before);
 
     // The application writes 'Moderate' again: a new violating row, live.

@@ -24,6 +24,10 @@ pub struct CheckReport {
     pub live_since: LiveSince,
     /// Constraints this run validated (always empty with --dry-run).
     pub validated: Vec<&'static str>,
+    /// Whether every catalog constraint was checked (no --constraint filter): only then does
+    /// "no violations" mean migrate can enforce them.
+    #[serde(skip)]
+    pub all_checked: bool,
 }
 
 /// The catalog entries named by `--constraint`, or all of them.
@@ -105,6 +109,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
             total_live_violations: total_live,
             live_since,
             validated,
+            all_checked: selected.len() == CATALOG.len(),
         },
     };
     Ok(Outcome::new(report, code))
@@ -171,10 +176,15 @@ impl Details for CheckReport {
                 "{} rows violate the constraints. Next: `ruleiq-db cleanup --dry-run` shows how the policy would repair them.",
                 self.total_violations
             )
-        } else {
+        } else if self.all_checked {
             writeln!(
                 out,
                 "No violations. Next: `ruleiq-db migrate` can enforce the constraints."
+            )
+        } else {
+            writeln!(
+                out,
+                "No violations of the constraints checked. Next: `ruleiq-db check-constraints --dry-run` checks them all, as `ruleiq-db migrate` will."
             )
         }
     }
