@@ -121,7 +121,10 @@ fn after_a_completed_cleanup_only_rows_written_since_are_live() {
     assert_eq!(report["live_since"]["after_cleanup_run"], run_id.as_str());
     // "Next" says migrate can enforce only when every constraint was checked.
     let (_, stdout, _) = db.run(&["check-constraints", "--dry-run"]);
-    assert!(stdout.contains("`ruleiq-db migrate` can enforce"), "{stdout}");
+    assert!(
+        stdout.contains("`ruleiq-db migrate` can enforce"),
+        "{stdout}"
+    );
     let (_, stdout, _) = db.run(&[
         "check-constraints",
         "--dry-run",

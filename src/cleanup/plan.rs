@@ -49,8 +49,12 @@ pub struct TablePlan {
     /// The policy's values the stages use, in the order of the text[] parameter that carries
     /// them (see [`Bound`]).
     pub values: Vec<String>,
-    /// (current name, SQL type) of every column of the table.
+    /// (actual name, SQL type) of every column of the table.
     types: Vec<(String, String)>,
+    /// (actual name, SQL type without its modifier): what a bound value is cast to. Not
+    /// `varchar(5)`: an explicit cast to that would cut a longer value short without a word,
+    /// where the assignment to the column refuses it.
+    base_types: Vec<(String, String)>,
 }
 
 /// Policy values as elements of one bound `text[]` parameter, each cast to the type of the
@@ -62,6 +66,7 @@ struct Bound<'a> {
     values: RefCell<Vec<String>>,
     table: &'static str,
     spelling: &'a DatabaseSpelling,
+    /// (actual name, SQL type without modifier).
     types: &'a [(String, String)],
 }
 
@@ -168,12 +173,13 @@ impl TablePlan {
         let mut stage_writes = Vec::new();
         let mut written: Vec<(&'static str, String)> = Vec::new();
         let mut carried: BTreeSet<String> = BTreeSet::new();
+        let base_types = base_types(client, table)?;
         let collect = Bound {
             array: "",
             values: RefCell::new(Vec::new()),
             table,
             spelling,
-            types: &types,
+            types: &base_types,
         };
         for rule in &stages {
             let Fix::Update(writes) = fixes::fix(rule, &|c| c.to_string(), &collect) else {
@@ -220,6 +226,7 @@ impl TablePlan {
             carried: carried.into_iter().collect(),
             values: collect.values.into_inner(),
             types,
+            base_types,
         })
     }
 
@@ -346,7 +353,7 @@ impl TablePlan {
             values: RefCell::new(self.values.clone()),
             table: self.table,
             spelling: &self.spelling,
-            types: &self.types,
+            types: &self.base_types,
         };
         let mut sql = String::new();
         for (i, rule) in self.stages.iter().enumerate() {
@@ -715,6 +722,17 @@ pub fn key_type(types: &[(String, String)], table: &str) -> Result<String> {
         .find(|(name, _)| name == PRIMARY_KEY)
         .map(|(_, t)| t.clone())
         .with_context(|| format!("{table} has no column {PRIMARY_KEY}"))
+}
+
+/// (column, SQL type without its modifier) of every column of a table.
+fn base_types(client: &mut impl GenericClient, table: &str) -> Result<Vec<(String, String)>> {
+    let rows = client.query(
+        "SELECT attname::text, format_type(atttypid, NULL) FROM pg_attribute
+          WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped
+          ORDER BY attnum",
+        &[&table],
+    )?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// (column, SQL type) of every column of a table.
