@@ -14,8 +14,10 @@ use crate::catalog::sql::quote_ident;
 use crate::catalog::PRIMARY_KEY;
 use crate::config::Target;
 use crate::db;
+use crate::live::{self, LiveSince};
 use crate::progress::Log;
 use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, IsolationLevel};
 use serde::Serialize;
@@ -50,6 +52,9 @@ pub struct Finding {
     pub table: &'static str,
     pub kind: Kind,
     pub violations: u64,
+    /// Violating rows created or updated after the last completed cleanup run, or within the
+    /// live window (see `live.rs`): the application still writes them.
+    pub live_violations: u64,
     /// The smallest violating primary keys, at most ten, ascending.
     pub sample: Vec<String>,
     pub state: ConstraintState,
@@ -249,16 +254,19 @@ fn tables_read(constraints: &[&'static Constraint]) -> Vec<&'static str> {
     tables.into_iter().collect()
 }
 
-/// One scan: a table's CHECK constraints together, or one foreign key.
+/// One scan: a table's CHECK constraints together, or one foreign key. Its last column says
+/// whether the row is live; `live` tells whether that column reads the bound cutoff `$1`.
 struct Scan {
     constraints: Vec<&'static Constraint>,
     sql: String,
+    live: bool,
 }
 
 fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) -> Vec<Scan> {
     let pk = format!("t.{}::text", quote_ident(PRIMARY_KEY));
     let mut by_table: Vec<(&'static str, Vec<&'static Constraint>)> = Vec::new();
     let mut scans = Vec::new();
+    let live = |table: &str| crate::live::written_after(table, spelling, "t", "$1::timestamptz");
     for c in constraints
         .iter()
         .copied()
@@ -271,13 +279,16 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
                         continue;
                     }
                 }
+                let is_live = live(c.table);
                 scans.push(Scan {
                     constraints: vec![c],
                     sql: format!(
-                        "SELECT {pk} FROM {} AS t WHERE {}",
+                        "SELECT {pk}, {} FROM {} AS t WHERE {}",
+                        is_live.as_deref().unwrap_or("false"),
                         quote_ident(c.table),
                         c.violation_condition(spelling, "t")
                     ),
+                    live: is_live.is_some(),
                 });
             }
             Kind::Check => match by_table.iter_mut().find(|(t, _)| *t == c.table) {
@@ -295,11 +306,14 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
             .iter()
             .map(|cond| format!("coalesce({cond}, false)"))
             .collect();
+        let is_live = live(table);
         scans.push(Scan {
             constraints: checks,
+            live: is_live.is_some(),
             sql: format!(
-                "SELECT {pk}, {} FROM {} AS t WHERE {}",
+                "SELECT {pk}, {}, {} FROM {} AS t WHERE {}",
                 flags.join(", "),
+                is_live.as_deref().unwrap_or("false"),
                 quote_ident(table),
                 conditions
                     .iter()
@@ -348,6 +362,7 @@ fn table_sizes(client: &mut impl GenericClient, tables: &[&str]) -> Result<HashM
 #[derive(Default)]
 struct Tally {
     count: u64,
+    live: u64,
     smallest: BTreeSet<String>,
 }
 
@@ -367,21 +382,29 @@ impl Tally {
     }
 }
 
-fn run_scan(client: &mut impl GenericClient, scan: &Scan) -> Result<Vec<Tally>> {
+fn run_scan(
+    client: &mut impl GenericClient,
+    scan: &Scan,
+    live_since: &DateTime<Utc>,
+) -> Result<Vec<Tally>> {
     let mut tallies: Vec<Tally> = scan.constraints.iter().map(|_| Tally::default()).collect();
+    let params: Vec<&(dyn ToSql + Sync)> = if scan.live {
+        vec![live_since]
+    } else {
+        Vec::new()
+    };
     let mut rows = client
-        .query_raw(scan.sql.as_str(), std::iter::empty::<&(dyn ToSql + Sync)>())
+        .query_raw(scan.sql.as_str(), params)
         .with_context(|| format!("checking {}", names(&scan.constraints)))?;
     use postgres::fallible_iterator::FallibleIterator;
+    let foreign_key = scan.constraints.len() == 1 && scan.constraints[0].kind() == Kind::ForeignKey;
     while let Some(row) = rows.next()? {
         let key: String = row.get(0);
-        if scan.constraints.len() == 1 && scan.constraints[0].kind() == Kind::ForeignKey {
-            tallies[0].add(&key);
-            continue;
-        }
+        let live: bool = row.get(row.len() - 1);
         for (i, tally) in tallies.iter_mut().enumerate() {
-            if row.get::<_, bool>(i + 1) {
+            if foreign_key || row.get::<_, bool>(i + 1) {
                 tally.add(&key);
+                tally.live += u64::from(live);
             }
         }
     }
@@ -399,19 +422,32 @@ fn names(constraints: &[&'static Constraint]) -> String {
 /// How many extra connections scan tables at once.
 pub const PARALLEL_SCANS: usize = 2;
 
-/// Checks `constraints` against every row. Reads only: runs in READ ONLY transactions and takes
-/// no lock stronger than ACCESS SHARE.
+/// Checks `constraints` against every row, counting live violations within the default
+/// window. Reads only: runs in READ ONLY transactions and takes no lock stronger than ACCESS
+/// SHARE.
 pub fn check(
     target: &Target,
     client: &mut Client,
     constraints: &[&'static Constraint],
     log: &Log,
 ) -> Result<Vec<Finding>> {
+    Ok(check_live(target, client, constraints, log, live::DEFAULT_WINDOW)?.0)
+}
+
+/// [`check`], with the live window given, and from when on rows counted as live.
+pub fn check_live(
+    target: &Target,
+    client: &mut Client,
+    constraints: &[&'static Constraint],
+    log: &Log,
+    window: std::time::Duration,
+) -> Result<(Vec<Finding>, LiveSince)> {
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()?;
+    let live_since = LiveSince::resolve(&mut tx, window)?;
     let spelling = DatabaseSpelling::read(&mut tx, &tables_read(constraints))?;
     let states = constraint_states(&mut tx)?;
     let mut scans = plan_scans(constraints, &spelling);
@@ -424,14 +460,14 @@ pub fn check(
         scans
             .iter()
             .map(|s| {
-                let r = run_scan(&mut tx, s);
+                let r = run_scan(&mut tx, s, &live_since.since);
                 bar.inc(1);
                 r
             })
             .collect()
     } else {
         let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
-        run_parallel(target, &snapshot, &scans, &bar)?
+        run_parallel(target, &snapshot, &scans, &live_since.since, &bar)?
     };
     tx.commit()?;
     bar.finish_and_clear();
@@ -442,7 +478,7 @@ pub fn check(
             tallies.insert(c.name, tally);
         }
     }
-    Ok(constraints
+    let findings = constraints
         .iter()
         .map(|c| {
             let tally = tallies.remove(c.name);
@@ -452,6 +488,7 @@ pub fn check(
                 kind: c.kind(),
                 checked: tally.is_some(),
                 violations: tally.as_ref().map_or(0, |t| t.count),
+                live_violations: tally.as_ref().map_or(0, |t| t.live),
                 sample: tally.map_or_else(Vec::new, |t| t.smallest.into_iter().collect()),
                 state: states
                     .get(c.name)
@@ -459,7 +496,8 @@ pub fn check(
                     .unwrap_or(ConstraintState::Absent),
             }
         })
-        .collect())
+        .collect();
+    Ok((findings, live_since))
 }
 
 /// Runs scans on up to [`PARALLEL_SCANS`] connections that import the coordinator's snapshot.
@@ -467,6 +505,7 @@ fn run_parallel(
     target: &Target,
     snapshot: &str,
     scans: &[Scan],
+    live_since: &DateTime<Utc>,
     bar: &indicatif::ProgressBar,
 ) -> Result<Vec<Result<Vec<Tally>>>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -494,7 +533,7 @@ fn run_parallel(
                         if i >= scans.len() {
                             break;
                         }
-                        let result = run_scan(&mut tx, &scans[i]);
+                        let result = run_scan(&mut tx, &scans[i], live_since);
                         *slots[i].lock().expect("slot") = Some(result);
                         bar.inc(1);
                     }
@@ -521,6 +560,11 @@ fn run_parallel(
 /// The total of violations over findings.
 pub fn total_violations(findings: &[Finding]) -> u64 {
     findings.iter().map(|f| f.violations).sum()
+}
+
+/// The total of live violations over findings.
+pub fn total_live_violations(findings: &[Finding]) -> u64 {
+    findings.iter().map(|f| f.live_violations).sum()
 }
 
 #[cfg(test)]

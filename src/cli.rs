@@ -142,7 +142,7 @@ pub struct MigrateArgs {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone)]
 pub struct CheckArgs {
     /// Only count; change nothing and take no lock stronger than ACCESS SHARE.
     #[arg(long)]
@@ -150,6 +150,21 @@ pub struct CheckArgs {
     /// Check only this constraint (repeatable).
     #[arg(long = "constraint", value_name = "NAME")]
     pub constraints: Vec<String>,
+    /// When no cleanup run has completed, violating rows created or updated within this long
+    /// count as live (the application still writes them); after a completed run, the rows
+    /// written since it finished do (e.g. 7d, 12h, 30m, 0s).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_window)]
+    pub live_window: Duration,
+}
+
+impl Default for CheckArgs {
+    fn default() -> CheckArgs {
+        CheckArgs {
+            dry_run: false,
+            constraints: Vec::new(),
+            live_window: crate::live::DEFAULT_WINDOW,
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -193,8 +208,26 @@ pub struct RehearseArgs {
     pub dump: Option<PathBuf>,
 }
 
-/// Parses `500ms`, `2s`, `1m`, or a bare number of seconds.
+/// Parses `500ms`, `2s`, `1m`, `2h`, `1d`, or a bare number of seconds, for a timeout or wait.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    // PostgreSQL stores lock_timeout and statement_timeout as milliseconds in an int, so a
+    // longer duration cannot be set; a bound also keeps `Duration::from_secs_f64` from panicking.
+    parse_bounded(
+        text,
+        f64::from(MAX_DURATION_MS),
+        "about 24 days, PostgreSQL's limit for a timeout",
+    )
+}
+
+/// A look-back window (`--live-window`): not a timeout, so it may span years; bounded at a
+/// century only so that nonsense is a usage error, not a panic.
+pub fn parse_window(text: &str) -> Result<Duration, String> {
+    parse_bounded(text, MAX_WINDOW_MS, "a century")
+}
+
+const MAX_WINDOW_MS: f64 = 100.0 * 366.0 * 86_400_000.0;
+
+fn parse_bounded(text: &str, max_ms: f64, limit: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -207,20 +240,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         other => {
             return Err(format!(
-                "unknown unit '{other}' in '{text}' (use ms, s or m)"
+                "unknown unit '{other}' in '{text}' (use ms, s, m, h or d)"
             ))
         }
     };
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("'{text}' is not a valid duration"));
     }
-    // PostgreSQL stores lock_timeout and statement_timeout as milliseconds in an int, so a
-    // longer duration cannot be set; a bound also keeps `Duration::from_secs_f64` from panicking.
-    if seconds * 1000.0 > f64::from(MAX_DURATION_MS) {
+    if seconds * 1000.0 > max_ms {
         return Err(format!(
-            "'{text}' is too long: at most {MAX_DURATION_MS}ms (about 24 days, PostgreSQL's limit for a timeout)"
+            "'{text}' is too long: at most {max_ms:.0}ms ({limit})"
         ));
     }
     Ok(Duration::from_secs_f64(seconds))
@@ -239,7 +272,13 @@ mod tests {
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert!(parse_duration("2h").is_err());
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_duration("2w").is_err());
         assert!(parse_duration("soon").is_err());
     }
 

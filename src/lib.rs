@@ -17,6 +17,7 @@ pub mod exit;
 pub mod hints;
 pub mod history;
 pub mod journal;
+pub mod live;
 pub mod output;
 pub mod progress;
 pub mod report;

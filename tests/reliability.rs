@@ -61,9 +61,7 @@ fn with_param(url: &str, param: &str) -> String {
 
 /// The same server and database as another role.
 fn url_as(db: &TestDb, role: &str, password: &str) -> String {
-    let (scheme, rest) = db.url.split_once("://").unwrap();
-    let (_, server) = rest.split_once('@').unwrap();
-    format!("{scheme}://{role}:{password}@{server}")
+    db.url_as(role, password)
 }
 
 /// The binary with an explicit URL (not the harness's superuser one).

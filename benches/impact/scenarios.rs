@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use postgres::Client;
 use ruleiq_db::catalog::constraints::{Rule, CATALOG};
 use ruleiq_db::catalog::renames::{legacy_name, RENAMES};
-use ruleiq_db::catalog::sql::quote_ident;
+use ruleiq_db::catalog::sql::{quote_ident, quote_literal};
 use ruleiq_db::checker::DatabaseSpelling;
 use ruleiq_db::cleanup::fixes::{self, Fix};
 use ruleiq_db::cleanup::policy::{Action, Policy, RulePolicy};
@@ -277,7 +277,7 @@ fn bare_statements(client: &mut Client, policy: &Policy) -> Result<Vec<String>> 
         let spelled = |column: &str| {
             actual(column).map_or_else(|_| "NULL".to_string(), |a| format!("t.{}", quote_ident(&a)))
         };
-        match fixes::fix(rule, &spelled) {
+        match fixes::fix(rule, &spelled, &Literals) {
             Fix::Leave => {}
             Fix::Delete => statements.push(format!("DELETE FROM {table} AS t WHERE {violating}")),
             Fix::Update(writes) => {
@@ -293,6 +293,19 @@ fn bare_statements(client: &mut Client, policy: &Policy) -> Result<Vec<String>> 
         }
     }
     Ok(statements)
+}
+
+/// The baseline is the SQL a DBA would type: the policy's values written in as literals (the
+/// tool itself binds them as parameters).
+struct Literals;
+
+impl fixes::Bind for Literals {
+    fn value(&self, _column: &str, text: &str) -> String {
+        quote_literal(text)
+    }
+    fn key(&self, text: &str) -> String {
+        quote_literal(text)
+    }
 }
 
 /// Every catalog constraint repaired by plain statements of exactly its violating rows, in one

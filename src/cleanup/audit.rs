@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS ruleiq_audit.cleanup_changes (
 );
 "#;
 
-/// Creates the audit schema and tables when absent. Only a real run calls this.
+/// Creates the audit schema and tables when absent. Only a real run calls this. When they
+/// exist it runs no DDL at all: even `CREATE … IF NOT EXISTS` needs the CREATE privilege, which
+/// a role that only writes the audit need not hold (proof.rs checks what it does need).
 pub fn ensure(client: &mut Client) -> Result<()> {
     let missing = missing_grants(client)?;
     if !missing.is_empty() {
@@ -251,6 +253,49 @@ pub fn run_rules(
 pub fn mark_undone(client: &mut Client, run_id: Uuid) -> Result<()> {
     client.execute(
         &format!("UPDATE {RUNS} SET undone_at = now() WHERE run_id = $1"),
+        &[&run_id],
+    )?;
+    Ok(())
+}
+
+/// The cleanup run that finished last, and when (None: none ever finished here). A violating
+/// row written after it was not there for that run to repair: the application wrote it.
+pub fn last_finished_run(
+    client: &mut impl GenericClient,
+) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>> {
+    if !exists(client)? {
+        return Ok(None);
+    }
+    let row = client.query_opt(
+        &format!(
+            "SELECT run_id::text, finished_at FROM {RUNS}
+              WHERE status = 'finished' AND finished_at IS NOT NULL
+              ORDER BY finished_at DESC LIMIT 1"
+        ),
+        &[],
+    )?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// Tables changed by a run so far and how many rows each, from its audit records (each batch
+/// commits its rows and their records together, so these are exactly the committed changes).
+pub fn changed_tables(client: &mut impl GenericClient, run_id: Uuid) -> Result<Vec<(String, i64)>> {
+    let rows = client.query(
+        &format!(
+            "SELECT table_name, count(*) FROM {CHANGES} WHERE run_id = $1
+              GROUP BY table_name ORDER BY min(id)"
+        ),
+        &[&run_id],
+    )?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Marks a run that stopped on an error, so the next run does not take it for a live one.
+pub fn mark_interrupted(client: &mut impl GenericClient, run_id: Uuid) -> Result<()> {
+    client.execute(
+        &format!(
+            "UPDATE {RUNS} SET status = 'interrupted' WHERE run_id = $1 AND status = 'started'"
+        ),
         &[&run_id],
     )?;
     Ok(())

@@ -76,12 +76,13 @@ pub struct PhaseTotals {
 /// Off a terminal there is no bar: a line this often says how far a long phase is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
-/// Runs `sql` (a batch statement from plan.rs: parameters run id, last key, size) until no
-/// violating row is left after the last key.
+/// Runs `sql` (a batch statement from plan.rs: parameters run id, last key, size, and the
+/// policy's `values` when it reads them) until no violating row is left after the last key.
 #[allow(clippy::too_many_arguments)]
 pub fn run_phase(
     client: &mut Client,
     sql: &str,
+    values: Option<&Vec<String>>,
     rules: usize,
     run_id: Uuid,
     batching: &mut Batching,
@@ -103,8 +104,12 @@ pub fn run_phase(
         let started = Instant::now();
         let size = batching.size;
         let row = db::retry_on_lock_timeout(what, retry, log, || {
+            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&run_id, &last, &size];
+            if let Some(values) = values {
+                params.push(values);
+            }
             client
-                .query_one(&statement, &[&run_id, &last, &size])
+                .query_one(&statement, &params)
                 .map_err(anyhow::Error::from)
         })
         .map_err(|e| explain_rejection(e, what))?;

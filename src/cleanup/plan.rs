@@ -10,8 +10,8 @@
 //! Rows a `delete` rule removes go first, in their own batches.
 
 use super::audit::CHANGES;
-use super::fixes::{self, Fix};
-use super::policy::{Action, Policy, PolicyValue, RulePolicy};
+use super::fixes::{self, Bind, Fix};
+use super::policy::{Action, Policy, RulePolicy};
 use super::rowjson;
 use crate::catalog::constraints::Rule;
 use crate::catalog::sql::{quote_ident, quote_literal};
@@ -19,6 +19,7 @@ use crate::catalog::PRIMARY_KEY;
 use crate::checker::DatabaseSpelling;
 use anyhow::{bail, Context, Result};
 use postgres::GenericClient;
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 /// Prefix of the session's temporary tables of the keys a cleanup works through, one per table.
@@ -45,6 +46,57 @@ pub struct TablePlan {
     written: Vec<(&'static str, String)>,
     /// Actual names of every column the stages read or write, carried from stage to stage.
     carried: Vec<String>,
+    /// The policy's values the stages use, in the order of the text[] parameter that carries
+    /// them (see [`Bound`]).
+    pub values: Vec<String>,
+    /// (actual name, SQL type) of every column of the table.
+    types: Vec<(String, String)>,
+    /// (actual name, SQL type without its modifier): what a bound value is cast to. Not
+    /// `varchar(5)`: an explicit cast to that would cut a longer value short without a word,
+    /// where the assignment to the column refuses it.
+    base_types: Vec<(String, String)>,
+}
+
+/// Policy values as elements of one bound `text[]` parameter, each cast to the type of the
+/// column it is written into: no policy text is ever part of a statement's text. Asking for a
+/// value not yet in the list appends it (how [`TablePlan::new`] collects them).
+struct Bound<'a> {
+    /// The parameter, e.g. `$4::text[]`.
+    array: &'a str,
+    values: RefCell<Vec<String>>,
+    table: &'static str,
+    spelling: &'a DatabaseSpelling,
+    /// (actual name, SQL type without modifier).
+    types: &'a [(String, String)],
+}
+
+impl Bound<'_> {
+    fn index(&self, text: &str) -> usize {
+        let mut values = self.values.borrow_mut();
+        match values.iter().position(|v| v == text) {
+            Some(i) => i + 1,
+            None => {
+                values.push(text.to_string());
+                values.len()
+            }
+        }
+    }
+}
+
+impl Bind for Bound<'_> {
+    fn value(&self, column: &str, text: &str) -> String {
+        let i = self.index(text);
+        let column_type = self
+            .spelling
+            .actual_name(self.table, column)
+            .and_then(|actual| self.types.iter().find(|(n, _)| *n == actual))
+            .map_or("text", |(_, t)| t.as_str());
+        format!("CAST(({})[{i}] AS {column_type})", self.array)
+    }
+
+    fn key(&self, text: &str) -> String {
+        format!("({})[{}]", self.array, self.index(text))
+    }
 }
 
 /// The order of a table's stages. A value rule (map, default, set_null) writes what its own
@@ -91,10 +143,7 @@ pub fn build(policy: &Policy, client: &mut impl GenericClient) -> Result<Vec<Tab
         if rules.is_empty() || !spelling.has_table(table) {
             continue;
         }
-        let plan = TablePlan::new(table, rules, &spelling, client)?;
-        let source = policy.source.as_deref().unwrap_or("the built-in policy");
-        plan.check_values_fit(client, source)?;
-        plans.push(plan);
+        plans.push(TablePlan::new(table, rules, &spelling, client)?);
     }
     Ok(plans)
 }
@@ -124,8 +173,16 @@ impl TablePlan {
         let mut stage_writes = Vec::new();
         let mut written: Vec<(&'static str, String)> = Vec::new();
         let mut carried: BTreeSet<String> = BTreeSet::new();
+        let base_types = base_types(client, table)?;
+        let collect = Bound {
+            array: "",
+            values: RefCell::new(Vec::new()),
+            table,
+            spelling,
+            types: &base_types,
+        };
         for rule in &stages {
-            let Fix::Update(writes) = fixes::fix(rule, &|c| c.to_string()) else {
+            let Fix::Update(writes) = fixes::fix(rule, &|c| c.to_string(), &collect) else {
                 unreachable!("stages update")
             };
             let mut columns = Vec::new();
@@ -167,45 +224,79 @@ impl TablePlan {
             stage_writes,
             written,
             carried: carried.into_iter().collect(),
+            values: collect.values.into_inner(),
+            types,
+            base_types,
         })
     }
 
-    /// Every value the policy writes must fit its column's type (an INTEGER cannot hold
-    /// 3000000000): found now, before any change, rather than by the first batch.
-    fn check_values_fit(&self, client: &mut impl GenericClient, source: &str) -> Result<()> {
-        let types = column_types(client, self.table)?;
+    /// The values bound to a statement whose stages read them from `$n::text[]`; None when
+    /// no stage writes a policy value (the statement then has no such parameter).
+    pub fn bound_values(&self) -> Option<&Vec<String>> {
+        (!self.values.is_empty()).then_some(&self.values)
+    }
+
+    /// The parameter number the stage chain reads values from, after `fixed` parameters.
+    fn values_param(&self, fixed: usize) -> String {
+        format!("${}::text[]", fixed + 1)
+    }
+
+    /// How this database spells a column of the table (by current name), if it has it.
+    pub fn actual_column(&self, current: &str) -> Option<String> {
+        self.spelling.actual_name(self.table, current)
+    }
+
+    /// The columns the update stages write: (current name, actual name).
+    pub fn written_columns(&self) -> &[(&'static str, String)] {
+        &self.written
+    }
+
+    /// The tables the rules read besides this one (foreign keys' parents).
+    pub fn parents(&self) -> Vec<&'static str> {
+        let mut parents = Vec::new();
+        for rule in self.rules() {
+            if let Rule::ForeignKey { parent, .. } = rule.constraint.rule {
+                if !parents.contains(&parent) {
+                    parents.push(parent);
+                }
+            }
+        }
+        parents
+    }
+
+    /// The table's column (actual name) and SQL type.
+    pub fn column_type(&self, actual: &str) -> Option<&str> {
+        self.types
+            .iter()
+            .find(|(n, _)| n == actual)
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// Per stage that writes policy values: the rule, the column they go into (actual name)
+    /// and the values (what map, default, demote and backfill can write there).
+    pub fn written_values(&self) -> Vec<(&RulePolicy, String, Vec<String>)> {
+        let mut out = Vec::new();
         for (rule, columns) in self.stages.iter().zip(&self.stage_writes) {
-            let mut values: Vec<String> = rule
-                .value
-                .iter()
-                .map(|v| match v {
-                    PolicyValue::Text(t) => t.clone(),
-                    PolicyValue::Integer(n) => n.to_string(),
-                })
-                .collect();
-            values.extend(rule.synonyms.iter().map(|(_, to)| to.clone()));
+            let mut values: Vec<String> = rule.value.iter().map(fixes::value_text).collect();
+            if rule.action == Action::Map {
+                if let Rule::OneOf {
+                    values: allowed, ..
+                } = rule.constraint.rule
+                {
+                    values.extend(allowed.iter().map(|v| v.to_string()));
+                }
+                values.extend(rule.synonyms.iter().map(|(_, to)| to.clone()));
+            }
+            values.dedup();
             let own = own_column(rule);
             let Some((_, actual)) = columns.iter().find(|(c, _)| *c == own) else {
                 continue;
             };
-            let Some((_, column_type)) = types.iter().find(|(name, _)| name == actual) else {
-                continue;
-            };
-            for value in values {
-                client
-                    .query_one(
-                        &format!("SELECT CAST($1::text AS {column_type})"),
-                        &[&value],
-                    )
-                    .with_context(|| {
-                        format!(
-                            "invalid cleanup policy {source}: {}: '{value}' does not fit {}.{actual} ({column_type})",
-                            rule.constraint.name, self.table
-                        )
-                    })?;
+            if !values.is_empty() {
+                out.push((rule, actual.clone(), values));
             }
         }
-        Ok(())
+        out
     }
 
     /// Every rule of the table: stages, deletes, skipped; the index is the rule's number in
@@ -256,7 +347,14 @@ impl TablePlan {
     /// applied, `s{k}` is the row after it. `OFFSET 0` keeps the planner from inlining a stage
     /// into every expression that reads it: without it, `map`'s CASE (regexp and all) runs
     /// once per later reference instead of once per row.
-    fn stage_chain(&self) -> String {
+    fn stage_chain(&self, values_param: &str) -> String {
+        let bind = Bound {
+            array: values_param,
+            values: RefCell::new(self.values.clone()),
+            table: self.table,
+            spelling: &self.spelling,
+            types: &self.base_types,
+        };
         let mut sql = String::new();
         for (i, rule) in self.stages.iter().enumerate() {
             let (k, input) = (i + 1, Self::stage_alias(i));
@@ -264,7 +362,7 @@ impl TablePlan {
                 "\n  CROSS JOIN LATERAL (SELECT {} AS hit OFFSET 0) AS h{k}",
                 self.violated(rule, &input)
             ));
-            let Fix::Update(writes) = fixes::fix(rule, &|c| self.col(&input, c)) else {
+            let Fix::Update(writes) = fixes::fix(rule, &|c| self.col(&input, c), &bind) else {
                 unreachable!("stages update")
             };
             let columns: Vec<String> = self
@@ -289,6 +387,11 @@ impl TablePlan {
                 columns.join(", ")
             ));
         }
+        debug_assert_eq!(
+            bind.values.borrow().len(),
+            self.values.len(),
+            "values collected in new()"
+        );
         sql
     }
 
@@ -376,6 +479,7 @@ impl TablePlan {
     /// `for_run` (a real run, not a dry run): the same scan also stores the keys of the rows
     /// it saw in the key table, which the batches then walk (no second scan to find them), and
     /// the examples, which only a dry run shows, are not computed.
+    /// Parameter `$1`: [`TablePlan::bound_values`], when there are any.
     pub fn preview_sql(&self, for_run: bool) -> String {
         let rules = self.rules();
         let deleting: Vec<&RulePolicy> = self.deletes.iter().collect();
@@ -450,7 +554,7 @@ impl TablePlan {
             "WITH staged AS MATERIALIZED (\n  SELECT {}\n  FROM {} AS t{}\n  WHERE {}\n){keep}\nSELECT {}\nFROM staged AS s",
             select.join(",\n    "),
             quote_ident(self.table),
-            self.stage_chain(),
+            self.stage_chain(&self.values_param(0)),
             self.any_violated(&rules, "t"),
             outer.join(",\n  ")
         )
@@ -459,6 +563,7 @@ impl TablePlan {
     /// One batch of the update phase, one statement: lock up to `$3` violating rows after the
     /// key `$2`, rewrite them through the stages, and record each changed row in the audit
     /// for run `$1`. Result columns: picked, last pk, audited, then per stage (rows, cascaded).
+    /// Parameter `$4`: [`TablePlan::bound_values`], when there are any.
     pub fn update_batch_sql(&self) -> Option<String> {
         if self.stages.is_empty() {
             return None;
@@ -530,7 +635,7 @@ SELECT (SELECT count(*) FROM keys),
             table = quote_ident(self.table),
             pk_col = quote_ident(PRIMARY_KEY),
             select = select.join(",\n    "),
-            chain = self.stage_chain(),
+            chain = self.stage_chain(&self.values_param(3)),
             set = set.join(", "),
             table_literal = quote_literal(self.table),
             counts = counts
@@ -617,6 +722,17 @@ pub fn key_type(types: &[(String, String)], table: &str) -> Result<String> {
         .find(|(name, _)| name == PRIMARY_KEY)
         .map(|(_, t)| t.clone())
         .with_context(|| format!("{table} has no column {PRIMARY_KEY}"))
+}
+
+/// (column, SQL type without its modifier) of every column of a table.
+fn base_types(client: &mut impl GenericClient, table: &str) -> Result<Vec<(String, String)>> {
+    let rows = client.query(
+        "SELECT attname::text, format_type(atttypid, NULL) FROM pg_attribute
+          WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped
+          ORDER BY attnum",
+        &[&table],
+    )?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// (column, SQL type) of every column of a table.

@@ -378,6 +378,10 @@ pub struct Policy {
     /// Where the overrides came from (None: built-in only).
     pub source: Option<String>,
     pub rules: Vec<RulePolicy>,
+    /// The constraints whose rule the file set itself (the rest are built in): a decision the
+    /// DBA made, which cleanup carries out or refuses, but never replaces with its own.
+    #[serde(skip)]
+    pub from_file: Vec<&'static str>,
 }
 
 impl Policy {
@@ -385,6 +389,7 @@ impl Policy {
         Policy {
             source: None,
             rules: CATALOG.iter().map(RulePolicy::builtin).collect(),
+            from_file: Vec::new(),
         }
     }
 
@@ -393,6 +398,7 @@ impl Policy {
         let mut policy = Policy::builtin();
         policy.source = Some(source);
         for rule in overrides {
+            policy.from_file.push(rule.constraint.name);
             if let Some(slot) = policy
                 .rules
                 .iter_mut()
@@ -402,6 +408,11 @@ impl Policy {
             }
         }
         policy
+    }
+
+    /// Whether the policy file decided the rule of constraint `name`.
+    pub fn decided(&self, name: &str) -> bool {
+        self.from_file.contains(&name)
     }
 
     pub fn rule(&self, name: &str) -> Option<&RulePolicy> {

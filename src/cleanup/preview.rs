@@ -50,8 +50,12 @@ pub fn preview(
 ) -> Result<Vec<TablePreview>> {
     let mut previews = Vec::new();
     for plan in plans {
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = match plan.bound_values() {
+            Some(values) => vec![values],
+            None => Vec::new(),
+        };
         let row = client
-            .query_one(plan.preview_sql(for_run).as_str(), &[])
+            .query_one(plan.preview_sql(for_run).as_str(), &params)
             .with_context(|| format!("previewing the cleanup of {}", plan.table))?;
         let rules = plan
             .rules()

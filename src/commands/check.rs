@@ -8,6 +8,7 @@ use crate::cli::CheckArgs;
 use crate::enforce;
 use crate::exit::{refuse, Code};
 use crate::history;
+use crate::live::{self, LiveSince};
 use crate::report::{self, Details, Report};
 use anyhow::Result;
 use serde::Serialize;
@@ -17,8 +18,16 @@ use std::io::Write;
 pub struct CheckReport {
     pub constraints: Vec<Finding>,
     pub total_violations: u64,
+    /// Violating rows written since the last completed cleanup run (or within --live-window).
+    pub total_live_violations: u64,
+    /// From when on a violating row counts as live, and why.
+    pub live_since: LiveSince,
     /// Constraints this run validated (always empty with --dry-run).
     pub validated: Vec<&'static str>,
+    /// Whether every catalog constraint was checked (no --constraint filter): only then does
+    /// "no violations" mean migrate can enforce them.
+    #[serde(skip)]
+    pub all_checked: bool,
 }
 
 /// The catalog entries named by `--constraint`, or all of them.
@@ -50,7 +59,8 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
     }
     let schema_version = history::current_version(&history::read(&mut client)?);
     ctx.journal.version(schema_version);
-    let mut findings = checker::check(&target, &mut client, &selected, &ctx.log)?;
+    let (mut findings, live_since) =
+        checker::check_live(&target, &mut client, &selected, &ctx.log, args.live_window)?;
     let mut validated = Vec::new();
     if !args.dry_run {
         let clean: Vec<&'static Constraint> = findings
@@ -64,7 +74,13 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
             validated = outcome.validated;
             // A row may have arrived between the count and VALIDATE: count again those blocked.
             if !outcome.blocked.is_empty() {
-                let recount = checker::check(&target, &mut client, &outcome.blocked, &ctx.log)?;
+                let (recount, _) = checker::check_live(
+                    &target,
+                    &mut client,
+                    &outcome.blocked,
+                    &ctx.log,
+                    args.live_window,
+                )?;
                 for fresh in recount {
                     if let Some(f) = findings.iter_mut().find(|f| f.name == fresh.name) {
                         *f = fresh;
@@ -77,6 +93,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
         }
     }
     let total = checker::total_violations(&findings);
+    let total_live = checker::total_live_violations(&findings);
     let code = if total > 0 {
         Code::Violations
     } else {
@@ -90,7 +107,10 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
         details: CheckReport {
             constraints: findings,
             total_violations: total,
+            total_live_violations: total_live,
+            live_since,
             validated,
+            all_checked: selected.len() == CATALOG.len(),
         },
     };
     Ok(Outcome::new(report, code))
@@ -106,6 +126,7 @@ pub fn write_findings(out: &mut dyn Write, findings: &[Finding]) -> std::io::Res
         "kind",
         "state",
         "violations",
+        "live",
         "sample primary keys",
     ]);
     for f in sorted {
@@ -130,6 +151,7 @@ pub fn write_findings(out: &mut dyn Write, findings: &[Finding]) -> std::io::Res
             f.kind.as_str().to_string(),
             f.state.as_str().to_string(),
             f.violations.to_string(),
+            f.live_violations.to_string(),
             sample,
         ]);
     }
@@ -142,16 +164,28 @@ impl Details for CheckReport {
         if !self.validated.is_empty() {
             writeln!(out, "validated: {}", self.validated.join(", "))?;
         }
+        if self.total_live_violations > 0 {
+            writeln!(
+                out,
+                "{}.",
+                live::meaning(self.total_live_violations, &self.live_since)
+            )?;
+        }
         if self.total_violations > 0 {
             writeln!(
                 out,
                 "{} rows violate the constraints. Next: `ruleiq-db cleanup --dry-run` shows how the policy would repair them.",
                 self.total_violations
             )
-        } else {
+        } else if self.all_checked {
             writeln!(
                 out,
                 "No violations. Next: `ruleiq-db migrate` can enforce the constraints."
+            )
+        } else {
+            writeln!(
+                out,
+                "No violations of the constraints checked. Next: `ruleiq-db check-constraints --dry-run` checks them all, as `ruleiq-db migrate` will."
             )
         }
     }

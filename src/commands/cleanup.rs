@@ -2,21 +2,28 @@
 //! every change audited in schema `ruleiq_audit` and undoable with `--undo RUN_ID`.
 //!
 //! Order of work, so that nothing changes before everything that can fail early has: the
-//! policy is read and checked (exit 1 naming file and line), the migration lock taken, the
-//! tables planned and previewed (the preview runs every expression the batches will), then
-//! the confirmation (exit 4 without --yes off a terminal), then the batches.
+//! policy is read and checked (exit 1 naming file and line), the server found writable, the
+//! migration lock taken, the tables planned, the plan's reads and values proven, the tables
+//! previewed (the preview runs every expression the batches will), the rules that need a
+//! decision listed (exit 4), the plan's writes proven (exit 4), then the confirmation (exit 4
+//! without --yes off a terminal), then the batches. A failure after the first batch reports
+//! what changed and how to undo it (cleanup/failure.rs).
 
 use super::{Context, Outcome};
+use crate::catalog::constraints::CATALOG;
 use crate::checker;
 use crate::cleanup::audit;
 use crate::cleanup::batches::{self, Batching};
+use crate::cleanup::decisions::{self, NeedsDecision};
+use crate::cleanup::failure::{self, ChangedTable};
 use crate::cleanup::plan::{self, TablePlan};
 use crate::cleanup::policy::{Action, Policy};
 use crate::cleanup::policy_file;
 use crate::cleanup::preview::{self, Example, TablePreview};
+use crate::cleanup::proof;
 use crate::cleanup::undo::{self, Conflict};
 use crate::cli::CleanupArgs;
-use crate::exit::Code;
+use crate::exit::{code_of, Code};
 use crate::history;
 use crate::report::{self, Details, Report};
 use anyhow::{anyhow, bail, Result};
@@ -36,9 +43,26 @@ pub struct CleanupReport {
     pub rules: Vec<RuleReport>,
     /// Distinct rows changed or deleted (one audit record each); for a dry run, that would be.
     pub total_rows: u64,
+    /// Rules whose built-in action would break the live schema (NULL into a NOT NULL
+    /// column): nothing runs until a policy file decides them.
+    pub needs_decision: Vec<NeedsDecision>,
     /// Violations of the constraints the policy covers, counted again after the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining_violations: Option<u64>,
+    /// Violations of every catalog constraint after the run, skipped ones included: what
+    /// `migrate`'s preflight will find.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violations_left: Option<u64>,
+    /// A run that failed part-way: the error, its exit code, every table it had already
+    /// changed and the command that undoes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_tables: Option<Vec<ChangedTable>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
     /// Earlier runs that were killed before they finished; this run completes their work.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub interrupted_runs: Vec<String>,
@@ -79,6 +103,7 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     let (target, mut client) = ctx.connect()?;
     without_jit(&mut client)?;
     if !args.dry_run {
+        proof::prove_writable(&mut client)?;
         ctx.lock_for_changes(&mut client)?;
     }
     let schema_version = history::current_version(&history::read(&mut client)?);
@@ -92,6 +117,13 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     };
     details.rules = preview_rules(&previews, args.dry_run);
     details.notes = preview_notes(&plans, &previews);
+    details.needs_decision = decisions::find(&mut client, &policy, &plans, &previews)?;
+    if !details.needs_decision.is_empty() {
+        return Ok(needs_decision(details, args.dry_run, schema_version));
+    }
+    if total > 0 {
+        proof::prove_writes(&mut client, &plans, &previews)?;
+    }
     if args.dry_run || total == 0 {
         if total == 0 {
             details
@@ -120,19 +152,33 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     ctx.log.line(&format!("cleanup run {run_id} started"));
     ctx.journal.run_id(&run_id.to_string());
     details.run_id = Some(run_id.to_string());
-    details.rules = apply(ctx, &mut client, run_id, &plans, &previews, batching)?;
-    audit::finish_run(&mut client, run_id)?;
-    details.total_rows = count_records(&mut client, run_id)?;
-
-    let covered = policy.covered();
-    let findings = checker::check(&target, &mut client, &covered, &ctx.log)?;
-    let remaining = checker::total_violations(&findings);
-    details.remaining_violations = Some(remaining);
-    if remaining > 0 {
-        details.notes.push(format!(
-            "{remaining} rows break covered constraints after the run (written while it ran?); run cleanup again"
+    let mut started: Vec<&'static str> = Vec::new();
+    let result = (|| -> Result<()> {
+        details.rules = apply(
+            ctx,
+            &mut client,
+            run_id,
+            &plans,
+            &previews,
+            batching,
+            &mut started,
+        )?;
+        audit::finish_run(&mut client, run_id)?;
+        details.total_rows = count_records(&mut client, run_id)?;
+        recount(ctx, &target, &mut client, &policy, &mut details)
+    })();
+    if let Err(error) = result {
+        return Ok(failed(
+            ctx,
+            &mut client,
+            run_id,
+            &started,
+            error,
+            details,
+            schema_version,
         ));
     }
+    let remaining = details.remaining_violations.unwrap_or(0);
     let report = Report {
         command: "cleanup",
         ok: remaining == 0,
@@ -148,6 +194,107 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     Ok(Outcome::new(report, code))
 }
 
+/// After the run: violations of the covered constraints (exit 3 when rows arrived while it
+/// ran) and of every catalog constraint (what migrate will find, skipped rules included).
+fn recount(
+    ctx: &Context,
+    target: &crate::config::Target,
+    client: &mut Client,
+    policy: &Policy,
+    details: &mut CleanupReport,
+) -> Result<()> {
+    let all: Vec<_> = CATALOG.iter().collect();
+    let findings = checker::check(target, client, &all, &ctx.log)?;
+    let covered = policy.covered();
+    let remaining: u64 = findings
+        .iter()
+        .filter(|f| covered.iter().any(|c| c.name == f.name))
+        .map(|f| f.violations)
+        .sum();
+    let left = checker::total_violations(&findings);
+    details.remaining_violations = Some(remaining);
+    details.violations_left = Some(left);
+    if remaining > 0 {
+        details.notes.push(format!(
+            "{remaining} rows break covered constraints after the run (written while it ran?); run cleanup again"
+        ));
+    }
+    let unrepaired: Vec<String> = findings
+        .iter()
+        .filter(|f| f.violations > 0 && !covered.iter().any(|c| c.name == f.name))
+        .map(|f| format!("{} ({})", f.name, rows(f.violations)))
+        .collect();
+    if !unrepaired.is_empty() {
+        details.notes.push(format!(
+            "left as the policy says: {}; `ruleiq-db migrate` refuses while they break the constraints",
+            unrepaired.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The report of a run that stops for rules needing a decision: nothing was changed, exit 4.
+fn needs_decision(details: CleanupReport, dry_run: bool, schema_version: i32) -> Outcome {
+    let _ = writeln!(
+        std::io::stderr(),
+        "ruleiq-db: refused: {} cleanup rule(s) need a decision in a policy file (see {}); nothing was changed",
+        details.needs_decision.len(),
+        decisions::EXAMPLE_POLICY
+    );
+    let report = Report {
+        command: "cleanup",
+        ok: false,
+        dry_run,
+        schema_version,
+        details,
+    };
+    Outcome::new(report, Code::Refused)
+}
+
+/// The report of a run that failed after it started changing rows: what changed, how to undo.
+fn failed(
+    ctx: &Context,
+    client: &mut Client,
+    run_id: Uuid,
+    started: &[&'static str],
+    error: anyhow::Error,
+    mut details: CleanupReport,
+    schema_version: i32,
+) -> Outcome {
+    let code = code_of(&error);
+    let accounted = failure::account(client, || Ok(ctx.connect()?.1), run_id, started);
+    let undo = failure::undo_command(run_id);
+    let tables: Vec<String> = accounted
+        .changed_tables
+        .iter()
+        .map(|t| format!("{} ({})", t.table, rows(t.rows)))
+        .collect();
+    let _ = writeln!(
+        std::io::stderr(),
+        "ruleiq-db: error: {error:#}\nruleiq-db: cleanup run {run_id} stopped; already changed: {}; undo: `{undo}`",
+        if tables.is_empty() {
+            "nothing".to_string()
+        } else {
+            tables.join(", ")
+        }
+    );
+    if let Some(note) = accounted.uncertain {
+        details.notes.push(note);
+    }
+    details.error = Some(format!("{error:#}"));
+    details.exit_code = Some(code.as_i32());
+    details.changed_tables = Some(accounted.changed_tables);
+    details.undo = Some(undo);
+    let report = Report {
+        command: "cleanup",
+        ok: false,
+        dry_run: false,
+        schema_version,
+        details,
+    };
+    Outcome::new(report, code)
+}
+
 /// Cleanup runs few rows per statement through large expressions, whose cost estimates cross
 /// the JIT thresholds: compiling took about 150 ms of a 780 ms batch of 5000 rows, for
 /// nothing. Only this session is affected.
@@ -156,8 +303,7 @@ fn without_jit(client: &mut Client) -> Result<()> {
     Ok(())
 }
 
-/// Plans and previews every table in one read-only snapshot.
-/// Plans and previews in one snapshot. A dry run is read-only; a real run also collects, in
+/// Plans, proves the plan's reads and values, and previews, in one snapshot. A dry run is read-only; a real run also collects, in
 /// the same scan, the keys its batches will walk (into temporary tables, gone with the session).
 fn look(
     client: &mut Client,
@@ -170,6 +316,9 @@ fn look(
         .read_only(!collect_keys)
         .start()?;
     let plans = plan::build(policy, &mut tx)?;
+    proof::prove_reads(&mut tx, &plans, collect_keys)?;
+    let source = policy.source.as_deref().unwrap_or("the built-in policy");
+    proof::prove_values(&mut tx, &plans, source)?;
     if collect_keys {
         for plan in &plans {
             tx.batch_execute(&plan.create_keys_table_sql())?;
@@ -262,11 +411,13 @@ fn apply(
     plans: &[TablePlan],
     previews: &[TablePreview],
     mut batching: Batching,
+    started: &mut Vec<&'static str>,
 ) -> Result<Vec<RuleReport>> {
     let mut rules = Vec::new();
     for (plan, preview) in plans.iter().zip(previews) {
         let mut did: Vec<(&'static str, Action, u64, u64)> = Vec::new();
         if preview.total > 0 {
+            started.push(plan.table);
             let names: Vec<&str> = plan
                 .stages
                 .iter()
@@ -276,15 +427,16 @@ fn apply(
             let what = format!("cleanup {} ({})", plan.table, names.join(", "));
             let bar = ctx.log.bar(preview.total, &what);
             let phases = [
-                (plan.delete_batch_sql(), &plan.deletes),
-                (plan.update_batch_sql(), &plan.stages),
+                (plan.delete_batch_sql(), None, &plan.deletes),
+                (plan.update_batch_sql(), plan.bound_values(), &plan.stages),
             ];
             let (mut batches_run, mut longest) = (0, std::time::Duration::ZERO);
-            for (sql, phase_rules) in phases {
+            for (sql, values, phase_rules) in phases {
                 let Some(sql) = sql else { continue };
                 let totals = batches::run_phase(
                     client,
                     &sql,
+                    values,
                     phase_rules.len(),
                     run_id,
                     &mut batching,
@@ -530,6 +682,38 @@ impl Details for CleanupReport {
         for note in &self.notes {
             writeln!(out, "note: {note}")?;
         }
+        if !self.needs_decision.is_empty() {
+            writeln!(out, "Needs a decision (nothing was changed):")?;
+            for d in &self.needs_decision {
+                writeln!(out, "- {}", d.sentence())?;
+            }
+            return writeln!(
+                out,
+                "Next: decide these rules in a policy file, then `ruleiq-db cleanup --dry-run --policy FILE`."
+            );
+        }
+        if let (Some(error), Some(run)) = (&self.error, &self.run_id) {
+            writeln!(out, "cleanup run {run} FAILED: {error}")?;
+            match self.changed_tables.as_deref() {
+                Some(tables) if !tables.is_empty() => {
+                    writeln!(
+                        out,
+                        "Already changed before the failure (committed, each row recorded in {}):",
+                        audit::CHANGES
+                    )?;
+                    let mut table = report::table(&["table", "rows changed"]);
+                    for t in tables {
+                        table.add_row(vec![t.table.clone(), t.rows.to_string()]);
+                    }
+                    writeln!(out, "{table}")?;
+                }
+                _ => writeln!(out, "No table was changed before the failure.")?,
+            }
+            if let Some(undo) = &self.undo {
+                writeln!(out, "Undo: `{undo}`")?;
+            }
+            return Ok(());
+        }
         if let Some(restored) = self.rows_restored {
             let run = self.run_id.as_deref().unwrap_or("?");
             writeln!(
@@ -561,19 +745,46 @@ impl Details for CleanupReport {
                     self.total_rows,
                     audit::CHANGES
                 )?;
-                if self.remaining_violations == Some(0) {
-                    writeln!(
+                match (self.remaining_violations, self.violations_left) {
+                    (Some(0), Some(0)) => writeln!(
                         out,
                         "No violations left. Next: `ruleiq-db migrate` can enforce the constraints."
-                    )?;
+                    )?,
+                    (Some(0), Some(left)) => writeln!(
+                        out,
+                        "{} still break constraints the policy leaves alone: `ruleiq-db migrate` will refuse until a policy repairs them.",
+                        rows(left)
+                    )?,
+                    (Some(remaining), _) => writeln!(
+                        out,
+                        "{} break covered constraints after the run. Next: `ruleiq-db cleanup` again.",
+                        rows(remaining)
+                    )?,
+                    _ => {}
                 }
                 Ok(())
             }
-            None if self.total_rows > 0 => writeln!(
-                out,
-                "{} rows would change. Next: `ruleiq-db cleanup` applies this (audited, undoable).",
-                self.total_rows
-            ),
+            None if self.total_rows > 0 => {
+                let skipped: u64 = self
+                    .rules
+                    .iter()
+                    .filter(|r| r.action == Action::Skip.as_str())
+                    .map(|r| r.rows)
+                    .sum();
+                let after = if skipped > 0 {
+                    format!(
+                        "; {} of skipped rules would stay, and `ruleiq-db migrate` refuses while they do",
+                        rows(skipped)
+                    )
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    out,
+                    "{} rows would change. Next: `ruleiq-db cleanup` applies this (audited, undoable){after}.",
+                    self.total_rows
+                )
+            }
             None => Ok(()),
         }
     }

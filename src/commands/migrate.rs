@@ -54,6 +54,12 @@ pub struct PlannedMigration {
 pub struct Preflight {
     pub ok: bool,
     pub total_violations: u64,
+    /// Violating rows the application wrote since the last completed cleanup run (or in the
+    /// last 7 days): cleanup alone will not keep them away.
+    pub total_live_violations: u64,
+    /// What `total_live_violations` means, in words (None when it is 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_note: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
@@ -204,11 +210,16 @@ fn preflight(
     dry_run: bool,
 ) -> Result<Option<Outcome>> {
     let all: Vec<_> = CATALOG.iter().collect();
-    let findings = checker::check(target, client, &all, &ctx.log)?;
+    let (findings, live_since) =
+        checker::check_live(target, client, &all, &ctx.log, crate::live::DEFAULT_WINDOW)?;
     let total = checker::total_violations(&findings);
+    let total_live = checker::total_live_violations(&findings);
+    let live_note = (total_live > 0).then(|| crate::live::meaning(total_live, &live_since));
     details.preflight = Some(Preflight {
         ok: total == 0,
         total_violations: total,
+        total_live_violations: total_live,
+        live_note: live_note.clone(),
     });
     if total == 0 {
         return Ok(None);
@@ -217,6 +228,9 @@ fn preflight(
     ctx.log.line(&format!(
         "preflight: {total} rows violate the constraints 008 would add; nothing of 008 was applied. See `ruleiq-db check-constraints --dry-run`, repair with `ruleiq-db cleanup`"
     ));
+    if let Some(note) = &live_note {
+        ctx.log.line(&format!("preflight: {note}"));
+    }
     let version = details.to_version;
     Ok(Some(finish(
         std::mem::take(details),
@@ -326,6 +340,9 @@ impl Details for MigrateReport {
                     format!("{} violating rows", p.total_violations)
                 }
             )?;
+            if let Some(note) = &p.live_note {
+                writeln!(out, "preflight: {note}.")?;
+            }
         }
         if !self.blocked_by.is_empty() {
             writeln!(out, "Blocked by:")?;

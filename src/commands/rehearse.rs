@@ -21,6 +21,10 @@ use std::time::Instant;
 /// The bundled dirty legacy fixture (loaded on top of migrations 001-007).
 const FIXTURE: &str = include_str!("../../fixtures/legacy_dirty.sql");
 
+/// The example cleanup policy: production's NOT NULL columns make two rules need a decision
+/// (DESIGN.md §3), and a rehearsal takes the example's (documented in the file itself).
+const EXAMPLE_POLICY: &str = include_str!("../../fixtures/cleanup-policy.example.yaml");
+
 /// The rehearsal's cluster, reachable from the Ctrl-C handler.
 static CLUSTER: Mutex<Option<Cluster>> = Mutex::new(None);
 
@@ -137,29 +141,39 @@ fn rehearse(
             path.display().to_string()
         }
     };
+    let policy = tempfile::Builder::new()
+        .prefix("ruleiq-db-policy-")
+        .suffix(".yaml")
+        .tempfile()?;
+    std::fs::write(policy.path(), EXAMPLE_POLICY)?;
+    let policy_path = Some(policy.path().to_path_buf());
     let plan: Vec<(&str, &str, Command, &[Code])> = vec![
         (
             "check",
             "check-constraints --dry-run",
             Command::CheckConstraints(CheckArgs {
                 dry_run: true,
-                constraints: vec![],
+                ..Default::default()
             }),
             &[Code::Ok, Code::Violations],
         ),
         (
             "plan cleanup",
-            "cleanup --dry-run",
+            "cleanup --dry-run --policy fixtures/cleanup-policy.example.yaml",
             Command::Cleanup(CleanupArgs {
                 dry_run: true,
+                policy: policy_path.clone(),
                 ..Default::default()
             }),
             &[Code::Ok],
         ),
         (
             "cleanup",
-            "cleanup --yes",
-            Command::Cleanup(CleanupArgs::default()),
+            "cleanup --policy fixtures/cleanup-policy.example.yaml --yes",
+            Command::Cleanup(CleanupArgs {
+                policy: policy_path.clone(),
+                ..Default::default()
+            }),
             &[Code::Ok],
         ),
         (
@@ -189,7 +203,7 @@ fn rehearse(
             "check-constraints --dry-run",
             Command::CheckConstraints(CheckArgs {
                 dry_run: true,
-                constraints: vec![],
+                ..Default::default()
             }),
             &[Code::Ok],
         ),

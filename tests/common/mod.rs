@@ -101,6 +101,13 @@ impl TestDb {
         }
     }
 
+    /// This database's URL for another role.
+    pub fn url_as(&self, role: &str, password: &str) -> String {
+        let (scheme, rest) = self.url.split_once("://").unwrap();
+        let (_, server) = rest.split_once('@').unwrap();
+        format!("{scheme}://{role}:{password}@{server}")
+    }
+
     pub fn client(&self) -> Client {
         connect_url(&self.url)
     }

@@ -1,0 +1,288 @@
+//! Cleanup is proven before it starts (DESIGN.md §3): everything that would make a batch fail
+//! for a reason known in advance is checked against the live database before the first one,
+//! so a run never stops half-way on something it could have seen.
+//!
+//! - the server takes writes (not a standby, not read-only);
+//! - the role may read every table the plan reads, and create the session's key tables;
+//! - every value the policy writes fits its column: type, and length for `varchar(n)`;
+//! - the role may UPDATE (DELETE, where a rule deletes) every table the run will change, and
+//!   write the audit trail (create schema `ruleiq_audit` when it does not exist yet).
+//!
+//! NOT NULL is `decisions.rs`'s: NULL is the only value a rule writes that a column can refuse.
+
+use super::audit;
+use super::plan::TablePlan;
+use super::preview::TablePreview;
+use crate::catalog::sql::quote_ident;
+use crate::exit::Refused;
+use anyhow::{bail, Result};
+use postgres::GenericClient;
+
+/// Refuses (exit 4) on a standby or a read-only server, before anything is written.
+pub fn prove_writable(client: &mut impl GenericClient) -> Result<()> {
+    let row = client.query_one(
+        "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'",
+        &[],
+    )?;
+    let (standby, read_only): (bool, bool) = (row.get(0), row.get(1));
+    if standby {
+        return Err(Refused(
+            "the server is a standby (in recovery): cleanup changes rows and must run on the primary; nothing was changed".into()
+        )
+        .into());
+    }
+    if read_only {
+        return Err(Refused(
+            "the server only takes read-only transactions (default_transaction_read_only is on): cleanup cannot write; nothing was changed".into()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Before the preview: the role may read every table the plan reads, and (for a real run)
+/// create the temporary tables of keys the batches walk.
+pub fn prove_reads(
+    client: &mut impl GenericClient,
+    plans: &[TablePlan],
+    real_run: bool,
+) -> Result<()> {
+    let mut tables: Vec<&str> = Vec::new();
+    for plan in plans {
+        for table in std::iter::once(plan.table).chain(plan.parents()) {
+            if !tables.contains(&table) {
+                tables.push(table);
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for table in tables {
+        if !table_privilege(client, table, "SELECT", &[])? {
+            problems.push(missing("SELECT", table));
+        }
+    }
+    if real_run {
+        let temp: bool = client
+            .query_one(
+                "SELECT has_database_privilege(current_database(), 'TEMPORARY')",
+                &[],
+            )?
+            .get(0);
+        if !temp {
+            problems.push(
+                "may not create temporary tables in this database (privilege TEMPORARY), where the run keeps the keys it works through".into(),
+            );
+        }
+    }
+    refuse_if_any(client, problems)
+}
+
+/// Every value the policy writes must fit its column as the live database has it: its type
+/// (an integer cannot hold 3000000000) and its length (`varchar(5)` cannot hold
+/// 'not_started'; PostgreSQL would otherwise fail the batch, or an explicit cast truncate the
+/// value silently). An error in the policy, as DESIGN.md §3's other policy errors: exit 1.
+pub fn prove_values(
+    client: &mut impl GenericClient,
+    plans: &[TablePlan],
+    source: &str,
+) -> Result<()> {
+    for plan in plans {
+        for (rule, actual, values) in plan.written_values() {
+            let Some(column_type) = plan.column_type(&actual) else {
+                continue;
+            };
+            let limit = max_length(client, plan.table, &actual)?;
+            for value in values {
+                let what = || {
+                    format!(
+                        "invalid cleanup policy {source}: {}: '{value}' does not fit {}.{actual} ({column_type})",
+                        rule.constraint.name, plan.table
+                    )
+                };
+                if let Err(e) = client.query_one(
+                    &format!("SELECT CAST($1::text AS {column_type})"),
+                    &[&value],
+                ) {
+                    return Err(anyhow::Error::from(e).context(what()));
+                }
+                let length = value.chars().count();
+                if let Some(limit) = limit.filter(|limit| length > *limit) {
+                    bail!(
+                        "{}: it is {length} characters long and the column holds at most {limit}; nothing was changed",
+                        what()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After the preview, before the first change: the role may change every table the run will
+/// change, in the way it will, and write the audit trail.
+pub fn prove_writes(
+    client: &mut impl GenericClient,
+    plans: &[TablePlan],
+    previews: &[TablePreview],
+) -> Result<()> {
+    let mut problems = Vec::new();
+    let mut any_change = false;
+    for (plan, preview) in plans.iter().zip(previews) {
+        let acts = |range: std::ops::Range<usize>| {
+            preview.rules[range].iter().any(|r| r.rows + r.cascaded > 0)
+        };
+        let stages = plan.stages.len();
+        let updates = acts(0..stages);
+        let deletes = acts(stages..stages + plan.deletes.len());
+        if updates {
+            let columns: Vec<String> = plan
+                .written_columns()
+                .iter()
+                .map(|(_, actual)| actual.clone())
+                .collect();
+            if !table_privilege(client, plan.table, "UPDATE", &columns)? {
+                problems.push(missing("UPDATE", plan.table));
+            }
+        }
+        if deletes && !table_privilege(client, plan.table, "DELETE", &[])? {
+            problems.push(missing("DELETE", plan.table));
+        }
+        any_change |= updates || deletes;
+    }
+    if any_change {
+        problems.extend(audit_problems(client)?);
+    }
+    refuse_if_any(client, problems)
+}
+
+fn missing(privilege: &str, table: &str) -> String {
+    format!("may not {privilege} table {table} (privilege {privilege})")
+}
+
+/// Whether the role holds `privilege` on `table`; for UPDATE, holding it on each of `columns`
+/// is as good (a column grant is all the batches need).
+fn table_privilege(
+    client: &mut impl GenericClient,
+    table: &str,
+    privilege: &str,
+    columns: &[String],
+) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT r IS NOT NULL AND (has_table_privilege(r, $2)
+                    OR (cardinality($3::text[]) > 0
+                        AND (SELECT bool_and(has_column_privilege(r, c, $2)) FROM unnest($3::text[]) AS c)))
+               FROM to_regclass(quote_ident($1)) AS r",
+            &[&table, &privilege, &columns],
+        )?
+        .get(0))
+}
+
+/// The declared length of a `varchar(n)`/`char(n)` column (None: unbounded or not text).
+fn max_length(client: &mut impl GenericClient, table: &str, column: &str) -> Result<Option<usize>> {
+    let row = client.query_opt(
+        "SELECT CASE WHEN atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND atttypmod > 4
+                     THEN atttypmod - 4 END
+           FROM pg_attribute
+          WHERE attrelid = to_regclass(quote_ident($1)) AND attname = $2 AND NOT attisdropped",
+        &[&table, &column],
+    )?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<i32>>(0))
+        .map(|n| n as usize))
+}
+
+/// What the role lacks to write the audit trail: create the schema (CREATE on the database)
+/// when it does not exist, else use it and write its tables.
+fn audit_problems(client: &mut impl GenericClient) -> Result<Vec<String>> {
+    let schema = audit::SCHEMA;
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )?
+        .get(0);
+    let mut problems = Vec::new();
+    if !exists {
+        let create: bool = client
+            .query_one(
+                "SELECT has_database_privilege(current_database(), 'CREATE')",
+                &[],
+            )?
+            .get(0);
+        if !create {
+            problems.push(format!(
+                "may not create schema {schema} for the audit trail (privilege CREATE on the database)"
+            ));
+        }
+        return Ok(problems);
+    }
+    let row = client.query_one(
+        "SELECT has_schema_privilege($1, 'USAGE'), has_schema_privilege($1, 'CREATE')",
+        &[&schema],
+    )?;
+    let (usage, create): (bool, bool) = (row.get(0), row.get(1));
+    if !usage {
+        problems.push(format!(
+            "may not use schema {schema}, the audit trail (privilege USAGE)"
+        ));
+        return Ok(problems);
+    }
+    let mut changes_present = false;
+    for (table, privileges) in [
+        (audit::RUNS, &["SELECT", "INSERT", "UPDATE"][..]),
+        (audit::CHANGES, &["SELECT", "INSERT"][..]),
+    ] {
+        let present: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?
+            .get(0);
+        if !present {
+            if !create {
+                problems.push(format!(
+                    "may not create table {table} for the audit trail (privilege CREATE on schema {schema})"
+                ));
+            }
+            continue;
+        }
+        changes_present |= table == audit::CHANGES;
+        for privilege in privileges {
+            let held: bool = client
+                .query_one("SELECT has_table_privilege($1, $2)", &[&table, privilege])?
+                .get(0);
+            if !held {
+                problems.push(missing(privilege, table));
+            }
+        }
+    }
+    let sequence: Option<bool> = if changes_present {
+        client
+            .query_one(
+                "SELECT has_sequence_privilege(s, 'USAGE')
+                   FROM pg_get_serial_sequence($1, 'id') AS s",
+                &[&audit::CHANGES],
+            )?
+            .get(0)
+    } else {
+        None
+    };
+    if sequence == Some(false) {
+        problems.push(format!(
+            "may not use the id sequence of {} (privilege USAGE)",
+            audit::CHANGES
+        ));
+    }
+    Ok(problems)
+}
+
+fn refuse_if_any(client: &mut impl GenericClient, problems: Vec<String>) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let role: String = client.query_one("SELECT current_user::text", &[])?.get(0);
+    Err(Refused(format!(
+        "cleanup cannot be carried out as planned, so it does not start: role {} {}; nothing was changed",
+        quote_ident(&role),
+        problems.join("; ")
+    ))
+    .into())
+}
