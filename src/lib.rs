@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod enforce;
 pub mod exit;
+pub mod health;
 pub mod history;
 pub mod progress;
 pub mod report;

@@ -17,6 +17,7 @@ use crate::cleanup::preview::{self, Example, TablePreview};
 use crate::cleanup::undo::{self, Conflict};
 use crate::cli::CleanupArgs;
 use crate::exit::Code;
+use crate::health::blockers::{self, Blocker, Scope, Takes};
 use crate::history;
 use crate::report::{self, Details, Report};
 use anyhow::{anyhow, bail, Result};
@@ -50,6 +51,9 @@ pub struct CleanupReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_conflicts: Option<u64>,
     pub notes: Vec<String>,
+    /// With --dry-run: sessions that would make the batches wait for their locks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blockers: Option<Vec<Blocker>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -91,6 +95,14 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     };
     details.rules = preview_rules(&previews, args.dry_run);
     details.notes = preview_notes(&plans, &previews);
+    let scope = Scope::new(
+        "cleanup",
+        plans.iter().map(|p| p.table.to_string()).collect(),
+        Takes::RowExclusive,
+    );
+    if args.dry_run {
+        details.blockers = Some(ctx.list_blockers(&mut client, &scope)?);
+    }
     if args.dry_run || total == 0 {
         if total == 0 {
             details
@@ -108,6 +120,7 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     }
 
     ctx.confirm(&question(&previews, total))?;
+    ctx.wait_for_blockers(&mut client, &scope)?;
     audit::ensure(&mut client)?;
     let run_id = Uuid::new_v4();
     details.interrupted_runs = audit::begin_run(&mut client, run_id, schema_version, &policy)?;
@@ -416,6 +429,11 @@ fn run_undo(ctx: &Context, text: &str) -> Result<Outcome> {
         "undo cleanup run {run_id}: restore up to {} rows it changed or deleted (rows changed since are left alone). Go ahead?",
         run.unrestored
     ))?;
+    let tables = details.rules.iter().map(|r| r.table.clone()).collect();
+    ctx.wait_for_blockers(
+        &mut client,
+        &Scope::new("cleanup --undo", tables, Takes::RowExclusive),
+    )?;
     let outcome = undo::undo(&mut client, run_id, batching, ctx.retry(), &ctx.log)?;
     if outcome.total_conflicts == 0 {
         audit::mark_undone(&mut client, run_id)?;
@@ -525,6 +543,9 @@ impl Details for CleanupReport {
         }
         for note in &self.notes {
             writeln!(out, "note: {note}")?;
+        }
+        if let Some(found) = &self.blockers {
+            blockers::write_table(out, found)?;
         }
         if let Some(restored) = self.rows_restored {
             let run = self.run_id.as_deref().unwrap_or("?");

@@ -12,6 +12,8 @@ use crate::config::Target;
 use crate::db;
 use crate::enforce;
 use crate::exit::{refuse, Code, Refused};
+use crate::health::blockers::{self, Blocker, Scope, Takes};
+use crate::health::estimate::{self, Estimate};
 use crate::history;
 use crate::report::{self, Details, MigrationRun, Report};
 use anyhow::Result;
@@ -35,6 +37,15 @@ pub struct MigrateReport {
     /// Catalog constraints with violating rows that stop (or stopped) the repair.
     pub blocked_by: Vec<Finding>,
     pub validated: Vec<&'static str>,
+    /// With --dry-run: sessions that would make the migrations' table locks wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blockers: Option<Vec<Blocker>>,
+    /// With --dry-run: the expected duration of the preflight and the VALIDATEs, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_ms: Option<u64>,
+    /// With --dry-run: how `estimate_ms` was reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +82,20 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         ..Default::default()
     };
     let includes_repair = pending.iter().any(|m| m.version() == REPAIR_VERSION);
+    let plans: Vec<PlannedMigration> = pending.iter().map(plan_of).collect();
+    let scope = Scope::of_statements(
+        "migrate",
+        plans
+            .iter()
+            .flat_map(|p| p.statements.iter().map(|s| s.sql.as_str())),
+        Takes::AccessExclusive,
+    );
+    if args.dry_run {
+        details.blockers = Some(ctx.list_blockers(&mut client, &scope)?);
+        let found = look_ahead(&mut client, includes_repair, to)?;
+        details.estimate_ms = Some(found.total_ms);
+        details.estimate = Some(found);
+    }
     if includes_repair {
         db::refuse_rename_conflicts(
             &mut client,
@@ -82,7 +107,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         }
     }
     if args.dry_run {
-        details.plan = Some(pending.iter().map(plan_of).collect());
+        details.plan = Some(plans);
         details.to_version = to;
         return Ok(finish(details, true, true, from, Code::Ok));
     }
@@ -92,6 +117,9 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         ));
     }
 
+    if !pending.is_empty() {
+        ctx.wait_for_blockers(&mut client, &scope)?;
+    }
     let bar = ctx.log.bar(pending.len() as u64, "migrating");
     for m in &pending {
         if m.version() == REPAIR_VERSION && !details.applied.is_empty() {
@@ -160,6 +188,23 @@ fn resolve_target(target: Option<i32>, from: i32) -> Result<i32> {
         ));
     }
     Ok(target)
+}
+
+/// The estimate of what a run would scan: the preflight and every VALIDATE when 008 is
+/// pending; at version 8, the VALIDATEs of constraints still NOT VALID.
+fn look_ahead(client: &mut Client, includes_repair: bool, to: i32) -> Result<Estimate> {
+    let validate: Vec<_> = if includes_repair {
+        CATALOG.iter().collect()
+    } else if to >= REPAIR_VERSION {
+        let states = checker::constraint_states(client)?;
+        CATALOG
+            .iter()
+            .filter(|c| states[c.name] == checker::ConstraintState::NotValid)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    estimate::estimate(client, includes_repair, &validate)
 }
 
 /// Runs the preflight; returns the finished outcome when rows block the repair.
@@ -295,6 +340,29 @@ impl Details for MigrateReport {
         }
         if !self.validated.is_empty() {
             writeln!(out, "validated: {}", self.validated.join(", "))?;
+        }
+        if let Some(e) = &self.estimate {
+            let steps: Vec<String> = e
+                .validate
+                .iter()
+                .map(|s| format!("{} {} ms", s.constraint, s.ms))
+                .collect();
+            writeln!(
+                out,
+                "estimated duration: {} ms (preflight {}; VALIDATE: {}). Based on {}.",
+                e.total_ms,
+                e.preflight_ms
+                    .map_or("not run".to_string(), |ms| format!("{ms} ms")),
+                if steps.is_empty() {
+                    "none".to_string()
+                } else {
+                    steps.join(", ")
+                },
+                e.basis
+            )?;
+        }
+        if let Some(found) = &self.blockers {
+            blockers::write_table(out, found)?;
         }
         Ok(())
     }

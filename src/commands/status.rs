@@ -4,7 +4,9 @@
 use super::{Context, Outcome};
 use crate::catalog::constraints::{Kind as ConstraintKind, CATALOG};
 use crate::checker::{constraint_states, ConstraintState};
+use crate::cli::StatusArgs;
 use crate::exit::Code;
+use crate::health::picture::{self, Health};
 use crate::history::{self, Entry, State};
 use crate::report::{self, Details, Report};
 use crate::shape::{self, Difference, Kind};
@@ -18,6 +20,9 @@ pub struct StatusReport {
     pub migrations: Vec<Entry>,
     pub constraints: Vec<ConstraintStatus>,
     pub drift: Vec<Drift>,
+    /// With --health (DESIGN.md §9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,7 +36,7 @@ pub struct ConstraintStatus {
 /// One way the database differs from the shape its recorded version should have.
 pub type Drift = Difference;
 
-pub fn run(ctx: &Context) -> Result<Outcome> {
+pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
     let (_, mut client) = ctx.connect()?;
     let applied = history::read(&mut client)?;
     let version = history::current_version(&applied);
@@ -47,6 +52,11 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         })
         .collect();
     let drift = drift(&mut client, version)?;
+    let health = if args.health {
+        Some(picture::collect(&mut client)?)
+    } else {
+        None
+    };
     // Allowed drift (a table another tool keeps, a column renamed by hand before 008) is shown
     // but is not a fault.
     let healthy = entries
@@ -62,6 +72,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             migrations: entries,
             constraints,
             drift,
+            health,
         },
     };
     Ok(Outcome::new(report, Code::Ok))
@@ -107,7 +118,7 @@ impl Details for StatusReport {
         }
         writeln!(out, "{t}")?;
         if self.drift.is_empty() {
-            writeln!(out, "No drift: the schema matches its recorded version.")
+            writeln!(out, "No drift: the schema matches its recorded version.")?;
         } else {
             let mut t = report::table(&["object", "drift", "verdict"]);
             for d in &self.drift {
@@ -117,7 +128,11 @@ impl Details for StatusReport {
                     if d.allowed { "allowed" } else { "problem" }.to_string(),
                 ]);
             }
-            writeln!(out, "{t}")
+            writeln!(out, "{t}")?;
+        }
+        match &self.health {
+            Some(health) => health.write_table(out),
+            None => Ok(()),
         }
     }
 }
