@@ -82,7 +82,7 @@ pub fn estimate(
                 ),
             )
         }
-        _ => (None, "no table to sample: they are empty".to_string()),
+        _ => (None, String::new()),
     };
     let cost = |bytes: i64| -> f64 {
         let scan = rate.map_or(0.0, |r| bytes as f64 / r);
@@ -120,12 +120,19 @@ pub fn estimate(
     let total_ms = preflight_ms.unwrap_or(0) + steps.iter().map(|s| s.ms).sum::<u64>();
     Ok(Estimate {
         total_ms,
-        basis: format!(
-            "table sizes (pg_relation_size) over the read rate of {sample_text}, plus one round trip ({:.1} ms) per scan. \
-             Each scan is counted one after another (the preflight's two connections may overlap); \
-             a table that is not in memory, or a busy server, reads slower",
-            round_trip.as_secs_f64() * 1000.0
-        ),
+        basis: if rate.is_some() {
+            format!(
+                "table sizes (pg_relation_size) over the read rate of {sample_text}, plus one round trip ({:.1} ms) per scan. \
+                 Each scan is counted one after another (the preflight's two connections may overlap); \
+                 a table that is not in memory, or a busy server, reads slower",
+                round_trip.as_secs_f64() * 1000.0
+            )
+        } else {
+            format!(
+                "table sizes (pg_relation_size): the tables are empty, so each scan costs one round trip ({:.1} ms)",
+                round_trip.as_secs_f64() * 1000.0
+            )
+        },
         scan_rate_mb_s: rate.map(|r| (r / 1_000_000.0 * 10.0).round() / 10.0),
         preflight_ms,
         validate: steps,

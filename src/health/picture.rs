@@ -411,7 +411,7 @@ impl Health {
         )?;
         let mut t = report::table(&[
             "table",
-            "rows (est.)",
+            "live rows",
             "table size",
             "indexes size",
             "total",
@@ -421,7 +421,7 @@ impl Health {
         for s in &self.tables {
             t.add_row(vec![
                 s.table.clone(),
-                s.rows_estimate.max(0).to_string(),
+                s.live_rows.to_string(),
                 human_bytes(s.table_bytes),
                 human_bytes(s.indexes_bytes),
                 human_bytes(s.total_bytes),
