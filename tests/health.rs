@@ -545,3 +545,77 @@ fn the_estimate_grows_with_the_tables_and_says_what_it_rests_on() {
     assert!(fk["bytes"].as_i64().unwrap() >= profiles, "{fk}");
     assert!(big["estimate"]["scan_rate_mb_s"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn rollback_refuses_while_a_session_keeps_a_table_it_would_change() {
+    let db = clean_at_7(TestDb::new());
+    db.migrate_to(8);
+    let mut holder = db.client();
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    holder
+        .batch_execute("BEGIN; SELECT count(*) FROM generated_policies")
+        .unwrap();
+    wait_until_idle_for_a_moment(&db, pid);
+    let before = db.dump();
+    let (code, refusal, stderr) = db.run_json(&["--yes", "--lock-wait", "1s", "rollback"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
+    let named = blockers(&refusal);
+    assert!(
+        named
+            .iter()
+            .any(|b| b["pid"] == pid && b["table"] == "generated_policies"),
+        "{named:#?}"
+    );
+    db.assert_unchanged(&before);
+    holder.batch_execute("ROLLBACK").unwrap();
+}
+
+#[test]
+fn a_transaction_older_than_blocker_age_counts_even_away_from_the_tables() {
+    let db = clean_at_7(TestDb::new());
+    let mut sleeper = db.client();
+    let pid: i32 = sleeper
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    std::thread::scope(|scope| {
+        // Long enough for two runs on a busy machine; cancelled once they are done.
+        let running =
+            scope.spawn(move || sleeper.batch_execute("BEGIN; SELECT pg_sleep(120); COMMIT"));
+        wait_until(
+            &mut db.client(),
+            &format!(
+                "SELECT coalesce(bool_or(state = 'active' AND now() - xact_start > interval '1.5 seconds'), false)
+                   FROM pg_stat_activity WHERE pid = {pid}"
+            ),
+            "the sleeper's transaction is 1.5 s old",
+        );
+        let (code, default_age, stderr) = db.run_json(&["migrate", "--dry-run"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            blockers(&default_age).is_empty(),
+            "younger than the default 1 min, and it holds nothing 008 needs: {default_age:#}"
+        );
+        let (code, short_age, stderr) =
+            db.run_json(&["--blocker-age", "1s", "migrate", "--dry-run"]);
+        assert_eq!(code, 0, "{stderr}");
+        let named = blockers(&short_age);
+        assert_eq!(named.len(), 1, "{named:#?}");
+        assert_eq!(named[0]["pid"], pid);
+        assert_eq!(named[0]["state"], "active");
+        assert_eq!(named[0]["table"], Value::Null);
+        assert!(
+            named[0]["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("--blocker-age"),
+            "{named:#?}"
+        );
+        db.execute(&format!("SELECT pg_cancel_backend({pid})"));
+        assert!(running.join().unwrap().is_err(), "the sleep was cancelled");
+    });
+}
