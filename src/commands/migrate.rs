@@ -190,16 +190,20 @@ fn resolve_target(target: Option<i32>, from: i32) -> Result<i32> {
     Ok(target)
 }
 
-/// The estimate of what a run would scan: the preflight and every VALIDATE when 008 is
-/// pending; at version 8, the VALIDATEs of constraints still NOT VALID.
+/// The estimate of what a run would scan: the preflight when 008 is pending, and the VALIDATE
+/// of every catalog constraint that is not valid yet (a valid one is left alone).
 fn look_ahead(client: &mut Client, includes_repair: bool, to: i32) -> Result<Estimate> {
-    let validate: Vec<_> = if includes_repair {
-        CATALOG.iter().collect()
-    } else if to >= REPAIR_VERSION {
-        let states = checker::constraint_states(client)?;
+    let states = checker::constraint_states(client)?;
+    // 008 adds the absent ones NOT VALID; after it, migrate validates whatever is NOT VALID.
+    let validated = |state: checker::ConstraintState| match state {
+        checker::ConstraintState::Absent => includes_repair,
+        checker::ConstraintState::NotValid => true,
+        checker::ConstraintState::Valid => false,
+    };
+    let validate: Vec<_> = if to >= REPAIR_VERSION {
         CATALOG
             .iter()
-            .filter(|c| states[c.name] == checker::ConstraintState::NotValid)
+            .filter(|c| validated(states[c.name]))
             .collect()
     } else {
         Vec::new()
