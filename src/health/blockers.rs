@@ -443,6 +443,15 @@ fn judge(session: &Session, scope: &Scope, limits: &Limits) -> Option<Blocker> {
     })
 }
 
+/// A duration as it was given on the command line (2s, 500ms).
+fn flag_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 fn round(seconds: f64) -> f64 {
     (seconds * 10.0).round() / 10.0
 }
@@ -472,13 +481,13 @@ pub fn wait_until_clear(
         }
         for blocker in &found {
             if named.insert(blocker.identity()) {
-                // Said even with --quiet: the DBA has to know whom the command waits for.
-                eprintln!(
-                    "ruleiq-db: {} waits (up to {:.0}s) for {}",
+                // With --quiet the refusal, if it comes to that, still names them all.
+                log.line(&format!(
+                    "{} waits (up to {}) for {}",
                     scope.command,
-                    limits.wait.as_secs_f64(),
+                    flag_duration(limits.wait),
                     blocker.describe()
-                );
+                ));
             }
         }
         let elapsed = started.elapsed();
@@ -492,10 +501,10 @@ pub fn wait_until_clear(
 fn refusal(scope: &Scope, limits: &Limits, found: Vec<Blocker>) -> anyhow::Error {
     let names: Vec<String> = found.iter().map(Blocker::describe).collect();
     let message = format!(
-        "{} would wait for {} session(s) still there after {:.0}s: {}. ruleiq-db never ends another session: let them finish (or end them yourself: pg_terminate_backend(pid), COMMIT/ROLLBACK PREPARED 'gid'), or raise --lock-wait, then run it again; nothing was changed",
+        "{} would wait for {} session(s) still there after {}: {}. ruleiq-db never ends another session: let them finish (or end them yourself: pg_terminate_backend(pid), COMMIT/ROLLBACK PREPARED 'gid'), or raise --lock-wait, then run it again; nothing was changed",
         scope.command,
         found.len(),
-        limits.wait.as_secs_f64(),
+        flag_duration(limits.wait),
         names.join("; ")
     );
     let mut keys = serde_json::Map::new();
