@@ -48,9 +48,20 @@ pub struct GlobalArgs {
     #[arg(long, default_value_t = 30, global = true)]
     pub lock_retries: u32,
 
-    /// How long to wait for another ruleiq-db that holds the migration lock.
+    /// How long to wait for another ruleiq-db that holds the migration lock, and for sessions
+    /// that would block the command's table locks to go.
     #[arg(long, default_value = "60s", value_parser = parse_duration, global = true)]
     pub lock_wait: Duration,
+
+    /// Before its first table lock, a changing command looks for sessions that would make it
+    /// wait; a transaction open longer than this counts as one wherever it is (e.g. 30s, 5m).
+    #[arg(long, default_value = "1m", value_parser = parse_duration, global = true)]
+    pub blocker_age: Duration,
+
+    /// Go straight to the table locks even when sessions would make the command wait (they
+    /// are still named on stderr); lock_timeout and retries then bound the wait.
+    #[arg(long, global = true)]
+    pub ignore_blockers: bool,
 
     /// No log lines on stderr (errors still print).
     #[arg(long, short, global = true)]
@@ -82,7 +93,7 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Show each migration (applied, pending, divergent, missing), each constraint (absent,
     /// not_valid, valid) and drift from the expected schema.
-    Status,
+    Status(StatusArgs),
     /// Count and name the rows that break each catalog constraint. Without --dry-run, also
     /// validate NOT VALID constraints that have no violation left.
     #[command(
@@ -110,7 +121,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Migrate(_) => "migrate",
-            Command::Status => "status",
+            Command::Status(_) => "status",
             Command::CheckConstraints(_) => "check-constraints",
             Command::Cleanup(_) => "cleanup",
             Command::Rollback(_) => "rollback",
@@ -126,7 +137,7 @@ impl Command {
             Command::CheckConstraints(a) => a.dry_run,
             Command::Cleanup(a) => a.dry_run,
             Command::Rollback(a) => a.dry_run,
-            Command::Status | Command::Baseline(_) | Command::Rehearse(_) => false,
+            Command::Status(_) | Command::Baseline(_) | Command::Rehearse(_) => false,
         }
     }
 }
@@ -140,6 +151,14 @@ pub struct MigrateArgs {
     /// nothing, not even the history table.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct StatusArgs {
+    /// Also the database's health: connections, table and index sizes, unused indexes, the
+    /// slowest statements (pg_stat_statements) and tables that look bloated.
+    #[arg(long)]
+    pub health: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -16,10 +16,12 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x7275_6c65_6971;
 /// Opens a connection, with an error that names the server but never the password.
 pub fn connect(target: &Target) -> Result<Client> {
     let connector = target.tls.connector()?;
-    target
-        .config
-        .connect(connector)
-        .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {}", describe_connect_error(&e)))
+    let mut client = target.config.connect(connector).map_err(|e| {
+        anyhow::anyhow!("cannot connect to {target}: {}", describe_connect_error(&e))
+    })?;
+    // So that looking for blockers never names one of this process's own connections.
+    crate::health::blockers::remember_own_session(&mut client);
+    Ok(client)
 }
 
 fn describe_connect_error(error: &postgres::Error) -> String {

@@ -40,6 +40,22 @@ impl fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// A refusal whose failure document carries more keys than the message (e.g. `blockers`), so
+/// JSON and YAML readers get the list as well as the sentence. Exit 4 like [`Refused`].
+#[derive(Debug)]
+pub struct RefusedWith {
+    pub message: String,
+    pub keys: serde_json::Map<String, serde_json::Value>,
+}
+
+impl fmt::Display for RefusedWith {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RefusedWith {}
+
 /// Shorthand for returning a refusal.
 pub fn refuse<T>(message: impl Into<String>) -> anyhow::Result<T> {
     Err(Refused(message.into()).into())
@@ -47,7 +63,10 @@ pub fn refuse<T>(message: impl Into<String>) -> anyhow::Result<T> {
 
 /// The exit code an error maps to.
 pub fn code_of(error: &anyhow::Error) -> Code {
-    if error.chain().any(|cause| cause.is::<Refused>()) {
+    if error
+        .chain()
+        .any(|cause| cause.is::<Refused>() || cause.is::<RefusedWith>())
+    {
         Code::Refused
     } else {
         Code::Error

@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod enforce;
 pub mod exit;
+pub mod health;
 pub mod hints;
 pub mod history;
 pub mod journal;

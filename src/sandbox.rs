@@ -12,6 +12,11 @@ use std::process::{Command, Stdio};
 pub struct ClusterOptions {
     /// Serve TLS with a fresh self-signed certificate (needs the `openssl` command).
     pub ssl: bool,
+    /// `max_prepared_transactions` (0, the server's default, disables PREPARE TRANSACTION).
+    pub max_prepared_transactions: u32,
+    /// Libraries for `shared_preload_libraries` (e.g. `pg_stat_statements`); see
+    /// [`extension_available`].
+    pub preload: Vec<String>,
 }
 
 /// A running throwaway cluster.
@@ -73,6 +78,18 @@ impl Cluster {
             cluster.port,
             path_str(&sockets)?
         );
+        if options.max_prepared_transactions > 0 {
+            settings.push_str(&format!(
+                " -c max_prepared_transactions={}",
+                options.max_prepared_transactions
+            ));
+        }
+        if !options.preload.is_empty() {
+            settings.push_str(&format!(
+                " -c shared_preload_libraries={}",
+                options.preload.join(",")
+            ));
+        }
         if options.ssl {
             cluster.make_certificate(&data)?;
             settings.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
@@ -316,6 +333,27 @@ fn give_to(path: &Path, user: &str) -> Result<()> {
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// Whether the server binaries come with an extension: its control file in the share
+/// directory and its library in the package library directory (both from `pg_config`).
+pub fn extension_available(name: &str) -> Result<bool> {
+    let bindir = find_bindir()?;
+    let pg_config = |flag: &str| -> Result<PathBuf> {
+        let out = Command::new(bindir.join("pg_config"))
+            .arg(flag)
+            .output()
+            .with_context(|| format!("running {} {flag}", bindir.join("pg_config").display()))?;
+        if !out.status.success() {
+            bail!("pg_config {flag} failed");
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    };
+    let control = pg_config("--sharedir")?
+        .join("extension")
+        .join(format!("{name}.control"));
+    let library = pg_config("--pkglibdir")?.join(format!("{name}.so"));
+    Ok(control.is_file() && library.is_file())
 }
 
 /// Finds the directory holding `initdb` and `pg_ctl`: RULEIQ_PG_BINDIR, PATH, then `pg_config --bindir`, then the

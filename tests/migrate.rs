@@ -293,7 +293,14 @@ fn a_locked_table_is_retried_and_other_sessions_never_queue_long() {
 
     let mut migrate = db
         .command()
-        .args(["--format", "json", "--lock-timeout", "300ms", "migrate"])
+        .args([
+            "--format",
+            "json",
+            "--ignore-blockers",
+            "--lock-timeout",
+            "300ms",
+            "migrate",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -38,7 +38,8 @@ fn the_repair_waits_for_an_evidence_writer_without_holding_what_its_foreign_key_
     tx.batch_execute(&evidence("first")).unwrap();
 
     std::thread::scope(|scope| {
-        let migrate = scope.spawn(|| db.run(&["--lock-timeout", "60s", "migrate"]));
+        let migrate =
+            scope.spawn(|| db.run(&["--ignore-blockers", "--lock-timeout", "60s", "migrate"]));
 
         // Wait until the repair queues for evidence_items behind the application.
         let mut observer = db.client();

@@ -478,6 +478,7 @@ fn a_step_that_cannot_get_its_lock_rolls_back_whole() {
     let before = db.dump();
     let (code, _, stderr) = db.run(&[
         "--yes",
+        "--ignore-blockers",
         "--lock-timeout",
         "100ms",
         "--lock-retries",
@@ -553,6 +554,7 @@ fn a_rollback_killed_mid_way_leaves_a_whole_version() {
         .args([
             "--quiet",
             "--yes",
+            "--ignore-blockers",
             "--lock-timeout",
             "10m",
             "rollback",

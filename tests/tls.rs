@@ -17,7 +17,11 @@ fn status(url: &str) -> (i32, String) {
 
 #[test]
 fn every_sslmode_behaves_as_libpq_documents() {
-    let cluster = Cluster::start(&ClusterOptions { ssl: true }).expect("cluster with ssl");
+    let cluster = Cluster::start(&ClusterOptions {
+        ssl: true,
+        ..Default::default()
+    })
+    .expect("cluster with ssl");
     let url = cluster
         .url("postgres")
         .replace("sslmode=disable", "sslmode=require");

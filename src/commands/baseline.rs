@@ -15,6 +15,7 @@ use crate::catalog::{migrations, HISTORY_TABLE};
 use crate::cli::BaselineArgs;
 use crate::db;
 use crate::exit::{refuse, Code};
+use crate::health::blockers::{Scope, Takes};
 use crate::history;
 use crate::report::{self, Details, Report};
 use crate::shape::{self, Difference, Kind};
@@ -92,6 +93,12 @@ pub fn run(ctx: &Context, args: &BaselineArgs) -> Result<Outcome> {
             (true, Code::Ok)
         }
         Verdict::Adopt(version) => {
+            // Baseline locks no ruleIQ table (it only writes the history), so only old, idle
+            // and prepared transactions can hold it up.
+            ctx.wait_for_blockers(
+                &mut client,
+                &Scope::new("baseline", Vec::new(), Takes::AccessExclusive),
+            )?;
             details.recorded = record(ctx, &mut client, version)?;
             details.summary = adopted_summary(version, latest);
             (true, Code::Ok)

@@ -24,6 +24,7 @@ use crate::cleanup::proof;
 use crate::cleanup::undo::{self, Conflict};
 use crate::cli::CleanupArgs;
 use crate::exit::{code_of, Code};
+use crate::health::blockers::{self, Blocker, Scope, Takes};
 use crate::history;
 use crate::report::{self, Details, Report};
 use anyhow::{anyhow, bail, Result};
@@ -74,6 +75,9 @@ pub struct CleanupReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_conflicts: Option<u64>,
     pub notes: Vec<String>,
+    /// With --dry-run: sessions that would make the batches wait for their locks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blockers: Option<Vec<Blocker>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,6 +128,14 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     if total > 0 {
         proof::prove_writes(&mut client, &plans, &previews)?;
     }
+    let scope = Scope::new(
+        "cleanup",
+        plans.iter().map(|p| p.table.to_string()).collect(),
+        Takes::RowExclusive,
+    );
+    if args.dry_run {
+        details.blockers = Some(ctx.list_blockers(&mut client, &scope)?);
+    }
     if args.dry_run || total == 0 {
         if total == 0 {
             details
@@ -141,6 +153,7 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     }
 
     ctx.confirm(&question(&previews, total))?;
+    ctx.wait_for_blockers(&mut client, &scope)?;
     audit::ensure(&mut client)?;
     let run_id = Uuid::new_v4();
     details.interrupted_runs = audit::begin_run(&mut client, run_id, schema_version, &policy)?;
@@ -572,6 +585,11 @@ fn run_undo(ctx: &Context, text: &str) -> Result<Outcome> {
         "undo cleanup run {run_id}: restore up to {} rows it changed or deleted (rows changed since are left alone). Go ahead?",
         run.unrestored
     ))?;
+    let tables = details.rules.iter().map(|r| r.table.clone()).collect();
+    ctx.wait_for_blockers(
+        &mut client,
+        &Scope::new("cleanup --undo", tables, Takes::RowExclusive),
+    )?;
     let outcome = undo::undo(&mut client, run_id, batching, ctx.retry(), &ctx.log)?;
     if outcome.total_conflicts == 0 {
         audit::mark_undone(&mut client, run_id)?;
@@ -681,6 +699,9 @@ impl Details for CleanupReport {
         }
         for note in &self.notes {
             writeln!(out, "note: {note}")?;
+        }
+        if let Some(found) = &self.blockers {
+            blockers::write_table(out, found)?;
         }
         if !self.needs_decision.is_empty() {
             writeln!(out, "Needs a decision (nothing was changed):")?;

@@ -13,6 +13,8 @@ use crate::config::Target;
 use crate::db;
 use crate::enforce;
 use crate::exit::{refuse, Code, Refused};
+use crate::health::blockers::{self, Blocker, Scope, Takes};
+use crate::health::estimate::{self, Estimate};
 use crate::history;
 use crate::report::{self, Details, MigrationRun, Report};
 use anyhow::Result;
@@ -41,6 +43,15 @@ pub struct MigrateReport {
     /// With --dry-run: what the pending migrations would put back from the archive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_restore: Option<Vec<restore::Planned>>,
+    /// With --dry-run: sessions that would make the migrations' table locks wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blockers: Option<Vec<Blocker>>,
+    /// With --dry-run: the expected duration of the preflight and the VALIDATEs, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_ms: Option<u64>,
+    /// With --dry-run: how `estimate_ms` was reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,6 +97,20 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
     let includes_repair = pending.iter().any(|m| m.version() == REPAIR_VERSION);
     let restores = restore::planned(&mut client, &pending)?;
     let restores_before_repair = restores.iter().any(|r| r.version < REPAIR_VERSION);
+    let plans: Vec<PlannedMigration> = pending.iter().map(plan_of).collect();
+    let scope = Scope::of_statements(
+        "migrate",
+        plans
+            .iter()
+            .flat_map(|p| p.statements.iter().map(|s| s.sql.as_str())),
+        Takes::AccessExclusive,
+    );
+    if args.dry_run {
+        details.blockers = Some(ctx.list_blockers(&mut client, &scope)?);
+        let found = look_ahead(&mut client, includes_repair, to)?;
+        details.estimate_ms = Some(found.total_ms);
+        details.estimate = Some(found);
+    }
     if includes_repair {
         db::refuse_rename_conflicts(
             &mut client,
@@ -105,7 +130,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
     }
     if args.dry_run {
         details.would_restore = Some(restores);
-        details.plan = Some(pending.iter().map(plan_of).collect());
+        details.plan = Some(plans);
         details.to_version = to;
         return Ok(finish(details, true, true, from, Code::Ok));
     }
@@ -115,6 +140,9 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         ));
     }
 
+    if !pending.is_empty() {
+        ctx.wait_for_blockers(&mut client, &scope)?;
+    }
     let bar = ctx.log.bar(pending.len() as u64, "migrating");
     for m in &pending {
         if m.version() == REPAIR_VERSION && !details.applied.is_empty() {
@@ -199,6 +227,27 @@ fn resolve_target(target: Option<i32>, from: i32) -> Result<i32> {
         ));
     }
     Ok(target)
+}
+
+/// The estimate of what a run would scan: the preflight when 008 is pending, and the VALIDATE
+/// of every catalog constraint that is not valid yet (a valid one is left alone).
+fn look_ahead(client: &mut Client, includes_repair: bool, to: i32) -> Result<Estimate> {
+    let states = checker::constraint_states(client)?;
+    // 008 adds the absent ones NOT VALID; after it, migrate validates whatever is NOT VALID.
+    let validated = |state: checker::ConstraintState| match state {
+        checker::ConstraintState::Absent => includes_repair,
+        checker::ConstraintState::NotValid => true,
+        checker::ConstraintState::Valid => false,
+    };
+    let validate: Vec<_> = if to >= REPAIR_VERSION {
+        CATALOG
+            .iter()
+            .filter(|c| validated(states[c.name]))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    estimate::estimate(client, includes_repair, &validate)
 }
 
 /// Runs the preflight; returns the finished outcome when rows block the repair.
@@ -364,6 +413,29 @@ impl Details for MigrateReport {
                 ]);
             }
             writeln!(out, "{t}")?;
+        }
+        if let Some(e) = &self.estimate {
+            let steps: Vec<String> = e
+                .validate
+                .iter()
+                .map(|s| format!("{} {} ms", s.constraint, s.ms))
+                .collect();
+            writeln!(
+                out,
+                "estimated duration: {} ms (preflight {}; VALIDATE: {}). Based on {}.",
+                e.total_ms,
+                e.preflight_ms
+                    .map_or("not run".to_string(), |ms| format!("{ms} ms")),
+                if steps.is_empty() {
+                    "none".to_string()
+                } else {
+                    steps.join(", ")
+                },
+                e.basis
+            )?;
+        }
+        if let Some(found) = &self.blockers {
+            blockers::write_table(out, found)?;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::cli::{Cli, Command, Format, GlobalArgs};
 use crate::config::{ProcessEnv, Target};
 use crate::db::{self, RetryPolicy};
 use crate::exit::{Code, Refused};
+use crate::health::blockers;
 use crate::journal::{Done, Journal};
 use crate::output::Sink;
 use crate::progress::Log;
@@ -80,6 +81,39 @@ impl Context {
         db::set_lock_timeout(client, self.global.lock_timeout)
     }
 
+    /// Looks for sessions that would make `scope`'s table locks wait (DESIGN.md §9) and waits
+    /// for them to go, up to --lock-wait, then refuses. Called after the migration lock is held
+    /// and before the first table lock. With --ignore-blockers it only names them.
+    pub fn wait_for_blockers(&self, client: &mut Client, scope: &blockers::Scope) -> Result<()> {
+        let limits = self.blocker_limits();
+        if self.global.ignore_blockers {
+            for b in blockers::find(client, scope, &limits)? {
+                self.log.line(&format!(
+                    "--ignore-blockers: going ahead despite {}",
+                    b.describe()
+                ));
+            }
+            return Ok(());
+        }
+        blockers::wait_until_clear(client, scope, &limits, &self.log)
+    }
+
+    /// What a dry run lists as blockers for `scope`.
+    pub fn list_blockers(
+        &self,
+        client: &mut Client,
+        scope: &blockers::Scope,
+    ) -> Result<Vec<blockers::Blocker>> {
+        blockers::find(client, scope, &self.blocker_limits())
+    }
+
+    fn blocker_limits(&self) -> blockers::Limits {
+        blockers::Limits {
+            blocker_age: self.global.blocker_age,
+            wait: self.global.lock_wait,
+        }
+    }
+
     pub fn retry(&self) -> RetryPolicy {
         RetryPolicy::new(self.global.lock_retries)
     }
@@ -143,7 +177,7 @@ pub fn run(cli: &Cli) -> Code {
 pub fn dispatch(ctx: &Context, command: &Command) -> Result<Outcome> {
     match command {
         Command::Migrate(args) => migrate::run(ctx, args),
-        Command::Status => status::run(ctx),
+        Command::Status(args) => status::run(ctx, args),
         Command::CheckConstraints(args) => check::run(ctx, args),
         Command::Cleanup(args) => cleanup::run(ctx, args),
         Command::Rollback(args) => rollback::run(ctx, args),
@@ -202,13 +236,22 @@ pub fn print_failure(
     let message = format!("{error:#}");
     let _ = writeln!(std::io::stderr(), "ruleiq-db: {label}: {message}");
     let done = journal.snapshot();
-    let document = failure_document(
+    let mut document = failure_document(
         Some(cli.command.name()),
         cli.command.dry_run(),
         &message,
         code,
         &done,
     );
+    // A refusal may carry keys of its own (the blockers that made migrate give up).
+    let extra = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<crate::exit::RefusedWith>());
+    if let (Some(extra), Some(object)) = (extra, document.as_object_mut()) {
+        for (key, value) in &extra.keys {
+            object.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
     match sink.format() {
         Format::Table => {
             let line = format!(

@@ -182,7 +182,12 @@ fn rehearse(
             Command::Migrate(MigrateArgs::default()),
             &[Code::Ok],
         ),
-        ("status", "status", Command::Status, &[Code::Ok]),
+        (
+            "status",
+            "status",
+            Command::Status(Default::default()),
+            &[Code::Ok],
+        ),
         (
             "rollback",
             "rollback --to 7 --yes",

@@ -10,6 +10,7 @@ use crate::catalog::{down, HISTORY_TABLE};
 use crate::cli::RollbackArgs;
 use crate::db;
 use crate::exit::{refuse, Code, Refused};
+use crate::health::blockers::{self, Blocker, Scope, Takes};
 use crate::history::{self, Applied};
 use crate::report::{self, Details, MigrationRun, Report};
 use anyhow::{Context as _, Result};
@@ -27,6 +28,9 @@ pub struct RollbackReport {
     /// With --dry-run: each step, its statements with their locks, and what it would archive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<PlannedStep>>,
+    /// With --dry-run: sessions that would make the down migrations' table locks wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blockers: Option<Vec<Blocker>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,7 +87,17 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
         .collect::<Result<Vec<_>>>()?
         .concat();
     archive::dependents::refuse_dependents(&mut client, &archiving, "nothing was changed")?;
+    let downs: Vec<PlannedStatement> = steps
+        .iter()
+        .flat_map(|s| down::statements(s.version).expect("checked by choose_steps"))
+        .collect();
+    let scope = Scope::of_statements(
+        "rollback",
+        downs.iter().map(|s| s.sql.as_str()),
+        Takes::AccessExclusive,
+    );
     if args.dry_run {
+        details.blockers = Some(ctx.list_blockers(&mut client, &scope)?);
         let stamp = Stamp::now();
         let mut plan = Vec::new();
         for step in &steps {
@@ -100,6 +114,8 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
         listed.join(", "),
         archive::SCHEMA
     ))?;
+    // After the prompt, which may have waited long: who blocks now is what matters.
+    ctx.wait_for_blockers(&mut client, &scope)?;
     // Taken after the prompt: archive names say when the rollback ran, not when it was asked.
     let stamp = Stamp::now();
 
@@ -333,6 +349,9 @@ impl Details for RollbackReport {
                 writeln!(out, "{}", report::statements_table(&step.statements))?;
             }
             write_archives(out, plan.iter().flat_map(|s| &s.archives), "Would archive")?;
+            if let Some(found) = &self.blockers {
+                blockers::write_table(out, found)?;
+            }
             return Ok(());
         }
         if !self.reverted.is_empty() {

@@ -6,7 +6,9 @@ use crate::catalog::constraints::{Kind as ConstraintKind, CATALOG};
 use crate::catalog::migrations::REPAIR_VERSION;
 use crate::catalog::renames::KNOWN_TRUNCATIONS;
 use crate::checker::{constraint_presence, ConstraintState};
+use crate::cli::StatusArgs;
 use crate::exit::Code;
+use crate::health::picture::{self, Health};
 use crate::history::{self, Entry, State};
 use crate::report::{self, Details, Report};
 use crate::shape::{self, Difference, Kind};
@@ -25,6 +27,9 @@ pub struct StatusReport {
     /// False when the schema could not be compared with its version (the role may not create
     /// the scratch schema, say): then `drift` holds the reason and the verdict is not ok.
     pub drift_checked: bool,
+    /// With --health (DESIGN.md §9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,7 +59,7 @@ pub enum DriftCheck {
     NotCompared(String),
 }
 
-pub fn run(ctx: &Context) -> Result<Outcome> {
+pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
     let (_, mut client) = ctx.connect()?;
     let applied = history::read(&mut client)?;
     let version = history::current_version(&applied);
@@ -91,6 +96,11 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         ),
     };
     let code = verdict(&entries, &constraints, &drift, drift_checked, version);
+    let health = if args.health {
+        Some(picture::collect(&mut client)?)
+    } else {
+        None
+    };
     let report = Report {
         command: "status",
         ok: code == Code::Ok,
@@ -102,6 +112,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             drift,
             known_truncations,
             drift_checked,
+            health,
         },
     };
     Ok(Outcome::new(report, code))
@@ -215,7 +226,7 @@ impl Details for StatusReport {
             )?;
         }
         if self.drift.is_empty() {
-            writeln!(out, "No drift: the schema matches its recorded version.")
+            writeln!(out, "No drift: the schema matches its recorded version.")?;
         } else {
             let mut t = report::table(&["object", "drift", "verdict"]);
             for d in &self.drift {
@@ -225,7 +236,11 @@ impl Details for StatusReport {
                     if d.allowed { "allowed" } else { "problem" }.to_string(),
                 ]);
             }
-            writeln!(out, "{t}")
+            writeln!(out, "{t}")?;
+        }
+        match &self.health {
+            Some(health) => health.write_table(out),
+            None => Ok(()),
         }
     }
 }

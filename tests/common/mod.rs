@@ -18,13 +18,52 @@ struct Server {
 
 static SERVER: OnceLock<Server> = OnceLock::new();
 static CLUSTER: Mutex<Option<Cluster>> = Mutex::new(None);
+static TUNED_SERVER: OnceLock<Server> = OnceLock::new();
+static TUNED_CLUSTER: Mutex<Option<Cluster>> = Mutex::new(None);
 
 extern "C" fn stop_cluster() {
-    if let Ok(mut guard) = CLUSTER.lock() {
-        if let Some(mut cluster) = guard.take() {
-            cluster.stop();
+    for slot in [&CLUSTER, &TUNED_CLUSTER] {
+        if let Ok(mut guard) = slot.lock() {
+            if let Some(mut cluster) = guard.take() {
+                cluster.stop();
+            }
         }
     }
+}
+
+/// Whether the server binaries have pg_stat_statements, so the tuned cluster preloads it.
+pub fn pg_stat_statements_available() -> bool {
+    ruleiq_db::sandbox::extension_available("pg_stat_statements").unwrap_or(false)
+}
+
+/// A second throwaway cluster for the tests that need server settings the default one lacks:
+/// PREPARE TRANSACTION (max_prepared_transactions) and pg_stat_statements preloaded (when the
+/// binaries have it). With RULEIQ_TEST_DATABASE_URL it is that server; tests check what it
+/// allows and say why they skip.
+fn tuned_server() -> &'static Server {
+    if std::env::var("RULEIQ_TEST_DATABASE_URL").is_ok() {
+        return server();
+    }
+    TUNED_SERVER.get_or_init(|| {
+        let options = ClusterOptions {
+            max_prepared_transactions: 10,
+            preload: if pg_stat_statements_available() {
+                vec!["pg_stat_statements".into()]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        };
+        let cluster = Cluster::start(&options).expect("starting a tuned throwaway PostgreSQL");
+        let template = cluster.url("{db}");
+        *TUNED_CLUSTER.lock().unwrap() = Some(cluster);
+        unsafe {
+            libc::atexit(stop_cluster);
+        }
+        Server {
+            url_template: template,
+        }
+    })
 }
 
 fn server() -> &'static Server {
@@ -86,18 +125,31 @@ pub const FIXTURE_OWNER: &str = "'10000000-0000-0000-0000-000000000001', '200000
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// The maintenance database's URL on the same server (to drop this one).
+    admin_url: String,
 }
 
 impl TestDb {
     pub fn new() -> TestDb {
+        TestDb::on(server())
+    }
+
+    /// A fresh database on the tuned cluster (prepared transactions, pg_stat_statements).
+    pub fn new_tuned() -> TestDb {
+        TestDb::on(tuned_server())
+    }
+
+    fn on(server: &Server) -> TestDb {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = connect_url(&url_for("postgres"));
+        let admin_url = server.url_template.replace("{db}", "postgres");
+        let mut admin = connect_url(&admin_url);
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("CREATE DATABASE");
         TestDb {
-            url: url_for(&name),
+            url: server.url_template.replace("{db}", &name),
             name,
+            admin_url,
         }
     }
 
@@ -196,10 +248,14 @@ impl TestDb {
 
     /// A version-7 database holding the dirty legacy fixture.
     pub fn dirty_legacy() -> TestDb {
-        let db = TestDb::new();
-        db.migrate_to(7);
-        db.execute_file("fixtures/legacy_dirty.sql");
-        db
+        TestDb::new().with_dirty_legacy()
+    }
+
+    /// This database migrated to version 7 and loaded with the dirty legacy fixture.
+    pub fn with_dirty_legacy(self) -> TestDb {
+        self.migrate_to(7);
+        self.execute_file("fixtures/legacy_dirty.sql");
+        self
     }
 
     /// Inserts one evidence_items row with `status`, filling production's NOT NULL columns with
@@ -250,7 +306,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Ok(mut admin) = Client::connect(&url_for("postgres"), NoTls) {
+        if let Ok(mut admin) = Client::connect(&self.admin_url, NoTls) {
             let _ = admin.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name

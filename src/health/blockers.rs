@@ -1,0 +1,660 @@
+//! What would make a changing command wait for a lock, found before it asks for one: sessions
+//! holding (or queued for) a conflicting lock on the tables it touches, old transactions,
+//! sessions idle in a transaction, prepared transactions, and an anti-wraparound autovacuum
+//! (the one autovacuum that does not give way to a lock request).
+//!
+//! ruleiq-db never ends another session: a real run waits for the blockers to go, then refuses.
+//! Nothing here reads a query's text beyond its first keyword, so no parameter value or
+//! password can reach a report or stderr.
+
+use crate::catalog::TABLES;
+use crate::db::MIGRATION_LOCK_KEY;
+use crate::exit::RefusedWith;
+use crate::progress::Log;
+use anyhow::Result;
+use postgres::Client;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a lock or an idle transaction must have lasted before it counts. The application's
+/// ordinary transactions come and go within it; a real run polls, so one that is merely caught
+/// in the act is gone at the next look.
+pub const MOMENT: Duration = Duration::from_secs(1);
+
+/// How often a real run looks again while it waits.
+const POLL: Duration = Duration::from_millis(250);
+
+/// The table lock a command asks for, which decides what conflicts with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takes {
+    /// DDL (008's `LOCK TABLE … ACCESS EXCLUSIVE`, a down migration): every lock conflicts.
+    AccessExclusive,
+    /// UPDATE and DELETE (cleanup): SHARE and stronger conflict.
+    RowExclusive,
+}
+
+impl Takes {
+    /// The `pg_locks.mode` values a granted lock must have to conflict with this one.
+    fn conflicting_modes(self) -> Vec<&'static str> {
+        match self {
+            Takes::AccessExclusive => vec![
+                "AccessShareLock",
+                "RowShareLock",
+                "RowExclusiveLock",
+                "ShareUpdateExclusiveLock",
+                "ShareLock",
+                "ShareRowExclusiveLock",
+                "ExclusiveLock",
+                "AccessExclusiveLock",
+            ],
+            Takes::RowExclusive => vec![
+                "ShareLock",
+                "ShareRowExclusiveLock",
+                "ExclusiveLock",
+                "AccessExclusiveLock",
+            ],
+        }
+    }
+}
+
+/// What a command is about to lock.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The command's name, for messages.
+    pub command: &'static str,
+    /// ruleIQ tables it locks (absent ones are simply not found).
+    pub tables: Vec<String>,
+    pub takes: Takes,
+}
+
+impl Scope {
+    pub fn new(command: &'static str, tables: Vec<String>, takes: Takes) -> Scope {
+        Scope {
+            command,
+            tables,
+            takes,
+        }
+    }
+
+    /// A scope for statements about to run: every ruleIQ table they name.
+    pub fn of_statements<'a>(
+        command: &'static str,
+        statements: impl IntoIterator<Item = &'a str>,
+        takes: Takes,
+    ) -> Scope {
+        let mut named = BTreeSet::new();
+        for sql in statements {
+            named.extend(tables_named(sql));
+        }
+        // In the catalog's order, so reports read the same every time.
+        let tables = TABLES
+            .iter()
+            .filter(|t| named.contains(**t))
+            .map(|t| t.to_string())
+            .collect();
+        Scope::new(command, tables, takes)
+    }
+}
+
+/// The ruleIQ tables a statement names as identifiers (plain or double-quoted).
+pub fn tables_named(sql: &str) -> BTreeSet<&'static str> {
+    let mut found = BTreeSet::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut flush = |word: &mut String| {
+        if let Some(table) = TABLES.iter().find(|t| t.eq_ignore_ascii_case(word)) {
+            found.insert(*table);
+        }
+        word.clear();
+    };
+    for c in sql.chars() {
+        if c == '"' {
+            flush(&mut word);
+            quoted = !quoted;
+        } else if quoted || c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word);
+        }
+    }
+    flush(&mut word);
+    found
+}
+
+/// The limits a look uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A transaction open longer than this is a blocker wherever it holds its locks.
+    pub blocker_age: Duration,
+    /// How long a real run waits for the blockers to go.
+    pub wait: Duration,
+}
+
+/// One session (or prepared transaction) that would make the command wait.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Blocker {
+    /// The server process; null for a prepared transaction (it has none).
+    pub pid: Option<i32>,
+    pub application_name: String,
+    /// `pg_stat_activity.state` ("idle in transaction", "active"), or "prepared".
+    pub state: String,
+    /// Seconds since its transaction began (or since it was prepared).
+    pub age_s: f64,
+    /// The conflicting lock it holds or waits for on `table`.
+    pub lock: Option<String>,
+    pub table: Option<String>,
+    /// Why it counts, in words.
+    pub reasons: Vec<String>,
+    /// When its current (or last) statement started, UTC.
+    pub query_start: Option<String>,
+    /// The first keyword of that statement (never its text).
+    pub statement: Option<String>,
+    /// A prepared transaction's global identifier (for COMMIT/ROLLBACK PREPARED).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+}
+
+impl Blocker {
+    /// One line for stderr and refusals.
+    pub fn describe(&self) -> String {
+        let who = match (&self.pid, &self.gid) {
+            (Some(pid), _) => format!("pid {pid}"),
+            (None, Some(gid)) => format!("prepared transaction '{gid}'"),
+            (None, None) => "a session".to_string(),
+        };
+        let app = if self.application_name.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.application_name)
+        };
+        let mut parts = vec![
+            format!("{who}{app}"),
+            format!("{}, transaction open {}", self.state, seconds(self.age_s)),
+        ];
+        if let (Some(lock), Some(table)) = (&self.lock, &self.table) {
+            parts.push(format!("{lock} on {table}"));
+        }
+        if let Some(start) = &self.query_start {
+            match &self.statement {
+                Some(keyword) => parts.push(format!("query started {start} ({keyword})")),
+                None => parts.push(format!("query started {start}")),
+            }
+        }
+        parts.push(self.reasons.join("; "));
+        parts.join(", ")
+    }
+
+    fn identity(&self) -> (Option<i32>, Option<String>) {
+        (self.pid, self.gid.clone())
+    }
+}
+
+fn seconds(s: f64) -> String {
+    if s >= 120.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{s:.0} s")
+    }
+}
+
+/// Backends this process opened (pid and start time, so a reused pid is not mistaken for
+/// ours). Filled by [`remember_own_session`] from `db::connect`.
+static OWN_SESSIONS: Mutex<Vec<(i32, f64)>> = Mutex::new(Vec::new());
+
+/// Records the backend behind a new connection as this process's own, so that the checker's
+/// extra connections (and any other of ours) are never named as blockers. Best effort.
+pub fn remember_own_session(client: &mut Client) {
+    let row = client.query_one(
+        "SELECT pg_backend_pid(), extract(epoch FROM backend_start)::float8
+           FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        &[],
+    );
+    if let (Ok(row), Ok(mut own)) = (row, OWN_SESSIONS.lock()) {
+        own.push((row.get(0), row.get(1)));
+    }
+}
+
+fn own_sessions() -> (Vec<i32>, Vec<f64>) {
+    let own = OWN_SESSIONS.lock().map(|o| o.clone()).unwrap_or_default();
+    own.into_iter().unzip()
+}
+
+/// Every live session of this database with what it holds on the scope's tables.
+const SESSIONS_SQL: &str = r"
+WITH touched AS (
+    SELECT t.name, to_regclass(quote_ident(t.name)) AS rel
+      FROM unnest($1::text[]) AS t(name)
+     WHERE to_regclass(quote_ident(t.name)) IS NOT NULL
+),
+own AS (
+    SELECT * FROM unnest($2::int4[], $3::float8[]) AS o(pid, started)
+)
+SELECT a.pid,
+       coalesce(a.application_name, ''),
+       coalesce(a.state, ''),
+       a.backend_type,
+       extract(epoch FROM now() - a.xact_start)::float8,
+       extract(epoch FROM now() - a.state_change)::float8,
+       to_char(a.query_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC'),
+       upper(substring(a.query FROM '^\s*([A-Za-z]+)')),
+       coalesce(a.backend_type = 'autovacuum worker' AND a.query LIKE '%(to prevent wraparound)%', false),
+       EXISTS (SELECT 1 FROM pg_locks l
+                WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+                  AND ((l.classid::bigint << 32) | l.objid::bigint) = $4),
+       coalesce(array_agg(t.name ORDER BY t.name, l.mode) FILTER (WHERE t.name IS NOT NULL), '{}'),
+       coalesce(array_agg(l.mode ORDER BY t.name, l.mode) FILTER (WHERE t.name IS NOT NULL), '{}'),
+       coalesce(array_agg(l.granted ORDER BY t.name, l.mode) FILTER (WHERE t.name IS NOT NULL), '{}')
+  FROM pg_stat_activity a
+  LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'relation'
+  LEFT JOIN touched t ON t.rel = l.relation
+ WHERE a.datname = current_database()
+   AND a.pid <> pg_backend_pid()
+   AND a.backend_type <> 'parallel worker'
+   AND NOT EXISTS (SELECT 1 FROM own
+                    WHERE own.pid = a.pid
+                      AND abs(own.started - extract(epoch FROM a.backend_start)) < 0.001)
+ GROUP BY a.pid, a.application_name, a.state, a.backend_type, a.xact_start, a.state_change,
+          a.query_start, a.query, a.backend_start
+ ORDER BY a.pid";
+
+/// Prepared transactions of this database with their relation locks on the scope's tables
+/// (a prepared transaction's locks have no pid; they share its virtual transaction id).
+const PREPARED_SQL: &str = r"
+WITH touched AS (
+    SELECT t.name, to_regclass(quote_ident(t.name)) AS rel
+      FROM unnest($1::text[]) AS t(name)
+     WHERE to_regclass(quote_ident(t.name)) IS NOT NULL
+)
+SELECT p.gid,
+       p.owner::text,
+       extract(epoch FROM now() - p.prepared)::float8,
+       to_char(p.prepared AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC'),
+       coalesce(array_agg(t.name ORDER BY t.name, l.mode) FILTER (WHERE t.name IS NOT NULL), '{}'),
+       coalesce(array_agg(l.mode ORDER BY t.name, l.mode) FILTER (WHERE t.name IS NOT NULL), '{}')
+  FROM pg_prepared_xacts p
+  LEFT JOIN pg_locks x ON x.locktype = 'transactionid' AND x.transactionid = p.transaction
+                      AND x.pid IS NULL
+  LEFT JOIN pg_locks l ON l.locktype = 'relation' AND l.pid IS NULL
+                      AND l.virtualtransaction = x.virtualtransaction
+  LEFT JOIN touched t ON t.rel = l.relation
+ WHERE p.database = current_database()
+ GROUP BY p.gid, p.owner, p.prepared
+ ORDER BY p.prepared";
+
+/// One session as the catalog shows it, before deciding whether it blocks.
+#[derive(Debug, Clone)]
+struct Session {
+    pid: i32,
+    application_name: String,
+    state: String,
+    backend_type: String,
+    xact_age: Option<f64>,
+    state_age: Option<f64>,
+    query_start: Option<String>,
+    keyword: Option<String>,
+    wraparound: bool,
+    holds_migration_lock: bool,
+    /// (table, mode, granted) on the scope's tables.
+    locks: Vec<(String, String, bool)>,
+}
+
+/// Looks once: everything that would make `scope`'s command wait right now.
+pub fn find(client: &mut Client, scope: &Scope, limits: &Limits) -> Result<Vec<Blocker>> {
+    let (own_pids, own_starts) = own_sessions();
+    let rows = client.query(
+        SESSIONS_SQL,
+        &[&scope.tables, &own_pids, &own_starts, &MIGRATION_LOCK_KEY],
+    )?;
+    let mut found = Vec::new();
+    for row in rows {
+        let tables: Vec<String> = row.get(10);
+        let modes: Vec<String> = row.get(11);
+        let granted: Vec<bool> = row.get(12);
+        let session = Session {
+            pid: row.get(0),
+            application_name: row.get(1),
+            state: row.get(2),
+            backend_type: row.get(3),
+            xact_age: row.get(4),
+            state_age: row.get(5),
+            query_start: row.get(6),
+            keyword: row.get(7),
+            wraparound: row.get(8),
+            holds_migration_lock: row.get(9),
+            locks: tables
+                .into_iter()
+                .zip(modes)
+                .zip(granted)
+                .map(|((t, m), g)| (t, m, g))
+                .collect(),
+        };
+        if let Some(blocker) = judge(&session, scope, limits) {
+            found.push(blocker);
+        }
+    }
+    for row in client.query(PREPARED_SQL, &[&scope.tables])? {
+        let gid: String = row.get(0);
+        let owner: String = row.get(1);
+        let tables: Vec<String> = row.get(4);
+        let modes: Vec<String> = row.get(5);
+        let conflicting = scope.takes.conflicting_modes();
+        let lock = tables
+            .into_iter()
+            .zip(modes)
+            .find(|(_, m)| conflicting.contains(&m.as_str()));
+        let mut reasons = vec![format!(
+            "prepared transaction of role {owner}: it holds its locks until someone runs COMMIT PREPARED or ROLLBACK PREPARED '{gid}'"
+        )];
+        if let Some((table, _)) = &lock {
+            reasons.insert(
+                0,
+                format!("holds a lock {} needs on {table}", scope.command),
+            );
+        }
+        found.push(Blocker {
+            pid: None,
+            application_name: String::new(),
+            state: "prepared".into(),
+            age_s: round(row.get(2)),
+            lock: lock.as_ref().map(|(_, m)| m.clone()),
+            table: lock.map(|(t, _)| t),
+            reasons,
+            query_start: row.get(3),
+            statement: None,
+            gid: Some(gid),
+        });
+    }
+    Ok(found)
+}
+
+/// Whether one session blocks, and why.
+fn judge(session: &Session, scope: &Scope, limits: &Limits) -> Option<Blocker> {
+    let moment = MOMENT.as_secs_f64();
+    let xact_age = session.xact_age.unwrap_or(0.0);
+    let state_age = session.state_age.unwrap_or(0.0);
+    let conflicting = scope.takes.conflicting_modes();
+    let is_autovacuum = session.backend_type == "autovacuum worker";
+    // An ordinary autovacuum cancels itself when a lock request conflicts with it; only the
+    // anti-wraparound one makes a command wait.
+    if is_autovacuum && !session.wraparound {
+        return None;
+    }
+    // Another ruleiq-db that holds the migration lock and nothing on our tables (a dry run, a
+    // status, one waiting its turn) cannot make this one wait.
+    if session.holds_migration_lock && session.locks.is_empty() {
+        return None;
+    }
+    let mut reasons = Vec::new();
+    let held = session
+        .locks
+        .iter()
+        .find(|(_, mode, granted)| *granted && conflicting.contains(&mode.as_str()));
+    let queued = session.locks.iter().find(|(_, _, granted)| !*granted);
+    let mut lock = None;
+    if is_autovacuum {
+        if let Some((table, mode, _)) = session.locks.first() {
+            reasons.push(format!(
+                "anti-wraparound autovacuum of {table}: it does not give way to {}",
+                scope.command
+            ));
+            lock = Some((table.clone(), mode.clone()));
+        }
+    } else if let Some((table, mode, _)) = held.filter(|_| xact_age >= moment) {
+        reasons.push(format!("holds a lock {} needs on {table}", scope.command));
+        lock = Some((table.clone(), mode.clone()));
+    } else if let Some((table, mode, _)) = queued.filter(|_| state_age >= moment) {
+        reasons.push(format!(
+            "is queued for a lock on {table}; {} would queue behind it",
+            scope.command
+        ));
+        lock = Some((table.clone(), format!("{mode} (waiting)")));
+    }
+    if !is_autovacuum {
+        if session.state.starts_with("idle in transaction") && state_age >= moment {
+            reasons.push(format!("idle in transaction for {}", seconds(state_age)));
+        }
+        if session.xact_age.is_some() && xact_age >= limits.blocker_age.as_secs_f64() {
+            reasons.push(format!(
+                "transaction open longer than --blocker-age {}",
+                seconds(limits.blocker_age.as_secs_f64())
+            ));
+        }
+    }
+    if reasons.is_empty() {
+        return None;
+    }
+    Some(Blocker {
+        pid: Some(session.pid),
+        application_name: session.application_name.clone(),
+        state: if session.state.is_empty() {
+            session.backend_type.clone()
+        } else {
+            session.state.clone()
+        },
+        age_s: round(xact_age),
+        lock: lock.as_ref().map(|(_, m)| m.clone()),
+        table: lock.map(|(t, _)| t),
+        reasons,
+        query_start: session.query_start.clone(),
+        statement: session.keyword.clone(),
+        gid: None,
+    })
+}
+
+/// A duration as it was given on the command line (2s, 500ms).
+fn flag_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn round(seconds: f64) -> f64 {
+    (seconds * 10.0).round() / 10.0
+}
+
+/// A real run's look: waits (polling, never ending anyone's session) until nothing would make
+/// the command wait, up to `limits.wait`, naming the blockers on stderr as they appear. Then
+/// refuses (exit 4) naming those left; nothing has been changed at that point.
+pub fn wait_until_clear(
+    client: &mut Client,
+    scope: &Scope,
+    limits: &Limits,
+    log: &Log,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut named: BTreeSet<(Option<i32>, Option<String>)> = BTreeSet::new();
+    loop {
+        let found = find(client, scope, limits)?;
+        if found.is_empty() {
+            if !named.is_empty() {
+                log.line(&format!(
+                    "no blockers left after {:.1}s; {} goes ahead",
+                    started.elapsed().as_secs_f64(),
+                    scope.command
+                ));
+            }
+            return Ok(());
+        }
+        for blocker in &found {
+            if named.insert(blocker.identity()) {
+                // With --quiet the refusal, if it comes to that, still names them all.
+                log.line(&format!(
+                    "{} waits (up to {}) for {}",
+                    scope.command,
+                    flag_duration(limits.wait),
+                    blocker.describe()
+                ));
+            }
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= limits.wait {
+            return Err(refusal(scope, limits, found));
+        }
+        std::thread::sleep(POLL.min(limits.wait - elapsed));
+    }
+}
+
+fn refusal(scope: &Scope, limits: &Limits, found: Vec<Blocker>) -> anyhow::Error {
+    let names: Vec<String> = found.iter().map(Blocker::describe).collect();
+    let message = format!(
+        "{} would wait for {} session(s) still there after {}: {}. ruleiq-db never ends another session: let them finish (or end them yourself: pg_terminate_backend(pid), COMMIT/ROLLBACK PREPARED 'gid'), or raise --lock-wait, then run it again; nothing was changed",
+        scope.command,
+        found.len(),
+        flag_duration(limits.wait),
+        names.join("; ")
+    );
+    let mut keys = serde_json::Map::new();
+    keys.insert(
+        "blockers".into(),
+        serde_json::to_value(&found).unwrap_or_default(),
+    );
+    RefusedWith { message, keys }.into()
+}
+
+/// The blockers as a table, for dry-run reports.
+pub fn write_table(out: &mut dyn std::io::Write, blockers: &[Blocker]) -> std::io::Result<()> {
+    if blockers.is_empty() {
+        return writeln!(
+            out,
+            "Blockers: none; no session would make this wait for a lock."
+        );
+    }
+    let mut t =
+        crate::report::table(&["pid", "application", "state", "age", "lock", "table", "why"]);
+    for b in blockers {
+        t.add_row(vec![
+            b.pid
+                .map(|p| p.to_string())
+                .or_else(|| b.gid.as_ref().map(|g| format!("prepared '{g}'")))
+                .unwrap_or_default(),
+            b.application_name.clone(),
+            b.state.clone(),
+            seconds(b.age_s),
+            b.lock.clone().unwrap_or_default(),
+            b.table.clone().unwrap_or_default(),
+            b.reasons.join("; "),
+        ]);
+    }
+    writeln!(
+        out,
+        "Blockers (a real run waits for them up to --lock-wait, then refuses):\n{t}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(
+        state: &str,
+        xact_age: f64,
+        state_age: f64,
+        locks: &[(&str, &str, bool)],
+    ) -> Session {
+        Session {
+            pid: 42,
+            application_name: "app".into(),
+            state: state.into(),
+            backend_type: "client backend".into(),
+            xact_age: Some(xact_age),
+            state_age: Some(state_age),
+            query_start: None,
+            keyword: Some("UPDATE".into()),
+            wraparound: false,
+            holds_migration_lock: false,
+            locks: locks
+                .iter()
+                .map(|(t, m, g)| (t.to_string(), m.to_string(), *g))
+                .collect(),
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            blocker_age: Duration::from_secs(60),
+            wait: Duration::from_secs(2),
+        }
+    }
+
+    fn ddl() -> Scope {
+        Scope::new(
+            "migrate",
+            vec!["business_profiles".into()],
+            Takes::AccessExclusive,
+        )
+    }
+
+    #[test]
+    fn a_short_transaction_of_the_application_is_not_a_blocker() {
+        let s = session(
+            "active",
+            0.05,
+            0.05,
+            &[("business_profiles", "RowExclusiveLock", true)],
+        );
+        assert_eq!(judge(&s, &ddl(), &limits()), None);
+    }
+
+    #[test]
+    fn a_lock_held_for_a_moment_blocks_ddl_but_not_row_writes() {
+        let s = session(
+            "idle in transaction",
+            3.0,
+            3.0,
+            &[("business_profiles", "RowExclusiveLock", true)],
+        );
+        let b = judge(&s, &ddl(), &limits()).unwrap();
+        assert_eq!(b.table.as_deref(), Some("business_profiles"));
+        assert_eq!(b.lock.as_deref(), Some("RowExclusiveLock"));
+        assert_eq!(b.reasons.len(), 2, "{:?}", b.reasons);
+        let cleanup = Scope::new(
+            "cleanup",
+            vec!["business_profiles".into()],
+            Takes::RowExclusive,
+        );
+        let b = judge(&s, &cleanup, &limits()).unwrap();
+        assert_eq!(b.lock, None, "ROW EXCLUSIVE does not conflict with itself");
+        assert!(b.reasons[0].starts_with("idle in transaction"));
+    }
+
+    #[test]
+    fn an_old_transaction_counts_anywhere_and_an_ordinary_autovacuum_never() {
+        let s = session("active", 120.0, 0.1, &[]);
+        let b = judge(&s, &ddl(), &limits()).unwrap();
+        assert!(b.reasons[0].contains("--blocker-age"), "{:?}", b.reasons);
+        let mut vacuum = session(
+            "active",
+            500.0,
+            500.0,
+            &[("business_profiles", "ShareUpdateExclusiveLock", true)],
+        );
+        vacuum.backend_type = "autovacuum worker".into();
+        assert_eq!(judge(&vacuum, &ddl(), &limits()), None);
+        vacuum.wraparound = true;
+        let b = judge(&vacuum, &ddl(), &limits()).unwrap();
+        assert!(b.reasons[0].contains("anti-wraparound"), "{:?}", b.reasons);
+    }
+
+    #[test]
+    fn another_ruleiq_db_holding_only_the_migration_lock_is_not_a_blocker() {
+        let mut s = session("idle in transaction", 5.0, 5.0, &[]);
+        s.holds_migration_lock = true;
+        assert_eq!(judge(&s, &ddl(), &limits()), None);
+    }
+
+    #[test]
+    fn tables_are_found_as_identifiers_only() {
+        let named = tables_named(
+            r#"LOCK TABLE "evidence_items", business_profiles IN ACCESS EXCLUSIVE MODE; -- users_x"#,
+        );
+        assert_eq!(
+            named.into_iter().collect::<Vec<_>>(),
+            ["business_profiles", "evidence_items"]
+        );
+        assert!(tables_named("ALTER TABLE userss ADD COLUMN users_id int").is_empty());
+    }
+}

@@ -1,0 +1,7 @@
+//! Looking before taking a lock (DESIGN.md §9): the health picture `status --health` shows,
+//! the blockers every changing command looks for before its first table lock, and the duration
+//! estimate of `migrate --dry-run`.
+
+pub mod blockers;
+pub mod estimate;
+pub mod picture;
