@@ -15,6 +15,7 @@ pub mod enforce;
 pub mod exit;
 pub mod history;
 pub mod progress;
+pub mod replication;
 pub mod report;
 pub mod sandbox;
 pub mod shape;

@@ -8,6 +8,7 @@
 
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
+use crate::replication::ReplicaThrottle;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use postgres::Client;
@@ -77,7 +78,8 @@ pub struct PhaseTotals {
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs `sql` (a batch statement from plan.rs: parameters run id, last key, size) until no
-/// violating row is left after the last key.
+/// violating row is left after the last key. Before each batch, `throttle` waits while a
+/// standby lags too far behind.
 #[allow(clippy::too_many_arguments)]
 pub fn run_phase(
     client: &mut Client,
@@ -85,6 +87,7 @@ pub fn run_phase(
     rules: usize,
     run_id: Uuid,
     batching: &mut Batching,
+    throttle: &mut ReplicaThrottle,
     retry: RetryPolicy,
     log: &Log,
     bar: &ProgressBar,
@@ -100,6 +103,7 @@ pub fn run_phase(
     let mut last: Option<String> = None;
     let mut last_said = Instant::now();
     loop {
+        throttle.between_batches(client, log)?;
         let started = Instant::now();
         let size = batching.size;
         let row = db::retry_on_lock_timeout(what, retry, log, || {

@@ -16,6 +16,7 @@ use crate::catalog::{PRIMARY_KEY, TABLES};
 use crate::checker::DatabaseSpelling;
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
+use crate::replication::ReplicaThrottle;
 use anyhow::{bail, Result};
 use postgres::Client;
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,7 @@ pub fn undo(
     client: &mut Client,
     run_id: Uuid,
     mut batching: Batching,
+    throttle: &mut ReplicaThrottle,
     retry: RetryPolicy,
     log: &Log,
 ) -> Result<UndoOutcome> {
@@ -94,6 +96,7 @@ pub fn undo(
             &sql,
             run_id,
             &mut batching,
+            throttle,
             retry,
             log,
             &what,
@@ -116,6 +119,7 @@ fn run_batches(
     sql: &str,
     run_id: Uuid,
     batching: &mut Batching,
+    throttle: &mut ReplicaThrottle,
     retry: RetryPolicy,
     log: &Log,
     what: &str,
@@ -126,6 +130,7 @@ fn run_batches(
     let mut before: Option<i64> = None;
     let (mut batches, mut longest) = (0, std::time::Duration::ZERO);
     loop {
+        throttle.between_batches(client, log)?;
         let started = std::time::Instant::now();
         let size = batching.size;
         let row = db::retry_on_lock_timeout(what, retry, log, || {

@@ -118,7 +118,12 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     }
     ctx.log.line(&format!("cleanup run {run_id} started"));
     details.run_id = Some(run_id.to_string());
-    details.rules = apply(ctx, &mut client, run_id, &plans, &previews, batching)?;
+    details.rules = apply(ctx, &mut client, run_id, &plans, &previews, batching).map_err(|e| {
+        e.context(format!(
+            "cleanup run {run_id} stopped; the batches it finished are whole and recorded in {}: run `ruleiq-db cleanup` again to finish, or `ruleiq-db cleanup --undo {run_id}` to put them back",
+            audit::CHANGES
+        ))
+    })?;
     audit::finish_run(&mut client, run_id)?;
     details.total_rows = count_records(&mut client, run_id)?;
 
@@ -262,6 +267,7 @@ fn apply(
     mut batching: Batching,
 ) -> Result<Vec<RuleReport>> {
     let mut rules = Vec::new();
+    let mut throttle = ctx.replica_throttle();
     for (plan, preview) in plans.iter().zip(previews) {
         let mut did: Vec<(&'static str, Action, u64, u64)> = Vec::new();
         if preview.total > 0 {
@@ -286,6 +292,7 @@ fn apply(
                     phase_rules.len(),
                     run_id,
                     &mut batching,
+                    &mut throttle,
                     ctx.retry(),
                     &ctx.log,
                     &bar,
@@ -416,7 +423,20 @@ fn run_undo(ctx: &Context, text: &str) -> Result<Outcome> {
         "undo cleanup run {run_id}: restore up to {} rows it changed or deleted (rows changed since are left alone). Go ahead?",
         run.unrestored
     ))?;
-    let outcome = undo::undo(&mut client, run_id, batching, ctx.retry(), &ctx.log)?;
+    let mut throttle = ctx.replica_throttle();
+    let outcome = undo::undo(
+        &mut client,
+        run_id,
+        batching,
+        &mut throttle,
+        ctx.retry(),
+        &ctx.log,
+    )
+    .map_err(|e| {
+        e.context(format!(
+            "undo of run {run_id} stopped; the batches it finished are restored and marked, so `ruleiq-db cleanup --undo {run_id}` again finishes the job"
+        ))
+    })?;
     if outcome.total_conflicts == 0 {
         audit::mark_undone(&mut client, run_id)?;
     } else {

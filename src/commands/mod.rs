@@ -14,6 +14,7 @@ use crate::config::{ProcessEnv, Target};
 use crate::db::{self, RetryPolicy};
 use crate::exit::{Code, Refused};
 use crate::progress::Log;
+use crate::replication::{self, ReplicaThrottle};
 use crate::report::{self, Render};
 use anyhow::Result;
 use postgres::Client;
@@ -65,11 +66,20 @@ impl Context {
         Ok((target, client))
     }
 
-    /// Takes the migration lock and then sets lock_timeout: every changing command does this
-    /// before its first change.
+    /// Refuses a standby or a read-only server, takes the migration lock and then sets
+    /// lock_timeout: every changing command does this before its first change.
     pub fn lock_for_changes(&self, client: &mut Client) -> Result<()> {
+        let server = self
+            .target()
+            .map_or_else(|_| "the server".to_string(), |t| t.to_string());
+        replication::refuse_unless_writable(client, &server)?;
         db::acquire_migration_lock(client, self.global.lock_wait, &self.log)?;
         db::set_lock_timeout(client, self.global.lock_timeout)
+    }
+
+    /// Pauses long data work while standbys lag (--max-replica-lag, --max-replica-wait).
+    pub fn replica_throttle(&self) -> ReplicaThrottle {
+        ReplicaThrottle::new(self.global.max_replica_lag, self.global.max_replica_wait)
     }
 
     pub fn retry(&self) -> RetryPolicy {

@@ -6,6 +6,7 @@ use crate::catalog::constraints::{Kind as ConstraintKind, CATALOG};
 use crate::checker::{constraint_states, ConstraintState};
 use crate::exit::Code;
 use crate::history::{self, Entry, State};
+use crate::replication::{self, ServerRole, Standby};
 use crate::report::{self, Details, Report};
 use crate::shape::{self, Difference, Kind};
 use anyhow::Result;
@@ -18,6 +19,10 @@ pub struct StatusReport {
     pub migrations: Vec<Entry>,
     pub constraints: Vec<ConstraintStatus>,
     pub drift: Vec<Drift>,
+    /// Whether the server is a primary or a standby (changing commands refuse a standby).
+    pub server_role: ServerRole,
+    /// The streaming standbys this server feeds (DESIGN.md §8).
+    pub standbys: Vec<Standby>,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +52,8 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         })
         .collect();
     let drift = drift(&mut client, version)?;
+    let server_role = ServerRole::of(&mut client)?;
+    let standbys = replication::standbys(&mut client)?;
     // Allowed drift (a table another tool keeps, a column renamed by hand before 008) is shown
     // but is not a fault.
     let healthy = entries
@@ -62,6 +69,8 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             migrations: entries,
             constraints,
             drift,
+            server_role,
+            standbys,
         },
     };
     Ok(Outcome::new(report, Code::Ok))
@@ -106,6 +115,7 @@ impl Details for StatusReport {
             t.add_row(vec![c.name, c.table, c.kind.as_str(), c.state.as_str()]);
         }
         writeln!(out, "{t}")?;
+        write_replication(out, self.server_role, &self.standbys)?;
         if self.drift.is_empty() {
             writeln!(out, "No drift: the schema matches its recorded version.")
         } else {
@@ -120,4 +130,45 @@ impl Details for StatusReport {
             writeln!(out, "{t}")
         }
     }
+}
+
+/// The server's role and its standbys with their lag.
+fn write_replication(
+    out: &mut dyn Write,
+    role: ServerRole,
+    standbys: &[Standby],
+) -> std::io::Result<()> {
+    if role == ServerRole::Standby {
+        writeln!(
+            out,
+            "This server is a standby (read-only, in recovery): ruleiq-db refuses to change it; point changing commands at its primary."
+        )?;
+    }
+    if standbys.is_empty() {
+        return writeln!(out, "Standbys: none streaming from this server.");
+    }
+    let ms = |v: Option<u64>| v.map_or("?".to_string(), |n| format!("{n} ms"));
+    let mut t = report::table(&[
+        "standby",
+        "state",
+        "write lag",
+        "flush lag",
+        "replay lag",
+        "not replayed",
+    ]);
+    for s in standbys {
+        t.add_row(vec![
+            s.name.clone(),
+            s.state
+                .clone()
+                .unwrap_or_else(|| "? (needs pg_monitor)".into()),
+            ms(s.write_lag_ms),
+            ms(s.flush_lag_ms),
+            ms(s.replay_lag_ms),
+            s.replay_lag_bytes
+                .map_or("?".to_string(), replication::bytes),
+        ]);
+    }
+    writeln!(out, "Standbys of this {}:", role.as_str())?;
+    writeln!(out, "{t}")
 }

@@ -77,19 +77,37 @@ pub fn connect_url(url: &str) -> Client {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// The maintenance database of its server, for CREATE and DROP DATABASE.
+    admin_url: String,
 }
 
 impl TestDb {
     pub fn new() -> TestDb {
+        TestDb::new_on(&server().url_template)
+    }
+
+    /// A fresh database on another server: `template` is its URL with `{db}` for the database
+    /// name (e.g. a primary with a standby).
+    pub fn new_on(template: &str) -> TestDb {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = connect_url(&url_for("postgres"));
+        let admin_url = template.replace("{db}", "postgres");
+        let mut admin = connect_url(&admin_url);
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("CREATE DATABASE");
         TestDb {
-            url: url_for(&name),
+            url: template.replace("{db}", &name),
             name,
+            admin_url,
         }
+    }
+
+    /// A version-7 database holding the dirty legacy fixture, on another server.
+    pub fn dirty_legacy_on(template: &str) -> TestDb {
+        let db = TestDb::new_on(template);
+        db.migrate_to(7);
+        db.execute_file("fixtures/legacy_dirty.sql");
+        db
     }
 
     pub fn client(&self) -> Client {
@@ -192,24 +210,7 @@ impl TestDb {
     }
 
     pub fn dump_with(&self, extra: &[&str]) -> String {
-        let bindir = ruleiq_db::sandbox::find_bindir().expect("pg_dump");
-        let out = Command::new(bindir.join("pg_dump"))
-            .args(["--no-owner", "--no-privileges", "--dbname", &self.url])
-            .args(extra)
-            .output()
-            .expect("running pg_dump");
-        assert!(
-            out.status.success(),
-            "pg_dump: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // pg_dump 15.14+ brackets its output with \restrict/\unrestrict and a random key.
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        dump_url(&self.url, extra)
     }
 
     /// Asserts the database's dump equals `before`, printing only the differing lines.
@@ -225,9 +226,31 @@ impl TestDb {
     }
 }
 
+/// A schema-and-data dump of the database at `url` (any server, a standby too).
+pub fn dump_url(url: &str, extra: &[&str]) -> String {
+    let bindir = ruleiq_db::sandbox::find_bindir().expect("pg_dump");
+    let out = Command::new(bindir.join("pg_dump"))
+        .args(["--no-owner", "--no-privileges", "--dbname", url])
+        .args(extra)
+        .output()
+        .expect("running pg_dump");
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // pg_dump 15.14+ brackets its output with \restrict/\unrestrict and a random key.
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Ok(mut admin) = Client::connect(&url_for("postgres"), NoTls) {
+        if let Ok(mut admin) = Client::connect(&self.admin_url, NoTls) {
             let _ = admin.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name
