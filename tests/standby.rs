@@ -527,3 +527,62 @@ fn rehearse_with_a_standby_ends_with_the_primary_data_on_it() {
         "{report:#}"
     );
 }
+
+#[test]
+fn undo_and_rollback_stop_between_batches_while_the_standby_stays_behind() {
+    let _turn = turn();
+    let db = TestDb::dirty_legacy_on(&urls().primary);
+    let (code, cleaned, stderr) = db.run_json(&["cleanup", "--yes"]);
+    assert_eq!(code, 0, "{cleaned:#}\n{stderr}");
+    let run_id = cleaned["run_id"].as_str().unwrap().to_string();
+    wait_replayed(&db);
+
+    // Undo: the standby stops replaying, so the first batch waits for it, then gives up.
+    pause_replay();
+    write_filler(&db);
+    let tight = ["--max-replica-lag", "0s", "--max-replica-wait", "1s"];
+    let mut args = vec!["cleanup", "--undo", &run_id, "--yes"];
+    args.extend(tight);
+    let (code, report, stderr) = db.run_json(&args);
+    assert_eq!(code, 4, "{report:#}\n{stderr}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains(STANDBY) && error.contains("--undo"),
+        "{error}"
+    );
+    assert!(stderr.contains("pausing between batches"), "{stderr}");
+
+    // Once it replays, undo again finishes the job.
+    resume_replay();
+    let (code, report, stderr) = db.run_json(&args);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    assert_eq!(
+        report["rows_restored"].as_i64(),
+        cleaned["total_rows"].as_i64()
+    );
+
+    // Rollback waits before each step (a step copies whole columns into the archive in one
+    // transaction) and stops at a step boundary.
+    pause_replay();
+    write_filler(&db);
+    let mut args = vec!["rollback", "--to", "5", "--yes"];
+    args.extend(tight);
+    let (code, report, stderr) = db.run_json(&args);
+    assert_eq!(code, 4, "{report:#}\n{stderr}");
+    assert!(
+        report["error"].as_str().unwrap().contains(STANDBY),
+        "{report:#}"
+    );
+    let version =
+        db.scalar_i64("SELECT coalesce(max(version), 0)::int8 FROM refinery_schema_history");
+    assert_eq!(
+        version, 7,
+        "rollback changed the schema while the standby was behind"
+    );
+    resume_replay();
+    let (code, report, stderr) = db.run_json(&args);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    assert_eq!(report["to_version"], 5);
+    wait_replayed(&db);
+    assert_same_data(&db);
+}
