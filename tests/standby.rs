@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 
 const STANDBY: &str = "ruleiq_test_standby";
 
+/// A policy that decides every rule, whatever the columns' NOT NULLs: the repairs these tests
+/// run are about standbys, not policy.
+const POLICY: [&str; 2] = ["--policy", "fixtures/cleanup-policy.example.yaml"];
+
 struct Pair {
     primary: Cluster,
     standby: Cluster,
@@ -177,6 +181,7 @@ fn spawn_cleanup(db: &TestDb, extra: &[&str]) -> (Child, mpsc::Receiver<String>)
     let mut child = db
         .command()
         .args(["--format", "json", "cleanup", "--yes"])
+        .args(POLICY)
         .args(extra)
         .env("RULEIQ_CLEANUP_BATCH_SIZE", "1")
         .stdout(Stdio::piped())
@@ -373,7 +378,7 @@ fn cleanup_waits_for_a_paused_standby_and_finishes_when_it_replays() {
 fn cleanup_stops_with_exit_4_when_the_standby_stays_behind_leaving_whole_batches() {
     let _turn = turn();
     let db = TestDb::dirty_legacy_on(&urls().primary);
-    let (_, plan, _) = db.run_json(&["cleanup", "--dry-run"]);
+    let (_, plan, _) = db.run_json(&["cleanup", "--dry-run", POLICY[0], POLICY[1]]);
     let total = plan["total_rows"].as_i64().unwrap();
     assert!(
         total >= 3,
@@ -407,7 +412,7 @@ fn cleanup_stops_with_exit_4_when_the_standby_stays_behind_leaving_whole_batches
     // Whole batches: every row changed has its record, and what is left is exactly the rest.
     let done = audit_records(&db);
     assert!(done > 0 && done < total, "{done} of {total} rows repaired");
-    let (_, again, _) = db.run_json(&["cleanup", "--dry-run"]);
+    let (_, again, _) = db.run_json(&["cleanup", "--dry-run", POLICY[0], POLICY[1]]);
     assert_eq!(
         again["total_rows"].as_i64().unwrap(),
         total - done,
@@ -416,7 +421,7 @@ fn cleanup_stops_with_exit_4_when_the_standby_stays_behind_leaving_whole_batches
 
     // Rerunning finishes the job once the standby replays.
     resume_replay();
-    let (code, report, stderr) = db.run_json(&["cleanup", "--yes"]);
+    let (code, report, stderr) = db.run_json(&["cleanup", "--yes", POLICY[0], POLICY[1]]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     assert_eq!(report["remaining_violations"], 0);
     assert_eq!(report["interrupted_runs"].as_array().map(Vec::len), Some(1));
@@ -514,9 +519,9 @@ fn rehearse_with_a_standby_ends_with_the_primary_data_on_it() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(out.status.code(), Some(0), "{report:#}");
     let standby = &report["standby"];
     assert_eq!(standby["identical"], true, "{standby:#}");
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
     assert!(standby["tables"].as_u64().unwrap() >= 5, "{standby:#}");
     assert!(
         report["steps"]
@@ -532,7 +537,16 @@ fn rehearse_with_a_standby_ends_with_the_primary_data_on_it() {
 fn undo_and_rollback_stop_between_batches_while_the_standby_stays_behind() {
     let _turn = turn();
     let db = TestDb::dirty_legacy_on(&urls().primary);
-    let (code, cleaned, stderr) = db.run_json(&["cleanup", "--yes"]);
+    // Only CHECK repairs: undo puts back exactly what they changed, foreign keys or not.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("checks-only.yaml");
+    std::fs::write(
+        &policy,
+        "constraints:\n  chk_employee_count_positive:\n    action: default\n    value: 1\n  fk_assessment_business_profile: skip\n  fk_generated_policy_business_profile: skip\n",
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let (code, cleaned, stderr) = db.run_json(&["cleanup", "--yes", "--policy", policy]);
     assert_eq!(code, 0, "{cleaned:#}\n{stderr}");
     let run_id = cleaned["run_id"].as_str().unwrap().to_string();
     wait_replayed(&db);
