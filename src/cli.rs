@@ -12,7 +12,7 @@ use std::time::Duration;
 ///
 /// Exit codes: 0 done or nothing to do; 1 error (connection, SQL, file); 2 usage; 3 rows violate
 /// the constraints; 4 refused for safety (edited history, missing --yes, lock busy, rename
-/// conflict, unknown target).
+/// conflict, unknown target, a standby or read-only server, standbys too far behind).
 #[derive(Debug, Parser)]
 #[command(name = "ruleiq-db", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
