@@ -269,7 +269,7 @@ struct Lagging {
 impl Lagging {
     fn describe(&self) -> String {
         format!(
-            "standby '{}' ({}) has {} of WAL not replayed, {} behind",
+            "standby '{}' ({}) has {} of WAL not replayed, at least {} behind",
             self.name,
             self.state,
             bytes(self.bytes),
@@ -294,10 +294,14 @@ pub struct ReplicaThrottle {
     unmeasurable: BTreeSet<String>,
     /// Everything this throttle waited so far.
     pub waited: Duration,
+    /// Whether a pause was said on stderr already.
+    paused_before: bool,
 }
 
 /// How often a waiting throttle looks again.
 const POLL: Duration = Duration::from_millis(200);
+/// How long a pause lasts before it is said on stderr (the first is said at once).
+const ANNOUNCE_AFTER: Duration = Duration::from_secs(1);
 /// How often a long wait says it is still waiting.
 const STILL_WAITING_EVERY: Duration = Duration::from_secs(10);
 /// Enough history for any sensible --max-replica-lag at one measurement per batch.
@@ -311,6 +315,7 @@ impl ReplicaThrottle {
             samples: VecDeque::new(),
             unmeasurable: BTreeSet::new(),
             waited: Duration::ZERO,
+            paused_before: false,
         }
     }
 
@@ -347,8 +352,14 @@ impl ReplicaThrottle {
                 continue;
             }
             let what: Vec<String> = too_far.iter().map(Lagging::describe).collect();
-            if !announced {
+            // The first pause is always said; later ones once they last, so that a standby a
+            // moment behind each batch does not fill stderr (their time is in `waited`).
+            let worth_saying = !self.paused_before
+                || started.elapsed() >= ANNOUNCE_AFTER
+                || started.elapsed() >= self.max_wait;
+            if !announced && worth_saying {
                 announced = true;
+                self.paused_before = true;
                 log.line(&format!(
                     "pausing between batches: {} (--max-replica-lag {}); waiting for it to catch up, up to {} (--max-replica-wait)",
                     what.join("; "),
@@ -356,7 +367,7 @@ impl ReplicaThrottle {
                     seconds(self.max_wait)
                 ));
                 last_said = Instant::now();
-            } else if last_said.elapsed() >= STILL_WAITING_EVERY {
+            } else if announced && last_said.elapsed() >= STILL_WAITING_EVERY {
                 log.line(&format!(
                     "still waiting ({} of {}): {}",
                     seconds(started.elapsed()),
@@ -425,7 +436,7 @@ impl ReplicaThrottle {
                 ))
                 .into());
             }
-            if !announced && started.elapsed() >= Duration::from_secs(1) {
+            if !announced && started.elapsed() >= ANNOUNCE_AFTER {
                 announced = true;
                 log.line(&format!(
                     "waiting for the standbys to replay {what} (up to {}, --max-replica-wait): {}",
