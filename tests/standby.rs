@@ -460,6 +460,11 @@ fn changing_commands_against_a_standby_are_refused_with_nothing_changed() {
         );
     }
     assert_eq!(dump_url(&standby, &[]), before);
+
+    // Reading is fine: a standby serves check-constraints --dry-run (CI) as the primary does.
+    let (on_primary, _, _) = db.run(&["check-constraints", "--dry-run"]);
+    let (code, stdout, stderr) = run_at(&standby, &["check-constraints", "--dry-run"]);
+    assert_eq!(code, on_primary, "{stdout}\n{stderr}");
 }
 
 #[test]
