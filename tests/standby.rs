@@ -178,11 +178,18 @@ fn run_at(url: &str, args: &[&str]) -> (i32, String, String) {
 /// A cleanup of `db` running in the background, one row per batch, its stderr lines sent to
 /// the returned receiver as they come.
 fn spawn_cleanup(db: &TestDb, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut args = vec!["cleanup", "--yes", POLICY[0], POLICY[1]];
+    args.extend(extra);
+    spawn(db, &args)
+}
+
+/// The binary on `db` in the background (JSON report, cleanup one row per batch), its stderr
+/// lines sent to the returned receiver as they come.
+fn spawn(db: &TestDb, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     let mut child = db
         .command()
-        .args(["--format", "json", "cleanup", "--yes"])
-        .args(POLICY)
-        .args(extra)
+        .args(["--format", "json"])
+        .args(args)
         .env("RULEIQ_CLEANUP_BATCH_SIZE", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -358,12 +365,53 @@ fn cleanup_waits_for_a_paused_standby_and_finishes_when_it_replays() {
     // The standby ends with exactly the primary's data.
     wait_replayed(&db);
     assert_same_data(&db);
+}
 
-    // migrate waits for the standby after 008 and each VALIDATE: once it returns, the standby
-    // already has every constraint valid.
-    let (code, report, stderr) = db.run_json(&["migrate"]);
+#[test]
+fn migrate_waits_for_the_standby_to_replay_008_before_validating() {
+    let _turn = turn();
+    let db = TestDb::dirty_legacy_on(&urls().primary);
+    let (code, report, stderr) = db.run_json(&["cleanup", "--yes", POLICY[0], POLICY[1]]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
-    assert!(report["replica_wait_ms"].is_u64(), "{report:#}");
+    wait_replayed(&db);
+
+    pause_replay();
+    let (mut child, lines) = spawn(&db, &["migrate"]);
+    let seen = wait_for_line(
+        &lines,
+        "waiting for the standbys to replay V8",
+        Duration::from_secs(60),
+    );
+    assert!(
+        seen.last().is_some_and(|l| l.contains(STANDBY)),
+        "migrate did not say it waits for the standby: {seen:#?}"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(child.try_wait().unwrap().is_none(), "migrate went on");
+    // 008 is committed on the primary, and nothing is validated while the standby lacks it.
+    assert_eq!(
+        db.scalar_i64("SELECT max(version)::int8 FROM refinery_schema_history"),
+        8
+    );
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM pg_constraint WHERE conname LIKE 'chk\\_%' AND convalidated"
+        ),
+        0,
+        "a VALIDATE ran before the standby replayed 008"
+    );
+
+    resume_replay();
+    let code = wait_exit(&mut child, Duration::from_secs(120));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        report["replica_wait_ms"].as_u64().unwrap() >= 1000,
+        "{report:#}"
+    );
+    // Each VALIDATE was waited for too: the standby has them all as soon as migrate returns.
     let valid: i64 = connect_url(&on_standby(&db))
         .query_one(
             "SELECT count(*) FROM pg_constraint WHERE convalidated AND conname = ANY($1)",
