@@ -145,7 +145,7 @@ struct Sender {
 fn senders(client: &mut Client) -> Result<(u64, Vec<Sender>)> {
     let reference = end_of_wal(client)?;
     let rows = client.query(
-        "SELECT r.application_name::text, r.state::text, r.sync_state::text, r.client_addr::text,
+        "SELECT coalesce(nullif(r.application_name, ''), 'pid ' || r.pid), r.state::text, r.sync_state::text, r.client_addr::text,
                 pg_wal_lsn_diff(r.write_lsn, '0/0')::int8,
                 pg_wal_lsn_diff(r.flush_lsn, '0/0')::int8,
                 pg_wal_lsn_diff(r.replay_lsn, '0/0')::int8,

@@ -325,6 +325,30 @@ fn status_lists_the_standby_and_how_far_behind_it_is() {
     assert_eq!(report["server_role"], "standby", "{report:#}");
     let (_, table, _) = run_at(&on_standby(&db), &["status"]);
     assert!(table.contains("This server is a standby"), "{table}");
+
+    // A role without pg_monitor sees that a standby exists, not how far behind it is: status
+    // says what it lacks instead of failing.
+    let role = format!("r_{}", &db.name[2..14]);
+    db.execute(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'pw'; GRANT CONNECT ON DATABASE {} TO {role}",
+        db.name
+    ));
+    let (_, host_and_db) = db.url.split_once('@').unwrap();
+    let url = format!("postgres://{role}:pw@{host_and_db}");
+    let (_, stdout, stderr) = run_at(&url, &["--format", "json", "status"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let listed = report["standbys"].as_array().unwrap();
+    assert!(
+        !listed.is_empty() && listed.iter().all(|s| s["state"].is_null()),
+        "{report:#}"
+    );
+    let (_, table, _) = run_at(&url, &["status"]);
+    assert!(table.contains("needs pg_monitor"), "{table}");
+    db.execute(&format!(
+        "REVOKE CONNECT ON DATABASE {} FROM {role}; DROP ROLE {role}",
+        db.name
+    ));
 }
 
 #[test]
