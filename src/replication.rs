@@ -300,6 +300,8 @@ pub struct ReplicaThrottle {
 
 /// How often a waiting throttle looks again.
 const POLL: Duration = Duration::from_millis(200);
+/// How often a waiting throttle asks the standbys for a fresh report.
+const ASK_EVERY: Duration = Duration::from_millis(100);
 /// How long a pause lasts before it is said on stderr (the first is said at once).
 const ANNOUNCE_AFTER: Duration = Duration::from_secs(1);
 /// How often a long wait says it is still waiting.
@@ -405,6 +407,7 @@ impl ReplicaThrottle {
         let mut announced = false;
         let mut last_said = Instant::now();
         let mut slept = false;
+        let mut last_asked: Option<Instant> = None;
         loop {
             let behind: Vec<Lagging> = self
                 .measure(client, log)?
@@ -451,8 +454,18 @@ impl ReplicaThrottle {
                 ));
                 last_said = Instant::now();
             }
-            request_reports(client)?;
-            std::thread::sleep(Duration::from_millis(50));
+            // A report asked for comes when the standby has replayed the request; look often,
+            // ask again now and then (each request is a commit of its own).
+            if last_asked.is_none_or(|at| at.elapsed() >= ASK_EVERY) {
+                request_reports(client)?;
+                last_asked = Some(Instant::now());
+            }
+            // Most waits are a replay round trip: look often at first, then calmly.
+            std::thread::sleep(if started.elapsed() < ANNOUNCE_AFTER {
+                Duration::from_millis(10)
+            } else {
+                POLL
+            });
             slept = true;
         }
     }
