@@ -491,16 +491,12 @@ impl ReplicaThrottle {
                 continue;
             };
             let bytes = end.saturating_sub(replay);
-            let time = if bytes == 0 {
-                Duration::ZERO
-            } else {
-                let since = self
-                    .samples
-                    .iter()
-                    .find(|(_, lsn)| *lsn > replay)
-                    .map_or(Duration::ZERO, |(at, _)| now.duration_since(*at));
-                since.max(Duration::from_millis(s.replay_lag_ms.unwrap_or(0)))
-            };
+            let time = time_behind(
+                &self.samples,
+                replay,
+                now,
+                s.replay_lag_ms.map(Duration::from_millis),
+            );
             measured.push(Lagging {
                 name: s.name,
                 state,
@@ -530,6 +526,23 @@ impl ReplicaThrottle {
                 MaxLag::Time(limit) => s.time >= limit,
                 MaxLag::Bytes(limit) => s.bytes > limit,
             }
+    }
+}
+
+/// How long a standby that replayed up to `replay` has been behind, at least: since the first
+/// sample in which the primary's WAL went past it, or as PostgreSQL last reported, whichever is
+/// longer. Zero when no sample is past it (it has caught up).
+fn time_behind(
+    samples: &VecDeque<(Instant, u64)>,
+    replay: u64,
+    now: Instant,
+    reported: Option<Duration>,
+) -> Duration {
+    match samples.iter().find(|(_, lsn)| *lsn > replay) {
+        None => Duration::ZERO,
+        Some((at, _)) => now
+            .duration_since(*at)
+            .max(reported.unwrap_or(Duration::ZERO)),
     }
 }
 
@@ -658,6 +671,32 @@ mod tests {
         assert_eq!(record_end(3 * 8192 + 24, block, segment), 3 * 8192);
         assert_eq!(record_end((16 << 20) + 40, block, segment), 16 << 20);
         assert_eq!(record_end(3 * 8192 + 100, block, segment), 3 * 8192 + 100);
+    }
+
+    #[test]
+    fn a_standby_is_behind_since_the_primary_first_went_past_its_position() {
+        let t0 = Instant::now();
+        let samples: VecDeque<(Instant, u64)> = [
+            (t0, 100),
+            (t0 + Duration::from_secs(5), 200),
+            (t0 + Duration::from_secs(8), 300),
+        ]
+        .into();
+        let now = t0 + Duration::from_secs(10);
+        assert_eq!(
+            time_behind(&samples, 150, now, None),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            time_behind(&samples, 50, now, None),
+            Duration::from_secs(10)
+        );
+        assert_eq!(time_behind(&samples, 300, now, None), Duration::ZERO);
+        assert_eq!(
+            time_behind(&samples, 250, now, Some(Duration::from_secs(30))),
+            Duration::from_secs(30),
+            "a longer lag PostgreSQL reported wins"
+        );
     }
 
     #[test]
