@@ -12,7 +12,7 @@ use std::time::Duration;
 ///
 /// Exit codes: 0 done or nothing to do; 1 error (connection, SQL, file); 2 usage; 3 rows violate
 /// the constraints; 4 refused for safety (edited history, missing --yes, lock busy, rename
-/// conflict, unknown target).
+/// conflict, unknown target, a standby or read-only server, standbys too far behind).
 #[derive(Debug, Parser)]
 #[command(name = "ruleiq-db", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
@@ -74,6 +74,17 @@ pub struct GlobalArgs {
     /// Confirm changing commands (cleanup, rollback) without a prompt.
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
+
+    /// Long data work (cleanup and undo batches, rollback steps) pauses between batches while a
+    /// standby is further behind than this: a time (10s, 500ms; 0s = any WAL not replayed yet)
+    /// or an amount of WAL (64MB, 512kB).
+    #[arg(long, default_value = "10s", value_parser = crate::replication::parse_max_lag, global = true)]
+    pub max_replica_lag: crate::replication::MaxLag,
+
+    /// How long to wait for lagging standbys (between batches, and after 008 and each VALIDATE)
+    /// before stopping with exit 4; what was done before stays whole and committed.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, global = true)]
+    pub max_replica_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -225,6 +236,10 @@ pub struct RehearseArgs {
     /// A plain-SQL pg_dump of production at version 7, instead of the bundled dirty fixture.
     #[arg(long, value_name = "FILE")]
     pub dump: Option<PathBuf>,
+    /// Attach a streaming standby to the throwaway server and check at the end that it holds
+    /// exactly the primary's data.
+    #[arg(long)]
+    pub with_standby: bool,
 }
 
 /// Parses `500ms`, `2s`, `1m`, `2h`, `1d`, or a bare number of seconds, for a timeout or wait.

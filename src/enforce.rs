@@ -5,6 +5,7 @@ use crate::catalog::constraints::{Constraint, CATALOG};
 use crate::checker::{constraint_presence, ConstraintState};
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
+use crate::replication::ReplicaThrottle;
 use anyhow::Result;
 use postgres::error::SqlState;
 use postgres::Client;
@@ -17,11 +18,14 @@ pub struct Validation {
     pub blocked: Vec<&'static Constraint>,
 }
 
-/// Validates every catalog constraint (of `only`, if given) that exists NOT VALID.
+/// Validates every catalog constraint (of `only`, if given) that exists NOT VALID. After each
+/// VALIDATE, `replicas` waits until the standbys have replayed it, so that a standby does not
+/// go on answering with the constraint not valid for long.
 pub fn validate_not_valid(
     client: &mut Client,
     only: Option<&[&'static Constraint]>,
     retry: RetryPolicy,
+    replicas: &mut ReplicaThrottle,
     log: &Log,
 ) -> Result<Validation> {
     let presence = constraint_presence(client)?;
@@ -48,7 +52,10 @@ pub fn validate_not_valid(
             Ok(())
         });
         match result {
-            Ok(()) => outcome.validated.push(c.name),
+            Ok(()) => {
+                outcome.validated.push(c.name);
+                replicas.wait_for_replay(client, log, &format!("VALIDATE {}", c.name))?;
+            }
             Err(e)
                 if matches!(
                     db::sql_state(&e),

@@ -21,6 +21,7 @@ pub mod journal;
 pub mod live;
 pub mod output;
 pub mod progress;
+pub mod replication;
 pub mod report;
 pub mod sandbox;
 pub mod shape;

@@ -73,11 +73,7 @@ impl Cluster {
                 "-N",
             ],
         )?;
-        let mut settings = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100",
-            cluster.port,
-            path_str(&sockets)?
-        );
+        let mut settings = cluster.settings()?;
         if options.max_prepared_transactions > 0 {
             settings.push_str(&format!(
                 " -c max_prepared_transactions={}",
@@ -94,8 +90,24 @@ impl Cluster {
             cluster.make_certificate(&data)?;
             settings.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
         }
-        let log = cluster.root_path().join("server.log");
-        let started = cluster.run_tool(
+        cluster.start_server(&settings)?;
+        Ok(cluster)
+    }
+
+    /// The server's settings (wal_level replica and wal senders so that a standby can stream
+    /// from it; they are PostgreSQL's defaults, said here so nothing depends on that).
+    fn settings(&self) -> Result<String> {
+        Ok(format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100 -c wal_level=replica -c max_wal_senders=10",
+            self.port,
+            path_str(&self.socket_dir())?
+        ))
+    }
+
+    fn start_server(&self, settings: &str) -> Result<()> {
+        let data = self.root_path().join("data");
+        let log = self.root_path().join("server.log");
+        let started = self.run_tool(
             "pg_ctl",
             &[
                 "-D",
@@ -106,7 +118,7 @@ impl Cluster {
                 "-t",
                 "60",
                 "-o",
-                &settings,
+                settings,
                 "start",
             ],
         );
@@ -118,7 +130,91 @@ impl Cluster {
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        Ok(cluster)
+        Ok(())
+    }
+
+    /// Starts a hot standby of this cluster: a base backup (`pg_basebackup -R`, as the same
+    /// user as initdb) streaming from it under the application name `name`, on its own port.
+    /// Returns once the primary lists it as streaming. Stopped and removed on drop, like any
+    /// cluster.
+    pub fn start_standby(&self, name: &str) -> Result<Cluster> {
+        let root = tempfile::Builder::new()
+            .prefix("ruleiq-db-standby-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let sockets = root.path().join("sockets");
+        std::fs::create_dir(&sockets)?;
+        if let Some(user) = &self.run_as {
+            give_to(root.path(), user)?;
+            give_to(&sockets, user)?;
+        }
+        let standby = Cluster {
+            root: Some(root),
+            bindir: self.bindir.clone(),
+            run_as: self.run_as.clone(),
+            port: free_port()?,
+            password: self.password.clone(),
+        };
+        let data = standby.root_path().join("data");
+        let conninfo = format!(
+            "host={} port={} user={SUPERUSER} application_name={name}",
+            path_str(&self.socket_dir())?,
+            self.port
+        );
+        standby
+            .run_tool(
+                "pg_basebackup",
+                &[
+                    "-D",
+                    path_str(&data)?,
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "-d",
+                    &conninfo,
+                ],
+            )
+            .context("taking the standby's base backup")?;
+        // -R wrote primary_conninfo; a later line wins, and this one names the standby.
+        use std::io::Write as _;
+        let mut auto = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.auto.conf"))
+            .context("opening the standby's postgresql.auto.conf")?;
+        writeln!(auto, "primary_conninfo = '{conninfo}'")?;
+        // Queries on the standby (a test's pg_dump) are never cancelled by replay; replay
+        // waits for them instead.
+        let settings = format!(
+            "{} -c hot_standby=on -c hot_standby_feedback=on -c max_standby_streaming_delay=-1",
+            standby.settings()?
+        );
+        standby.start_server(&settings)?;
+        self.wait_until_streaming(name)?;
+        Ok(standby)
+    }
+
+    /// Waits (up to a minute) until the standby `name` streams from this cluster.
+    fn wait_until_streaming(&self, name: &str) -> Result<()> {
+        let mut client = crate::db::connect(&self.target("postgres")?)?;
+        let started = std::time::Instant::now();
+        loop {
+            let streaming: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_replication
+                                     WHERE application_name = $1 AND state = 'streaming')",
+                    &[&name],
+                )?
+                .get(0);
+            if streaming {
+                return Ok(());
+            }
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                bail!("the standby '{name}' did not start streaming within a minute");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// The directory holding the cluster's data, socket and log.

@@ -33,7 +33,13 @@ fn every_command_reports_the_contract_keys_in_json_and_yaml() {
             &["status"],
             "status",
             false,
-            &["migrations", "constraints", "drift"],
+            &[
+                "migrations",
+                "constraints",
+                "drift",
+                "standbys",
+                "server_role",
+            ],
         ),
         (
             &["check-constraints", "--dry-run"],
@@ -69,7 +75,13 @@ fn every_command_reports_the_contract_keys_in_json_and_yaml() {
             &["migrate"],
             "migrate",
             false,
-            &["from_version", "to_version", "applied", "validated"],
+            &[
+                "from_version",
+                "to_version",
+                "applied",
+                "validated",
+                "replica_wait_ms",
+            ],
         ),
         (
             &["rollback", "--dry-run"],

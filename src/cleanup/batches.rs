@@ -8,6 +8,7 @@
 
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
+use crate::replication::ReplicaThrottle;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use postgres::Client;
@@ -78,6 +79,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs `sql` (a batch statement from plan.rs: parameters run id, last key, size, and the
 /// policy's `values` when it reads them) until no violating row is left after the last key.
+/// Before each batch, `throttle` waits while a standby lags too far behind.
 #[allow(clippy::too_many_arguments)]
 pub fn run_phase(
     client: &mut Client,
@@ -86,6 +88,7 @@ pub fn run_phase(
     rules: usize,
     run_id: Uuid,
     batching: &mut Batching,
+    throttle: &mut ReplicaThrottle,
     retry: RetryPolicy,
     log: &Log,
     bar: &ProgressBar,
@@ -101,6 +104,7 @@ pub fn run_phase(
     let mut last: Option<String> = None;
     let mut last_said = Instant::now();
     loop {
+        throttle.between_batches(client, log)?;
         let started = Instant::now();
         let size = batching.size;
         let row = db::retry_on_lock_timeout(what, retry, log, || {

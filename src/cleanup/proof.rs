@@ -18,28 +18,6 @@ use crate::exit::Refused;
 use anyhow::{bail, Result};
 use postgres::GenericClient;
 
-/// Refuses (exit 4) on a standby or a read-only server, before anything is written.
-pub fn prove_writable(client: &mut impl GenericClient) -> Result<()> {
-    let row = client.query_one(
-        "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'",
-        &[],
-    )?;
-    let (standby, read_only): (bool, bool) = (row.get(0), row.get(1));
-    if standby {
-        return Err(Refused(
-            "the server is a standby (in recovery): cleanup changes rows and must run on the primary; nothing was changed".into()
-        )
-        .into());
-    }
-    if read_only {
-        return Err(Refused(
-            "the server only takes read-only transactions (default_transaction_read_only is on): cleanup cannot write; nothing was changed".into()
-        )
-        .into());
-    }
-    Ok(())
-}
-
 /// Before the preview: the role may read every table the plan reads, and (for a real run)
 /// create the temporary tables of keys the batches walk.
 pub fn prove_reads(

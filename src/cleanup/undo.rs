@@ -17,6 +17,7 @@ use crate::catalog::{PRIMARY_KEY, TABLES};
 use crate::checker::{constraint_presence, ConstraintState, DatabaseSpelling};
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
+use crate::replication::ReplicaThrottle;
 use anyhow::{bail, Context, Result};
 use postgres::error::SqlState;
 use postgres::Client;
@@ -49,6 +50,7 @@ pub fn undo(
     client: &mut Client,
     run_id: Uuid,
     mut batching: Batching,
+    throttle: &mut ReplicaThrottle,
     retry: RetryPolicy,
     log: &Log,
 ) -> Result<UndoOutcome> {
@@ -96,6 +98,7 @@ pub fn undo(
             &sql,
             run_id,
             &mut batching,
+            throttle,
             retry,
             log,
             &what,
@@ -118,6 +121,7 @@ fn run_batches(
     sql: &str,
     run_id: Uuid,
     batching: &mut Batching,
+    throttle: &mut ReplicaThrottle,
     retry: RetryPolicy,
     log: &Log,
     what: &str,
@@ -128,6 +132,7 @@ fn run_batches(
     let mut before: Option<i64> = None;
     let (mut batches, mut longest) = (0, std::time::Duration::ZERO);
     loop {
+        throttle.between_batches(client, log)?;
         let started = std::time::Instant::now();
         let size = batching.size;
         let row = db::retry_on_lock_timeout(what, retry, log, || {

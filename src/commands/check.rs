@@ -69,8 +69,13 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
             .map(Finding::constraint)
             .collect();
         if !clean.is_empty() {
-            let outcome =
-                enforce::validate_not_valid(&mut client, Some(&clean), ctx.retry(), &ctx.log)?;
+            let outcome = enforce::validate_not_valid(
+                &mut client,
+                Some(&clean),
+                ctx.retry(),
+                &mut ctx.replica_throttle(),
+                &ctx.log,
+            )?;
             validated = outcome.validated;
             // A row may have arrived between the count and VALIDATE: count again those blocked.
             if !outcome.blocked.is_empty() {

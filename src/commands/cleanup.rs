@@ -107,7 +107,7 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     let (target, mut client) = ctx.connect()?;
     without_jit(&mut client)?;
     if !args.dry_run {
-        proof::prove_writable(&mut client)?;
+        // Refuses a standby or read-only server first (replication::refuse_unless_writable).
         ctx.lock_for_changes(&mut client)?;
     }
     let schema_version = history::current_version(&history::read(&mut client)?);
@@ -427,6 +427,7 @@ fn apply(
     started: &mut Vec<&'static str>,
 ) -> Result<Vec<RuleReport>> {
     let mut rules = Vec::new();
+    let mut throttle = ctx.replica_throttle();
     for (plan, preview) in plans.iter().zip(previews) {
         let mut did: Vec<(&'static str, Action, u64, u64)> = Vec::new();
         if preview.total > 0 {
@@ -453,6 +454,7 @@ fn apply(
                     phase_rules.len(),
                     run_id,
                     &mut batching,
+                    &mut throttle,
                     ctx.retry(),
                     &ctx.log,
                     &bar,
@@ -590,7 +592,20 @@ fn run_undo(ctx: &Context, text: &str) -> Result<Outcome> {
         &mut client,
         &Scope::new("cleanup --undo", tables, Takes::RowExclusive),
     )?;
-    let outcome = undo::undo(&mut client, run_id, batching, ctx.retry(), &ctx.log)?;
+    let mut throttle = ctx.replica_throttle();
+    let outcome = undo::undo(
+        &mut client,
+        run_id,
+        batching,
+        &mut throttle,
+        ctx.retry(),
+        &ctx.log,
+    )
+    .map_err(|e| {
+        e.context(format!(
+            "undo of run {run_id} stopped; the batches it finished are restored and marked, so `ruleiq-db cleanup --undo {run_id}` again finishes the job"
+        ))
+    })?;
     if outcome.total_conflicts == 0 {
         audit::mark_undone(&mut client, run_id)?;
     } else {

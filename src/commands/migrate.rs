@@ -52,6 +52,9 @@ pub struct MigrateReport {
     /// With --dry-run: how `estimate_ms` was reached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Estimate>,
+    /// How long migrate waited for the standbys to replay 008 and each VALIDATE (and to catch
+    /// up before a migration), in ms.
+    pub replica_wait_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -144,7 +147,9 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         ctx.wait_for_blockers(&mut client, &scope)?;
     }
     let bar = ctx.log.bar(pending.len() as u64, "migrating");
+    let mut replicas = ctx.replica_throttle();
     for m in &pending {
+        replicas.between_batches(&mut client, &ctx.log)?;
         if m.version() == REPAIR_VERSION && !details.applied.is_empty() {
             // Rows may have changed while the earlier migrations ran: look again, right before.
             if let Some(outcome) = preflight(ctx, &target, &mut client, &mut details, false)? {
@@ -178,13 +183,23 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         ctx.journal.applied(&run);
         details.applied.push(run);
         details.to_version = m.version();
+        if m.version() == REPAIR_VERSION {
+            // The application reads the new names from the primary now: the standbys must
+            // follow before anything else happens.
+            replicas.wait_for_replay(
+                &mut client,
+                &ctx.log,
+                &format!("V{} {}", m.version(), m.name()),
+            )?;
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
 
     let mut code = Code::Ok;
     if details.to_version >= REPAIR_VERSION {
-        let validation = enforce::validate_not_valid(&mut client, None, ctx.retry(), &ctx.log)?;
+        let validation =
+            enforce::validate_not_valid(&mut client, None, ctx.retry(), &mut replicas, &ctx.log)?;
         details.validated = validation.validated;
         if !validation.blocked.is_empty() {
             details.blocked_by =
@@ -193,6 +208,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
             code = Code::Violations;
         }
     }
+    details.replica_wait_ms = replicas.waited.as_millis() as u64;
     let version = details.to_version;
     Ok(finish(details, code == Code::Ok, false, version, code))
 }
@@ -436,6 +452,13 @@ impl Details for MigrateReport {
         }
         if let Some(found) = &self.blockers {
             blockers::write_table(out, found)?;
+        }
+        if self.replica_wait_ms > 0 {
+            writeln!(
+                out,
+                "waited {} ms for the standbys to replay",
+                self.replica_wait_ms
+            )?;
         }
         Ok(())
     }

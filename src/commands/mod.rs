@@ -17,6 +17,7 @@ use crate::health::blockers;
 use crate::journal::{Done, Journal};
 use crate::output::Sink;
 use crate::progress::Log;
+use crate::replication::{self, ReplicaThrottle};
 use crate::report::Render;
 use anyhow::Result;
 use postgres::Client;
@@ -74,9 +75,13 @@ impl Context {
         Ok((target, client))
     }
 
-    /// Takes the migration lock and then sets lock_timeout: every changing command does this
-    /// before its first change.
+    /// Refuses a standby or a read-only server, takes the migration lock and then sets
+    /// lock_timeout: every changing command does this before its first change.
     pub fn lock_for_changes(&self, client: &mut Client) -> Result<()> {
+        let server = self
+            .target()
+            .map_or_else(|_| "the server".to_string(), |t| t.to_string());
+        replication::refuse_unless_writable(client, &server)?;
         db::acquire_migration_lock(client, self.global.lock_wait, &self.log)?;
         db::set_lock_timeout(client, self.global.lock_timeout)
     }
@@ -112,6 +117,11 @@ impl Context {
             blocker_age: self.global.blocker_age,
             wait: self.global.lock_wait,
         }
+    }
+
+    /// Pauses long data work while standbys lag (--max-replica-lag, --max-replica-wait).
+    pub fn replica_throttle(&self) -> ReplicaThrottle {
+        ReplicaThrottle::new(self.global.max_replica_lag, self.global.max_replica_wait)
     }
 
     pub fn retry(&self) -> RetryPolicy {

@@ -7,6 +7,7 @@ use crate::cli::{
     BaselineArgs, CheckArgs, CleanupArgs, Command, MigrateArgs, RehearseArgs, RollbackArgs,
 };
 use crate::exit::Code;
+use crate::replication::{self, MaxLag, ReplicaThrottle};
 use crate::report::{self, Details, Report};
 use crate::sandbox::{self, Cluster, ClusterOptions};
 use anyhow::{bail, Context as _, Result};
@@ -27,6 +28,11 @@ const EXAMPLE_POLICY: &str = include_str!("../../fixtures/cleanup-policy.example
 
 /// The rehearsal's cluster, reachable from the Ctrl-C handler.
 static CLUSTER: Mutex<Option<Cluster>> = Mutex::new(None);
+/// Its standby, with --with-standby.
+static STANDBY: Mutex<Option<Cluster>> = Mutex::new(None);
+
+/// The application name of the rehearsal's standby.
+const STANDBY_NAME: &str = "ruleiq_rehearsal_standby";
 
 const DATABASE: &str = "ruleiq_rehearsal";
 
@@ -42,6 +48,24 @@ pub struct RehearseReport {
     pub rows_cleaned: u64,
     /// Violations left after the repair (0 when it worked).
     pub violations_left: u64,
+    /// With --with-standby: whether the standby ended with exactly the primary's data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby: Option<StandbyCheck>,
+}
+
+/// The standby compared with the primary at the end of the rehearsal.
+#[derive(Debug, Serialize)]
+pub struct StandbyCheck {
+    pub name: String,
+    /// How long it took the standby to replay everything after the last step.
+    pub replica_wait_ms: u64,
+    /// Tables compared (row count and a digest of every row), on both servers.
+    pub tables: usize,
+    pub rows: i64,
+    /// Whether every table holds the same rows on both.
+    pub identical: bool,
+    /// Tables whose rows differ, or that exist on one server only.
+    pub differing: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,10 +98,35 @@ pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
         "started {server}, files in {}",
         cluster.root_path().display()
     ));
+    let standby = if args.with_standby {
+        ctx.log
+            .line("starting a streaming standby of it (pg_basebackup -R)");
+        match cluster.start_standby(STANDBY_NAME) {
+            Ok(standby) => Some(standby),
+            Err(e) => {
+                drop(cluster);
+                return Err(e.context("starting the rehearsal's standby"));
+            }
+        }
+    } else {
+        None
+    };
+    let standby_target = match &standby {
+        Some(s) => Some(s.target(DATABASE)?),
+        None => None,
+    };
+    let server = match &standby {
+        Some(s) => format!(
+            "{server}, standby '{STANDBY_NAME}' on 127.0.0.1:{}",
+            s.port()
+        ),
+        None => server,
+    };
     *CLUSTER.lock().expect("cluster lock") = Some(cluster);
+    *STANDBY.lock().expect("cluster lock") = standby;
     // Stops the cluster however this function is left, a panic included.
     let _stop = StopOnDrop;
-    let result = rehearse(ctx, &admin, target, dump.as_deref(), server);
+    let result = rehearse(ctx, &admin, target, standby_target, dump.as_deref(), server);
     result
 }
 
@@ -85,6 +134,7 @@ fn rehearse(
     ctx: &Context,
     admin: &crate::config::Target,
     target: crate::config::Target,
+    standby: Option<crate::config::Target>,
     dump: Option<&Path>,
     server: String,
 ) -> Result<Outcome> {
@@ -219,6 +269,41 @@ fn rehearse(
         }
         steps.push(step(&inner, name, line, command, expected));
     }
+    let mut standby_check = None;
+    if let Some(standby) = &standby {
+        let started = Instant::now();
+        let checked = compare_standby(ctx, &target, standby);
+        let (ok, summary, report) = match &checked {
+            Ok(c) if c.identical => (
+                true,
+                format!(
+                    "the standby replayed everything: {} tables, {} rows, identical",
+                    c.tables, c.rows
+                ),
+                serde_json::to_value(c)?,
+            ),
+            Ok(c) => (
+                false,
+                format!("the standby differs: {}", c.differing.join(", ")),
+                serde_json::to_value(c)?,
+            ),
+            Err(e) => (
+                false,
+                format!("{e:#}"),
+                serde_json::json!({ "error": format!("{e:#}") }),
+            ),
+        };
+        steps.push(Step {
+            step: "standby".into(),
+            command: format!("compare standby '{STANDBY_NAME}' with the primary"),
+            ok,
+            exit_code: if ok { 0 } else { 1 },
+            duration_ms: started.elapsed().as_millis() as u64,
+            summary,
+            report,
+        });
+        standby_check = checked.ok();
+    }
 
     let number = |step: &str, key: &str| -> u64 {
         steps
@@ -234,6 +319,7 @@ fn rehearse(
         rows_cleaned: number("cleanup", "total_rows"),
         violations_left: number("final check", "total_violations"),
         steps,
+        standby: standby_check,
     };
     let all_ran = details.steps.len() >= 10 && details.steps.iter().all(|s| s.ok);
     let schema_version = details
@@ -357,6 +443,41 @@ fn summarise(step: &str, report: &Value) -> String {
         "baseline" => format!("adopted at version {}", n("detected_version")),
         other => other.to_string(),
     }
+}
+
+/// Waits until the standby has replayed everything, then compares every table on both servers.
+fn compare_standby(
+    ctx: &Context,
+    primary: &crate::config::Target,
+    standby: &crate::config::Target,
+) -> Result<StandbyCheck> {
+    let mut on_primary = crate::db::connect(primary)?;
+    let mut wait = ReplicaThrottle::new(
+        MaxLag::Time(std::time::Duration::ZERO),
+        std::time::Duration::from_secs(120),
+    );
+    let waited = wait.wait_for_replay(&mut on_primary, &ctx.log, "the rehearsal")?;
+    let expected = replication::fingerprint(&mut on_primary)?;
+    let actual = replication::fingerprint(&mut crate::db::connect(standby)?)?;
+    let mut differing: Vec<String> = expected
+        .iter()
+        .filter(|(table, digest)| actual.get(*table) != Some(digest))
+        .map(|(table, _)| table.clone())
+        .collect();
+    differing.extend(
+        actual
+            .keys()
+            .filter(|t| !expected.contains_key(*t))
+            .cloned(),
+    );
+    Ok(StandbyCheck {
+        name: STANDBY_NAME.into(),
+        replica_wait_ms: waited.as_millis() as u64,
+        tables: expected.len(),
+        rows: expected.values().map(|(rows, _)| rows).sum(),
+        identical: differing.is_empty(),
+        differing,
+    })
 }
 
 /// Checks a dump up front so a bad file fails before a server is started: it must be a
@@ -484,6 +605,11 @@ impl Drop for StopOnDrop {
 }
 
 fn stop_cluster() {
+    if let Ok(mut guard) = STANDBY.lock() {
+        if let Some(mut standby) = guard.take() {
+            standby.stop();
+        }
+    }
     if let Ok(mut guard) = CLUSTER.lock() {
         if let Some(mut cluster) = guard.take() {
             cluster.stop();
@@ -525,7 +651,22 @@ impl Details for RehearseReport {
             out,
             "violations found: {}, rows cleaned: {}, violations left: {}",
             self.violations_found, self.rows_cleaned, self.violations_left
-        )
+        )?;
+        if let Some(s) = &self.standby {
+            writeln!(
+                out,
+                "standby '{}': {} after replaying everything ({} tables, {} rows compared with the primary)",
+                s.name,
+                if s.identical {
+                    "identical to the primary".to_string()
+                } else {
+                    format!("DIFFERS in {}", s.differing.join(", "))
+                },
+                s.tables,
+                s.rows
+            )?;
+        }
+        Ok(())
     }
 }
 

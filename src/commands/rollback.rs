@@ -120,7 +120,13 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
     let stamp = Stamp::now();
 
     let bar = ctx.log.bar(steps.len() as u64, "rolling back");
+    let mut throttle = ctx.replica_throttle();
     for step in &steps {
+        // A step copies whole columns into the archive in one transaction: it cannot pause
+        // inside, so it waits before, while the standbys are behind.
+        throttle
+            .between_batches(&mut client, &ctx.log)
+            .map_err(|e| stopped_at(e, step, details.to_version, details.reverted.len()))?;
         bar.set_message(step.label());
         ctx.log.line(&format!("reverting {}", step.label()));
         let started = Instant::now();

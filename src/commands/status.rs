@@ -10,6 +10,7 @@ use crate::cli::StatusArgs;
 use crate::exit::Code;
 use crate::health::picture::{self, Health};
 use crate::history::{self, Entry, State};
+use crate::replication::{self, ServerRole, Standby};
 use crate::report::{self, Details, Report};
 use crate::shape::{self, Difference, Kind};
 use anyhow::Result;
@@ -30,6 +31,10 @@ pub struct StatusReport {
     /// With --health (DESIGN.md §9).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
+    /// Whether the server is a primary or a standby (changing commands refuse a standby).
+    pub server_role: ServerRole,
+    /// The streaming standbys this server feeds (DESIGN.md §8).
+    pub standbys: Vec<Standby>,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,6 +106,8 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
     } else {
         None
     };
+    let server_role = ServerRole::of(&mut client)?;
+    let standbys = replication::standbys(&mut client)?;
     let report = Report {
         command: "status",
         ok: code == Code::Ok,
@@ -113,6 +120,8 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
             known_truncations,
             drift_checked,
             health,
+            server_role,
+            standbys,
         },
     };
     Ok(Outcome::new(report, code))
@@ -225,6 +234,7 @@ impl Details for StatusReport {
                 names.join(", ")
             )?;
         }
+        write_replication(out, self.server_role, &self.standbys)?;
         if self.drift.is_empty() {
             writeln!(out, "No drift: the schema matches its recorded version.")?;
         } else {
@@ -243,4 +253,45 @@ impl Details for StatusReport {
             None => Ok(()),
         }
     }
+}
+
+/// The server's role and its standbys with their lag.
+fn write_replication(
+    out: &mut dyn Write,
+    role: ServerRole,
+    standbys: &[Standby],
+) -> std::io::Result<()> {
+    if role == ServerRole::Standby {
+        writeln!(
+            out,
+            "This server is a standby (read-only, in recovery): ruleiq-db refuses to change it; point changing commands at its primary."
+        )?;
+    }
+    if standbys.is_empty() {
+        return writeln!(out, "Standbys: none streaming from this server.");
+    }
+    let ms = |v: Option<u64>| v.map_or("?".to_string(), |n| format!("{n} ms"));
+    let mut t = report::table(&[
+        "standby",
+        "state",
+        "write lag",
+        "flush lag",
+        "replay lag",
+        "not replayed",
+    ]);
+    for s in standbys {
+        t.add_row(vec![
+            s.name.clone(),
+            s.state
+                .clone()
+                .unwrap_or_else(|| "? (needs pg_monitor)".into()),
+            ms(s.write_lag_ms),
+            ms(s.flush_lag_ms),
+            ms(s.replay_lag_ms),
+            s.replay_lag_bytes
+                .map_or("?".to_string(), replication::bytes),
+        ]);
+    }
+    writeln!(out, "Standbys of this {}:", role.as_str())?;
+    writeln!(out, "{t}")
 }

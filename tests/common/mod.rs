@@ -125,29 +125,31 @@ pub const FIXTURE_OWNER: &str = "'10000000-0000-0000-0000-000000000001', '200000
 pub struct TestDb {
     pub name: String,
     pub url: String,
-    /// The maintenance database's URL on the same server (to drop this one).
+    /// The maintenance database of its server, for CREATE and DROP DATABASE.
     admin_url: String,
 }
 
 impl TestDb {
     pub fn new() -> TestDb {
-        TestDb::on(server())
+        TestDb::new_on(&server().url_template)
     }
 
     /// A fresh database on the tuned cluster (prepared transactions, pg_stat_statements).
     pub fn new_tuned() -> TestDb {
-        TestDb::on(tuned_server())
+        TestDb::new_on(&tuned_server().url_template)
     }
 
-    fn on(server: &Server) -> TestDb {
+    /// A fresh database on another server: `template` is its URL with `{db}` for the database
+    /// name (e.g. a primary with a standby).
+    pub fn new_on(template: &str) -> TestDb {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let admin_url = server.url_template.replace("{db}", "postgres");
+        let admin_url = template.replace("{db}", "postgres");
         let mut admin = connect_url(&admin_url);
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("CREATE DATABASE");
         TestDb {
-            url: server.url_template.replace("{db}", &name),
+            url: template.replace("{db}", &name),
             name,
             admin_url,
         }
@@ -158,6 +160,14 @@ impl TestDb {
         let (scheme, rest) = self.url.split_once("://").unwrap();
         let (_, server) = rest.split_once('@').unwrap();
         format!("{scheme}://{role}:{password}@{server}")
+    }
+
+    /// A version-7 database holding the dirty legacy fixture, on another server.
+    pub fn dirty_legacy_on(template: &str) -> TestDb {
+        let db = TestDb::new_on(template);
+        db.migrate_to(7);
+        db.execute_file("fixtures/legacy_dirty.sql");
+        db
     }
 
     pub fn client(&self) -> Client {
@@ -271,24 +281,7 @@ impl TestDb {
     }
 
     pub fn dump_with(&self, extra: &[&str]) -> String {
-        let bindir = ruleiq_db::sandbox::find_bindir().expect("pg_dump");
-        let out = Command::new(bindir.join("pg_dump"))
-            .args(["--no-owner", "--no-privileges", "--dbname", &self.url])
-            .args(extra)
-            .output()
-            .expect("running pg_dump");
-        assert!(
-            out.status.success(),
-            "pg_dump: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // pg_dump 15.14+ brackets its output with \restrict/\unrestrict and a random key.
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        dump_url(&self.url, extra)
     }
 
     /// Asserts the database's dump equals `before`, printing only the differing lines.
@@ -302,6 +295,28 @@ impl TestDb {
             panic!("the database changed.\nlines gone: {gone:#?}\nlines added: {added:#?}");
         }
     }
+}
+
+/// A schema-and-data dump of the database at `url` (any server, a standby too).
+pub fn dump_url(url: &str, extra: &[&str]) -> String {
+    let bindir = ruleiq_db::sandbox::find_bindir().expect("pg_dump");
+    let out = Command::new(bindir.join("pg_dump"))
+        .args(["--no-owner", "--no-privileges", "--dbname", url])
+        .args(extra)
+        .output()
+        .expect("running pg_dump");
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // pg_dump 15.14+ brackets its output with \restrict/\unrestrict and a random key.
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Drop for TestDb {

@@ -1,0 +1,719 @@
+//! Streaming standbys (DESIGN.md §8): whether the server may be changed at all, which standbys
+//! it feeds and how far behind they are, and keeping long data work from running ahead of them.
+//!
+//! How far behind a standby is, measured from the primary. `pg_stat_replication.replay_lag` is
+//! not enough on its own: it is NULL once the standby has caught up and the primary is idle, and
+//! it only changes when the standby sends a status message (every `wal_receiver_status_interval`,
+//! 10 s by default), so a standby whose replay is paused can look current. So the position is
+//! what counts: a standby is caught up when its `replay_lsn` has reached the end of the
+//! primary's WAL (`pg_current_wal_insert_lsn()`: what is written but not yet flushed or sent
+//! still has to reach it). When it has not, it is behind by those bytes, and for at least as
+//! long as the primary has been past the position it replayed: every measurement records
+//! (time, end of WAL), and the first recorded LSN beyond the standby's replay position says
+//! since when the primary is ahead of it. The larger of that and `replay_lag` is the time lag. A paused standby therefore counts as behind
+//! as soon as the primary writes anything, and ever further behind as time goes on.
+//!
+//! So that positions are fresh, the throttle asks for the standbys' reports: it commits a tiny
+//! transaction (an xid, nothing else) with `synchronous_commit = remote_apply`; a standby that
+//! replays such a commit replies at once with its replay position. This is done only when no
+//! synchronous standby is configured (`synchronous_standby_names` empty), where that setting
+//! makes the commit itself wait for nobody; with synchronous standbys it would wait for their
+//! replay, unbounded, so there the reports come at the standbys' own pace.
+
+use crate::exit::Refused;
+use crate::progress::Log;
+use anyhow::{Context, Result};
+use postgres::Client;
+use serde::Serialize;
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Refuses (exit 4) a changing command on a standby or a read-only server, naming its state.
+/// Called before anything else a changing command does on the server.
+pub fn refuse_unless_writable(client: &mut Client, server: &str) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(),
+                    current_setting('transaction_read_only'),
+                    current_setting('default_transaction_read_only'),
+                    (SELECT source FROM pg_settings WHERE name = 'default_transaction_read_only')",
+            &[],
+        )
+        .context("asking the server whether it is a standby or read-only")?;
+    let in_recovery: bool = row.get(0);
+    let transaction_read_only: String = row.get(1);
+    let default_read_only: String = row.get(2);
+    let source: Option<String> = row.get(3);
+    if in_recovery {
+        return Err(Refused(format!(
+            "the server ({server}) is a standby (in recovery: pg_is_in_recovery() is true): it replays its primary's changes and cannot take any of its own. Point ruleiq-db at the primary; nothing was changed"
+        ))
+        .into());
+    }
+    if default_read_only == "on" {
+        return Err(Refused(format!(
+            "the server ({server}) is read-only: default_transaction_read_only = on, {}. Lift it there when changes are allowed again; nothing was changed",
+            setting_origin(source.as_deref().unwrap_or("unknown"))
+        ))
+        .into());
+    }
+    if transaction_read_only == "on" {
+        return Err(Refused(format!(
+            "the server ({server}) is read-only: transaction_read_only = on for this session; nothing was changed"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Where a setting comes from, as a DBA would change it.
+fn setting_origin(source: &str) -> String {
+    match source {
+        "database" => "set on the database (ALTER DATABASE … SET)".into(),
+        "user" => "set on the role (ALTER ROLE … SET)".into(),
+        "database user" => {
+            "set on the role in this database (ALTER ROLE … IN DATABASE … SET)".into()
+        }
+        "configuration file" => "set in the server's configuration file".into(),
+        "client" | "session" => "set by the connection (options / PGOPTIONS)".into(),
+        other => format!("set by {other}"),
+    }
+}
+
+/// Whether the server is a primary or a standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerRole {
+    Primary,
+    Standby,
+}
+
+impl ServerRole {
+    pub fn of(client: &mut Client) -> Result<ServerRole> {
+        let in_recovery: bool = client.query_one("SELECT pg_is_in_recovery()", &[])?.get(0);
+        Ok(if in_recovery {
+            ServerRole::Standby
+        } else {
+            ServerRole::Primary
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerRole::Primary => "primary",
+            ServerRole::Standby => "standby",
+        }
+    }
+}
+
+/// A standby as `status` lists it. The lags are what the standby last reported; a standby that
+/// has reached the server's WAL shows 0 (PostgreSQL shows NULL once it is idle).
+#[derive(Debug, Clone, Serialize)]
+pub struct Standby {
+    /// Its `application_name` (the standby's `cluster_name` or `primary_conninfo` sets it).
+    pub name: String,
+    /// startup, catchup, streaming or stopping.
+    pub state: Option<String>,
+    pub sync_state: Option<String>,
+    pub client_addr: Option<String>,
+    pub write_lag_ms: Option<u64>,
+    pub flush_lag_ms: Option<u64>,
+    pub replay_lag_ms: Option<u64>,
+    /// Bytes of WAL the server has written and the standby has not replayed yet.
+    pub replay_lag_bytes: Option<u64>,
+}
+
+/// One walsender's row, positions as byte offsets.
+#[derive(Debug, Clone)]
+struct Sender {
+    name: String,
+    state: Option<String>,
+    sync_state: Option<String>,
+    client_addr: Option<String>,
+    write: Option<u64>,
+    flush: Option<u64>,
+    replay: Option<u64>,
+    write_lag_ms: Option<u64>,
+    flush_lag_ms: Option<u64>,
+    replay_lag_ms: Option<u64>,
+}
+
+/// Where the server's WAL ends, and the standbys it feeds. Walsenders of a base backup and
+/// of logical replication are not standbys and are left out. On a standby (cascading
+/// replication) the reference is the WAL it has replayed.
+fn senders(client: &mut Client) -> Result<(u64, Vec<Sender>)> {
+    let reference = end_of_wal(client)?;
+    let rows = client.query(
+        "SELECT coalesce(nullif(r.application_name, ''), 'pid ' || r.pid), r.state::text, r.sync_state::text, r.client_addr::text,
+                pg_wal_lsn_diff(r.write_lsn, '0/0')::int8,
+                pg_wal_lsn_diff(r.flush_lsn, '0/0')::int8,
+                pg_wal_lsn_diff(r.replay_lsn, '0/0')::int8,
+                (extract(epoch FROM r.write_lag) * 1000)::int8,
+                (extract(epoch FROM r.flush_lag) * 1000)::int8,
+                (extract(epoch FROM r.replay_lag) * 1000)::int8
+           FROM pg_stat_replication AS r
+           LEFT JOIN pg_replication_slots AS s ON s.active_pid = r.pid
+          WHERE r.state IS DISTINCT FROM 'backup' AND s.slot_type IS DISTINCT FROM 'logical'
+          ORDER BY r.application_name, r.pid",
+        &[],
+    )?;
+    let unsigned = |v: Option<i64>| v.map(|n| n.max(0) as u64);
+    let list = rows
+        .iter()
+        .map(|r| Sender {
+            name: r.get(0),
+            state: r.get(1),
+            sync_state: r.get(2),
+            client_addr: r.get(3),
+            write: unsigned(r.get(4)),
+            flush: unsigned(r.get(5)),
+            replay: unsigned(r.get(6)),
+            write_lag_ms: unsigned(r.get(7)),
+            flush_lag_ms: unsigned(r.get(8)),
+            replay_lag_ms: unsigned(r.get(9)),
+        })
+        .collect();
+    Ok((reference, list))
+}
+
+/// Where the server's WAL ends: on a primary everything inserted, committed or not, flushed or
+/// not (with `synchronous_commit = off` a commit is flushed up to 200 ms later, and still has
+/// to reach the standbys); on a standby what it has replayed.
+fn end_of_wal(client: &mut Client) -> Result<u64> {
+    let row = client.query_one(
+        "SELECT pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                                     ELSE pg_current_wal_insert_lsn() END, '0/0')::int8,
+                pg_is_in_recovery(),
+                current_setting('wal_block_size')::int8,
+                (SELECT setting::int8 FROM pg_settings WHERE name = 'wal_segment_size')",
+        &[],
+    )?;
+    let position = row.get::<_, i64>(0).max(0) as u64;
+    if row.get::<_, bool>(1) {
+        return Ok(position);
+    }
+    Ok(record_end(
+        position,
+        row.get::<_, i64>(2) as u64,
+        row.get::<_, i64>(3) as u64,
+    ))
+}
+
+/// The insert position points past the header of a page nothing is written on yet, where a
+/// standby that replayed everything stands at the page's start: count from there.
+fn record_end(insert: u64, block: u64, segment: u64) -> u64 {
+    // MAXALIGN'd sizes of XLogLongPageHeaderData and XLogPageHeaderData.
+    const LONG_HEADER: u64 = 40;
+    const SHORT_HEADER: u64 = 24;
+    if segment > 0 && insert % segment == LONG_HEADER {
+        insert - LONG_HEADER
+    } else if block > 0 && insert % block == SHORT_HEADER {
+        insert - SHORT_HEADER
+    } else {
+        insert
+    }
+}
+
+/// The standbys of the server `client` is connected to (for `status`).
+pub fn standbys(client: &mut Client) -> Result<Vec<Standby>> {
+    let (reference, list) = senders(client)?;
+    // A lag PostgreSQL no longer shows (NULL) is 0 when the standby has reached the reference.
+    let lag = |shown: Option<u64>, position: Option<u64>| {
+        shown.or_else(|| position.filter(|p| *p >= reference).map(|_| 0))
+    };
+    Ok(list
+        .into_iter()
+        .map(|s| Standby {
+            write_lag_ms: lag(s.write_lag_ms, s.write),
+            flush_lag_ms: lag(s.flush_lag_ms, s.flush),
+            replay_lag_ms: lag(s.replay_lag_ms, s.replay),
+            replay_lag_bytes: s.replay.map(|p| reference.saturating_sub(p)),
+            name: s.name,
+            state: s.state,
+            sync_state: s.sync_state,
+            client_addr: s.client_addr,
+        })
+        .collect())
+}
+
+/// How far behind a standby may fall before long data work pauses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxLag {
+    /// Behind for at least this long. Zero: any WAL not replayed yet.
+    Time(Duration),
+    /// More than this many bytes of WAL not replayed yet.
+    Bytes(u64),
+}
+
+impl fmt::Display for MaxLag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxLag::Time(d) => write!(f, "{}", seconds(*d)),
+            MaxLag::Bytes(b) => write!(f, "{}", bytes(*b)),
+        }
+    }
+}
+
+/// A standby's distance from the primary at one measurement.
+#[derive(Debug, Clone)]
+struct Lagging {
+    name: String,
+    state: String,
+    /// The WAL position it has replayed.
+    replayed: u64,
+    bytes: u64,
+    time: Duration,
+}
+
+impl Lagging {
+    fn describe(&self) -> String {
+        format!(
+            "standby '{}' ({}) has {} of WAL not replayed, at least {} behind",
+            self.name,
+            self.state,
+            bytes(self.bytes),
+            seconds(self.time)
+        )
+    }
+}
+
+/// Keeps long data work from running ahead of the standbys: the batch loops call
+/// [`ReplicaThrottle::between_batches`] before each batch, and `migrate` calls
+/// [`ReplicaThrottle::wait_for_replay`] after the steps the standbys must have before it goes on.
+/// Both wait at most `max_wait` at a time, then refuse (exit 4): what was done before stays
+/// whole and committed, and running the command again finishes the job.
+#[derive(Debug)]
+pub struct ReplicaThrottle {
+    max_lag: MaxLag,
+    max_wait: Duration,
+    /// (when, end of WAL) at each measurement, oldest first: since when the primary has been
+    /// past a given position.
+    samples: VecDeque<(Instant, u64)>,
+    /// Standbys whose position this role cannot see, already said on stderr.
+    unmeasurable: BTreeSet<String>,
+    /// Everything this throttle waited so far.
+    pub waited: Duration,
+    /// Whether a pause was said on stderr already.
+    paused_before: bool,
+}
+
+/// How often a waiting throttle looks again.
+const POLL: Duration = Duration::from_millis(200);
+/// How often a waiting throttle asks the standbys for a fresh report.
+const ASK_EVERY: Duration = Duration::from_millis(100);
+/// How long a pause lasts before it is said on stderr (the first is said at once).
+const ANNOUNCE_AFTER: Duration = Duration::from_secs(1);
+/// How often a long wait says it is still waiting.
+const STILL_WAITING_EVERY: Duration = Duration::from_secs(10);
+/// Enough history for any sensible --max-replica-lag at one measurement per batch.
+const MAX_SAMPLES: usize = 100_000;
+
+impl ReplicaThrottle {
+    pub fn new(max_lag: MaxLag, max_wait: Duration) -> ReplicaThrottle {
+        ReplicaThrottle {
+            max_lag,
+            max_wait,
+            samples: VecDeque::new(),
+            unmeasurable: BTreeSet::new(),
+            waited: Duration::ZERO,
+            paused_before: false,
+        }
+    }
+
+    /// Returns when no standby is further behind than `--max-replica-lag`, waiting (and saying
+    /// so on stderr) while one is; refuses once the wait passes `--max-replica-wait`.
+    pub fn between_batches(&mut self, client: &mut Client, log: &Log) -> Result<()> {
+        let started = Instant::now();
+        let mut announced = false;
+        let mut last_said = Instant::now();
+        let mut asked = false;
+        loop {
+            let too_far: Vec<Lagging> = self
+                .measure(client, log)?
+                .into_iter()
+                .filter(|s| self.is_too_far(s))
+                .collect();
+            if too_far.is_empty() {
+                if announced {
+                    log.line(&format!(
+                        "the standbys caught up after {}; resuming",
+                        seconds(started.elapsed())
+                    ));
+                }
+                if asked {
+                    self.waited += started.elapsed();
+                }
+                return Ok(());
+            }
+            // The positions may be a status interval old: ask for fresh ones before pausing.
+            if !asked {
+                asked = true;
+                request_reports(client)?;
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let what: Vec<String> = too_far.iter().map(Lagging::describe).collect();
+            // The first pause is always said; later ones once they last, so that a standby a
+            // moment behind each batch does not fill stderr (their time is in `waited`).
+            let worth_saying = !self.paused_before
+                || started.elapsed() >= ANNOUNCE_AFTER
+                || started.elapsed() >= self.max_wait;
+            if !announced && worth_saying {
+                announced = true;
+                self.paused_before = true;
+                log.line(&format!(
+                    "pausing between batches: {} (--max-replica-lag {}); waiting for it to catch up, up to {} (--max-replica-wait)",
+                    what.join("; "),
+                    self.max_lag,
+                    seconds(self.max_wait)
+                ));
+                last_said = Instant::now();
+            } else if announced && last_said.elapsed() >= STILL_WAITING_EVERY {
+                log.line(&format!(
+                    "still waiting ({} of {}): {}",
+                    seconds(started.elapsed()),
+                    seconds(self.max_wait),
+                    what.join("; ")
+                ));
+                last_said = Instant::now();
+            }
+            if started.elapsed() >= self.max_wait {
+                self.waited += started.elapsed();
+                return Err(Refused(format!(
+                    "stopped between batches after waiting {} for the standbys: {} (--max-replica-lag {}). Everything done before is whole and committed; once the standby replays again (or with a larger --max-replica-lag / --max-replica-wait), run the same command again to finish",
+                    seconds(started.elapsed()),
+                    what.join("; "),
+                    self.max_lag
+                ))
+                .into());
+            }
+            request_reports(client)?;
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits until every standby has replayed everything the primary has written so far
+    /// (`what` names that work on stderr); returns how long it waited. Refuses once the wait
+    /// passes `--max-replica-wait`.
+    pub fn wait_for_replay(
+        &mut self,
+        client: &mut Client,
+        log: &Log,
+        what: &str,
+    ) -> Result<Duration> {
+        let started = Instant::now();
+        let target = end_of_wal(client)?;
+        let mut announced = false;
+        let mut last_said = Instant::now();
+        let mut slept = false;
+        let mut last_asked: Option<Instant> = None;
+        loop {
+            let behind: Vec<Lagging> = self
+                .measure(client, log)?
+                .into_iter()
+                .filter(|s| s.replayed < target)
+                .collect();
+            if behind.is_empty() {
+                let took = if slept {
+                    started.elapsed()
+                } else {
+                    Duration::ZERO
+                };
+                if announced {
+                    log.line(&format!(
+                        "the standbys replayed {what} after {}",
+                        seconds(took)
+                    ));
+                }
+                self.waited += took;
+                return Ok(took);
+            }
+            let list: Vec<String> = behind.iter().map(Lagging::describe).collect();
+            if started.elapsed() >= self.max_wait {
+                self.waited += started.elapsed();
+                return Err(Refused(format!(
+                    "{what} is committed on the primary, but after {} the standbys have not replayed it: {}. Once they replay again (or with a larger --max-replica-wait), run the same command again to finish",
+                    seconds(started.elapsed()),
+                    list.join("; ")
+                ))
+                .into());
+            }
+            if !announced && started.elapsed() >= ANNOUNCE_AFTER {
+                announced = true;
+                log.line(&format!(
+                    "waiting for the standbys to replay {what} (up to {}, --max-replica-wait): {}",
+                    seconds(self.max_wait),
+                    list.join("; ")
+                ));
+                last_said = Instant::now();
+            } else if announced && last_said.elapsed() >= STILL_WAITING_EVERY {
+                log.line(&format!(
+                    "still waiting for the standbys to replay {what}: {}",
+                    list.join("; ")
+                ));
+                last_said = Instant::now();
+            }
+            // A report asked for comes when the standby has replayed the request; look often,
+            // ask again now and then (each request is a commit of its own).
+            if last_asked.is_none_or(|at| at.elapsed() >= ASK_EVERY) {
+                request_reports(client)?;
+                last_asked = Some(Instant::now());
+            }
+            // Most waits are a replay round trip: look often at first, then calmly.
+            std::thread::sleep(if started.elapsed() < ANNOUNCE_AFTER {
+                Duration::from_millis(10)
+            } else {
+                POLL
+            });
+            slept = true;
+        }
+    }
+
+    /// The measurable standbys with their distance from the primary; records a sample.
+    fn measure(&mut self, client: &mut Client, log: &Log) -> Result<Vec<Lagging>> {
+        let (end, list) = senders(client)?;
+        let now = Instant::now();
+        if self.samples.back().is_none_or(|(_, lsn)| *lsn != end) {
+            self.samples.push_back((now, end));
+        }
+        let mut measured = Vec::new();
+        for s in list {
+            let (Some(state), Some(replay)) = (s.state.clone(), s.replay) else {
+                // NULL state: this role may not read the details (pg_monitor); NULL replay_lsn:
+                // the standby has not reported yet. Either way, nothing to go by.
+                if s.state.is_none() && self.unmeasurable.insert(s.name.clone()) {
+                    log.line(&format!(
+                        "cannot see how far standby '{}' is behind: this role may not read pg_stat_replication's details (GRANT pg_monitor TO it); not waiting for that standby",
+                        s.name
+                    ));
+                }
+                continue;
+            };
+            let bytes = end.saturating_sub(replay);
+            let time = time_behind(
+                &self.samples,
+                replay,
+                now,
+                s.replay_lag_ms.map(Duration::from_millis),
+            );
+            measured.push(Lagging {
+                name: s.name,
+                state,
+                replayed: replay,
+                bytes,
+                time,
+            });
+        }
+        self.prune(&measured, end);
+        Ok(measured)
+    }
+
+    /// Forgets samples no standby's position falls before any more.
+    fn prune(&mut self, measured: &[Lagging], end: u64) {
+        let oldest_needed = measured.iter().map(|s| s.replayed).min().unwrap_or(end);
+        while self.samples.len() > 1 && self.samples[1].1 <= oldest_needed {
+            self.samples.pop_front();
+        }
+        while self.samples.len() > MAX_SAMPLES {
+            self.samples.pop_front();
+        }
+    }
+
+    fn is_too_far(&self, s: &Lagging) -> bool {
+        s.bytes > 0
+            && match self.max_lag {
+                MaxLag::Time(limit) => s.time >= limit,
+                MaxLag::Bytes(limit) => s.bytes > limit,
+            }
+    }
+}
+
+/// How long a standby that replayed up to `replay` has been behind, at least: since the first
+/// sample in which the primary's WAL went past it, or as PostgreSQL last reported, whichever is
+/// longer. Zero when no sample is past it (it has caught up).
+fn time_behind(
+    samples: &VecDeque<(Instant, u64)>,
+    replay: u64,
+    now: Instant,
+    reported: Option<Duration>,
+) -> Duration {
+    match samples.iter().find(|(_, lsn)| *lsn > replay) {
+        None => Duration::ZERO,
+        Some((at, _)) => now
+            .duration_since(*at)
+            .max(reported.unwrap_or(Duration::ZERO)),
+    }
+}
+
+/// Asks every standby for an immediate report of its replay position (see the module comment).
+fn request_reports(client: &mut Client) -> Result<()> {
+    let no_sync_standbys: bool = client
+        .query_one(
+            "SELECT current_setting('synchronous_standby_names') = ''",
+            &[],
+        )?
+        .get(0);
+    if no_sync_standbys {
+        client
+            .batch_execute(
+                "BEGIN; SET LOCAL synchronous_commit = remote_apply; SELECT txid_current(); COMMIT;",
+            )
+            .context("asking the standbys to report their replay position")?;
+    }
+    Ok(())
+}
+
+/// Every table of the database (the catalogs aside) with its row count and a digest of its
+/// rows: two databases with equal fingerprints hold the same data. For comparing a standby with
+/// its primary once it has replayed everything.
+pub fn fingerprint(
+    client: &mut Client,
+) -> Result<std::collections::BTreeMap<String, (i64, String)>> {
+    let tables = client.query(
+        "SELECT format('%I.%I', n.nspname, c.relname)
+           FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+          WHERE c.relkind = 'r' AND n.nspname <> 'information_schema'
+            AND left(n.nspname, 3) <> 'pg_'
+          ORDER BY 1",
+        &[],
+    )?;
+    let mut out = std::collections::BTreeMap::new();
+    for row in tables {
+        let table: String = row.get(0);
+        // `table` comes quoted from format('%I.%I').
+        let digest = client
+            .query_one(
+                &format!(
+                    "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), ''))
+                       FROM {table} AS t"
+                ),
+                &[],
+            )
+            .with_context(|| format!("reading {table}"))?;
+        out.insert(table, (digest.get(0), digest.get(1)));
+    }
+    Ok(out)
+}
+
+/// "1.5 s", "250 ms", "10 min".
+pub fn seconds(d: Duration) -> String {
+    if d >= Duration::from_secs(120) && d.as_secs() % 60 == 0 {
+        format!("{} min", d.as_secs() / 60)
+    } else if d >= Duration::from_secs(1) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// "512 B", "64.0 kB", "1.5 MB".
+pub fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} kB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// Parses `--max-replica-lag`: a time (`10s`, `500ms`, `1m`; a bare number is seconds) or an
+/// amount of WAL (`64MB`, `512kB`, `100B`).
+pub fn parse_max_lag(text: &str) -> Result<MaxLag, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let factor: Option<u64> = match unit.trim().to_ascii_lowercase().as_str() {
+        "b" => Some(1),
+        "kb" => Some(1 << 10),
+        "mb" => Some(1 << 20),
+        "gb" => Some(1 << 30),
+        _ => None,
+    };
+    match factor {
+        Some(factor) => {
+            let value: f64 = number
+                .parse()
+                .map_err(|_| format!("'{text}' is not an amount (try 64MB or 10s)"))?;
+            let total = value * factor as f64;
+            if !total.is_finite() || total < 0.0 || total > u64::MAX as f64 / 2.0 {
+                return Err(format!("'{text}' is not a valid amount of WAL"));
+            }
+            Ok(MaxLag::Bytes(total as u64))
+        }
+        None => crate::cli::parse_duration(trimmed).map(MaxLag::Time),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_lag_is_a_time_or_an_amount_of_wal() {
+        assert_eq!(
+            parse_max_lag("10s").unwrap(),
+            MaxLag::Time(Duration::from_secs(10))
+        );
+        assert_eq!(parse_max_lag("0").unwrap(), MaxLag::Time(Duration::ZERO));
+        assert_eq!(parse_max_lag("64MB").unwrap(), MaxLag::Bytes(64 << 20));
+        assert_eq!(parse_max_lag("512kB").unwrap(), MaxLag::Bytes(512 << 10));
+        assert_eq!(parse_max_lag("100B").unwrap(), MaxLag::Bytes(100));
+        assert!(parse_max_lag("fast").is_err());
+        assert!(parse_max_lag("3h").is_err());
+    }
+
+    #[test]
+    fn the_end_of_wal_on_a_fresh_page_is_the_page_start() {
+        let (block, segment) = (8192, 16 << 20);
+        assert_eq!(record_end(3 * 8192 + 24, block, segment), 3 * 8192);
+        assert_eq!(record_end((16 << 20) + 40, block, segment), 16 << 20);
+        assert_eq!(record_end(3 * 8192 + 100, block, segment), 3 * 8192 + 100);
+    }
+
+    #[test]
+    fn a_standby_is_behind_since_the_primary_first_went_past_its_position() {
+        let t0 = Instant::now();
+        let samples: VecDeque<(Instant, u64)> = [
+            (t0, 100),
+            (t0 + Duration::from_secs(5), 200),
+            (t0 + Duration::from_secs(8), 300),
+        ]
+        .into();
+        let now = t0 + Duration::from_secs(10);
+        assert_eq!(
+            time_behind(&samples, 150, now, None),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            time_behind(&samples, 50, now, None),
+            Duration::from_secs(10)
+        );
+        assert_eq!(time_behind(&samples, 300, now, None), Duration::ZERO);
+        assert_eq!(
+            time_behind(&samples, 250, now, Some(Duration::from_secs(30))),
+            Duration::from_secs(30),
+            "a longer lag PostgreSQL reported wins"
+        );
+    }
+
+    #[test]
+    fn a_paused_standby_is_behind_as_soon_as_the_primary_writes() {
+        let mut t = ReplicaThrottle::new(MaxLag::Time(Duration::ZERO), Duration::from_secs(1));
+        let s = Lagging {
+            name: "s".into(),
+            state: "streaming".into(),
+            replayed: 0,
+            bytes: 1,
+            time: Duration::ZERO,
+        };
+        assert!(t.is_too_far(&s), "0s means any WAL not replayed");
+        t.max_lag = MaxLag::Time(Duration::from_secs(10));
+        assert!(!t.is_too_far(&s));
+        let caught_up = Lagging { bytes: 0, ..s };
+        t.max_lag = MaxLag::Bytes(0);
+        assert!(!t.is_too_far(&caught_up));
+    }
+}
