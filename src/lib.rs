@@ -9,6 +9,7 @@ pub mod checker;
 pub mod cleanup;
 pub mod cli;
 pub mod commands;
+pub mod compat;
 pub mod config;
 pub mod db;
 pub mod enforce;

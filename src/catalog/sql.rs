@@ -104,10 +104,15 @@ pub fn summarise_statement(sql: &str) -> String {
     if !sql.starts_with("DO ") {
         return sql.to_string();
     }
+    // A block that builds its statement at run time says what it does in a `-- ruleiq-db: `
+    // line (the compatibility views).
     let inner: Vec<&str> = sql
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("ALTER TABLE"))
+        .filter_map(|l| {
+            l.strip_prefix("-- ruleiq-db: ")
+                .or_else(|| l.starts_with("ALTER TABLE").then_some(l))
+        })
         .collect();
     if inner.is_empty() {
         return sql.to_string();

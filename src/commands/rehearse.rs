@@ -100,7 +100,7 @@ fn rehearse(
                 "migrate --target 7",
                 Command::Migrate(MigrateArgs {
                     target: Some(7),
-                    dry_run: false,
+                    ..MigrateArgs::default()
                 }),
                 &[Code::Ok],
             ));

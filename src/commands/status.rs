@@ -21,6 +21,8 @@ pub struct StatusReport {
     pub drift: Vec<Drift>,
     /// For information only: these never make status fail.
     pub known_truncations: Vec<KnownTruncation>,
+    /// The compatibility schema and its views (DESIGN.md §7), null when there is none.
+    pub compat: Option<crate::compat::CompatSchema>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +66,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         .collect();
     let known_truncations = known_truncations(&mut client)?;
     let drift = drift(&mut client, version)?;
+    let compat = crate::compat::inspect(&mut client)?;
     // Allowed drift (a table another tool keeps, a column renamed by hand before 008) is shown
     // but is not a fault.
     let healthy = entries
@@ -80,6 +83,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             constraints,
             drift,
             known_truncations,
+            compat,
         },
     };
     Ok(Outcome::new(report, Code::Ok))
@@ -163,6 +167,17 @@ impl Details for StatusReport {
                 "Known truncated names, kept on purpose (the application uses them; for information): {}",
                 names.join(", ")
             )?;
+        }
+        match &self.compat {
+            Some(c) => {
+                writeln!(
+                    out,
+                    "Compatibility schema {} (legacy column names for old application code; `ruleiq-db compat --drop` ends it):",
+                    c.schema
+                )?;
+                writeln!(out, "{}", crate::compat::views_table(&c.views))?;
+            }
+            None => writeln!(out, "No compatibility schema.")?,
         }
         if self.drift.is_empty() {
             writeln!(out, "No drift: the schema matches its recorded version.")
