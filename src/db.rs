@@ -16,10 +16,25 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x7275_6c65_6971;
 /// Opens a connection, with an error that names the server but never the password.
 pub fn connect(target: &Target) -> Result<Client> {
     let connector = target.tls.connector()?;
-    target
-        .config
-        .connect(connector)
-        .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {}", describe_connect_error(&e)))
+    let mut client = target.config.connect(connector).map_err(|e| {
+        anyhow::anyhow!("cannot connect to {target}: {}", describe_connect_error(&e))
+    })?;
+    keep_compat_views_out_of_sight(&mut client)?;
+    Ok(client)
+}
+
+/// ruleiq-db works on the tables, never through the compatibility views (see
+/// `catalog::compat::search_path_without`), whatever search_path the connection came with.
+fn keep_compat_views_out_of_sight(client: &mut Client) -> Result<()> {
+    let path: String = client
+        .query_one("SELECT current_setting('search_path')", &[])?
+        .get(0);
+    if let Some(path) = crate::catalog::compat::search_path_without(&path) {
+        client
+            .execute("SELECT set_config('search_path', $1, false)", &[&path])
+            .context("setting search_path")?;
+    }
+    Ok(())
 }
 
 fn describe_connect_error(error: &postgres::Error) -> String {

@@ -6,6 +6,7 @@ mod common;
 use common::TestDb;
 use postgres::error::SqlState;
 use postgres::Client;
+use serde_json::json;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -694,6 +695,15 @@ fn compat_drop_needs_yes_leaves_no_trace_and_compat_re_creates_it() {
 
     let (code, report, stderr) = db.run_json(&["compat", "--drop", "--yes"]);
     assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(
+        (
+            &report["command"],
+            &report["ok"],
+            &report["dry_run"],
+            &report["schema_version"]
+        ),
+        (&json!("compat"), &json!(true), &json!(false), &json!(8))
+    );
     assert_eq!(report["dropped"], true);
     assert_eq!(report["schema"], serde_json::Value::Null);
     assert!(!schema_exists(&db));
@@ -833,4 +843,88 @@ fn the_views_carry_the_tables_grants_to_the_application_role() {
     db.execute(&format!("DROP OWNED BY {role}"));
     let mut admin = common::connect_url(&common::url_for("postgres"));
     admin.batch_execute(&format!("DROP ROLE {role}")).unwrap();
+}
+
+/// Runs the binary on a pseudo-terminal (util-linux `script`), typing `answer` at its prompt.
+fn on_a_terminal(db: &TestDb, args: &str, answer: &str) -> (i32, String) {
+    use std::io::Write;
+    let binary = assert_cmd::cargo::cargo_bin("ruleiq-db");
+    let command = format!("{} --database-url '{}' {args}", binary.display(), db.url);
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs the binary on a pseudo-terminal");
+    std::thread::sleep(Duration::from_millis(1500));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn on_a_terminal_compat_drop_asks_and_only_yes_drops() {
+    let db = production_at_7();
+    migrate_json(&db, &[]);
+    let (code, screen) = on_a_terminal(&db, "compat --drop", "n\n");
+    assert_eq!(code, 4, "{screen}");
+    assert!(screen.contains("[y/N]"), "{screen}");
+    assert!(schema_exists(&db));
+    let (code, screen) = on_a_terminal(&db, "compat --drop", "y\n");
+    assert_eq!(code, 0, "{screen}");
+    assert!(!schema_exists(&db));
+}
+
+#[test]
+fn ruleiq_db_given_the_applications_url_still_works_on_the_tables() {
+    let db = production_at_7();
+    let joiner = if db.url.contains('?') { '&' } else { '?' };
+    let app_url = format!("{}{joiner}{OPTION}", db.url);
+    let run = |args: &[&str]| -> (i32, serde_json::Value, String) {
+        let out = assert_cmd::Command::cargo_bin("ruleiq-db")
+            .unwrap()
+            .env_remove("DATABASE_URL")
+            .args([
+                "--database-url",
+                &app_url,
+                "--no-progress",
+                "--format",
+                "json",
+            ])
+            .args(args)
+            .timeout(Duration::from_secs(300))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"));
+        (
+            out.status.code().unwrap(),
+            report,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, report, stderr) = run(&["migrate"]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(report["compat"]["views"].as_array().unwrap().len(), 3);
+    // Through the views ruleiq-db would see both spellings of every renamed column.
+    let (code, report, stderr) = run(&["status"]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert_eq!(report["ok"], true, "{report}");
+    let (code, report, stderr) = run(&["rollback", "--yes"]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert!(!schema_exists(&db));
+    let (code, report, stderr) = run(&["migrate"]);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    assert!(schema_exists(&db));
 }

@@ -80,6 +80,25 @@ pub fn drop_statements() -> Vec<PlannedStatement> {
         .collect()
 }
 
+/// `search_path` (as `SHOW search_path` prints it) without the compatibility schema, or `None`
+/// when it does not name it. ruleiq-db's own sessions use it: a DBA may well connect with the
+/// application's URL, and through the views ruleiq-db would see each renamed column twice and
+/// mistake the tables for views.
+pub fn search_path_without(search_path: &str) -> Option<String> {
+    let entries: Vec<&str> = search_path.split(',').map(str::trim).collect();
+    let ours = |e: &&str| e.trim_matches('"') == SCHEMA;
+    if !entries.iter().any(ours) {
+        return None;
+    }
+    let rest: Vec<&str> = entries.into_iter().filter(|e| !ours(e)).collect();
+    Some(if rest.is_empty() {
+        // PostgreSQL's default.
+        "\"$user\", public".to_string()
+    } else {
+        rest.join(", ")
+    })
+}
+
 /// The statements of `create_statements` or `drop_statements` as one text.
 pub fn script(statements: &[PlannedStatement]) -> String {
     statements.iter().map(|s| format!("{};\n", s.sql)).collect()
@@ -117,15 +136,21 @@ fn create_view(table: &'static str) -> String {
     format!(
         r#"DO $compat$
 DECLARE
-  base regclass := to_regclass(format('%I.%I', current_schema(), {table}));
+  base regclass;
   currents text[];
   legacies text[];
   columns text;
   g record;
 BEGIN
   -- ruleiq-db: CREATE VIEW {schema_ident}.{table_ident} AS SELECT every column of {table_ident}, {legacy_listed} (columns read when it runs)
+  -- The table is the first of that name on the search_path outside this schema: once the
+  -- schema exists, a session whose search_path starts with it would find the view instead.
+  SELECT c.oid INTO base FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relname = {table} AND c.relkind IN ('r', 'p') AND n.nspname <> {schema}
+     AND n.nspname = ANY (current_schemas(false))
+   ORDER BY array_position(current_schemas(false), n.nspname::text) LIMIT 1;
   IF base IS NULL THEN
-    RAISE EXCEPTION 'compatibility view: table %.% does not exist', current_schema(), {table};
+    RAISE EXCEPTION 'compatibility view: no table % on the search_path (%)', {table}, current_setting('search_path');
   END IF;
   SELECT coalesce(array_agg(m.current_name ORDER BY m.ord), '{{}}'), coalesce(array_agg(m.legacy_name ORDER BY m.ord), '{{}}')
     INTO currents, legacies
@@ -213,6 +238,19 @@ mod tests {
         assert!(drop
             .iter()
             .all(|s| !s.sql.to_ascii_uppercase().contains("CASCADE")));
+    }
+
+    #[test]
+    fn ruleiq_db_takes_the_schema_out_of_its_own_search_path() {
+        assert_eq!(
+            search_path_without("ruleiq_compat, public").as_deref(),
+            Some("public")
+        );
+        assert_eq!(
+            search_path_without("\"$user\", \"ruleiq_compat\",public").as_deref(),
+            Some("\"$user\", public")
+        );
+        assert_eq!(search_path_without("\"$user\", public"), None);
     }
 
     #[test]
