@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) only parses the command line and maps the outcome to an exit
 //! code; everything else lives here so that the tests can drive it too.
 
+pub mod app_queries;
 pub mod archive;
 pub mod catalog;
 pub mod checker;

@@ -719,7 +719,7 @@ fn compat_drop_needs_yes_leaves_no_trace_and_compat_re_creates_it() {
     // Old code is still around after all: bring the views back.
     let (code, dry, _) = db.run_json(&["compat", "--dry-run"]);
     assert_eq!(code, 0);
-    assert_eq!(dry["plan"].as_array().unwrap().len(), 4);
+    assert_eq!(dry["plan"].as_array().unwrap().len(), 5);
     assert!(!schema_exists(&db));
     let (code, report, stderr) = db.run_json(&["compat"]);
     assert_eq!(code, 0, "{report}\n{stderr}");
@@ -927,4 +927,23 @@ fn ruleiq_db_given_the_applications_url_still_works_on_the_tables() {
     let (code, report, stderr) = run(&["migrate"]);
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert!(schema_exists(&db));
+}
+
+#[test]
+fn rehearses_application_queries_find_every_spelling_working_and_notice_when_it_is_not() {
+    let db = production_at_7();
+    migrate_json(&db, &[]);
+    let runs = ruleiq_db::app_queries::run_all(&db.target()).unwrap();
+    assert_eq!(runs.len(), 9);
+    assert!(runs.iter().all(|r| r.problem.is_none()), "{runs:#?}");
+    assert!(runs.iter().any(|r| r.rows > Some(0)), "{runs:#?}");
+
+    let (code, _, _) = db.run(&["compat", "--drop", "--yes"]);
+    assert_eq!(code, 0);
+    let runs = ruleiq_db::app_queries::run_all(&db.target()).unwrap();
+    let failed: Vec<_> = runs.iter().filter(|r| r.problem.is_some()).collect();
+    assert_eq!(failed.len(), 3, "the three legacy runs: {runs:#?}");
+    assert!(failed
+        .iter()
+        .all(|r| r.names == ruleiq_db::app_queries::Names::Legacy));
 }

@@ -35,17 +35,24 @@ const COMMENT: &str = "ruleiq-db compatibility view: the table with each column 
 /// same text serves 008 and `compat`: an existing view of ours is replaced, anything else in
 /// the way stops the transaction with PostgreSQL's own error.
 pub fn create_statements() -> Vec<PlannedStatement> {
-    let schema = PlannedStatement {
-        sql: format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};\nCOMMENT ON SCHEMA {schema} IS {comment}",
-            schema = quote_ident(SCHEMA),
-            comment = quote_literal(&format!(
-                "ruleiq-db compatibility schema: old and new column names during the rollout of 008; connect with search_path={SEARCH_PATH}; remove with `ruleiq-db compat --drop`"
-            )),
-        ),
-        lock: "none on the application's tables (catalog change only)".into(),
-    };
-    std::iter::once(schema)
+    let schema = [
+        PlannedStatement {
+            sql: format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(SCHEMA)),
+            lock: "none on the application's tables (catalog change only)".into(),
+        },
+        PlannedStatement {
+            sql: format!(
+                "COMMENT ON SCHEMA {} IS {}",
+                quote_ident(SCHEMA),
+                quote_literal(&format!(
+                    "ruleiq-db compatibility schema: old and new column names during the rollout of 008; connect with search_path={SEARCH_PATH}; remove with `ruleiq-db compat --drop`"
+                )),
+            ),
+            lock: "none (catalog change only)".into(),
+        },
+    ];
+    schema
+        .into_iter()
         .chain(renamed_tables().into_iter().map(|table| PlannedStatement {
             sql: create_view(table),
             lock: format!(
@@ -208,7 +215,7 @@ mod tests {
     #[test]
     fn one_view_per_renamed_table_naming_every_legacy_column() {
         let create = create_statements();
-        assert_eq!(create.len(), 1 + renamed_tables().len());
+        assert_eq!(create.len(), 2 + renamed_tables().len());
         let text = script(&create);
         for r in RENAMES {
             assert!(
@@ -222,6 +229,11 @@ mod tests {
         }
         assert_eq!(split_statements(&text).len(), 2 + renamed_tables().len());
         assert!(!text.contains("SET DEFAULT"));
+        let shown = crate::catalog::sql::summarise_statement(&create[2].sql);
+        assert!(
+            shown.starts_with("CREATE VIEW \"ruleiq_compat\".\"business_profiles\" AS SELECT every column of \"business_profiles\", handles_personal_data AS handles_persona,"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -106,13 +106,17 @@ pub fn summarise_statement(sql: &str) -> String {
     }
     // A block that builds its statement at run time says what it does in a `-- ruleiq-db: `
     // line (the compatibility views).
+    let said: Vec<&str> = sql
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("-- ruleiq-db: "))
+        .collect();
+    if !said.is_empty() {
+        return said.join(" ");
+    }
     let inner: Vec<&str> = sql
         .lines()
         .map(str::trim)
-        .filter_map(|l| {
-            l.strip_prefix("-- ruleiq-db: ")
-                .or_else(|| l.starts_with("ALTER TABLE").then_some(l))
-        })
+        .filter(|l| l.starts_with("ALTER TABLE"))
         .collect();
     if inner.is_empty() {
         return sql.to_string();
