@@ -947,3 +947,43 @@ fn rehearses_application_queries_find_every_spelling_working_and_notice_when_it_
         .iter()
         .all(|r| r.names == ruleiq_db::app_queries::Names::Legacy));
 }
+
+#[test]
+fn compat_drop_waiting_for_a_reader_gives_up_its_lock_request_and_retries() {
+    let db = production_at_7();
+    migrate_json(&db, &[]);
+    // A long read through a view: DROP VIEW must wait for it, and while it waits it would hold
+    // up every later query of the view; lock_timeout makes it step back and try again.
+    let mut reader = app_client(&db);
+    let mut tx = reader.transaction().unwrap();
+    tx.query("SELECT handles_persona FROM business_profiles LIMIT 1", &[])
+        .unwrap();
+    let dropper = {
+        let mut cmd = db.command();
+        cmd.args(["--lock-timeout", "200ms", "--yes", "compat", "--drop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    // Meanwhile other sessions still read through the views without queueing for long.
+    let started = Instant::now();
+    let mut other = app_client(&db);
+    other
+        .query(
+            "SELECT count(*) FROM business_profiles WHERE handles_persona",
+            &[],
+        )
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    tx.commit().unwrap();
+    let out = dropper.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("lock_timeout"), "{stderr}");
+    assert!(!schema_exists(&db));
+}
