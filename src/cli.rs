@@ -8,7 +8,9 @@ use std::time::Duration;
 ///
 /// Typical order on a database built by the legacy tool: `baseline` (adopt it), `check-constraints`
 /// (name the rows that would break the new constraints), `cleanup` (repair them, audited and
-/// undoable), `migrate` (apply 008 and validate). `rehearse` plays all of it on a throwaway server.
+/// undoable), `migrate` (apply 008 and validate; old application code keeps its column names
+/// through schema ruleiq_compat), `compat --drop` (once no old code is left). `rehearse` plays
+/// all of it on a throwaway server.
 ///
 /// Exit codes: 0 done or nothing to do; 1 error (connection, SQL, file); 2 usage; 3 rows violate
 /// the constraints; 4 refused for safety (edited history, missing --yes, lock busy, rename
