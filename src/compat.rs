@@ -18,6 +18,9 @@ pub struct CompatView {
     pub table: String,
     /// The view's columns that the table does not have: the legacy names.
     pub legacy_columns: Vec<String>,
+    /// The table's columns that the view does not show: added after the view was made (a view
+    /// keeps the column list it was created with). `compat` re-creates such a view.
+    pub missing_columns: Vec<String>,
 }
 
 /// What the compatibility schema holds; `None` from [`inspect`] when it does not exist.
@@ -48,7 +51,12 @@ pub fn inspect(client: &mut impl GenericClient) -> Result<Option<CompatSchema>> 
                          AND NOT EXISTS (SELECT 1 FROM pg_attribute t
                                           WHERE t.attrelid = b.base AND t.attname = a.attname
                                             AND t.attnum > 0 AND NOT t.attisdropped)
-                       ORDER BY a.attnum)
+                       ORDER BY a.attnum),
+                array(SELECT t.attname::text FROM pg_attribute t
+                       WHERE t.attrelid = b.base AND t.attnum > 0 AND NOT t.attisdropped
+                         AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                          WHERE a.attrelid = v.oid AND a.attname = t.attname)
+                       ORDER BY t.attnum)
            FROM pg_class v JOIN pg_namespace n ON n.oid = v.relnamespace
            LEFT JOIN LATERAL (
                 SELECT d.refobjid AS base FROM pg_rewrite r
@@ -65,6 +73,7 @@ pub fn inspect(client: &mut impl GenericClient) -> Result<Option<CompatSchema>> 
             view: r.get(0),
             table: r.get(1),
             legacy_columns: r.get(2),
+            missing_columns: r.get(3),
         })
         .collect();
     Ok(Some(CompatSchema {
@@ -73,12 +82,15 @@ pub fn inspect(client: &mut impl GenericClient) -> Result<Option<CompatSchema>> 
     }))
 }
 
-/// Whether the schema is there with a view for every table 008 renames columns of.
+/// Whether the schema is there with a view for every table 008 renames columns of, each
+/// showing every column its table has now.
 pub fn complete(found: &Option<CompatSchema>) -> bool {
     found.as_ref().is_some_and(|s| {
-        crate::catalog::renames::renamed_tables()
-            .iter()
-            .all(|t| s.views.iter().any(|v| v.view == *t))
+        crate::catalog::renames::renamed_tables().iter().all(|t| {
+            s.views
+                .iter()
+                .any(|v| v.view == *t && v.missing_columns.is_empty())
+        })
     })
 }
 
@@ -143,15 +155,25 @@ impl Created {
     }
 }
 
-/// The views as a table: view, table, legacy columns.
+/// The views as a table: view, table, legacy columns (and the table's columns a view lacks,
+/// when one does).
 pub fn views_table(views: &[CompatView]) -> comfy_table::Table {
-    let mut t = crate::report::table(&["view", "table", "legacy columns"]);
+    let stale = views.iter().any(|v| !v.missing_columns.is_empty());
+    let mut header = vec!["view", "table", "legacy columns"];
+    if stale {
+        header.push("not shown (added since; `ruleiq-db compat` re-creates)");
+    }
+    let mut t = crate::report::table(&header);
     for v in views {
-        t.add_row(vec![
+        let mut row = vec![
             format!("{SCHEMA}.{}", v.view),
             v.table.clone(),
             v.legacy_columns.join(", "),
-        ]);
+        ];
+        if stale {
+            row.push(v.missing_columns.join(", "));
+        }
+        t.add_row(row);
     }
     t
 }

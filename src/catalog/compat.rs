@@ -10,6 +10,10 @@
 //! ("multiple assignments to same column"), as it should: it says two things about one value.
 //! INSTEAD OF triggers would lose ON CONFLICT, which PostgreSQL does not allow on such views.
 //!
+//! A view depends on every column it shows: while it exists, PostgreSQL refuses to drop one of
+//! them or change its type, and a column added to the table later stays out of the view until
+//! the view is re-created (`compat` notices and does it).
+//!
 //! Why no view defaults: an INSERT through an automatically updatable view gets the table's own
 //! defaults for the columns it leaves out (and for `DEFAULT`), so the table stays the one place
 //! a default lives. Copying a default onto the view would even break such INSERTs: PostgreSQL

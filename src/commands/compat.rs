@@ -63,6 +63,9 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
             _ => Some(Vec::new()),
         };
         let summary = match action {
+            Action::Create if found.is_some() => format!(
+                "would re-create the views of schema {SCHEMA} (one is missing or lacks columns its table has now)"
+            ),
             Action::Create => format!("would create schema {SCHEMA} and its views"),
             Action::Drop => format!("would drop schema {SCHEMA} and its views"),
             _ => describe(&action, &found),
@@ -76,11 +79,17 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
         action = decide(args, version, &found);
     }
     let (mut created, mut dropped) = (false, false);
+    let existed = found.is_some();
     match action {
         Action::Create => {
-            ctx.log.line(&format!(
-                "creating schema {SCHEMA}: version {version} has renamed columns and no compatibility views"
-            ));
+            ctx.log.line(&match &found {
+                None => format!(
+                    "creating schema {SCHEMA}: version {version} has renamed columns and no compatibility views"
+                ),
+                Some(_) => format!(
+                    "re-creating the views of schema {SCHEMA}: one is missing or lacks columns its table has now"
+                ),
+            });
             compat::create_retried(&mut client, ctx.retry(), &ctx.log)?;
             created = true;
         }
@@ -94,7 +103,9 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
         }
         _ => {}
     }
-    let summary = if created {
+    let summary = if created && existed {
+        format!("re-created the views of schema {SCHEMA}")
+    } else if created {
         format!("created schema {SCHEMA}")
     } else if dropped {
         format!("dropped schema {SCHEMA} and its views")
@@ -198,6 +209,7 @@ mod tests {
                     view: t.into(),
                     table: t.into(),
                     legacy_columns: vec![],
+                    missing_columns: vec![],
                 })
                 .collect(),
         })
@@ -216,6 +228,9 @@ mod tests {
         let mut partial = schema();
         partial.as_mut().unwrap().views.pop();
         assert_eq!(decide(&show, 8, &partial), Action::Create);
+        let mut stale = schema();
+        stale.as_mut().unwrap().views[0].missing_columns = vec!["added_later".into()];
+        assert_eq!(decide(&show, 8, &stale), Action::Create);
         assert_eq!(decide(&drop, 8, &schema()), Action::Drop);
         assert_eq!(decide(&drop, 7, &schema()), Action::Drop);
         assert_eq!(decide(&drop, 8, &None), Action::NothingToDrop);
