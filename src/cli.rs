@@ -8,7 +8,9 @@ use std::time::Duration;
 ///
 /// Typical order on a database built by the legacy tool: `baseline` (adopt it), `check-constraints`
 /// (name the rows that would break the new constraints), `cleanup` (repair them, audited and
-/// undoable), `migrate` (apply 008 and validate). `rehearse` plays all of it on a throwaway server.
+/// undoable), `migrate` (apply 008 and validate; old application code keeps its column names
+/// through schema ruleiq_compat), `compat --drop` (once no old code is left). `rehearse` plays
+/// all of it on a throwaway server.
 ///
 /// Exit codes: 0 done or nothing to do; 1 error (connection, SQL, file); 2 usage; 3 rows violate
 /// the constraints; 4 refused for safety (edited history, missing --yes, lock busy, rename
@@ -71,7 +73,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub no_progress: bool,
 
-    /// Confirm changing commands (cleanup, rollback) without a prompt.
+    /// Confirm changing commands (cleanup, rollback, compat --drop) without a prompt.
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
 
@@ -123,6 +125,24 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Adopt a database built by another tool: detect its version and record history.
     Baseline(BaselineArgs),
+    /// Show, re-create or drop the compatibility schema `ruleiq_compat`, which lets application
+    /// code that still uses the legacy column names run beside code that uses the new ones.
+    ///
+    /// 008 renames 17 columns (handles_persona → handles_personal_data, business_profil →
+    /// business_profile_id, …). In the same transaction it creates schema ruleiq_compat with one
+    /// view per renamed table, named like the table, showing every column under its current
+    /// name and each renamed one again under its legacy name. The views are automatically
+    /// updatable: SELECT, INSERT, UPDATE, DELETE, RETURNING and ON CONFLICT work with either
+    /// spelling, and the tables' defaults and constraints apply. An application that connects
+    /// with search_path=ruleiq_compat,public (libpq: options=-csearch_path%3Druleiq_compat,public)
+    /// keeps working before, during and after 008, whichever names it uses.
+    ///
+    /// Without options: show the schema and its views; on a version-8 database without them,
+    /// create them (the same SQL as 008's). With --drop: remove them, once no old code is left.
+    #[command(
+        after_help = "Examples:\n  ruleiq-db compat                     show the views, or re-create them on version 8\n  ruleiq-db compat --drop --dry-run    what --drop would run\n  ruleiq-db compat --drop --yes        end the compatibility period\n\nRolling out 008 without downtime:\n  1. deploy the application's connection setting options=-csearch_path%3Druleiq_compat,public\n  2. ruleiq-db migrate                 (008 and the views, in one transaction)\n  3. roll out the code that uses the new column names, process by process\n  4. ruleiq-db compat --drop --yes     when no process uses the legacy names any more\n\n`rollback` of 008 drops the schema first; `migrate` to 8 again re-creates it."
+    )]
+    Compat(CompatArgs),
     /// Play the whole repair on a throwaway PostgreSQL: no server to set up.
     Rehearse(RehearseArgs),
 }
@@ -137,6 +157,7 @@ impl Command {
             Command::Cleanup(_) => "cleanup",
             Command::Rollback(_) => "rollback",
             Command::Baseline(_) => "baseline",
+            Command::Compat(_) => "compat",
             Command::Rehearse(_) => "rehearse",
         }
     }
@@ -148,6 +169,7 @@ impl Command {
             Command::CheckConstraints(a) => a.dry_run,
             Command::Cleanup(a) => a.dry_run,
             Command::Rollback(a) => a.dry_run,
+            Command::Compat(a) => a.dry_run,
             Command::Status(_) | Command::Baseline(_) | Command::Rehearse(_) => false,
         }
     }
@@ -162,6 +184,11 @@ pub struct MigrateArgs {
     /// nothing, not even the history table.
     #[arg(long)]
     pub dry_run: bool,
+    /// Drop the compatibility schema ruleiq_compat right after 008 commits (008 itself always
+    /// creates it, so its text and checksum never depend on this flag). Use it only when every
+    /// application process already uses the new column names.
+    #[arg(long)]
+    pub no_compat: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -220,6 +247,17 @@ pub struct RollbackArgs {
     #[arg(long, value_name = "K")]
     pub steps: Option<u32>,
     /// Show the plan: statements, locks, what would be archived; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct CompatArgs {
+    /// Remove the views and the schema (asks first; --yes off a terminal). Application code
+    /// still using a legacy column name fails from then on.
+    #[arg(long)]
+    pub drop: bool,
+    /// Show what would be created or dropped; change nothing.
     #[arg(long)]
     pub dry_run: bool,
 }

@@ -21,7 +21,22 @@ pub fn connect(target: &Target) -> Result<Client> {
     })?;
     // So that looking for blockers never names one of this process's own connections.
     crate::health::blockers::remember_own_session(&mut client);
+    keep_compat_views_out_of_sight(&mut client)?;
     Ok(client)
+}
+
+/// ruleiq-db works on the tables, never through the compatibility views (see
+/// `catalog::compat::search_path_without`), whatever search_path the connection came with.
+fn keep_compat_views_out_of_sight(client: &mut Client) -> Result<()> {
+    let path: String = client
+        .query_one("SELECT current_setting('search_path')", &[])?
+        .get(0);
+    if let Some(path) = crate::catalog::compat::search_path_without(&path) {
+        client
+            .execute("SELECT set_config('search_path', $1, false)", &[&path])
+            .context("setting search_path")?;
+    }
+    Ok(())
 }
 
 fn describe_connect_error(error: &postgres::Error) -> String {

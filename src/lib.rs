@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) only parses the command line and maps the outcome to an exit
 //! code; everything else lives here so that the tests can drive it too.
 
+pub mod app_queries;
 pub mod apply;
 pub mod archive;
 pub mod catalog;
@@ -10,6 +11,7 @@ pub mod checker;
 pub mod cleanup;
 pub mod cli;
 pub mod commands;
+pub mod compat;
 pub mod config;
 pub mod db;
 pub mod enforce;

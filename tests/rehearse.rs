@@ -61,6 +61,7 @@ fn rehearse_plays_the_whole_repair_on_the_bundled_fixture() {
             "cleanup",
             "migrate",
             "status",
+            "application queries",
             "rollback",
             "migrate again",
             "final check"

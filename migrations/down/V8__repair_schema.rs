@@ -1,10 +1,13 @@
 // 008 down: generated from the constraint catalog and the rename map, like 008 itself, so the
-// repair and its reversal cannot drift apart. First the six constraints go (IF EXISTS: a
+// repair and its reversal cannot drift apart. First the compatibility schema goes (its views
+// name the full column names, which the renames below take away; views hold no rows), then the
+// six constraints (IF EXISTS: a
 // constraint that never validated or was dropped by hand does not stop the rollback; a foreign
 // key 008 adopted gets its old name back and stays), then each
 // column gets its legacy name back, state-aware like the up: renamed only when the full name
 // exists and the legacy one does not; both present stops the step with nothing changed.
 
+use crate::catalog::compat;
 use crate::catalog::constraints::{Rule, CATALOG};
 use crate::catalog::renames::RENAMES;
 use crate::catalog::repair::{give_back_or_drop_foreign_key, state_aware_rename, PlannedStatement};
@@ -28,7 +31,11 @@ pub fn statements() -> Vec<PlannedStatement> {
         sql: state_aware_rename(r.table, r.current, r.legacy),
         lock: format!("ACCESS EXCLUSIVE on {} (catalog change only)", r.table),
     });
-    drops.chain(renames).collect()
+    compat::drop_statements()
+        .into_iter()
+        .chain(drops)
+        .chain(renames)
+        .collect()
 }
 
 /// The full text of 008's down.

@@ -125,9 +125,19 @@ pub fn classify(statement: &str) -> Result<Action> {
             None => unsupported("one unqualified column per ALTER TABLE … DROP COLUMN"),
         };
     }
+    if cursor.eat(&["DROP", "SCHEMA"]) {
+        // Without CASCADE, PostgreSQL drops a schema only when it is empty (the compatibility
+        // schema once its views are gone), so no row can go with it.
+        cursor.eat(&["IF", "EXISTS"]);
+        return match (cursor.name(), &tokens[cursor.at..]) {
+            (Some(_), []) => Ok(Action::Run),
+            (Some(_), [t]) if t.keyword() == "RESTRICT" => Ok(Action::Run),
+            _ => unsupported("only one empty schema, without CASCADE"),
+        };
+    }
     let first = cursor.keyword(0);
     if matches!(first.as_str(), "TRUNCATE" | "DELETE")
-        || (first == "DROP" && matches!(cursor.keyword(1).as_str(), "SCHEMA" | "OWNED"))
+        || (first == "DROP" && cursor.keyword(1) == "OWNED")
     {
         return unsupported("it removes rows");
     }
@@ -640,6 +650,9 @@ mod tests {
             "ALTER TABLE t ADD CONSTRAINT c CHECK (a IN (1, 2))",
             "ALTER TABLE t RENAME COLUMN a TO b",
             "DROP INDEX IF EXISTS i",
+            "DROP VIEW IF EXISTS \"ruleiq_compat\".\"business_profiles\"",
+            "DROP SCHEMA IF EXISTS \"ruleiq_compat\"",
+            "drop schema ruleiq_compat restrict",
             "DO $x$ BEGIN ALTER TABLE t RENAME COLUMN a TO b; END $x$",
         ] {
             assert_eq!(classify(harmless).unwrap(), Action::Run, "{harmless}");
@@ -658,6 +671,8 @@ mod tests {
             "TRUNCATE users",
             "DELETE FROM users",
             "DROP SCHEMA public CASCADE",
+            "DROP SCHEMA IF EXISTS ruleiq_compat CASCADE",
+            "DROP SCHEMA a, b",
         ] {
             let error = match classify(lossy) {
                 Err(e) => e.to_string(),

@@ -147,6 +147,14 @@ mod tests {
                 r.current, r.legacy
             )));
         }
-        assert_eq!(statements(8).unwrap().len(), CATALOG.len() + RENAMES.len());
+        let compat = crate::catalog::compat::drop_statements();
+        assert_eq!(
+            statements(8).unwrap().len(),
+            compat.len() + CATALOG.len() + RENAMES.len()
+        );
+        assert!(sql.starts_with(&format!(
+            "-- 008 down: generated from ruleiq-db's constraint catalog and rename map.\n{}",
+            crate::catalog::compat::script(&compat)
+        )));
     }
 }

@@ -16,7 +16,9 @@ pub struct PlannedStatement {
 
 /// 008's statements, in order: one LOCK of every table it changes, state-aware renames, then
 /// each constraint added NOT VALID (only when absent, so a hand-added constraint does not stop
-/// the repair).
+/// the repair), then the compatibility schema (DESIGN.md §7): in the same transaction as the
+/// renames, so there is no instant in which old code finds neither its column names nor the
+/// views. `migrate --no-compat` drops it after 008 commits; 008's text never depends on flags.
 pub fn statements() -> Vec<PlannedStatement> {
     let tables = tables_in_lock_order();
     let lock = PlannedStatement {
@@ -53,6 +55,7 @@ pub fn statements() -> Vec<PlannedStatement> {
     std::iter::once(lock)
         .chain(renames)
         .chain(constraints)
+        .chain(super::compat::create_statements())
         .collect()
 }
 
@@ -204,9 +207,13 @@ mod tests {
             assert!(sql.contains(&c.add_not_valid_sql()), "{}", c.name);
         }
         assert_eq!(sql.matches("RENAME CONSTRAINT").count(), 2);
+        let compat = split_statements(&super::super::compat::script(
+            &super::super::compat::create_statements(),
+        ))
+        .len();
         assert_eq!(
             split_statements(&sql).len(),
-            1 + RENAMES.len() + CATALOG.len()
+            1 + RENAMES.len() + CATALOG.len() + compat
         );
     }
 

@@ -104,6 +104,15 @@ pub fn summarise_statement(sql: &str) -> String {
     if !sql.starts_with("DO ") {
         return sql.to_string();
     }
+    // A block that builds its statement at run time says what it does in a `-- ruleiq-db: `
+    // line (the compatibility views).
+    let said: Vec<&str> = sql
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("-- ruleiq-db: "))
+        .collect();
+    if !said.is_empty() {
+        return said.join(" ");
+    }
     let inner: Vec<&str> = sql
         .lines()
         .map(str::trim)

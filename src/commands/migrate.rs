@@ -55,6 +55,9 @@ pub struct MigrateReport {
     /// How long migrate waited for the standbys to replay 008 and each VALIDATE (and to catch
     /// up before a migration), in ms.
     pub replica_wait_ms: u64,
+    /// The compatibility schema, when this run's 008 created it (and --no-compat did not drop
+    /// it): its views and the connection option the application needs.
+    pub compat: Option<crate::compat::Created>,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,7 +103,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
     let includes_repair = pending.iter().any(|m| m.version() == REPAIR_VERSION);
     let restores = restore::planned(&mut client, &pending)?;
     let restores_before_repair = restores.iter().any(|r| r.version < REPAIR_VERSION);
-    let plans: Vec<PlannedMigration> = pending.iter().map(plan_of).collect();
+    let plans: Vec<PlannedMigration> = pending.iter().map(|m| plan_of(m, args.no_compat)).collect();
     let scope = Scope::of_statements(
         "migrate",
         plans
@@ -184,6 +187,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         details.applied.push(run);
         details.to_version = m.version();
         if m.version() == REPAIR_VERSION {
+            after_repair(ctx, &mut client, args.no_compat, &mut details)?;
             // The application reads the new names from the primary now: the standbys must
             // follow before anything else happens.
             replicas.wait_for_replay(
@@ -306,6 +310,38 @@ fn preflight(
     )))
 }
 
+/// Right after 008 commits: with --no-compat the compatibility schema 008 created goes again;
+/// otherwise the report says how the application reaches it.
+fn after_repair(
+    ctx: &Context,
+    client: &mut Client,
+    no_compat: bool,
+    details: &mut MigrateReport,
+) -> Result<()> {
+    if no_compat {
+        crate::compat::drop_retried(client, ctx.retry(), &ctx.log).map_err(|e| {
+            e.context(format!(
+                "008 was applied, but its compatibility schema {} could not be dropped (--no-compat); drop it with `ruleiq-db compat --drop`",
+                crate::catalog::compat::SCHEMA
+            ))
+        })?;
+        ctx.log.line(&format!(
+            "--no-compat: dropped schema {} after 008 committed",
+            crate::catalog::compat::SCHEMA
+        ));
+        return Ok(());
+    }
+    if let Some(found) = crate::compat::inspect(client)? {
+        ctx.log.line(&format!(
+            "008 created schema {}: application code that still uses legacy column names connects with {}",
+            found.schema,
+            crate::catalog::compat::CONNECTION_OPTION
+        ));
+        details.compat = Some(crate::compat::Created::new(found));
+    }
+    Ok(())
+}
+
 /// Applies one migration with its history row, and puts back what a rollback archived of what
 /// it creates, in one transaction, retrying when a statement hits lock_timeout.
 fn apply_one(ctx: &Context, client: &mut Client, migration: &Migration) -> Result<Vec<Restored>> {
@@ -326,7 +362,7 @@ fn apply_one(ctx: &Context, client: &mut Client, migration: &Migration) -> Resul
 }
 
 /// The statements of a migration with the locks they take.
-fn plan_of(migration: &Migration) -> PlannedMigration {
+fn plan_of(migration: &Migration, no_compat: bool) -> PlannedMigration {
     let statements = if migration.version() == REPAIR_VERSION {
         let mut list: Vec<PlannedStatement> = repair::statements()
             .into_iter()
@@ -335,6 +371,19 @@ fn plan_of(migration: &Migration) -> PlannedMigration {
                 lock: s.lock,
             })
             .collect();
+        if no_compat {
+            list.extend(
+                crate::catalog::compat::drop_statements()
+                    .into_iter()
+                    .map(|s| PlannedStatement {
+                        sql: s.sql,
+                        lock: format!(
+                            "{} — after 008 commits, one transaction (--no-compat)",
+                            s.lock
+                        ),
+                    }),
+            );
+        }
         list.extend(CATALOG.iter().map(|c| PlannedStatement {
             sql: c.validate_sql(),
             lock: format!(
@@ -458,6 +507,19 @@ impl Details for MigrateReport {
                 out,
                 "waited {} ms for the standbys to replay",
                 self.replica_wait_ms
+            )?;
+        }
+        if let Some(compat) = &self.compat {
+            writeln!(
+                out,
+                "Compatibility schema {} (old and new column names, until `ruleiq-db compat --drop`):",
+                compat.found.schema
+            )?;
+            writeln!(out, "{}", crate::compat::views_table(&compat.found.views))?;
+            writeln!(
+                out,
+                "Application code that still uses legacy column names connects with {} (search_path={}).",
+                compat.connection_option, compat.search_path
             )?;
         }
         Ok(())

@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod check;
 pub mod cleanup;
+pub mod compat;
 pub mod migrate;
 pub mod rehearse;
 pub mod rollback;
@@ -192,6 +193,7 @@ pub fn dispatch(ctx: &Context, command: &Command) -> Result<Outcome> {
         Command::Cleanup(args) => cleanup::run(ctx, args),
         Command::Rollback(args) => rollback::run(ctx, args),
         Command::Baseline(args) => baseline::run(ctx, args),
+        Command::Compat(args) => compat::run(ctx, args),
         Command::Rehearse(args) => rehearse::run(ctx, args),
     }
 }

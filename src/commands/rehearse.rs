@@ -1,5 +1,5 @@
 //! `rehearse`: the whole repair played on a throwaway PostgreSQL — check, cleanup, migrate,
-//! status, rollback, migrate again — with one combined report. Needs no server: it starts one
+//! status, the application's queries old and new, rollback, migrate again — with one combined report. Needs no server: it starts one
 //! from the local binaries and removes it afterwards, also after Ctrl-C or an error.
 
 use super::{dispatch, Context, Outcome};
@@ -156,7 +156,7 @@ fn rehearse(
                 "migrate --target 7",
                 Command::Migrate(MigrateArgs {
                     target: Some(7),
-                    dry_run: false,
+                    ..MigrateArgs::default()
                 }),
                 &[Code::Ok],
             ));
@@ -268,6 +268,9 @@ fn rehearse(
             break; // later steps would only repeat the failure
         }
         steps.push(step(&inner, name, line, command, expected));
+        if name == "status" && steps.iter().all(|s| s.ok) {
+            steps.push(application_step(&inner, &target));
+        }
     }
     let mut standby_check = None;
     if let Some(standby) = &standby {
@@ -369,6 +372,62 @@ fn step(ctx: &Context, name: &str, line: &str, command: Command, expected: &[Cod
         exit_code: exit.as_i32(),
         duration_ms,
         summary: summarise(name, &report),
+        report,
+    }
+}
+
+/// Old and new application code after 008: the application's queries with the legacy and the
+/// full column names through the compatibility schema, and with the full names against the
+/// tables, all returning the same rows.
+fn application_step(ctx: &Context, target: &crate::config::Target) -> Step {
+    let line = format!(
+        "the application's queries, legacy and full names, with search_path={}",
+        crate::catalog::compat::SEARCH_PATH
+    );
+    ctx.log.line(&format!("rehearse: {line}"));
+    let started = Instant::now();
+    let (ok, summary, report) = match crate::app_queries::run_all(target) {
+        Ok(runs) => {
+            let failed: Vec<String> = runs
+                .iter()
+                .filter_map(|r| {
+                    r.problem
+                        .as_ref()
+                        .map(|p| format!("{} ({:?}, {}): {p}", r.query, r.names, r.search_path))
+                })
+                .collect();
+            let summary = if failed.is_empty() {
+                format!(
+                    "{} runs of the 3 queries (old names and new), same rows every time",
+                    runs.len()
+                )
+            } else {
+                format!(
+                    "{} of {} runs failed: {}",
+                    failed.len(),
+                    runs.len(),
+                    failed.join("; ")
+                )
+            };
+            (
+                failed.is_empty(),
+                summary,
+                serde_json::json!({ "command": "application queries", "runs": runs }),
+            )
+        }
+        Err(e) => (
+            false,
+            format!("{e:#}"),
+            serde_json::json!({ "error": format!("{e:#}") }),
+        ),
+    };
+    Step {
+        step: "application queries".into(),
+        command: line,
+        ok,
+        exit_code: if ok { 0 } else { 1 },
+        duration_ms: started.elapsed().as_millis() as u64,
+        summary,
         report,
     }
 }

@@ -35,6 +35,8 @@ pub struct StatusReport {
     pub server_role: ServerRole,
     /// The streaming standbys this server feeds (DESIGN.md §8).
     pub standbys: Vec<Standby>,
+    /// The compatibility schema and its views (DESIGN.md §7), null when there is none.
+    pub compat: Option<crate::compat::CompatSchema>,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,6 +110,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
     };
     let server_role = ServerRole::of(&mut client)?;
     let standbys = replication::standbys(&mut client)?;
+    let compat = crate::compat::inspect(&mut client)?;
     let report = Report {
         command: "status",
         ok: code == Code::Ok,
@@ -122,6 +125,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
             health,
             server_role,
             standbys,
+            compat,
         },
     };
     Ok(Outcome::new(report, code))
@@ -235,6 +239,17 @@ impl Details for StatusReport {
             )?;
         }
         write_replication(out, self.server_role, &self.standbys)?;
+        match &self.compat {
+            Some(c) => {
+                writeln!(
+                    out,
+                    "Compatibility schema {} (legacy column names for old application code; `ruleiq-db compat --drop` ends it):",
+                    c.schema
+                )?;
+                writeln!(out, "{}", crate::compat::views_table(&c.views))?;
+            }
+            None => writeln!(out, "No compatibility schema.")?,
+        }
         if self.drift.is_empty() {
             writeln!(out, "No drift: the schema matches its recorded version.")?;
         } else {
