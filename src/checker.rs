@@ -8,8 +8,8 @@
 //! connections that share one exported snapshot, so every count describes the same moment.
 
 use crate::catalog::constraints::{ColumnSpelling, Constraint, Kind, Rule, CATALOG};
-use crate::catalog::repair::ADOPTED_PREFIX;
 use crate::catalog::renames::legacy_name;
+use crate::catalog::repair::ADOPTED_PREFIX;
 use crate::catalog::sql::quote_ident;
 use crate::catalog::PRIMARY_KEY;
 use crate::config::Target;

@@ -31,8 +31,12 @@ pub fn validate_not_valid(
         .filter(|c| only.is_none_or(|list| list.iter().any(|o| o.name == c.name)))
         .filter_map(|c| {
             let p = presence.get(c.name)?;
-            (p.state == ConstraintState::NotValid)
-                .then(|| (c, p.actual_name.clone().unwrap_or_else(|| c.name.to_string())))
+            (p.state == ConstraintState::NotValid).then(|| {
+                (
+                    c,
+                    p.actual_name.clone().unwrap_or_else(|| c.name.to_string()),
+                )
+            })
         })
         .collect();
     let mut outcome = Validation::default();

@@ -12,23 +12,71 @@ pub struct Rename {
 
 /// The 17 renames of DESIGN.md §1.2, in the order 008 applies them.
 pub const RENAMES: &[Rename] = &[
-    rename("business_profiles", "handles_persona", "handles_personal_data"),
+    rename(
+        "business_profiles",
+        "handles_persona",
+        "handles_personal_data",
+    ),
     rename("business_profiles", "processes_payme", "processes_payments"),
     rename("business_profiles", "stores_health_d", "stores_health_data"),
-    rename("business_profiles", "provides_financ", "provides_financial_services"),
-    rename("business_profiles", "operates_critic", "operates_critical_infrastructure"),
-    rename("business_profiles", "has_internation", "has_international_operations"),
+    rename(
+        "business_profiles",
+        "provides_financ",
+        "provides_financial_services",
+    ),
+    rename(
+        "business_profiles",
+        "operates_critic",
+        "operates_critical_infrastructure",
+    ),
+    rename(
+        "business_profiles",
+        "has_internation",
+        "has_international_operations",
+    ),
     rename("business_profiles", "development_too", "development_tools"),
-    rename("business_profiles", "existing_framew", "existing_frameworks"),
+    rename(
+        "business_profiles",
+        "existing_framew",
+        "existing_frameworks",
+    ),
     rename("business_profiles", "planned_framewo", "planned_frameworks"),
     rename("business_profiles", "compliance_budg", "compliance_budget"),
-    rename("business_profiles", "compliance_time", "compliance_timeline"),
-    rename("business_profiles", "assessment_comp", "assessment_completed"),
-    rename("assessment_sessions", "business_profil", "business_profile_id"),
-    rename("assessment_sessions", "questions_answe", "questions_answered"),
-    rename("assessment_sessions", "calculated_scor", "calculated_scores"),
-    rename("assessment_sessions", "recommended_fra", "recommended_frameworks"),
-    rename("generated_policies", "business_profil", "business_profile_id"),
+    rename(
+        "business_profiles",
+        "compliance_time",
+        "compliance_timeline",
+    ),
+    rename(
+        "business_profiles",
+        "assessment_comp",
+        "assessment_completed",
+    ),
+    rename(
+        "assessment_sessions",
+        "business_profil",
+        "business_profile_id",
+    ),
+    rename(
+        "assessment_sessions",
+        "questions_answe",
+        "questions_answered",
+    ),
+    rename(
+        "assessment_sessions",
+        "calculated_scor",
+        "calculated_scores",
+    ),
+    rename(
+        "assessment_sessions",
+        "recommended_fra",
+        "recommended_frameworks",
+    ),
+    rename(
+        "generated_policies",
+        "business_profil",
+        "business_profile_id",
+    ),
 ];
 
 /// Truncated names that 008 leaves alone: the application still reads and writes
@@ -95,7 +143,11 @@ mod tests {
         assert_eq!(legacy_name("users", "email"), None);
         assert_eq!(
             renamed_tables(),
-            ["business_profiles", "assessment_sessions", "generated_policies"]
+            [
+                "business_profiles",
+                "assessment_sessions",
+                "generated_policies"
+            ]
         );
     }
 
@@ -103,7 +155,9 @@ mod tests {
     fn known_truncations_are_fifteen_characters_and_never_renamed() {
         for (table, column) in KNOWN_TRUNCATIONS {
             assert_eq!(column.len(), 15, "{column}");
-            assert!(!RENAMES.iter().any(|r| r.table == *table && r.legacy == *column));
+            assert!(!RENAMES
+                .iter()
+                .any(|r| r.table == *table && r.legacy == *column));
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::checker::{constraint_presence, ConstraintState};
 use crate::exit::Code;
 use crate::history::{self, Entry, State};
 use crate::report::{self, Details, Report};
-use crate::shape::{self, Difference, Kind};
+use crate::shape::{self, accepted, Difference};
 use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
@@ -52,7 +52,9 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
     let constraints = CATALOG
         .iter()
         .map(|c| {
-            let p = presence.remove(c.name).expect("every catalog constraint has a presence");
+            let p = presence
+                .remove(c.name)
+                .expect("every catalog constraint has a presence");
             ConstraintStatus {
                 name: c.name,
                 table: c.table,
@@ -64,12 +66,12 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         .collect();
     let known_truncations = known_truncations(&mut client)?;
     let drift = drift(&mut client, version)?;
-    // Allowed drift (a table another tool keeps, a column renamed by hand before 008) is shown
-    // but is not a fault.
+    // Tolerated drift (a table another tool keeps, a column renamed by hand before 008) and
+    // drift accepted at baseline are shown but are not a fault.
     let healthy = entries
         .iter()
         .all(|e| matches!(e.state, State::Applied | State::Pending))
-        && drift.iter().all(|d| d.allowed);
+        && drift.iter().all(|d| d.verdict.is_fine());
     let report = Report {
         command: "status",
         ok: healthy,
@@ -108,7 +110,8 @@ fn known_truncations(client: &mut Client) -> Result<Vec<KnownTruncation>> {
 }
 
 /// The differences between the database and the shape of its recorded version (the latest
-/// embedded one when the history names a newer build's), the same comparison `baseline` makes.
+/// embedded one when the history names a newer build's), the same comparison `baseline` makes;
+/// those accepted with `baseline --accept-drift` are marked accepted.
 ///
 /// Finding the expected shape needs a scratch schema (rolled back at once); where the role may
 /// not create one, or the server is a read-only standby, the drift says so instead of failing
@@ -117,16 +120,15 @@ pub fn drift(client: &mut Client, version: i32) -> Result<Vec<Drift>> {
     let shapes = match shape::expected(client) {
         Ok(shapes) => shapes,
         Err(error) => {
-            return Ok(vec![Difference {
-                object: "schema".into(),
-                problem: format!("not compared with version {version}: {error:#}"),
-                kind: Kind::Missing,
-                allowed: false,
-            }])
+            return Ok(vec![Difference::not_compared(format!(
+                "not compared with version {version}: {error:#}"
+            ))])
         }
     };
     let live = shape::live(client)?;
-    Ok(shape::compare(&shapes, version.min(shapes.latest()), &live))
+    let mut drift = shape::compare(&shapes, version.min(shapes.latest()), &live);
+    accepted::mark(&mut drift, &accepted::read(client)?);
+    Ok(drift)
 }
 
 impl Details for StatusReport {
@@ -167,12 +169,13 @@ impl Details for StatusReport {
         if self.drift.is_empty() {
             writeln!(out, "No drift: the schema matches its recorded version.")
         } else {
-            let mut t = report::table(&["object", "drift", "verdict"]);
+            let mut t = report::table(&["object", "drift", "kind", "verdict"]);
             for d in &self.drift {
                 t.add_row(vec![
                     d.object.clone(),
                     d.problem.clone(),
-                    if d.allowed { "allowed" } else { "problem" }.to_string(),
+                    d.kind.as_str().to_string(),
+                    d.verdict.as_str().to_string(),
                 ]);
             }
             writeln!(out, "{t}")
