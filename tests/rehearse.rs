@@ -104,7 +104,7 @@ fn rehearse_plays_the_whole_repair_on_the_bundled_fixture_with_the_example_polic
         cleanup["command"]
             .as_str()
             .unwrap()
-            .contains("--policy fixtures/cleanup-policy.example.yaml (bundled example)"),
+            .ends_with("cleanup --yes --policy fixtures/cleanup-policy.example.yaml"),
         "{cleanup:#}"
     );
     let found = report["violations_found"].as_u64().unwrap();

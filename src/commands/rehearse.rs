@@ -286,7 +286,7 @@ fn rehearse(
     let policy = choose_policy(given.as_deref(), dump.is_none(), &needs_decision);
     let policy_path = match policy.source {
         "given" => args.policy.clone(),
-        "bundled example" => {
+        "bundled example" if !steps.failed() => {
             let file = write_example_policy()?;
             let path = file.path().to_path_buf();
             example_file = Some(file);
@@ -294,15 +294,12 @@ fn rehearse(
         }
         _ => None,
     };
-    if !needs_decision.is_empty() || policy.source == "bundled example" {
+    if !steps.failed() && (!needs_decision.is_empty() || policy.source == "bundled example") {
         let _ = writeln!(std::io::stderr(), "ruleiq-db: rehearse: {}", policy.reason);
     }
-    let cleanup_line = match (&policy.file, policy.source) {
-        (Some(file), "bundled example") => {
-            format!("cleanup --yes --policy {file} (bundled example)")
-        }
-        (Some(file), _) => format!("cleanup --yes --policy {file}"),
-        _ => "cleanup --yes".to_string(),
+    let cleanup_line = match &policy.file {
+        Some(file) => format!("cleanup --yes --policy {file}"),
+        None => "cleanup --yes".to_string(),
     };
     steps.run(
         "cleanup",
@@ -573,39 +570,41 @@ fn summarise(step: &str, report: &Value) -> String {
             count("applied"),
             count("validated")
         ),
-        "status" => {
-            let drift = report["drift"].as_array().cloned().unwrap_or_default();
-            let of = |verdict: &str| drift.iter().filter(|d| d["verdict"] == verdict).count();
-            format!(
-                "version {}, drift: {} tolerated, {} accepted, {} not accepted, {} blocking",
-                n("schema_version"),
-                of("tolerated"),
-                of("accepted"),
-                of("not_accepted"),
-                of("blocking")
-            )
-        }
+        "status" => format!(
+            "version {}, drift: {}",
+            n("schema_version"),
+            verdicts(&report["drift"])
+        ),
         "rollback" => format!(
             "version {} → {}, {} archives",
             n("from_version"),
             n("to_version"),
             count("archived")
         ),
-        "baseline" => {
-            let drift = report["differences"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let of = |verdict: &str| drift.iter().filter(|d| d["verdict"] == verdict).count();
-            format!(
-                "adopted at version {} ({}); {} differences tolerated, {} accepted",
-                n("schema_version"),
-                report["evidence"].as_str().unwrap_or("no evidence"),
-                of("tolerated"),
-                of("accepted")
-            )
-        }
+        "baseline" => format!(
+            "adopted at version {} ({}); differences: {}",
+            n("schema_version"),
+            report["evidence"].as_str().unwrap_or("no evidence"),
+            verdicts(&report["differences"])
+        ),
         other => other.to_string(),
+    }
+}
+
+/// How many differences of each verdict a list holds, e.g. `3 tolerated, 1 accepted`.
+fn verdicts(list: &Value) -> String {
+    let list = list.as_array().cloned().unwrap_or_default();
+    let counts: Vec<String> = ["blocking", "not_accepted", "accepted", "tolerated"]
+        .iter()
+        .filter_map(|verdict| {
+            let n = list.iter().filter(|d| d["verdict"] == *verdict).count();
+            (n > 0).then(|| format!("{n} {}", verdict.replace('_', " ")))
+        })
+        .collect();
+    if counts.is_empty() {
+        "none".to_string()
+    } else {
+        counts.join(", ")
     }
 }
 

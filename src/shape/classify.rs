@@ -20,7 +20,7 @@
 use super::compare::Finding;
 use super::{Object, VersionShapes};
 use crate::catalog::constraints::{Rule, CATALOG};
-use crate::catalog::migrations::{self, REPAIR_VERSION};
+use crate::catalog::migrations;
 use crate::catalog::renames::RENAMES;
 use crate::catalog::PRIMARY_KEY;
 use serde::Serialize;
@@ -210,7 +210,6 @@ fn ahead_reason(object: &Object, version: i32, shapes: &VersionShapes) -> Option
     } else {
         format!("if the database is in fact at version {v} or later, adopt it with `ruleiq-db baseline --version N`")
     };
-    debug_assert!(v != REPAIR_VERSION);
     Some(format!(
         "`migrate` from version {version} runs V{v}{name}, which creates it, and would fail on the one that exists; {hint}"
     ))
