@@ -123,7 +123,11 @@ pub enum Command {
         after_help = "Examples:\n  ruleiq-db rollback --dry-run         the plan for the last migration: statements, locks, archives\n  ruleiq-db rollback --yes             revert the last applied migration\n  ruleiq-db rollback --to 7 --yes      revert down to version 7\n  ruleiq-db rollback --steps 2 --yes   revert the last two"
     )]
     Rollback(RollbackArgs),
-    /// Adopt a database built by another tool: detect its version and record history.
+    /// Adopt a database built by another tool: read its version from alembic_version (else its
+    /// shape), compare, and record history without running anything.
+    #[command(
+        after_help = "Examples:\n  ruleiq-db baseline                  adopt at the version alembic_version names ('007' is 7)\n  ruleiq-db baseline --accept-drift   adopt, recording the differences 008 does not need as accepted\n  ruleiq-db baseline --version 7      adopt at version 7 whatever the evidence says"
+    )]
     Baseline(BaselineArgs),
     /// Show, re-create or drop the compatibility schema `ruleiq_compat`, which lets application
     /// code that still uses the legacy column names run beside code that uses the new ones.
@@ -144,6 +148,9 @@ pub enum Command {
     )]
     Compat(CompatArgs),
     /// Play the whole repair on a throwaway PostgreSQL: no server to set up.
+    #[command(
+        after_help = "Examples:\n  ruleiq-db rehearse                                    the bundled dirty fixture\n  ruleiq-db rehearse --dump prod.sql --policy policy.yaml  a plain-SQL pg_dump of production, your cleanup policy"
+    )]
     Rehearse(RehearseArgs),
 }
 
@@ -264,9 +271,14 @@ pub struct CompatArgs {
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct BaselineArgs {
-    /// Verify and record this version instead of detecting it.
+    /// Verify and record this version instead of reading it from alembic_version or the shape.
     #[arg(long, value_name = "N")]
     pub version: Option<i32>,
+    /// Adopt despite differences that 008 does not need (an index missing, a nullability that
+    /// differs), recording them as accepted beside the history; `status` then shows them as
+    /// accepted. Differences 008 needs still refuse.
+    #[arg(long)]
+    pub accept_drift: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -278,6 +290,13 @@ pub struct RehearseArgs {
     /// exactly the primary's data.
     #[arg(long)]
     pub with_standby: bool,
+    /// The cleanup policy to rehearse with (see fixtures/cleanup-policy.example.yaml); without
+    /// it, when cleanup needs decisions, the bundled example policy decides them.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// With --dump: adopt it with `baseline --accept-drift`.
+    #[arg(long, requires = "dump")]
+    pub accept_drift: bool,
 }
 
 /// Parses `500ms`, `2s`, `1m`, `2h`, `1d`, or a bare number of seconds, for a timeout or wait.

@@ -293,7 +293,7 @@ pub fn refuse_rename_conflicts(client: &mut Client, doing: &str, again: &str) ->
         return Ok(());
     }
     crate::exit::refuse(format!(
-        "rename conflict, {doing}: {}. Decide which column holds the data, drop or rename the other, then {again}; nothing was changed",
+        "rename conflict, {doing}: {}. 008 renames each truncated column to its full name (its rollback renames it back) and never chooses which of two columns holds the application's data, so it stops here; nothing was changed. `ruleiq-db status` lists the conflict; {again} once a single name is left",
         conflicts.join("; ")
     ))
 }

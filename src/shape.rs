@@ -7,17 +7,25 @@
 //! expected shapes are not written down here; [`expected`] runs migrations 1..N in a scratch
 //! schema, reads the catalog back and rolls everything away.
 //!
-//! Constraints are part of the shape although the adoption issue only names tables, columns,
-//! indexes and extensions: version 8 differs from 7 by its column names *and* by the catalog
-//! constraints. Without them, a database whose columns someone renamed by hand would look like
-//! version 8, be recorded as such, and never get its constraints; with them it is recognised as
-//! version 7 with hand-renamed columns, and 008 (state-aware) renames nothing and adds the
-//! constraints.
+//! A shape holds tables, columns with their types, nullability and defaults, indexes and
+//! constraints with their definitions, enum types with their labels, and extensions (DESIGN.md
+//! §4). Constraints matter for recognising versions: 8 differs from 7 by its column names *and*
+//! by the catalog constraints, so a database whose columns someone renamed by hand is seen as
+//! version 7 with hand-renamed columns, not as version 8 without constraints.
+//!
+//! Each difference is classified in one place, [`classify`]: tolerated, accepted (on purpose,
+//! with `baseline --accept-drift`) or blocking. Accepted differences are kept beside the
+//! history ([`accepted`]), so `status` shows them as accepted instead of alarming again.
 
+pub mod accepted;
+pub mod classify;
 mod compare;
+mod evidence;
 mod probe;
 
-pub use compare::{compare, Difference, Kind};
+pub use classify::Class;
+pub use compare::{compare, Difference, Finding, Verdict};
+pub use evidence::{read_evidence, Evidence};
 pub use probe::{expected, live};
 
 use std::collections::BTreeMap;
@@ -27,10 +35,32 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Object {
     Extension(String),
+    /// An enum type; its definition is its labels in order.
+    Type(String),
     Table(String),
-    Column { table: String, name: String },
-    Index { table: String, name: String },
-    Constraint { table: String, name: String },
+    /// A column; its definition is its type.
+    Column {
+        table: String,
+        name: String,
+    },
+    /// Whether a column is NOT NULL: `NOT NULL` or `NULL`, for every column.
+    Nullability {
+        table: String,
+        column: String,
+    },
+    /// A column's server-side default, for the columns that have one.
+    Default {
+        table: String,
+        column: String,
+    },
+    Index {
+        table: String,
+        name: String,
+    },
+    Constraint {
+        table: String,
+        name: String,
+    },
 }
 
 impl Object {
@@ -38,31 +68,57 @@ impl Object {
     pub fn parent_table(&self) -> Option<&str> {
         match self {
             Object::Column { table, .. }
+            | Object::Nullability { table, .. }
+            | Object::Default { table, .. }
             | Object::Index { table, .. }
             | Object::Constraint { table, .. } => Some(table),
-            Object::Extension(_) | Object::Table(_) => None,
+            Object::Extension(_) | Object::Type(_) | Object::Table(_) => None,
         }
     }
 
-    /// The object's own name (a column's without its table).
+    /// The column a column's attribute (nullability, default) belongs to.
+    pub fn parent_column(&self) -> Option<Object> {
+        match self {
+            Object::Nullability { table, column } | Object::Default { table, column } => {
+                Some(Object::Column {
+                    table: table.clone(),
+                    name: column.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The object's own name (a column's without its table; an attribute's column).
     pub fn name(&self) -> &str {
         match self {
-            Object::Extension(name) | Object::Table(name) => name,
+            Object::Extension(name) | Object::Type(name) | Object::Table(name) => name,
             Object::Column { name, .. }
             | Object::Index { name, .. }
             | Object::Constraint { name, .. } => name,
+            Object::Nullability { column, .. } | Object::Default { column, .. } => column,
         }
     }
 
-    /// The same kind of object on the same table under another name.
+    /// The same kind of object on the same table under another name (for a column's
+    /// attribute: the same attribute of another column).
     fn renamed(&self, other_name: &str) -> Object {
         let other = other_name.to_string();
         match self {
             Object::Extension(_) => Object::Extension(other),
+            Object::Type(_) => Object::Type(other),
             Object::Table(_) => Object::Table(other),
             Object::Column { table, .. } => Object::Column {
                 table: table.clone(),
                 name: other,
+            },
+            Object::Nullability { table, .. } => Object::Nullability {
+                table: table.clone(),
+                column: other,
+            },
+            Object::Default { table, .. } => Object::Default {
+                table: table.clone(),
+                column: other,
             },
             Object::Index { table, .. } => Object::Index {
                 table: table.clone(),
@@ -85,17 +141,22 @@ impl fmt::Display for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Object::Extension(name) => write!(f, "extension {name}"),
+            Object::Type(name) => write!(f, "type {name}"),
             Object::Table(name) => write!(f, "table {name}"),
             Object::Column { table, name } => write!(f, "column {table}.{name}"),
+            Object::Nullability { table, column } => {
+                write!(f, "nullability of column {table}.{column}")
+            }
+            Object::Default { table, column } => write!(f, "default of column {table}.{column}"),
             Object::Index { table, name } => write!(f, "index {name} on {table}"),
             Object::Constraint { table, name } => write!(f, "constraint {name} on {table}"),
         }
     }
 }
 
-/// A schema's objects, each with what defines it: a column's type, the normalised definition
-/// of an index or constraint (without its own name or schema), nothing for tables and
-/// extensions.
+/// A schema's objects, each with what defines it: a column's type, its nullability, its
+/// default expression, the normalised definition of an index or constraint (without its own
+/// name or schema), an enum's labels, nothing for tables and extensions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shape {
     pub objects: BTreeMap<Object, String>,

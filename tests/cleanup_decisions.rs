@@ -243,7 +243,9 @@ fn a_role_that_may_not_update_a_table_is_refused_before_anything_changes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(
-        stderr.contains("may not UPDATE table business_profiles (privilege UPDATE)"),
+        stderr.contains(
+            "may not UPDATE table business_profiles (GRANT UPDATE ON business_profiles TO"
+        ),
         "{stderr}"
     );
     assert!(

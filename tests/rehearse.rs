@@ -40,19 +40,42 @@ fn assert_server_gone(port: u16) {
     );
 }
 
-#[test]
-fn rehearse_plays_the_whole_repair_on_the_bundled_fixture() {
-    let (code, report, stderr) = rehearse(&[]);
-    assert_eq!(code, 0, "{stderr}\n{report:#}");
-    assert_eq!(report["ok"], true);
-    let steps: Vec<&str> = report["steps"]
+fn steps(report: &Value) -> Vec<(String, String)> {
+    report["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["step"].as_str().unwrap())
-        .collect();
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Production made the way production was (no ruleiq-db history, alembic_version '007'),
+/// with rows the application writes that break 008's constraints. The dirt is made by
+/// updating production's clean rows, so it needs no column beyond the constraints' own.
+fn dirty_production() -> TestDb {
+    let db = TestDb::new();
+    db.execute_file("fixtures/production_v7.sql");
+    db.execute(
+        "UPDATE evidence_items SET status = 'pending_review' WHERE status = 'collected';
+         UPDATE business_profiles SET data_sensitivity = 'Moderate' WHERE data_sensitivity = 'Low';
+         UPDATE business_profiles SET employee_count = 0 WHERE data_sensitivity = 'Critical';",
+    );
+    db
+}
+
+#[test]
+fn rehearse_plays_the_whole_repair_on_the_bundled_fixture_with_the_example_policy() {
+    let (code, report, stderr) = rehearse(&[]);
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    assert_eq!(report["ok"], true);
+    let names: Vec<String> = steps(&report).into_iter().map(|(s, _)| s).collect();
     assert_eq!(
-        steps,
+        names,
         [
             "build version 7",
             "load fixture",
@@ -67,38 +90,127 @@ fn rehearse_plays_the_whole_repair_on_the_bundled_fixture() {
             "final check"
         ]
     );
-    assert!(report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|s| s["ok"] == true));
-    assert_eq!(report["violations_found"], 16);
-    // Business profile 2 breaks two constraints: 16 violations live in 15 rows.
-    assert_eq!(report["rows_cleaned"], 15);
+    assert!(steps(&report).iter().all(|(_, outcome)| outcome == "ok"));
+    // Production's NOT NULL columns need decisions: the rehearsal says it used the example.
+    assert_eq!(report["policy"]["source"], "bundled example");
+    assert_eq!(
+        report["policy"]["file"],
+        "fixtures/cleanup-policy.example.yaml"
+    );
+    let reason = report["policy"]["reason"].as_str().unwrap();
+    assert!(reason.contains("bundled example policy"), "{reason}");
+    assert!(stderr.contains("bundled example policy"), "{stderr}");
+    let cleanup = &report["steps"][4];
+    assert!(
+        cleanup["command"]
+            .as_str()
+            .unwrap()
+            .ends_with("cleanup --yes --policy fixtures/cleanup-policy.example.yaml"),
+        "{cleanup:#}"
+    );
+    let found = report["violations_found"].as_u64().unwrap();
+    assert_eq!(found, report["steps"][2]["report"]["total_violations"]);
+    assert!(found > 0);
+    assert!(report["rows_cleaned"].as_u64().unwrap() > 0);
     assert_eq!(report["violations_left"], 0);
     assert_eq!(report["schema_version"], 8);
     assert_server_gone(port_of(&report));
 }
 
 #[test]
-fn rehearse_adopts_a_plain_sql_dump_of_production() {
-    // Production as another tool left it: version-7 schema, dirty rows, no ruleiq-db history.
-    let db = TestDb::dirty_legacy();
-    db.execute("DROP TABLE refinery_schema_history; CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY); INSERT INTO alembic_version VALUES ('7a1b2c3d4e5f');");
+fn rehearse_adopts_a_plain_sql_dump_of_production_through_baseline() {
+    let db = dirty_production();
     let dir = tempfile::tempdir().unwrap();
     let dump = dir.path().join("prod.sql");
     std::fs::write(&dump, db.dump()).unwrap();
-    let (code, report, stderr) = rehearse(&["--dump", dump.to_str().unwrap()]);
+    let policy = "fixtures/cleanup-policy.example.yaml";
+    let (code, report, stderr) = rehearse(&["--dump", dump.to_str().unwrap(), "--policy", policy]);
     assert_eq!(code, 0, "{stderr}\n{report:#}");
-    let steps: Vec<&str> = report["steps"]
-        .as_array()
+    let names: Vec<String> = steps(&report).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(names[..3], ["load dump", "adopt", "check"]);
+    let adopt = &report["steps"][1];
+    assert_eq!(adopt["report"]["evidence"], "alembic_version = '007'");
+    assert_eq!(
+        adopt["report"]["recorded"],
+        serde_json::json!([1, 2, 3, 4, 5, 6, 7])
+    );
+    assert!(
+        adopt["summary"]
+            .as_str()
+            .unwrap()
+            .contains("alembic_version = '007'"),
+        "{adopt:#}"
+    );
+    assert_eq!(report["policy"]["source"], "given");
+    assert!(report["steps"][4]["command"]
+        .as_str()
         .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap())
-        .collect();
-    assert_eq!(steps[..2], ["load dump", "adopt"]);
-    assert_eq!(report["violations_found"], 16);
+        .ends_with(&format!("cleanup --yes --policy {policy}")));
+    assert_eq!(report["violations_found"], 3);
+    assert_eq!(report["rows_cleaned"], 3);
     assert_eq!(report["violations_left"], 0);
+}
+
+#[test]
+fn a_rehearse_whose_cleanup_fails_shows_the_later_steps_as_not_run() {
+    // A policy that writes NULL into production's NOT NULL employee_count: cleanup cannot
+    // carry it out (whether its dry run or its real run finds that out).
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("null-employees.yaml");
+    std::fs::write(
+        &policy,
+        "constraints:\n  chk_employee_count_positive: set_null\n",
+    )
+    .unwrap();
+    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .args(["--no-progress", "rehearse", "--policy"])
+        .arg(&policy)
+        .timeout(std::time::Duration::from_secs(300))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let outcome = |step: &str| -> String {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("│ {step} ")))
+            .unwrap_or_else(|| panic!("no row for {step}:\n{stdout}"));
+        line.split('┆').nth(2).unwrap().trim().to_string()
+    };
+    assert_eq!(outcome("check"), "ok", "{stdout}");
+    let failed = if outcome("plan cleanup").starts_with("FAILED") {
+        "plan cleanup"
+    } else {
+        "cleanup"
+    };
+    assert!(outcome(failed).starts_with("FAILED"), "{stdout}");
+    let later = [
+        "migrate",
+        "status",
+        "rollback",
+        "migrate again",
+        "final check",
+    ];
+    for step in later {
+        assert_eq!(outcome(step), "not run", "{step}:\n{stdout}");
+    }
+    if failed == "plan cleanup" {
+        assert_eq!(outcome("cleanup"), "not run", "{stdout}");
+    }
+    let totals = stdout
+        .lines()
+        .find(|l| l.starts_with("violations found:"))
+        .unwrap();
+    assert!(
+        totals.ends_with("rows cleaned: failed, violations left: not run")
+            || totals.ends_with("rows cleaned: not run, violations left: not run"),
+        "{totals}"
+    );
+    assert!(!totals.contains("violations left: 0"), "{totals}");
+    assert!(stderr.contains("rehearse stopped at"), "{stderr}");
 }
 
 #[test]

@@ -561,7 +561,7 @@ fn refuse_inbound_references(tx: &mut impl GenericClient, table: &str, version: 
         .map(|r| format!("{} ({})", r.get::<_, String>(0), r.get::<_, String>(1)))
         .collect();
     bail!(
-        "V{version}'s down would drop table {table}, but {} still reference it; drop those references first",
+        "V{version}'s down would move table {table} to the archive, but {} still reference it: moved, they would point into the archive, and ruleiq-db never changes foreign keys it did not create. Nothing was changed by this step; `ruleiq-db rollback --to {version}` stops above it",
         referrers.join(", ")
     )
 }

@@ -133,8 +133,11 @@ pub fn prove_writes(
     refuse_if_any(client, problems)
 }
 
+/// Stands for the role's name in a problem's GRANT until `refuse_if_any` knows it.
+const ROLE: &str = "<role>";
+
 fn missing(privilege: &str, table: &str) -> String {
-    format!("may not {privilege} table {table} (privilege {privilege})")
+    format!("may not {privilege} table {table} (GRANT {privilege} ON {table} TO {ROLE})")
 }
 
 /// Whether the role holds `privilege` on `table`; for UPDATE, holding it on each of `columns`
@@ -190,7 +193,7 @@ fn audit_problems(client: &mut impl GenericClient) -> Result<Vec<String>> {
             .get(0);
         if !create {
             problems.push(format!(
-                "may not create schema {schema} for the audit trail (privilege CREATE on the database)"
+                "may not create schema {schema} for the audit trail (GRANT CREATE ON DATABASE <this database> TO {ROLE})"
             ));
         }
         return Ok(problems);
@@ -202,7 +205,7 @@ fn audit_problems(client: &mut impl GenericClient) -> Result<Vec<String>> {
     let (usage, create): (bool, bool) = (row.get(0), row.get(1));
     if !usage {
         problems.push(format!(
-            "may not use schema {schema}, the audit trail (privilege USAGE)"
+            "may not use schema {schema}, the audit trail (GRANT USAGE ON SCHEMA {schema} TO {ROLE})"
         ));
         return Ok(problems);
     }
@@ -217,7 +220,7 @@ fn audit_problems(client: &mut impl GenericClient) -> Result<Vec<String>> {
         if !present {
             if !create {
                 problems.push(format!(
-                    "may not create table {table} for the audit trail (privilege CREATE on schema {schema})"
+                    "may not create table {table} for the audit trail (GRANT CREATE ON SCHEMA {schema} TO {ROLE})"
                 ));
             }
             continue;
@@ -245,7 +248,7 @@ fn audit_problems(client: &mut impl GenericClient) -> Result<Vec<String>> {
     };
     if sequence == Some(false) {
         problems.push(format!(
-            "may not use the id sequence of {} (privilege USAGE)",
+            "may not use the id sequence of {} (GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {ROLE})",
             audit::CHANGES
         ));
     }
@@ -257,9 +260,10 @@ fn refuse_if_any(client: &mut impl GenericClient, problems: Vec<String>) -> Resu
         return Ok(());
     }
     let role: String = client.query_one("SELECT current_user::text", &[])?.get(0);
+    let grantee = quote_ident(&role);
+    let problems: Vec<String> = problems.iter().map(|p| p.replace(ROLE, &grantee)).collect();
     Err(Refused(format!(
-        "cleanup cannot be carried out as planned, so it does not start: role {} {}; nothing was changed",
-        quote_ident(&role),
+        "cleanup cannot be carried out as planned, so it does not start: role {grantee} {}; nothing was changed",
         problems.join("; ")
     ))
     .into())

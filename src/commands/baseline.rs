@@ -1,24 +1,23 @@
-//! `baseline`: adopt a database another tool built. Find the highest version whose complete
-//! shape it has and record 001..N as applied, without running them, so that `migrate` carries
-//! on from there.
+//! `baseline`: adopt a database another tool built (DESIGN.md §4). Read the evidence
+//! (`alembic_version`), compare the live schema with that version's shape (or, without
+//! trustworthy evidence, with the version the shape fits best), classify each difference, and
+//! record 001..N as applied without running them, so that `migrate` carries on from there.
 //!
-//! A version is recorded only when nothing stops it: every object of the version is there
-//! (extra tables, columns and indexes are listed and allowed; columns already renamed by hand
-//! are allowed because 008 accepts them), and no object of a later plain-SQL migration is there
-//! either, since `migrate` would then try to create it again and fail. When no version passes,
-//! nothing is recorded and the report lists the differences against the closest version (the
-//! fewest stopping differences; the higher one on a tie), which is the list of what to fix.
+//! Blocking differences (what 008, its rollback or cleanup needs) refuse; differences 008 does
+//! not need refuse until the DBA accepts them with `--accept-drift`, and are then recorded
+//! beside the history in the same transaction. Nothing here ever changes the database's own
+//! objects, and no message asks the DBA to.
 
 use super::{Context, Outcome};
 use crate::catalog::sql::quote_ident;
-use crate::catalog::{migrations, HISTORY_TABLE};
+use crate::catalog::{migrations, HISTORY_TABLE, TABLES};
 use crate::cli::BaselineArgs;
 use crate::db;
 use crate::exit::{refuse, Code};
 use crate::health::blockers::{Scope, Takes};
 use crate::history;
 use crate::report::{self, Details, Report};
-use crate::shape::{self, Difference, Kind};
+use crate::shape::{self, accepted, Difference, Evidence, Verdict};
 use anyhow::{Context as _, Result};
 use postgres::Client;
 use serde::Serialize;
@@ -27,8 +26,10 @@ use std::io::Write;
 
 #[derive(Debug, Serialize)]
 pub struct BaselineReport {
-    /// The highest version whose every object the database has (0: none).
+    /// The version the evidence names, else the one the shape fits best (0: nothing of ours).
     pub detected_version: i32,
+    /// What `alembic_version` says and whether it is trusted.
+    pub evidence: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_version: Option<i32>,
     /// The versions recorded as applied by this run.
@@ -36,19 +37,21 @@ pub struct BaselineReport {
     /// The version the differences are measured against.
     pub compared_with: i32,
     pub differences: Vec<Difference>,
+    /// Whether `--accept-drift` was given.
+    pub accept_drift: bool,
     pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
-/// What to do with the database, decided from its differences against every version.
-#[derive(Debug, PartialEq, Eq)]
-enum Verdict {
-    /// None of the objects ruleIQ's migrations create.
-    NothingToAdopt,
-    Adopt(i32),
-    Refuse {
-        against: i32,
-        reason: String,
-    },
+/// Where the version to compare with comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Requested,
+    Evidence,
+    Shape,
 }
 
 pub fn run(ctx: &Context, args: &BaselineArgs) -> Result<Outcome> {
@@ -66,55 +69,69 @@ pub fn run(ctx: &Context, args: &BaselineArgs) -> Result<Outcome> {
     ctx.journal.version(history::current_version(&applied));
     refuse_existing_history(&applied)?;
 
+    let evidence = shape::read_evidence(&mut client)?;
     let shapes = shape::expected(&mut client)?;
     let live = shape::live(&mut client)?;
-    let compared: BTreeMap<i32, Vec<Difference>> = shapes
-        .versions()
-        .map(|v| (v, shape::compare(&shapes, v, &live)))
-        .collect();
-    let detected = detected(&compared);
-    let verdict = decide(&compared, args.version);
-    let against = match &verdict {
-        Verdict::NothingToAdopt => 0,
-        Verdict::Adopt(v) => *v,
-        Verdict::Refuse { against, .. } => *against,
-    };
     let mut details = BaselineReport {
-        detected_version: detected,
+        detected_version: 0,
+        evidence: evidence.text.clone(),
         requested_version: args.version,
         recorded: Vec::new(),
-        compared_with: against,
-        differences: compared[&against].clone(),
+        compared_with: 0,
+        differences: Vec::new(),
+        accept_drift: args.accept_drift,
         summary: String::new(),
+        error: None,
+        exit_code: None,
     };
-    let (ok, code) = match verdict {
-        Verdict::NothingToAdopt => {
-            details.summary = "nothing to adopt: the database has none of ruleIQ's tables; `ruleiq-db migrate` builds the schema from scratch".into();
-            (true, Code::Ok)
-        }
-        Verdict::Adopt(version) => {
-            // Baseline locks no ruleIQ table (it only writes the history), so only old, idle
-            // and prepared transactions can hold it up.
-            ctx.wait_for_blockers(
-                &mut client,
-                &Scope::new("baseline", Vec::new(), Takes::AccessExclusive),
-            )?;
-            details.recorded = record(ctx, &mut client, version)?;
-            details.summary = adopted_summary(version, latest);
-            (true, Code::Ok)
-        }
-        Verdict::Refuse { reason, .. } => {
-            details.summary = format!("{reason}; nothing was recorded");
-            (false, Code::Refused)
-        }
+    if !TABLES.iter().any(|t| live.has_table(t)) {
+        details.summary = "nothing to adopt: the database has none of ruleIQ's tables; `ruleiq-db migrate` builds the schema from scratch".into();
+        ctx.log.line(&details.summary);
+        return Ok(outcome(details, true, Code::Ok, 0));
+    }
+    let compared: BTreeMap<i32, Vec<Difference>> = shapes
+        .versions()
+        .filter(|v| *v > 0)
+        .map(|v| (v, shape::compare(&shapes, v, &live)))
+        .collect();
+    let detected = evidence.version.unwrap_or_else(|| best_fit(&compared));
+    let (version, source) = match (args.version, evidence.version) {
+        (Some(n), _) => (n, Source::Requested),
+        (None, Some(v)) => (v, Source::Evidence),
+        (None, None) => (detected, Source::Shape),
     };
-    ctx.log.line(&if ok {
-        details.summary.clone()
-    } else {
-        format!("refused: {}", details.summary)
-    });
-    let schema_version = details.recorded.last().copied().unwrap_or(0);
-    Ok(Outcome::new(
+    details.detected_version = detected;
+    details.compared_with = version;
+    details.differences = compared[&version].clone();
+    if args.accept_drift {
+        details.differences.iter_mut().for_each(Difference::accept);
+    }
+
+    let blocking = count(&details.differences, Verdict::Blocking);
+    let to_accept = count(&details.differences, Verdict::NotAccepted);
+    let why = origin(version, source, &evidence);
+    if blocking > 0 {
+        let message = blocked_message(&why, &details.differences, args.accept_drift);
+        return Ok(refused(ctx, details, message));
+    }
+    if to_accept > 0 {
+        let message = acceptance_message(version, &why, &details.differences);
+        return Ok(refused(ctx, details, message));
+    }
+    // Baseline locks no ruleIQ table (it only writes the history), so only old, idle and
+    // prepared transactions can hold it up.
+    ctx.wait_for_blockers(
+        &mut client,
+        &Scope::new("baseline", Vec::new(), Takes::AccessExclusive),
+    )?;
+    details.recorded = record(ctx, &mut client, version, &details.differences)?;
+    details.summary = adopted_summary(version, &why, latest, &details.differences);
+    ctx.log.line(&details.summary);
+    Ok(outcome(details, true, Code::Ok, version))
+}
+
+fn outcome(details: BaselineReport, ok: bool, code: Code, schema_version: i32) -> Outcome {
+    Outcome::new(
         Report {
             command: "baseline",
             ok,
@@ -123,7 +140,15 @@ pub fn run(ctx: &Context, args: &BaselineArgs) -> Result<Outcome> {
             details,
         },
         code,
-    ))
+    )
+}
+
+fn refused(ctx: &Context, mut details: BaselineReport, message: String) -> Outcome {
+    ctx.log.line(&format!("refused: {message}"));
+    details.summary = message.clone();
+    details.error = Some(message);
+    details.exit_code = Some(Code::Refused.as_i32());
+    outcome(details, false, Code::Refused, 0)
 }
 
 fn refuse_existing_history(applied: &[history::Applied]) -> Result<()> {
@@ -137,78 +162,93 @@ fn refuse_existing_history(applied: &[history::Applied]) -> Result<()> {
     ))
 }
 
-fn blocking(differences: &[Difference]) -> usize {
-    differences.iter().filter(|d| !d.allowed).count()
+fn count(differences: &[Difference], verdict: Verdict) -> usize {
+    differences.iter().filter(|d| d.verdict == verdict).count()
 }
 
-/// The highest version whose every object is present, objects of later versions aside.
-fn detected(compared: &BTreeMap<i32, Vec<Difference>>) -> i32 {
+/// The version the shape fits best: the fewest blocking differences, then the fewest to
+/// accept, then the higher version.
+fn best_fit(compared: &BTreeMap<i32, Vec<Difference>>) -> i32 {
     compared
         .iter()
-        .rev()
-        .find(|(_, differences)| {
-            differences
-                .iter()
-                .all(|d| d.allowed || d.kind == Kind::Ahead)
+        .min_by_key(|(v, d)| {
+            (
+                count(d, Verdict::Blocking),
+                count(d, Verdict::NotAccepted),
+                std::cmp::Reverse(**v),
+            )
         })
         .map_or(0, |(v, _)| *v)
 }
 
-fn decide(compared: &BTreeMap<i32, Vec<Difference>>, requested: Option<i32>) -> Verdict {
-    let adoptable = |v: i32| compared.get(&v).is_some_and(|d| blocking(d) == 0);
-    // Version 0 is the empty schema: it matches only when no object of any version is there.
-    if adoptable(0) {
-        return Verdict::NothingToAdopt;
-    }
-    if let Some(n) = requested {
-        if adoptable(n) {
-            return Verdict::Adopt(n);
-        }
-        let differences = compared.get(&n).map_or(&[][..], Vec::as_slice);
-        let only_ahead = differences
-            .iter()
-            .all(|d| d.allowed || d.kind == Kind::Ahead);
-        let reason = if only_ahead {
-            format!(
-                "version {n} is complete, but the database also holds objects of later versions: recording {n} would make `migrate` fail creating them again"
-            )
-        } else {
-            format!(
-                "the database does not have the shape of version {n}: {} difference(s) stop it (the highest version it has completely is {})",
-                blocking(differences),
-                detected(compared)
-            )
-        };
-        return Verdict::Refuse { against: n, reason };
-    }
-    if let Some(v) = compared.keys().rev().copied().find(|v| adoptable(*v)) {
-        return Verdict::Adopt(v);
-    }
-    let (against, differences) = compared
-        .iter()
-        .filter(|(v, _)| **v > 0)
-        .min_by_key(|(v, d)| (blocking(d), std::cmp::Reverse(**v)))
-        .expect("there is at least one migration");
-    let found = detected(compared);
-    let reason = if found > 0 {
-        format!(
-            "version {found} is complete, but the database also holds objects of later versions, so no version can be recorded safely; against version {against}, the closest, {} difference(s) stop it: create what is missing (or remove what does not belong) and run baseline again",
-            blocking(differences)
-        )
-    } else {
-        format!(
-            "the database matches no version's shape; against version {against}, the closest, {} difference(s) stop it: create what is missing (or remove what does not belong) and run baseline again",
-            blocking(differences)
-        )
-    };
-    Verdict::Refuse {
-        against: *against,
-        reason,
+/// Why this version is the one compared with, for messages.
+fn origin(version: i32, source: Source, evidence: &Evidence) -> String {
+    match source {
+        Source::Requested => format!("version {version} (--version {version}; {})", evidence.text),
+        Source::Evidence => format!("version {version} ({})", evidence.text),
+        Source::Shape => format!(
+            "version {version} (the shape fits it best; {})",
+            evidence.text
+        ),
     }
 }
 
-/// Records 1..=version as applied, with refinery's names and checksums, in one transaction.
-fn record(ctx: &Context, client: &mut Client, version: i32) -> Result<Vec<i32>> {
+/// At most a few differences of one verdict, one per line, for a message.
+fn listing(differences: &[Difference], verdict: Verdict) -> String {
+    const SHOWN: usize = 5;
+    let of: Vec<&Difference> = differences
+        .iter()
+        .filter(|d| d.verdict == verdict)
+        .collect();
+    let mut lines: Vec<String> = of
+        .iter()
+        .take(SHOWN)
+        .map(|d| format!("  {}: {}", d.object, d.problem))
+        .collect();
+    if of.len() > SHOWN {
+        lines.push(format!(
+            "  … and {} more (all in the report)",
+            of.len() - SHOWN
+        ));
+    }
+    lines.join("\n")
+}
+
+fn blocked_message(why: &str, differences: &[Difference], accept_drift: bool) -> String {
+    let blocking = count(differences, Verdict::Blocking);
+    let also = count(differences, Verdict::NotAccepted);
+    let accept_note = if accept_drift {
+        "--accept-drift does not cover these: ruleiq-db records a version only when 008, its rollback and cleanup find what they need"
+    } else {
+        "--accept-drift would not cover these: ruleiq-db records a version only when 008, its rollback and cleanup find what they need"
+    };
+    let others = if also > 0 {
+        format!(" ({also} other difference(s) 008 does not need would also need --accept-drift; see the report)")
+    } else {
+        String::new()
+    };
+    format!(
+        "{why} cannot be adopted: {blocking} difference(s) concern what ruleiq-db needs:\n{}\n{accept_note}{others}. If the database is at another version, name it with `ruleiq-db baseline --version N`. Nothing was recorded; the database is unchanged",
+        listing(differences, Verdict::Blocking)
+    )
+}
+
+fn acceptance_message(version: i32, why: &str, differences: &[Difference]) -> String {
+    let n = count(differences, Verdict::NotAccepted);
+    format!(
+        "{why} differs from its expected shape in {n} way(s) that 008 does not need:\n{}\nTo adopt it as it is, run `ruleiq-db baseline --accept-drift`: version {version} is recorded with these differences accepted beside the history, and `ruleiq-db status` shows them as accepted. Nothing was recorded; the database is unchanged",
+        listing(differences, Verdict::NotAccepted)
+    )
+}
+
+/// Records 1..=version as applied, with refinery's names and checksums, and the accepted
+/// differences, in one transaction.
+fn record(
+    ctx: &Context,
+    client: &mut Client,
+    version: i32,
+    differences: &[Difference],
+) -> Result<Vec<i32>> {
     let to_record: Vec<_> = migrations::all()
         .into_iter()
         .filter(|m| m.version() <= version)
@@ -239,13 +279,14 @@ fn record(ctx: &Context, client: &mut Client, version: i32) -> Result<Vec<i32>> 
             )
             .with_context(|| format!("recording V{} {}", m.version(), m.name()))?;
         }
+        accepted::record(&mut tx, version, differences)?;
         tx.commit()?;
         Ok(())
     })?;
     Ok(to_record.iter().map(|m| m.version()).collect())
 }
 
-fn adopted_summary(version: i32, latest: i32) -> String {
+fn adopted_summary(version: i32, why: &str, latest: i32, differences: &[Difference]) -> String {
     let pending = if version + 1 == latest {
         format!("V{latest}")
     } else {
@@ -258,7 +299,25 @@ fn adopted_summary(version: i32, latest: i32) -> String {
     } else {
         String::new()
     };
-    format!("adopted at version {version}: V1 to V{version} recorded as applied without running them{next}")
+    let accepted = count(differences, Verdict::Accepted);
+    let tolerated = count(differences, Verdict::Tolerated);
+    let mut noted = Vec::new();
+    if accepted > 0 {
+        noted.push(format!(
+            "{accepted} difference(s) accepted and kept with the history"
+        ));
+    }
+    if tolerated > 0 {
+        noted.push(format!("{tolerated} tolerated"));
+    }
+    let noted = if noted.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", noted.join(", "))
+    };
+    format!(
+        "adopted at {why}: V1 to V{version} recorded as applied without running them{noted}{next}"
+    )
 }
 
 impl Details for BaselineReport {
@@ -267,6 +326,7 @@ impl Details for BaselineReport {
             (Some(first), Some(last)) => format!("V{first} to V{last}"),
             _ => "nothing".into(),
         };
+        writeln!(out, "evidence: {}", self.evidence)?;
         writeln!(
             out,
             "detected version: {}; recorded: {recorded}",
@@ -274,11 +334,14 @@ impl Details for BaselineReport {
         )?;
         writeln!(out, "{}", self.summary)?;
         if self.differences.is_empty() {
-            return writeln!(
-                out,
-                "No difference from the shape of version {}.",
-                self.compared_with
-            );
+            if self.compared_with > 0 {
+                writeln!(
+                    out,
+                    "No difference from the shape of version {}.",
+                    self.compared_with
+                )?;
+            }
+            return Ok(());
         }
         writeln!(
             out,
@@ -291,78 +354,97 @@ impl Details for BaselineReport {
                 d.object.clone(),
                 d.problem.clone(),
                 d.kind.as_str().to_string(),
-                if d.allowed { "allowed" } else { "stops it" }.to_string(),
+                verdict_text(d.verdict).to_string(),
             ]);
         }
         writeln!(out, "{t}")
     }
 }
 
+fn verdict_text(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::NotAccepted => "needs --accept-drift",
+        other => other.as_str(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shape::Class;
 
-    fn difference(kind: Kind) -> Difference {
+    fn difference(kind: Class, verdict: Verdict) -> Difference {
         Difference {
-            object: format!("{kind:?}"),
+            object: format!("{verdict:?}"),
             problem: String::new(),
             kind,
-            allowed: kind.allowed(),
+            verdict,
+            finding: shape::Finding::Missing,
+            key: format!("{verdict:?}"),
         }
     }
 
-    fn compared(versions: &[(i32, &[Kind])]) -> BTreeMap<i32, Vec<Difference>> {
+    fn compared(versions: &[(i32, &[Verdict])]) -> BTreeMap<i32, Vec<Difference>> {
         versions
             .iter()
-            .map(|(v, kinds)| (*v, kinds.iter().copied().map(difference).collect()))
+            .map(|(v, verdicts)| {
+                let list = verdicts
+                    .iter()
+                    .map(|verdict| {
+                        let kind = match verdict {
+                            Verdict::Blocking => Class::Blocking,
+                            Verdict::Tolerated => Class::Tolerated,
+                            _ => Class::Accepted,
+                        };
+                        difference(kind, *verdict)
+                    })
+                    .collect();
+                (*v, list)
+            })
             .collect()
     }
 
     #[test]
-    fn adopts_the_highest_version_that_nothing_stops() {
+    fn the_shape_picks_the_version_with_the_fewest_stopping_differences() {
+        use Verdict::*;
         let c = compared(&[
-            (0, &[Kind::Ahead]),
-            (1, &[Kind::Extra]),
-            (2, &[Kind::RenamedByHand, Kind::Extra]),
-            (3, &[Kind::Missing]),
+            (1, &[Blocking, Tolerated]),
+            (2, &[NotAccepted, Tolerated]),
+            (3, &[NotAccepted, NotAccepted]),
+            (4, &[Blocking]),
         ]);
-        assert_eq!(decide(&c, None), Verdict::Adopt(2));
-        assert_eq!(decide(&c, Some(1)), Verdict::Adopt(1));
-        assert!(matches!(
-            decide(&c, Some(3)),
-            Verdict::Refuse { against: 3, .. }
-        ));
+        assert_eq!(best_fit(&c), 2);
+        let tie = compared(&[
+            (5, &[Tolerated]),
+            (6, &[Tolerated, Tolerated]),
+            (7, &[Blocking]),
+        ]);
+        assert_eq!(best_fit(&tie), 6, "on a tie, the higher version");
     }
 
     #[test]
-    fn an_empty_schema_has_nothing_to_adopt() {
-        let c = compared(&[(0, &[Kind::Extra]), (1, &[Kind::Missing])]);
-        assert_eq!(decide(&c, None), Verdict::NothingToAdopt);
-        assert_eq!(decide(&c, Some(1)), Verdict::NothingToAdopt);
-    }
-
-    #[test]
-    fn a_complete_version_with_later_objects_is_refused_against_the_closest() {
-        let c = compared(&[
-            (0, &[Kind::Ahead]),
-            (1, &[Kind::Ahead, Kind::Ahead]),
-            (2, &[Kind::Missing]),
-            (3, &[Kind::Missing, Kind::Missing]),
-        ]);
-        assert_eq!(detected(&c), 1);
-        match decide(&c, None) {
-            Verdict::Refuse { against, reason } => {
-                assert_eq!(against, 2);
-                assert!(reason.contains("version 1 is complete"), "{reason}");
+    fn refusals_name_the_way_forward_with_ruleiq_db_only() {
+        let evidence = Evidence {
+            revisions: vec!["007".into()],
+            version: Some(7),
+            text: "alembic_version = '007'".into(),
+        };
+        let why = origin(7, Source::Evidence, &evidence);
+        let list = vec![
+            difference(Class::Blocking, Verdict::Blocking),
+            difference(Class::Accepted, Verdict::NotAccepted),
+        ];
+        let blocked = blocked_message(&why, &list, true);
+        assert!(blocked.starts_with("version 7 (alembic_version = '007') cannot be adopted"));
+        assert!(blocked.contains("--accept-drift does not cover these"));
+        assert!(blocked.contains("--version N"));
+        let accept = acceptance_message(7, &why, &list[1..]);
+        assert!(accept.contains("`ruleiq-db baseline --accept-drift`"));
+        for text in [blocked, accept] {
+            let lower = text.to_lowercase();
+            for advice in ["create ", "drop ", "remove ", "rename it"] {
+                assert!(!lower.contains(advice), "{advice:?} in {text}");
             }
-            other => panic!("{other:?}"),
-        }
-        match decide(&c, Some(1)) {
-            Verdict::Refuse { against, reason } => {
-                assert_eq!(against, 1);
-                assert!(reason.contains("fail creating them again"), "{reason}");
-            }
-            other => panic!("{other:?}"),
         }
     }
 }

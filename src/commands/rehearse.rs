@@ -1,6 +1,12 @@
-//! `rehearse`: the whole repair played on a throwaway PostgreSQL — check, cleanup, migrate,
-//! status, the application's queries old and new, rollback, migrate again — with one combined report. Needs no server: it starts one
-//! from the local binaries and removes it afterwards, also after Ctrl-C or an error.
+//! `rehearse`: the whole repair played on a throwaway PostgreSQL — adopt (for a dump), check,
+//! cleanup, migrate, status, the application's queries old and new, rollback, migrate again (and
+//! with --with-standby, a streaming standby compared with the primary at the end) — with one
+//! combined report. Needs no
+//! server: it starts one from the local binaries and removes it afterwards, also after Ctrl-C or
+//! an error.
+//!
+//! Every step is reported as it went: a step after a failure is "not run", and a total whose
+//! step did not run is "not run", never a zero.
 
 use super::{dispatch, Context, Outcome};
 use crate::cli::{
@@ -22,9 +28,9 @@ use std::time::Instant;
 /// The bundled dirty legacy fixture (loaded on top of migrations 001-007).
 const FIXTURE: &str = include_str!("../../fixtures/legacy_dirty.sql");
 
-/// The example cleanup policy: production's NOT NULL columns make two rules need a decision
-/// (DESIGN.md §3), and a rehearsal takes the example's (documented in the file itself).
+/// The bundled example cleanup policy, which decides what production's NOT NULL columns need.
 const EXAMPLE_POLICY: &str = include_str!("../../fixtures/cleanup-policy.example.yaml");
+const EXAMPLE_POLICY_NAME: &str = "fixtures/cleanup-policy.example.yaml";
 
 /// The rehearsal's cluster, reachable from the Ctrl-C handler.
 static CLUSTER: Mutex<Option<Cluster>> = Mutex::new(None);
@@ -42,17 +48,20 @@ pub struct RehearseReport {
     pub source: String,
     pub server: String,
     pub steps: Vec<Step>,
-    /// Rows the first check found violating the constraints.
-    pub violations_found: u64,
-    /// Rows cleanup changed or removed.
-    pub rows_cleaned: u64,
-    /// Violations left after the repair (0 when it worked).
-    pub violations_left: u64,
+    /// The cleanup policy the rehearsal used, and why.
+    pub policy: PolicyChoice,
+    /// Decisions the dry run of cleanup said the built-in policy cannot make.
+    pub needs_decision: Vec<Value>,
+    /// Rows the first check found violating the constraints (null: the check did not run).
+    pub violations_found: Option<u64>,
+    /// Rows cleanup changed or removed (null: cleanup did not run or failed).
+    pub rows_cleaned: Option<u64>,
+    /// Violations left after the repair (null: the final check did not run).
+    pub violations_left: Option<u64>,
     /// With --with-standby: whether the standby ended with exactly the primary's data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub standby: Option<StandbyCheck>,
 }
-
 /// The standby compared with the primary at the end of the rehearsal.
 #[derive(Debug, Serialize)]
 pub struct StandbyCheck {
@@ -68,16 +77,45 @@ pub struct StandbyCheck {
     pub differing: Vec<String>,
 }
 
+/// Which cleanup policy the rehearsal runs with.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyChoice {
+    /// `given` (--policy), `bundled example`, or `built-in`.
+    pub source: &'static str,
+    /// The file, for `given` and `bundled example`.
+    pub file: Option<String>,
+    /// Why this one, in a sentence.
+    pub reason: String,
+}
+
+/// How a step went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    Ok,
+    Failed,
+    /// An earlier step failed: this one never ran.
+    NotRun,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Step {
     pub step: String,
     pub command: String,
+    pub outcome: StepOutcome,
     pub ok: bool,
-    pub exit_code: i32,
+    /// Null when the step did not run.
+    pub exit_code: Option<i32>,
     pub duration_ms: u64,
     pub summary: String,
-    /// The step's own report (or its error).
+    /// The step's own report (or its error); null when it did not run.
     pub report: Value,
+}
+
+impl Step {
+    fn ran(&self) -> bool {
+        self.outcome != StepOutcome::NotRun
+    }
 }
 
 pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
@@ -85,6 +123,11 @@ pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
         Some(path) => Some(read_dump(path)?),
         None => None,
     };
+    if let Some(policy) = &args.policy {
+        // A policy that cannot be read fails before a server is started; cleanup parses it.
+        std::fs::metadata(policy)
+            .with_context(|| format!("cannot read the policy {}", policy.display()))?;
+    }
     install_interrupt_handler();
     ctx.log.line("starting a throwaway PostgreSQL cluster");
     let cluster = Cluster::start(&ClusterOptions::default())?;
@@ -126,8 +169,76 @@ pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
     *STANDBY.lock().expect("cluster lock") = standby;
     // Stops the cluster however this function is left, a panic included.
     let _stop = StopOnDrop;
-    let result = rehearse(ctx, &admin, target, standby_target, dump.as_deref(), server);
+    let result = rehearse(
+        ctx,
+        &admin,
+        target,
+        standby_target,
+        dump.as_deref(),
+        args,
+        server,
+    );
+    wait_for_the_interrupt_to_finish();
     result
+}
+
+/// The steps of a rehearsal, run one after the other; once one fails the rest are recorded as
+/// not run.
+struct Steps<'a> {
+    ctx: &'a Context,
+    steps: Vec<Step>,
+}
+
+impl Steps<'_> {
+    fn failed(&self) -> bool {
+        self.steps.iter().any(|s| s.outcome == StepOutcome::Failed)
+    }
+
+    /// Runs `command` unless an earlier step failed; `expected` are the exit codes that count
+    /// as success, `accept` may accept a refusal by its report (cleanup's needs_decision).
+    fn run(
+        &mut self,
+        name: &str,
+        line: &str,
+        command: Command,
+        expected: &[Code],
+        accept: fn(Code, &Value) -> bool,
+    ) {
+        if self.failed() {
+            self.steps.push(not_run(name, line));
+            return;
+        }
+        self.steps
+            .push(step(self.ctx, name, line, command, expected, accept));
+    }
+
+    fn push(&mut self, name: &str, line: &str, run: impl FnOnce() -> Step) {
+        if self.failed() {
+            self.steps.push(not_run(name, line));
+        } else {
+            self.steps.push(run());
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.step == name)
+    }
+}
+
+fn no_exception(_: Code, _: &Value) -> bool {
+    false
+}
+
+/// A dry run of cleanup that refuses because rules need decisions did its job: it found them.
+fn needs_decisions(code: Code, report: &Value) -> bool {
+    code == Code::Refused && !decisions(report).is_empty()
+}
+
+fn decisions(report: &Value) -> Vec<Value> {
+    report["needs_decision"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn rehearse(
@@ -136,6 +247,7 @@ fn rehearse(
     target: crate::config::Target,
     standby: Option<crate::config::Target>,
     dump: Option<&Path>,
+    args: &RehearseArgs,
     server: String,
 ) -> Result<Outcome> {
     let mut admin_client = crate::db::connect(admin)?;
@@ -147,11 +259,13 @@ fn rehearse(
     // What the steps do to the throwaway database is not what a failure of rehearse reports.
     inner.journal = crate::journal::Journal::default();
 
-    let mut steps = Vec::new();
+    let mut steps = Steps {
+        ctx: &inner,
+        steps: Vec::new(),
+    };
     let source = match dump {
         None => {
-            steps.push(step(
-                &inner,
+            steps.run(
                 "build version 7",
                 "migrate --target 7",
                 Command::Migrate(MigrateArgs {
@@ -159,161 +273,168 @@ fn rehearse(
                     ..MigrateArgs::default()
                 }),
                 &[Code::Ok],
-            ));
-            let started = Instant::now();
-            let loaded = load_sql(&target, FIXTURE.as_bytes());
-            steps.push(loaded_step(
-                "load fixture",
-                "fixtures/legacy_dirty.sql",
-                started,
-                loaded,
-            ));
+                no_exception,
+            );
+            steps.push("load fixture", "psql -f fixtures/legacy_dirty.sql", || {
+                let started = Instant::now();
+                let loaded = load_sql(&target, FIXTURE.as_bytes());
+                loaded_step("load fixture", "fixtures/legacy_dirty.sql", started, loaded)
+            });
             "bundled fixture (fixtures/legacy_dirty.sql)".to_string()
         }
         Some(path) => {
-            let started = Instant::now();
-            let loaded = std::fs::read(path)
-                .map_err(anyhow::Error::from)
-                .and_then(|bytes| load_sql(&target, &bytes));
-            steps.push(loaded_step(
-                "load dump",
-                &path.display().to_string(),
-                started,
-                loaded,
-            ));
-            steps.push(step(
-                &inner,
+            let shown = path.display().to_string();
+            steps.push("load dump", &format!("psql -f {shown}"), || {
+                let started = Instant::now();
+                let loaded = std::fs::read(path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|bytes| load_sql(&target, &bytes));
+                loaded_step("load dump", &shown, started, loaded)
+            });
+            let line = if args.accept_drift {
+                "baseline --accept-drift"
+            } else {
+                "baseline"
+            };
+            steps.run(
                 "adopt",
-                "baseline",
-                Command::Baseline(BaselineArgs { version: None }),
+                line,
+                Command::Baseline(BaselineArgs {
+                    version: None,
+                    accept_drift: args.accept_drift,
+                }),
                 &[Code::Ok],
-            ));
-            path.display().to_string()
+                no_exception,
+            );
+            shown
         }
     };
-    let policy = tempfile::Builder::new()
-        .prefix("ruleiq-db-policy-")
-        .suffix(".yaml")
-        .tempfile()?;
-    std::fs::write(policy.path(), EXAMPLE_POLICY)?;
-    let policy_path = Some(policy.path().to_path_buf());
-    let plan: Vec<(&str, &str, Command, &[Code])> = vec![
-        (
-            "check",
-            "check-constraints --dry-run",
-            Command::CheckConstraints(CheckArgs {
-                dry_run: true,
-                ..Default::default()
-            }),
-            &[Code::Ok, Code::Violations],
-        ),
-        (
-            "plan cleanup",
-            "cleanup --dry-run --policy fixtures/cleanup-policy.example.yaml",
-            Command::Cleanup(CleanupArgs {
-                dry_run: true,
-                policy: policy_path.clone(),
-                ..Default::default()
-            }),
-            &[Code::Ok],
-        ),
-        (
-            "cleanup",
-            "cleanup --policy fixtures/cleanup-policy.example.yaml --yes",
-            Command::Cleanup(CleanupArgs {
-                policy: policy_path.clone(),
-                ..Default::default()
-            }),
-            &[Code::Ok],
-        ),
-        (
-            "migrate",
-            "migrate",
-            Command::Migrate(MigrateArgs::default()),
-            &[Code::Ok],
-        ),
-        (
-            "status",
-            "status",
-            Command::Status(Default::default()),
-            &[Code::Ok],
-        ),
-        (
-            "rollback",
-            "rollback --to 7 --yes",
-            Command::Rollback(RollbackArgs {
-                to: Some(7),
-                ..Default::default()
-            }),
-            &[Code::Ok],
-        ),
-        (
-            "migrate again",
-            "migrate",
-            Command::Migrate(MigrateArgs::default()),
-            &[Code::Ok],
-        ),
-        (
-            "final check",
-            "check-constraints --dry-run",
-            Command::CheckConstraints(CheckArgs {
-                dry_run: true,
-                ..Default::default()
-            }),
-            &[Code::Ok],
-        ),
-    ];
-    for (name, line, command, expected) in plan {
-        if steps.iter().any(|s| !s.ok) {
-            break; // later steps would only repeat the failure
+    let check = || {
+        Command::CheckConstraints(CheckArgs {
+            dry_run: true,
+            ..Default::default()
+        })
+    };
+    steps.run(
+        "check",
+        "check-constraints --dry-run",
+        check(),
+        &[Code::Ok, Code::Violations],
+        no_exception,
+    );
+
+    let given = args.policy.as_ref().map(|p| p.display().to_string());
+    let plan_line = match &given {
+        Some(file) => format!("cleanup --dry-run --policy {file}"),
+        None => "cleanup --dry-run".to_string(),
+    };
+    steps.run(
+        "plan cleanup",
+        &plan_line,
+        Command::Cleanup(CleanupArgs {
+            dry_run: true,
+            policy: args.policy.clone(),
+            ..Default::default()
+        }),
+        &[Code::Ok],
+        needs_decisions,
+    );
+    let needs_decision = steps
+        .get("plan cleanup")
+        .map(|s| decisions(&s.report))
+        .unwrap_or_default();
+    // The example policy lives in the binary; cleanup reads a file.
+    let mut example_file = None;
+    let policy = choose_policy(given.as_deref(), dump.is_none(), &needs_decision);
+    let policy_path = match policy.source {
+        "given" => args.policy.clone(),
+        "bundled example" if !steps.failed() => {
+            let file = write_example_policy()?;
+            let path = file.path().to_path_buf();
+            example_file = Some(file);
+            Some(path)
         }
-        steps.push(step(&inner, name, line, command, expected));
-        if name == "status" && steps.iter().all(|s| s.ok) {
-            steps.push(application_step(&inner, &target));
-        }
+        _ => None,
+    };
+    if !steps.failed() && (!needs_decision.is_empty() || policy.source == "bundled example") {
+        let _ = writeln!(std::io::stderr(), "ruleiq-db: rehearse: {}", policy.reason);
     }
+    let cleanup_line = match &policy.file {
+        Some(file) => format!("cleanup --yes --policy {file}"),
+        None => "cleanup --yes".to_string(),
+    };
+    steps.run(
+        "cleanup",
+        &cleanup_line,
+        Command::Cleanup(CleanupArgs {
+            policy: policy_path,
+            ..Default::default()
+        }),
+        &[Code::Ok],
+        no_exception,
+    );
+    drop(example_file);
+    steps.run(
+        "migrate",
+        "migrate",
+        Command::Migrate(MigrateArgs::default()),
+        &[Code::Ok],
+        no_exception,
+    );
+    steps.run(
+        "status",
+        "status",
+        Command::Status(Default::default()),
+        &[Code::Ok],
+        no_exception,
+    );
+    steps.push(
+        "application queries",
+        "the application's queries, legacy and full names",
+        || application_step(&inner, &target),
+    );
+    steps.run(
+        "rollback",
+        "rollback --to 7 --yes",
+        Command::Rollback(RollbackArgs {
+            to: Some(7),
+            ..Default::default()
+        }),
+        &[Code::Ok],
+        no_exception,
+    );
+    steps.run(
+        "migrate again",
+        "migrate",
+        Command::Migrate(MigrateArgs::default()),
+        &[Code::Ok],
+        no_exception,
+    );
+    steps.run(
+        "final check",
+        "check-constraints --dry-run",
+        check(),
+        &[Code::Ok],
+        no_exception,
+    );
     let mut standby_check = None;
     if let Some(standby) = &standby {
-        let started = Instant::now();
-        let checked = compare_standby(ctx, &target, standby);
-        let (ok, summary, report) = match &checked {
-            Ok(c) if c.identical => (
-                true,
-                format!(
-                    "the standby replayed everything: {} tables, {} rows, identical",
-                    c.tables, c.rows
-                ),
-                serde_json::to_value(c)?,
-            ),
-            Ok(c) => (
-                false,
-                format!("the standby differs: {}", c.differing.join(", ")),
-                serde_json::to_value(c)?,
-            ),
-            Err(e) => (
-                false,
-                format!("{e:#}"),
-                serde_json::json!({ "error": format!("{e:#}") }),
-            ),
-        };
-        steps.push(Step {
-            step: "standby".into(),
-            command: format!("compare standby '{STANDBY_NAME}' with the primary"),
-            ok,
-            exit_code: if ok { 0 } else { 1 },
-            duration_ms: started.elapsed().as_millis() as u64,
-            summary,
-            report,
-        });
-        standby_check = checked.ok();
+        steps.push(
+            "standby",
+            &format!("compare standby '{STANDBY_NAME}' with the primary"),
+            || {
+                let (step, checked) = standby_step(ctx, &target, standby);
+                standby_check = checked;
+                step
+            },
+        );
     }
 
-    let number = |step: &str, key: &str| -> u64 {
+    let number = |step: &str, key: &str| -> Option<u64> {
         steps
-            .iter()
-            .find(|s| s.step == step)
+            .get(step)
+            .filter(|s| s.outcome == StepOutcome::Ok)
             .and_then(|s| s.report[key].as_u64())
-            .unwrap_or(0)
     };
     let details = RehearseReport {
         source,
@@ -321,18 +442,24 @@ fn rehearse(
         violations_found: number("check", "total_violations"),
         rows_cleaned: number("cleanup", "total_rows"),
         violations_left: number("final check", "total_violations"),
-        steps,
+        policy,
+        needs_decision,
+        steps: steps.steps,
         standby: standby_check,
     };
-    let all_ran = details.steps.len() >= 10 && details.steps.iter().all(|s| s.ok);
+    let all_ok = details.steps.iter().all(|s| s.ok);
     let schema_version = details
         .steps
         .iter()
         .rev()
         .find_map(|s| s.report["schema_version"].as_i64())
         .unwrap_or(0) as i32;
-    let code = if all_ran { Code::Ok } else { Code::Error };
-    if let Some(failed) = details.steps.iter().find(|s| !s.ok) {
+    let code = if all_ok { Code::Ok } else { Code::Error };
+    if let Some(failed) = details
+        .steps
+        .iter()
+        .find(|s| s.outcome == StepOutcome::Failed)
+    {
         let _ = writeln!(
             std::io::stderr(),
             "ruleiq-db: rehearse stopped at `{}`: {}",
@@ -343,7 +470,7 @@ fn rehearse(
     Ok(Outcome::new(
         Report {
             command: "rehearse",
-            ok: all_ran,
+            ok: all_ok,
             dry_run: false,
             schema_version,
             details,
@@ -352,8 +479,62 @@ fn rehearse(
     ))
 }
 
+/// Which policy the real cleanup runs with: the one given; else, when the dry run found rules
+/// needing decisions or the source is the bundled fixture (production's shape, whose NOT NULL
+/// columns need decisions the built-in policy does not make), the bundled example; else the
+/// built-in policy.
+fn choose_policy(given: Option<&str>, bundled: bool, needs_decision: &[Value]) -> PolicyChoice {
+    if let Some(file) = given {
+        return PolicyChoice {
+            source: "given",
+            file: Some(file.to_string()),
+            reason: format!("cleanup runs with the policy given, {file}"),
+        };
+    }
+    let why = if !needs_decision.is_empty() {
+        format!(
+            "cleanup needs {} decision(s) the built-in policy does not make",
+            needs_decision.len()
+        )
+    } else if bundled {
+        "the bundled fixture has production's NOT NULL columns, where the built-in policy cannot write NULL".to_string()
+    } else {
+        return PolicyChoice {
+            source: "built-in",
+            file: None,
+            reason: "cleanup runs with the built-in policy (no --policy given, no decision needed)"
+                .into(),
+        };
+    };
+    PolicyChoice {
+        source: "bundled example",
+        file: Some(EXAMPLE_POLICY_NAME.into()),
+        reason: format!(
+            "{why}; no --policy given, so the rehearsal continues with the bundled example policy {EXAMPLE_POLICY_NAME}. Production needs your own decisions: `ruleiq-db cleanup --dry-run --policy FILE`"
+        ),
+    }
+}
+
+fn write_example_policy() -> Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix("cleanup-policy.example.")
+        .suffix(".yaml")
+        .tempfile()
+        .context("writing the bundled example policy to a temporary file")?;
+    file.write_all(EXAMPLE_POLICY.as_bytes())?;
+    file.flush()?;
+    Ok(file)
+}
+
 /// Runs one command against the rehearsal database and records how it went.
-fn step(ctx: &Context, name: &str, line: &str, command: Command, expected: &[Code]) -> Step {
+fn step(
+    ctx: &Context,
+    name: &str,
+    line: &str,
+    command: Command,
+    expected: &[Code],
+    accept: fn(Code, &Value) -> bool,
+) -> Step {
     ctx.log.line(&format!("rehearse: {line}"));
     let started = Instant::now();
     let result = dispatch(ctx, &command);
@@ -365,11 +546,17 @@ fn step(ctx: &Context, name: &str, line: &str, command: Command, expected: &[Cod
             serde_json::json!({ "error": format!("{error:#}") }),
         ),
     };
+    let ok = expected.contains(&exit) || accept(exit, &report);
     Step {
         step: name.to_string(),
         command: format!("ruleiq-db {line}"),
-        ok: expected.contains(&exit),
-        exit_code: exit.as_i32(),
+        outcome: if ok {
+            StepOutcome::Ok
+        } else {
+            StepOutcome::Failed
+        },
+        ok,
+        exit_code: Some(exit.as_i32()),
         duration_ms,
         summary: summarise(name, &report),
         report,
@@ -424,20 +611,40 @@ fn application_step(ctx: &Context, target: &crate::config::Target) -> Step {
     Step {
         step: "application queries".into(),
         command: line,
+        outcome: if ok {
+            StepOutcome::Ok
+        } else {
+            StepOutcome::Failed
+        },
         ok,
-        exit_code: if ok { 0 } else { 1 },
+        exit_code: Some(if ok { 0 } else { 1 }),
         duration_ms: started.elapsed().as_millis() as u64,
         summary,
         report,
     }
 }
 
-fn loaded_step(name: &str, what: &str, started: Instant, result: Result<()>) -> Step {
-    let (ok, summary, report) = match result {
-        Ok(()) => (
+/// The standby step: waits for replay, compares, and says how it went.
+fn standby_step(
+    ctx: &Context,
+    primary: &crate::config::Target,
+    standby: &crate::config::Target,
+) -> (Step, Option<StandbyCheck>) {
+    let started = Instant::now();
+    let checked = compare_standby(ctx, primary, standby);
+    let (ok, summary, report) = match &checked {
+        Ok(c) if c.identical => (
             true,
-            format!("loaded {what}"),
-            serde_json::json!({ "loaded": what }),
+            format!(
+                "the standby replayed everything: {} tables, {} rows, identical",
+                c.tables, c.rows
+            ),
+            serde_json::to_value(c).unwrap_or(Value::Null),
+        ),
+        Ok(c) => (
+            false,
+            format!("the standby differs: {}", c.differing.join(", ")),
+            serde_json::to_value(c).unwrap_or(Value::Null),
         ),
         Err(e) => (
             false,
@@ -445,63 +652,21 @@ fn loaded_step(name: &str, what: &str, started: Instant, result: Result<()>) -> 
             serde_json::json!({ "error": format!("{e:#}") }),
         ),
     };
-    Step {
-        step: name.to_string(),
-        command: format!("psql -f {what}"),
+    let step = Step {
+        step: "standby".into(),
+        command: format!("compare standby '{STANDBY_NAME}' with the primary"),
+        outcome: if ok {
+            StepOutcome::Ok
+        } else {
+            StepOutcome::Failed
+        },
         ok,
-        exit_code: if ok { 0 } else { 1 },
+        exit_code: Some(if ok { 0 } else { 1 }),
         duration_ms: started.elapsed().as_millis() as u64,
         summary,
         report,
-    }
-}
-
-/// One line a person reads for each step.
-fn summarise(step: &str, report: &Value) -> String {
-    if let Some(error) = report["error"].as_str() {
-        return error.lines().next().unwrap_or(error).to_string();
-    }
-    let n = |key: &str| report[key].as_u64().unwrap_or(0);
-    let count = |key: &str| report[key].as_array().map_or(0, Vec::len);
-    match report["command"].as_str().unwrap_or(step) {
-        "check-constraints" => {
-            let broken = report["constraints"].as_array().map_or(0, |c| {
-                c.iter()
-                    .filter(|c| c["violations"].as_u64() > Some(0))
-                    .count()
-            });
-            match n("total_violations") {
-                0 => format!("no row violates the {} constraints", count("constraints")),
-                total => format!("{total} violating rows across {broken} constraints"),
-            }
-        }
-        "cleanup" if report["dry_run"] == true => format!("would change {} rows", n("total_rows")),
-        "cleanup" => format!(
-            "changed {} rows, run {}",
-            n("total_rows"),
-            report["run_id"].as_str().unwrap_or("?")
-        ),
-        "migrate" => format!(
-            "version {} → {}, {} applied, {} constraints validated",
-            n("from_version"),
-            n("to_version"),
-            count("applied"),
-            count("validated")
-        ),
-        "status" => format!(
-            "version {}, {} drift items",
-            n("schema_version"),
-            count("drift")
-        ),
-        "rollback" => format!(
-            "version {} → {}, {} archives",
-            n("from_version"),
-            n("to_version"),
-            count("archived")
-        ),
-        "baseline" => format!("adopted at version {}", n("detected_version")),
-        other => other.to_string(),
-    }
+    };
+    (step, checked.ok())
 }
 
 /// Waits until the standby has replayed everything, then compares every table on both servers.
@@ -537,6 +702,131 @@ fn compare_standby(
         identical: differing.is_empty(),
         differing,
     })
+}
+
+fn not_run(name: &str, line: &str) -> Step {
+    let command = if line.starts_with("psql ") {
+        line.to_string()
+    } else {
+        format!("ruleiq-db {line}")
+    };
+    Step {
+        step: name.to_string(),
+        command,
+        outcome: StepOutcome::NotRun,
+        ok: false,
+        exit_code: None,
+        duration_ms: 0,
+        summary: "not run (an earlier step failed)".into(),
+        report: Value::Null,
+    }
+}
+
+fn loaded_step(name: &str, what: &str, started: Instant, result: Result<()>) -> Step {
+    let (ok, summary, report) = match result {
+        Ok(()) => (
+            true,
+            format!("loaded {what}"),
+            serde_json::json!({ "loaded": what }),
+        ),
+        Err(e) => (
+            false,
+            format!("{e:#}"),
+            serde_json::json!({ "error": format!("{e:#}") }),
+        ),
+    };
+    Step {
+        step: name.to_string(),
+        command: format!("psql -f {what}"),
+        outcome: if ok {
+            StepOutcome::Ok
+        } else {
+            StepOutcome::Failed
+        },
+        ok,
+        exit_code: Some(if ok { 0 } else { 1 }),
+        duration_ms: started.elapsed().as_millis() as u64,
+        summary,
+        report,
+    }
+}
+
+/// One line a person reads for each step.
+fn summarise(step: &str, report: &Value) -> String {
+    let needed = decisions(report);
+    if !needed.is_empty() {
+        let names: Vec<&str> = needed
+            .iter()
+            .filter_map(|d| d["constraint"].as_str())
+            .collect();
+        return format!("needs {} decision(s): {}", names.len(), names.join(", "));
+    }
+    if let Some(error) = report["error"].as_str() {
+        return error.lines().next().unwrap_or(error).to_string();
+    }
+    let n = |key: &str| report[key].as_u64().unwrap_or(0);
+    let count = |key: &str| report[key].as_array().map_or(0, Vec::len);
+    match report["command"].as_str().unwrap_or(step) {
+        "check-constraints" => {
+            let broken = report["constraints"].as_array().map_or(0, |c| {
+                c.iter()
+                    .filter(|c| c["violations"].as_u64() > Some(0))
+                    .count()
+            });
+            match n("total_violations") {
+                0 => format!("no row violates the {} constraints", count("constraints")),
+                total => format!("{total} violating rows across {broken} constraints"),
+            }
+        }
+        "cleanup" if report["dry_run"] == true => format!("would change {} rows", n("total_rows")),
+        "cleanup" => format!(
+            "changed {} rows, run {}",
+            n("total_rows"),
+            report["run_id"].as_str().unwrap_or("?")
+        ),
+        "migrate" => format!(
+            "version {} → {}, {} applied, {} constraints validated",
+            n("from_version"),
+            n("to_version"),
+            count("applied"),
+            count("validated")
+        ),
+        "status" => format!(
+            "version {}, drift: {}",
+            n("schema_version"),
+            verdicts(&report["drift"])
+        ),
+        "rollback" => format!(
+            "version {} → {}, {} archives",
+            n("from_version"),
+            n("to_version"),
+            count("archived")
+        ),
+        "baseline" => format!(
+            "adopted at version {} ({}); differences: {}",
+            n("schema_version"),
+            report["evidence"].as_str().unwrap_or("no evidence"),
+            verdicts(&report["differences"])
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// How many differences of each verdict a list holds, e.g. `3 tolerated, 1 accepted`.
+fn verdicts(list: &Value) -> String {
+    let list = list.as_array().cloned().unwrap_or_default();
+    let counts: Vec<String> = ["blocking", "not_accepted", "accepted", "tolerated"]
+        .iter()
+        .filter_map(|verdict| {
+            let n = list.iter().filter(|d| d["verdict"] == *verdict).count();
+            (n > 0).then(|| format!("{n} {}", verdict.replace('_', " ")))
+        })
+        .collect();
+    if counts.is_empty() {
+        "none".to_string()
+    } else {
+        counts.join(", ")
+    }
 }
 
 /// Checks a dump up front so a bad file fails before a server is started: it must be a
@@ -676,9 +966,23 @@ fn stop_cluster() {
     }
 }
 
+/// Set first thing by the Ctrl-C handler.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// After Ctrl-C the handler stops the server and ends the process with 130; the rehearsal's
+/// own thread, whose connection that stop just cut, must not end it first with an error.
+fn wait_for_the_interrupt_to_finish() {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 fn install_interrupt_handler() {
     // Ctrl-C must not leave a server running in a temporary directory.
     let _ = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = writeln!(
             std::io::stderr(),
             "ruleiq-db: interrupted; stopping the throwaway PostgreSQL"
@@ -696,20 +1000,45 @@ impl Details for RehearseReport {
             t.add_row(vec![
                 s.step.clone(),
                 s.command.clone(),
-                if s.ok {
-                    "ok".to_string()
-                } else {
-                    format!("FAILED (exit {})", s.exit_code)
+                match (s.outcome, s.exit_code) {
+                    (StepOutcome::Ok, _) => "ok".to_string(),
+                    (StepOutcome::Failed, Some(code)) => format!("FAILED (exit {code})"),
+                    (StepOutcome::Failed, None) => "FAILED".to_string(),
+                    (StepOutcome::NotRun, _) => "not run".to_string(),
                 },
-                format!("{} ms", s.duration_ms),
+                if s.ran() {
+                    format!("{} ms", s.duration_ms)
+                } else {
+                    "-".to_string()
+                },
                 s.summary.clone(),
             ]);
         }
         writeln!(out, "{t}")?;
+        if !self.needs_decision.is_empty() {
+            writeln!(
+                out,
+                "cleanup needs {} decision(s) the built-in policy does not make:",
+                self.needs_decision.len()
+            )?;
+            for d in &self.needs_decision {
+                writeln!(out, "  - {}", decision_line(d))?;
+            }
+        }
+        writeln!(out, "policy: {}", self.policy.reason)?;
+        let total = |value: Option<u64>, step: &str| match value {
+            Some(n) => n.to_string(),
+            None => match self.steps.iter().find(|s| s.step == step) {
+                Some(s) if s.outcome == StepOutcome::Failed => "failed".to_string(),
+                _ => "not run".to_string(),
+            },
+        };
         writeln!(
             out,
             "violations found: {}, rows cleaned: {}, violations left: {}",
-            self.violations_found, self.rows_cleaned, self.violations_left
+            total(self.violations_found, "check"),
+            total(self.rows_cleaned, "cleanup"),
+            total(self.violations_left, "final check")
         )?;
         if let Some(s) = &self.standby {
             writeln!(
@@ -729,9 +1058,73 @@ impl Details for RehearseReport {
     }
 }
 
+/// One decision cleanup needs, on one line: constraint, where, why, the options.
+fn decision_line(d: &Value) -> String {
+    let text = |key: &str| d[key].as_str().unwrap_or("?").to_string();
+    let options = match &d["options"] {
+        Value::Array(list) => list
+            .iter()
+            .map(|o| o.as_str().map_or_else(|| o.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Null => String::new(),
+        other => other
+            .as_str()
+            .map_or_else(|| other.to_string(), str::to_string),
+    };
+    let mut line = format!(
+        "{} on {}.{}: {}",
+        text("constraint"),
+        text("table"),
+        text("column"),
+        text("reason")
+    );
+    if !options.is_empty() {
+        line.push_str(&format!(" (options: {options})"));
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
-    use super::dump_problem;
+    use super::*;
+
+    #[test]
+    fn the_example_policy_is_chosen_only_without_one_given() {
+        let decision = serde_json::json!({"constraint": "chk_employee_count_positive"});
+        let given = choose_policy(Some("mine.yaml"), true, std::slice::from_ref(&decision));
+        assert_eq!(
+            (given.source, given.file.as_deref()),
+            ("given", Some("mine.yaml"))
+        );
+        let example = choose_policy(None, false, &[decision]);
+        assert_eq!(example.source, "bundled example");
+        assert!(
+            example.reason.contains("needs 1 decision(s)"),
+            "{}",
+            example.reason
+        );
+        assert!(example.reason.contains(EXAMPLE_POLICY_NAME));
+        assert_eq!(choose_policy(None, true, &[]).source, "bundled example");
+        assert_eq!(choose_policy(None, false, &[]).source, "built-in");
+    }
+
+    #[test]
+    fn a_decision_is_one_line() {
+        let d = serde_json::json!({
+            "constraint": "fk_generated_policy_business_profile",
+            "table": "generated_policies",
+            "column": "business_profil",
+            "reason": "the column is NOT NULL: the dangling link cannot be cleared",
+            "options": ["delete", "skip"],
+        });
+        let line = decision_line(&d);
+        assert_eq!(
+            line,
+            "fk_generated_policy_business_profile on generated_policies.business_profil: the column is NOT NULL: the dangling link cannot be cleared (options: delete, skip)"
+        );
+        assert!(!line.contains('\n'));
+    }
 
     #[test]
     fn plain_sql_passes_and_archives_do_not() {

@@ -12,7 +12,7 @@ use crate::health::picture::{self, Health};
 use crate::history::{self, Entry, State};
 use crate::replication::{self, ServerRole, Standby};
 use crate::report::{self, Details, Report};
-use crate::shape::{self, Difference, Kind};
+use crate::shape::{self, accepted, Difference};
 use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
@@ -93,12 +93,9 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
         DriftCheck::Compared(drift) => (drift, true),
         // The reason stays in `drift`, where a reader of the report looks for it.
         DriftCheck::NotCompared(why) => (
-            vec![Difference {
-                object: "schema".into(),
-                problem: format!("not compared with version {version}: {why}"),
-                kind: Kind::Missing,
-                allowed: false,
-            }],
+            vec![Difference::not_compared(format!(
+                "not compared with version {version}: {why}"
+            ))],
             false,
         ),
     };
@@ -152,7 +149,7 @@ fn verdict(
         ConstraintState::NotValid => false,
         ConstraintState::Absent => version < REPAIR_VERSION,
     });
-    let drift_ok = drift_checked && drift.iter().all(|d| d.allowed);
+    let drift_ok = drift_checked && drift.iter().all(|d| d.verdict.is_fine());
     if !history_ok || !constraints_ok || (drift_checked && !drift_ok) {
         Code::Violations
     } else if !drift_checked {
@@ -186,7 +183,8 @@ fn known_truncations(client: &mut Client) -> Result<Vec<KnownTruncation>> {
 
 /// The differences between the database and the shape of its recorded version (the latest
 /// embedded one when the history names a newer build's), the same comparison `baseline` makes;
-/// or why the comparison could not run.
+/// or why the comparison could not run;
+/// those accepted with `baseline --accept-drift` are marked accepted.
 ///
 /// Finding the expected shape needs a scratch schema (rolled back at once); where the role may
 /// not create one, or the server is a read-only standby, status says so instead of failing.
@@ -196,11 +194,9 @@ pub fn drift(client: &mut Client, version: i32) -> Result<DriftCheck> {
         Err(error) => return Ok(DriftCheck::NotCompared(format!("{error:#}"))),
     };
     let live = shape::live(client)?;
-    Ok(DriftCheck::Compared(shape::compare(
-        &shapes,
-        version.min(shapes.latest()),
-        &live,
-    )))
+    let mut drift = shape::compare(&shapes, version.min(shapes.latest()), &live);
+    accepted::mark(&mut drift, &accepted::read(client)?);
+    Ok(DriftCheck::Compared(drift))
 }
 
 impl Details for StatusReport {
@@ -253,12 +249,13 @@ impl Details for StatusReport {
         if self.drift.is_empty() {
             writeln!(out, "No drift: the schema matches its recorded version.")?;
         } else {
-            let mut t = report::table(&["object", "drift", "verdict"]);
+            let mut t = report::table(&["object", "drift", "kind", "verdict"]);
             for d in &self.drift {
                 t.add_row(vec![
                     d.object.clone(),
                     d.problem.clone(),
-                    if d.allowed { "allowed" } else { "problem" }.to_string(),
+                    d.kind.as_str().to_string(),
+                    d.verdict.as_str().to_string(),
                 ]);
             }
             writeln!(out, "{t}")?;

@@ -1,48 +1,75 @@
-//! How a live schema differs from the shape of a version, and which differences stop the
-//! database from being that version.
+//! How a live schema differs from the shape of a version. What each difference means for
+//! adoption and for the next migration is decided in [`super::classify`].
 
+use super::classify::{self, Class};
 use super::{Object, Shape, VersionShapes};
 use crate::catalog::migrations::{self, REPAIR_VERSION};
 use crate::catalog::renames::{legacy_name, RENAMES};
 use serde::Serialize;
 
-/// What kind of difference; only `renamed_by_hand` and `extra` leave the version matching.
+/// What the comparison found about one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub enum Finding {
     /// The version has it; the database does not.
     Missing,
-    /// Both have it, defined differently (a column's type, an index's definition).
+    /// Both have it, defined differently (a column's type or nullability, an index's
+    /// definition, an enum's labels).
     Mismatch,
     /// A legacy column the database already carries under its full name: 008 accepts that.
     RenamedByHand,
     /// A column the version has under its full name, still under the truncated one.
     NotRenamed,
-    /// Both the truncated and the full name of a column exist: 008 cannot rename it.
+    /// Both the truncated and the full name of a column exist: 008 (or its rollback) cannot
+    /// rename it.
     RenameConflict,
-    /// The database has it, the version does not; left alone.
+    /// The database has it, the version does not.
     Extra,
-    /// The database has an object a later migration creates: migrating from this version
-    /// would try to create it again and fail.
+    /// The database has an object a later plain-SQL migration creates: migrating from this
+    /// version would try to create it again and fail.
     Ahead,
 }
 
-impl Kind {
-    /// Whether the database still has the version's shape despite this difference.
-    pub fn allowed(self) -> bool {
-        matches!(self, Kind::RenamedByHand | Kind::Extra)
-    }
-
+impl Finding {
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::Missing => "missing",
-            Kind::Mismatch => "mismatch",
-            Kind::RenamedByHand => "renamed_by_hand",
-            Kind::NotRenamed => "not_renamed",
-            Kind::RenameConflict => "rename_conflict",
-            Kind::Extra => "extra",
-            Kind::Ahead => "ahead",
+            Finding::Missing => "missing",
+            Finding::Mismatch => "mismatch",
+            Finding::RenamedByHand => "renamed_by_hand",
+            Finding::NotRenamed => "not_renamed",
+            Finding::RenameConflict => "rename_conflict",
+            Finding::Extra => "extra",
+            Finding::Ahead => "ahead",
         }
+    }
+}
+
+/// Where a difference stands: its class, and for an accepted one whether the DBA accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Stops adoption (and, for `status`, the next step).
+    Blocking,
+    /// Needs `baseline --accept-drift` (or, after adoption, was never accepted).
+    NotAccepted,
+    /// Accepted on purpose, recorded with the history.
+    Accepted,
+    Tolerated,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Blocking => "blocking",
+            Verdict::NotAccepted => "not accepted",
+            Verdict::Accepted => "accepted",
+            Verdict::Tolerated => "tolerated",
+        }
+    }
+
+    /// Whether the difference is fine as it stands.
+    pub fn is_fine(self) -> bool {
+        matches!(self, Verdict::Accepted | Verdict::Tolerated)
     }
 }
 
@@ -51,30 +78,67 @@ impl Kind {
 pub struct Difference {
     pub object: String,
     pub problem: String,
-    pub kind: Kind,
-    /// True when the version still matches despite it (extra objects, hand renames).
-    pub allowed: bool,
+    /// tolerated | accepted | blocking (DESIGN.md §4).
+    pub kind: Class,
+    /// Where it stands: tolerated, accepted, not accepted (yet), blocking.
+    pub verdict: Verdict,
+    /// What was found: missing, mismatch, extra, …
+    pub finding: Finding,
+    /// The object under its current names (a legacy column under the name 008 gives it), so an
+    /// accepted difference is still recognised after 008.
+    #[serde(skip)]
+    pub key: String,
 }
 
-/// Every difference between `live` and the shape of `version`: stopping ones first, then
-/// allowed ones, each group in object order. A missing or extra table stands for its columns,
-/// indexes and constraints, which are not listed again.
+impl Difference {
+    /// A difference about the comparison itself (it could not be made).
+    pub fn not_compared(problem: String) -> Difference {
+        Difference {
+            object: "schema".into(),
+            problem,
+            kind: Class::Blocking,
+            verdict: Verdict::Blocking,
+            finding: Finding::Missing,
+            key: "schema".into(),
+        }
+    }
+
+    /// Marks an accepted-class difference as accepted.
+    pub fn accept(&mut self) {
+        if self.kind == Class::Accepted {
+            self.verdict = Verdict::Accepted;
+        }
+    }
+}
+
+/// Every difference between `live` and the shape of `version`, classified: blocking ones
+/// first, then the ones to accept, then the tolerated ones, each group in object order. A
+/// missing or extra table stands for its columns, indexes and constraints, and a missing or
+/// extra column for its nullability and default, which are not listed again.
 pub fn compare(shapes: &VersionShapes, version: i32, live: &Shape) -> Vec<Difference> {
     let Some(expected) = shapes.shape(version) else {
-        return vec![Difference {
-            object: "schema".into(),
-            problem: format!("version {version} is not one of the embedded migrations"),
-            kind: Kind::Missing,
-            allowed: false,
-        }];
+        return vec![Difference::not_compared(format!(
+            "version {version} is not one of the embedded migrations"
+        ))];
     };
     let mut differences = Vec::new();
-    let mut push = |object: &Object, kind: Kind, problem: String| {
+    let mut push = |object: &Object, finding: Finding, problem: String| {
+        let (kind, why) = classify::classify(object, finding, version, shapes);
+        let problem = match why {
+            Some(why) => format!("{problem}; {why}"),
+            None => problem,
+        };
         differences.push(Difference {
             object: object.to_string(),
             problem,
             kind,
-            allowed: kind.allowed(),
+            verdict: match kind {
+                Class::Blocking => Verdict::Blocking,
+                Class::Accepted => Verdict::NotAccepted,
+                Class::Tolerated => Verdict::Tolerated,
+            },
+            finding,
+            key: key(object),
         });
     };
     for (object, wanted) in &expected.objects {
@@ -84,15 +148,16 @@ pub fn compare(shapes: &VersionShapes, version: i32, live: &Shape) -> Vec<Differ
         {
             continue;
         }
-        match live.get(object) {
+        let Some(counterpart) = counterpart(object, live) else {
+            continue; // the column itself is reported
+        };
+        match live.get(&counterpart) {
             Some(found) if found == wanted => {}
-            Some(found) => {
-                let (kind, problem) = mismatch(object, wanted, found);
-                push(object, kind, problem);
-            }
+            Some(found) if same_after_renames(object, wanted, found) => {}
+            Some(found) => push(object, Finding::Mismatch, mismatch(object, wanted, found)),
             None => {
-                let (kind, problem) = absent(shapes, object, wanted, live);
-                push(object, kind, problem);
+                let (finding, problem) = absent(shapes, object, wanted, live);
+                push(object, finding, problem);
             }
         }
     }
@@ -108,24 +173,119 @@ pub fn compare(shapes: &VersionShapes, version: i32, live: &Shape) -> Vec<Differ
         {
             continue;
         }
-        if let Some((kind, problem)) = surplus(shapes, version, expected, object, live) {
-            push(object, kind, problem);
+        if object
+            .parent_column()
+            .is_some_and(|column| !expected.contains(&column))
+        {
+            continue;
+        }
+        if let Some((finding, problem)) = surplus(shapes, version, expected, object, live) {
+            push(object, finding, problem);
         }
     }
-    differences.sort_by_key(|d| d.allowed);
+    differences.sort_by_key(|d| d.verdict);
     differences
 }
 
-fn mismatch(object: &Object, wanted: &str, found: &str) -> (Kind, String) {
-    let problem = match object {
-        Object::Column { .. } => format!("type is {found}, expected {wanted}"),
-        _ => format!("defined as `{found}`, expected `{wanted}`"),
+/// The object under its current names, for recognising a difference across 008's renames.
+pub fn key(object: &Object) -> String {
+    let legacy_column = match object {
+        Object::Column {
+            table,
+            name: column,
+        }
+        | Object::Nullability { table, column }
+        | Object::Default { table, column } => RENAMES
+            .iter()
+            .find(|r| r.table == table && r.legacy == column),
+        _ => None,
     };
-    (Kind::Mismatch, problem)
+    match legacy_column {
+        Some(r) => object.renamed(r.current).to_string(),
+        None => object.to_string(),
+    }
+}
+
+/// Where the live database keeps what `object` describes: the object itself, or for an
+/// attribute of a legacy column renamed by hand the same attribute of the renamed column.
+/// None when the attribute's column is not there at all.
+fn counterpart(object: &Object, live: &Shape) -> Option<Object> {
+    let Some(column) = object.parent_column() else {
+        return Some(object.clone());
+    };
+    if live.contains(&column) {
+        return Some(object.clone());
+    }
+    let Object::Column { table, name } = &column else {
+        return None;
+    };
+    let r = RENAMES
+        .iter()
+        .find(|r| r.table == table && r.legacy == name)?;
+    live.has_column(table, r.current)
+        .then(|| object.renamed(r.current))
+}
+
+/// Whether an index or constraint differs only by columns renamed by hand (their names appear
+/// in its definition): 008 renames the rest, and the definitions then agree.
+fn same_after_renames(object: &Object, wanted: &str, found: &str) -> bool {
+    let (Object::Index { table, .. } | Object::Constraint { table, .. }) = object else {
+        return false;
+    };
+    let current = |definition: &str| {
+        RENAMES
+            .iter()
+            .filter(|r| r.table == table)
+            .fold(definition.to_string(), |text, r| {
+                replace_word(&text, r.legacy, r.current)
+            })
+    };
+    current(wanted) == current(found)
+}
+
+/// `text` with every whole-word occurrence of the identifier `from` replaced by `to`.
+fn replace_word(text: &str, from: &str, to: &str) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(from) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + from.len()..].chars().next();
+        let whole = !before.is_some_and(is_word) && !after.is_some_and(is_word);
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { to } else { from });
+        rest = &rest[at + from.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn mismatch(object: &Object, wanted: &str, found: &str) -> String {
+    match object {
+        Object::Column { .. } => format!("type is {found}, expected {wanted}"),
+        Object::Nullability { .. } => {
+            let spell = |d: &str| {
+                if d == "NOT NULL" {
+                    "NOT NULL"
+                } else {
+                    "nullable"
+                }
+            };
+            format!("is {}, expected {}", spell(found), spell(wanted))
+        }
+        Object::Default { .. } => format!("default is {found}, expected {wanted}"),
+        Object::Type(_) => format!("labels are {found}, expected {wanted}"),
+        _ => format!("defined as `{found}`, expected `{wanted}`"),
+    }
 }
 
 /// Why an object of the version is not in the database.
-fn absent(shapes: &VersionShapes, object: &Object, wanted: &str, live: &Shape) -> (Kind, String) {
+fn absent(
+    shapes: &VersionShapes,
+    object: &Object,
+    wanted: &str,
+    live: &Shape,
+) -> (Finding, String) {
     if let Object::Column { table, name } = object {
         // A legacy column already renamed by hand: 008 renames only what is still truncated.
         if let Some(r) = RENAMES
@@ -135,27 +295,40 @@ fn absent(shapes: &VersionShapes, object: &Object, wanted: &str, live: &Shape) -
             let full = object.renamed(r.current);
             return match live.get(&full) {
                 Some(found) if found == wanted => (
-                    Kind::RenamedByHand,
+                    Finding::RenamedByHand,
                     format!("already renamed by hand to {} (008 accepts it)", r.current),
                 ),
                 Some(found) => (
-                    Kind::Mismatch,
+                    Finding::Mismatch,
                     format!(
                         "renamed by hand to {}, whose type is {found}, expected {wanted}",
                         r.current
                     ),
                 ),
-                None => (Kind::Missing, missing_text(shapes, object)),
+                None => (
+                    Finding::Missing,
+                    format!(
+                        "missing under either name, {} or {} ({} creates it)",
+                        r.legacy,
+                        r.current,
+                        shapes
+                            .introduced_by(object)
+                            .map_or_else(|| "ruleIQ's migrations".to_string(), migration_label)
+                    ),
+                ),
             };
         }
         if let Some(legacy) = legacy_name(table, name) {
             if live.contains(&object.renamed(legacy)) {
                 return (
-                    Kind::NotRenamed,
+                    Finding::NotRenamed,
                     format!("still has the truncated name {legacy}"),
                 );
             }
         }
+    }
+    if let Object::Default { .. } = object {
+        return (Finding::Missing, format!("no default, expected {wanted}"));
     }
     if matches!(object, Object::Index { .. } | Object::Constraint { .. }) {
         // The same definition under another name (a tool with other naming conventions).
@@ -165,17 +338,16 @@ fn absent(shapes: &VersionShapes, object: &Object, wanted: &str, live: &Shape) -
             .find(|(o, d)| o.same_kind_and_table(object) && d.as_str() == wanted)
         {
             return (
-                Kind::Missing,
+                Finding::Missing,
                 format!(
-                    "{}; an identical one exists as {}: rename it to {}",
+                    "{}; an identical one exists under the name {}",
                     missing_text(shapes, object),
                     twin.name(),
-                    object.name()
                 ),
             );
         }
     }
-    (Kind::Missing, missing_text(shapes, object))
+    (Finding::Missing, missing_text(shapes, object))
 }
 
 fn missing_text(shapes: &VersionShapes, object: &Object) -> String {
@@ -193,7 +365,11 @@ fn surplus(
     expected: &Shape,
     object: &Object,
     live: &Shape,
-) -> Option<(Kind, String)> {
+) -> Option<(Finding, String)> {
+    if let Object::Default { .. } = object {
+        let found = live.get(object).unwrap_or_default();
+        return Some((Finding::Extra, format!("default {found}, expected none")));
+    }
     if let Object::Column { table, name } = object {
         if let Some(r) = RENAMES
             .iter()
@@ -203,10 +379,10 @@ fn surplus(
                 // Reported as not renamed unless the full name exists too.
                 return live.has_column(table, r.current).then(|| {
                     (
-                        Kind::Extra,
+                        Finding::RenameConflict,
                         format!(
-                            "truncated column left over beside {}; drop it once its data is no longer needed",
-                            r.current
+                            "the truncated name exists beside {}: rolling 008 back renames {} back to {name} and stops while both exist",
+                            r.current, r.current
                         ),
                     )
                 });
@@ -217,9 +393,9 @@ fn surplus(
                 // Reported as renamed by hand unless the truncated name exists too.
                 return live.has_column(table, legacy).then(|| {
                     (
-                        Kind::RenameConflict,
+                        Finding::RenameConflict,
                         format!(
-                            "both {legacy} and {name} exist: 008 cannot rename {legacy}; keep the one that holds the data and drop the other"
+                            "both {legacy} and {name} exist: 008 renames {legacy} to {name} and stops while both exist (it never chooses which one holds the data)"
                         ),
                     )
                 });
@@ -230,15 +406,10 @@ fn surplus(
         // 008 renames only what is still truncated and adds only absent constraints, so part of
         // it done by hand is no obstacle; the plain SQL migrations are not written that way.
         Some(v) if v > version && v != REPAIR_VERSION => {
-            let hint = if version == 0 {
-                "; adopt the database with `ruleiq-db baseline`"
-            } else {
-                ""
-            };
             return Some((
-                Kind::Ahead,
+                Finding::Ahead,
                 format!(
-                    "belongs to {}, beyond version {version}: migrating from {version} would fail creating it again{hint}",
+                    "belongs to {}, beyond version {version}",
                     migration_label(v)
                 ),
             ));
@@ -250,7 +421,7 @@ fn surplus(
         Some(_) => format!("extra; version {version} no longer has it"),
         None => "extra (not created by ruleIQ's migrations); left alone".into(),
     };
-    Some((Kind::Extra, problem))
+    Some((Finding::Extra, problem))
 }
 
 fn migration_label(version: i32) -> String {
@@ -314,11 +485,37 @@ mod tests {
         VersionShapes::new(BTreeMap::from([(2, v2), (3, v3), (8, v8)]))
     }
 
-    fn kinds(differences: &[Difference]) -> Vec<(String, Kind)> {
+    fn kinds(differences: &[Difference]) -> Vec<(String, Finding)> {
         differences
             .iter()
-            .map(|d| (d.object.clone(), d.kind))
+            .map(|d| (d.object.clone(), d.finding))
             .collect()
+    }
+
+    #[test]
+    fn only_whole_identifiers_are_renamed_in_definitions() {
+        assert_eq!(
+            replace_word(
+                "FOREIGN KEY (business_profil) REFERENCES business_profiles(id)",
+                "business_profil",
+                "business_profile_id"
+            ),
+            "FOREIGN KEY (business_profile_id) REFERENCES business_profiles(id)"
+        );
+        let fk = Object::Constraint {
+            table: "generated_policies".into(),
+            name: "generated_policies_business_profil_fkey".into(),
+        };
+        assert!(same_after_renames(
+            &fk,
+            "FOREIGN KEY (business_profil) REFERENCES business_profiles(id)",
+            "FOREIGN KEY (business_profile_id) REFERENCES business_profiles(id)"
+        ));
+        assert!(!same_after_renames(
+            &fk,
+            "FOREIGN KEY (business_profil) REFERENCES business_profiles(id)",
+            "FOREIGN KEY (business_profil) REFERENCES users(id)"
+        ));
     }
 
     #[test]
@@ -329,7 +526,7 @@ mod tests {
     }
 
     #[test]
-    fn a_hand_renamed_column_is_allowed_before_008_and_blocks_008() {
+    fn a_hand_renamed_column_is_tolerated_before_008() {
         let shapes = shapes();
         let mut live = shapes.shape(3).unwrap().clone();
         live.objects
@@ -343,16 +540,16 @@ mod tests {
             kinds(&at_3),
             vec![(
                 "column business_profiles.handles_persona".into(),
-                Kind::RenamedByHand
+                Finding::RenamedByHand
             )]
         );
-        assert!(at_3[0].allowed);
+        assert_eq!(at_3[0].kind, Class::Tolerated);
         let at_8 = compare(&shapes, 8, &live);
         assert_eq!(
             kinds(&at_8),
             vec![(
                 "constraint chk_employee_count_positive on business_profiles".into(),
-                Kind::Missing
+                Finding::Missing
             )]
         );
         assert!(at_8[0].problem.contains("V8 repair_schema creates it"));
@@ -372,7 +569,7 @@ mod tests {
             kinds(&compare(&shapes, 8, &live)),
             vec![(
                 "column business_profiles.handles_personal_data".into(),
-                Kind::NotRenamed
+                Finding::NotRenamed
             )]
         );
 
@@ -382,13 +579,14 @@ mod tests {
         );
         let leftover = compare(&shapes, 8, &live);
         assert_eq!(leftover.len(), 1);
-        assert_eq!(leftover[0].kind, Kind::Extra);
-        assert!(leftover[0].problem.contains("left over"));
+        assert_eq!(leftover[0].finding, Finding::RenameConflict);
+        assert_eq!(leftover[0].kind, Class::Blocking);
+        assert!(leftover[0].problem.contains("rolling 008 back"));
         let conflict = compare(&shapes, 3, &live);
         assert!(
             conflict
                 .iter()
-                .any(|d| d.kind == Kind::RenameConflict && !d.allowed),
+                .any(|d| d.finding == Finding::RenameConflict && d.kind == Class::Blocking),
             "{conflict:?}"
         );
     }
@@ -404,11 +602,19 @@ mod tests {
         assert_eq!(
             kinds(&at_2),
             vec![
-                ("table report_schedules".into(), Kind::Ahead),
-                ("table alembic_version".into(), Kind::Extra),
+                ("table report_schedules".into(), Finding::Ahead),
+                ("table alembic_version".into(), Finding::Extra),
             ]
         );
-        assert!(!at_2[0].allowed && at_2[1].allowed);
+        assert_eq!(
+            (at_2[0].kind, at_2[1].kind),
+            (Class::Blocking, Class::Tolerated)
+        );
+        assert!(
+            at_2[0].problem.contains("`ruleiq-db baseline --version N`"),
+            "{}",
+            at_2[0].problem
+        );
     }
 
     #[test]
@@ -438,14 +644,14 @@ mod tests {
         assert_eq!(
             kinds(&found)[..2],
             [
-                ("table report_schedules".into(), Kind::Missing),
-                ("index bp_idx on business_profiles".into(), Kind::Missing),
+                ("table report_schedules".into(), Finding::Missing),
+                ("index bp_idx on business_profiles".into(), Finding::Missing),
             ]
         );
         assert!(
             found[1]
                 .problem
-                .ends_with("exists as ix_business_profiles_id: rename it to bp_idx"),
+                .ends_with("an identical one exists under the name ix_business_profiles_id"),
             "{}",
             found[1].problem
         );

@@ -67,7 +67,8 @@ pub fn live(client: &mut impl GenericClient) -> Result<Shape> {
     Ok(shape)
 }
 
-/// Tables, columns, indexes and constraints of one schema.
+/// Tables, columns (type, nullability, default), enum types, indexes and constraints of one
+/// schema.
 ///
 /// Definitions are normalised so that two schemas compare equal: an index definition loses its
 /// own name and its table's schema (`pg_get_indexdef` always qualifies the table); a
@@ -86,21 +87,54 @@ fn read(client: &mut impl GenericClient, schema: &str) -> Result<Shape> {
         objects.insert(Object::Table(row.get(0)), String::new());
     }
     let columns = client.query(
-        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
+        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
+                a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
            FROM pg_attribute a
            JOIN pg_class c ON c.oid = a.attrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
           WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped",
         &[&schema],
     )?;
     for row in columns {
+        let (table, column): (String, String) = (row.get(0), row.get(1));
+        let not_null: bool = row.get(3);
+        let default: Option<String> = row.get(4);
+        objects.insert(
+            Object::Nullability {
+                table: table.clone(),
+                column: column.clone(),
+            },
+            if not_null { "NOT NULL" } else { "NULL" }.to_string(),
+        );
+        if let Some(default) = default {
+            objects.insert(
+                Object::Default {
+                    table: table.clone(),
+                    column: column.clone(),
+                },
+                default,
+            );
+        }
         objects.insert(
             Object::Column {
-                table: row.get(0),
-                name: row.get(1),
+                table,
+                name: column,
             },
             row.get(2),
         );
+    }
+    let enums = client.query(
+        "SELECT t.typname::text, string_agg(quote_literal(e.enumlabel::text), ', ' ORDER BY e.enumsortorder)
+           FROM pg_type t
+           JOIN pg_namespace n ON n.oid = t.typnamespace
+           JOIN pg_enum e ON e.enumtypid = t.oid
+          WHERE n.nspname = $1
+          GROUP BY t.typname",
+        &[&schema],
+    )?;
+    for row in enums {
+        objects.insert(Object::Type(row.get(0)), row.get(1));
     }
     let indexes = client.query(
         "SELECT t.relname::text, i.relname::text,
