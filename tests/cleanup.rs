@@ -17,32 +17,6 @@ const FIXTURE_VIOLATIONS: &[(&str, u64)] = &[
     ("fk_generated_policy_business_profile", 1),
 ];
 
-/// A dump whose rows compare regardless of their physical order (an UPDATE moves a row, and a
-/// re-inserted row lands elsewhere): each COPY block's lines are sorted. The audit schema is
-/// left out, as it is the only thing cleanup + undo is meant to add.
-fn canonical_dump(db: &TestDb) -> String {
-    let dump = db.dump_with(&["--exclude-schema=ruleiq_audit"]);
-    let mut out = Vec::new();
-    let mut block: Vec<&str> = Vec::new();
-    let mut in_copy = false;
-    for line in dump.lines() {
-        if in_copy {
-            if line == "\\." {
-                block.sort_unstable();
-                out.append(&mut block);
-                out.push(line);
-                in_copy = false;
-            } else {
-                block.push(line);
-            }
-        } else {
-            in_copy = line.starts_with("COPY ");
-            out.push(line);
-        }
-    }
-    out.join("\n")
-}
-
 /// check-constraints --dry-run: violations per constraint.
 fn check_counts(db: &TestDb) -> BTreeMap<String, u64> {
     let (_, report, stderr) = db.run_json(&["check-constraints", "--dry-run"]);
@@ -385,7 +359,7 @@ fn undo_restores_the_data_exactly_deleted_rows_included() {
         "ALTER TABLE assessment_sessions DROP CONSTRAINT assessment_sessions_business_profil_fkey;
          ALTER TABLE generated_policies DROP CONSTRAINT generated_policies_business_profil_fkey;",
     );
-    let before = canonical_dump(&db);
+    let before = db.canonical_dump();
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_file(
         &dir,
@@ -399,7 +373,7 @@ fn undo_restores_the_data_exactly_deleted_rows_included() {
     assert_eq!(report["total_rows"], 18);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM assessment_sessions"), 3);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM generated_policies"), 2);
-    assert_ne!(canonical_dump(&db), before);
+    assert_ne!(db.canonical_dump(), before);
 
     let (code, undo, stderr) = db.run_json(&["--yes", "cleanup", "--undo", &run_id]);
     assert_eq!(code, 0, "{undo:#}\n{stderr}");
@@ -408,7 +382,7 @@ fn undo_restores_the_data_exactly_deleted_rows_included() {
     assert_eq!(undo["rows_restored"], 18);
     assert_eq!(undo["conflicts"], serde_json::json!([]));
     assert_eq!(
-        canonical_dump(&db),
+        db.canonical_dump(),
         before,
         "undo did not restore the data exactly"
     );
@@ -418,7 +392,7 @@ fn undo_restores_the_data_exactly_deleted_rows_included() {
     let (code, again, _) = db.run_json(&["--yes", "cleanup", "--undo", &run_id]);
     assert_eq!(code, 0);
     assert_eq!(again["rows_restored"], 0);
-    assert_eq!(canonical_dump(&db), before);
+    assert_eq!(db.canonical_dump(), before);
 }
 
 /// Production enforces its foreign keys on business_profil: a role that may not turn triggers

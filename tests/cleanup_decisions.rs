@@ -10,32 +10,6 @@ use std::path::PathBuf;
 
 const EXAMPLE: &str = "fixtures/cleanup-policy.example.yaml";
 
-/// A dump whose rows compare regardless of their physical order (an UPDATE moves a row, a
-/// re-inserted row lands elsewhere): each COPY block's lines sorted; the audit schema, the
-/// one thing cleanup + undo is meant to add, left out.
-fn canonical_dump(db: &TestDb) -> String {
-    let dump = db.dump_with(&["--exclude-schema=ruleiq_audit"]);
-    let mut out = Vec::new();
-    let mut block: Vec<&str> = Vec::new();
-    let mut in_copy = false;
-    for line in dump.lines() {
-        if in_copy {
-            if line == "\\." {
-                block.sort_unstable();
-                out.append(&mut block);
-                out.push(line);
-                in_copy = false;
-            } else {
-                block.push(line);
-            }
-        } else {
-            in_copy = line.starts_with("COPY ");
-            out.push(line);
-        }
-    }
-    out.join("\n")
-}
-
 fn assert_same(before: &str, after: &str, what: &str) {
     if before != after {
         let old: std::collections::BTreeSet<&str> = before.lines().collect();
@@ -170,12 +144,12 @@ fn a_policy_that_asks_for_null_in_a_not_null_column_is_refused() {
 #[test]
 fn with_the_example_policy_cleanup_finishes_and_undo_restores_the_exact_original() {
     let db = TestDb::dirty_legacy();
-    let original = canonical_dump(&db);
+    let original = db.canonical_dump();
 
     let (code, report, stderr) = db.run_json(&["cleanup", "--dry-run", "--policy", EXAMPLE]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     assert_eq!(report["needs_decision"], serde_json::json!([]));
-    assert_same(&original, &canonical_dump(&db), "after the dry run");
+    assert_same(&original, &db.canonical_dump(), "after the dry run");
 
     let (code, stdout, stderr) = db.run(&["--yes", "cleanup", "--policy", EXAMPLE]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -193,11 +167,11 @@ fn with_the_example_policy_cleanup_finishes_and_undo_restores_the_exact_original
     let (code, check, _) = db.run_json(&["check-constraints", "--dry-run"]);
     assert_eq!(code, 0, "{check:#}");
     assert_eq!(check["total_violations"], 0);
-    assert_ne!(canonical_dump(&db), original);
+    assert_ne!(db.canonical_dump(), original);
 
     let (code, report, stderr) = db.run_json(&["cleanup", "--undo", &run_id, "--yes"]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
-    assert_same(&original, &canonical_dump(&db), "after undo");
+    assert_same(&original, &db.canonical_dump(), "after undo");
 }
 
 /// `postgres://user:password@…` → the same server and database as `role`.
@@ -300,7 +274,7 @@ fn a_batch_that_fails_mid_run_reports_every_changed_table_the_run_and_its_undo()
          CREATE TRIGGER frozen BEFORE UPDATE ON business_profiles
            FOR EACH ROW EXECUTE FUNCTION refuse_update();",
     );
-    let original = canonical_dump(&db);
+    let original = db.canonical_dump();
 
     for format in ["json", "yaml", "table"] {
         let (code, stdout, stderr) =
@@ -364,14 +338,14 @@ fn a_batch_that_fails_mid_run_reports_every_changed_table_the_run_and_its_undo()
         let args: Vec<&str> = undo.split(' ').skip(1).collect();
         let (code, _, stderr) = db.run(&args);
         assert_eq!(code, 0, "{stderr}");
-        assert_same(&original, &canonical_dump(&db), format);
+        assert_same(&original, &db.canonical_dump(), format);
     }
 }
 
 #[test]
 fn a_skipped_rule_keeps_cleanup_from_saying_migrate_can_enforce() {
     let db = TestDb::dirty_legacy();
-    let original = canonical_dump(&db);
+    let original = db.canonical_dump();
     let dir = tempfile::tempdir().unwrap();
     let example = std::fs::read_to_string(EXAMPLE).unwrap();
     let skipping = example.replace(
@@ -398,7 +372,7 @@ fn a_skipped_rule_keeps_cleanup_from_saying_migrate_can_enforce() {
         "SELECT count(*) FROM business_profiles WHERE data_sensitivity NOT IN ('Low','Medium','High','Critical')",
     );
     assert_eq!(sensitivities, 5);
-    assert_ne!(canonical_dump(&db), original);
+    assert_ne!(db.canonical_dump(), original);
 }
 
 /// Makes a clean evidence row carry `status`, bound as a parameter.
@@ -433,7 +407,7 @@ fn policy_synonyms_reach_sql_only_as_bound_parameters() {
             db.name
         ));
         set_status(&db, row, evil);
-        let before = canonical_dump(&db);
+        let before = db.canonical_dump();
         let (code, report, stderr) =
             db.run_json(&["--yes", "cleanup", "--policy", path.to_str().unwrap()]);
         assert_eq!(code, 0, "scs={conforming}: {report:#}\n{stderr}");
@@ -455,7 +429,7 @@ fn policy_synonyms_reach_sql_only_as_bound_parameters() {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let now = canonical_dump(&db);
+        let now = db.canonical_dump();
         let old: std::collections::BTreeSet<&str> = before.lines().collect();
         let new: std::collections::BTreeSet<&str> = now.lines().collect();
         for line in old.symmetric_difference(&new) {

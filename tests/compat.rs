@@ -849,42 +849,15 @@ fn the_views_carry_the_tables_grants_to_the_application_role() {
     admin.batch_execute(&format!("DROP ROLE {role}")).unwrap();
 }
 
-/// Runs the binary on a pseudo-terminal (util-linux `script`), typing `answer` at its prompt.
-fn on_a_terminal(db: &TestDb, args: &str, answer: &str) -> (i32, String) {
-    use std::io::Write;
-    let binary = assert_cmd::cargo::cargo_bin("ruleiq-db");
-    let command = format!("{} --database-url '{}' {args}", binary.display(), db.url);
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env_remove("DATABASE_URL")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("script (util-linux) runs the binary on a pseudo-terminal");
-    std::thread::sleep(Duration::from_millis(1500));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(answer.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn on_a_terminal_compat_drop_asks_and_only_yes_drops() {
     let db = production_at_7();
     migrate_json(&db, &[]);
-    let (code, screen) = on_a_terminal(&db, "compat --drop", "n\n");
+    let (code, screen) = db.on_a_terminal("compat --drop", "n\n");
     assert_eq!(code, 4, "{screen}");
     assert!(screen.contains("[y/N]"), "{screen}");
     assert!(schema_exists(&db));
-    let (code, screen) = on_a_terminal(&db, "compat --drop", "y\n");
+    let (code, screen) = db.on_a_terminal("compat --drop", "y\n");
     assert_eq!(code, 0, "{screen}");
     assert!(!schema_exists(&db));
 }

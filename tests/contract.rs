@@ -133,38 +133,11 @@ fn failures_still_give_json_readers_one_document() {
     assert!(report["error"].as_str().unwrap().contains("nope"));
 }
 
-/// Runs the binary on a pseudo-terminal (util-linux `script`), typing `answer` at its prompt.
-fn on_a_terminal(db: &TestDb, args: &str, answer: &str) -> (i32, String) {
-    let binary = assert_cmd::cargo::cargo_bin("ruleiq-db");
-    let command = format!("{} --database-url '{}' {args}", binary.display(), db.url);
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env_remove("DATABASE_URL")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("script (util-linux) runs the binary on a pseudo-terminal");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(answer.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn on_a_terminal_rollback_asks_and_only_yes_goes_ahead() {
     let db = TestDb::new();
     db.migrate_to(8);
-    let (code, screen) = on_a_terminal(&db, "rollback", "n\n");
+    let (code, screen) = db.on_a_terminal("rollback", "n\n");
     assert_eq!(code, 4, "{screen}");
     assert!(screen.contains("[y/N]"), "{screen}");
     assert_eq!(
@@ -172,7 +145,7 @@ fn on_a_terminal_rollback_asks_and_only_yes_goes_ahead() {
         8
     );
 
-    let (code, screen) = on_a_terminal(&db, "rollback", "y\n");
+    let (code, screen) = db.on_a_terminal("rollback", "y\n");
     assert_eq!(code, 0, "{screen}");
     assert_eq!(
         db.scalar_i64("SELECT max(version)::bigint FROM refinery_schema_history"),

@@ -284,6 +284,60 @@ impl TestDb {
         dump_url(&self.url, extra)
     }
 
+    /// A dump whose rows compare regardless of their physical order (an UPDATE moves a row, a
+    /// re-inserted row lands elsewhere): each COPY block's lines sorted; the audit schema, the
+    /// one thing cleanup + undo is meant to add, left out.
+    pub fn canonical_dump(&self) -> String {
+        let dump = self.dump_with(&["--exclude-schema=ruleiq_audit"]);
+        let mut out = Vec::new();
+        let mut block: Vec<&str> = Vec::new();
+        let mut in_copy = false;
+        for line in dump.lines() {
+            if in_copy {
+                if line == "\\." {
+                    block.sort_unstable();
+                    out.append(&mut block);
+                    out.push(line);
+                    in_copy = false;
+                } else {
+                    block.push(line);
+                }
+            } else {
+                in_copy = line.starts_with("COPY ");
+                out.push(line);
+            }
+        }
+        out.join("\n")
+    }
+
+    /// Runs the binary on a pseudo-terminal (util-linux `script`), typing `answer` at its
+    /// prompt; returns the exit code and what the terminal showed.
+    pub fn on_a_terminal(&self, args: &str, answer: &str) -> (i32, String) {
+        use std::io::Write;
+        let binary = assert_cmd::cargo::cargo_bin("ruleiq-db");
+        let command = format!("{} --database-url '{}' {args}", binary.display(), self.url);
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("DATABASE_URL")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs the binary on a pseudo-terminal");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     /// Asserts the database's dump equals `before`, printing only the differing lines.
     pub fn assert_unchanged(&self, before: &str) {
         let after = self.dump();
