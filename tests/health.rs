@@ -643,3 +643,29 @@ fn a_transaction_older_than_blocker_age_counts_even_away_from_the_tables() {
         assert!(running.join().unwrap().is_err(), "the sleep was cancelled");
     });
 }
+
+#[test]
+fn compat_drop_refuses_while_a_session_sits_on_a_table_its_views_read() {
+    let db = clean_at_7(TestDb::new());
+    db.migrate_to(8);
+    let mut holder = db.client();
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    holder
+        .batch_execute("BEGIN; SELECT count(*) FROM business_profiles")
+        .unwrap();
+    wait_until_idle_for_a_moment(&db, pid);
+    let (code, _, stderr) = db.run(&["--yes", "--lock-wait", "1s", "compat", "--drop"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_namespace WHERE nspname = 'ruleiq_compat'"),
+        1,
+        "nothing was dropped"
+    );
+    holder.batch_execute("COMMIT").unwrap();
+    let (code, _, stderr) = db.run(&["--yes", "compat", "--drop"]);
+    assert_eq!(code, 0, "{stderr}");
+}

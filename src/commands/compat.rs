@@ -3,10 +3,12 @@
 use super::{Context, Outcome};
 use crate::catalog::compat::{self as sql, CONNECTION_OPTION, SCHEMA};
 use crate::catalog::migrations::REPAIR_VERSION;
+use crate::catalog::renames::renamed_tables;
 use crate::catalog::repair::PlannedStatement;
 use crate::cli::CompatArgs;
 use crate::compat::{self, CompatSchema, CompatView};
 use crate::exit::Code;
+use crate::health::blockers::{Scope, Takes};
 use crate::history;
 use crate::report::{self, Details, Report};
 use anyhow::Result;
@@ -76,7 +78,15 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
         ctx.lock_for_changes(&mut client)?;
         // Decided again under the lock: another ruleiq-db may have changed it meanwhile.
         (version, found) = state(&mut client)?;
+        ctx.journal.version(version);
         action = decide(args, version, &found);
+        // The views' DDL locks them and reads their tables: sessions sitting on those tables
+        // would make it wait, so they are named (and waited for) first, as for migrate.
+        let tables = renamed_tables().into_iter().map(str::to_string).collect();
+        ctx.wait_for_blockers(
+            &mut client,
+            &Scope::new("compat", tables, Takes::AccessExclusive),
+        )?;
     }
     let (mut created, mut dropped) = (false, false);
     let existed = found.is_some();
