@@ -4,8 +4,10 @@
 //! One pass per table: all of a table's CHECK constraints are evaluated in a single scan, each
 //! foreign key by one anti-join. Only violating rows travel to us, streamed, and we keep just a
 //! count and the ten smallest primary keys per constraint, so memory stays flat whatever the
-//! table size and the sample costs no second scan. Tables are scanned concurrently on separate
-//! connections that share one exported snapshot, so every count describes the same moment.
+//! table size and the sample costs no second scan. Scans run concurrently on
+//! [`PARALLEL_SCANS`] sessions that share one exported snapshot, so every count describes the
+//! same moment; a big table's CHECK scan is split into page ranges (TID range scans,
+//! PostgreSQL 14+) so that it no longer decides the wall time on its own.
 
 use crate::catalog::constraints::{ColumnSpelling, Constraint, Kind, Rule, CATALOG};
 use crate::catalog::renames::legacy_name;
@@ -260,6 +262,9 @@ struct Scan {
     constraints: Vec<&'static Constraint>,
     sql: String,
     live: bool,
+    /// The table a CHECK scan reads and its WHERE condition, for splitting it into page ranges
+    /// (none for a foreign key).
+    split: Option<(&'static str, String)>,
 }
 
 fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) -> Vec<Scan> {
@@ -289,6 +294,7 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
                         c.violation_condition(spelling, "t")
                     ),
                     live: is_live.is_some(),
+                    split: None,
                 });
             }
             Kind::Check => match by_table.iter_mut().find(|(t, _)| *t == c.table) {
@@ -307,20 +313,21 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
             .map(|cond| format!("coalesce({cond}, false)"))
             .collect();
         let is_live = live(table);
+        let condition = conditions
+            .iter()
+            .map(|c| format!("({c})"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
         scans.push(Scan {
             constraints: checks,
             live: is_live.is_some(),
             sql: format!(
-                "SELECT {pk}, {}, {} FROM {} AS t WHERE {}",
+                "SELECT {pk}, {}, {} FROM {} AS t WHERE {condition}",
                 flags.join(", "),
                 is_live.as_deref().unwrap_or("false"),
                 quote_ident(table),
-                conditions
-                    .iter()
-                    .map(|c| format!("({c})"))
-                    .collect::<Vec<_>>()
-                    .join(" OR ")
             ),
+            split: Some((table, condition)),
         });
     }
     scans
@@ -382,9 +389,95 @@ impl Tally {
     }
 }
 
+impl Tally {
+    /// Adds another part's tally of the same constraint.
+    fn merge(&mut self, other: Tally) {
+        self.count += other.count;
+        self.live += other.live;
+        self.smallest.extend(other.smallest);
+        while self.smallest.len() > SAMPLE_SIZE {
+            self.smallest.pop_last();
+        }
+    }
+}
+
+/// A piece of work for one session: a scan, whole or over a range of its table's pages.
+struct Part<'a> {
+    scan: &'a Scan,
+    /// Pages `[from, to)`; `to` is None for "to the end" (rows of pages added meanwhile are
+    /// not in the snapshot, but the last range stays open anyway).
+    pages: Option<(i64, Option<i64>)>,
+    cost: i64,
+}
+
+impl Part<'_> {
+    fn sql(&self) -> String {
+        match self.pages {
+            None => self.scan.sql.clone(),
+            Some((from, to)) => {
+                let (_, condition) = self.scan.split.as_ref().expect("only CHECK scans split");
+                let head = self
+                    .scan
+                    .sql
+                    .strip_suffix(&format!(" WHERE {condition}"))
+                    .expect("a CHECK scan ends with its condition");
+                let upper =
+                    to.map_or_else(String::new, |to| format!(" AND t.ctid < '({to},0)'::tid"));
+                format!("{head} WHERE t.ctid >= '({from},0)'::tid{upper} AND ({condition})")
+            }
+        }
+    }
+}
+
+/// Tables at least this big (bytes) are scanned in page ranges on several sessions at once,
+/// where TID range scans exist (PostgreSQL 14).
+const SPLIT_ABOVE: i64 = 16 * 1024 * 1024;
+
+/// The scans as parts for `sessions` sessions, biggest first: a big table's CHECK scan in
+/// `sessions` page ranges, so that the biggest table no longer decides the wall time alone.
+fn plan_parts<'a>(
+    scans: &'a [Scan],
+    sizes: &HashMap<String, i64>,
+    block_size: i64,
+    sessions: usize,
+    tid_ranges: bool,
+) -> Vec<Part<'a>> {
+    let mut parts = Vec::new();
+    for scan in scans {
+        let cost = scan.cost(sizes);
+        let size = scan
+            .split
+            .as_ref()
+            .and_then(|(t, _)| sizes.get(*t).copied())
+            .unwrap_or(0);
+        if !(tid_ranges && sessions > 1 && size >= SPLIT_ABOVE) {
+            parts.push(Part {
+                scan,
+                pages: None,
+                cost,
+            });
+            continue;
+        }
+        let pages = (size / block_size.max(1)).max(1);
+        let n = sessions as i64;
+        for i in 0..n {
+            let from = pages * i / n;
+            let to = (i + 1 < n).then(|| pages * (i + 1) / n);
+            parts.push(Part {
+                scan,
+                pages: Some((from, to)),
+                cost: cost / n,
+            });
+        }
+    }
+    parts.sort_by_key(|part| std::cmp::Reverse(part.cost));
+    parts
+}
+
 fn run_scan(
     client: &mut impl GenericClient,
     scan: &Scan,
+    sql: &str,
     live_since: &DateTime<Utc>,
 ) -> Result<Vec<Tally>> {
     let mut tallies: Vec<Tally> = scan.constraints.iter().map(|_| Tally::default()).collect();
@@ -394,7 +487,7 @@ fn run_scan(
         Vec::new()
     };
     let mut rows = client
-        .query_raw(scan.sql.as_str(), params)
+        .query_raw(sql, params)
         .with_context(|| format!("checking {}", names(&scan.constraints)))?;
     use postgres::fallible_iterator::FallibleIterator;
     let foreign_key = scan.constraints.len() == 1 && scan.constraints[0].kind() == Kind::ForeignKey;
@@ -419,7 +512,7 @@ fn names(constraints: &[&'static Constraint]) -> String {
         .join(", ")
 }
 
-/// How many extra connections scan tables at once.
+/// How many sessions scan at once: the one holding the snapshot and the others importing it.
 pub const PARALLEL_SCANS: usize = 2;
 
 /// Checks `constraints` against every row, counting live violations within the default
@@ -450,32 +543,43 @@ pub fn check_live(
     let live_since = LiveSince::resolve(&mut tx, window)?;
     let spelling = DatabaseSpelling::read(&mut tx, &tables_read(constraints))?;
     let states = constraint_states(&mut tx)?;
-    let mut scans = plan_scans(constraints, &spelling);
-    // Biggest scans first: two connections share the work, and a large table started last
-    // would leave the other connection idle while it finishes.
+    let scans = plan_scans(constraints, &spelling);
     let sizes = table_sizes(&mut tx, &tables_read(constraints))?;
-    scans.sort_by_key(|scan| std::cmp::Reverse(scan.cost(&sizes)));
-    let bar = log.bar(scans.len() as u64, "checking constraints");
-    let results: Vec<Result<Vec<Tally>>> = if scans.len() <= 1 {
-        scans
+    let server = tx.query_one(
+        "SELECT current_setting('block_size')::int8, current_setting('server_version_num')::int4",
+        &[],
+    )?;
+    let (block_size, version): (i64, i32) = (server.get(0), server.get(1));
+    // Biggest parts first: the sessions share the work, and a large part started last would
+    // leave the others idle while it finishes.
+    let parts = plan_parts(
+        &scans,
+        &sizes,
+        block_size,
+        PARALLEL_SCANS,
+        version >= 140_000,
+    );
+    let bar = log.bar(parts.len() as u64, "checking constraints");
+    let results: Vec<Result<Vec<Tally>>> = if parts.len() <= 1 {
+        parts
             .iter()
-            .map(|s| {
-                let r = run_scan(&mut tx, s, &live_since.since);
+            .map(|part| {
+                let r = run_scan(&mut tx, part.scan, &part.sql(), &live_since.since);
                 bar.inc(1);
                 r
             })
             .collect()
     } else {
         let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
-        run_parallel(target, &snapshot, &scans, &live_since.since, &bar)?
+        run_parallel(target, &snapshot, &mut tx, &parts, &live_since.since, &bar)?
     };
     tx.commit()?;
     bar.finish_and_clear();
 
     let mut tallies: HashMap<&'static str, Tally> = HashMap::new();
-    for (scan, result) in scans.iter().zip(results) {
-        for (c, tally) in scan.constraints.iter().zip(result?) {
-            tallies.insert(c.name, tally);
+    for (part, result) in parts.iter().zip(results) {
+        for (c, tally) in part.scan.constraints.iter().zip(result?) {
+            tallies.entry(c.name).or_default().merge(tally);
         }
     }
     let findings = constraints
@@ -500,18 +604,41 @@ pub fn check_live(
     Ok((findings, live_since))
 }
 
-/// Runs scans on up to [`PARALLEL_SCANS`] connections that import the coordinator's snapshot.
+type Slot = std::sync::Mutex<Option<Result<Vec<Tally>>>>;
+
+/// Runs parts, next first, until none is left.
+fn drain(
+    client: &mut impl GenericClient,
+    parts: &[Part<'_>],
+    next: &std::sync::atomic::AtomicUsize,
+    slots: &[Slot],
+    live_since: &DateTime<Utc>,
+    bar: &indicatif::ProgressBar,
+) {
+    loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if i >= parts.len() {
+            break;
+        }
+        let result = run_scan(client, parts[i].scan, &parts[i].sql(), live_since);
+        *slots[i].lock().expect("slot") = Some(result);
+        bar.inc(1);
+    }
+}
+
+/// Runs parts on [`PARALLEL_SCANS`] sessions: the coordinator's own transaction, and
+/// connections that import its snapshot.
 fn run_parallel(
     target: &Target,
     snapshot: &str,
-    scans: &[Scan],
+    coordinator: &mut postgres::Transaction<'_>,
+    parts: &[Part<'_>],
     live_since: &DateTime<Utc>,
     bar: &indicatif::ProgressBar,
 ) -> Result<Vec<Result<Vec<Tally>>>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<Result<Vec<Tally>>>>> =
-        scans.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let workers = PARALLEL_SCANS.min(scans.len());
+    let slots: Vec<Slot> = parts.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let workers = PARALLEL_SCANS.min(parts.len()).saturating_sub(1);
     std::thread::scope(|scope| -> Result<()> {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
@@ -528,20 +655,13 @@ fn run_parallel(
                         "SET TRANSACTION SNAPSHOT '{}'",
                         snapshot.replace('\'', "")
                     ))?;
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        if i >= scans.len() {
-                            break;
-                        }
-                        let result = run_scan(&mut tx, &scans[i], live_since);
-                        *slots[i].lock().expect("slot") = Some(result);
-                        bar.inc(1);
-                    }
+                    drain(&mut tx, parts, &next, &slots, live_since, bar);
                     tx.commit()?;
                     Ok(())
                 })
             })
             .collect();
+        drain(coordinator, parts, &next, &slots, live_since, bar);
         for handle in handles {
             handle.join().expect("scan worker panicked")?;
         }
@@ -580,6 +700,65 @@ mod tests {
         assert_eq!(tally.count, 100);
         let kept: Vec<String> = tally.smallest.into_iter().collect();
         assert_eq!(kept, (0..10).map(|i| format!("{i:03}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn merged_tallies_keep_the_ten_smallest_keys_of_all_parts() {
+        let mut first = Tally::default();
+        let mut second = Tally::default();
+        for i in 0..30 {
+            let part = if i % 3 == 0 { &mut first } else { &mut second };
+            part.add(&format!("{i:03}"));
+            part.live += u64::from(i % 2 == 0);
+        }
+        first.merge(second);
+        assert_eq!(first.count, 30);
+        assert_eq!(first.live, 15);
+        let kept: Vec<String> = first.smallest.into_iter().collect();
+        assert_eq!(kept, (0..10).map(|i| format!("{i:03}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_big_check_scan_is_split_into_page_ranges_that_cover_the_table_and_the_rest_stays_whole() {
+        let spelling = DatabaseSpelling::default();
+        let mut spelling = spelling;
+        spelling
+            .columns
+            .insert("evidence_items".into(), vec!["id".into(), "status".into()]);
+        spelling.columns.insert(
+            "business_profiles".into(),
+            vec!["id".into(), "employee_count".into()],
+        );
+        let constraints: Vec<&'static Constraint> = CATALOG.iter().collect();
+        let scans = plan_scans(&constraints, &spelling);
+        let sizes: HashMap<String, i64> = [
+            ("evidence_items".to_string(), 3 * SPLIT_ABOVE),
+            ("business_profiles".to_string(), SPLIT_ABOVE / 2),
+        ]
+        .into();
+        let parts = plan_parts(&scans, &sizes, 8192, 2, true);
+        let ranges: Vec<Option<(i64, Option<i64>)>> = parts.iter().map(|p| p.pages).collect();
+        let pages = 3 * SPLIT_ABOVE / 8192;
+        assert_eq!(
+            ranges,
+            vec![Some((0, Some(pages / 2))), Some((pages / 2, None)), None]
+        );
+        let first = parts[0].sql();
+        assert!(
+            first.contains(&format!(
+                "WHERE t.ctid >= '(0,0)'::tid AND t.ctid < '({},0)'::tid AND ((",
+                pages / 2
+            )),
+            "{first}"
+        );
+        assert!(parts[1]
+            .sql()
+            .contains(&format!("WHERE t.ctid >= '({},0)'::tid AND ((", pages / 2)));
+        assert_eq!(parts[2].sql(), parts[2].scan.sql);
+        // Without TID range scans (before PostgreSQL 14) a range would read the whole table.
+        assert!(plan_parts(&scans, &sizes, 8192, 2, false)
+            .iter()
+            .all(|p| p.pages.is_none()));
     }
 
     #[test]
