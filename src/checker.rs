@@ -433,6 +433,9 @@ impl Part<'_> {
 /// where TID range scans exist (PostgreSQL 14).
 const SPLIT_ABOVE: i64 = 16 * 1024 * 1024;
 
+/// About how much of a split table one range reads.
+const RANGE_BYTES: i64 = 64 * 1024 * 1024;
+
 /// The scans as parts for `sessions` sessions, biggest first: a big table's CHECK scan in
 /// `sessions` page ranges, so that the biggest table no longer decides the wall time alone.
 fn plan_parts<'a>(
@@ -459,7 +462,11 @@ fn plan_parts<'a>(
             continue;
         }
         let pages = (size / block_size.max(1)).max(1);
+        // At least one range per session; more for a bigger table, so that the progress bar
+        // and its ETA move while it is read and a session finishing early takes the next.
+        let ranges = size.div_euclid(RANGE_BYTES) + i64::from(size % RANGE_BYTES != 0);
         let n = sessions as i64;
+        let n = n * (ranges / n + i64::from(ranges % n != 0)).max(1);
         for i in 0..n {
             let from = pages * i / n;
             let to = (i + 1 < n).then(|| pages * (i + 1) / n);
@@ -559,13 +566,16 @@ pub fn check_live(
         PARALLEL_SCANS,
         version >= 140_000,
     );
-    let bar = log.bar(parts.len() as u64, "checking constraints");
+    let bar = log.bytes_bar(
+        parts.iter().map(|p| p.cost.max(0) as u64).sum(),
+        "checking constraints",
+    );
     let results: Vec<Result<Vec<Tally>>> = if parts.len() <= 1 {
         parts
             .iter()
             .map(|part| {
                 let r = run_scan(&mut tx, part.scan, &part.sql(), &live_since.since);
-                bar.inc(1);
+                bar.inc(part.cost.max(0) as u64);
                 r
             })
             .collect()
@@ -622,7 +632,7 @@ fn drain(
         }
         let result = run_scan(client, parts[i].scan, &parts[i].sql(), live_since);
         *slots[i].lock().expect("slot") = Some(result);
-        bar.inc(1);
+        bar.inc(parts[i].cost.max(0) as u64);
     }
 }
 
@@ -755,6 +765,16 @@ mod tests {
             .sql()
             .contains(&format!("WHERE t.ctid >= '({},0)'::tid AND ((", pages / 2)));
         assert_eq!(parts[2].sql(), parts[2].scan.sql);
+        // A bigger table: about RANGE_BYTES a range, as many per session, contiguous.
+        let big: HashMap<String, i64> = [("evidence_items".to_string(), 5 * RANGE_BYTES)].into();
+        let ranges: Vec<(i64, Option<i64>)> = plan_parts(&scans, &big, 8192, 2, true)
+            .iter()
+            .filter_map(|p| p.pages)
+            .collect();
+        assert_eq!(ranges.len(), 6);
+        assert_eq!(ranges[0].0, 0);
+        assert!(ranges.windows(2).all(|w| w[0].1 == Some(w[1].0)));
+        assert_eq!(ranges[5].1, None);
         // Without TID range scans (before PostgreSQL 14) a range would read the whole table.
         assert!(plan_parts(&scans, &sizes, 8192, 2, false)
             .iter()

@@ -2,7 +2,7 @@
 //! It takes SHARE UPDATE EXCLUSIVE, so the application reads and writes while it scans, and
 //! different tables are validated at the same time.
 
-use crate::catalog::constraints::{Constraint, CATALOG};
+use crate::catalog::constraints::{Constraint, Rule, CATALOG};
 use crate::checker::{constraint_presence, ConstraintState};
 use crate::config::Target;
 use crate::db::{self, RetryPolicy};
@@ -70,10 +70,18 @@ pub fn validate_not_valid(
             (p.state == ConstraintState::NotValid).then(|| Pending {
                 constraint: c,
                 actual_name: p.actual_name.clone().unwrap_or_else(|| c.name.to_string()),
+                bytes: 0,
             })
         })
         .collect();
-    let bar = log.bar(wanted.len() as u64, "validating constraints");
+    let mut wanted = wanted;
+    for p in &mut wanted {
+        p.bytes = bytes_read(client, p.constraint)?;
+    }
+    let bar = log.bytes_bar(
+        wanted.iter().map(|p| p.bytes).sum(),
+        "validating constraints",
+    );
     let groups = by_table(wanted);
     let shared = Shared {
         retry,
@@ -132,6 +140,24 @@ pub fn validate_not_valid(
 struct Pending {
     constraint: &'static Constraint,
     actual_name: String,
+    /// What its VALIDATE reads, for the progress bar's ETA.
+    bytes: u64,
+}
+
+/// The bytes a VALIDATE reads: its table, and for a foreign key the parent it probes too.
+fn bytes_read(client: &mut Client, c: &Constraint) -> Result<u64> {
+    let parent = match c.rule {
+        Rule::ForeignKey { parent, .. } => Some(parent),
+        _ => None,
+    };
+    let bytes: i64 = client
+        .query_one(
+            "SELECT coalesce(pg_relation_size(to_regclass(quote_ident($1))), 0)
+                  + coalesce(pg_relation_size(to_regclass(quote_ident($2))), 0)",
+            &[&c.table, &parent],
+        )?
+        .get(0);
+    Ok(bytes.max(0) as u64)
 }
 
 /// What the sessions validating at the same time share.
@@ -172,6 +198,7 @@ fn validate_group(
     for Pending {
         constraint: c,
         actual_name,
+        bytes,
     } in group
     {
         if shared.stop.load(Ordering::SeqCst) {
@@ -222,7 +249,7 @@ fn validate_group(
                 return Err(e.context(interrupted(c, &before)));
             }
         }
-        shared.bar.inc(1);
+        shared.bar.inc(*bytes);
     }
     Ok(blocked)
 }

@@ -54,7 +54,11 @@ impl Context {
     pub fn from_global(global: &GlobalArgs) -> Context {
         Context {
             global: global.clone(),
-            log: Log::new(global.quiet, global.no_progress),
+            // A JSON or YAML run feeds a program: stderr carries log lines only.
+            log: Log::new(
+                global.quiet,
+                global.no_progress || global.format != Format::Table,
+            ),
             target_override: None,
             journal: Journal::default(),
         }
