@@ -6,7 +6,7 @@
 //! count and the ten smallest primary keys per constraint, so memory stays flat whatever the
 //! table size and the sample costs no second scan. Scans run concurrently on
 //! [`PARALLEL_SCANS`] sessions that share one exported snapshot, so every count describes the
-//! same moment, and PostgreSQL's parallel workers may help with each (see [`PARALLEL_PLANS`]).
+//! same moment, and PostgreSQL's parallel workers may help with each (see `SCAN_SETTINGS`).
 
 use crate::catalog::constraints::{ColumnSpelling, Constraint, Kind, Rule, CATALOG};
 use crate::catalog::renames::legacy_name;
@@ -429,13 +429,19 @@ fn names(constraints: &[&'static Constraint]) -> String {
 /// How many sessions scan at once: the one holding the snapshot and the others importing it.
 pub const PARALLEL_SCANS: usize = 2;
 
-/// Lets PostgreSQL's parallel workers share a big table's scan (within the server's own
-/// max_parallel_workers_per_gather), for this transaction only. A scan sends only violating
-/// rows to the leader, a few, but the planner cannot know that and, charging
-/// parallel_tuple_cost for the rows it guesses, keeps the scan serial. Cheaper than splitting
-/// the table into TID ranges ourselves: those read through shared buffers without the bulk-read
-/// ring and synchronized scans, and cost 40–60 % more per page.
-const PARALLEL_PLANS: &str = "SET LOCAL parallel_tuple_cost = 0";
+/// Planner settings for the check's scans, for their transaction only.
+///
+/// `parallel_tuple_cost = 0` lets PostgreSQL's parallel workers share a big table's scan (within
+/// the server's own max_parallel_workers_per_gather). A scan sends only violating rows to the
+/// leader, a few, but the planner cannot know that and, charging parallel_tuple_cost for the
+/// rows it guesses, keeps the scan serial. Cheaper than splitting the table into TID ranges
+/// ourselves: those read through shared buffers without the bulk-read ring and synchronized
+/// scans, and cost 40–60 % more per page.
+///
+/// `jit = off`: a scan's plan costs more than jit_above_cost from about a million rows on, and
+/// each worker then compiles its expressions, about 80 ms each (and over a second once the cost
+/// passes jit_optimize_above_cost), for simple comparisons that run no faster compiled.
+const SCAN_SETTINGS: &str = "SET LOCAL parallel_tuple_cost = 0; SET LOCAL jit = off";
 
 /// Checks `constraints` against every row, counting live violations within the default
 /// window. Reads only: runs in READ ONLY transactions and takes no lock stronger than ACCESS
@@ -477,7 +483,7 @@ pub fn check_live(
         })
         .collect();
     parts.sort_by_key(|part| std::cmp::Reverse(part.cost));
-    tx.batch_execute(PARALLEL_PLANS)?;
+    tx.batch_execute(SCAN_SETTINGS)?;
     let bar = log.bytes_bar(
         parts.iter().map(|p| p.cost.max(0) as u64).sum(),
         "checking constraints",
@@ -577,7 +583,7 @@ fn run_parallel(
                         "SET TRANSACTION SNAPSHOT '{}'",
                         snapshot.replace('\'', "")
                     ))?;
-                    tx.batch_execute(PARALLEL_PLANS)?;
+                    tx.batch_execute(SCAN_SETTINGS)?;
                     drain(&mut tx, parts, &next, &slots, live_since, bar);
                     tx.commit()?;
                     Ok(())
