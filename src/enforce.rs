@@ -8,7 +8,7 @@ use crate::config::Target;
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
 use crate::replication::ReplicaThrottle;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use indicatif::ProgressBar;
 use postgres::error::SqlState;
 use postgres::Client;
@@ -93,23 +93,33 @@ pub fn validate_not_valid(
     };
     let mut results: Vec<Result<Vec<&'static Constraint>>> = Vec::new();
     if let Some((first, rest)) = groups.split_first() {
+        // A server out of connection slots only makes this slower: such a table's constraints
+        // are validated on the main session, after its own.
+        let mut on_main = vec![first];
+        let mut own_sessions = Vec::new();
+        for group in rest {
+            match workers.open() {
+                Ok(session) => own_sessions.push((group, session)),
+                Err(e) => {
+                    log.line(&format!(
+                        "validating {}'s constraints after the others: no session of its own ({e:#})",
+                        group[0].constraint.table
+                    ));
+                    on_main.push(group);
+                }
+            }
+        }
         std::thread::scope(|scope| {
             let shared = &shared;
-            let handles: Vec<_> = rest
-                .iter()
-                .map(|group| {
-                    scope.spawn(move || {
-                        let mut own = workers.open().with_context(|| {
-                            format!(
-                                "opening a session to validate {}'s constraints",
-                                group[0].constraint.table
-                            )
-                        })?;
-                        validate_group(&mut own, group, shared)
-                    })
+            let handles: Vec<_> = own_sessions
+                .into_iter()
+                .map(|(group, mut session)| {
+                    scope.spawn(move || validate_group(&mut session, group, shared))
                 })
                 .collect();
-            results.push(validate_group(client, first, shared));
+            for group in on_main {
+                results.push(validate_group(client, group, shared));
+            }
             for handle in handles {
                 results.push(handle.join().expect("validation worker panicked"));
             }

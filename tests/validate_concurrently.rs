@@ -108,3 +108,40 @@ fn a_lock_on_one_table_does_not_hold_up_another_tables_validate() {
         "the locked table's VALIDATE should have waited and retried: {stderr}"
     );
 }
+
+#[test]
+fn a_role_with_one_connection_slot_still_checks_and_validates_everything() {
+    let db = version_8_with_two_not_valid_constraints();
+    let role = format!("single_{}", &db.name[2..10]);
+    db.execute(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'pw' CONNECTION LIMIT 1;
+         GRANT USAGE ON SCHEMA public TO {role};
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
+         ALTER TABLE {} OWNER TO {role};
+         ALTER TABLE {} OWNER TO {role};",
+        LOCKED.0, FREE.0
+    ));
+    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .args([
+            "--database-url",
+            &db.url_as(&role, "pw"),
+            "--no-progress",
+            "--format",
+            "json",
+            "check-constraints",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["validated"], serde_json::json!([LOCKED.1, FREE.1]));
+    assert!(
+        stderr.contains("no session of its own"),
+        "the second table's VALIDATE should have run on the main session: {stderr}"
+    );
+    let mut watcher = db.client();
+    assert!(is_valid(&mut watcher, LOCKED.1) && is_valid(&mut watcher, FREE.1));
+}
