@@ -1,14 +1,20 @@
 //! Turning NOT VALID constraints into valid ones: `VALIDATE CONSTRAINT`, one transaction each.
-//! It takes SHARE UPDATE EXCLUSIVE, so the application reads and writes while it scans.
+//! It takes SHARE UPDATE EXCLUSIVE, so the application reads and writes while it scans, and
+//! different tables are validated at the same time.
 
-use crate::catalog::constraints::{Constraint, CATALOG};
+use crate::catalog::constraints::{Constraint, Rule, CATALOG};
 use crate::checker::{constraint_presence, ConstraintState};
+use crate::config::Target;
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
 use crate::replication::ReplicaThrottle;
 use anyhow::Result;
+use indicatif::ProgressBar;
 use postgres::error::SqlState;
 use postgres::Client;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// What a validation pass did.
 #[derive(Debug, Default)]
@@ -18,11 +24,37 @@ pub struct Validation {
     pub blocked: Vec<&'static Constraint>,
 }
 
+/// Where the extra sessions that validate other tables' constraints connect, and the
+/// lock_timeout they set (the main session's, so the application queues no longer behind them).
+#[derive(Clone, Copy)]
+pub struct Workers<'a> {
+    pub target: &'a Target,
+    pub lock_timeout: Duration,
+}
+
+impl Workers<'_> {
+    /// A session prepared like the main one: statement_timeout lifted (the main session already
+    /// said so on stderr) and lock_timeout set. It needs no migration lock of its own: the main
+    /// session holds it for the whole run.
+    fn open(&self) -> Result<Client> {
+        let mut client = db::connect(self.target)?;
+        db::lift_statement_timeout(&mut client)?;
+        db::set_lock_timeout(&mut client, self.lock_timeout)?;
+        Ok(client)
+    }
+}
+
 /// Validates every catalog constraint (of `only`, if given) that exists NOT VALID. After each
 /// VALIDATE, `replicas` waits until the standbys have replayed it, so that a standby does not
 /// go on answering with the constraint not valid for long.
+///
+/// VALIDATE takes SHARE UPDATE EXCLUSIVE, which conflicts with itself but not across tables:
+/// each table's constraints are validated one after another, and different tables at the same
+/// time, the first table's on `client` and each other table's on a session of its own from
+/// `workers`. One transaction per constraint either way.
 pub fn validate_not_valid(
     client: &mut Client,
+    workers: Workers<'_>,
     only: Option<&[&'static Constraint]>,
     retry: RetryPolicy,
     replicas: &mut ReplicaThrottle,
@@ -30,31 +62,184 @@ pub fn validate_not_valid(
 ) -> Result<Validation> {
     let presence = constraint_presence(client)?;
     // A foreign key not adopted yet is validated under its own name.
-    let wanted: Vec<(&'static Constraint, String)> = CATALOG
+    let wanted: Vec<Pending> = CATALOG
         .iter()
         .filter(|c| only.is_none_or(|list| list.iter().any(|o| o.name == c.name)))
         .filter_map(|c| {
             let p = presence.get(c.name)?;
-            (p.state == ConstraintState::NotValid).then(|| {
-                (
-                    c,
-                    p.actual_name.clone().unwrap_or_else(|| c.name.to_string()),
-                )
+            (p.state == ConstraintState::NotValid).then(|| Pending {
+                constraint: c,
+                actual_name: p.actual_name.clone().unwrap_or_else(|| c.name.to_string()),
+                bytes: 0,
             })
         })
         .collect();
-    let mut outcome = Validation::default();
-    let bar = log.bar(wanted.len() as u64, "validating constraints");
-    for (c, actual_name) in wanted {
-        bar.set_message(c.name);
-        let result = db::retry_on_lock_timeout(&format!("validate {}", c.name), retry, log, || {
-            client.batch_execute(&c.validate_sql_as(&actual_name))?;
-            Ok(())
+    let mut wanted = wanted;
+    for p in &mut wanted {
+        p.bytes = bytes_read(client, p.constraint)?;
+    }
+    let bar = log.bytes_bar(
+        wanted.iter().map(|p| p.bytes).sum(),
+        "validating constraints",
+    );
+    let groups = by_table(wanted);
+    let shared = Shared {
+        retry,
+        log,
+        bar: &bar,
+        replicas: Mutex::new(replicas),
+        validated: Mutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+    };
+    let mut results: Vec<Result<Vec<&'static Constraint>>> = Vec::new();
+    if let Some((first, rest)) = groups.split_first() {
+        // A server out of connection slots only makes this slower: such a table's constraints
+        // are validated on the main session, after its own.
+        let mut on_main = vec![first];
+        let mut own_sessions = Vec::new();
+        for group in rest {
+            match workers.open() {
+                Ok(session) => own_sessions.push((group, session)),
+                Err(e) => {
+                    log.line(&format!(
+                        "validating {}'s constraints after the others: no session of its own ({e:#})",
+                        group[0].constraint.table
+                    ));
+                    on_main.push(group);
+                }
+            }
+        }
+        std::thread::scope(|scope| {
+            let shared = &shared;
+            let handles: Vec<_> = own_sessions
+                .into_iter()
+                .map(|(group, mut session)| {
+                    scope.spawn(move || validate_group(&mut session, group, shared))
+                })
+                .collect();
+            for group in on_main {
+                results.push(validate_group(client, group, shared));
+            }
+            for handle in handles {
+                results.push(handle.join().expect("validation worker panicked"));
+            }
         });
+    }
+    bar.finish_and_clear();
+    let validated = shared.validated.into_inner().expect("validated list");
+    let mut blocked: Vec<&'static Constraint> = Vec::new();
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(list) => blocked.extend(list),
+            Err(e) if first_error.is_none() => first_error = Some(e),
+            Err(_) => {}
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    // The report lists them in catalog order, whichever session finished first.
+    let position = |name: &str| CATALOG.iter().position(|c| c.name == name);
+    let mut validated = validated;
+    validated.sort_by_key(|name| position(name));
+    blocked.sort_by_key(|c| position(c.name));
+    Ok(Validation { validated, blocked })
+}
+
+struct Pending {
+    constraint: &'static Constraint,
+    actual_name: String,
+    /// What its VALIDATE reads, for the progress bar's ETA.
+    bytes: u64,
+}
+
+/// The bytes a VALIDATE reads: its table, and for a foreign key the parent it probes too.
+fn bytes_read(client: &mut Client, c: &Constraint) -> Result<u64> {
+    let parent = match c.rule {
+        Rule::ForeignKey { parent, .. } => Some(parent),
+        _ => None,
+    };
+    let bytes: i64 = client
+        .query_one(
+            "SELECT coalesce(pg_relation_size(to_regclass(quote_ident($1))), 0)
+                  + coalesce(pg_relation_size(to_regclass(quote_ident($2))), 0)",
+            &[&c.table, &parent],
+        )?
+        .get(0);
+    Ok(bytes.max(0) as u64)
+}
+
+/// What the sessions validating at the same time share.
+struct Shared<'a, 'r> {
+    retry: RetryPolicy,
+    log: &'a Log,
+    bar: &'a ProgressBar,
+    /// One standby wait at a time: each counts in `waited` once.
+    replicas: Mutex<&'r mut ReplicaThrottle>,
+    validated: Mutex<Vec<&'static str>>,
+    /// Set when a session fails: the others stop before their next VALIDATE.
+    stop: AtomicBool,
+}
+
+/// The constraints grouped by table, each group in catalog order, groups in order of their
+/// first constraint.
+fn by_table(wanted: Vec<Pending>) -> Vec<Vec<Pending>> {
+    let mut groups: Vec<Vec<Pending>> = Vec::new();
+    for p in wanted {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].constraint.table == p.constraint.table)
+        {
+            Some(group) => group.push(p),
+            None => groups.push(vec![p]),
+        }
+    }
+    groups
+}
+
+/// Validates one table's constraints, one transaction each; returns those rows block.
+fn validate_group(
+    client: &mut Client,
+    group: &[Pending],
+    shared: &Shared<'_, '_>,
+) -> Result<Vec<&'static Constraint>> {
+    let mut blocked = Vec::new();
+    for Pending {
+        constraint: c,
+        actual_name,
+        bytes,
+    } in group
+    {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        shared.bar.set_message(c.name);
+        let result = db::retry_on_lock_timeout(
+            &format!("validate {}", c.name),
+            shared.retry,
+            shared.log,
+            || {
+                client.batch_execute(&c.validate_sql_as(actual_name))?;
+                Ok(())
+            },
+        );
         match result {
             Ok(()) => {
-                outcome.validated.push(c.name);
-                replicas.wait_for_replay(client, log, &format!("VALIDATE {}", c.name))?;
+                shared
+                    .validated
+                    .lock()
+                    .expect("validated list")
+                    .push(c.name);
+                let waited = shared
+                    .replicas
+                    .lock()
+                    .expect("replica throttle")
+                    .wait_for_replay(client, shared.log, &format!("VALIDATE {}", c.name));
+                if let Err(e) = waited {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
             }
             Err(e)
                 if matches!(
@@ -62,21 +247,21 @@ pub fn validate_not_valid(
                     Some(code) if *code == SqlState::CHECK_VIOLATION || *code == SqlState::FOREIGN_KEY_VIOLATION
                 ) =>
             {
-                log.line(&format!(
+                shared.log.line(&format!(
                     "{} stays NOT VALID: rows violate it (see check-constraints)",
                     c.name
                 ));
-                outcome.blocked.push(c);
+                blocked.push(*c);
             }
             Err(e) => {
-                bar.finish_and_clear();
-                return Err(e.context(interrupted(c, &outcome.validated)));
+                shared.stop.store(true, Ordering::SeqCst);
+                let before = shared.validated.lock().expect("validated list").clone();
+                return Err(e.context(interrupted(c, &before)));
             }
         }
-        bar.inc(1);
+        shared.bar.inc(*bytes);
     }
-    bar.finish_and_clear();
-    Ok(outcome)
+    Ok(blocked)
 }
 
 /// What a VALIDATE that did not finish leaves behind: its transaction rolled back, so the

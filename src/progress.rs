@@ -1,5 +1,5 @@
 //! What a command says on stderr while it works: log lines (unless --quiet) and progress bars
-//! (only on a terminal, unless --no-progress).
+//! with an ETA (only on a terminal, unless --no-progress or a machine-readable --format).
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -43,12 +43,31 @@ impl Log {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, about {eta} left)",
             )
             .expect("valid template")
             .progress_chars("=> "),
         );
         bar.set_prefix(what.to_string());
+        bar
+    }
+
+    /// A bar over `total` bytes of tables to read, for steps whose parts differ in size (a
+    /// scan of a big table, a VALIDATE of it): the ETA follows the bytes, not the step count.
+    pub fn bytes_bar(&self, total: u64, what: &str) -> ProgressBar {
+        if !self.bars {
+            return ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg} ({elapsed}, about {eta} left)",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(what.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(250));
         bar
     }
 

@@ -71,6 +71,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
         if !clean.is_empty() {
             let outcome = enforce::validate_not_valid(
                 &mut client,
+                ctx.validation_workers(&target),
                 Some(&clean),
                 ctx.retry(),
                 &mut ctx.replica_throttle(),

@@ -202,8 +202,14 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
 
     let mut code = Code::Ok;
     if details.to_version >= REPAIR_VERSION {
-        let validation =
-            enforce::validate_not_valid(&mut client, None, ctx.retry(), &mut replicas, &ctx.log)?;
+        let validation = enforce::validate_not_valid(
+            &mut client,
+            ctx.validation_workers(&target),
+            None,
+            ctx.retry(),
+            &mut replicas,
+            &ctx.log,
+        )?;
         details.validated = validation.validated;
         if !validation.blocked.is_empty() {
             details.blocked_by =

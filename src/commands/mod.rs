@@ -54,7 +54,11 @@ impl Context {
     pub fn from_global(global: &GlobalArgs) -> Context {
         Context {
             global: global.clone(),
-            log: Log::new(global.quiet, global.no_progress),
+            // A JSON or YAML run feeds a program: stderr carries log lines only.
+            log: Log::new(
+                global.quiet,
+                global.no_progress || global.format != Format::Table,
+            ),
             target_override: None,
             journal: Journal::default(),
         }
@@ -123,6 +127,14 @@ impl Context {
     /// Pauses long data work while standbys lag (--max-replica-lag, --max-replica-wait).
     pub fn replica_throttle(&self) -> ReplicaThrottle {
         ReplicaThrottle::new(self.global.max_replica_lag, self.global.max_replica_wait)
+    }
+
+    /// Where `enforce::validate_not_valid` opens the sessions that validate other tables.
+    pub fn validation_workers<'a>(&self, target: &'a Target) -> crate::enforce::Workers<'a> {
+        crate::enforce::Workers {
+            target,
+            lock_timeout: self.global.lock_timeout,
+        }
     }
 
     pub fn retry(&self) -> RetryPolicy {

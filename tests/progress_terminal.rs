@@ -1,0 +1,70 @@
+//! Progress bars show on a terminal, with an ETA, and never in a machine-readable run: a
+//! `--format json` run's stderr carries log lines only, terminal or not.
+
+mod common;
+use common::TestDb;
+
+/// A version-8 database whose chk_employee_count_positive is NOT VALID (and nothing violates
+/// it), so that `check-constraints` both scans and validates.
+fn version_8_with_a_not_valid_check() -> TestDb {
+    let db = TestDb::new();
+    db.migrate_to(8);
+    let mut client = db.client();
+    let definition: String = client
+        .query_one(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'chk_employee_count_positive'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE business_profiles DROP CONSTRAINT chk_employee_count_positive;
+             ALTER TABLE business_profiles ADD CONSTRAINT chk_employee_count_positive {definition} NOT VALID;"
+        ))
+        .unwrap();
+    db
+}
+
+/// Runs the binary with `args` under a pseudo-terminal (util-linux `script`) and returns
+/// everything it wrote there, stdout and stderr together; None when `script` is missing.
+fn on_a_terminal(db: &TestDb, args: &[&str]) -> Option<String> {
+    let binary = assert_cmd::cargo::cargo_bin("ruleiq-db");
+    let mut line = format!("'{}' --database-url '{}'", binary.display(), db.url);
+    for a in args {
+        line.push_str(&format!(" '{a}'"));
+    }
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("DATABASE_URL")
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_terminal_shows_bars_with_an_eta_except_in_a_json_run() {
+    let db = version_8_with_a_not_valid_check();
+    let Some(table) = on_a_terminal(&db, &["check-constraints", "--dry-run"]) else {
+        eprintln!("skipped: no `script` to give the binary a terminal");
+        return;
+    };
+    assert!(
+        table.contains("checking constraints") && table.contains("left)"),
+        "no progress bar with an ETA on a terminal:\n{table}"
+    );
+
+    let json = on_a_terminal(&db, &["--format", "json", "check-constraints"]).unwrap();
+    assert!(
+        !json.contains("checking constraints") && !json.contains("validating constraints"),
+        "a JSON run drew a progress bar:\n{json}"
+    );
+    // The report itself is there, and the work was done.
+    let start = json.find('{').expect("a JSON report");
+    let report: serde_json::Value = serde_json::from_str(json[start..].trim()).unwrap();
+    assert_eq!(
+        report["validated"],
+        serde_json::json!(["chk_employee_count_positive"])
+    );
+}

@@ -1,0 +1,147 @@
+//! VALIDATE of different tables' constraints runs concurrently: a lock on one table holds up
+//! only that table's constraints.
+
+mod common;
+use common::TestDb;
+use std::time::{Duration, Instant};
+
+/// The two constraints made NOT VALID again, on different tables; the first in catalog order
+/// is on the table the test locks, so a one-after-another validation would wait behind it.
+const LOCKED: (&str, &str) = ("evidence_items", "chk_evidence_status");
+const FREE: (&str, &str) = ("business_profiles", "chk_employee_count_positive");
+
+/// A version-8 database (no rows) whose `LOCKED` and `FREE` constraints are NOT VALID.
+fn version_8_with_two_not_valid_constraints() -> TestDb {
+    let db = TestDb::new();
+    db.migrate_to(8);
+    let mut client = db.client();
+    for (table, name) in [LOCKED, FREE] {
+        let definition: String = client
+            .query_one(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = $1",
+                &[&name],
+            )
+            .unwrap()
+            .get(0);
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {table} DROP CONSTRAINT {name};
+                 ALTER TABLE {table} ADD CONSTRAINT {name} {definition} NOT VALID;"
+            ))
+            .unwrap();
+    }
+    db
+}
+
+fn is_valid(client: &mut postgres::Client, name: &str) -> bool {
+    client
+        .query_one(
+            "SELECT convalidated FROM pg_constraint WHERE conname = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_lock_on_one_table_does_not_hold_up_another_tables_validate() {
+    let db = version_8_with_two_not_valid_constraints();
+    let mut watcher = db.client();
+    assert!(!is_valid(&mut watcher, LOCKED.1) && !is_valid(&mut watcher, FREE.1));
+
+    // SHARE UPDATE EXCLUSIVE conflicts with VALIDATE's own lock, not with the check's reads.
+    let mut holder = db.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
+        LOCKED.0
+    ))
+    .unwrap();
+
+    let child = db
+        .command()
+        .args([
+            "--format",
+            "json",
+            "--lock-timeout",
+            "200ms",
+            "--ignore-blockers",
+            "check-constraints",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let started = Instant::now();
+    let mut free_validated_while_locked = false;
+    while started.elapsed() < Duration::from_secs(5) {
+        if is_valid(&mut watcher, FREE.1) {
+            free_validated_while_locked = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Hold on a little longer: the locked table's VALIDATE must still be waiting.
+    std::thread::sleep(Duration::from_millis(500));
+    let locked_valid_while_locked = is_valid(&mut watcher, LOCKED.1);
+    tx.commit().unwrap();
+
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        free_validated_while_locked,
+        "{} was not validated while {} was locked; stderr:\n{stderr}",
+        FREE.1, LOCKED.0
+    );
+    assert!(
+        !locked_valid_while_locked,
+        "the lock did not hold VALIDATE up"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Catalog order, whichever finished first.
+    assert_eq!(report["validated"], serde_json::json!([LOCKED.1, FREE.1]));
+    assert!(is_valid(&mut watcher, LOCKED.1) && is_valid(&mut watcher, FREE.1));
+    assert!(
+        stderr.contains("retrying"),
+        "the locked table's VALIDATE should have waited and retried: {stderr}"
+    );
+}
+
+#[test]
+fn a_role_with_one_connection_slot_still_checks_and_validates_everything() {
+    let db = version_8_with_two_not_valid_constraints();
+    let role = format!("single_{}", &db.name[2..10]);
+    db.execute(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'pw' CONNECTION LIMIT 1;
+         GRANT USAGE ON SCHEMA public TO {role};
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
+         ALTER TABLE {} OWNER TO {role};
+         ALTER TABLE {} OWNER TO {role};",
+        LOCKED.0, FREE.0
+    ));
+    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .args([
+            "--database-url",
+            &db.url_as(&role, "pw"),
+            "--no-progress",
+            "--format",
+            "json",
+            "check-constraints",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["validated"], serde_json::json!([LOCKED.1, FREE.1]));
+    assert!(
+        stderr.contains("no session of its own"),
+        "the second table's VALIDATE should have run on the main session: {stderr}"
+    );
+    let mut watcher = db.client();
+    assert!(is_valid(&mut watcher, LOCKED.1) && is_valid(&mut watcher, FREE.1));
+}
