@@ -85,6 +85,19 @@ fn wait_until_idle_for_a_moment(db: &TestDb, pid: i32) {
     );
 }
 
+/// A session that ran `sql` in an open transaction and has sat idle in it for a moment (what
+/// ruleiq-db counts as a blocker); returns it and its pid. The transaction ends with it.
+fn idle_in_transaction(db: &TestDb, sql: &str) -> (Client, i32) {
+    let mut holder = db.client();
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    holder.batch_execute(&format!("BEGIN; {sql}")).unwrap();
+    wait_until_idle_for_a_moment(db, pid);
+    (holder, pid)
+}
+
 fn blockers(report: &Value) -> &Vec<Value> {
     report["blockers"]
         .as_array()
@@ -175,15 +188,8 @@ fn an_idle_transaction_holding_a_profile_row_is_named_waited_for_and_refused() {
 #[test]
 fn a_blocker_that_goes_while_migrate_waits_lets_it_through() {
     let db = clean_at_7(TestDb::new());
-    let mut holder = db.client();
-    let pid: i32 = holder
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    holder
-        .batch_execute("BEGIN; UPDATE business_profiles SET industry = industry")
-        .unwrap();
-    wait_until_idle_for_a_moment(&db, pid);
+    let (mut holder, pid) =
+        idle_in_transaction(&db, "UPDATE business_profiles SET industry = industry");
     let mut migrate = db
         .command()
         .args(["--lock-wait", "60s", "migrate"])
@@ -299,15 +305,7 @@ fn a_prepared_transaction_is_named_and_refused_until_it_is_resolved() {
 #[test]
 fn cleanup_and_rollback_dry_runs_list_blockers_too() {
     let db = clean_at_7(TestDb::new());
-    let mut holder = db.client();
-    let pid: i32 = holder
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    holder
-        .batch_execute("BEGIN; LOCK TABLE evidence_items IN SHARE MODE")
-        .unwrap();
-    wait_until_idle_for_a_moment(&db, pid);
+    let (mut holder, pid) = idle_in_transaction(&db, "LOCK TABLE evidence_items IN SHARE MODE");
     let (code, report, stderr) = db.run_json(&["cleanup", "--dry-run"]);
     assert_eq!(code, 0, "{stderr}");
     let named = blockers(&report);
@@ -574,15 +572,7 @@ fn the_estimate_grows_with_the_tables_and_says_what_it_rests_on() {
 fn rollback_refuses_while_a_session_keeps_a_table_it_would_change() {
     let db = clean_at_7(TestDb::new());
     db.migrate_to(8);
-    let mut holder = db.client();
-    let pid: i32 = holder
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    holder
-        .batch_execute("BEGIN; SELECT count(*) FROM generated_policies")
-        .unwrap();
-    wait_until_idle_for_a_moment(&db, pid);
+    let (mut holder, pid) = idle_in_transaction(&db, "SELECT count(*) FROM generated_policies");
     let before = db.dump();
     let (code, refusal, stderr) = db.run_json(&["--yes", "--lock-wait", "1s", "rollback"]);
     assert_eq!(code, 4, "{stderr}");
@@ -648,15 +638,7 @@ fn a_transaction_older_than_blocker_age_counts_even_away_from_the_tables() {
 fn compat_drop_refuses_while_a_session_sits_on_a_table_its_views_read() {
     let db = clean_at_7(TestDb::new());
     db.migrate_to(8);
-    let mut holder = db.client();
-    let pid: i32 = holder
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    holder
-        .batch_execute("BEGIN; SELECT count(*) FROM business_profiles")
-        .unwrap();
-    wait_until_idle_for_a_moment(&db, pid);
+    let (mut holder, pid) = idle_in_transaction(&db, "SELECT count(*) FROM business_profiles");
     let (code, _, stderr) = db.run(&["--yes", "--lock-wait", "1s", "compat", "--drop"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");

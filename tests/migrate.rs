@@ -70,6 +70,22 @@ fn all_rows(db: &TestDb) -> BTreeMap<String, BTreeMap<String, Value>> {
     out
 }
 
+/// `status`'s `adopted_from` of each catalog constraint, by name.
+fn adopted_from(db: &TestDb) -> BTreeMap<String, Value> {
+    let (_, status, _) = db.run_json(&["status"]);
+    status["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["adopted_from"].clone(),
+            )
+        })
+        .collect()
+}
+
 /// The dirty fixture with its violations repaired by hand: a clean version-7 database with rows
 /// in every table.
 fn clean_legacy() -> TestDb {
@@ -132,18 +148,7 @@ fn fresh_database_reaches_version_8_with_full_names_and_six_valid_constraints() 
             "exactly one foreign key on {table}.business_profile_id"
         );
     }
-    let (_, status, _) = db.run_json(&["status"]);
-    let adopted: BTreeMap<String, Value> = status["constraints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_string(),
-                c["adopted_from"].clone(),
-            )
-        })
-        .collect();
+    let adopted = adopted_from(&db);
     assert_eq!(
         adopted["fk_assessment_business_profile"],
         "assessment_sessions_business_profil_fkey"
@@ -621,18 +626,7 @@ fn foreign_keys_are_adopted_when_present_validated_when_not_valid_and_added_when
         "{validated:?}"
     );
     assert_eq!(valid_constraints(&db).len(), 6);
-    let (_, status, _) = db.run_json(&["status"]);
-    let adopted: BTreeMap<String, Value> = status["constraints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_string(),
-                c["adopted_from"].clone(),
-            )
-        })
-        .collect();
+    let adopted = adopted_from(&db);
     assert_eq!(
         adopted["fk_assessment_business_profile"],
         "assessment_sessions_business_profil_fkey"

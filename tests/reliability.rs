@@ -60,10 +60,6 @@ fn with_param(url: &str, param: &str) -> String {
 }
 
 /// The same server and database as another role.
-fn url_as(db: &TestDb, role: &str, password: &str) -> String {
-    db.url_as(role, password)
-}
-
 /// The binary with an explicit URL (not the harness's superuser one).
 fn cli_with_url(url: &str) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
@@ -553,7 +549,7 @@ fn drop_role(db: TestDb, role: &str) {
 fn a_role_that_cannot_create_the_history_table_is_told_the_grant() {
     let db = TestDb::new();
     let role = restricted_role(&db, "");
-    let (code, _, stderr) = output(cli_with_url(&url_as(&db, &role, "role-pw")).arg("migrate"));
+    let (code, _, stderr) = output(cli_with_url(&db.url_as(&role, "role-pw")).arg("migrate"));
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -578,8 +574,7 @@ fn a_role_without_rights_on_the_audit_schema_is_told_which_grant_is_missing() {
     let policy = evidence_status_only_policy(dir.path());
     let before = db.dump();
     let (code, _, stderr) = output(
-        cli_with_url(&url_as(&db, &role, "role-pw"))
-            .args(["--yes", "cleanup", "--policy", &policy]),
+        cli_with_url(&db.url_as(&role, "role-pw")).args(["--yes", "cleanup", "--policy", &policy]),
     );
     // Refused (exit 4) by cleanup's proof, before anything changes, with the grant to give.
     assert_eq!(code, 4, "{stderr}");

@@ -10,8 +10,7 @@ use super::audit::CHANGES;
 use super::batches::Batching;
 use super::plan::{column_types, key_type};
 use super::rowjson;
-use crate::catalog::constraints::Rule;
-use crate::catalog::constraints::CATALOG;
+use crate::catalog::constraints::{Constraint, Rule, CATALOG};
 use crate::catalog::sql::{quote_ident, quote_literal};
 use crate::catalog::{PRIMARY_KEY, TABLES};
 use crate::checker::{constraint_presence, ConstraintState, DatabaseSpelling};
@@ -66,6 +65,7 @@ pub fn undo(
         ),
         &[&run_id],
     )?;
+    let guarded = guarded_links(client)?;
     let mut outcome = UndoOutcome::default();
     for group in groups {
         let table: String = group.get(0);
@@ -79,9 +79,9 @@ pub fn undo(
             bail!("cannot restore {count} rows of {table}: the table does not exist any more");
         }
         let sql = if deleted {
-            reinsert_sql(client, table, &spelling)?
+            reinsert_sql(client, table, &spelling, &guarded)?
         } else {
-            restore_sql(client, table, &spelling)?
+            restore_sql(client, table, &spelling, &guarded)?
         };
         let what = format!(
             "undo {table} ({})",
@@ -225,16 +225,14 @@ fn records_cte(table: &str, deleted: bool) -> String {
 /// reason for a conflict when it does not. Production enforces its foreign keys, so a link that
 /// was orphaned before the cleanup (rows restored with triggers off) cannot be put back: such a
 /// row stays repaired and is reported, its old values kept in the audit.
-fn parents_present(client: &mut Client, table: &'static str) -> Result<(String, String)> {
-    // A role that may turn triggers off puts such rows back exactly as they were instead (see
-    // `restore_as_they_were`): only for the others is a dangling old link a conflict.
-    if may_restore_dangling_links(client)? {
-        return Ok(("true".into(), String::new()));
-    }
-    let presence = constraint_presence(client)?;
+fn parents_present(
+    client: &mut Client,
+    table: &'static str,
+    guarded: &[&'static Constraint],
+) -> Result<(String, String)> {
     let mut checks = Vec::new();
     let mut reasons = Vec::new();
-    for c in CATALOG.iter().filter(|c| c.table == table) {
+    for c in guarded.iter().filter(|c| c.table == table) {
         let Rule::ForeignKey {
             column,
             parent,
@@ -243,12 +241,6 @@ fn parents_present(client: &mut Client, table: &'static str) -> Result<(String, 
         else {
             continue;
         };
-        if presence
-            .get(c.name)
-            .is_none_or(|p| p.state == ConstraintState::Absent)
-        {
-            continue;
-        }
         let parent_type = key_type(&column_types(client, parent)?, parent)?;
         let old = format!("j.old_values ->> {}", quote_literal(column));
         let check = format!(
@@ -269,6 +261,25 @@ fn parents_present(client: &mut Client, table: &'static str) -> Result<(String, 
         return Ok(("true".into(), String::new()));
     }
     Ok((checks.join(" AND "), reasons.join(" ")))
+}
+
+/// The catalog foreign keys whose old links undo must find a parent for, read once per undo:
+/// those the database enforces, unless this role may turn triggers off and so puts such rows
+/// back exactly as they were instead (see `restore_as_they_were`).
+fn guarded_links(client: &mut Client) -> Result<Vec<&'static Constraint>> {
+    if may_restore_dangling_links(client)? {
+        return Ok(Vec::new());
+    }
+    let presence = constraint_presence(client)?;
+    Ok(CATALOG
+        .iter()
+        .filter(|c| matches!(c.rule, Rule::ForeignKey { .. }))
+        .filter(|c| {
+            presence
+                .get(c.name)
+                .is_some_and(|p| p.state != ConstraintState::Absent)
+        })
+        .collect())
 }
 
 /// Whether this role may set `session_replication_role`: a superuser, or from PostgreSQL 15 a
@@ -292,9 +303,10 @@ fn restore_sql(
     client: &mut Client,
     table: &'static str,
     spelling: &DatabaseSpelling,
+    guarded: &[&'static Constraint],
 ) -> Result<String> {
     let pk_type = key_type(&column_types(client, table)?, table)?;
-    let (parents_ok, parent_reasons) = parents_present(client, table)?;
+    let (parents_ok, parent_reasons) = parents_present(client, table, guarded)?;
     let q = quote_ident(table);
     let pk = quote_ident(PRIMARY_KEY);
     // Every column a cleanup can write: the columns the table's constraints read.
@@ -364,10 +376,11 @@ fn reinsert_sql(
     client: &mut Client,
     table: &'static str,
     spelling: &DatabaseSpelling,
+    guarded: &[&'static Constraint],
 ) -> Result<String> {
     let types = column_types(client, table)?;
     let pk_type = key_type(&types, table)?;
-    let (parents_ok, parent_reasons) = parents_present(client, table)?;
+    let (parents_ok, parent_reasons) = parents_present(client, table, guarded)?;
     let q = quote_ident(table);
     let pk = quote_ident(PRIMARY_KEY);
     let columns: Vec<String> = types.iter().map(|(name, _)| quote_ident(name)).collect();

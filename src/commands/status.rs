@@ -5,7 +5,7 @@ use super::{Context, Outcome};
 use crate::catalog::constraints::{Kind as ConstraintKind, CATALOG};
 use crate::catalog::migrations::REPAIR_VERSION;
 use crate::catalog::renames::KNOWN_TRUNCATIONS;
-use crate::checker::{constraint_presence, ConstraintState};
+use crate::checker::{constraint_presence, ConstraintState, DatabaseSpelling};
 use crate::cli::StatusArgs;
 use crate::exit::Code;
 use crate::health::picture::{self, Health};
@@ -162,21 +162,10 @@ fn verdict(
 /// The known truncated names this database actually has.
 fn known_truncations(client: &mut Client) -> Result<Vec<KnownTruncation>> {
     let tables: Vec<&str> = KNOWN_TRUNCATIONS.iter().map(|(t, _)| *t).collect();
-    let columns: Vec<&str> = KNOWN_TRUNCATIONS.iter().map(|(_, c)| *c).collect();
-    let present = client.query(
-        "SELECT w.tbl, w.col FROM unnest($1::text[], $2::text[]) AS w(tbl, col)
-          WHERE EXISTS (SELECT 1 FROM pg_attribute a
-                         WHERE a.attrelid = to_regclass(quote_ident(w.tbl))
-                           AND a.attname = w.col AND NOT a.attisdropped)",
-        &[&tables, &columns],
-    )?;
+    let spelling = DatabaseSpelling::read(client, &tables)?;
     Ok(KNOWN_TRUNCATIONS
         .iter()
-        .filter(|(t, c)| {
-            present
-                .iter()
-                .any(|r| r.get::<_, &str>(0) == *t && r.get::<_, &str>(1) == *c)
-        })
+        .filter(|(table, column)| spelling.actual_name(table, column).is_some())
         .map(|&(table, column)| KnownTruncation { table, column })
         .collect())
 }
