@@ -6,7 +6,7 @@
 //! checks that every spelling returns the same rows.
 
 use crate::catalog::compat::SEARCH_PATH;
-use crate::config::Target;
+use crate::db::config::Target;
 use anyhow::{Context, Result};
 use postgres::Client;
 use serde::Serialize;

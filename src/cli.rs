@@ -80,8 +80,8 @@ pub struct GlobalArgs {
     /// Long data work (cleanup and undo batches, rollback steps) pauses between batches while a
     /// standby is further behind than this: a time (10s, 500ms; 0s = any WAL not replayed yet)
     /// or an amount of WAL (64MB, 512kB).
-    #[arg(long, default_value = "10s", value_parser = crate::replication::parse_max_lag, global = true)]
-    pub max_replica_lag: crate::replication::MaxLag,
+    #[arg(long, default_value = "10s", value_parser = crate::db::replication::parse_max_lag, global = true)]
+    pub max_replica_lag: crate::db::replication::MaxLag,
 
     /// How long to wait for lagging standbys (between batches, and after 008 and each VALIDATE)
     /// before stopping with exit 4; what was done before stays whole and committed.
@@ -226,7 +226,7 @@ impl Default for CheckArgs {
         CheckArgs {
             dry_run: false,
             constraints: Vec::new(),
-            live_window: crate::live::DEFAULT_WINDOW,
+            live_window: crate::constraints::live::DEFAULT_WINDOW,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A throwaway PostgreSQL cluster started from the local server binaries: `rehearse` and the
 //! test harness both use it. Stopped and removed on drop.
 
-use crate::config::{ProcessEnv, Target};
+use crate::db::config::{ProcessEnv, Target};
 use anyhow::{bail, Context, Result};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

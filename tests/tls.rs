@@ -26,7 +26,8 @@ fn every_sslmode_behaves_as_libpq_documents() {
         .url("postgres")
         .replace("sslmode=disable", "sslmode=require");
     let target =
-        ruleiq_db::config::Target::resolve(Some(&url), &ruleiq_db::config::ProcessEnv).unwrap();
+        ruleiq_db::db::config::Target::resolve(Some(&url), &ruleiq_db::db::config::ProcessEnv)
+            .unwrap();
     let mut client = ruleiq_db::db::connect(&target).unwrap();
     let encrypted: bool = client
         .query_one(

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use postgres::Client;
 use ruleiq_db::catalog::sql::quote_ident;
-use ruleiq_db::config::{ProcessEnv, Target};
+use ruleiq_db::db::config::{ProcessEnv, Target};
 use ruleiq_db::sandbox::{Cluster, ClusterOptions};
 use std::sync::Mutex;
 

@@ -23,7 +23,7 @@ const APPLICATION_NAME: &str = "impact-workload";
 /// How often the lock monitor looks at pg_stat_activity.
 const LOCK_POLL: Duration = Duration::from_millis(10);
 
-fn workload_target(server: &Server, db: &str) -> Result<ruleiq_db::config::Target> {
+fn workload_target(server: &Server, db: &str) -> Result<ruleiq_db::db::config::Target> {
     let mut target = server.target(db)?;
     target.config.application_name(APPLICATION_NAME);
     Ok(target)
@@ -279,7 +279,7 @@ struct Worker {
     origin: Instant,
     interval: Duration,
     stop: Arc<AtomicBool>,
-    target: ruleiq_db::config::Target,
+    target: ruleiq_db::db::config::Target,
     rng: u64,
 }
 

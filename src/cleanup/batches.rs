@@ -6,9 +6,9 @@
 //! next run picks up the rows still violating. The batch size adapts so that a batch, and the
 //! row locks it holds, lasts about half a second.
 
+use crate::db::replication::ReplicaThrottle;
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
-use crate::replication::ReplicaThrottle;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use postgres::Client;

@@ -16,7 +16,7 @@ use super::rowjson;
 use crate::catalog::constraints::Rule;
 use crate::catalog::sql::{quote_ident, quote_literal};
 use crate::catalog::PRIMARY_KEY;
-use crate::checker::DatabaseSpelling;
+use crate::constraints::check::DatabaseSpelling;
 use anyhow::{bail, Context, Result};
 use postgres::GenericClient;
 use std::cell::RefCell;

@@ -4,7 +4,7 @@
 
 use crate::catalog::renames::RENAMES;
 use crate::catalog::sql::{quote_ident, quote_literal};
-use crate::checker::DatabaseSpelling;
+use crate::constraints::check::DatabaseSpelling;
 
 /// The renamed columns of `table` that this database still spells the legacy way:
 /// (current, legacy).

@@ -3,12 +3,12 @@
 
 use super::{Context, Outcome};
 use crate::catalog::constraints::{self, Constraint, CATALOG};
-use crate::checker::{self, ConstraintState, Finding};
 use crate::cli::CheckArgs;
-use crate::enforce;
+use crate::constraints::check::{self, ConstraintState, Finding};
+use crate::constraints::live::{self, LiveSince};
+use crate::constraints::validate;
 use crate::exit::{refuse, Code};
 use crate::history;
-use crate::live::{self, LiveSince};
 use crate::report::{self, Details, Report};
 use anyhow::Result;
 use serde::Serialize;
@@ -60,7 +60,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
     let schema_version = history::current_version(&history::read(&mut client)?);
     ctx.journal.version(schema_version);
     let (mut findings, live_since) =
-        checker::check_live(&target, &mut client, &selected, &ctx.log, args.live_window)?;
+        check::check_live(&target, &mut client, &selected, &ctx.log, args.live_window)?;
     let mut validated = Vec::new();
     if !args.dry_run {
         let clean: Vec<&'static Constraint> = findings
@@ -69,7 +69,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
             .map(Finding::constraint)
             .collect();
         if !clean.is_empty() {
-            let outcome = enforce::validate_not_valid(
+            let outcome = validate::validate_not_valid(
                 &mut client,
                 ctx.validation_workers(&target),
                 Some(&clean),
@@ -80,7 +80,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
             validated = outcome.validated;
             // A row may have arrived between the count and VALIDATE: count again those blocked.
             if !outcome.blocked.is_empty() {
-                let (recount, _) = checker::check_live(
+                let (recount, _) = check::check_live(
                     &target,
                     &mut client,
                     &outcome.blocked,
@@ -98,8 +98,8 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
             }
         }
     }
-    let total = checker::total_violations(&findings);
-    let total_live = checker::total_live_violations(&findings);
+    let total = check::total_violations(&findings);
+    let total_live = check::total_live_violations(&findings);
     let code = if total > 0 {
         Code::Violations
     } else {

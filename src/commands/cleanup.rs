@@ -11,7 +11,6 @@
 
 use super::{Context, Outcome};
 use crate::catalog::constraints::CATALOG;
-use crate::checker;
 use crate::cleanup::audit;
 use crate::cleanup::batches::{self, Batching};
 use crate::cleanup::decisions::{self, NeedsDecision};
@@ -23,6 +22,7 @@ use crate::cleanup::preview::{self, Example, TablePreview};
 use crate::cleanup::proof;
 use crate::cleanup::undo::{self, Conflict};
 use crate::cli::CleanupArgs;
+use crate::constraints::check;
 use crate::exit::{code_of, Code};
 use crate::health::blockers::{self, Blocker, Scope, Takes};
 use crate::history;
@@ -211,20 +211,20 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
 /// ran) and of every catalog constraint (what migrate will find, skipped rules included).
 fn recount(
     ctx: &Context,
-    target: &crate::config::Target,
+    target: &crate::db::config::Target,
     client: &mut Client,
     policy: &Policy,
     details: &mut CleanupReport,
 ) -> Result<()> {
     let all: Vec<_> = CATALOG.iter().collect();
-    let findings = checker::check(target, client, &all, &ctx.log)?;
+    let findings = check::check(target, client, &all, &ctx.log)?;
     let covered = policy.covered();
     let remaining: u64 = findings
         .iter()
         .filter(|f| covered.iter().any(|c| c.name == f.name))
         .map(|f| f.violations)
         .sum();
-    let left = checker::total_violations(&findings);
+    let left = check::total_violations(&findings);
     details.remaining_violations = Some(remaining);
     details.violations_left = Some(left);
     if remaining > 0 {

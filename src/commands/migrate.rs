@@ -8,10 +8,10 @@ use crate::catalog::constraints::CATALOG;
 use crate::catalog::migrations::{self, REPAIR_VERSION};
 use crate::catalog::repair::{self, PlannedStatement, RENAME_CONFLICT_SQLSTATE};
 use crate::catalog::sql::{lock_taken, split_statements};
-use crate::checker::{self, Finding};
-use crate::config::Target;
+use crate::constraints::check::{self, Finding};
+use crate::constraints::validate;
 use crate::db;
-use crate::enforce;
+use crate::db::config::Target;
 use crate::exit::{refuse, Code, Refused};
 use crate::health::blockers::{self, Blocker, Scope, Takes};
 use crate::health::estimate::{self, Estimate};
@@ -118,7 +118,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         details.estimate = Some(found);
     }
     if includes_repair {
-        db::refuse_rename_conflicts(
+        crate::constraints::spelling::refuse_rename_conflicts(
             &mut client,
             "008 cannot repair column names",
             "migrate again",
@@ -202,7 +202,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
 
     let mut code = Code::Ok;
     if details.to_version >= REPAIR_VERSION {
-        let validation = enforce::validate_not_valid(
+        let validation = validate::validate_not_valid(
             &mut client,
             ctx.validation_workers(&target),
             None,
@@ -212,8 +212,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         )?;
         details.validated = validation.validated;
         if !validation.blocked.is_empty() {
-            details.blocked_by =
-                checker::check(&target, &mut client, &validation.blocked, &ctx.log)?;
+            details.blocked_by = check::check(&target, &mut client, &validation.blocked, &ctx.log)?;
             ctx.log.line("some constraints stay NOT VALID because rows violate them: run `ruleiq-db check-constraints --dry-run`, then `ruleiq-db cleanup`, then `ruleiq-db check-constraints` to validate");
             code = Code::Violations;
         }
@@ -258,12 +257,12 @@ fn resolve_target(target: Option<i32>, from: i32) -> Result<i32> {
 /// The estimate of what a run would scan: the preflight when 008 is pending, and the VALIDATE
 /// of every catalog constraint that is not valid yet (a valid one is left alone).
 fn look_ahead(client: &mut Client, includes_repair: bool, to: i32) -> Result<Estimate> {
-    let states = checker::constraint_states(client)?;
+    let states = check::constraint_states(client)?;
     // 008 adds the absent ones NOT VALID; after it, migrate validates whatever is NOT VALID.
-    let validated = |state: checker::ConstraintState| match state {
-        checker::ConstraintState::Absent => includes_repair,
-        checker::ConstraintState::NotValid => true,
-        checker::ConstraintState::Valid => false,
+    let validated = |state: check::ConstraintState| match state {
+        check::ConstraintState::Absent => includes_repair,
+        check::ConstraintState::NotValid => true,
+        check::ConstraintState::Valid => false,
     };
     let validate: Vec<_> = if to >= REPAIR_VERSION {
         CATALOG
@@ -285,11 +284,17 @@ fn preflight(
     dry_run: bool,
 ) -> Result<Option<Outcome>> {
     let all: Vec<_> = CATALOG.iter().collect();
-    let (findings, live_since) =
-        checker::check_live(target, client, &all, &ctx.log, crate::live::DEFAULT_WINDOW)?;
-    let total = checker::total_violations(&findings);
-    let total_live = checker::total_live_violations(&findings);
-    let live_note = (total_live > 0).then(|| crate::live::meaning(total_live, &live_since));
+    let (findings, live_since) = check::check_live(
+        target,
+        client,
+        &all,
+        &ctx.log,
+        crate::constraints::live::DEFAULT_WINDOW,
+    )?;
+    let total = check::total_violations(&findings);
+    let total_live = check::total_live_violations(&findings);
+    let live_note =
+        (total_live > 0).then(|| crate::constraints::live::meaning(total_live, &live_since));
     details.preflight = Some(Preflight {
         ok: total == 0,
         total_violations: total,

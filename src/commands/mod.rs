@@ -11,14 +11,14 @@ pub mod rollback;
 pub mod status;
 
 use crate::cli::{Cli, Command, Format, GlobalArgs};
-use crate::config::{ProcessEnv, Target};
+use crate::db::config::{ProcessEnv, Target};
+use crate::db::replication::{self, ReplicaThrottle};
 use crate::db::{self, RetryPolicy};
 use crate::exit::{Code, Refused};
 use crate::health::blockers;
 use crate::journal::{Done, Journal};
 use crate::output::Sink;
 use crate::progress::Log;
-use crate::replication::{self, ReplicaThrottle};
 use crate::report::Render;
 use anyhow::Result;
 use postgres::Client;
@@ -129,9 +129,12 @@ impl Context {
         ReplicaThrottle::new(self.global.max_replica_lag, self.global.max_replica_wait)
     }
 
-    /// Where `enforce::validate_not_valid` opens the sessions that validate other tables.
-    pub fn validation_workers<'a>(&self, target: &'a Target) -> crate::enforce::Workers<'a> {
-        crate::enforce::Workers {
+    /// Where `validate::validate_not_valid` opens the sessions that validate other tables.
+    pub fn validation_workers<'a>(
+        &self,
+        target: &'a Target,
+    ) -> crate::constraints::validate::Workers<'a> {
+        crate::constraints::validate::Workers {
             target,
             lock_timeout: self.global.lock_timeout,
         }

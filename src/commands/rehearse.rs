@@ -12,8 +12,8 @@ use super::{dispatch, Context, Outcome};
 use crate::cli::{
     BaselineArgs, CheckArgs, CleanupArgs, Command, MigrateArgs, RehearseArgs, RollbackArgs,
 };
+use crate::db::replication::{self, MaxLag, ReplicaThrottle};
 use crate::exit::Code;
-use crate::replication::{self, MaxLag, ReplicaThrottle};
 use crate::report::{self, Details, Report};
 use crate::sandbox::{self, Cluster, ClusterOptions};
 use anyhow::{bail, Context as _, Result};
@@ -243,9 +243,9 @@ fn decisions(report: &Value) -> Vec<Value> {
 
 fn rehearse(
     ctx: &Context,
-    admin: &crate::config::Target,
-    target: crate::config::Target,
-    standby: Option<crate::config::Target>,
+    admin: &crate::db::config::Target,
+    target: crate::db::config::Target,
+    standby: Option<crate::db::config::Target>,
     dump: Option<&Path>,
     args: &RehearseArgs,
     server: String,
@@ -566,7 +566,7 @@ fn step(
 /// Old and new application code after 008: the application's queries with the legacy and the
 /// full column names through the compatibility schema, and with the full names against the
 /// tables, all returning the same rows.
-fn application_step(ctx: &Context, target: &crate::config::Target) -> Step {
+fn application_step(ctx: &Context, target: &crate::db::config::Target) -> Step {
     let line = format!(
         "the application's queries, legacy and full names, with search_path={}",
         crate::catalog::compat::SEARCH_PATH
@@ -627,8 +627,8 @@ fn application_step(ctx: &Context, target: &crate::config::Target) -> Step {
 /// The standby step: waits for replay, compares, and says how it went.
 fn standby_step(
     ctx: &Context,
-    primary: &crate::config::Target,
-    standby: &crate::config::Target,
+    primary: &crate::db::config::Target,
+    standby: &crate::db::config::Target,
 ) -> (Step, Option<StandbyCheck>) {
     let started = Instant::now();
     let checked = compare_standby(ctx, primary, standby);
@@ -672,8 +672,8 @@ fn standby_step(
 /// Waits until the standby has replayed everything, then compares every table on both servers.
 fn compare_standby(
     ctx: &Context,
-    primary: &crate::config::Target,
-    standby: &crate::config::Target,
+    primary: &crate::db::config::Target,
+    standby: &crate::db::config::Target,
 ) -> Result<StandbyCheck> {
     let mut on_primary = crate::db::connect(primary)?;
     let mut wait = ReplicaThrottle::new(
@@ -899,7 +899,7 @@ fn dump_problem(head: &[u8]) -> Option<String> {
 
 /// Loads plain SQL (a pg_dump may hold COPY … FROM stdin blocks) with psql, stopping at the
 /// first error.
-fn load_sql(target: &crate::config::Target, sql: &[u8]) -> Result<()> {
+fn load_sql(target: &crate::db::config::Target, sql: &[u8]) -> Result<()> {
     let psql = sandbox::find_bindir()?.join("psql");
     let password = target
         .config

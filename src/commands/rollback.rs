@@ -75,7 +75,7 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
         return Ok(finish(details, args.dry_run, from));
     }
     if steps.iter().any(|s| s.version == REPAIR_VERSION) {
-        db::refuse_rename_conflicts(
+        crate::constraints::spelling::refuse_rename_conflicts(
             &mut client,
             "008's down cannot give the columns their legacy names back",
             "roll back again",

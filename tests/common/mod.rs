@@ -174,8 +174,9 @@ impl TestDb {
         connect_url(&self.url)
     }
 
-    pub fn target(&self) -> ruleiq_db::config::Target {
-        ruleiq_db::config::Target::resolve(Some(&self.url), &ruleiq_db::config::ProcessEnv).unwrap()
+    pub fn target(&self) -> ruleiq_db::db::config::Target {
+        ruleiq_db::db::config::Target::resolve(Some(&self.url), &ruleiq_db::db::config::ProcessEnv)
+            .unwrap()
     }
 
     /// The real binary, pointed at this database, without progress bars.

@@ -2,7 +2,7 @@
 //! (as libpq does without a root certificate), `verify-ca` checks the chain, `verify-full`
 //! also checks the host name. No system OpenSSL is needed.
 
-use crate::config::Env;
+use super::env::Env;
 use anyhow::{bail, Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;

@@ -8,14 +8,15 @@
 //! [`PARALLEL_SCANS`] sessions that share one exported snapshot, so every count describes the
 //! same moment, and PostgreSQL's parallel workers may help with each (see `SCAN_SETTINGS`).
 
-use crate::catalog::constraints::{ColumnSpelling, Constraint, Kind, Rule, CATALOG};
+use super::live::{self, LiveSince};
+pub use super::spelling::DatabaseSpelling;
+use crate::catalog::constraints::{Constraint, Kind, Rule, CATALOG};
 use crate::catalog::renames::legacy_name;
 use crate::catalog::repair::ADOPTED_PREFIX;
 use crate::catalog::sql::quote_ident;
 use crate::catalog::PRIMARY_KEY;
-use crate::config::Target;
 use crate::db;
-use crate::live::{self, LiveSince};
+use crate::db::config::Target;
 use crate::progress::Log;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -66,56 +67,6 @@ pub struct Finding {
 impl Finding {
     pub fn constraint(&self) -> &'static Constraint {
         crate::catalog::constraints::find(self.name).expect("findings come from the catalog")
-    }
-}
-
-/// How columns are spelled in this database: current name, else the legacy name from the
-/// rename map, else NULL (a column a pending migration will add without a default, which is
-/// exactly the value it will hold).
-#[derive(Debug, Clone, Default)]
-pub struct DatabaseSpelling {
-    columns: HashMap<String, Vec<String>>,
-}
-
-impl DatabaseSpelling {
-    pub fn read(client: &mut impl GenericClient, tables: &[&str]) -> Result<DatabaseSpelling> {
-        let mut columns = HashMap::new();
-        for table in tables {
-            let rows = client.query(
-                "SELECT attname::text FROM pg_attribute
-                  WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped",
-                &[table],
-            )?;
-            if !rows.is_empty() {
-                columns.insert(table.to_string(), rows.iter().map(|r| r.get(0)).collect());
-            }
-        }
-        Ok(DatabaseSpelling { columns })
-    }
-
-    pub fn has_table(&self, table: &str) -> bool {
-        self.columns.contains_key(table)
-    }
-
-    /// The real name of a column (current or legacy), if the column exists.
-    pub fn actual_name(&self, table: &str, current: &str) -> Option<String> {
-        let present = self.columns.get(table)?;
-        if present.iter().any(|c| c == current) {
-            return Some(current.to_string());
-        }
-        let legacy = legacy_name(table, current)?;
-        present
-            .iter()
-            .any(|c| c == legacy)
-            .then(|| legacy.to_string())
-    }
-}
-
-impl ColumnSpelling for DatabaseSpelling {
-    fn column(&self, table: &str, current_name: &str) -> String {
-        self.actual_name(table, current_name)
-            .map(|name| quote_ident(&name))
-            .unwrap_or_else(|| "NULL".to_string())
     }
 }
 
@@ -267,7 +218,9 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
     let pk = format!("t.{}::text", quote_ident(PRIMARY_KEY));
     let mut by_table: Vec<(&'static str, Vec<&'static Constraint>)> = Vec::new();
     let mut scans = Vec::new();
-    let live = |table: &str| crate::live::written_after(table, spelling, "t", "$1::timestamptz");
+    let live = |table: &str| {
+        crate::constraints::live::written_after(table, spelling, "t", "$1::timestamptz")
+    };
     for c in constraints
         .iter()
         .copied()
@@ -634,27 +587,5 @@ mod tests {
         assert_eq!(tally.count, 100);
         let kept: Vec<String> = tally.smallest.into_iter().collect();
         assert_eq!(kept, (0..10).map(|i| format!("{i:03}")).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn legacy_columns_are_spelled_by_their_truncated_name_and_absent_ones_as_null() {
-        let mut spelling = DatabaseSpelling::default();
-        spelling.columns.insert(
-            "assessment_sessions".into(),
-            vec!["id".into(), "business_profil".into()],
-        );
-        spelling
-            .columns
-            .insert("evidence_items".into(), vec!["id".into(), "status".into()]);
-        assert_eq!(
-            spelling.column("assessment_sessions", "business_profile_id"),
-            "\"business_profil\""
-        );
-        assert_eq!(spelling.column("evidence_items", "approved_at"), "NULL");
-        let approval = crate::catalog::constraints::find("chk_approval_workflow").unwrap();
-        assert_eq!(
-            approval.violation_condition(&spelling, "t"),
-            "(t.\"status\" <> 'approved' OR (NULL IS NOT NULL AND NULL IS NOT NULL)) IS FALSE"
-        );
     }
 }

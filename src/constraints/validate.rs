@@ -3,11 +3,11 @@
 //! different tables are validated at the same time.
 
 use crate::catalog::constraints::{Constraint, Rule, CATALOG};
-use crate::checker::{constraint_presence, ConstraintState};
-use crate::config::Target;
+use crate::constraints::check::{constraint_presence, ConstraintState};
+use crate::db::config::Target;
+use crate::db::replication::ReplicaThrottle;
 use crate::db::{self, RetryPolicy};
 use crate::progress::Log;
-use crate::replication::ReplicaThrottle;
 use anyhow::Result;
 use indicatif::ProgressBar;
 use postgres::error::SqlState;

@@ -6,8 +6,8 @@
 //! makes: one more boolean column per row, no second pass.
 
 use crate::catalog::sql::quote_ident;
-use crate::checker::DatabaseSpelling;
 use crate::cleanup::audit;
+use crate::constraints::check::DatabaseSpelling;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use postgres::GenericClient;

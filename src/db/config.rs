@@ -1,7 +1,8 @@
 //! Where to connect: `--database-url` / `DATABASE_URL`, else libpq's environment variables,
 //! password file and defaults (local socket first, as psql does).
 
-use crate::tls::TlsMode;
+pub use super::env::{Env, ProcessEnv};
+use super::tls::TlsMode;
 use anyhow::{Context, Result};
 use postgres::config::Host;
 use std::path::{Path, PathBuf};
@@ -39,20 +40,6 @@ fn host_label(host: &Host) -> String {
     match host {
         Host::Tcp(name) => name.clone(),
         Host::Unix(path) => path.display().to_string(),
-    }
-}
-
-/// Environment lookups, injectable so tests need not touch the process environment.
-pub trait Env {
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The real process environment.
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
     }
 }
 

@@ -1,0 +1,8 @@
+//! The engines that hold the constraint catalog against a live database: how it spells the
+//! catalog's columns, which rows break a constraint (`check`), which rows were written during
+//! the check (`live`), and validating NOT VALID constraints (`validate`).
+
+pub mod check;
+pub mod live;
+pub mod spelling;
+pub mod validate;

@@ -1,0 +1,21 @@
+//! Infrastructure: where to connect (`config`, `tls`), connecting, the safety mechanics every
+//! changing command shares (the advisory lock, `lock_timeout`, retry when a table lock is not
+//! granted in time), standbys, and the catalog questions engines ask of a live database.
+//!
+//! Nothing here knows the constraint catalog or the rename map: that is domain knowledge.
+
+pub mod config;
+pub mod connect;
+pub mod env;
+pub mod introspect;
+pub mod lock;
+pub mod replication;
+pub mod retry;
+pub mod tls;
+
+pub use connect::{connect, lift_statement_timeout};
+pub use introspect::{columns_of, table_exists};
+pub use lock::{acquire_migration_lock, set_lock_timeout, MIGRATION_LOCK_KEY};
+pub use retry::{
+    is_lock_timeout, is_statement_timeout, retry_on_lock_timeout, sql_state, RetryPolicy,
+};

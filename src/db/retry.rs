@@ -1,0 +1,105 @@
+//! Telling a lock wait given up on from other errors, and retrying a whole transaction when
+//! that happens.
+
+use crate::progress::Log;
+use anyhow::Result;
+use postgres::error::SqlState;
+use std::time::Duration;
+
+/// Whether an error (anywhere in its chain) is a table lock wait given up on: PostgreSQL's
+/// lock_not_available (55P03), or a statement cancelled by statement_timeout (57014), which is
+/// how a wait ends when statement_timeout is the shorter of the two.
+pub fn is_lock_timeout(error: &anyhow::Error) -> bool {
+    sql_state(error).is_some_and(|code| *code == SqlState::LOCK_NOT_AVAILABLE)
+        || is_statement_timeout(error)
+}
+
+/// Whether an error is a statement cancelled by statement_timeout (57014 carries other
+/// cancellations too: a user's request, pg_cancel_backend; only the message tells them apart).
+pub fn is_statement_timeout(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<postgres::Error>()
+            .and_then(postgres::Error::as_db_error)
+            .is_some_and(|db| {
+                *db.code() == SqlState::QUERY_CANCELED && db.message().contains("statement timeout")
+            })
+    })
+}
+
+/// The SQLSTATE of the first PostgreSQL error in the chain.
+pub fn sql_state(error: &anyhow::Error) -> Option<&SqlState> {
+    error.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<postgres::Error>()
+            .and_then(|e| e.code())
+    })
+}
+
+/// How to retry a transaction that hit `lock_timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    pub fn new(attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            attempts: attempts.max(1),
+            first_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs `work` (one whole transaction) and, when it fails on lock_timeout, waits and runs it
+/// again. The failed transaction has already rolled back, so the application's queries that
+/// queued behind our lock request go ahead while we wait; that is why we give up the lock
+/// request quickly and retry rather than wait long.
+pub fn retry_on_lock_timeout<T>(
+    what: &str,
+    policy: RetryPolicy,
+    log: &Log,
+    mut work: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut backoff = policy.first_backoff;
+    for attempt in 1..=policy.attempts {
+        match work() {
+            Err(error) if is_lock_timeout(&error) && attempt < policy.attempts => {
+                log.line(&format!(
+                    "{what}: a table lock was not granted in time (lock_timeout or statement_timeout, attempt {attempt}/{}); rolled back, retrying in {} ms",
+                    policy.attempts,
+                    backoff.as_millis()
+                ));
+                std::thread::sleep(backoff + jitter(backoff));
+                backoff = (backoff * 2).min(policy.max_backoff);
+            }
+            Err(error) if is_statement_timeout(&error) => {
+                return Err(error.context(format!(
+                    "{what}: cancelled by statement_timeout on each of {} attempts, waiting for a table lock or running longer than statement_timeout allows",
+                    policy.attempts
+                )));
+            }
+            Err(error) if is_lock_timeout(&error) => {
+                return Err(error.context(format!(
+                    "{what}: gave up after {} attempts to get a table lock; a long transaction is holding it (see pg_stat_activity), retry when it ends or raise --lock-retries",
+                    policy.attempts
+                )));
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+/// Up to a quarter of `base`, so that two waiting migrators do not retry in lockstep.
+fn jitter(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
+        ^ u64::from(std::process::id());
+    let quarter = (base.as_millis() as u64 / 4).max(1);
+    Duration::from_millis(nanos % quarter)
+}
