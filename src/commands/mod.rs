@@ -13,6 +13,7 @@ pub mod status;
 use crate::cli::{Cli, Command, Format, GlobalArgs};
 use crate::db::config::{ProcessEnv, Target};
 use crate::db::replication::{self, ReplicaThrottle};
+use crate::db::session::{Safety, Session};
 use crate::db::{self, RetryPolicy};
 use crate::exit::{Code, Refused};
 use crate::health::blockers;
@@ -78,6 +79,21 @@ impl Context {
             self.log.line(&note);
         }
         Ok((target, client))
+    }
+
+    /// The bounds every changing session keeps, from the global flags.
+    pub fn safety(&self) -> Safety {
+        Safety {
+            lock_wait: self.global.lock_wait,
+            lock_timeout: self.global.lock_timeout,
+            retry: self.retry(),
+        }
+    }
+
+    /// Turns a connection from [`Context::connect`] into the session every change goes
+    /// through: server writable, migration lock held, lock_timeout set.
+    pub fn begin_session(&self, target: Target, client: Client) -> Result<Session> {
+        Session::begin(target, client, self.safety(), self.log.clone())
     }
 
     /// Refuses a standby or a read-only server, takes the migration lock and then sets

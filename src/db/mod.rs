@@ -11,6 +11,7 @@ pub mod introspect;
 pub mod lock;
 pub mod replication;
 pub mod retry;
+pub mod session;
 pub mod tls;
 
 pub use connect::{connect, lift_statement_timeout};
@@ -19,3 +20,4 @@ pub use lock::{acquire_migration_lock, set_lock_timeout, MIGRATION_LOCK_KEY};
 pub use retry::{
     is_lock_timeout, is_statement_timeout, retry_on_lock_timeout, sql_state, RetryPolicy,
 };
+pub use session::{Safety, Session};

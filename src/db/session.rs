@@ -1,0 +1,115 @@
+//! The only way ruleiq-db changes a database: a [`Session`].
+//!
+//! Opening one refuses a standby or a read-only server, takes the migration advisory lock
+//! (one migrator at a time) and only then sets `lock_timeout`, so that waiting for our own
+//! lock is not cut short. Its transactions are retried when a statement gives up waiting for
+//! a table lock: the failed transaction has rolled back, so the application's queries that
+//! queued behind our lock request go ahead while we back off. Holding these in a type means a
+//! command cannot forget one of them; engines that change anything take `&mut Session`.
+
+use super::config::Target;
+use super::lock::{acquire_migration_lock, set_lock_timeout};
+use super::replication::refuse_unless_writable;
+use super::retry::{retry_on_lock_timeout, RetryPolicy};
+use crate::progress::Log;
+use anyhow::Result;
+use postgres::{Client, Transaction};
+use std::time::Duration;
+
+/// The bounds a session keeps (from --lock-wait, --lock-timeout, --lock-retries).
+#[derive(Debug, Clone, Copy)]
+pub struct Safety {
+    /// How long to wait for another ruleiq-db's migration lock before refusing.
+    pub lock_wait: Duration,
+    /// How long one statement may queue for a table lock (and so hold the application up
+    /// behind it) before it gives up and its transaction is retried.
+    pub lock_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// A connection holding the migration lock, with `lock_timeout` set. Dropping it closes the
+/// connection, which releases the lock.
+pub struct Session {
+    client: Client,
+    target: Target,
+    safety: Safety,
+    log: Log,
+}
+
+impl Session {
+    /// Makes `client` (a connection to `target`, as `db::connect` opened it) a changing
+    /// session: refuses a server that cannot take writes, waits for the migration lock up to
+    /// `safety.lock_wait` (then refuses), and sets lock_timeout.
+    pub fn begin(target: Target, mut client: Client, safety: Safety, log: Log) -> Result<Session> {
+        refuse_unless_writable(&mut client, &target.to_string())?;
+        acquire_migration_lock(&mut client, safety.lock_wait, &log)?;
+        set_lock_timeout(&mut client, safety.lock_timeout)?;
+        Ok(Session {
+            client,
+            target,
+            safety,
+            log,
+        })
+    }
+
+    /// Runs `work` in one transaction, committed when it returns `Ok`. When a statement hits
+    /// lock_timeout the transaction is rolled back and `work` runs again after a backoff, up
+    /// to the retry budget; `what` names the work in those log lines and in the final error.
+    pub fn transaction<T>(
+        &mut self,
+        what: &str,
+        mut work: impl FnMut(&mut Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let client = &mut self.client;
+        retry_on_lock_timeout(what, self.safety.retry, &self.log, || {
+            let mut tx = client.transaction()?;
+            let value = work(&mut tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+
+    /// Runs `work` with the same retry, for work that manages its transactions itself (one
+    /// that must run statements outside a transaction block, or commit in two steps). `work`
+    /// must leave no transaction open when it fails, so that a retry starts clean.
+    pub fn retried<T>(
+        &mut self,
+        what: &str,
+        mut work: impl FnMut(&mut Client) -> Result<T>,
+    ) -> Result<T> {
+        let client = &mut self.client;
+        retry_on_lock_timeout(what, self.safety.retry, &self.log, || work(client))
+    }
+
+    /// The connection, for reading what the work needs. Reads take no table locks that the
+    /// application would queue behind beyond ACCESS SHARE.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Another connection for work that runs alongside this session under its lock (validating
+    /// another table's constraints): statement_timeout lifted as on every connection, and the
+    /// same lock_timeout. It takes no migration lock of its own: this session holds it.
+    pub fn worker(&self) -> Result<Client> {
+        let mut client = super::connect(&self.target)?;
+        super::lift_statement_timeout(&mut client)?;
+        set_lock_timeout(&mut client, self.safety.lock_timeout)?;
+        Ok(client)
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn safety(&self) -> Safety {
+        self.safety
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.safety.retry
+    }
+}
