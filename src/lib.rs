@@ -23,3 +23,4 @@ pub mod progress;
 pub mod report;
 pub mod sandbox;
 pub mod shape;
+pub mod units;

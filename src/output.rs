@@ -5,7 +5,7 @@
 //! run's. Each destination receives exactly one document: the report, or else the failure.
 //! A closed stdout (`ruleiq-db … | head`) is a normal end, not an error.
 
-use crate::cli::Format;
+use crate::report::Format;
 use crate::report::{self, Render};
 use anyhow::{Context, Result};
 use std::fs::File;

@@ -1,11 +1,18 @@
 //! Reports: every command produces one value that renders as a table (comfy-table), JSON or
 //! YAML, to stdout and optionally a file. The JSON keys are the contract (DESIGN.md §2).
 
-use crate::cli::Format;
 use anyhow::{Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
+
+/// How a report is written: a table for people, JSON or YAML for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
 
 /// The keys every report has, plus the command's own details flattened beside them.
 #[derive(Debug, Serialize)]

@@ -13,7 +13,7 @@ pub fn connect(target: &Target) -> Result<Client> {
         anyhow::anyhow!("cannot connect to {target}: {}", describe_connect_error(&e))
     })?;
     // So that looking for blockers never names one of this process's own connections.
-    crate::health::blockers::remember_own_session(&mut client);
+    super::own_sessions::remember(&mut client);
     keep_compat_views_out_of_sight(&mut client)?;
     Ok(client)
 }

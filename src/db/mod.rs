@@ -9,6 +9,7 @@ pub mod connect;
 pub mod env;
 pub mod introspect;
 pub mod lock;
+pub mod own_sessions;
 pub mod replication;
 pub mod retry;
 pub mod session;

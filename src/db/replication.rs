@@ -643,7 +643,7 @@ pub fn parse_max_lag(text: &str) -> Result<MaxLag, String> {
             }
             Ok(MaxLag::Bytes(total as u64))
         }
-        None => crate::cli::parse_duration(trimmed).map(MaxLag::Time),
+        None => crate::units::parse_duration(trimmed).map(MaxLag::Time),
     }
 }
 

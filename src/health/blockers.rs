@@ -15,7 +15,6 @@ use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a lock or an idle transaction must have lasted before it counts. The application's
@@ -199,28 +198,6 @@ fn seconds(s: f64) -> String {
     }
 }
 
-/// Backends this process opened (pid and start time, so a reused pid is not mistaken for
-/// ours). Filled by [`remember_own_session`] from `db::connect`.
-static OWN_SESSIONS: Mutex<Vec<(i32, f64)>> = Mutex::new(Vec::new());
-
-/// Records the backend behind a new connection as this process's own, so that the checker's
-/// extra connections (and any other of ours) are never named as blockers. Best effort.
-pub fn remember_own_session(client: &mut Client) {
-    let row = client.query_one(
-        "SELECT pg_backend_pid(), extract(epoch FROM backend_start)::float8
-           FROM pg_stat_activity WHERE pid = pg_backend_pid()",
-        &[],
-    );
-    if let (Ok(row), Ok(mut own)) = (row, OWN_SESSIONS.lock()) {
-        own.push((row.get(0), row.get(1)));
-    }
-}
-
-fn own_sessions() -> (Vec<i32>, Vec<f64>) {
-    let own = OWN_SESSIONS.lock().map(|o| o.clone()).unwrap_or_default();
-    own.into_iter().unzip()
-}
-
 /// Every live session of this database with what it holds on the scope's tables.
 const SESSIONS_SQL: &str = r"
 WITH touched AS (
@@ -302,7 +279,7 @@ struct Session {
 
 /// Looks once: everything that would make `scope`'s command wait right now.
 pub fn find(client: &mut Client, scope: &Scope, limits: &Limits) -> Result<Vec<Blocker>> {
-    let (own_pids, own_starts) = own_sessions();
+    let (own_pids, own_starts) = crate::db::own_sessions::all();
     let rows = client.query(
         SESSIONS_SQL,
         &[&scope.tables, &own_pids, &own_starts, &MIGRATION_LOCK_KEY],
