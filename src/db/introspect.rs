@@ -10,13 +10,6 @@ use crate::catalog::sql::quote_ident;
 use anyhow::Result;
 use postgres::GenericClient;
 
-/// Whether a table exists in the current schema.
-pub fn table_exists(client: &mut impl GenericClient, table: &str) -> Result<bool> {
-    Ok(client
-        .query_one("SELECT to_regclass(quote_ident($1)) IS NOT NULL", &[&table])?
-        .get(0))
-}
-
 /// Whether a table has this (undropped, user) column; false when the table is absent.
 pub fn column_exists(client: &mut impl GenericClient, table: &str, column: &str) -> Result<bool> {
     Ok(client
@@ -26,17 +19,6 @@ pub fn column_exists(client: &mut impl GenericClient, table: &str, column: &str)
             &[&table, &column],
         )?
         .get(0))
-}
-
-/// The columns of a table in the current schema (empty when the table is absent).
-pub fn columns_of(client: &mut impl GenericClient, table: &str) -> Result<Vec<String>> {
-    let rows = client.query(
-        "SELECT attname::text FROM pg_attribute
-          WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped
-          ORDER BY attnum",
-        &[&table],
-    )?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// A column as the catalog describes it.
@@ -131,4 +113,22 @@ pub fn count_rows_in(client: &mut impl GenericClient, schema: &str, table: &str)
             &[],
         )?
         .get(0))
+}
+
+/// Whether a table exists in the current schema.
+pub fn table_exists(client: &mut impl GenericClient, table: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass(quote_ident($1)) IS NOT NULL", &[&table])?
+        .get(0))
+}
+
+/// The columns of a table in the current schema (empty when the table is absent).
+pub fn columns_of(client: &mut impl GenericClient, table: &str) -> Result<Vec<String>> {
+    let rows = client.query(
+        "SELECT attname::text FROM pg_attribute
+          WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped
+          ORDER BY attnum",
+        &[&table],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
