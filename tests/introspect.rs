@@ -126,6 +126,9 @@ fn an_absent_table_is_an_answer_and_a_transaction_sees_its_own_tables() {
         !introspect::table_exists(&mut tx, "kept").unwrap(),
         "a table of another schema is not the application's"
     );
+    assert!(introspect::table_exists_in(&mut tx, "side", "kept").unwrap());
+    assert!(!introspect::table_exists_in(&mut tx, "side", "fresh").unwrap());
+    assert!(!introspect::table_exists_in(&mut tx, "nowhere", "kept").unwrap());
     tx.rollback().unwrap();
     assert!(!introspect::table_exists(&mut client, "fresh").unwrap());
 }

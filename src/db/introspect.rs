@@ -10,6 +10,17 @@ use crate::catalog::sql::quote_ident;
 use anyhow::Result;
 use postgres::GenericClient;
 
+/// Whether `schema` has a table (or any relation) of this name: for ruleiq-db's own schemas
+/// (the archive, the audit trail), which are not on the search path.
+pub fn table_exists_in(client: &mut impl GenericClient, schema: &str, table: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL",
+            &[&schema, &table],
+        )?
+        .get(0))
+}
+
 /// Whether a table has this (undropped, user) column; false when the table is absent.
 pub fn column_exists(client: &mut impl GenericClient, table: &str, column: &str) -> Result<bool> {
     Ok(client
