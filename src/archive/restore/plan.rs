@@ -1,16 +1,12 @@
-//! Putting back what a rollback archived. When a migration creates again a table or a column that
-//! a rollback moved or copied into ruleiq_archive, the newest such archive's rows (or values) go
-//! back inside the migration's own transaction, so a round trip 8 → 6 → 8 loses nothing; then the
-//! archive is dropped, so that a later round trip can never bring stale data back a second time.
-//!
-//! Migrations run in version order and a table is created before whatever references it, so
-//! restoring at the end of each migration, in the order its statements create things, puts
-//! parents back before their children.
+//! Deciding what to put back, read-only: what a migration's statements create again
+//! ([`created_by`], [`absent`]), which archive holds it (the newest whose comment says so), and
+//! for a `--dry-run`, how many rows would return ([`planned`]).
 
-use super::{qualified, split_actions, tokenize, Cursor, Token, COMMENT_PREFIX, SCHEMA};
-use crate::catalog::sql::{quote_ident, quote_literal};
+use super::super::names::{qualified, COMMENT_PREFIX, SCHEMA};
+use super::super::tokens::{split_actions, tokenize, Cursor, Token};
 use crate::catalog::PRIMARY_KEY;
-use anyhow::{Context, Result};
+use crate::db::introspect;
+use anyhow::Result;
 use postgres::GenericClient;
 use serde::Serialize;
 
@@ -29,20 +25,6 @@ impl Created {
             Created::Column { table, column } => format!("{table}.{column}"),
         }
     }
-}
-
-/// One archive put back.
-#[derive(Debug, Clone, Serialize)]
-pub struct Restored {
-    /// `table` or `table.column`.
-    pub object: String,
-    /// Schema-qualified name of the archive the rows or values came from.
-    pub archive: String,
-    /// Rows inserted (a table) or updated (a column).
-    pub rows: i64,
-    /// False when the archive was kept, marked as restored in its comment: it held columns the
-    /// new table lacks, or something of the user's depends on it.
-    pub archive_dropped: bool,
 }
 
 /// What a statement creates: the table of a `CREATE TABLE`, the columns of an
@@ -112,15 +94,10 @@ pub fn absent(client: &mut impl GenericClient, created: &[Created]) -> Result<Ve
             Created::Table { table } => (table, None),
             Created::Column { table, column } => (table, Some(column)),
         };
-        let exists: bool = client
-            .query_one(
-                "SELECT CASE WHEN $2::text IS NULL THEN to_regclass(quote_ident($1)) IS NOT NULL
-                        ELSE EXISTS (SELECT 1 FROM pg_attribute
-                                      WHERE attrelid = to_regclass(quote_ident($1))
-                                        AND attname = $2 AND attnum > 0 AND NOT attisdropped) END",
-                &[table, &column],
-            )?
-            .get(0);
+        let exists = match column {
+            None => introspect::table_exists(client, table)?,
+            Some(column) => introspect::column_exists(client, table, column)?,
+        };
         if !exists && !out.contains(c) {
             out.push(c.clone());
         }
@@ -130,16 +107,16 @@ pub fn absent(client: &mut impl GenericClient, created: &[Created]) -> Result<Ve
 
 /// An archive as its comment describes it.
 #[derive(Debug, Clone)]
-struct Entry {
+pub(super) struct Entry {
     /// The archive table's name in [`SCHEMA`].
-    name: String,
-    holds: Created,
+    pub(super) name: String,
+    pub(super) holds: Created,
     /// When the rollback ran, as the comment spells it (`20261125T101500Z`).
-    stamp: String,
+    pub(super) stamp: String,
     /// 1, or N for a name that needed the suffix `_N`.
-    attempt: u32,
-    columns: Vec<String>,
-    comment: String,
+    pub(super) attempt: u32,
+    pub(super) columns: Vec<String>,
+    pub(super) comment: String,
 }
 
 impl Entry {
@@ -198,7 +175,7 @@ fn parse(name: &str, comment: &str, columns: &[String]) -> Option<Entry> {
     })
 }
 
-fn archives(client: &mut impl GenericClient) -> Result<Vec<Entry>> {
+pub(super) fn archives(client: &mut impl GenericClient) -> Result<Vec<Entry>> {
     let rows = client.query(
         "SELECT c.relname::text, coalesce(obj_description(c.oid, 'pg_class'), ''),
                 array(SELECT a.attname::text FROM pg_attribute a
@@ -221,7 +198,7 @@ fn archives(client: &mut impl GenericClient) -> Result<Vec<Entry>> {
 }
 
 /// The newest archive of this object: a later rollback's copy supersedes an earlier one.
-fn newest<'a>(entries: &'a [Entry], created: &Created) -> Option<&'a Entry> {
+pub(super) fn newest<'a>(entries: &'a [Entry], created: &Created) -> Option<&'a Entry> {
     entries
         .iter()
         .filter(|e| &e.holds == created)
@@ -260,9 +237,7 @@ pub fn planned(
                     continue;
                 }
                 let archive = qualified(&entry.name);
-                let rows: i64 = client
-                    .query_one(&format!("SELECT count(*) FROM {archive}"), &[])?
-                    .get(0);
+                let rows = introspect::count_rows_in(client, SCHEMA, &entry.name)?;
                 out.push(Planned {
                     version: m.version(),
                     object: c.object(),
@@ -273,205 +248,6 @@ pub fn planned(
         }
     }
     Ok(out)
-}
-
-/// Puts back, in the caller's transaction and in the given order, the newest archive of each of
-/// `created` (what the migration `label` has just created; see [`absent`]).
-///
-/// A column's values are written by one UPDATE while the migration's `ADD COLUMN` still holds
-/// its ACCESS EXCLUSIVE lock, so the application waits for it; that is the price of the values
-/// and the column appearing together.
-pub fn restore(
-    tx: &mut impl GenericClient,
-    created: &[Created],
-    label: &str,
-) -> Result<Vec<Restored>> {
-    let entries = archives(tx)?;
-    let mut restored = Vec::new();
-    for c in created {
-        let Some(entry) = newest(&entries, c) else {
-            continue;
-        };
-        let archive = qualified(&entry.name);
-        let (rows, left_behind) = match c {
-            Created::Table { table } => restore_table(tx, table, entry)?,
-            Created::Column { table, column } => {
-                (restore_column(tx, table, column, entry)?, Vec::new())
-            }
-        };
-        let dropped = left_behind.is_empty() && drop_archive(tx, &archive)?;
-        if !dropped {
-            mark_restored(tx, entry, &c.object(), label, &left_behind)?;
-        }
-        restored.push(Restored {
-            object: c.object(),
-            archive,
-            rows,
-            archive_dropped: dropped,
-        });
-    }
-    Ok(restored)
-}
-
-/// INSERT … SELECT of the columns both have, by name. Returns the rows inserted and the
-/// archive's columns the table lacks (kept in the archive).
-fn restore_table(
-    tx: &mut impl GenericClient,
-    table: &str,
-    entry: &Entry,
-) -> Result<(i64, Vec<String>)> {
-    // An archived enum column holds text (the archive detaches it from the live type): it is
-    // cast back to the re-created column's enum. Other columns go back as they are, so that a
-    // value that no longer fits is an error, never silently cut.
-    let live: Vec<(String, bool)> = tx
-        .query(
-            "SELECT attname::text, attgenerated <> '' FROM pg_attribute
-              WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped
-              ORDER BY attnum",
-            &[&table],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let enum_types: Vec<(String, String)> = tx
-        .query(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-               JOIN pg_type t ON t.oid = a.atttypid
-              WHERE a.attrelid = to_regclass(quote_ident($1)) AND a.attnum > 0
-                AND NOT a.attisdropped AND t.typtype = 'e'",
-            &[&table],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let common: Vec<&String> = live
-        .iter()
-        .filter(|(name, generated)| !generated && entry.columns.contains(name))
-        .map(|(name, _)| name)
-        .collect();
-    let left_behind: Vec<String> = entry
-        .columns
-        .iter()
-        .filter(|c| !live.iter().any(|(name, _)| name == *c))
-        .cloned()
-        .collect();
-    if common.is_empty() {
-        return Ok((0, entry.columns.clone()));
-    }
-    let list = common
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let values = common
-        .iter()
-        .map(|c| match enum_types.iter().find(|(name, _)| name == *c) {
-            Some((_, enum_type)) => format!("{}::{enum_type}", quote_ident(c)),
-            None => quote_ident(c),
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let archive = qualified(&entry.name);
-    // OVERRIDING SYSTEM VALUE: an identity column gets its archived value back, not a new one.
-    let rows = tx
-        .execute(
-            &format!(
-                "INSERT INTO {} ({list}) OVERRIDING SYSTEM VALUE SELECT {values} FROM {archive}",
-                quote_ident(table)
-            ),
-            &[],
-        )
-        .with_context(|| format!("putting the rows of {archive} back into table {table}"))?;
-    for column in &common {
-        // A serial or identity column's sequence starts again at 1 in the new table: move it
-        // past the restored keys so that the next insert does not collide.
-        let sequence: Option<String> = tx
-            .query_one(
-                "SELECT pg_get_serial_sequence(quote_ident($1), $2)",
-                &[&table, column],
-            )?
-            .get(0);
-        if let Some(sequence) = sequence {
-            tx.query(
-                &format!(
-                    "SELECT setval({}::regclass, max({c})::bigint) FROM {t} HAVING max({c}) IS NOT NULL",
-                    quote_literal(&sequence),
-                    c = quote_ident(column),
-                    t = quote_ident(table)
-                ),
-                &[],
-            )?;
-        }
-    }
-    Ok((rows as i64, left_behind))
-}
-
-/// UPDATE t SET c = archive.c by primary key. Rows deleted since the rollback have nothing to
-/// receive their value; rows inserted since keep what the migration gave them.
-fn restore_column(
-    tx: &mut impl GenericClient,
-    table: &str,
-    column: &str,
-    entry: &Entry,
-) -> Result<i64> {
-    let archive = qualified(&entry.name);
-    let rows = tx
-        .execute(
-            &format!(
-                "UPDATE {t} SET {c} = a.{c} FROM {archive} AS a WHERE {t}.{k} = a.{k}",
-                t = quote_ident(table),
-                c = quote_ident(column),
-                k = quote_ident(PRIMARY_KEY),
-            ),
-            &[],
-        )
-        .with_context(|| format!("putting the values of {archive} back into {table}.{column}"))?;
-    Ok(rows as i64)
-}
-
-/// Drops an archive whose every value is back. Something of the user's that depends on it (a
-/// view made on the archive) keeps it: the drop is undone, not the migration.
-fn drop_archive(tx: &mut impl GenericClient, archive: &str) -> Result<bool> {
-    let mut savepoint = tx.transaction()?;
-    match savepoint.batch_execute(&format!("DROP TABLE {archive}")) {
-        Ok(()) => {
-            savepoint.commit()?;
-            Ok(true)
-        }
-        Err(_) => {
-            savepoint.rollback()?;
-            Ok(false)
-        }
-    }
-}
-
-/// Rewrites a kept archive's comment so it no longer reads as a rollback's: it is not a
-/// candidate for any later restore.
-fn mark_restored(
-    tx: &mut impl GenericClient,
-    entry: &Entry,
-    object: &str,
-    label: &str,
-    left_behind: &[String],
-) -> Result<()> {
-    let at = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let kept = if left_behind.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; columns the new table lacks, kept here only: {}",
-            left_behind.join(", ")
-        )
-    };
-    tx.batch_execute(&format!(
-        "COMMENT ON TABLE {} IS {}",
-        qualified(&entry.name),
-        quote_literal(&format!(
-            "restored into {object} by ruleiq-db migrate {label} at {at}{kept}; was: {}",
-            entry.comment
-        ))
-    ))?;
-    Ok(())
 }
 
 #[cfg(test)]
