@@ -1,6 +1,6 @@
 //! The audit trail in schema `ruleiq_audit`: one row per cleanup run, one row per changed or
-//! deleted row, written by the same statement that changes the row (see plan.rs), so a change
-//! without its record cannot exist.
+//! deleted row, written by the same statement that changes the row (see statements.rs), so a
+//! change without its record cannot exist.
 //!
 //! `cleanup_changes` keeps, per row: the run, the time, the constraints and actions that
 //! applied, the primary key, the changed columns' old and new values (jsonb, current column
