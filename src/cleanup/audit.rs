@@ -1,6 +1,6 @@
 //! The audit trail in schema `ruleiq_audit`: one row per cleanup run, one row per changed or
-//! deleted row, written by the same statement that changes the row (see plan.rs), so a change
-//! without its record cannot exist.
+//! deleted row, written by the same statement that changes the row (see statements.rs), so a
+//! change without its record cannot exist.
 //!
 //! `cleanup_changes` keeps, per row: the run, the time, the constraints and actions that
 //! applied, the primary key, the changed columns' old and new values (jsonb, current column
@@ -8,8 +8,9 @@
 //! `restored_at` is set when `cleanup --undo` puts the row back.
 
 use super::policy::Policy;
+use crate::db::Session;
 use anyhow::{Context, Result};
-use postgres::{Client, GenericClient};
+use postgres::GenericClient;
 use uuid::Uuid;
 
 pub const SCHEMA: &str = "ruleiq_audit";
@@ -47,7 +48,8 @@ CREATE TABLE IF NOT EXISTS ruleiq_audit.cleanup_changes (
 /// Creates the audit schema and tables when absent. Only a real run calls this. When they
 /// exist it runs no DDL at all: even `CREATE … IF NOT EXISTS` needs the CREATE privilege, which
 /// a role that only writes the audit need not hold (proof.rs checks what it does need).
-pub fn ensure(client: &mut Client) -> Result<()> {
+pub fn ensure(session: &mut Session) -> Result<()> {
+    let client = session.client();
     let missing = missing_grants(client)?;
     if !missing.is_empty() {
         let role: String = client.query_one("SELECT current_user::text", &[])?.get(0);
@@ -55,7 +57,7 @@ pub fn ensure(client: &mut Client) -> Result<()> {
             "the role {role} cannot record cleanup's audit trail in schema {SCHEMA}, so cleanup does not start; nothing was changed. Missing: {}",
             missing
                 .iter()
-                .map(|grant| format!("{grant} TO {role}"))
+                .map(|m| format!("{} TO {role}", m.grant))
                 .collect::<Vec<_>>()
                 .join("; ")
         );
@@ -65,14 +67,13 @@ pub fn ensure(client: &mut Client) -> Result<()> {
         // that may write the audit tables but not create them.
         return Ok(());
     }
-    let mut tx = client.transaction()?;
-    tx.batch_execute(DDL)
-        .context("creating the audit schema ruleiq_audit")?;
-    tx.commit()?;
-    Ok(())
+    session.transaction("creating the audit schema ruleiq_audit", |tx| {
+        tx.batch_execute(DDL)
+            .context("creating the audit schema ruleiq_audit")
+    })
 }
 
-fn tables_exist(client: &mut Client) -> Result<bool> {
+fn tables_exist(client: &mut impl GenericClient) -> Result<bool> {
     Ok(client
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
@@ -81,69 +82,106 @@ fn tables_exist(client: &mut Client) -> Result<bool> {
         .get(0))
 }
 
-/// The grants the connected role lacks to create (when absent) and write the audit tables,
-/// as GRANT statements without their `TO role`.
-fn missing_grants(client: &mut Client) -> Result<Vec<String>> {
-    let schema_exists: bool = client
-        .query_one("SELECT to_regnamespace($1::text) IS NOT NULL", &[&SCHEMA])?
+/// A privilege the connected role lacks to record a run's audit trail: what it may not do,
+/// and the GRANT (without its `TO role`) that allows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingGrant {
+    pub cannot: String,
+    pub grant: String,
+}
+
+impl MissingGrant {
+    fn new(cannot: String, grant: String) -> MissingGrant {
+        MissingGrant { cannot, grant }
+    }
+}
+
+/// What the role lacks to record a run's audit trail: create the schema (CREATE on the
+/// database) when it does not exist, else use it, create the tables it lacks, and write them
+/// as a run does (runs: SELECT, INSERT, UPDATE; changes: SELECT, INSERT, and its id sequence).
+/// The one source of this check: proof.rs refuses on it before the run, [`ensure`] again
+/// before it creates anything.
+pub fn missing_grants(client: &mut impl GenericClient) -> Result<Vec<MissingGrant>> {
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&SCHEMA],
+        )?
         .get(0);
-    if !schema_exists {
-        let may_create: bool = client
+    let mut missing = Vec::new();
+    if !exists {
+        let create: bool = client
             .query_one(
                 "SELECT has_database_privilege(current_database(), 'CREATE')",
                 &[],
             )?
             .get(0);
-        let db: String = client
-            .query_one("SELECT current_database()::text", &[])?
-            .get(0);
-        return Ok(if may_create {
-            Vec::new()
-        } else {
-            vec![format!(
-                "GRANT CREATE ON DATABASE {} (to create schema {SCHEMA})",
-                crate::catalog::sql::quote_ident(&db)
-            )]
-        });
+        if !create {
+            missing.push(MissingGrant::new(
+                format!("may not create schema {SCHEMA} for the audit trail"),
+                "GRANT CREATE ON DATABASE <this database>".into(),
+            ));
+        }
+        return Ok(missing);
     }
     let row = client.query_one(
-        "SELECT has_schema_privilege($1::text, 'USAGE'), has_schema_privilege($1::text, 'CREATE')",
+        "SELECT has_schema_privilege($1, 'USAGE'), has_schema_privilege($1, 'CREATE')",
         &[&SCHEMA],
     )?;
     let (usage, create): (bool, bool) = (row.get(0), row.get(1));
     if !usage {
-        return Ok(vec![format!("GRANT USAGE ON SCHEMA {SCHEMA}")]);
-    }
-    let mut missing = Vec::new();
-    if !tables_exist(client)? {
-        if !create {
-            missing.push(format!("GRANT CREATE ON SCHEMA {SCHEMA}"));
-        }
+        missing.push(MissingGrant::new(
+            format!("may not use schema {SCHEMA}, the audit trail"),
+            format!("GRANT USAGE ON SCHEMA {SCHEMA}"),
+        ));
         return Ok(missing);
     }
-    for table in [RUNS, CHANGES] {
-        let lacking: Vec<String> = client
-            .query(
-                "SELECT p FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) AS p
-                  WHERE NOT has_table_privilege($1::text, p)",
-                &[&table],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if !lacking.is_empty() {
-            missing.push(format!("GRANT {} ON {table}", lacking.join(", ")));
+    let mut changes_present = false;
+    for (table, privileges) in [
+        (RUNS, &["SELECT", "INSERT", "UPDATE"][..]),
+        (CHANGES, &["SELECT", "INSERT"][..]),
+    ] {
+        let present: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?
+            .get(0);
+        if !present {
+            if !create {
+                missing.push(MissingGrant::new(
+                    format!("may not create table {table} for the audit trail"),
+                    format!("GRANT CREATE ON SCHEMA {SCHEMA}"),
+                ));
+            }
+            continue;
+        }
+        changes_present |= table == CHANGES;
+        for privilege in privileges {
+            let held: bool = client
+                .query_one("SELECT has_table_privilege($1, $2)", &[&table, privilege])?
+                .get(0);
+            if !held {
+                missing.push(MissingGrant::new(
+                    format!("may not {privilege} table {table}"),
+                    format!("GRANT {privilege} ON {table}"),
+                ));
+            }
         }
     }
-    let sequence = format!("{SCHEMA}.cleanup_changes_id_seq");
-    let may_use_sequence: bool = client
-        .query_one(
-            "SELECT to_regclass($1) IS NULL OR has_sequence_privilege($1::text, 'USAGE')",
-            &[&sequence],
-        )?
-        .get(0);
-    if !may_use_sequence {
-        missing.push(format!("GRANT USAGE ON SEQUENCE {sequence}"));
+    let sequence: Option<bool> = if changes_present {
+        client
+            .query_one(
+                "SELECT has_sequence_privilege(s, 'USAGE')
+                   FROM pg_get_serial_sequence($1, 'id') AS s",
+                &[&CHANGES],
+            )?
+            .get(0)
+    } else {
+        None
+    };
+    if sequence == Some(false) {
+        missing.push(MissingGrant::new(
+            format!("may not use the id sequence of {CHANGES}"),
+            format!("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {SCHEMA}"),
+        ));
     }
     Ok(missing)
 }
@@ -159,38 +197,40 @@ pub fn exists(client: &mut impl GenericClient) -> Result<bool> {
 /// (we hold the migration lock, so none is running): they are marked interrupted and
 /// returned, so the report can say what this run finishes.
 pub fn begin_run(
-    client: &mut Client,
+    session: &mut Session,
     run_id: Uuid,
     schema_version: i32,
     policy: &Policy,
 ) -> Result<Vec<String>> {
     let policy_json = serde_json::to_value(policy)?;
-    let mut tx = client.transaction()?;
-    let interrupted = tx.query(
-        &format!(
-            "UPDATE {RUNS} SET status = 'interrupted' WHERE status = 'started'
-             RETURNING run_id::text"
-        ),
-        &[],
-    )?;
-    tx.execute(
-        &format!("INSERT INTO {RUNS} (run_id, schema_version, policy) VALUES ($1, $2, $3)"),
-        &[&run_id, &schema_version, &policy_json],
-    )?;
-    tx.commit()?;
-    Ok(interrupted.iter().map(|r| r.get(0)).collect())
+    session.transaction("recording the cleanup run", |tx| {
+        let interrupted = tx.query(
+            &format!(
+                "UPDATE {RUNS} SET status = 'interrupted' WHERE status = 'started'
+                 RETURNING run_id::text"
+            ),
+            &[],
+        )?;
+        tx.execute(
+            &format!("INSERT INTO {RUNS} (run_id, schema_version, policy) VALUES ($1, $2, $3)"),
+            &[&run_id, &schema_version, &policy_json],
+        )?;
+        Ok(interrupted.iter().map(|r| r.get(0)).collect())
+    })
 }
 
-pub fn finish_run(client: &mut Client, run_id: Uuid) -> Result<()> {
-    client.execute(
-        &format!(
-            "UPDATE {RUNS} SET status = 'finished', finished_at = now(),
-                    rows_changed = (SELECT count(*) FROM {CHANGES} WHERE run_id = $1)
-              WHERE run_id = $1"
-        ),
-        &[&run_id],
-    )?;
-    Ok(())
+pub fn finish_run(session: &mut Session, run_id: Uuid) -> Result<()> {
+    session.retried("recording the cleanup run as finished", |client| {
+        client.execute(
+            &format!(
+                "UPDATE {RUNS} SET status = 'finished', finished_at = now(),
+                        rows_changed = (SELECT count(*) FROM {CHANGES} WHERE run_id = $1)
+                  WHERE run_id = $1"
+            ),
+            &[&run_id],
+        )?;
+        Ok(())
+    })
 }
 
 /// What the audit knows about a run.
@@ -250,12 +290,14 @@ pub fn run_rules(
         .collect())
 }
 
-pub fn mark_undone(client: &mut Client, run_id: Uuid) -> Result<()> {
-    client.execute(
-        &format!("UPDATE {RUNS} SET undone_at = now() WHERE run_id = $1"),
-        &[&run_id],
-    )?;
-    Ok(())
+pub fn mark_undone(session: &mut Session, run_id: Uuid) -> Result<()> {
+    session.retried("recording the cleanup run as undone", |client| {
+        client.execute(
+            &format!("UPDATE {RUNS} SET undone_at = now() WHERE run_id = $1"),
+            &[&run_id],
+        )?;
+        Ok(())
+    })
 }
 
 /// The cleanup run that finished last, and when (None: none ever finished here). A violating

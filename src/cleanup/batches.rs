@@ -7,11 +7,9 @@
 //! row locks it holds, lasts about half a second.
 
 use crate::db::replication::ReplicaThrottle;
-use crate::db::{self, RetryPolicy};
-use crate::progress::Log;
+use crate::db::{self, Session};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
-use postgres::Client;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -77,46 +75,66 @@ pub struct PhaseTotals {
 /// Off a terminal there is no bar: a line this often says how far a long phase is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
-/// Runs `sql` (a batch statement from plan.rs: parameters run id, last key, size, and the
-/// policy's `values` when it reads them) until no violating row is left after the last key.
-/// Before each batch, `throttle` waits while a standby lags too far behind.
-#[allow(clippy::too_many_arguments)]
+/// What every batch of a run shares: the run its audit records belong to, the batch size
+/// (adapted as batches go) and the pause while a standby lags too far behind.
+pub struct Pacing<'a> {
+    pub run_id: Uuid,
+    pub batching: &'a mut Batching,
+    pub throttle: &'a mut ReplicaThrottle,
+}
+
+/// One phase of a table's repair: a batch statement from statements.rs (parameters run id,
+/// last key, size, and the policy's `values` when it reads them), the number of rules it
+/// reports on, and `what` it is for log lines and errors.
+pub struct Phase<'a> {
+    pub sql: &'a str,
+    pub values: Option<&'a Vec<String>>,
+    pub rules: usize,
+    pub what: &'a str,
+}
+
+/// Runs `phase` until no violating row is left after the last key. Before each batch, the
+/// throttle waits while a standby lags too far behind.
 pub fn run_phase(
-    client: &mut Client,
-    sql: &str,
-    values: Option<&Vec<String>>,
-    rules: usize,
-    run_id: Uuid,
-    batching: &mut Batching,
-    throttle: &mut ReplicaThrottle,
-    retry: RetryPolicy,
-    log: &Log,
+    session: &mut Session,
+    phase: &Phase<'_>,
+    pacing: &mut Pacing<'_>,
     bar: &ProgressBar,
-    what: &str,
 ) -> Result<PhaseTotals> {
+    let Phase {
+        sql,
+        values,
+        rules,
+        what,
+    } = *phase;
+    let run_id = pacing.run_id;
+    let log = session.log().clone();
     let mut totals = PhaseTotals {
         per_rule: vec![(0, 0); rules],
         ..Default::default()
     };
-    let statement = client
+    let statement = session
+        .client()
         .prepare(sql)
         .with_context(|| format!("preparing the batch statement for {what}"))?;
     let mut last: Option<String> = None;
     let mut last_said = Instant::now();
     loop {
-        throttle.between_batches(client, log)?;
+        pacing.throttle.between_batches(session.client(), &log)?;
         let started = Instant::now();
-        let size = batching.size;
-        let row = db::retry_on_lock_timeout(what, retry, log, || {
-            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&run_id, &last, &size];
-            if let Some(values) = values {
-                params.push(values);
-            }
-            client
-                .query_one(&statement, &params)
-                .map_err(anyhow::Error::from)
-        })
-        .map_err(|e| explain_rejection(e, what))?;
+        let size = pacing.batching.size;
+        let row = session
+            .retried(what, |client| {
+                let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    vec![&run_id, &last, &size];
+                if let Some(values) = values {
+                    params.push(values);
+                }
+                client
+                    .query_one(&statement, &params)
+                    .map_err(anyhow::Error::from)
+            })
+            .map_err(|e| explain_rejection(e, what))?;
         let picked: i64 = row.get(0);
         let audited: i64 = row.get(2);
         totals.audited += audited as u64;
@@ -139,7 +157,7 @@ pub fn run_phase(
             break;
         }
         last = row.get(1);
-        batching.adapt(took, true);
+        pacing.batching.adapt(took, true);
     }
     Ok(totals)
 }

@@ -1,4 +1,5 @@
-//! What each action writes, as SQL expressions over one row. `plan.rs` chains them.
+//! What each action writes, as SQL expressions over one row. `statements.rs` chains them,
+//! in the stages `plan.rs` decides.
 
 use super::policy::{backfill_cast, backfill_sources, canonical, Action, PolicyValue, RulePolicy};
 use crate::catalog::constraints::Rule;

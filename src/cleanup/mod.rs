@@ -1,9 +1,14 @@
-//! Cleanup internals: the policy, its actions and the audit trail (see commands/cleanup.rs).
+//! Cleanup: the policy, its actions, the run that applies them and the audit trail
+//! (commands/cleanup.rs parses the options, confirms, and calls `run` or `undo_run`).
 //!
+//! - `run`: a cleanup run, look → (confirmation) → start → batches → recount.
+//! - `undo_run`: a `--undo` run, find the run → (confirmation) → restore.
+//! - `report`: what cleanup reports, and its table.
 //! - `policy`, `policy_file`: what to do per constraint; built-in defaults, YAML overrides.
 //! - `fixes`: each action as SQL over one row.
-//! - `plan`: a table's rules chained into one update (and a delete phase), rendered as the
-//!   preview and batch statements.
+//! - `plan`: a table's rules chained into one update (and a delete phase): which rules, in
+//!   what order, reading and writing which columns.
+//! - `statements`: a plan rendered as the preview and batch statements.
 //! - `preview`: counts and examples, read-only.
 //! - `batches`: keyset batches, one audited statement each.
 //! - `decisions`: rules that would write NULL into a NOT NULL column wait for the DBA.
@@ -23,5 +28,9 @@ pub mod policy;
 pub mod policy_file;
 pub mod preview;
 pub mod proof;
+pub mod report;
 pub mod rowjson;
+pub mod run;
+pub mod statements;
 pub mod undo;
+pub mod undo_run;

@@ -128,7 +128,11 @@ pub fn prove_writes(
         any_change |= updates || deletes;
     }
     if any_change {
-        problems.extend(audit_problems(client)?);
+        problems.extend(
+            audit::missing_grants(client)?
+                .into_iter()
+                .map(|m| format!("{} ({} TO {ROLE})", m.cannot, m.grant)),
+        );
     }
     refuse_if_any(client, problems)
 }
@@ -171,88 +175,6 @@ fn max_length(client: &mut impl GenericClient, table: &str, column: &str) -> Res
     Ok(row
         .and_then(|r| r.get::<_, Option<i32>>(0))
         .map(|n| n as usize))
-}
-
-/// What the role lacks to write the audit trail: create the schema (CREATE on the database)
-/// when it does not exist, else use it and write its tables.
-fn audit_problems(client: &mut impl GenericClient) -> Result<Vec<String>> {
-    let schema = audit::SCHEMA;
-    let exists: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
-            &[&schema],
-        )?
-        .get(0);
-    let mut problems = Vec::new();
-    if !exists {
-        let create: bool = client
-            .query_one(
-                "SELECT has_database_privilege(current_database(), 'CREATE')",
-                &[],
-            )?
-            .get(0);
-        if !create {
-            problems.push(format!(
-                "may not create schema {schema} for the audit trail (GRANT CREATE ON DATABASE <this database> TO {ROLE})"
-            ));
-        }
-        return Ok(problems);
-    }
-    let row = client.query_one(
-        "SELECT has_schema_privilege($1, 'USAGE'), has_schema_privilege($1, 'CREATE')",
-        &[&schema],
-    )?;
-    let (usage, create): (bool, bool) = (row.get(0), row.get(1));
-    if !usage {
-        problems.push(format!(
-            "may not use schema {schema}, the audit trail (GRANT USAGE ON SCHEMA {schema} TO {ROLE})"
-        ));
-        return Ok(problems);
-    }
-    let mut changes_present = false;
-    for (table, privileges) in [
-        (audit::RUNS, &["SELECT", "INSERT", "UPDATE"][..]),
-        (audit::CHANGES, &["SELECT", "INSERT"][..]),
-    ] {
-        let present: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?
-            .get(0);
-        if !present {
-            if !create {
-                problems.push(format!(
-                    "may not create table {table} for the audit trail (GRANT CREATE ON SCHEMA {schema} TO {ROLE})"
-                ));
-            }
-            continue;
-        }
-        changes_present |= table == audit::CHANGES;
-        for privilege in privileges {
-            let held: bool = client
-                .query_one("SELECT has_table_privilege($1, $2)", &[&table, privilege])?
-                .get(0);
-            if !held {
-                problems.push(missing(privilege, table));
-            }
-        }
-    }
-    let sequence: Option<bool> = if changes_present {
-        client
-            .query_one(
-                "SELECT has_sequence_privilege(s, 'USAGE')
-                   FROM pg_get_serial_sequence($1, 'id') AS s",
-                &[&audit::CHANGES],
-            )?
-            .get(0)
-    } else {
-        None
-    };
-    if sequence == Some(false) {
-        problems.push(format!(
-            "may not use the id sequence of {} (GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {ROLE})",
-            audit::CHANGES
-        ));
-    }
-    Ok(problems)
 }
 
 fn refuse_if_any(client: &mut impl GenericClient, problems: Vec<String>) -> Result<()> {

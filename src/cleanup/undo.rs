@@ -8,14 +8,16 @@
 
 use super::audit::CHANGES;
 use super::batches::Batching;
-use super::plan::{column_types, key_type};
+use super::batches::Pacing;
+use super::plan::key_type;
 use super::rowjson;
 use crate::catalog::constraints::{Constraint, Rule, CATALOG};
 use crate::catalog::sql::{quote_ident, quote_literal};
 use crate::catalog::{PRIMARY_KEY, TABLES};
 use crate::constraints::check::{constraint_presence, ConstraintState, DatabaseSpelling};
+use crate::db::introspect::column_types;
 use crate::db::replication::ReplicaThrottle;
-use crate::db::{self, RetryPolicy};
+use crate::db::{self, Session};
 use crate::progress::Log;
 use anyhow::{bail, Context, Result};
 use postgres::error::SqlState;
@@ -45,14 +47,15 @@ pub struct UndoOutcome {
     pub total_conflicts: u64,
 }
 
+/// Restores what run `run_id` changed, in batches paced by `batching` and `throttle`.
 pub fn undo(
-    client: &mut Client,
+    session: &mut Session,
     run_id: Uuid,
     mut batching: Batching,
     throttle: &mut ReplicaThrottle,
-    retry: RetryPolicy,
-    log: &Log,
 ) -> Result<UndoOutcome> {
+    let log = session.log().clone();
+    let client = session.client();
     // The run has just written its records; with the statistics still saying the audit table
     // is empty, the planner joins it by scanning it once per record (measured: 20 s batches).
     client.batch_execute(&format!("ANALYZE {CHANGES}"))?;
@@ -67,6 +70,11 @@ pub fn undo(
     )?;
     let guarded = guarded_links(client)?;
     let mut outcome = UndoOutcome::default();
+    let mut pacing = Pacing {
+        run_id,
+        batching: &mut batching,
+        throttle,
+    };
     for group in groups {
         let table: String = group.get(0);
         let deleted: bool = group.get(1);
@@ -74,6 +82,7 @@ pub fn undo(
         let Some(table) = TABLES.iter().copied().find(|t| *t == table) else {
             bail!("the audit of run {run_id} names table {table}, which ruleIQ does not have");
         };
+        let client = session.client();
         let spelling = DatabaseSpelling::read(client, &[table])?;
         if !spelling.has_table(table) {
             bail!("cannot restore {count} rows of {table}: the table does not exist any more");
@@ -93,18 +102,8 @@ pub fn undo(
         );
         let bar = log.bar(count as u64, &what);
         let restored_before = outcome.restored;
-        let (batches, longest) = run_batches(
-            client,
-            &sql,
-            run_id,
-            &mut batching,
-            throttle,
-            retry,
-            log,
-            &what,
-            &bar,
-            &mut outcome,
-        )?;
+        let (batches, longest) =
+            run_batches(session, &sql, &mut pacing, &what, &bar, &mut outcome)?;
         bar.finish_and_clear();
         log.line(&format!(
             "{what}: {} of {count} records restored in {batches} batches, the longest {} ms",
@@ -115,35 +114,33 @@ pub fn undo(
     Ok(outcome)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_batches(
-    client: &mut Client,
+    session: &mut Session,
     sql: &str,
-    run_id: Uuid,
-    batching: &mut Batching,
-    throttle: &mut ReplicaThrottle,
-    retry: RetryPolicy,
-    log: &Log,
+    pacing: &mut Pacing<'_>,
     what: &str,
     bar: &indicatif::ProgressBar,
     outcome: &mut UndoOutcome,
 ) -> Result<(u64, std::time::Duration)> {
-    let statement = client.prepare(sql)?;
+    let log = session.log().clone();
+    let run_id = pacing.run_id;
+    let statement = session.client().prepare(sql)?;
     let mut before: Option<i64> = None;
     let (mut batches, mut longest) = (0, std::time::Duration::ZERO);
     loop {
-        throttle.between_batches(client, log)?;
+        pacing.throttle.between_batches(session.client(), &log)?;
         let started = std::time::Instant::now();
-        let size = batching.size;
-        let row = db::retry_on_lock_timeout(what, retry, log, || {
-            match client.query_one(&statement, &[&run_id, &before, &size]) {
-                Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
-                    restore_as_they_were(client, &statement, run_id, before, size, what, log)
+        let size = pacing.batching.size;
+        let row = session
+            .retried(what, |client| {
+                match client.query_one(&statement, &[&run_id, &before, &size]) {
+                    Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                        restore_as_they_were(client, &statement, run_id, before, size, what, &log)
+                    }
+                    other => other.map_err(anyhow::Error::from),
                 }
-                other => other.map_err(anyhow::Error::from),
-            }
-        })
-        .map_err(|e| explain(e, what))?;
+            })
+            .map_err(|e| explain(e, what))?;
         let picked: i64 = row.get(0);
         let restored: i64 = row.get(2);
         let conflicts: serde_json::Value = row.get(3);
@@ -160,7 +157,7 @@ fn run_batches(
             return Ok((batches, longest));
         }
         before = row.get(1);
-        batching.adapt(took, true);
+        pacing.batching.adapt(took, true);
     }
 }
 
@@ -383,7 +380,7 @@ fn reinsert_sql(
     let (parents_ok, parent_reasons) = parents_present(client, table, guarded)?;
     let q = quote_ident(table);
     let pk = quote_ident(PRIMARY_KEY);
-    let columns: Vec<String> = types.iter().map(|(name, _)| quote_ident(name)).collect();
+    let columns: Vec<String> = types.iter().map(|c| quote_ident(&c.name)).collect();
     let from_p: Vec<String> = columns.iter().map(|c| format!("p.{c}")).collect();
     Ok(format!(
         "WITH recs AS (

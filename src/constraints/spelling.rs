@@ -32,6 +32,19 @@ impl DatabaseSpelling {
         Ok(DatabaseSpelling { columns })
     }
 
+    /// The spelling of a database whose tables have exactly these columns, given by hand
+    /// (database-free tests render SQL at one schema version's spelling with it).
+    pub fn from_columns<'a>(
+        tables: impl IntoIterator<Item = (&'a str, Vec<String>)>,
+    ) -> DatabaseSpelling {
+        DatabaseSpelling {
+            columns: tables
+                .into_iter()
+                .map(|(table, columns)| (table.to_string(), columns))
+                .collect(),
+        }
+    }
+
     pub fn has_table(&self, table: &str) -> bool {
         self.columns.contains_key(table)
     }

@@ -1,0 +1,317 @@
+//! A cleanup run, in the order commands/cleanup.rs documents: [`look`] (plan, prove the
+//! reads and values, preview, list the rules that need a decision, prove the writes), then
+//! the command's confirmation, then [`start`] (the audit trail and the run's record) and
+//! [`apply`] (the batches, the run recorded finished, the violations counted again). A
+//! failure after the start is accounted for from the audit (failure.rs) and handed back with
+//! the error, so the report can say what changed and how to undo it.
+
+use super::audit;
+use super::batches::{self, Batching, Pacing, Phase};
+use super::decisions::{self, NeedsDecision};
+use super::failure::{self, Accounted};
+use super::plan::{self, TablePlan};
+use super::policy::{Action, Policy};
+use super::preview::{self, TablePreview};
+use super::proof;
+use super::report::{rows, CleanupReport, RuleReport};
+use crate::catalog::constraints::CATALOG;
+use crate::constraints::check;
+use crate::db::replication::ReplicaThrottle;
+use crate::db::{self, Session};
+use crate::health::blockers::{Scope, Takes};
+use anyhow::Result;
+use postgres::{Client, IsolationLevel};
+use uuid::Uuid;
+
+/// Cleanup runs few rows per statement through large expressions, whose cost estimates cross
+/// the JIT thresholds: compiling took about 150 ms of a 780 ms batch of 5000 rows, for
+/// nothing. Only this session is affected.
+pub fn without_jit(client: &mut Client) -> Result<()> {
+    client.batch_execute("SET jit = off")?;
+    Ok(())
+}
+
+/// What a run found before changing anything.
+pub struct Looked {
+    pub plans: Vec<TablePlan>,
+    pub previews: Vec<TablePreview>,
+    /// Distinct rows that would change or go.
+    pub total: u64,
+    /// Rules whose action would break the live schema: nothing runs until they are decided.
+    pub needs_decision: Vec<NeedsDecision>,
+}
+
+impl Looked {
+    /// The tables the batches lock, for the blocker check.
+    pub fn scope(&self) -> Scope {
+        Scope::new(
+            "cleanup",
+            self.plans.iter().map(|p| p.table.to_string()).collect(),
+            Takes::RowExclusive,
+        )
+    }
+
+    /// The confirmation asked before the first change.
+    pub fn question(&self) -> String {
+        let tables: Vec<String> = self
+            .previews
+            .iter()
+            .filter(|p| p.total > 0)
+            .map(|p| format!("{} {}", p.table, p.total))
+            .collect();
+        format!(
+            "cleanup will change {} rows ({}), each recorded in schema ruleiq_audit and undoable. Go ahead?",
+            self.total,
+            tables.join(", ")
+        )
+    }
+}
+
+/// Plans, proves the plan's reads and values, and previews, in one snapshot; then lists the
+/// rules that need a decision and, when there are none and rows would change, proves the
+/// writes. A dry run is read-only; a real run (`real_run`) also collects, in the preview's
+/// scan, the keys its batches will walk (into temporary tables, gone with the session).
+pub fn look(client: &mut Client, policy: &Policy, real_run: bool) -> Result<Looked> {
+    let (plans, previews) = scan(client, policy, real_run)?;
+    let total = previews.iter().map(|p| p.total).sum();
+    let needs_decision = decisions::find(client, policy, &plans, &previews)?;
+    if needs_decision.is_empty() && total > 0 {
+        proof::prove_writes(client, &plans, &previews)?;
+    }
+    Ok(Looked {
+        plans,
+        previews,
+        total,
+        needs_decision,
+    })
+}
+
+fn scan(
+    client: &mut Client,
+    policy: &Policy,
+    collect_keys: bool,
+) -> Result<(Vec<TablePlan>, Vec<TablePreview>)> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(!collect_keys)
+        .start()?;
+    let plans = plan::build(policy, &mut tx)?;
+    proof::prove_reads(&mut tx, &plans, collect_keys)?;
+    let source = policy.source.as_deref().unwrap_or("the built-in policy");
+    proof::prove_values(&mut tx, &plans, source)?;
+    if collect_keys {
+        for plan in &plans {
+            tx.batch_execute(&plan.create_keys_table_sql())?;
+        }
+    }
+    let previews = preview::preview(&mut tx, &plans, collect_keys)?;
+    tx.commit()?;
+    if collect_keys {
+        for plan in &plans {
+            client.batch_execute(&plan.index_keys_table_sql())?;
+        }
+    }
+    Ok((plans, previews))
+}
+
+/// A run under way: its id, and earlier runs that were killed before they finished (this run
+/// completes their work).
+pub struct Started {
+    pub run_id: Uuid,
+    pub interrupted_runs: Vec<String>,
+}
+
+/// Creates the audit trail when absent and records a new run as started.
+pub fn start(session: &mut Session, policy: &Policy, schema_version: i32) -> Result<Started> {
+    audit::ensure(session)?;
+    let run_id = Uuid::new_v4();
+    let interrupted_runs = audit::begin_run(session, run_id, schema_version, policy)?;
+    let log = session.log();
+    for earlier in &interrupted_runs {
+        log.line(&format!(
+            "run {earlier} was interrupted; its whole batches stay recorded (undo it separately), this run repairs what is left"
+        ));
+    }
+    log.line(&format!("cleanup run {run_id} started"));
+    Ok(Started {
+        run_id,
+        interrupted_runs,
+    })
+}
+
+/// What [`apply`] works with besides the session.
+pub struct Apply<'a> {
+    pub policy: &'a Policy,
+    pub looked: &'a Looked,
+    pub run_id: Uuid,
+    pub batching: Batching,
+    pub throttle: ReplicaThrottle,
+}
+
+/// A run that stopped on an error after it started: the error, and what it had changed.
+pub struct Stopped {
+    pub error: anyhow::Error,
+    pub accounted: Accounted,
+}
+
+/// Runs every table's batches, records the run finished, and counts the violations again,
+/// filling `details` (rules, total_rows, the recount) as it goes. On an error, what the run
+/// changed is read from the audit and the run marked interrupted.
+pub fn apply(
+    session: &mut Session,
+    mut run: Apply<'_>,
+    details: &mut CleanupReport,
+) -> Result<(), Stopped> {
+    let mut started: Vec<&'static str> = Vec::new();
+    let run_id = run.run_id;
+    let result = (|| -> Result<()> {
+        details.rules = run_batches(session, &mut run, &mut started)?;
+        audit::finish_run(session, run_id)?;
+        details.total_rows = count_records(session.client(), run_id)?;
+        recount(session, run.policy, details)
+    })();
+    result.map_err(|error| {
+        let target = session.target().clone();
+        let log = session.log().clone();
+        let reconnect = || -> Result<Client> {
+            let mut client = db::connect(&target)?;
+            if let Some(note) = db::lift_statement_timeout(&mut client)? {
+                log.line(&note);
+            }
+            Ok(client)
+        };
+        let accounted = failure::account(session.client(), reconnect, run_id, &started);
+        Stopped { error, accounted }
+    })
+}
+
+/// Runs every table's phases; returns what each rule did.
+fn run_batches(
+    session: &mut Session,
+    run: &mut Apply<'_>,
+    started: &mut Vec<&'static str>,
+) -> Result<Vec<RuleReport>> {
+    let log = session.log().clone();
+    let mut rules = Vec::new();
+    let mut pacing = Pacing {
+        run_id: run.run_id,
+        batching: &mut run.batching,
+        throttle: &mut run.throttle,
+    };
+    for (plan, preview) in run.looked.plans.iter().zip(&run.looked.previews) {
+        let mut did: Vec<(&'static str, Action, u64, u64)> = Vec::new();
+        if preview.total > 0 {
+            started.push(plan.table);
+            let names: Vec<&str> = plan
+                .stages
+                .iter()
+                .chain(&plan.deletes)
+                .map(|r| r.constraint.name)
+                .collect();
+            let what = format!("cleanup {} ({})", plan.table, names.join(", "));
+            let bar = log.bar(preview.total, &what);
+            let phases = [
+                (plan.delete_batch_sql(), None, &plan.deletes),
+                (plan.update_batch_sql(), plan.bound_values(), &plan.stages),
+            ];
+            let (mut batches_run, mut longest) = (0, std::time::Duration::ZERO);
+            for (sql, values, phase_rules) in phases {
+                let Some(sql) = sql else { continue };
+                let phase = Phase {
+                    sql: &sql,
+                    values,
+                    rules: phase_rules.len(),
+                    what: &what,
+                };
+                let totals = batches::run_phase(session, &phase, &mut pacing, &bar)?;
+                batches_run += totals.batches;
+                longest = longest.max(totals.longest);
+                for (rule, (rows, cascaded)) in phase_rules.iter().zip(totals.per_rule) {
+                    did.push((rule.constraint.name, rule.action, rows, cascaded));
+                }
+            }
+            bar.finish_and_clear();
+            log.line(&format!(
+                "{}: {batches_run} batch(es), the longest held its row locks {} ms",
+                plan.table,
+                longest.as_millis()
+            ));
+        }
+        for skipped in preview.rules.iter().filter(|r| r.action == Action::Skip) {
+            did.push((skipped.constraint.name, Action::Skip, skipped.rows, 0));
+        }
+        for (name, action, n, cascaded) in did {
+            if n + cascaded == 0 {
+                continue;
+            }
+            log.line(&match action {
+                Action::Skip => format!("{name}: skipped, {} left as they are", rows(n)),
+                _ => format!(
+                    "{name}: {action} repaired {} of {}{}",
+                    rows(n),
+                    plan.table,
+                    if cascaded > 0 {
+                        format!(" and {cascaded} more reached through an earlier rule")
+                    } else {
+                        String::new()
+                    }
+                ),
+            });
+            rules.push(RuleReport {
+                constraint: name.into(),
+                table: plan.table.into(),
+                action: action.as_str().into(),
+                rows: n,
+                cascaded_rows: cascaded,
+                examples: None,
+            });
+        }
+    }
+    Ok(rules)
+}
+
+fn count_records(client: &mut Client, run_id: Uuid) -> Result<u64> {
+    let n: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {} WHERE run_id = $1", audit::CHANGES),
+            &[&run_id],
+        )?
+        .get(0);
+    Ok(n as u64)
+}
+
+/// After the run: violations of the covered constraints (exit 3 when rows arrived while it
+/// ran) and of every catalog constraint (what migrate will find, skipped rules included).
+fn recount(session: &mut Session, policy: &Policy, details: &mut CleanupReport) -> Result<()> {
+    let all: Vec<_> = CATALOG.iter().collect();
+    let target = session.target().clone();
+    let log = session.log().clone();
+    let findings = check::check(&target, session.client(), &all, &log)?;
+    let covered = policy.covered();
+    let remaining: u64 = findings
+        .iter()
+        .filter(|f| covered.iter().any(|c| c.name == f.name))
+        .map(|f| f.violations)
+        .sum();
+    let left = check::total_violations(&findings);
+    details.remaining_violations = Some(remaining);
+    details.violations_left = Some(left);
+    if remaining > 0 {
+        details.notes.push(format!(
+            "{remaining} rows break covered constraints after the run (written while it ran?); run cleanup again"
+        ));
+    }
+    let unrepaired: Vec<String> = findings
+        .iter()
+        .filter(|f| f.violations > 0 && !covered.iter().any(|c| c.name == f.name))
+        .map(|f| format!("{} ({})", f.name, rows(f.violations)))
+        .collect();
+    if !unrepaired.is_empty() {
+        details.notes.push(format!(
+            "left as the policy says: {}; `ruleiq-db migrate` refuses while they break the constraints",
+            unrepaired.join(", ")
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! The SQL of a [`TablePlan`]: the preview, the key tables the batches walk, and the update
+//! and delete batches, each one statement. Every identifier is quoted and every policy value is
+//! a bound parameter; the snapshots in `statements/tests.rs` show what changes in review.
+
+use super::audit::CHANGES;
+use super::fixes::{self, Bind, Fix};
+use super::plan::TablePlan;
+use super::policy::RulePolicy;
+use super::rowjson;
+use crate::catalog::sql::{quote_ident, quote_literal};
+use crate::catalog::PRIMARY_KEY;
+use crate::constraints::check::DatabaseSpelling;
+use crate::db::introspect::ColumnType;
+use std::cell::RefCell;
+
+/// Prefix of the session's temporary tables of the keys a cleanup works through, one per table.
+pub const KEYS_TABLE_PREFIX: &str = "ruleiq_cleanup_keys_";
+
+/// Examples per rule in a preview.
+pub const EXAMPLES: usize = 3;
+
+/// Policy values as elements of one bound `text[]` parameter, each cast to the type of the
+/// column it is written into: no policy text is ever part of a statement's text. Asking for a
+/// value not yet in the list appends it (how [`TablePlan::new`] collects them).
+pub(super) struct Bound<'a> {
+    /// The parameter, e.g. `$4::text[]`.
+    pub(super) array: &'a str,
+    pub(super) values: RefCell<Vec<String>>,
+    pub(super) table: &'static str,
+    pub(super) spelling: &'a DatabaseSpelling,
+    /// The table's columns: a value is cast to its column's type without modifier.
+    pub(super) types: &'a [ColumnType],
+}
+
+impl Bound<'_> {
+    fn index(&self, text: &str) -> usize {
+        let mut values = self.values.borrow_mut();
+        match values.iter().position(|v| v == text) {
+            Some(i) => i + 1,
+            None => {
+                values.push(text.to_string());
+                values.len()
+            }
+        }
+    }
+}
+
+impl Bind for Bound<'_> {
+    fn value(&self, column: &str, text: &str) -> String {
+        let i = self.index(text);
+        let column_type = self
+            .spelling
+            .actual_name(self.table, column)
+            .and_then(|actual| self.types.iter().find(|c| c.name == actual))
+            .map_or("text", |c| c.base_type.as_str());
+        format!("CAST(({})[{i}] AS {column_type})", self.array)
+    }
+
+    fn key(&self, text: &str) -> String {
+        format!("({})[{}]", self.array, self.index(text))
+    }
+}
+
+impl TablePlan {
+    /// The parameter number the stage chain reads values from, after `fixed` parameters.
+    fn values_param(&self, fixed: usize) -> String {
+        format!("${}::text[]", fixed + 1)
+    }
+
+    fn col(&self, alias: &str, current: &str) -> String {
+        match self.spelling.actual_name(self.table, current) {
+            Some(name) => format!("{alias}.{}", quote_ident(&name)),
+            None => "NULL".into(),
+        }
+    }
+
+    fn violated(&self, rule: &RulePolicy, alias: &str) -> String {
+        rule.constraint.violation_condition(&self.spelling, alias)
+    }
+
+    fn any_violated(&self, rules: &[&RulePolicy], alias: &str) -> String {
+        if rules.is_empty() {
+            return "FALSE".into();
+        }
+        rules
+            .iter()
+            .map(|r| format!("({})", self.violated(r, alias)))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    }
+
+    fn stage_alias(k: usize) -> String {
+        if k == 0 {
+            "t".into()
+        } else {
+            format!("s{k}")
+        }
+    }
+
+    fn last_alias(&self) -> String {
+        Self::stage_alias(self.stages.len())
+    }
+
+    /// The LATERAL chain from the row `t` through each stage: `h{k}.hit` says whether stage k
+    /// applied, `s{k}` is the row after it. `OFFSET 0` keeps the planner from inlining a stage
+    /// into every expression that reads it: without it, `map`'s CASE (regexp and all) runs
+    /// once per later reference instead of once per row.
+    fn stage_chain(&self, values_param: &str) -> String {
+        let bind = Bound {
+            array: values_param,
+            values: RefCell::new(self.values.clone()),
+            table: self.table,
+            spelling: &self.spelling,
+            types: &self.types,
+        };
+        let mut sql = String::new();
+        for (i, rule) in self.stages.iter().enumerate() {
+            let (k, input) = (i + 1, Self::stage_alias(i));
+            sql.push_str(&format!(
+                "\n  CROSS JOIN LATERAL (SELECT {} AS hit OFFSET 0) AS h{k}",
+                self.violated(rule, &input)
+            ));
+            let Fix::Update(writes) = fixes::fix(rule, &|c| self.col(&input, c), &bind) else {
+                unreachable!("stages update")
+            };
+            let columns: Vec<String> = self
+                .carried
+                .iter()
+                .map(|actual| {
+                    let q = quote_ident(actual);
+                    let write = writes.iter().find(|(current, _)| {
+                        self.spelling.actual_name(self.table, current).as_deref()
+                            == Some(actual.as_str())
+                    });
+                    match write {
+                        Some((_, expr)) => {
+                            format!("CASE WHEN h{k}.hit THEN {expr} ELSE {input}.{q} END AS {q}")
+                        }
+                        None => format!("{input}.{q} AS {q}"),
+                    }
+                })
+                .collect();
+            sql.push_str(&format!(
+                "\n  CROSS JOIN LATERAL (SELECT {} OFFSET 0) AS s{k}",
+                columns.join(", ")
+            ));
+        }
+        debug_assert_eq!(
+            bind.values.borrow().len(),
+            self.values.len(),
+            "values collected in new()"
+        );
+        sql
+    }
+
+    fn pk(&self, alias: &str) -> String {
+        format!("{alias}.{}", quote_ident(PRIMARY_KEY))
+    }
+
+    /// `$2` is the last primary key of the previous batch, as text (NULL for the first).
+    /// The session's temporary table of the keys of this table's violating rows, filled by
+    /// the preview's scan (see [`TablePlan::preview_sql`]).
+    fn keys_table(&self) -> String {
+        format!(
+            "pg_temp.{}",
+            quote_ident(&format!("{KEYS_TABLE_PREFIX}{}", self.table))
+        )
+    }
+
+    /// Creates the empty key table; run in the preview's transaction, before its scan.
+    pub fn create_keys_table_sql(&self) -> String {
+        format!(
+            "DROP TABLE IF EXISTS {kt}; CREATE TEMP TABLE {} (pk {})",
+            quote_ident(&format!("{KEYS_TABLE_PREFIX}{}", self.table)),
+            self.pk_type,
+            kt = self.keys_table(),
+        )
+    }
+
+    /// Indexes the filled key table for the batches' keyset walk.
+    pub fn index_keys_table_sql(&self) -> String {
+        format!(
+            "CREATE UNIQUE INDEX ON {kt} (pk); ANALYZE {kt}",
+            kt = self.keys_table()
+        )
+    }
+
+    /// The next slice of the collected keys after the last key of the previous batch (`$2`),
+    /// at most `$3` of them. Batches visit just those rows through the primary key, instead of
+    /// each batch walking the key order of the whole table to find its next violating rows
+    /// (random reads of every page, over and over).
+    fn key_slice(&self) -> String {
+        format!(
+            "keys AS (
+  SELECT k.pk FROM {} AS k
+  WHERE $2::text IS NULL OR k.pk > CAST($2::text AS {})
+  ORDER BY k.pk LIMIT $3
+)",
+            self.keys_table(),
+            self.pk_type
+        )
+    }
+
+    /// The start of every batch statement: the next slice of keys, and their rows that still
+    /// break one of `rules`, locked in key order.
+    fn batch_head(&self, rules: &[&RulePolicy]) -> String {
+        format!(
+            "WITH {keys}, picked AS (
+  SELECT t.* FROM {table} AS t
+  WHERE {pk} IN (SELECT k.pk FROM keys AS k) AND ({violating})
+  ORDER BY {pk}
+  FOR UPDATE OF t
+)",
+            keys = self.key_slice(),
+            table = quote_ident(self.table),
+            pk = self.pk("t"),
+            violating = self.any_violated(rules, "t"),
+        )
+    }
+
+    /// The columns a rule reads on its own table, for showing what a delete or skip is about.
+    fn rule_columns(&self, rule: &RulePolicy) -> Vec<(&'static str, String)> {
+        rule.constraint
+            .columns()
+            .into_iter()
+            .filter_map(|c| {
+                self.spelling
+                    .actual_name(self.table, c)
+                    .map(|actual| (c, actual))
+            })
+            .collect()
+    }
+
+    /// One read-only statement: for each rule its violating rows and the rows it reaches only
+    /// through an earlier stage, the rows that would change, and a few examples per rule.
+    /// Result columns: total, then per rule (rows, cascaded, examples jsonb).
+    /// `for_run` (a real run, not a dry run): the same scan also stores the keys of the rows
+    /// it saw in the key table, which the batches then walk (no second scan to find them), and
+    /// the examples, which only a dry run shows, are not computed.
+    /// Parameter `$1`: [`TablePlan::bound_values`], when there are any.
+    pub fn preview_sql(&self, for_run: bool) -> String {
+        let rules = self.rules();
+        let deleting: Vec<&RulePolicy> = self.deletes.iter().collect();
+        let mut select = vec![format!("{} AS pk", self.pk("t"))];
+        for (i, rule) in rules.iter().enumerate() {
+            select.push(format!("{} AS o{i}", self.violated(rule, "t")));
+        }
+        select.push(format!("{} AS del", self.any_violated(&deleting, "t")));
+        select.push(format!(
+            "{} AS old_values",
+            rowjson::columns_object(&self.written, "t")
+        ));
+        select.push(format!(
+            "{} AS new_values",
+            rowjson::columns_object(&self.written, &self.last_alias())
+        ));
+        for (i, rule) in rules.iter().enumerate() {
+            if i < self.stages.len() {
+                let k = i + 1;
+                let columns = &self.stage_writes[i];
+                select.push(format!(
+                    "h{k}.hit AS x{i}, {} AS b{i}, {} AS a{i}",
+                    rowjson::columns_object(columns, &Self::stage_alias(i)),
+                    rowjson::columns_object(columns, &Self::stage_alias(k))
+                ));
+            } else {
+                select.push(format!(
+                    "{} AS x{i}, {} AS b{i}, NULL::jsonb AS a{i}",
+                    self.violated(rule, "t"),
+                    rowjson::columns_object(&self.rule_columns(rule), "t")
+                ));
+            }
+        }
+        let mut outer = vec![
+            "count(*) FILTER (WHERE s.del OR s.old_values IS DISTINCT FROM s.new_values)"
+                .to_string(),
+        ];
+        for i in 0..rules.len() {
+            // A row that a delete rule removes is not rewritten by the stages.
+            let acts = |alias: &str| {
+                if i < self.stages.len() {
+                    format!("{alias}.x{i} AND NOT {alias}.del")
+                } else {
+                    format!("{alias}.x{i}")
+                }
+            };
+            outer.push(format!("count(*) FILTER (WHERE s.o{i})"));
+            outer.push(format!(
+                "count(*) FILTER (WHERE {} AND NOT s.o{i})",
+                acts("s")
+            ));
+            if for_run {
+                outer.push("'[]'::jsonb".to_string());
+                continue;
+            }
+            outer.push(format!(
+                "(SELECT coalesce(jsonb_agg(to_jsonb(e) ORDER BY e.pk), '[]'::jsonb) FROM (\
+                 SELECT DISTINCT ON (x.b{i}, NOT x.o{i}) x.pk::text AS pk, x.b{i} AS before, x.a{i} AS after, NOT x.o{i} AS cascaded \
+                 FROM staged AS x WHERE {} ORDER BY x.b{i}, NOT x.o{i}, x.pk LIMIT {EXAMPLES}) AS e)",
+                acts("x")
+            ));
+        }
+        let keep = if for_run {
+            format!(
+                ",\nkept AS (INSERT INTO {} (pk) SELECT k.pk FROM staged AS k RETURNING 1)",
+                self.keys_table()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "WITH staged AS MATERIALIZED (\n  SELECT {}\n  FROM {} AS t{}\n  WHERE {}\n){keep}\nSELECT {}\nFROM staged AS s",
+            select.join(",\n    "),
+            quote_ident(self.table),
+            self.stage_chain(&self.values_param(0)),
+            self.any_violated(&rules, "t"),
+            outer.join(",\n  ")
+        )
+    }
+
+    /// One batch of the update phase, one statement: lock up to `$3` violating rows after the
+    /// key `$2`, rewrite them through the stages, and record each changed row in the audit
+    /// for run `$1`. Result columns: picked, last pk, audited, then per stage (rows, cascaded).
+    /// Parameter `$4`: [`TablePlan::bound_values`], when there are any.
+    pub fn update_batch_sql(&self) -> Option<String> {
+        if self.stages.is_empty() {
+            return None;
+        }
+        let stages: Vec<&RulePolicy> = self.stages.iter().collect();
+        let last = self.last_alias();
+        let mut select = vec![format!("{} AS pk", self.pk("t"))];
+        for (i, rule) in stages.iter().enumerate() {
+            select.push(format!(
+                "{} AS o{i}, h{}.hit AS h{i}",
+                self.violated(rule, "t"),
+                i + 1
+            ));
+        }
+        select.push(format!(
+            "{} AS old_values",
+            rowjson::columns_object(&self.written, "t")
+        ));
+        select.push(format!(
+            "{} AS new_values",
+            rowjson::columns_object(&self.written, &last)
+        ));
+        for (j, (_, actual)) in self.written.iter().enumerate() {
+            select.push(format!("{last}.{} AS n{j}", quote_ident(actual)));
+        }
+        let set: Vec<String> = self
+            .written
+            .iter()
+            .enumerate()
+            .map(|(j, (_, actual))| format!("{} = d.n{j}", quote_ident(actual)))
+            .collect();
+        let names = tagged_array(&stages, "d.h", |r| r.constraint.name);
+        let actions = tagged_array(&stages, "d.h", |r| r.action.as_str());
+        let mut counts = Vec::new();
+        for i in 0..stages.len() {
+            counts.push(format!(
+                "(SELECT count(*) FROM diffed AS d JOIN changed AS c ON c.pk = d.pk WHERE d.o{i})"
+            ));
+            counts.push(format!(
+                "(SELECT count(*) FROM diffed AS d JOIN changed AS c ON c.pk = d.pk WHERE d.h{i} AND NOT d.o{i})"
+            ));
+        }
+        Some(format!(
+            "{head}, staged AS MATERIALIZED (
+  SELECT {select}
+  FROM picked AS t{chain}
+), diffed AS (
+  SELECT s.*,
+    (SELECT jsonb_object_agg(o.key, o.value) FROM jsonb_each(s.old_values) AS o
+      WHERE o.value IS DISTINCT FROM s.new_values -> o.key) AS old_diff,
+    (SELECT jsonb_object_agg(n.key, n.value) FROM jsonb_each(s.new_values) AS n
+      WHERE n.value IS DISTINCT FROM s.old_values -> n.key) AS new_diff
+  FROM staged AS s
+), changed AS (
+  UPDATE {table} AS u SET {set}
+  FROM diffed AS d
+  WHERE u.{pk_col} = d.pk AND d.new_diff IS NOT NULL
+  RETURNING u.{pk_col} AS pk
+), audited AS (
+  INSERT INTO {CHANGES} (run_id, table_name, pk, constraint_names, actions, old_values, new_values)
+  SELECT $1::uuid, {table_literal}, d.pk::text, {names}, {actions}, d.old_diff, d.new_diff
+  FROM diffed AS d JOIN changed AS c ON c.pk = d.pk
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM keys),
+  (SELECT k.pk::text FROM keys AS k ORDER BY k.pk DESC LIMIT 1),
+  (SELECT count(*) FROM audited){counts}",
+            head = self.batch_head(&stages),
+            table = quote_ident(self.table),
+            pk_col = quote_ident(PRIMARY_KEY),
+            select = select.join(",\n    "),
+            chain = self.stage_chain(&self.values_param(3)),
+            set = set.join(", "),
+            table_literal = quote_literal(self.table),
+            counts = counts
+                .iter()
+                .map(|c| format!(",\n  {c}"))
+                .collect::<String>(),
+        ))
+    }
+
+    /// One batch of the delete phase: lock up to `$3` rows after `$2` that a delete rule
+    /// removes, record each whole, delete them. Result columns: picked, last pk, audited, then
+    /// per delete rule (rows, 0).
+    pub fn delete_batch_sql(&self) -> Option<String> {
+        if self.deletes.is_empty() {
+            return None;
+        }
+        let deletes: Vec<&RulePolicy> = self.deletes.iter().collect();
+        let flags: Vec<String> = deletes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{} AS h{i}", self.violated(r, "t")))
+            .collect();
+        let names = tagged_array(&deletes, "d.h", |r| r.constraint.name);
+        let actions = tagged_array(&deletes, "d.h", |r| r.action.as_str());
+        let counts: String = (0..deletes.len())
+            .map(|i| {
+                format!(
+                    ",\n  (SELECT count(*) FROM doomed AS d JOIN gone AS g ON g.pk = d.pk WHERE d.h{i}), 0::bigint"
+                )
+            })
+            .collect();
+        Some(format!(
+            "{head}, doomed AS (
+  SELECT {pk} AS pk, {row} AS old_row, {flags}
+  FROM picked AS t
+), gone AS (
+  DELETE FROM {table} AS u USING doomed AS d
+  WHERE u.{pk_col} = d.pk
+  RETURNING u.{pk_col} AS pk
+), audited AS (
+  INSERT INTO {CHANGES} (run_id, table_name, pk, constraint_names, actions, old_values, new_values)
+  SELECT $1::uuid, {table_literal}, d.pk::text, {names}, {actions}, d.old_row, NULL
+  FROM doomed AS d JOIN gone AS g ON g.pk = d.pk
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM keys),
+  (SELECT k.pk::text FROM keys AS k ORDER BY k.pk DESC LIMIT 1),
+  (SELECT count(*) FROM audited){counts}",
+            head = self.batch_head(&deletes),
+            table = quote_ident(self.table),
+            pk = self.pk("t"),
+            pk_col = quote_ident(PRIMARY_KEY),
+            row = rowjson::row_with_current_names(self.table, &self.spelling, "t"),
+            flags = flags.join(", "),
+            table_literal = quote_literal(self.table),
+        ))
+    }
+}
+
+/// `array_remove(ARRAY[CASE WHEN {flag}{i} THEN '<label>' END, …]::text[], NULL)`: the labels
+/// of the rules that applied to a row.
+fn tagged_array(rules: &[&RulePolicy], flag: &str, label: impl Fn(&RulePolicy) -> &str) -> String {
+    let items: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("CASE WHEN {flag}{i} THEN {} END", quote_literal(label(r))))
+        .collect();
+    format!("array_remove(ARRAY[{}]::text[], NULL)", items.join(", "))
+}
+
+#[cfg(test)]
+mod tests;
