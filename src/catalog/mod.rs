@@ -1,6 +1,7 @@
 //! What ruleiq-db knows about the ruleIQ schema, each fact written once: the migrations, the
 //! rename map, the constraint catalog and the SQL helpers that render them.
 
+pub mod audit;
 pub mod compat;
 pub mod constraints;
 pub mod down;

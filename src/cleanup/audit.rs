@@ -13,9 +13,8 @@ use anyhow::{Context, Result};
 use postgres::GenericClient;
 use uuid::Uuid;
 
-pub const SCHEMA: &str = "ruleiq_audit";
-pub const RUNS: &str = "ruleiq_audit.cleanup_runs";
-pub const CHANGES: &str = "ruleiq_audit.cleanup_changes";
+use crate::catalog::audit::RUNS_TABLE;
+pub use crate::catalog::audit::{CHANGES, RUNS, SCHEMA};
 
 const DDL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS ruleiq_audit;
@@ -188,9 +187,7 @@ pub fn missing_grants(client: &mut impl GenericClient) -> Result<Vec<MissingGran
 
 /// Whether any cleanup ever ran here.
 pub fn exists(client: &mut impl GenericClient) -> Result<bool> {
-    Ok(client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&RUNS])?
-        .get(0))
+    crate::db::introspect::table_exists_in(client, SCHEMA, RUNS_TABLE)
 }
 
 /// Records a new run as started. Runs still marked started belong to a ruleiq-db that died
@@ -298,25 +295,6 @@ pub fn mark_undone(session: &mut Session, run_id: Uuid) -> Result<()> {
         )?;
         Ok(())
     })
-}
-
-/// The cleanup run that finished last, and when (None: none ever finished here). A violating
-/// row written after it was not there for that run to repair: the application wrote it.
-pub fn last_finished_run(
-    client: &mut impl GenericClient,
-) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>> {
-    if !exists(client)? {
-        return Ok(None);
-    }
-    let row = client.query_opt(
-        &format!(
-            "SELECT run_id::text, finished_at FROM {RUNS}
-              WHERE status = 'finished' AND finished_at IS NOT NULL
-              ORDER BY finished_at DESC LIMIT 1"
-        ),
-        &[],
-    )?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 /// Tables changed by a run so far and how many rows each, from its audit records (each batch

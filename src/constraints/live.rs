@@ -5,8 +5,8 @@
 //! repaired then), else within `--live-window`. The checker counts them in the scan it already
 //! makes: one more boolean column per row, no second pass.
 
+use crate::catalog::audit;
 use crate::catalog::sql::quote_ident;
-use crate::cleanup::audit;
 use crate::constraints::check::DatabaseSpelling;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -42,7 +42,7 @@ impl LiveSince {
     /// Reads the last completed cleanup run; without one, `window` back from now (the
     /// server's clock, which wrote the rows' timestamps).
     pub fn resolve(client: &mut impl GenericClient, window: Duration) -> Result<LiveSince> {
-        if let Some((run_id, finished)) = audit::last_finished_run(client)? {
+        if let Some((run_id, finished)) = last_finished_cleanup(client)? {
             return Ok(LiveSince {
                 since: finished,
                 after_cleanup_run: Some(run_id),
@@ -125,6 +125,26 @@ pub fn meaning(total_live: u64, since: &LiveSince) -> String {
         "{rows} written {}: the application still writes these values, and once 008 is in place those writes will fail",
         since.describe()
     )
+}
+
+/// The cleanup run that finished last, and when (None: none ever finished here). A violating
+/// row written after it was not there for that run to repair: the application wrote it.
+fn last_finished_cleanup(
+    client: &mut impl GenericClient,
+) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>> {
+    if !crate::db::introspect::table_exists_in(client, audit::SCHEMA, audit::RUNS_TABLE)? {
+        return Ok(None);
+    }
+    let row = client.query_opt(
+        &format!(
+            "SELECT run_id::text, finished_at FROM {}
+              WHERE status = 'finished' AND finished_at IS NOT NULL
+              ORDER BY finished_at DESC LIMIT 1",
+            audit::RUNS
+        ),
+        &[],
+    )?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 #[cfg(test)]
