@@ -20,6 +20,7 @@ pub mod history;
 pub mod journal;
 pub mod output;
 pub mod progress;
+pub mod refusal;
 pub mod report;
 pub mod sandbox;
 pub mod shape;

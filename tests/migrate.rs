@@ -245,7 +245,14 @@ fn two_migrates_at_once_apply_each_version_once() {
             .unwrap()
     };
     let (a, b) = (spawn(), spawn());
-    std::thread::sleep(Duration::from_millis(1500));
+    // Both have tried the lock once and found it taken (and so say they wait).
+    common::poll_until(Duration::from_secs(60), || {
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = '{}' AND state = 'idle' AND query LIKE '%pg_try_advisory_lock%'",
+            db.name
+        )) >= 2
+    });
     holder
         .execute(
             "SELECT pg_advisory_unlock($1)",

@@ -7,8 +7,9 @@ use crate::cli::CheckArgs;
 use crate::constraints::check::{self, ConstraintState, Finding};
 use crate::constraints::live::{self, LiveSince};
 use crate::constraints::validate;
-use crate::exit::{refuse, Code};
+use crate::exit::Code;
 use crate::history;
+use crate::refusal::Refusal;
 use crate::report::{self, Details, Report};
 use anyhow::Result;
 use serde::Serialize;
@@ -41,10 +42,11 @@ pub fn select(names: &[String]) -> Result<Vec<&'static Constraint>> {
             Some(c) if !selected.contains(&c) => selected.push(c),
             Some(_) => {}
             None => {
-                return refuse(format!(
+                return Refusal::UnknownConstraint(format!(
                     "unknown constraint '{name}'; the catalog has: {}",
                     constraints::names().join(", ")
                 ))
+                .fail()
             }
         }
     }

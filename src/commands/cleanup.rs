@@ -26,6 +26,7 @@ use crate::constraints::check;
 use crate::exit::{code_of, Code};
 use crate::health::blockers::{self, Blocker, Scope, Takes};
 use crate::history;
+use crate::refusal::Refusal;
 use crate::report::{self, Details, Report};
 use anyhow::{anyhow, bail, Result};
 use postgres::{Client, IsolationLevel};
@@ -60,6 +61,9 @@ pub struct CleanupReport {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The refusal's reason (e.g. `needs_decision`), as in a failure document.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed_tables: Option<Vec<ChangedTable>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -247,13 +251,14 @@ fn recount(
 }
 
 /// The report of a run that stops for rules needing a decision: nothing was changed, exit 4.
-fn needs_decision(details: CleanupReport, dry_run: bool, schema_version: i32) -> Outcome {
-    let _ = writeln!(
-        std::io::stderr(),
-        "ruleiq-db: refused: {} cleanup rule(s) need a decision in a policy file (see {}); nothing was changed",
+fn needs_decision(mut details: CleanupReport, dry_run: bool, schema_version: i32) -> Outcome {
+    let refusal = Refusal::NeedsDecision(format!(
+        "{} cleanup rule(s) need a decision in a policy file (see {}); nothing was changed",
         details.needs_decision.len(),
         decisions::EXAMPLE_POLICY
-    );
+    ));
+    let _ = writeln!(std::io::stderr(), "ruleiq-db: refused: {refusal}");
+    details.reason = Some(refusal.reason());
     let report = Report {
         command: "cleanup",
         ok: false,
@@ -261,7 +266,7 @@ fn needs_decision(details: CleanupReport, dry_run: bool, schema_version: i32) ->
         schema_version,
         details,
     };
-    Outcome::new(report, Code::Refused)
+    Outcome::new(report, refusal.code())
 }
 
 /// The report of a run that failed after it started changing rows: what changed, how to undo.
@@ -296,6 +301,7 @@ fn failed(
     }
     details.error = Some(format!("{error:#}"));
     details.exit_code = Some(code.as_i32());
+    details.reason = Refusal::of(&error).map(Refusal::reason);
     details.changed_tables = Some(accounted.changed_tables);
     details.undo = Some(undo);
     let report = Report {
