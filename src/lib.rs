@@ -22,5 +22,7 @@ pub mod output;
 pub mod progress;
 pub mod refusal;
 pub mod report;
+#[cfg(test)]
+mod report_snapshots;
 pub mod sandbox;
 pub mod shape;

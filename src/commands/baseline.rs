@@ -330,6 +330,17 @@ fn adopted_summary(version: i32, why: &str, latest: i32, differences: &[Differen
 }
 
 impl Details for BaselineReport {
+    fn summary(&self, _dry_run: bool, schema_version: i32) -> report::Summary {
+        if let Some(error) = &self.error {
+            return report::Summary::of_error(error);
+        }
+        report::Summary::line(format!(
+            "adopted at version {schema_version} ({}); differences: {}",
+            self.evidence,
+            report::verdict_counts(&self.differences)
+        ))
+    }
+
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let recorded = match (self.recorded.first(), self.recorded.last()) {
             (Some(first), Some(last)) => format!("V{first} to V{last}"),

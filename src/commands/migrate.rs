@@ -423,6 +423,16 @@ fn plan_of(migration: &Migration, no_compat: bool) -> PlannedMigration {
 }
 
 impl Details for MigrateReport {
+    fn summary(&self, _dry_run: bool, _schema_version: i32) -> report::Summary {
+        report::Summary::line(format!(
+            "version {} → {}, {} applied, {} constraints validated",
+            self.from_version,
+            self.to_version,
+            self.applied.len(),
+            self.validated.len()
+        ))
+    }
+
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(
             out,
