@@ -492,7 +492,9 @@ fn pg_environment_variables_are_used_without_a_url() {
 #[test]
 fn without_a_url_the_local_socket_is_used_as_libpq_does() {
     let Some((socket_dir, port)) = common::local_socket() else {
-        return; // an external server: its socket is not ours to know
+        // An external server: its socket is not ours to know.
+        eprintln!("skipped: RULEIQ_TEST_DATABASE_URL names the server, whose socket is unknown");
+        return;
     };
     let db = TestDb::new();
     let out = assert_cmd::Command::cargo_bin("ruleiq-db")
