@@ -432,13 +432,9 @@ fn connection_failures_exit_1_with_one_line_naming_the_host_not_the_password() {
         ),
     ];
     for (url, expected) in cases {
-        let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-            .unwrap()
-            .args(["--database-url", url, "status"])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
+        let run = common::run_bare(&["--database-url", url, "status"], &[]);
+        let stderr = &run.stderr;
+        assert_eq!(run.code, 1, "{url}: {stderr}");
         assert!(stderr.contains(expected), "{url}: {stderr}");
         assert!(!stderr.contains("sekrit-pw"), "password leaked: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -447,13 +443,9 @@ fn connection_failures_exit_1_with_one_line_naming_the_host_not_the_password() {
     let (user_part, rest) = wrong.split_once('#').unwrap();
     let (_, host_part) = rest.split_once('@').unwrap();
     let wrong = format!("{user_part}:wrong-sekrit@{host_part}");
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .args(["--database-url", &wrong, "status"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let run = common::run_bare(&["--database-url", &wrong, "status"], &[]);
+    let stderr = &run.stderr;
+    assert_eq!(run.code, 1, "{stderr}");
     assert!(
         stderr.contains("127.0.0.1") && stderr.contains("password authentication failed"),
         "{stderr}"
@@ -465,24 +457,18 @@ fn connection_failures_exit_1_with_one_line_naming_the_host_not_the_password() {
 fn pg_environment_variables_are_used_without_a_url() {
     let db = TestDb::new();
     let url = url_parts(&db.url);
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", &url.port)
-        .env("PGUSER", &url.user)
-        .env("PGPASSWORD", &url.password)
-        .env("PGDATABASE", &db.name)
-        .env("PGSSLMODE", "disable")
-        .args(["--format", "json", "migrate"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let run = common::run_bare(
+        &["--format", "json", "migrate"],
+        &[
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", &url.port),
+            ("PGUSER", &url.user),
+            ("PGPASSWORD", &url.password),
+            ("PGDATABASE", &db.name),
+            ("PGSSLMODE", "disable"),
+        ],
     );
+    assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM refinery_schema_history"),
         8
