@@ -105,3 +105,14 @@ fn a_failure_that_is_not_a_refusal_has_a_null_reason() {
     assert!(report["reason"].is_null(), "{report:#}");
     assert!(report.as_object().unwrap().contains_key("reason"));
 }
+
+#[test]
+fn rules_that_need_a_decision_are_named_in_cleanups_own_report() {
+    let db = TestDb::dirty_legacy();
+    let (code, report, stderr) = db.run_json(&["cleanup", "--dry-run"]);
+    assert_eq!(code, 4, "{report:#}\n{stderr}");
+    assert_eq!(report["command"], "cleanup");
+    assert_eq!(report["reason"], "needs_decision", "{report:#}");
+    assert!(!report["needs_decision"].as_array().unwrap().is_empty());
+    assert!(stderr.contains("ruleiq-db: refused: "), "{stderr}");
+}
