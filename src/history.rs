@@ -120,10 +120,11 @@ pub fn verify(applied: &[Applied]) -> Result<()> {
     if problems.is_empty() {
         Ok(())
     } else {
-        crate::exit::refuse(format!(
+        crate::refusal::Refusal::EditedHistory(format!(
             "the migration history cannot be trusted:\n  {}\nnothing was changed; restore the original migration files or use the ruleiq-db build that applied them",
             problems.join("\n  ")
         ))
+        .fail()
     }
 }
 
@@ -142,11 +143,12 @@ pub fn refuse_unadopted(client: &mut Client, applied: &[Applied]) -> Result<()> 
     if present.is_empty() {
         return Ok(());
     }
-    crate::exit::refuse(format!(
+    crate::refusal::Refusal::NotAdopted(format!(
         "this database already has ruleIQ tables ({}{}) but no ruleiq-db history: it was built by another tool. Run `ruleiq-db baseline` to adopt it, then migrate",
         present.iter().take(3).copied().collect::<Vec<_>>().join(", "),
         if present.len() > 3 { ", …" } else { "" }
     ))
+    .fail()
 }
 
 /// Creates refinery's history table when it is missing, with refinery's own definition, so that

@@ -20,7 +20,10 @@ pub mod history;
 pub mod journal;
 pub mod output;
 pub mod progress;
+pub mod refusal;
 pub mod report;
+#[cfg(test)]
+mod report_snapshots;
 pub mod sandbox;
 pub mod shape;
 pub mod units;

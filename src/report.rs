@@ -25,15 +25,71 @@ pub struct Report<D: Serialize> {
     pub details: D,
 }
 
-/// What a command's details know how to do besides serialising: draw themselves for people.
+/// What a command's details know how to do besides serialising: draw themselves for people,
+/// and say in one line what the command found or did.
 pub trait Details: Serialize {
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()>;
+    /// The summary of a run; `dry_run` and `schema_version` are the report's.
+    fn summary(&self, dry_run: bool, schema_version: i32) -> Summary;
 }
 
 /// A report ready to print, whatever its command.
 pub trait Render {
     fn to_value(&self) -> serde_json::Value;
     fn write_human(&self, out: &mut dyn Write) -> std::io::Result<()>;
+    /// What `rehearse` reads of the report: a line for a person and the numbers it adds up.
+    fn summary(&self) -> Summary;
+}
+
+/// A report in one line, with the numbers `rehearse` totals; what a command does not count
+/// stays None (or empty).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub line: String,
+    /// Rows that break the constraints (`check-constraints`).
+    pub violations: Option<u64>,
+    /// Rows changed, or that a dry run would change (`cleanup`).
+    pub rows: Option<u64>,
+    /// The rules that need a decision (`cleanup`), as the report lists them.
+    pub needs_decision: Vec<serde_json::Value>,
+    /// The report's `schema_version`.
+    pub schema_version: Option<i32>,
+}
+
+impl Summary {
+    pub fn line(line: impl Into<String>) -> Summary {
+        Summary {
+            line: line.into(),
+            ..Summary::default()
+        }
+    }
+
+    /// The summary of a report that carries an error: its first line.
+    pub fn of_error(error: &str) -> Summary {
+        Summary::line(error.lines().next().unwrap_or(error))
+    }
+}
+
+/// How many differences of each verdict a list holds, e.g. `3 tolerated, 1 accepted`.
+pub fn verdict_counts(differences: &[crate::shape::Difference]) -> String {
+    use crate::shape::Verdict;
+    let counts: Vec<String> = [
+        Verdict::Blocking,
+        Verdict::NotAccepted,
+        Verdict::Accepted,
+        Verdict::Tolerated,
+    ]
+    .iter()
+    .filter_map(|verdict| {
+        let n = differences.iter().filter(|d| d.verdict == *verdict).count();
+        (n > 0).then(|| format!("{n} {}", verdict.as_str()))
+    })
+    .collect();
+    if counts.is_empty() {
+        "none".to_string()
+    } else {
+        counts.join(", ")
+    }
 }
 
 impl<D: Details> Render for Report<D> {
@@ -54,6 +110,13 @@ impl<D: Details> Render for Report<D> {
             self.command, self.schema_version
         )?;
         self.details.write_table(out)
+    }
+
+    fn summary(&self) -> Summary {
+        Summary {
+            schema_version: Some(self.schema_version),
+            ..self.details.summary(self.dry_run, self.schema_version)
+        }
     }
 }
 
@@ -79,9 +142,9 @@ pub fn table(header: &[&str]) -> Table {
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.to_vec());
-    // On a terminal comfy-table fits its width; elsewhere (files, CI logs) a fixed width keeps
-    // the output the same from run to run.
-    if !std::io::stdout().is_terminal() {
+    // On a terminal comfy-table fits its width; elsewhere (files, CI logs, the snapshots of
+    // the unit tests) a fixed width keeps the output the same from run to run.
+    if cfg!(test) || !std::io::stdout().is_terminal() {
         t.set_width(150);
     }
     t

@@ -245,7 +245,14 @@ fn two_migrates_at_once_apply_each_version_once() {
             .unwrap()
     };
     let (a, b) = (spawn(), spawn());
-    std::thread::sleep(Duration::from_millis(1500));
+    // Both have tried the lock once and found it taken (and so say they wait).
+    common::poll_until(Duration::from_secs(60), || {
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = '{}' AND state = 'idle' AND query LIKE '%pg_try_advisory_lock%'",
+            db.name
+        )) >= 2
+    });
     holder
         .execute(
             "SELECT pg_advisory_unlock($1)",
@@ -425,13 +432,9 @@ fn connection_failures_exit_1_with_one_line_naming_the_host_not_the_password() {
         ),
     ];
     for (url, expected) in cases {
-        let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-            .unwrap()
-            .args(["--database-url", url, "status"])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
+        let run = common::run_bare(&["--database-url", url, "status"], &[]);
+        let stderr = &run.stderr;
+        assert_eq!(run.code, 1, "{url}: {stderr}");
         assert!(stderr.contains(expected), "{url}: {stderr}");
         assert!(!stderr.contains("sekrit-pw"), "password leaked: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -440,13 +443,9 @@ fn connection_failures_exit_1_with_one_line_naming_the_host_not_the_password() {
     let (user_part, rest) = wrong.split_once('#').unwrap();
     let (_, host_part) = rest.split_once('@').unwrap();
     let wrong = format!("{user_part}:wrong-sekrit@{host_part}");
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .args(["--database-url", &wrong, "status"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let run = common::run_bare(&["--database-url", &wrong, "status"], &[]);
+    let stderr = &run.stderr;
+    assert_eq!(run.code, 1, "{stderr}");
     assert!(
         stderr.contains("127.0.0.1") && stderr.contains("password authentication failed"),
         "{stderr}"
@@ -458,24 +457,18 @@ fn connection_failures_exit_1_with_one_line_naming_the_host_not_the_password() {
 fn pg_environment_variables_are_used_without_a_url() {
     let db = TestDb::new();
     let url = url_parts(&db.url);
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", &url.port)
-        .env("PGUSER", &url.user)
-        .env("PGPASSWORD", &url.password)
-        .env("PGDATABASE", &db.name)
-        .env("PGSSLMODE", "disable")
-        .args(["--format", "json", "migrate"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let run = common::run_bare(
+        &["--format", "json", "migrate"],
+        &[
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", &url.port),
+            ("PGUSER", &url.user),
+            ("PGPASSWORD", &url.password),
+            ("PGDATABASE", &db.name),
+            ("PGSSLMODE", "disable"),
+        ],
     );
+    assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM refinery_schema_history"),
         8
@@ -485,7 +478,9 @@ fn pg_environment_variables_are_used_without_a_url() {
 #[test]
 fn without_a_url_the_local_socket_is_used_as_libpq_does() {
     let Some((socket_dir, port)) = common::local_socket() else {
-        return; // an external server: its socket is not ours to know
+        // An external server: its socket is not ours to know.
+        eprintln!("skipped: RULEIQ_TEST_DATABASE_URL names the server, whose socket is unknown");
+        return;
     };
     let db = TestDb::new();
     let out = assert_cmd::Command::cargo_bin("ruleiq-db")

@@ -7,17 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 fn rehearse(args: &[&str]) -> (i32, Value, String) {
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
-        .args(["--format", "json", "--no-progress", "rehearse"])
-        .args(args)
-        .timeout(std::time::Duration::from_secs(300))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
-    (out.status.code().unwrap_or(-1), report, stderr)
+    let mut all = vec!["--format", "json", "--no-progress", "rehearse"];
+    all.extend_from_slice(args);
+    let run = common::run_bare(&all, &[]);
+    (run.code, run.json(), run.stderr)
 }
 
 fn port_of(report: &Value) -> u16 {

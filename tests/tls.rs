@@ -1,18 +1,11 @@
 //! TLS through rustls against a server with ssl=on and a self-signed certificate.
 
+mod common;
 use ruleiq_db::sandbox::{self_signed_certificate, Cluster, ClusterOptions};
 
 fn status(url: &str) -> (i32, String) {
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
-        .args(["--database-url", url, "--format", "json", "status"])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let run = common::run_bare(&["--database-url", url, "--format", "json", "status"], &[]);
+    (run.code, run.stderr)
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! ruleiq-db's own compatibility schema is not the user's: 008's down drops it first.
 
 use super::Action;
-use crate::exit::refuse;
+use crate::refusal::Refusal;
 use anyhow::Result;
 use postgres::GenericClient;
 use serde::Serialize;
@@ -137,11 +137,12 @@ pub fn refuse_dependents(
         .iter()
         .map(|d| format!("{} ({}, on {})", d.name, d.kind, d.on))
         .collect();
-    refuse(format!(
+    Refusal::Dependents(format!(
         "the rollback would strand objects of yours that depend on what it archives: {}. A view or function would keep reading the table moved into schema {} (or block dropping the column). Drop them (or change them not to use it) first, and recreate them after; {outcome}",
         listed.join(", "),
         super::SCHEMA
     ))
+    .fail()
 }
 
 #[cfg(test)]

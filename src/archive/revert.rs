@@ -11,10 +11,10 @@ use crate::catalog::repair::{PlannedStatement, RENAME_CONFLICT_SQLSTATE};
 use crate::catalog::{down, HISTORY_TABLE};
 use crate::db::replication::ReplicaThrottle;
 use crate::db::{self, Session};
-use crate::exit::{refuse, Refused};
 use crate::health::blockers::{Scope, Takes};
 use crate::history::{self, Applied};
 use crate::journal::Journal;
+use crate::refusal::Refusal;
 use crate::report::{self, MigrationRun};
 use anyhow::{Context as _, Result};
 use postgres::Client;
@@ -67,24 +67,24 @@ pub fn choose_steps(
     newest_first.sort_by_key(|a| std::cmp::Reverse(a.version));
     let to = match (to, steps) {
         (Some(n), _) if n < 0 => {
-            return refuse(format!(
+            return Refusal::UnknownTarget(format!(
                 "--to {n} is not a version: use 0 to revert every migration; nothing was changed"
-            ))
+            )).fail()
         }
         (Some(n), _) if n > from => {
-            return refuse(format!(
+            return Refusal::TargetOutOfRange(format!(
                 "--to {n} is above the current version {from}: rollback only goes down (use `ruleiq-db migrate --target {n}`); nothing was changed"
-            ))
+            )).fail()
         }
         (Some(n), _) => n,
         (None, Some(0)) => {
-            return refuse("--steps 0 reverts nothing: give at least 1; nothing was changed")
+            return Refusal::TargetOutOfRange("--steps 0 reverts nothing: give at least 1; nothing was changed".into()).fail()
         }
         (None, Some(k)) if k as usize > applied.len() => {
-            return refuse(format!(
+            return Refusal::TargetOutOfRange(format!(
                 "--steps {k} is more than the {} migrations applied (the database is at version {from}); use --to 0 to revert them all; nothing was changed",
                 applied.len()
-            ))
+            )).fail()
         }
         (None, Some(k)) => newest_first
             .get(k as usize)
@@ -101,10 +101,10 @@ pub fn choose_steps(
         .collect();
     for step in &steps {
         if down::statements(step.version).is_none() {
-            return refuse(format!(
+            return Refusal::NoDownMigration(format!(
                 "{} has no down migration in this ruleiq-db (migrations/down), so it cannot be reverted; nothing was changed",
                 step.label()
-            ));
+            )).fail();
         }
     }
     Ok((to, steps))
@@ -286,7 +286,7 @@ fn stopped_at(error: anyhow::Error, step: &Step, version: i32, done: usize) -> a
         step.label()
     );
     if conflict {
-        Refused(format!("{error:#}; {message}")).into()
+        Refusal::RenameConflict(format!("{error:#}; {message}")).into()
     } else {
         error.context(message)
     }

@@ -11,7 +11,7 @@ use super::plan::TablePlan;
 use super::policy::{Action, Policy};
 use super::preview::TablePreview;
 use crate::catalog::constraints::{Constraint, Rule};
-use crate::exit::Refused;
+use crate::refusal::Refusal;
 use anyhow::Result;
 use postgres::GenericClient;
 use serde::Serialize;
@@ -129,7 +129,8 @@ pub fn find(
         }
     }
     if !refused.is_empty() {
-        return Err(Refused(format!("{}; nothing was changed", refused.join("; "))).into());
+        let message = format!("{}; nothing was changed", refused.join("; "));
+        return Refusal::PolicyNotFeasible(message).fail();
     }
     Ok(needed)
 }

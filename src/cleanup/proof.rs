@@ -14,7 +14,7 @@ use super::audit;
 use super::plan::TablePlan;
 use super::preview::TablePreview;
 use crate::catalog::sql::quote_ident;
-use crate::exit::Refused;
+use crate::refusal::Refusal;
 use anyhow::{bail, Result};
 use postgres::GenericClient;
 
@@ -184,7 +184,7 @@ fn refuse_if_any(client: &mut impl GenericClient, problems: Vec<String>) -> Resu
     let role: String = client.query_one("SELECT current_user::text", &[])?.get(0);
     let grantee = quote_ident(&role);
     let problems: Vec<String> = problems.iter().map(|p| p.replace(ROLE, &grantee)).collect();
-    Err(Refused(format!(
+    Err(Refusal::MissingGrants(format!(
         "cleanup cannot be carried out as planned, so it does not start: role {grantee} {}; nothing was changed",
         problems.join("; ")
     ))

@@ -41,6 +41,9 @@ pub struct CleanupReport {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The refusal's reason (e.g. `needs_decision`), as in a failure document.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed_tables: Option<Vec<ChangedTable>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,6 +190,44 @@ fn describe(example: &Example, action: &str) -> String {
 }
 
 impl Details for CleanupReport {
+    fn summary(&self, dry_run: bool, _schema_version: i32) -> report::Summary {
+        if !self.needs_decision.is_empty() {
+            let names: Vec<&str> = self
+                .needs_decision
+                .iter()
+                .map(|d| d.constraint.as_str())
+                .collect();
+            return report::Summary {
+                needs_decision: self
+                    .needs_decision
+                    .iter()
+                    .map(|d| serde_json::to_value(d).unwrap_or_default())
+                    .collect(),
+                ..report::Summary::line(format!(
+                    "needs {} decision(s): {}",
+                    names.len(),
+                    names.join(", ")
+                ))
+            };
+        }
+        if let Some(error) = &self.error {
+            return report::Summary::of_error(error);
+        }
+        let line = if dry_run {
+            format!("would change {} rows", self.total_rows)
+        } else {
+            format!(
+                "changed {} rows, run {}",
+                self.total_rows,
+                self.run_id.as_deref().unwrap_or("?")
+            )
+        };
+        report::Summary {
+            rows: Some(self.total_rows),
+            ..report::Summary::line(line)
+        }
+    }
+
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let dry_run = self.rules.iter().any(|r| r.examples.is_some());
         if !self.rules.is_empty() {

@@ -13,9 +13,10 @@ use crate::catalog::sql::quote_ident;
 use crate::catalog::{migrations, HISTORY_TABLE, TABLES};
 use crate::cli::BaselineArgs;
 use crate::db;
-use crate::exit::{refuse, Code};
+use crate::exit::Code;
 use crate::health::blockers::{Scope, Takes};
 use crate::history;
+use crate::refusal::Refusal;
 use crate::report::{self, Details, Report};
 use crate::shape::{self, accepted, Difference, Evidence, Verdict};
 use anyhow::{Context as _, Result};
@@ -44,6 +45,9 @@ pub struct BaselineReport {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The refusal's reason (`drift`), as in a failure document.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 /// Where the version to compare with comes from.
@@ -58,9 +62,10 @@ pub fn run(ctx: &Context, args: &BaselineArgs) -> Result<Outcome> {
     let latest = migrations::latest_version();
     if let Some(v) = args.version {
         if migrations::get(v).is_none() {
-            return refuse(format!(
+            return Refusal::UnknownTarget(format!(
                 "--version {v} does not exist: the migrations are versions 1 to {latest}; nothing was changed"
-            ));
+            ))
+            .fail();
         }
     }
     let (_, mut client) = ctx.connect()?;
@@ -83,6 +88,7 @@ pub fn run(ctx: &Context, args: &BaselineArgs) -> Result<Outcome> {
         summary: String::new(),
         error: None,
         exit_code: None,
+        reason: None,
     };
     if !TABLES.iter().any(|t| live.has_table(t)) {
         details.summary = "nothing to adopt: the database has none of ruleIQ's tables; `ruleiq-db migrate` builds the schema from scratch".into();
@@ -112,11 +118,11 @@ pub fn run(ctx: &Context, args: &BaselineArgs) -> Result<Outcome> {
     let why = origin(version, source, &evidence);
     if blocking > 0 {
         let message = blocked_message(&why, &details.differences, args.accept_drift);
-        return Ok(refused(ctx, details, message));
+        return Ok(refused(ctx, details, Refusal::Drift(message)));
     }
     if to_accept > 0 {
         let message = acceptance_message(version, &why, &details.differences);
-        return Ok(refused(ctx, details, message));
+        return Ok(refused(ctx, details, Refusal::Drift(message)));
     }
     // Baseline locks no ruleIQ table (it only writes the history), so only old, idle and
     // prepared transactions can hold it up.
@@ -143,23 +149,26 @@ fn outcome(details: BaselineReport, ok: bool, code: Code, schema_version: i32) -
     )
 }
 
-fn refused(ctx: &Context, mut details: BaselineReport, message: String) -> Outcome {
+fn refused(ctx: &Context, mut details: BaselineReport, refusal: Refusal) -> Outcome {
+    let message = refusal.message().to_string();
     ctx.log.line(&format!("refused: {message}"));
     details.summary = message.clone();
     details.error = Some(message);
-    details.exit_code = Some(Code::Refused.as_i32());
-    outcome(details, false, Code::Refused, 0)
+    details.exit_code = Some(refusal.code().as_i32());
+    details.reason = Some(refusal.reason());
+    outcome(details, false, refusal.code(), 0)
 }
 
 fn refuse_existing_history(applied: &[history::Applied]) -> Result<()> {
     if applied.is_empty() {
         return Ok(());
     }
-    refuse(format!(
+    Refusal::HistoryExists(format!(
         "this database already has a ruleiq-db history (version {}, {} migrations recorded in {HISTORY_TABLE}): baseline only adopts a database without one; nothing was changed. See `ruleiq-db status`",
         history::current_version(applied),
         applied.len()
     ))
+    .fail()
 }
 
 fn count(differences: &[Difference], verdict: Verdict) -> usize {
@@ -321,6 +330,17 @@ fn adopted_summary(version: i32, why: &str, latest: i32, differences: &[Differen
 }
 
 impl Details for BaselineReport {
+    fn summary(&self, _dry_run: bool, schema_version: i32) -> report::Summary {
+        if let Some(error) = &self.error {
+            return report::Summary::of_error(error);
+        }
+        report::Summary::line(format!(
+            "adopted at version {schema_version} ({}); differences: {}",
+            self.evidence,
+            report::verdict_counts(&self.differences)
+        ))
+    }
+
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let recorded = match (self.recorded.first(), self.recorded.last()) {
             (Some(first), Some(last)) => format!("V{first} to V{last}"),

@@ -7,8 +7,9 @@ use crate::cli::CheckArgs;
 use crate::constraints::check::{self, ConstraintState, Finding};
 use crate::constraints::live::{self, LiveSince};
 use crate::constraints::validate;
-use crate::exit::{refuse, Code};
+use crate::exit::Code;
 use crate::history;
+use crate::refusal::Refusal;
 use crate::report::{self, Details, Report};
 use anyhow::Result;
 use serde::Serialize;
@@ -41,10 +42,11 @@ pub fn select(names: &[String]) -> Result<Vec<&'static Constraint>> {
             Some(c) if !selected.contains(&c) => selected.push(c),
             Some(_) => {}
             None => {
-                return refuse(format!(
+                return Refusal::UnknownConstraint(format!(
                     "unknown constraint '{name}'; the catalog has: {}",
                     constraints::names().join(", ")
                 ))
+                .fail()
             }
         }
     }
@@ -165,6 +167,20 @@ pub fn write_findings(out: &mut dyn Write, findings: &[Finding]) -> std::io::Res
 }
 
 impl Details for CheckReport {
+    fn summary(&self, _dry_run: bool, _schema_version: i32) -> report::Summary {
+        let line = match self.total_violations {
+            0 => format!("no row violates the {} constraints", self.constraints.len()),
+            total => format!(
+                "{total} violating rows across {} constraints",
+                self.constraints.iter().filter(|c| c.violations > 0).count()
+            ),
+        };
+        report::Summary {
+            violations: Some(self.total_violations),
+            ..report::Summary::line(line)
+        }
+    }
+
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         write_findings(out, &self.constraints)?;
         if !self.validated.is_empty() {

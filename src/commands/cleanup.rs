@@ -23,6 +23,7 @@ use crate::db::Session;
 use crate::exit::{code_of, Code};
 use crate::health::blockers::{Scope, Takes};
 use crate::history;
+use crate::refusal::Refusal;
 use crate::report::Report;
 use anyhow::{anyhow, Result};
 use postgres::Client;
@@ -159,13 +160,14 @@ fn apply(
 }
 
 /// The report of a run that stops for rules needing a decision: nothing was changed, exit 4.
-fn needs_decision(details: CleanupReport, dry_run: bool, schema_version: i32) -> Outcome {
-    let _ = writeln!(
-        std::io::stderr(),
-        "ruleiq-db: refused: {} cleanup rule(s) need a decision in a policy file (see {}); nothing was changed",
+fn needs_decision(mut details: CleanupReport, dry_run: bool, schema_version: i32) -> Outcome {
+    let refusal = Refusal::NeedsDecision(format!(
+        "{} cleanup rule(s) need a decision in a policy file (see {}); nothing was changed",
         details.needs_decision.len(),
         decisions::EXAMPLE_POLICY
-    );
+    ));
+    let _ = writeln!(std::io::stderr(), "ruleiq-db: refused: {refusal}");
+    details.reason = Some(refusal.reason());
     let report = Report {
         command: "cleanup",
         ok: false,
@@ -173,7 +175,7 @@ fn needs_decision(details: CleanupReport, dry_run: bool, schema_version: i32) ->
         schema_version,
         details,
     };
-    Outcome::new(report, Code::Refused)
+    Outcome::new(report, refusal.code())
 }
 
 /// The report of a run that failed after it started changing rows: what changed, how to undo.
@@ -205,6 +207,7 @@ fn failed(
     }
     details.error = Some(format!("{error:#}"));
     details.exit_code = Some(code.as_i32());
+    details.reason = Refusal::of(&error).map(Refusal::reason);
     details.changed_tables = Some(accounted.changed_tables);
     details.undo = Some(undo);
     let report = Report {

@@ -179,6 +179,10 @@ fn finish(
 }
 
 impl Details for CompatReport {
+    fn summary(&self, _dry_run: bool, _schema_version: i32) -> report::Summary {
+        report::Summary::line("compat")
+    }
+
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "{}", self.summary)?;
         if let Some(plan) = &self.plan {

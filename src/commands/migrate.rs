@@ -12,10 +12,11 @@ use crate::constraints::check::{self, Finding};
 use crate::constraints::validate;
 use crate::db;
 use crate::db::config::Target;
-use crate::exit::{refuse, Code, Refused};
+use crate::exit::Code;
 use crate::health::blockers::{self, Blocker, Scope, Takes};
 use crate::health::estimate::{self, Estimate};
 use crate::history;
+use crate::refusal::Refusal;
 use crate::report::{self, Details, MigrationRun, Report};
 use anyhow::Result;
 use postgres::Client;
@@ -242,14 +243,16 @@ fn resolve_target(target: Option<i32>, from: i32) -> Result<i32> {
         return Ok(latest.max(from));
     };
     if migrations::get(target).is_none() {
-        return refuse(format!(
+        return Refusal::UnknownTarget(format!(
             "--target {target} does not exist: the migrations are versions 1 to {latest}; nothing was changed"
-        ));
+        ))
+        .fail();
     }
     if target < from {
-        return refuse(format!(
+        return Refusal::TargetOutOfRange(format!(
             "--target {target} is below the current version {from}: migrate only goes up; use `ruleiq-db rollback --to {target}`"
-        ));
+        ))
+        .fail();
     }
     Ok(target)
 }
@@ -363,7 +366,7 @@ fn apply_one(ctx: &Context, client: &mut Client, migration: &Migration) -> Resul
     .map_err(|e| {
         let conflict = db::sql_state(&e).is_some_and(|s| s.code() == RENAME_CONFLICT_SQLSTATE);
         if conflict {
-            Refused(format!("{what}: {e:#}; nothing was changed")).into()
+            Refusal::RenameConflict(format!("{what}: {e:#}; nothing was changed")).into()
         } else {
             e.context(format!(
                 "{what} failed and was rolled back; the database stays at the previous version"
@@ -420,6 +423,16 @@ fn plan_of(migration: &Migration, no_compat: bool) -> PlannedMigration {
 }
 
 impl Details for MigrateReport {
+    fn summary(&self, _dry_run: bool, _schema_version: i32) -> report::Summary {
+        report::Summary::line(format!(
+            "version {} → {}, {} applied, {} constraints validated",
+            self.from_version,
+            self.to_version,
+            self.applied.len(),
+            self.validated.len()
+        ))
+    }
+
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(
             out,

@@ -15,11 +15,12 @@ use crate::db::config::{ProcessEnv, Target};
 use crate::db::replication::{self, ReplicaThrottle};
 use crate::db::session::{Safety, Session};
 use crate::db::{self, RetryPolicy};
-use crate::exit::{Code, Refused};
+use crate::exit::Code;
 use crate::health::blockers;
 use crate::journal::{Done, Journal};
 use crate::output::Sink;
 use crate::progress::Log;
+use crate::refusal::Refusal;
 use crate::report::Render;
 use anyhow::Result;
 use postgres::Client;
@@ -166,7 +167,7 @@ impl Context {
             return Ok(());
         }
         if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-            return Err(Refused(format!(
+            return Err(Refusal::NotConfirmed(format!(
                 "{question} — not confirmed: pass --yes to run without a terminal; nothing was changed"
             ))
             .into());
@@ -178,7 +179,7 @@ impl Context {
         if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
             Ok(())
         } else {
-            Err(Refused("not confirmed; nothing was changed".into()).into())
+            Refusal::NotConfirmed("not confirmed; nothing was changed".into()).fail()
         }
     }
 }
@@ -248,6 +249,8 @@ pub fn failure_document(
         "applied": done.applied,
         "reverted": done.reverted,
         "run_id": done.run_id,
+        // Which refusal (exit 4), for programs; print_failure fills it in.
+        "reason": null,
     })
 }
 
@@ -286,13 +289,12 @@ pub fn print_failure(
         code,
         &done,
     );
-    // A refusal may carry keys of its own (the blockers that made migrate give up).
-    let extra = error
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<crate::exit::RefusedWith>());
-    if let (Some(extra), Some(object)) = (extra, document.as_object_mut()) {
-        for (key, value) in &extra.keys {
-            object.entry(key.clone()).or_insert_with(|| value.clone());
+    // A refusal names its reason and may carry keys of its own (the blockers that made
+    // migrate give up).
+    if let (Some(refusal), Some(object)) = (Refusal::of(error), document.as_object_mut()) {
+        object.insert("reason".into(), refusal.reason().into());
+        for (key, value) in refusal.keys() {
+            object.entry(key).or_insert(value);
         }
     }
     match sink.format() {

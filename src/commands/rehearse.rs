@@ -14,7 +14,7 @@ use crate::cli::{
 };
 use crate::db::replication::{self, MaxLag, ReplicaThrottle};
 use crate::exit::Code;
-use crate::report::{self, Details, Report};
+use crate::report::{self, Details, Report, Summary};
 use crate::sandbox::{self, Cluster, ClusterOptions};
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
@@ -110,6 +110,9 @@ pub struct Step {
     pub summary: String,
     /// The step's own report (or its error); null when it did not run.
     pub report: Value,
+    /// What rehearse reads of the report: the numbers it totals.
+    #[serde(skip)]
+    pub read: Summary,
 }
 
 impl Step {
@@ -202,7 +205,7 @@ impl Steps<'_> {
         line: &str,
         command: Command,
         expected: &[Code],
-        accept: fn(Code, &Value) -> bool,
+        accept: fn(Code, &Summary) -> bool,
     ) {
         if self.failed() {
             self.steps.push(not_run(name, line));
@@ -225,20 +228,13 @@ impl Steps<'_> {
     }
 }
 
-fn no_exception(_: Code, _: &Value) -> bool {
+fn no_exception(_: Code, _: &Summary) -> bool {
     false
 }
 
 /// A dry run of cleanup that refuses because rules need decisions did its job: it found them.
-fn needs_decisions(code: Code, report: &Value) -> bool {
-    code == Code::Refused && !decisions(report).is_empty()
-}
-
-fn decisions(report: &Value) -> Vec<Value> {
-    report["needs_decision"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+fn needs_decisions(code: Code, summary: &Summary) -> bool {
+    code == Code::Refused && !summary.needs_decision.is_empty()
 }
 
 fn rehearse(
@@ -341,7 +337,7 @@ fn rehearse(
     );
     let needs_decision = steps
         .get("plan cleanup")
-        .map(|s| decisions(&s.report))
+        .map(|s| s.read.needs_decision.clone())
         .unwrap_or_default();
     // The example policy lives in the binary; cleanup reads a file.
     let mut example_file = None;
@@ -430,18 +426,18 @@ fn rehearse(
         );
     }
 
-    let number = |step: &str, key: &str| -> Option<u64> {
+    let number = |step: &str, read: fn(&Summary) -> Option<u64>| -> Option<u64> {
         steps
             .get(step)
             .filter(|s| s.outcome == StepOutcome::Ok)
-            .and_then(|s| s.report[key].as_u64())
+            .and_then(|s| read(&s.read))
     };
     let details = RehearseReport {
         source,
         server,
-        violations_found: number("check", "total_violations"),
-        rows_cleaned: number("cleanup", "total_rows"),
-        violations_left: number("final check", "total_violations"),
+        violations_found: number("check", |s| s.violations),
+        rows_cleaned: number("cleanup", |s| s.rows),
+        violations_left: number("final check", |s| s.violations),
         policy,
         needs_decision,
         steps: steps.steps,
@@ -452,8 +448,8 @@ fn rehearse(
         .steps
         .iter()
         .rev()
-        .find_map(|s| s.report["schema_version"].as_i64())
-        .unwrap_or(0) as i32;
+        .find_map(|s| s.read.schema_version)
+        .unwrap_or(0);
     let code = if all_ok { Code::Ok } else { Code::Error };
     if let Some(failed) = details
         .steps
@@ -533,20 +529,25 @@ fn step(
     line: &str,
     command: Command,
     expected: &[Code],
-    accept: fn(Code, &Value) -> bool,
+    accept: fn(Code, &Summary) -> bool,
 ) -> Step {
     ctx.log.line(&format!("rehearse: {line}"));
     let started = Instant::now();
     let result = dispatch(ctx, &command);
     let duration_ms = started.elapsed().as_millis() as u64;
-    let (exit, report) = match result {
-        Ok(outcome) => (outcome.code, outcome.report.to_value()),
+    let (exit, report, read) = match result {
+        Ok(outcome) => (
+            outcome.code,
+            outcome.report.to_value(),
+            outcome.report.summary(),
+        ),
         Err(error) => (
             crate::exit::code_of(&error),
             serde_json::json!({ "error": format!("{error:#}") }),
+            Summary::of_error(&format!("{error:#}")),
         ),
     };
-    let ok = expected.contains(&exit) || accept(exit, &report);
+    let ok = expected.contains(&exit) || accept(exit, &read);
     Step {
         step: name.to_string(),
         command: format!("ruleiq-db {line}"),
@@ -558,8 +559,9 @@ fn step(
         ok,
         exit_code: Some(exit.as_i32()),
         duration_ms,
-        summary: summarise(name, &report),
+        summary: read.line.clone(),
         report,
+        read,
     }
 }
 
@@ -621,6 +623,7 @@ fn application_step(ctx: &Context, target: &crate::db::config::Target) -> Step {
         duration_ms: started.elapsed().as_millis() as u64,
         summary,
         report,
+        read: Summary::default(),
     }
 }
 
@@ -665,6 +668,7 @@ fn standby_step(
         duration_ms: started.elapsed().as_millis() as u64,
         summary,
         report,
+        read: Summary::default(),
     };
     (step, checked.ok())
 }
@@ -719,6 +723,7 @@ fn not_run(name: &str, line: &str) -> Step {
         duration_ms: 0,
         summary: "not run (an earlier step failed)".into(),
         report: Value::Null,
+        read: Summary::default(),
     }
 }
 
@@ -748,84 +753,7 @@ fn loaded_step(name: &str, what: &str, started: Instant, result: Result<()>) -> 
         duration_ms: started.elapsed().as_millis() as u64,
         summary,
         report,
-    }
-}
-
-/// One line a person reads for each step.
-fn summarise(step: &str, report: &Value) -> String {
-    let needed = decisions(report);
-    if !needed.is_empty() {
-        let names: Vec<&str> = needed
-            .iter()
-            .filter_map(|d| d["constraint"].as_str())
-            .collect();
-        return format!("needs {} decision(s): {}", names.len(), names.join(", "));
-    }
-    if let Some(error) = report["error"].as_str() {
-        return error.lines().next().unwrap_or(error).to_string();
-    }
-    let n = |key: &str| report[key].as_u64().unwrap_or(0);
-    let count = |key: &str| report[key].as_array().map_or(0, Vec::len);
-    match report["command"].as_str().unwrap_or(step) {
-        "check-constraints" => {
-            let broken = report["constraints"].as_array().map_or(0, |c| {
-                c.iter()
-                    .filter(|c| c["violations"].as_u64() > Some(0))
-                    .count()
-            });
-            match n("total_violations") {
-                0 => format!("no row violates the {} constraints", count("constraints")),
-                total => format!("{total} violating rows across {broken} constraints"),
-            }
-        }
-        "cleanup" if report["dry_run"] == true => format!("would change {} rows", n("total_rows")),
-        "cleanup" => format!(
-            "changed {} rows, run {}",
-            n("total_rows"),
-            report["run_id"].as_str().unwrap_or("?")
-        ),
-        "migrate" => format!(
-            "version {} → {}, {} applied, {} constraints validated",
-            n("from_version"),
-            n("to_version"),
-            count("applied"),
-            count("validated")
-        ),
-        "status" => format!(
-            "version {}, drift: {}",
-            n("schema_version"),
-            verdicts(&report["drift"])
-        ),
-        "rollback" => format!(
-            "version {} → {}, {} archives",
-            n("from_version"),
-            n("to_version"),
-            count("archived")
-        ),
-        "baseline" => format!(
-            "adopted at version {} ({}); differences: {}",
-            n("schema_version"),
-            report["evidence"].as_str().unwrap_or("no evidence"),
-            verdicts(&report["differences"])
-        ),
-        other => other.to_string(),
-    }
-}
-
-/// How many differences of each verdict a list holds, e.g. `3 tolerated, 1 accepted`.
-fn verdicts(list: &Value) -> String {
-    let list = list.as_array().cloned().unwrap_or_default();
-    let counts: Vec<String> = ["blocking", "not_accepted", "accepted", "tolerated"]
-        .iter()
-        .filter_map(|verdict| {
-            let n = list.iter().filter(|d| d["verdict"] == *verdict).count();
-            (n > 0).then(|| format!("{n} {}", verdict.replace('_', " ")))
-        })
-        .collect();
-    if counts.is_empty() {
-        "none".to_string()
-    } else {
-        counts.join(", ")
+        read: Summary::default(),
     }
 }
 
@@ -993,6 +921,10 @@ fn install_interrupt_handler() {
 }
 
 impl Details for RehearseReport {
+    fn summary(&self, _dry_run: bool, _schema_version: i32) -> report::Summary {
+        report::Summary::line("rehearse")
+    }
+
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "source: {}\nserver: {}", self.source, self.server)?;
         let mut t = report::table(&["step", "command", "outcome", "time", "summary"]);

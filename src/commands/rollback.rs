@@ -147,6 +147,15 @@ fn finish(details: RollbackReport, dry_run: bool, version: i32) -> Outcome {
 }
 
 impl Details for RollbackReport {
+    fn summary(&self, _dry_run: bool, _schema_version: i32) -> report::Summary {
+        report::Summary::line(format!(
+            "version {} → {}, {} archives",
+            self.from_version,
+            self.to_version,
+            self.archived.len()
+        ))
+    }
+
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(
             out,

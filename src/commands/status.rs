@@ -189,6 +189,13 @@ pub fn drift(client: &mut Client, version: i32) -> Result<DriftCheck> {
 }
 
 impl Details for StatusReport {
+    fn summary(&self, _dry_run: bool, schema_version: i32) -> report::Summary {
+        report::Summary::line(format!(
+            "version {schema_version}, drift: {}",
+            report::verdict_counts(&self.drift)
+        ))
+    }
+
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let mut t = report::table(&["version", "migration", "state", "applied on"]);
         for m in &self.migrations {

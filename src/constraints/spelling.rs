@@ -85,10 +85,11 @@ pub fn refuse_rename_conflicts(client: &mut Client, doing: &str, again: &str) ->
     if conflicts.is_empty() {
         return Ok(());
     }
-    crate::exit::refuse(format!(
+    crate::refusal::Refusal::RenameConflict(format!(
         "rename conflict, {doing}: {}. 008 renames each truncated column to its full name (its rollback renames it back) and never chooses which of two columns holds the application's data, so it stops here; nothing was changed. `ruleiq-db status` lists the conflict; {again} once a single name is left",
         conflicts.join("; ")
     ))
+    .fail()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The migration advisory lock (one migrator at a time) and the session's `lock_timeout`.
 
-use crate::exit::Refused;
 use crate::progress::Log;
+use crate::refusal::Refusal;
 use anyhow::{Context, Result};
 use postgres::Client;
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ pub fn acquire_migration_lock(client: &mut Client, wait: Duration, log: &Log) ->
             announced = true;
         }
         if started.elapsed() >= wait {
-            return Err(Refused(format!(
+            return Err(Refusal::LockBusy(format!(
                 "another ruleiq-db ({}) still holds the migration lock after {}s; try again when it has finished, or raise --lock-wait",
                 lock_holder(client).unwrap_or_else(|| "unknown process".into()),
                 wait.as_secs()

@@ -20,8 +20,8 @@
 //! makes the commit itself wait for nobody; with synchronous standbys it would wait for their
 //! replay, unbounded, so there the reports come at the standbys' own pace.
 
-use crate::exit::Refused;
 use crate::progress::Log;
+use crate::refusal::Refusal;
 use anyhow::{Context, Result};
 use postgres::Client;
 use serde::Serialize;
@@ -46,20 +46,20 @@ pub fn refuse_unless_writable(client: &mut Client, server: &str) -> Result<()> {
     let default_read_only: String = row.get(2);
     let source: Option<String> = row.get(3);
     if in_recovery {
-        return Err(Refused(format!(
+        return Err(Refusal::NotWritable(format!(
             "the server ({server}) is a standby (in recovery: pg_is_in_recovery() is true): it replays its primary's changes and cannot take any of its own. Point ruleiq-db at the primary; nothing was changed"
         ))
         .into());
     }
     if default_read_only == "on" {
-        return Err(Refused(format!(
+        return Err(Refusal::NotWritable(format!(
             "the server ({server}) is read-only: default_transaction_read_only = on, {}. Lift it there when changes are allowed again; nothing was changed",
             setting_origin(source.as_deref().unwrap_or("unknown"))
         ))
         .into());
     }
     if transaction_read_only == "on" {
-        return Err(Refused(format!(
+        return Err(Refusal::NotWritable(format!(
             "the server ({server}) is read-only: transaction_read_only = on for this session; nothing was changed"
         ))
         .into());
@@ -380,7 +380,7 @@ impl ReplicaThrottle {
             }
             if started.elapsed() >= self.max_wait {
                 self.waited += started.elapsed();
-                return Err(Refused(format!(
+                return Err(Refusal::ReplicaLag(format!(
                     "stopped between batches after waiting {} for the standbys: {} (--max-replica-lag {}). Everything done before is whole and committed; once the standby replays again (or with a larger --max-replica-lag / --max-replica-wait), run the same command again to finish",
                     seconds(started.elapsed()),
                     what.join("; "),
@@ -432,7 +432,7 @@ impl ReplicaThrottle {
             let list: Vec<String> = behind.iter().map(Lagging::describe).collect();
             if started.elapsed() >= self.max_wait {
                 self.waited += started.elapsed();
-                return Err(Refused(format!(
+                return Err(Refusal::ReplicaLag(format!(
                     "{what} is committed on the primary, but after {} the standbys have not replayed it: {}. Once they replay again (or with a larger --max-replica-wait), run the same command again to finish",
                     seconds(started.elapsed()),
                     list.join("; ")

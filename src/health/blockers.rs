@@ -9,8 +9,8 @@
 
 use crate::catalog::TABLES;
 use crate::db::MIGRATION_LOCK_KEY;
-use crate::exit::RefusedWith;
 use crate::progress::Log;
+use crate::refusal::Refusal;
 use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
@@ -484,12 +484,8 @@ fn refusal(scope: &Scope, limits: &Limits, found: Vec<Blocker>) -> anyhow::Error
         flag_duration(limits.wait),
         names.join("; ")
     );
-    let mut keys = serde_json::Map::new();
-    keys.insert(
-        "blockers".into(),
-        serde_json::to_value(&found).unwrap_or_default(),
-    );
-    RefusedWith { message, keys }.into()
+    let blockers = serde_json::to_value(&found).unwrap_or_default();
+    Refusal::Blockers { message, blockers }.into()
 }
 
 /// The blockers as a table, for dry-run reports.

@@ -312,9 +312,9 @@ impl TestDb {
     }
 
     /// Runs the binary on a pseudo-terminal (util-linux `script`), typing `answer` at its
-    /// prompt; returns the exit code and what the terminal showed.
+    /// prompt once the prompt shows; returns the exit code and what the terminal showed.
     pub fn on_a_terminal(&self, args: &str, answer: &str) -> (i32, String) {
-        use std::io::Write;
+        use std::io::{Read, Write};
         let binary = assert_cmd::cargo::cargo_bin("ruleiq-db");
         let command = format!("{} --database-url '{}' {args}", binary.display(), self.url);
         let mut child = Command::new("script")
@@ -325,18 +325,51 @@ impl TestDb {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("script (util-linux) runs the binary on a pseudo-terminal");
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(answer.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let screen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let reader = {
+            let screen = screen.clone();
+            let mut stdout = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+                    screen.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            })
+        };
+        let shown = || String::from_utf8_lossy(&screen.lock().unwrap()).into_owned();
+        // The answer is typed once the question is on the screen (or the command has ended
+        // without asking, which the caller's assertions then show).
+        poll_until(std::time::Duration::from_secs(60), || {
+            shown().contains("[y/N]") || matches!(child.try_wait(), Ok(Some(_)))
+        });
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(answer.as_bytes());
+        drop(stdin);
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        (status.code().unwrap_or(-1), shown())
+    }
+
+    /// The rows `sql` returns, each a map from column name to its value as PostgreSQL prints
+    /// it (None for NULL), so a test reads `row["status"]` rather than positions and types.
+    pub fn rows(&self, sql: &str) -> Vec<Row> {
+        let messages = self
+            .client()
+            .simple_query(sql)
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => Some(
+                    row.columns()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (c.name().to_string(), row.get(i).map(str::to_string)))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Asserts the database's dump equals `before`, printing only the differing lines.
@@ -349,6 +382,59 @@ impl TestDb {
             let added: Vec<&&str> = new.difference(&old).take(20).collect();
             panic!("the database changed.\nlines gone: {gone:#?}\nlines added: {added:#?}");
         }
+    }
+}
+
+/// One row of [`TestDb::rows`]: column name → value as text, None for NULL.
+pub type Row = std::collections::BTreeMap<String, Option<String>>;
+
+/// What one run of the binary gave.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout as the one JSON document a `--format json` run prints.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs the binary with exactly these arguments and environment additions, pointed at no
+/// database of the harness (DATABASE_URL removed unless `env` sets it), stdin closed.
+pub fn run_bare(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
+    cmd.env_remove("DATABASE_URL")
+        .args(args)
+        .timeout(std::time::Duration::from_secs(300));
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let out = cmd.output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Calls `done` every 50 ms until it is true; panics once `deadline` has passed, so a test
+/// waits only as long as it must instead of a fixed sleep.
+pub fn poll_until(deadline: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < deadline,
+            "still not there after {deadline:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

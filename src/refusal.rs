@@ -1,0 +1,213 @@
+//! Refusals for safety (exit 4, DESIGN.md §2): every kind the tool makes, each with the
+//! machine-readable `reason` the failure document carries, decided here and nowhere else.
+//!
+//! A refusal travels as an `anyhow` error so it can come from deep inside a command;
+//! [`crate::exit::code_of`] and [`Refusal::of`] find it in the error chain.
+
+use crate::exit::Code;
+use std::fmt;
+
+/// Why a command stopped before changing anything (or before changing more). Each variant
+/// carries the sentence a person reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// A migration in the history was edited since it was applied, or is unknown to this build.
+    EditedHistory(String),
+    /// ruleIQ tables without a ruleiq-db history: `baseline` must adopt them first.
+    NotAdopted(String),
+    /// `baseline` on a database that already has a history.
+    HistoryExists(String),
+    /// No `--yes` off a terminal, or the prompt was not answered yes.
+    NotConfirmed(String),
+    /// Another ruleiq-db held the migration lock past `--lock-wait`.
+    LockBusy(String),
+    /// Sessions that would block the table locks were still there after `--lock-wait`; the
+    /// failure document lists them under `blockers`.
+    Blockers {
+        message: String,
+        blockers: serde_json::Value,
+    },
+    /// A table has both the legacy and the full name of a renamed column.
+    RenameConflict(String),
+    /// A `--target`, `--version` or `--to` that names no migration.
+    UnknownTarget(String),
+    /// A target on the wrong side of the current version, or a step count that does not fit.
+    TargetOutOfRange(String),
+    /// A migration to revert that has no down migration in this build.
+    NoDownMigration(String),
+    /// A `--constraint` the catalog does not have.
+    UnknownConstraint(String),
+    /// A standby or a read-only server.
+    NotWritable(String),
+    /// Standbys still too far behind after `--max-replica-wait`.
+    ReplicaLag(String),
+    /// Cleanup rules whose built-in action would break the live schema, undecided by a policy.
+    NeedsDecision(String),
+    /// A policy file whose decision the live schema cannot carry out.
+    PolicyNotFeasible(String),
+    /// A cleanup the role may not carry out (audit schema, tables or sequence).
+    MissingGrants(String),
+    /// `baseline`: differences 008 cannot repair, or drift not accepted with `--accept-drift`.
+    Drift(String),
+    /// A rollback would strand the user's views or functions on what it archives.
+    Dependents(String),
+}
+
+impl Refusal {
+    /// Every refusal exits 4.
+    pub fn code(&self) -> Code {
+        Code::Refused
+    }
+
+    /// The snake_case `reason` of the failure document.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::EditedHistory(_) => "edited_history",
+            Refusal::NotAdopted(_) => "not_adopted",
+            Refusal::HistoryExists(_) => "history_exists",
+            Refusal::NotConfirmed(_) => "not_confirmed",
+            Refusal::LockBusy(_) => "lock_busy",
+            Refusal::Blockers { .. } => "blockers",
+            Refusal::RenameConflict(_) => "rename_conflict",
+            Refusal::UnknownTarget(_) => "unknown_target",
+            Refusal::TargetOutOfRange(_) => "target_out_of_range",
+            Refusal::NoDownMigration(_) => "no_down_migration",
+            Refusal::UnknownConstraint(_) => "unknown_constraint",
+            Refusal::NotWritable(_) => "not_writable",
+            Refusal::ReplicaLag(_) => "replica_lag",
+            Refusal::NeedsDecision(_) => "needs_decision",
+            Refusal::PolicyNotFeasible(_) => "policy_not_feasible",
+            Refusal::MissingGrants(_) => "missing_grants",
+            Refusal::Drift(_) => "drift",
+            Refusal::Dependents(_) => "dependents",
+        }
+    }
+
+    /// The sentence a person reads.
+    pub fn message(&self) -> &str {
+        match self {
+            Refusal::Blockers { message, .. } => message,
+            Refusal::EditedHistory(m)
+            | Refusal::NotAdopted(m)
+            | Refusal::HistoryExists(m)
+            | Refusal::NotConfirmed(m)
+            | Refusal::LockBusy(m)
+            | Refusal::RenameConflict(m)
+            | Refusal::UnknownTarget(m)
+            | Refusal::TargetOutOfRange(m)
+            | Refusal::NoDownMigration(m)
+            | Refusal::UnknownConstraint(m)
+            | Refusal::NotWritable(m)
+            | Refusal::ReplicaLag(m)
+            | Refusal::NeedsDecision(m)
+            | Refusal::PolicyNotFeasible(m)
+            | Refusal::MissingGrants(m)
+            | Refusal::Drift(m)
+            | Refusal::Dependents(m) => m,
+        }
+    }
+
+    /// Keys the failure document carries besides the message (the blockers, as a list).
+    pub fn keys(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut keys = serde_json::Map::new();
+        if let Refusal::Blockers { blockers, .. } = self {
+            keys.insert("blockers".into(), blockers.clone());
+        }
+        keys
+    }
+
+    /// This refusal as the error of a `Result`.
+    pub fn fail<T>(self) -> anyhow::Result<T> {
+        Err(self.into())
+    }
+
+    /// The refusal in an error's chain, if it is one.
+    pub fn of(error: &anyhow::Error) -> Option<&Refusal> {
+        error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<Refusal>())
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn every_kind() -> Vec<Refusal> {
+        let m = || "why".to_string();
+        vec![
+            Refusal::EditedHistory(m()),
+            Refusal::NotAdopted(m()),
+            Refusal::HistoryExists(m()),
+            Refusal::NotConfirmed(m()),
+            Refusal::LockBusy(m()),
+            Refusal::Blockers {
+                message: m(),
+                blockers: serde_json::json!([]),
+            },
+            Refusal::RenameConflict(m()),
+            Refusal::UnknownTarget(m()),
+            Refusal::TargetOutOfRange(m()),
+            Refusal::NoDownMigration(m()),
+            Refusal::UnknownConstraint(m()),
+            Refusal::NotWritable(m()),
+            Refusal::ReplicaLag(m()),
+            Refusal::NeedsDecision(m()),
+            Refusal::PolicyNotFeasible(m()),
+            Refusal::MissingGrants(m()),
+            Refusal::Drift(m()),
+            Refusal::Dependents(m()),
+        ]
+    }
+
+    #[test]
+    fn every_refusal_exits_4_with_a_distinct_snake_case_reason() {
+        let kinds = every_kind();
+        let reasons: BTreeSet<&str> = kinds.iter().map(Refusal::reason).collect();
+        assert_eq!(reasons.len(), kinds.len(), "{reasons:?}");
+        for refusal in &kinds {
+            assert_eq!(refusal.code(), Code::Refused, "{refusal:?}");
+            let reason = refusal.reason();
+            assert!(
+                reason.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{reason}"
+            );
+            assert_eq!(refusal.message(), "why");
+            let error: anyhow::Error = refusal.clone().into();
+            assert_eq!(crate::exit::code_of(&error), Code::Refused);
+            assert_eq!(Refusal::of(&error).map(Refusal::reason), Some(reason));
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_found_under_context_and_keeps_its_words() {
+        let error = Refusal::LockBusy("another ruleiq-db holds it".into()).fail::<()>();
+        let error = error.unwrap_err().context("migrating");
+        assert_eq!(Refusal::of(&error).unwrap().reason(), "lock_busy");
+        assert_eq!(
+            format!("{error:#}"),
+            "migrating: another ruleiq-db holds it"
+        );
+        assert_eq!(Refusal::of(&anyhow::anyhow!("SQL failed")), None);
+        assert_eq!(crate::exit::code_of(&anyhow::anyhow!("x")), Code::Error);
+    }
+
+    #[test]
+    fn only_blockers_add_keys() {
+        let blockers = Refusal::Blockers {
+            message: "waited".into(),
+            blockers: serde_json::json!([{"pid": 7}]),
+        };
+        assert_eq!(blockers.keys()["blockers"][0]["pid"], 7);
+        assert!(Refusal::Drift("d".into()).keys().is_empty());
+    }
+}

@@ -1,0 +1,225 @@
+//! The layout's rules (DESIGN.md §6), checked on the source so that they hold after the next
+//! change too: commands on top, engines in the middle, infrastructure and pure knowledge at
+//! the bottom, no import cycle, and the safety mechanics reachable only through `db::Session`.
+//!
+//! These read `src/` as text; they need no database.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Modules that only parse the command line and call engines.
+const TOP: &[&str] = &["main", "cli", "commands"];
+/// Infrastructure and pure knowledge: they may not reach up into engines or commands.
+const BOTTOM: &[&str] = &[
+    "db", "catalog", "units", "exit", "progress", "report", "output", "journal",
+];
+
+struct Source {
+    path: PathBuf,
+    /// The module directly under `src/` the file belongs to (`db` for `src/db/lock.rs`).
+    module: String,
+    /// The text without comments and without its `#[cfg(test)]` module.
+    code: String,
+}
+
+fn sources() -> Vec<Source> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    walk(&root, &mut found);
+    found
+        .into_iter()
+        .map(|path| {
+            let relative = path.strip_prefix(&root).unwrap();
+            let first = relative.components().next().unwrap();
+            let module = first
+                .as_os_str()
+                .to_string_lossy()
+                .trim_end_matches(".rs")
+                .to_string();
+            let text = fs::read_to_string(&path).unwrap();
+            let production = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let code = production
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let path = Path::new("src").join(relative);
+            Source { path, module, code }
+        })
+        .collect()
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            walk(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+/// The modules under `src/` a piece of code names through `crate::…` (also `crate::{a, b}`).
+fn modules_used(code: &str) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for part in group[..end].split(',') {
+                let name = part.trim().split("::").next().unwrap_or("").trim();
+                if !name.is_empty() {
+                    used.insert(name.to_string());
+                }
+            }
+        } else {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                used.insert(name);
+            }
+        }
+    }
+    used
+}
+
+fn dependency_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for source in sources() {
+        let entry = graph.entry(source.module.clone()).or_default();
+        for used in modules_used(&source.code) {
+            if used != source.module {
+                entry.insert(used);
+            }
+        }
+    }
+    graph
+}
+
+/// A path from `from` back to itself through the graph, if there is one.
+fn cycle_through(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> Option<Vec<String>> {
+    let mut stack = vec![(from.to_string(), vec![from.to_string()])];
+    let mut seen = BTreeSet::new();
+    while let Some((node, path)) = stack.pop() {
+        for next in graph.get(&node).into_iter().flatten() {
+            if next == from {
+                let mut cycle = path.clone();
+                cycle.push(from.to_string());
+                return Some(cycle);
+            }
+            if seen.insert(next.clone()) {
+                let mut longer = path.clone();
+                longer.push(next.clone());
+                stack.push((next.clone(), longer));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn the_modules_import_each_other_without_a_cycle() {
+    let graph = dependency_graph();
+    let cycles: Vec<String> = graph
+        .keys()
+        .filter_map(|m| cycle_through(&graph, m))
+        .map(|c| c.join(" -> "))
+        .collect();
+    assert!(cycles.is_empty(), "import cycles: {cycles:#?}");
+}
+
+#[test]
+fn infrastructure_and_knowledge_never_reach_up_into_engines_or_commands() {
+    let graph = dependency_graph();
+    let mut wrong = Vec::new();
+    for bottom in BOTTOM {
+        for used in graph.get(*bottom).into_iter().flatten() {
+            if !BOTTOM.contains(&used.as_str()) {
+                wrong.push(format!("{bottom} uses {used}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn nothing_but_the_top_uses_the_commands() {
+    let graph = dependency_graph();
+    let wrong: Vec<String> = graph
+        .iter()
+        .filter(|(module, _)| !TOP.contains(&module.as_str()) && module.as_str() != "lib")
+        .filter(|(_, used)| used.contains("commands") || used.contains("cli"))
+        .map(|(module, _)| module.clone())
+        .collect();
+    assert!(wrong.is_empty(), "engines using commands or cli: {wrong:?}");
+}
+
+/// The advisory lock, lock_timeout, the retry and the writable-server check are Session's:
+/// called anywhere else, a command could change the database without one of them.
+#[test]
+fn the_safety_mechanics_are_called_only_from_src_db() {
+    let mechanics = [
+        "acquire_migration_lock(",
+        "set_lock_timeout(",
+        "retry_on_lock_timeout(",
+        "refuse_unless_writable(",
+    ];
+    let wrong: Vec<String> = sources()
+        .iter()
+        .filter(|s| s.module != "db")
+        .flat_map(|s| {
+            mechanics
+                .iter()
+                .filter(|m| s.code.contains(*m))
+                .map(move |m| format!("{} calls {m}…)", s.path.display()))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// A command parses, calls an engine and reports: it never runs a changing statement itself.
+#[test]
+fn commands_run_no_statements_of_their_own() {
+    let statements = [
+        ".transaction(",
+        ".build_transaction(",
+        ".execute(",
+        ".batch_execute(",
+    ];
+    let wrong: Vec<String> = sources()
+        .iter()
+        .filter(|s| s.module == "commands")
+        .flat_map(|s| {
+            statements
+                .iter()
+                .filter(|m| s.code.contains(*m))
+                .map(move |m| format!("{} calls {m}…)", s.path.display()))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn no_function_needs_a_too_many_arguments_exemption() {
+    let wrong: Vec<String> = sources()
+        .iter()
+        .filter(|s| s.code.contains("too_many_arguments"))
+        .map(|s| s.path.display().to_string())
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:?}");
+}
+
+#[test]
+fn the_import_reader_sees_grouped_and_plain_paths() {
+    let used = modules_used("use crate::{db::Session, report};\nlet x = crate::units::parse(1);");
+    let expected: BTreeSet<String> = ["db", "report", "units"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(used, expected);
+}
