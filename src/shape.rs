@@ -18,6 +18,7 @@
 //! history ([`accepted`]), so `status` shows them as accepted instead of alarming again.
 
 pub mod accepted;
+pub mod adopt;
 pub mod classify;
 mod compare;
 mod evidence;

@@ -145,17 +145,6 @@ impl Context {
         ReplicaThrottle::new(self.global.max_replica_lag, self.global.max_replica_wait)
     }
 
-    /// Where `validate::validate_not_valid` opens the sessions that validate other tables.
-    pub fn validation_workers<'a>(
-        &self,
-        target: &'a Target,
-    ) -> crate::constraints::validate::Workers<'a> {
-        crate::constraints::validate::Workers {
-            target,
-            lock_timeout: self.global.lock_timeout,
-        }
-    }
-
     pub fn retry(&self) -> RetryPolicy {
         RetryPolicy::new(self.global.lock_retries)
     }

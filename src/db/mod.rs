@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod connect;
+pub mod connection;
 pub mod env;
 pub mod introspect;
 pub mod lock;
@@ -15,6 +16,7 @@ pub mod session;
 pub mod tls;
 
 pub use connect::{connect, lift_statement_timeout};
+pub use connection::Connection;
 pub use introspect::{columns_of, table_exists};
 pub use lock::{acquire_migration_lock, set_lock_timeout, MIGRATION_LOCK_KEY};
 pub use retry::{
