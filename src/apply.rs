@@ -4,28 +4,42 @@
 //! columns the migration creates again (see `crate::archive::restore`).
 
 use crate::archive::restore::{self, Restored};
+use crate::catalog::repair::RENAME_CONFLICT_SQLSTATE;
 use crate::catalog::sql::split_statements;
+use crate::db::{self, Session};
 use crate::history;
+use crate::refusal::Refusal;
 use anyhow::Result;
-use postgres::Client;
 use refinery::Migration;
 
-/// Applies `migration` and restores its archives in one transaction; returns what was restored.
-/// On any error the transaction is rolled back: the database stays at the previous version, the
-/// archives untouched.
-pub fn apply(client: &mut Client, migration: &Migration) -> Result<Vec<Restored>> {
+/// Applies `migration` and restores its archives in one transaction of `session`, retried when
+/// a statement hits lock_timeout; returns what was restored. On any error the transaction is
+/// rolled back: the database stays at the previous version, the archives untouched. 008
+/// meeting a column under both its old and new name is refused (exit 4).
+pub fn apply(session: &mut Session, migration: &Migration) -> Result<Vec<Restored>> {
     let sql = migration.sql().unwrap_or_default();
-    let label = format!("V{} {}", migration.version(), migration.name());
+    let what = format!("V{} {}", migration.version(), migration.name());
     let created: Vec<_> = split_statements(sql)
         .iter()
         .flat_map(|s| restore::created_by(s))
         .collect();
-    let mut tx = client.transaction()?;
-    history::ensure_table(&mut tx)?;
-    let created = restore::absent(&mut tx, &created)?;
-    tx.batch_execute(sql)?;
-    let restored = restore::restore(&mut tx, &created, &label)?;
-    history::record_applied(&mut tx, migration)?;
-    tx.commit()?;
-    Ok(restored)
+    session
+        .transaction(&what, |tx| {
+            history::ensure_table(tx)?;
+            let created = restore::absent(tx, &created)?;
+            tx.batch_execute(sql)?;
+            let restored = restore::restore(tx, &created, &what)?;
+            history::record_applied(tx, migration)?;
+            Ok(restored)
+        })
+        .map_err(|e| {
+            let conflict = db::sql_state(&e).is_some_and(|s| s.code() == RENAME_CONFLICT_SQLSTATE);
+            if conflict {
+                Refusal::RenameConflict(format!("{what}: {e:#}; nothing was changed")).into()
+            } else {
+                e.context(format!(
+                    "{what} failed and was rolled back; the database stays at the previous version"
+                ))
+            }
+        })
 }

@@ -3,10 +3,9 @@
 
 use crate::catalog::compat::{self, SCHEMA};
 use crate::catalog::repair::PlannedStatement;
-use crate::db::{self, RetryPolicy};
-use crate::progress::Log;
+use crate::db::Session;
 use anyhow::{Context, Result};
-use postgres::{Client, GenericClient};
+use postgres::GenericClient;
 use serde::Serialize;
 
 /// One view of the compatibility schema.
@@ -111,27 +110,17 @@ fn run(tx: &mut impl GenericClient, statements: &[PlannedStatement]) -> Result<(
     Ok(())
 }
 
-/// Creates the schema in its own transaction, retried when a lock is not granted within
-/// lock_timeout. The caller holds the migration lock.
-pub fn create_retried(client: &mut Client, retry: RetryPolicy, log: &Log) -> Result<()> {
-    db::retry_on_lock_timeout("creating the compatibility schema", retry, log, || {
-        let mut tx = client.transaction()?;
-        create(&mut tx)?;
-        tx.commit()?;
-        Ok(())
-    })
+/// Creates the schema in its own transaction of `session`, retried when a lock is not granted
+/// within lock_timeout.
+pub fn create_retried(session: &mut Session) -> Result<()> {
+    session.transaction("creating the compatibility schema", |tx| create(tx))
 }
 
 /// Drops the schema in its own transaction, retried like [`create_retried`]. Dropping a view
 /// waits for the queries that use it; lock_timeout keeps the application's next queries from
 /// queueing behind that wait for long.
-pub fn drop_retried(client: &mut Client, retry: RetryPolicy, log: &Log) -> Result<()> {
-    db::retry_on_lock_timeout("dropping the compatibility schema", retry, log, || {
-        let mut tx = client.transaction()?;
-        drop(&mut tx)?;
-        tx.commit()?;
-        Ok(())
-    })
+pub fn drop_retried(session: &mut Session) -> Result<()> {
+    session.transaction("dropping the compatibility schema", |tx| drop(tx))
 }
 
 /// What `migrate` reports when 008 created the schema: the views and how to connect to them.

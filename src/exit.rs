@@ -1,5 +1,5 @@
-//! Exit codes (DESIGN.md §2) and which one an error selects; the refusals (exit 4) are
-//! `crate::refusal::Refusal`.
+//! Exit codes (DESIGN.md §2), the contract with CI scripts. Which one an error selects is
+//! `crate::refusal::code_of`.
 
 /// The process exit codes, the contract with CI scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +22,4 @@ impl Code {
     pub fn as_i32(self) -> i32 {
         self as i32
     }
-}
-
-/// The exit code an error maps to.
-pub fn code_of(error: &anyhow::Error) -> Code {
-    crate::refusal::Refusal::of(error).map_or(Code::Error, |refusal| refusal.code())
 }

@@ -2,7 +2,7 @@
 
 use crate::catalog::{self, migrations, HISTORY_TABLE};
 use crate::db;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use postgres::{Client, GenericClient};
 use serde::Serialize;
 
@@ -166,6 +166,12 @@ pub fn ensure_table(client: &mut impl GenericClient) -> Result<()> {
             "the role cannot create the history table {HISTORY_TABLE}: GRANT CREATE ON SCHEMA public TO {role}"
         );
     }
+    create_table(client)
+}
+
+/// Creates refinery's history table when it is missing, with refinery's own definition, without
+/// asking about the role's rights first.
+pub fn create_table(client: &mut impl GenericClient) -> Result<()> {
     client.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS {} (version int4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255), checksum VARCHAR(255))",
         crate::catalog::sql::quote_ident(HISTORY_TABLE)
@@ -179,18 +185,50 @@ pub fn record_applied(
     client: &mut impl GenericClient,
     migration: &refinery::Migration,
 ) -> Result<()> {
-    let applied_on = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     client.execute(
-        &format!(
-            "INSERT INTO {} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)",
-            crate::catalog::sql::quote_ident(HISTORY_TABLE)
-        ),
+        &insert_sql(),
         &[
             &migration.version(),
             &migration.name(),
-            &applied_on,
+            &applied_now(),
             &migration.checksum().to_string(),
         ],
     )?;
     Ok(())
+}
+
+/// Records every one of `migrations` as applied, with one timestamp, in the caller's
+/// transaction: `baseline` adopting a database another tool built.
+pub fn record_adopted(
+    client: &mut impl GenericClient,
+    migrations: &[refinery::Migration],
+) -> Result<()> {
+    let applied_on = applied_now();
+    let insert = client.prepare(&insert_sql())?;
+    for m in migrations {
+        client
+            .execute(
+                &insert,
+                &[
+                    &m.version(),
+                    &m.name(),
+                    &applied_on,
+                    &m.checksum().to_string(),
+                ],
+            )
+            .with_context(|| format!("recording V{} {}", m.version(), m.name()))?;
+    }
+    Ok(())
+}
+
+fn insert_sql() -> String {
+    format!(
+        "INSERT INTO {} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)",
+        crate::catalog::sql::quote_ident(HISTORY_TABLE)
+    )
+}
+
+/// Now, as refinery writes applied_on: RFC 3339, which it parses whenever it reads the history.
+fn applied_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

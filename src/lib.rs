@@ -18,6 +18,7 @@ pub mod health;
 pub mod hints;
 pub mod history;
 pub mod journal;
+pub mod migrate;
 pub mod output;
 pub mod progress;
 pub mod refusal;

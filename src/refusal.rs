@@ -2,7 +2,7 @@
 //! machine-readable `reason` the failure document carries, decided here and nowhere else.
 //!
 //! A refusal travels as an `anyhow` error so it can come from deep inside a command;
-//! [`crate::exit::code_of`] and [`Refusal::of`] find it in the error chain.
+//! [`crate::refusal::code_of`] and [`Refusal::of`] find it in the error chain.
 
 use crate::exit::Code;
 use std::fmt;
@@ -137,6 +137,11 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// The exit code an error maps to: a refusal's anywhere in its chain, else 1.
+pub fn code_of(error: &anyhow::Error) -> Code {
+    Refusal::of(error).map_or(Code::Error, |refusal| refusal.code())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,7 +188,7 @@ mod tests {
             );
             assert_eq!(refusal.message(), "why");
             let error: anyhow::Error = refusal.clone().into();
-            assert_eq!(crate::exit::code_of(&error), Code::Refused);
+            assert_eq!(crate::refusal::code_of(&error), Code::Refused);
             assert_eq!(Refusal::of(&error).map(Refusal::reason), Some(reason));
         }
     }
@@ -198,7 +203,7 @@ mod tests {
             "migrating: another ruleiq-db holds it"
         );
         assert_eq!(Refusal::of(&anyhow::anyhow!("SQL failed")), None);
-        assert_eq!(crate::exit::code_of(&anyhow::anyhow!("x")), Code::Error);
+        assert_eq!(crate::refusal::code_of(&anyhow::anyhow!("x")), Code::Error);
     }
 
     #[test]

@@ -70,28 +70,6 @@ impl Summary {
     }
 }
 
-/// How many differences of each verdict a list holds, e.g. `3 tolerated, 1 accepted`.
-pub fn verdict_counts(differences: &[crate::shape::Difference]) -> String {
-    use crate::shape::Verdict;
-    let counts: Vec<String> = [
-        Verdict::Blocking,
-        Verdict::NotAccepted,
-        Verdict::Accepted,
-        Verdict::Tolerated,
-    ]
-    .iter()
-    .filter_map(|verdict| {
-        let n = differences.iter().filter(|d| d.verdict == *verdict).count();
-        (n > 0).then(|| format!("{n} {}", verdict.as_str()))
-    })
-    .collect();
-    if counts.is_empty() {
-        "none".to_string()
-    } else {
-        counts.join(", ")
-    }
-}
-
 impl<D: Details> Render for Report<D> {
     fn to_value(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("reports serialise")

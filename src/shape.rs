@@ -18,6 +18,7 @@
 //! history ([`accepted`]), so `status` shows them as accepted instead of alarming again.
 
 pub mod accepted;
+pub mod adopt;
 pub mod classify;
 mod compare;
 mod evidence;
@@ -215,5 +216,26 @@ impl VersionShapes {
             .iter()
             .find(|(_, shape)| shape.contains(object))
             .map(|(version, _)| *version)
+    }
+}
+
+/// How many differences of each verdict a list holds, e.g. `3 tolerated, 1 accepted`.
+pub fn verdict_counts(differences: &[Difference]) -> String {
+    let counts: Vec<String> = [
+        Verdict::Blocking,
+        Verdict::NotAccepted,
+        Verdict::Accepted,
+        Verdict::Tolerated,
+    ]
+    .iter()
+    .filter_map(|verdict| {
+        let n = differences.iter().filter(|d| d.verdict == *verdict).count();
+        (n > 0).then(|| format!("{n} {}", verdict.as_str()))
+    })
+    .collect();
+    if counts.is_empty() {
+        "none".to_string()
+    } else {
+        counts.join(", ")
     }
 }

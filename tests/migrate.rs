@@ -294,6 +294,40 @@ fn a_second_migrator_gives_up_with_exit_4_after_the_wait_bound() {
 }
 
 #[test]
+fn a_second_migrate_waits_for_a_session_and_is_refused_until_it_ends() {
+    use ruleiq_db::db::{RetryPolicy, Safety, Session};
+    let db = TestDb::new();
+    let safety = Safety {
+        lock_wait: Duration::from_secs(5),
+        lock_timeout: Duration::from_secs(2),
+        retry: RetryPolicy::new(3),
+    };
+    let log = ruleiq_db::progress::Log::new(true, true);
+    let session = Session::begin(db.target(), db.client(), safety, log).unwrap();
+    let started = Instant::now();
+    let (code, _, stderr) = db.run(&["--lock-wait", "1s", "migrate"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited");
+    assert!(stderr.contains("waiting for another ruleiq-db"), "{stderr}");
+    assert!(
+        stderr.contains("still holds the migration lock"),
+        "{stderr}"
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+        0
+    );
+    // Ending the session closes its connection, which releases the lock.
+    drop(session);
+    let (code, _, stderr) = db.run(&["--lock-wait", "5s", "migrate"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM refinery_schema_history"),
+        8
+    );
+}
+
+#[test]
 fn a_locked_table_is_retried_and_other_sessions_never_queue_long() {
     let db = clean_legacy();
     // Another session reads business_profiles in a long transaction: 008's rename cannot get

@@ -7,6 +7,7 @@ use crate::cli::CheckArgs;
 use crate::constraints::check::{self, ConstraintState, Finding};
 use crate::constraints::live::{self, LiveSince};
 use crate::constraints::validate;
+use crate::db::Connection;
 use crate::exit::Code;
 use crate::history;
 use crate::refusal::Refusal;
@@ -55,36 +56,37 @@ pub fn select(names: &[String]) -> Result<Vec<&'static Constraint>> {
 
 pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
     let selected = select(&args.constraints)?;
-    let (target, mut client) = ctx.connect()?;
-    if !args.dry_run {
-        ctx.lock_for_changes(&mut client)?;
-    }
-    let schema_version = history::current_version(&history::read(&mut client)?);
+    let (target, client) = ctx.connect()?;
+    let mut conn = if args.dry_run {
+        Connection::reading(client)
+    } else {
+        Connection::changing(ctx.begin_session(target.clone(), client)?)
+    };
+    let schema_version = history::current_version(&history::read(conn.client())?);
     ctx.journal.version(schema_version);
-    let (mut findings, live_since) =
-        check::check_live(&target, &mut client, &selected, &ctx.log, args.live_window)?;
+    let (mut findings, live_since) = check::check_live(
+        &target,
+        conn.client(),
+        &selected,
+        &ctx.log,
+        args.live_window,
+    )?;
     let mut validated = Vec::new();
-    if !args.dry_run {
+    if let Some(session) = conn.session() {
         let clean: Vec<&'static Constraint> = findings
             .iter()
             .filter(|f| f.violations == 0 && f.state == ConstraintState::NotValid)
             .map(Finding::constraint)
             .collect();
         if !clean.is_empty() {
-            let outcome = validate::validate_not_valid(
-                &mut client,
-                ctx.validation_workers(&target),
-                Some(&clean),
-                ctx.retry(),
-                &mut ctx.replica_throttle(),
-                &ctx.log,
-            )?;
+            let outcome =
+                validate::validate_not_valid(session, Some(&clean), &mut ctx.replica_throttle())?;
             validated = outcome.validated;
             // A row may have arrived between the count and VALIDATE: count again those blocked.
             if !outcome.blocked.is_empty() {
                 let (recount, _) = check::check_live(
                     &target,
-                    &mut client,
+                    session.client(),
                     &outcome.blocked,
                     &ctx.log,
                     args.live_window,

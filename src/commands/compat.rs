@@ -55,9 +55,9 @@ fn decide(args: &CompatArgs, version: i32, found: &Option<CompatSchema>) -> Acti
 }
 
 pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
-    let (_target, mut client) = ctx.connect()?;
-    let (mut version, mut found) = state(&mut client)?;
-    let mut action = decide(args, version, &found);
+    let (target, mut client) = ctx.connect()?;
+    let (version, found) = state(&mut client)?;
+    let action = decide(args, version, &found);
     if args.dry_run {
         let plan = match action {
             Action::Create => Some(sql::create_statements()),
@@ -74,20 +74,22 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
         };
         return Ok(finish(version, found, false, false, plan, summary, true));
     }
-    if matches!(action, Action::Create | Action::Drop) {
-        ctx.lock_for_changes(&mut client)?;
-        // Decided again under the lock: another ruleiq-db may have changed it meanwhile.
-        (version, found) = state(&mut client)?;
-        ctx.journal.version(version);
-        action = decide(args, version, &found);
-        // The views' DDL locks them and reads their tables: sessions sitting on those tables
-        // would make it wait, so they are named (and waited for) first, as for migrate.
-        let tables = renamed_tables().into_iter().map(str::to_string).collect();
-        ctx.wait_for_blockers(
-            &mut client,
-            &Scope::new("compat", tables, Takes::AccessExclusive),
-        )?;
+    if !matches!(action, Action::Create | Action::Drop) {
+        let summary = describe(&action, &found);
+        return Ok(finish(version, found, false, false, None, summary, false));
     }
+    let mut session = ctx.begin_session(target, client)?;
+    // Decided again under the lock: another ruleiq-db may have changed it meanwhile.
+    let (version, mut found) = state(session.client())?;
+    ctx.journal.version(version);
+    let action = decide(args, version, &found);
+    // The views' DDL locks them and reads their tables: sessions sitting on those tables
+    // would make it wait, so they are named (and waited for) first, as for migrate.
+    let tables = renamed_tables().into_iter().map(str::to_string).collect();
+    ctx.wait_for_blockers(
+        session.client(),
+        &Scope::new("compat", tables, Takes::AccessExclusive),
+    )?;
     let (mut created, mut dropped) = (false, false);
     let existed = found.is_some();
     match action {
@@ -100,7 +102,7 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
                     "re-creating the views of schema {SCHEMA}: one is missing or lacks columns its table has now"
                 ),
             });
-            compat::create_retried(&mut client, ctx.retry(), &ctx.log)?;
+            compat::create_retried(&mut session)?;
             created = true;
         }
         Action::Drop => {
@@ -108,7 +110,7 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
             ctx.confirm(&format!(
                 "Drop schema {SCHEMA} and its {views} views? Application code that still uses a legacy column name fails from then on"
             ))?;
-            compat::drop_retried(&mut client, ctx.retry(), &ctx.log)?;
+            compat::drop_retried(&mut session)?;
             dropped = true;
         }
         _ => {}
@@ -123,7 +125,7 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
         describe(&action, &found)
     };
     if created || dropped {
-        found = compat::inspect(&mut client)?;
+        found = compat::inspect(session.client())?;
     }
     Ok(finish(
         version, found, created, dropped, None, summary, false,

@@ -12,7 +12,7 @@ pub mod status;
 
 use crate::cli::{Cli, Command, Format, GlobalArgs};
 use crate::db::config::{ProcessEnv, Target};
-use crate::db::replication::{self, ReplicaThrottle};
+use crate::db::replication::ReplicaThrottle;
 use crate::db::session::{Safety, Session};
 use crate::db::{self, RetryPolicy};
 use crate::exit::Code;
@@ -97,17 +97,6 @@ impl Context {
         Session::begin(target, client, self.safety(), self.log.clone())
     }
 
-    /// Refuses a standby or a read-only server, takes the migration lock and then sets
-    /// lock_timeout: every changing command does this before its first change.
-    pub fn lock_for_changes(&self, client: &mut Client) -> Result<()> {
-        let server = self
-            .target()
-            .map_or_else(|_| "the server".to_string(), |t| t.to_string());
-        replication::refuse_unless_writable(client, &server)?;
-        db::acquire_migration_lock(client, self.global.lock_wait, &self.log)?;
-        db::set_lock_timeout(client, self.global.lock_timeout)
-    }
-
     /// Looks for sessions that would make `scope`'s table locks wait (DESIGN.md §9) and waits
     /// for them to go, up to --lock-wait, then refuses. Called after the migration lock is held
     /// and before the first table lock. With --ignore-blockers it only names them.
@@ -144,17 +133,6 @@ impl Context {
     /// Pauses long data work while standbys lag (--max-replica-lag, --max-replica-wait).
     pub fn replica_throttle(&self) -> ReplicaThrottle {
         ReplicaThrottle::new(self.global.max_replica_lag, self.global.max_replica_wait)
-    }
-
-    /// Where `validate::validate_not_valid` opens the sessions that validate other tables.
-    pub fn validation_workers<'a>(
-        &self,
-        target: &'a Target,
-    ) -> crate::constraints::validate::Workers<'a> {
-        crate::constraints::validate::Workers {
-            target,
-            lock_timeout: self.global.lock_timeout,
-        }
     }
 
     pub fn retry(&self) -> RetryPolicy {
@@ -204,7 +182,7 @@ pub fn run(cli: &Cli) -> Code {
     match result {
         Ok(code) => code,
         Err(error) => {
-            let code = crate::exit::code_of(&error);
+            let code = crate::refusal::code_of(&error);
             let role = ctx
                 .target()
                 .ok()

@@ -542,7 +542,7 @@ fn step(
             outcome.report.summary(),
         ),
         Err(error) => (
-            crate::exit::code_of(&error),
+            crate::refusal::code_of(&error),
             serde_json::json!({ "error": format!("{error:#}") }),
             Summary::of_error(&format!("{error:#}")),
         ),

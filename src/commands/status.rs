@@ -192,7 +192,7 @@ impl Details for StatusReport {
     fn summary(&self, _dry_run: bool, schema_version: i32) -> report::Summary {
         report::Summary::line(format!(
             "version {schema_version}, drift: {}",
-            report::verdict_counts(&self.drift)
+            crate::shape::verdict_counts(&self.drift)
         ))
     }
 

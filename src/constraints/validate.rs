@@ -4,9 +4,9 @@
 
 use crate::catalog::constraints::{Constraint, Rule, CATALOG};
 use crate::constraints::check::{constraint_presence, ConstraintState};
-use crate::db::config::Target;
 use crate::db::replication::ReplicaThrottle;
-use crate::db::{self, RetryPolicy};
+use crate::db::session::Retrying;
+use crate::db::{self, Session};
 use crate::progress::Log;
 use anyhow::Result;
 use indicatif::ProgressBar;
@@ -14,7 +14,6 @@ use postgres::error::SqlState;
 use postgres::Client;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// What a validation pass did.
 #[derive(Debug, Default)]
@@ -24,43 +23,22 @@ pub struct Validation {
     pub blocked: Vec<&'static Constraint>,
 }
 
-/// Where the extra sessions that validate other tables' constraints connect, and the
-/// lock_timeout they set (the main session's, so the application queues no longer behind them).
-#[derive(Clone, Copy)]
-pub struct Workers<'a> {
-    pub target: &'a Target,
-    pub lock_timeout: Duration,
-}
-
-impl Workers<'_> {
-    /// A session prepared like the main one: statement_timeout lifted (the main session already
-    /// said so on stderr) and lock_timeout set. It needs no migration lock of its own: the main
-    /// session holds it for the whole run.
-    fn open(&self) -> Result<Client> {
-        let mut client = db::connect(self.target)?;
-        db::lift_statement_timeout(&mut client)?;
-        db::set_lock_timeout(&mut client, self.lock_timeout)?;
-        Ok(client)
-    }
-}
-
 /// Validates every catalog constraint (of `only`, if given) that exists NOT VALID. After each
 /// VALIDATE, `replicas` waits until the standbys have replayed it, so that a standby does not
 /// go on answering with the constraint not valid for long.
 ///
 /// VALIDATE takes SHARE UPDATE EXCLUSIVE, which conflicts with itself but not across tables:
 /// each table's constraints are validated one after another, and different tables at the same
-/// time, the first table's on `client` and each other table's on a session of its own from
-/// `workers`. One transaction per constraint either way.
+/// time, the first table's on `session` and each other table's on a worker of its own
+/// ([`Session::worker`], under the session's migration lock). One transaction per constraint
+/// either way, retried as the session's own work is.
 pub fn validate_not_valid(
-    client: &mut Client,
-    workers: Workers<'_>,
+    session: &mut Session,
     only: Option<&[&'static Constraint]>,
-    retry: RetryPolicy,
     replicas: &mut ReplicaThrottle,
-    log: &Log,
 ) -> Result<Validation> {
-    let presence = constraint_presence(client)?;
+    let log = &session.log().clone();
+    let presence = constraint_presence(session.client())?;
     // A foreign key not adopted yet is validated under its own name.
     let wanted: Vec<Pending> = CATALOG
         .iter()
@@ -76,7 +54,7 @@ pub fn validate_not_valid(
         .collect();
     let mut wanted = wanted;
     for p in &mut wanted {
-        p.bytes = bytes_read(client, p.constraint)?;
+        p.bytes = bytes_read(session.client(), p.constraint)?;
     }
     let bar = log.bytes_bar(
         wanted.iter().map(|p| p.bytes).sum(),
@@ -84,7 +62,6 @@ pub fn validate_not_valid(
     );
     let groups = by_table(wanted);
     let shared = Shared {
-        retry,
         log,
         bar: &bar,
         replicas: Mutex::new(replicas),
@@ -98,8 +75,8 @@ pub fn validate_not_valid(
         let mut on_main = vec![first];
         let mut own_sessions = Vec::new();
         for group in rest {
-            match workers.open() {
-                Ok(session) => own_sessions.push((group, session)),
+            match session.worker() {
+                Ok(worker) => own_sessions.push((group, worker)),
                 Err(e) => {
                     log.line(&format!(
                         "validating {}'s constraints after the others: no session of its own ({e:#})",
@@ -113,12 +90,12 @@ pub fn validate_not_valid(
             let shared = &shared;
             let handles: Vec<_> = own_sessions
                 .into_iter()
-                .map(|(group, mut session)| {
-                    scope.spawn(move || validate_group(&mut session, group, shared))
+                .map(|(group, mut worker)| {
+                    scope.spawn(move || validate_group(&mut worker, group, shared))
                 })
                 .collect();
             for group in on_main {
-                results.push(validate_group(client, group, shared));
+                results.push(validate_group(session, group, shared));
             }
             for handle in handles {
                 results.push(handle.join().expect("validation worker panicked"));
@@ -172,7 +149,6 @@ fn bytes_read(client: &mut Client, c: &Constraint) -> Result<u64> {
 
 /// What the sessions validating at the same time share.
 struct Shared<'a, 'r> {
-    retry: RetryPolicy,
     log: &'a Log,
     bar: &'a ProgressBar,
     /// One standby wait at a time: each counts in `waited` once.
@@ -200,7 +176,7 @@ fn by_table(wanted: Vec<Pending>) -> Vec<Vec<Pending>> {
 
 /// Validates one table's constraints, one transaction each; returns those rows block.
 fn validate_group(
-    client: &mut Client,
+    connection: &mut impl Retrying,
     group: &[Pending],
     shared: &Shared<'_, '_>,
 ) -> Result<Vec<&'static Constraint>> {
@@ -215,15 +191,10 @@ fn validate_group(
             break;
         }
         shared.bar.set_message(c.name);
-        let result = db::retry_on_lock_timeout(
-            &format!("validate {}", c.name),
-            shared.retry,
-            shared.log,
-            || {
-                client.batch_execute(&c.validate_sql_as(actual_name))?;
-                Ok(())
-            },
-        );
+        let result = connection.retried(&format!("validate {}", c.name), |client| {
+            client.batch_execute(&c.validate_sql_as(actual_name))?;
+            Ok(())
+        });
         match result {
             Ok(()) => {
                 shared
@@ -235,7 +206,11 @@ fn validate_group(
                     .replicas
                     .lock()
                     .expect("replica throttle")
-                    .wait_for_replay(client, shared.log, &format!("VALIDATE {}", c.name));
+                    .wait_for_replay(
+                        connection.client(),
+                        shared.log,
+                        &format!("VALIDATE {}", c.name),
+                    );
                 if let Err(e) = waited {
                     shared.stop.store(true, Ordering::SeqCst);
                     return Err(e);

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod connect;
+pub mod connection;
 pub mod env;
 pub mod introspect;
 pub mod lock;
@@ -16,9 +17,10 @@ pub mod session;
 pub mod tls;
 
 pub use connect::{connect, lift_statement_timeout};
+pub use connection::Connection;
 pub use introspect::{columns_of, table_exists};
 pub use lock::{acquire_migration_lock, set_lock_timeout, MIGRATION_LOCK_KEY};
 pub use retry::{
     is_lock_timeout, is_statement_timeout, retry_on_lock_timeout, sql_state, RetryPolicy,
 };
-pub use session::{Safety, Session};
+pub use session::{Retrying, Safety, Session, Worker};

@@ -88,13 +88,17 @@ impl Session {
     }
 
     /// Another connection for work that runs alongside this session under its lock (validating
-    /// another table's constraints): statement_timeout lifted as on every connection, and the
-    /// same lock_timeout. It takes no migration lock of its own: this session holds it.
-    pub fn worker(&self) -> Result<Client> {
+    /// another table's constraints): statement_timeout lifted as on every connection, the same
+    /// lock_timeout and retry. It takes no migration lock of its own: this session holds it.
+    pub fn worker(&self) -> Result<Worker> {
         let mut client = super::connect(&self.target)?;
         super::lift_statement_timeout(&mut client)?;
         set_lock_timeout(&mut client, self.safety.lock_timeout)?;
-        Ok(client)
+        Ok(Worker {
+            client,
+            safety: self.safety,
+            log: self.log.clone(),
+        })
     }
 
     pub fn target(&self) -> &Target {
@@ -111,5 +115,49 @@ impl Session {
 
     pub fn retry_policy(&self) -> RetryPolicy {
         self.safety.retry
+    }
+}
+
+/// A connection working beside a [`Session`] and under its migration lock, with the same
+/// lock_timeout and retry. Only a session makes one.
+pub struct Worker {
+    client: Client,
+    safety: Safety,
+    log: Log,
+}
+
+/// Retried work on a connection that keeps the safety rules: a [`Session`] or one of its
+/// [`Worker`]s. Engines that spread work over several connections take this.
+pub trait Retrying {
+    /// Runs `work` (which leaves no transaction open when it fails); when a statement hits
+    /// lock_timeout, runs it again after a backoff, up to the retry budget.
+    fn retried<T>(&mut self, what: &str, work: impl FnMut(&mut Client) -> Result<T>) -> Result<T>;
+
+    /// The connection, for reading.
+    fn client(&mut self) -> &mut Client;
+}
+
+impl Retrying for Session {
+    fn retried<T>(&mut self, what: &str, work: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
+        Session::retried(self, what, work)
+    }
+
+    fn client(&mut self) -> &mut Client {
+        Session::client(self)
+    }
+}
+
+impl Retrying for Worker {
+    fn retried<T>(
+        &mut self,
+        what: &str,
+        mut work: impl FnMut(&mut Client) -> Result<T>,
+    ) -> Result<T> {
+        let client = &mut self.client;
+        retry_on_lock_timeout(what, self.safety.retry, &self.log, || work(client))
+    }
+
+    fn client(&mut self) -> &mut Client {
+        &mut self.client
     }
 }
