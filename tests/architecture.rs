@@ -173,48 +173,48 @@ fn nothing_but_the_top_uses_the_commands() {
     assert!(wrong.is_empty(), "engines using commands or cli: {wrong:?}");
 }
 
+/// Every place where a file that `within` selects calls one of `calls`.
+fn calls_in(within: impl Fn(&Source) -> bool, calls: &[&str]) -> Vec<String> {
+    sources()
+        .iter()
+        .filter(|s| within(s))
+        .flat_map(|s| {
+            calls
+                .iter()
+                .filter(|call| s.code.contains(*call))
+                .map(move |call| format!("{} calls {call}…)", s.path.display()))
+        })
+        .collect()
+}
+
 /// The advisory lock, lock_timeout, the retry and the writable-server check are Session's:
 /// called anywhere else, a command could change the database without one of them.
 #[test]
 fn the_safety_mechanics_are_called_only_from_src_db() {
-    let mechanics = [
-        "acquire_migration_lock(",
-        "set_lock_timeout(",
-        "retry_on_lock_timeout(",
-        "refuse_unless_writable(",
-    ];
-    let wrong: Vec<String> = sources()
-        .iter()
-        .filter(|s| s.module != "db")
-        .flat_map(|s| {
-            mechanics
-                .iter()
-                .filter(|m| s.code.contains(*m))
-                .map(move |m| format!("{} calls {m}…)", s.path.display()))
-        })
-        .collect();
+    let wrong = calls_in(
+        |s| s.module != "db",
+        &[
+            "acquire_migration_lock(",
+            "set_lock_timeout(",
+            "retry_on_lock_timeout(",
+            "refuse_unless_writable(",
+        ],
+    );
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
 /// A command parses, calls an engine and reports: it never runs a changing statement itself.
 #[test]
 fn commands_run_no_statements_of_their_own() {
-    let statements = [
-        ".transaction(",
-        ".build_transaction(",
-        ".execute(",
-        ".batch_execute(",
-    ];
-    let wrong: Vec<String> = sources()
-        .iter()
-        .filter(|s| s.module == "commands")
-        .flat_map(|s| {
-            statements
-                .iter()
-                .filter(|m| s.code.contains(*m))
-                .map(move |m| format!("{} calls {m}…)", s.path.display()))
-        })
-        .collect();
+    let wrong = calls_in(
+        |s| s.module == "commands",
+        &[
+            ".transaction(",
+            ".build_transaction(",
+            ".execute(",
+            ".batch_execute(",
+        ],
+    );
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 

@@ -30,10 +30,9 @@ pub struct Safety {
 /// A connection holding the migration lock, with `lock_timeout` set. Dropping it closes the
 /// connection, which releases the lock.
 pub struct Session {
-    client: Client,
+    /// The session's own connection, with the timeout and retry every worker has too.
+    connection: Worker,
     target: Target,
-    safety: Safety,
-    log: Log,
 }
 
 impl Session {
@@ -43,12 +42,9 @@ impl Session {
     pub fn begin(target: Target, mut client: Client, safety: Safety, log: Log) -> Result<Session> {
         refuse_unless_writable(&mut client, &target.to_string())?;
         acquire_migration_lock(&mut client, safety.lock_wait, &log)?;
-        set_lock_timeout(&mut client, safety.lock_timeout)?;
         Ok(Session {
-            client,
+            connection: Worker::new(client, safety, log)?,
             target,
-            safety,
-            log,
         })
     }
 
@@ -60,8 +56,7 @@ impl Session {
         what: &str,
         mut work: impl FnMut(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let client = &mut self.client;
-        retry_on_lock_timeout(what, self.safety.retry, &self.log, || {
+        self.connection.retried(what, |client| {
             let mut tx = client.transaction()?;
             let value = work(&mut tx)?;
             tx.commit()?;
@@ -75,16 +70,15 @@ impl Session {
     pub fn retried<T>(
         &mut self,
         what: &str,
-        mut work: impl FnMut(&mut Client) -> Result<T>,
+        work: impl FnMut(&mut Client) -> Result<T>,
     ) -> Result<T> {
-        let client = &mut self.client;
-        retry_on_lock_timeout(what, self.safety.retry, &self.log, || work(client))
+        self.connection.retried(what, work)
     }
 
     /// The connection, for reading what the work needs. Reads take no table locks that the
     /// application would queue behind beyond ACCESS SHARE.
     pub fn client(&mut self) -> &mut Client {
-        &mut self.client
+        &mut self.connection.client
     }
 
     /// Another connection for work that runs alongside this session under its lock (validating
@@ -93,12 +87,7 @@ impl Session {
     pub fn worker(&self) -> Result<Worker> {
         let mut client = super::connect(&self.target)?;
         super::lift_statement_timeout(&mut client)?;
-        set_lock_timeout(&mut client, self.safety.lock_timeout)?;
-        Ok(Worker {
-            client,
-            safety: self.safety,
-            log: self.log.clone(),
-        })
+        Worker::new(client, self.safety(), self.log().clone())
     }
 
     pub fn target(&self) -> &Target {
@@ -106,24 +95,35 @@ impl Session {
     }
 
     pub fn log(&self) -> &Log {
-        &self.log
+        &self.connection.log
     }
 
     pub fn safety(&self) -> Safety {
-        self.safety
+        self.connection.safety
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {
-        self.safety.retry
+        self.connection.safety.retry
     }
 }
 
-/// A connection working beside a [`Session`] and under its migration lock, with the same
-/// lock_timeout and retry. Only a session makes one.
+/// A connection working under the migration lock with lock_timeout set and the retry: the
+/// session's own, or one beside it that [`Session::worker`] opened.
 pub struct Worker {
     client: Client,
     safety: Safety,
     log: Log,
+}
+
+impl Worker {
+    fn new(mut client: Client, safety: Safety, log: Log) -> Result<Worker> {
+        set_lock_timeout(&mut client, safety.lock_timeout)?;
+        Ok(Worker {
+            client,
+            safety,
+            log,
+        })
+    }
 }
 
 /// Retried work on a connection that keeps the safety rules: a [`Session`] or one of its
