@@ -21,6 +21,7 @@ pub mod journal;
 pub mod output;
 pub mod progress;
 pub mod refusal;
+pub mod rehearsal;
 pub mod report;
 #[cfg(test)]
 mod report_snapshots;
