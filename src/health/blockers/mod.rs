@@ -7,9 +7,9 @@
 //! Nothing here reads a query's text beyond its first keyword, so no parameter value or
 //! password can reach a report or stderr.
 //!
-//! [`scope`] says what a command is about to lock, [`find`] looks for the sessions that would
-//! make it wait and judges each, [`wait`] is a real run's waiting and refusing, and [`blocker`]
-//! describes one blocker for stderr, refusals and reports.
+//! `scope.rs` says what a command is about to lock, `find.rs` looks for the sessions that would
+//! make it wait and judges each, `wait.rs` is a real run's waiting and refusing, and
+//! `blocker.rs` describes one blocker for stderr, refusals and reports.
 
 mod blocker;
 mod find;
