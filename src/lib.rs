@@ -22,6 +22,7 @@ pub mod migrate;
 pub mod output;
 pub mod progress;
 pub mod refusal;
+pub mod rehearsal;
 pub mod report;
 #[cfg(test)]
 mod report_snapshots;

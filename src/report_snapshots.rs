@@ -9,13 +9,13 @@ use crate::commands::baseline::BaselineReport;
 use crate::commands::check::CheckReport;
 use crate::commands::compat::CompatReport;
 use crate::commands::migrate::MigrateReport;
-use crate::commands::rehearse::{PolicyChoice, RehearseReport, Step, StepOutcome};
 use crate::commands::rollback::RollbackReport;
 use crate::commands::status::{ConstraintStatus, StatusReport};
 use crate::constraints::check::{ConstraintState, Finding};
 use crate::constraints::live::LiveSince;
 use crate::db::replication::{ServerRole, Standby};
 use crate::history::{Entry, State};
+use crate::rehearsal::{PolicyChoice, RehearseReport, Step, StepOutcome};
 use crate::report::{Details, MigrationRun, Render, Report, Summary};
 use crate::shape::{Class, Difference, Verdict};
 

@@ -1,202 +1,11 @@
-//! What would make a changing command wait for a lock, found before it asks for one: sessions
-//! holding (or queued for) a conflicting lock on the tables it touches, old transactions,
-//! sessions idle in a transaction, prepared transactions, and an anti-wraparound autovacuum
-//! (the one autovacuum that does not give way to a lock request).
-//!
-//! ruleiq-db never ends another session: a real run waits for the blockers to go, then refuses.
-//! Nothing here reads a query's text beyond its first keyword, so no parameter value or
-//! password can reach a report or stderr.
+//! Looking once: every session and prepared transaction of this database, judged against what
+//! the command is about to lock.
 
-use crate::catalog::TABLES;
+use super::blocker::seconds;
+use super::{Blocker, Limits, Scope, MOMENT};
 use crate::db::MIGRATION_LOCK_KEY;
-use crate::progress::Log;
-use crate::refusal::Refusal;
 use anyhow::Result;
 use postgres::Client;
-use serde::Serialize;
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
-
-/// How long a lock or an idle transaction must have lasted before it counts. The application's
-/// ordinary transactions come and go within it; a real run polls, so one that is merely caught
-/// in the act is gone at the next look.
-pub const MOMENT: Duration = Duration::from_secs(1);
-
-/// How often a real run looks again while it waits.
-const POLL: Duration = Duration::from_millis(250);
-
-/// The table lock a command asks for, which decides what conflicts with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Takes {
-    /// DDL (008's `LOCK TABLE … ACCESS EXCLUSIVE`, a down migration): every lock conflicts.
-    AccessExclusive,
-    /// UPDATE and DELETE (cleanup): SHARE and stronger conflict.
-    RowExclusive,
-}
-
-impl Takes {
-    /// The `pg_locks.mode` values a granted lock must have to conflict with this one.
-    fn conflicting_modes(self) -> Vec<&'static str> {
-        match self {
-            Takes::AccessExclusive => vec![
-                "AccessShareLock",
-                "RowShareLock",
-                "RowExclusiveLock",
-                "ShareUpdateExclusiveLock",
-                "ShareLock",
-                "ShareRowExclusiveLock",
-                "ExclusiveLock",
-                "AccessExclusiveLock",
-            ],
-            Takes::RowExclusive => vec![
-                "ShareLock",
-                "ShareRowExclusiveLock",
-                "ExclusiveLock",
-                "AccessExclusiveLock",
-            ],
-        }
-    }
-}
-
-/// What a command is about to lock.
-#[derive(Debug, Clone)]
-pub struct Scope {
-    /// The command's name, for messages.
-    pub command: &'static str,
-    /// ruleIQ tables it locks (absent ones are simply not found).
-    pub tables: Vec<String>,
-    pub takes: Takes,
-}
-
-impl Scope {
-    pub fn new(command: &'static str, tables: Vec<String>, takes: Takes) -> Scope {
-        Scope {
-            command,
-            tables,
-            takes,
-        }
-    }
-
-    /// A scope for statements about to run: every ruleIQ table they name.
-    pub fn of_statements<'a>(
-        command: &'static str,
-        statements: impl IntoIterator<Item = &'a str>,
-        takes: Takes,
-    ) -> Scope {
-        let mut named = BTreeSet::new();
-        for sql in statements {
-            named.extend(tables_named(sql));
-        }
-        // In the catalog's order, so reports read the same every time.
-        let tables = TABLES
-            .iter()
-            .filter(|t| named.contains(**t))
-            .map(|t| t.to_string())
-            .collect();
-        Scope::new(command, tables, takes)
-    }
-}
-
-/// The ruleIQ tables a statement names as identifiers (plain or double-quoted).
-pub fn tables_named(sql: &str) -> BTreeSet<&'static str> {
-    let mut found = BTreeSet::new();
-    let mut word = String::new();
-    let mut quoted = false;
-    let mut flush = |word: &mut String| {
-        if let Some(table) = TABLES.iter().find(|t| t.eq_ignore_ascii_case(word)) {
-            found.insert(*table);
-        }
-        word.clear();
-    };
-    for c in sql.chars() {
-        if c == '"' {
-            flush(&mut word);
-            quoted = !quoted;
-        } else if quoted || c.is_ascii_alphanumeric() || c == '_' {
-            word.push(c);
-        } else {
-            flush(&mut word);
-        }
-    }
-    flush(&mut word);
-    found
-}
-
-/// The limits a look uses.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// A transaction open longer than this is a blocker wherever it holds its locks.
-    pub blocker_age: Duration,
-    /// How long a real run waits for the blockers to go.
-    pub wait: Duration,
-}
-
-/// One session (or prepared transaction) that would make the command wait.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Blocker {
-    /// The server process; null for a prepared transaction (it has none).
-    pub pid: Option<i32>,
-    pub application_name: String,
-    /// `pg_stat_activity.state` ("idle in transaction", "active"), or "prepared".
-    pub state: String,
-    /// Seconds since its transaction began (or since it was prepared).
-    pub age_s: f64,
-    /// The conflicting lock it holds or waits for on `table`.
-    pub lock: Option<String>,
-    pub table: Option<String>,
-    /// Why it counts, in words.
-    pub reasons: Vec<String>,
-    /// When its current (or last) statement started, UTC.
-    pub query_start: Option<String>,
-    /// The first keyword of that statement (never its text).
-    pub statement: Option<String>,
-    /// A prepared transaction's global identifier (for COMMIT/ROLLBACK PREPARED).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gid: Option<String>,
-}
-
-impl Blocker {
-    /// One line for stderr and refusals.
-    pub fn describe(&self) -> String {
-        let who = match (&self.pid, &self.gid) {
-            (Some(pid), _) => format!("pid {pid}"),
-            (None, Some(gid)) => format!("prepared transaction '{gid}'"),
-            (None, None) => "a session".to_string(),
-        };
-        let app = if self.application_name.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", self.application_name)
-        };
-        let mut parts = vec![
-            format!("{who}{app}"),
-            format!("{}, transaction open {}", self.state, seconds(self.age_s)),
-        ];
-        if let (Some(lock), Some(table)) = (&self.lock, &self.table) {
-            parts.push(format!("{lock} on {table}"));
-        }
-        if let Some(start) = &self.query_start {
-            match &self.statement {
-                Some(keyword) => parts.push(format!("query started {start} ({keyword})")),
-                None => parts.push(format!("query started {start}")),
-            }
-        }
-        parts.push(self.reasons.join("; "));
-        parts.join(", ")
-    }
-
-    fn identity(&self) -> (Option<i32>, Option<String>) {
-        (self.pid, self.gid.clone())
-    }
-}
-
-fn seconds(s: f64) -> String {
-    if s >= 120.0 {
-        format!("{:.0} min", s / 60.0)
-    } else {
-        format!("{s:.0} s")
-    }
-}
 
 /// Every live session of this database with what it holds on the scope's tables.
 const SESSIONS_SQL: &str = r"
@@ -420,107 +229,15 @@ fn judge(session: &Session, scope: &Scope, limits: &Limits) -> Option<Blocker> {
     })
 }
 
-/// A duration as it was given on the command line (2s, 500ms).
-fn flag_duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
 fn round(seconds: f64) -> f64 {
     (seconds * 10.0).round() / 10.0
-}
-
-/// A real run's look: waits (polling, never ending anyone's session) until nothing would make
-/// the command wait, up to `limits.wait`, naming the blockers on stderr as they appear. Then
-/// refuses (exit 4) naming those left; nothing has been changed at that point.
-pub fn wait_until_clear(
-    client: &mut Client,
-    scope: &Scope,
-    limits: &Limits,
-    log: &Log,
-) -> Result<()> {
-    let started = Instant::now();
-    let mut named: BTreeSet<(Option<i32>, Option<String>)> = BTreeSet::new();
-    loop {
-        let found = find(client, scope, limits)?;
-        if found.is_empty() {
-            if !named.is_empty() {
-                log.line(&format!(
-                    "no blockers left after {:.1}s; {} goes ahead",
-                    started.elapsed().as_secs_f64(),
-                    scope.command
-                ));
-            }
-            return Ok(());
-        }
-        for blocker in &found {
-            if named.insert(blocker.identity()) {
-                // With --quiet the refusal, if it comes to that, still names them all.
-                log.line(&format!(
-                    "{} waits (up to {}) for {}",
-                    scope.command,
-                    flag_duration(limits.wait),
-                    blocker.describe()
-                ));
-            }
-        }
-        let elapsed = started.elapsed();
-        if elapsed >= limits.wait {
-            return Err(refusal(scope, limits, found));
-        }
-        std::thread::sleep(POLL.min(limits.wait - elapsed));
-    }
-}
-
-fn refusal(scope: &Scope, limits: &Limits, found: Vec<Blocker>) -> anyhow::Error {
-    let names: Vec<String> = found.iter().map(Blocker::describe).collect();
-    let message = format!(
-        "{} would wait for {} session(s) still there after {}: {}. ruleiq-db never ends another session: let them finish (or end them yourself: pg_terminate_backend(pid), COMMIT/ROLLBACK PREPARED 'gid'), or raise --lock-wait, then run it again; nothing was changed",
-        scope.command,
-        found.len(),
-        flag_duration(limits.wait),
-        names.join("; ")
-    );
-    let blockers = serde_json::to_value(&found).unwrap_or_default();
-    Refusal::Blockers { message, blockers }.into()
-}
-
-/// The blockers as a table, for dry-run reports.
-pub fn write_table(out: &mut dyn std::io::Write, blockers: &[Blocker]) -> std::io::Result<()> {
-    if blockers.is_empty() {
-        return writeln!(
-            out,
-            "Blockers: none; no session would make this wait for a lock."
-        );
-    }
-    let mut t =
-        crate::report::table(&["pid", "application", "state", "age", "lock", "table", "why"]);
-    for b in blockers {
-        t.add_row(vec![
-            b.pid
-                .map(|p| p.to_string())
-                .or_else(|| b.gid.as_ref().map(|g| format!("prepared '{g}'")))
-                .unwrap_or_default(),
-            b.application_name.clone(),
-            b.state.clone(),
-            seconds(b.age_s),
-            b.lock.clone().unwrap_or_default(),
-            b.table.clone().unwrap_or_default(),
-            b.reasons.join("; "),
-        ]);
-    }
-    writeln!(
-        out,
-        "Blockers (a real run waits for them up to --lock-wait, then refuses):\n{t}"
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::blockers::Takes;
+    use std::time::Duration;
 
     fn session(
         state: &str,
@@ -617,17 +334,5 @@ mod tests {
         let mut s = session("idle in transaction", 5.0, 5.0, &[]);
         s.holds_migration_lock = true;
         assert_eq!(judge(&s, &ddl(), &limits()), None);
-    }
-
-    #[test]
-    fn tables_are_found_as_identifiers_only() {
-        let named = tables_named(
-            r#"LOCK TABLE "evidence_items", business_profiles IN ACCESS EXCLUSIVE MODE; -- users_x"#,
-        );
-        assert_eq!(
-            named.into_iter().collect::<Vec<_>>(),
-            ["business_profiles", "evidence_items"]
-        );
-        assert!(tables_named("ALTER TABLE userss ADD COLUMN users_id int").is_empty());
     }
 }

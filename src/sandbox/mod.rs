@@ -1,11 +1,20 @@
 //! A throwaway PostgreSQL cluster started from the local server binaries: `rehearse` and the
 //! test harness both use it. Stopped and removed on drop.
+//!
+//! `binaries.rs` finds the local PostgreSQL installation, `system.rs` holds what the cluster
+//! asks of the operating system (a certificate, a free port, the user to run as).
+
+mod binaries;
+mod system;
+
+pub use binaries::{extension_available, find_bindir};
+pub use system::self_signed_certificate;
 
 use crate::db::config::{ProcessEnv, Target};
 use anyhow::{bail, Context, Result};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use system::{free_port, give_to, openssl, path_str, running_as_root};
 
 /// Options for a throwaway cluster.
 #[derive(Debug, Clone, Default)]
@@ -359,163 +368,4 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Makes a self-signed (certificate authority) certificate and its key.
-pub fn self_signed_certificate(key: &Path, certificate: &Path, common_name: &str) -> Result<()> {
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={common_name}"),
-        "-keyout",
-        path_str(key)?,
-        "-out",
-        path_str(certificate)?,
-    ])
-}
-
-fn openssl(args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running openssl to make a certificate (is it installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "openssl {} failed: {}",
-            args[0],
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn path_str(path: &Path) -> Result<&str> {
-    path.to_str().context("temporary path is not UTF-8")
-}
-
-/// Whether this process runs as root (initdb refuses to).
-fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn give_to(path: &Path, user: &str) -> Result<()> {
-    let id = |flag: &str| -> Result<u32> {
-        let out = Command::new("id")
-            .arg(flag)
-            .arg(user)
-            .output()
-            .context("running id")?;
-        if !out.status.success() {
-            bail!("there is no '{user}' system user to run PostgreSQL as (initdb refuses to run as root); create it or run as another user");
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .context("parsing id output")
-    };
-    std::os::unix::fs::chown(path, Some(id("-u")?), Some(id("-g")?))
-        .with_context(|| format!("chown {}", path.display()))
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// Whether the server binaries come with an extension: its control file in the share
-/// directory and its library in the package library directory (both from `pg_config`).
-pub fn extension_available(name: &str) -> Result<bool> {
-    let bindir = find_bindir()?;
-    let pg_config = |flag: &str| -> Result<PathBuf> {
-        let out = Command::new(bindir.join("pg_config"))
-            .arg(flag)
-            .output()
-            .with_context(|| format!("running {} {flag}", bindir.join("pg_config").display()))?;
-        if !out.status.success() {
-            bail!("pg_config {flag} failed");
-        }
-        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    };
-    let control = pg_config("--sharedir")?
-        .join("extension")
-        .join(format!("{name}.control"));
-    let library = pg_config("--pkglibdir")?.join(format!("{name}.so"));
-    Ok(control.is_file() && library.is_file())
-}
-
-/// Finds the directory holding `initdb` and `pg_ctl`: RULEIQ_PG_BINDIR, PATH, then `pg_config --bindir`, then the
-/// usual package locations (newest version first).
-pub fn find_bindir() -> Result<PathBuf> {
-    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(chosen) = std::env::var_os("RULEIQ_PG_BINDIR") {
-        let dir = PathBuf::from(chosen);
-        if has_tools(&dir) {
-            return Ok(dir);
-        }
-        bail!(
-            "RULEIQ_PG_BINDIR={} holds no initdb and pg_ctl.\n{INSTALL_HINT}",
-            dir.display()
-        );
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if has_tools(&dir) {
-                // A PATH entry may hold only symlinks to initdb and pg_ctl; the real directory
-                // also has pg_dump and the rest.
-                let real = std::fs::canonicalize(dir.join("initdb"))
-                    .ok()
-                    .and_then(|p| p.parent().map(Path::to_path_buf))
-                    .filter(|d| has_tools(d));
-                return Ok(real.unwrap_or(dir));
-            }
-        }
-    }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if out.status.success() && has_tools(&dir) {
-            return Ok(dir);
-        }
-    }
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    for pattern_root in [
-        "/usr/lib/postgresql",
-        "/opt/homebrew/opt",
-        "/usr/local/opt",
-        "/usr/pgsql",
-    ] {
-        if let Ok(entries) = std::fs::read_dir(pattern_root) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                if pattern_root == "/usr/lib/postgresql" || name.starts_with("postgresql") {
-                    candidates.push(entry.path().join("bin"));
-                }
-            }
-        }
-    }
-    candidates.push(PathBuf::from("/usr/local/pgsql/bin"));
-    candidates.sort_by_key(|p| std::cmp::Reverse(version_in(p)));
-    if let Some(dir) = candidates.into_iter().find(|d| has_tools(d)) {
-        return Ok(dir);
-    }
-    bail!("no PostgreSQL server binaries (initdb, pg_ctl) found on PATH, through pg_config, or in the usual places.\n{INSTALL_HINT}")
-}
-
-const INSTALL_HINT: &str = "Install them:  Debian/Ubuntu: sudo apt-get install postgresql    macOS: brew install postgresql@15\n\
-     (or set RULEIQ_PG_BINDIR to the directory holding initdb and pg_ctl).\n\
-     Or skip the throwaway server and point ruleiq-db at an existing one with --database-url (or DATABASE_URL).";
-
-fn version_in(path: &Path) -> u32 {
-    path.to_string_lossy()
-        .split(|c: char| !c.is_ascii_digit())
-        .find_map(|part| part.parse().ok())
-        .unwrap_or(0)
 }

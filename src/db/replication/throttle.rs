@@ -1,6 +1,3 @@
-//! Streaming standbys (DESIGN.md §8): whether the server may be changed at all, which standbys
-//! it feeds and how far behind they are, and keeping long data work from running ahead of them.
-//!
 //! How far behind a standby is, measured from the primary. `pg_stat_replication.replay_lag` is
 //! not enough on its own: it is NULL once the standby has caught up and the primary is idle, and
 //! it only changes when the standby sends a status message (every `wal_receiver_status_interval`,
@@ -20,222 +17,15 @@
 //! makes the commit itself wait for nobody; with synchronous standbys it would wait for their
 //! replay, unbounded, so there the reports come at the standbys' own pace.
 
+use super::standbys::{end_of_wal, senders};
+use super::{bytes, seconds};
 use crate::progress::Log;
 use crate::refusal::Refusal;
 use anyhow::{Context, Result};
 use postgres::Client;
-use serde::Serialize;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
-
-/// Refuses (exit 4) a changing command on a standby or a read-only server, naming its state.
-/// Called before anything else a changing command does on the server.
-pub fn refuse_unless_writable(client: &mut Client, server: &str) -> Result<()> {
-    let row = client
-        .query_one(
-            "SELECT pg_is_in_recovery(),
-                    current_setting('transaction_read_only'),
-                    current_setting('default_transaction_read_only'),
-                    (SELECT source FROM pg_settings WHERE name = 'default_transaction_read_only')",
-            &[],
-        )
-        .context("asking the server whether it is a standby or read-only")?;
-    let in_recovery: bool = row.get(0);
-    let transaction_read_only: String = row.get(1);
-    let default_read_only: String = row.get(2);
-    let source: Option<String> = row.get(3);
-    if in_recovery {
-        return Err(Refusal::NotWritable(format!(
-            "the server ({server}) is a standby (in recovery: pg_is_in_recovery() is true): it replays its primary's changes and cannot take any of its own. Point ruleiq-db at the primary; nothing was changed"
-        ))
-        .into());
-    }
-    if default_read_only == "on" {
-        return Err(Refusal::NotWritable(format!(
-            "the server ({server}) is read-only: default_transaction_read_only = on, {}. Lift it there when changes are allowed again; nothing was changed",
-            setting_origin(source.as_deref().unwrap_or("unknown"))
-        ))
-        .into());
-    }
-    if transaction_read_only == "on" {
-        return Err(Refusal::NotWritable(format!(
-            "the server ({server}) is read-only: transaction_read_only = on for this session; nothing was changed"
-        ))
-        .into());
-    }
-    Ok(())
-}
-
-/// Where a setting comes from, as a DBA would change it.
-fn setting_origin(source: &str) -> String {
-    match source {
-        "database" => "set on the database (ALTER DATABASE … SET)".into(),
-        "user" => "set on the role (ALTER ROLE … SET)".into(),
-        "database user" => {
-            "set on the role in this database (ALTER ROLE … IN DATABASE … SET)".into()
-        }
-        "configuration file" => "set in the server's configuration file".into(),
-        "client" | "session" => "set by the connection (options / PGOPTIONS)".into(),
-        other => format!("set by {other}"),
-    }
-}
-
-/// Whether the server is a primary or a standby.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServerRole {
-    Primary,
-    Standby,
-}
-
-impl ServerRole {
-    pub fn of(client: &mut Client) -> Result<ServerRole> {
-        let in_recovery: bool = client.query_one("SELECT pg_is_in_recovery()", &[])?.get(0);
-        Ok(if in_recovery {
-            ServerRole::Standby
-        } else {
-            ServerRole::Primary
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServerRole::Primary => "primary",
-            ServerRole::Standby => "standby",
-        }
-    }
-}
-
-/// A standby as `status` lists it. The lags are what the standby last reported; a standby that
-/// has reached the server's WAL shows 0 (PostgreSQL shows NULL once it is idle).
-#[derive(Debug, Clone, Serialize)]
-pub struct Standby {
-    /// Its `application_name` (the standby's `cluster_name` or `primary_conninfo` sets it).
-    pub name: String,
-    /// startup, catchup, streaming or stopping.
-    pub state: Option<String>,
-    pub sync_state: Option<String>,
-    pub client_addr: Option<String>,
-    pub write_lag_ms: Option<u64>,
-    pub flush_lag_ms: Option<u64>,
-    pub replay_lag_ms: Option<u64>,
-    /// Bytes of WAL the server has written and the standby has not replayed yet.
-    pub replay_lag_bytes: Option<u64>,
-}
-
-/// One walsender's row, positions as byte offsets.
-#[derive(Debug, Clone)]
-struct Sender {
-    name: String,
-    state: Option<String>,
-    sync_state: Option<String>,
-    client_addr: Option<String>,
-    write: Option<u64>,
-    flush: Option<u64>,
-    replay: Option<u64>,
-    write_lag_ms: Option<u64>,
-    flush_lag_ms: Option<u64>,
-    replay_lag_ms: Option<u64>,
-}
-
-/// Where the server's WAL ends, and the standbys it feeds. Walsenders of a base backup and
-/// of logical replication are not standbys and are left out. On a standby (cascading
-/// replication) the reference is the WAL it has replayed.
-fn senders(client: &mut Client) -> Result<(u64, Vec<Sender>)> {
-    let reference = end_of_wal(client)?;
-    let rows = client.query(
-        "SELECT coalesce(nullif(r.application_name, ''), 'pid ' || r.pid), r.state::text, r.sync_state::text, r.client_addr::text,
-                pg_wal_lsn_diff(r.write_lsn, '0/0')::int8,
-                pg_wal_lsn_diff(r.flush_lsn, '0/0')::int8,
-                pg_wal_lsn_diff(r.replay_lsn, '0/0')::int8,
-                (extract(epoch FROM r.write_lag) * 1000)::int8,
-                (extract(epoch FROM r.flush_lag) * 1000)::int8,
-                (extract(epoch FROM r.replay_lag) * 1000)::int8
-           FROM pg_stat_replication AS r
-           LEFT JOIN pg_replication_slots AS s ON s.active_pid = r.pid
-          WHERE r.state IS DISTINCT FROM 'backup' AND s.slot_type IS DISTINCT FROM 'logical'
-          ORDER BY r.application_name, r.pid",
-        &[],
-    )?;
-    let unsigned = |v: Option<i64>| v.map(|n| n.max(0) as u64);
-    let list = rows
-        .iter()
-        .map(|r| Sender {
-            name: r.get(0),
-            state: r.get(1),
-            sync_state: r.get(2),
-            client_addr: r.get(3),
-            write: unsigned(r.get(4)),
-            flush: unsigned(r.get(5)),
-            replay: unsigned(r.get(6)),
-            write_lag_ms: unsigned(r.get(7)),
-            flush_lag_ms: unsigned(r.get(8)),
-            replay_lag_ms: unsigned(r.get(9)),
-        })
-        .collect();
-    Ok((reference, list))
-}
-
-/// Where the server's WAL ends: on a primary everything inserted, committed or not, flushed or
-/// not (with `synchronous_commit = off` a commit is flushed up to 200 ms later, and still has
-/// to reach the standbys); on a standby what it has replayed.
-fn end_of_wal(client: &mut Client) -> Result<u64> {
-    let row = client.query_one(
-        "SELECT pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
-                                     ELSE pg_current_wal_insert_lsn() END, '0/0')::int8,
-                pg_is_in_recovery(),
-                current_setting('wal_block_size')::int8,
-                (SELECT setting::int8 FROM pg_settings WHERE name = 'wal_segment_size')",
-        &[],
-    )?;
-    let position = row.get::<_, i64>(0).max(0) as u64;
-    if row.get::<_, bool>(1) {
-        return Ok(position);
-    }
-    Ok(record_end(
-        position,
-        row.get::<_, i64>(2) as u64,
-        row.get::<_, i64>(3) as u64,
-    ))
-}
-
-/// The insert position points past the header of a page nothing is written on yet, where a
-/// standby that replayed everything stands at the page's start: count from there.
-fn record_end(insert: u64, block: u64, segment: u64) -> u64 {
-    // MAXALIGN'd sizes of XLogLongPageHeaderData and XLogPageHeaderData.
-    const LONG_HEADER: u64 = 40;
-    const SHORT_HEADER: u64 = 24;
-    if segment > 0 && insert % segment == LONG_HEADER {
-        insert - LONG_HEADER
-    } else if block > 0 && insert % block == SHORT_HEADER {
-        insert - SHORT_HEADER
-    } else {
-        insert
-    }
-}
-
-/// The standbys of the server `client` is connected to (for `status`).
-pub fn standbys(client: &mut Client) -> Result<Vec<Standby>> {
-    let (reference, list) = senders(client)?;
-    // A lag PostgreSQL no longer shows (NULL) is 0 when the standby has reached the reference.
-    let lag = |shown: Option<u64>, position: Option<u64>| {
-        shown.or_else(|| position.filter(|p| *p >= reference).map(|_| 0))
-    };
-    Ok(list
-        .into_iter()
-        .map(|s| Standby {
-            write_lag_ms: lag(s.write_lag_ms, s.write),
-            flush_lag_ms: lag(s.flush_lag_ms, s.flush),
-            replay_lag_ms: lag(s.replay_lag_ms, s.replay),
-            replay_lag_bytes: s.replay.map(|p| reference.saturating_sub(p)),
-            name: s.name,
-            state: s.state,
-            sync_state: s.sync_state,
-            client_addr: s.client_addr,
-        })
-        .collect())
-}
 
 /// How far behind a standby may fall before long data work pauses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -564,59 +354,6 @@ fn request_reports(client: &mut Client) -> Result<()> {
     Ok(())
 }
 
-/// Every table of the database (the catalogs aside) with its row count and a digest of its
-/// rows: two databases with equal fingerprints hold the same data. For comparing a standby with
-/// its primary once it has replayed everything.
-pub fn fingerprint(
-    client: &mut Client,
-) -> Result<std::collections::BTreeMap<String, (i64, String)>> {
-    let tables = client.query(
-        "SELECT format('%I.%I', n.nspname, c.relname)
-           FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
-          WHERE c.relkind = 'r' AND n.nspname <> 'information_schema'
-            AND left(n.nspname, 3) <> 'pg_'
-          ORDER BY 1",
-        &[],
-    )?;
-    let mut out = std::collections::BTreeMap::new();
-    for row in tables {
-        let table: String = row.get(0);
-        // `table` comes quoted from format('%I.%I').
-        let digest = client
-            .query_one(
-                &format!(
-                    "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), ''))
-                       FROM {table} AS t"
-                ),
-                &[],
-            )
-            .with_context(|| format!("reading {table}"))?;
-        out.insert(table, (digest.get(0), digest.get(1)));
-    }
-    Ok(out)
-}
-
-/// "1.5 s", "250 ms", "10 min".
-pub fn seconds(d: Duration) -> String {
-    if d >= Duration::from_secs(120) && d.as_secs() % 60 == 0 {
-        format!("{} min", d.as_secs() / 60)
-    } else if d >= Duration::from_secs(1) {
-        format!("{:.1} s", d.as_secs_f64())
-    } else {
-        format!("{} ms", d.as_millis())
-    }
-}
-
-/// "512 B", "64.0 kB", "1.5 MB".
-pub fn bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} kB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
-}
-
 /// Parses `--max-replica-lag`: a time (`10s`, `500ms`, `1m`; a bare number is seconds) or an
 /// amount of WAL (`64MB`, `512kB`, `100B`).
 pub fn parse_max_lag(text: &str) -> Result<MaxLag, String> {
@@ -663,14 +400,6 @@ mod tests {
         assert_eq!(parse_max_lag("100B").unwrap(), MaxLag::Bytes(100));
         assert!(parse_max_lag("fast").is_err());
         assert!(parse_max_lag("3 parsecs").is_err());
-    }
-
-    #[test]
-    fn the_end_of_wal_on_a_fresh_page_is_the_page_start() {
-        let (block, segment) = (8192, 16 << 20);
-        assert_eq!(record_end(3 * 8192 + 24, block, segment), 3 * 8192);
-        assert_eq!(record_end((16 << 20) + 40, block, segment), 16 << 20);
-        assert_eq!(record_end(3 * 8192 + 100, block, segment), 3 * 8192 + 100);
     }
 
     #[test]

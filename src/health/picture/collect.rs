@@ -1,106 +1,12 @@
-//! `status --health`: the picture a DBA wants before touching production — connections against
-//! `max_connections`, the size of each ruleIQ table and its indexes, indexes nothing has
-//! scanned, the slowest statements (`pg_stat_statements`) and tables that look bloated.
-//! Read-only: plain catalog and statistics queries.
+//! The statistics and catalog queries behind the health picture.
 
+use super::{
+    Bloat, Connections, Health, IndexSize, SlowQueries, SlowStatement, StateCount, TableSize,
+    UnusedIndex,
+};
 use crate::catalog::TABLES;
-use crate::report;
 use anyhow::Result;
 use postgres::Client;
-use serde::Serialize;
-use std::io::Write;
-
-#[derive(Debug, Serialize)]
-pub struct Health {
-    pub connections: Connections,
-    /// When this database's statistics were last reset (null: never since the cluster began).
-    pub stats_reset: Option<String>,
-    pub tables: Vec<TableSize>,
-    /// Indexes with no scan since the statistics were reset.
-    pub unused_indexes: Vec<UnusedIndex>,
-    pub slow_queries: SlowQueries,
-    /// Tables whose dead rows or autovacuum history suggest bloat.
-    pub bloat: Vec<Bloat>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Connections {
-    pub max_connections: i32,
-    pub superuser_reserved: i32,
-    /// Client sessions on the whole server.
-    pub total: i64,
-    /// Client sessions on this database.
-    pub this_database: i64,
-    pub by_state: Vec<StateCount>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct StateCount {
-    pub state: String,
-    pub count: i64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TableSize {
-    pub table: String,
-    /// The planner's row estimate (`reltuples`; -1 before the first ANALYZE).
-    pub rows_estimate: i64,
-    /// Heap, TOAST and maps (`pg_table_size`).
-    pub table_bytes: i64,
-    pub indexes_bytes: i64,
-    pub total_bytes: i64,
-    pub live_rows: i64,
-    pub dead_rows: i64,
-    pub last_autovacuum: Option<String>,
-    pub indexes: Vec<IndexSize>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct IndexSize {
-    pub index: String,
-    pub bytes: i64,
-    pub scans: i64,
-    /// Primary key or unique: it enforces a rule, so it is needed even when never scanned.
-    pub unique: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct UnusedIndex {
-    pub table: String,
-    pub index: String,
-    pub bytes: i64,
-    pub unique: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SlowQueries {
-    /// Whether `pg_stat_statements` could be read in this database.
-    pub available: bool,
-    /// Why not, and how to enable it; or a remark about what is shown.
-    pub note: String,
-    pub statements: Vec<SlowStatement>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SlowStatement {
-    /// The normalised text (`$1` for constants), on one line, cut at 200 characters.
-    pub query: String,
-    pub calls: i64,
-    pub mean_ms: f64,
-    pub total_ms: f64,
-    pub rows: i64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Bloat {
-    pub table: String,
-    pub live_rows: i64,
-    pub dead_rows: i64,
-    /// Dead rows as a share of all rows (0..1).
-    pub dead_ratio: f64,
-    pub last_autovacuum: Option<String>,
-    pub reason: String,
-}
 
 /// How many statements the slow list shows.
 const SLOW_LIMIT: i64 = 10;
@@ -376,123 +282,6 @@ fn shown_text(query: &str) -> String {
     }
 }
 
-/// Bytes for people: 8.0 kB, 1.2 MB, 3.4 GB.
-pub fn human_bytes(bytes: i64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < units.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
-    }
-}
-
-impl Health {
-    pub fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        let c = &self.connections;
-        let states: Vec<String> = c
-            .by_state
-            .iter()
-            .map(|s| format!("{} {}", s.count, s.state))
-            .collect();
-        writeln!(
-            out,
-            "Health\nconnections: {} of max_connections {} ({} reserved for superusers), {} on this database; {}",
-            c.total,
-            c.max_connections,
-            c.superuser_reserved,
-            c.this_database,
-            states.join(", ")
-        )?;
-        let mut t = report::table(&[
-            "table",
-            "live rows",
-            "table size",
-            "indexes size",
-            "total",
-            "dead rows",
-            "last autovacuum",
-        ]);
-        for s in &self.tables {
-            t.add_row(vec![
-                s.table.clone(),
-                s.live_rows.to_string(),
-                human_bytes(s.table_bytes),
-                human_bytes(s.indexes_bytes),
-                human_bytes(s.total_bytes),
-                s.dead_rows.to_string(),
-                s.last_autovacuum.clone().unwrap_or_else(|| "never".into()),
-            ]);
-        }
-        writeln!(out, "{t}")?;
-        let since = self
-            .stats_reset
-            .as_deref()
-            .map_or("since the statistics began".to_string(), |r| {
-                format!("since {r}")
-            });
-        if self.unused_indexes.is_empty() {
-            writeln!(out, "Every index has been scanned {since}.")?;
-        } else {
-            let mut t = report::table(&["unused index", "table", "size", "note"]);
-            for i in &self.unused_indexes {
-                t.add_row(vec![
-                    i.index.clone(),
-                    i.table.clone(),
-                    human_bytes(i.bytes),
-                    if i.unique {
-                        "enforces uniqueness: keep".into()
-                    } else {
-                        String::new()
-                    },
-                ]);
-            }
-            writeln!(out, "Indexes not scanned {since}:\n{t}")?;
-        }
-        let slow = &self.slow_queries;
-        if slow.statements.is_empty() {
-            writeln!(out, "Slowest statements: {}", slow.note)?;
-        } else {
-            let mut t = report::table(&["mean", "calls", "total", "statement"]);
-            for s in &slow.statements {
-                t.add_row(vec![
-                    format!("{:.2} ms", s.mean_ms),
-                    s.calls.to_string(),
-                    format!("{:.0} ms", s.total_ms),
-                    s.query.clone(),
-                ]);
-            }
-            writeln!(out, "Slowest statements ({}):\n{t}", slow.note)?;
-        }
-        if self.bloat.is_empty() {
-            writeln!(out, "No table looks bloated.")
-        } else {
-            let mut t = report::table(&[
-                "bloated?",
-                "dead rows",
-                "dead share",
-                "last autovacuum",
-                "why",
-            ]);
-            for b in &self.bloat {
-                t.add_row(vec![
-                    b.table.clone(),
-                    b.dead_rows.to_string(),
-                    format!("{:.0} %", b.dead_ratio * 100.0),
-                    b.last_autovacuum.clone().unwrap_or_else(|| "never".into()),
-                    b.reason.clone(),
-                ]);
-            }
-            writeln!(out, "{t}")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,12 +296,5 @@ mod tests {
         assert!(!shown_text("ALTER ROLE app PASSWORD 'hunter2'").contains("hunter2"));
         let long = "x".repeat(500);
         assert_eq!(shown_text(&long).chars().count(), 201);
-    }
-
-    #[test]
-    fn bytes_read_as_people_write_them() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(8192), "8.0 kB");
-        assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MB");
     }
 }
