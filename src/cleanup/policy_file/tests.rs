@@ -1,0 +1,95 @@
+use super::*;
+use crate::cleanup::policy::PolicyValue;
+
+fn error(text: &str) -> PolicyError {
+    parse(text).expect_err("the policy should be refused")
+}
+
+#[test]
+fn an_empty_file_overrides_nothing() {
+    assert!(parse("").unwrap().is_empty());
+    assert!(parse("# only a comment\n").unwrap().is_empty());
+    assert!(parse("constraints:\n").unwrap().is_empty());
+}
+
+#[test]
+fn overrides_fill_in_the_builtin_fields() {
+    let rules = parse(
+        "constraints:\n  chk_evidence_status:\n    synonyms:\n      pending review: in_progress\n  fk_assessment_business_profile: delete\n  chk_employee_count_positive:\n    action: default\n    value: 1\n",
+    )
+    .unwrap();
+    assert_eq!(rules.len(), 3);
+    assert_eq!(rules[0].action, Action::Map);
+    assert_eq!(
+        rules[0].value,
+        Some(PolicyValue::Text("not_started".into()))
+    );
+    assert_eq!(
+        rules[0].synonyms[0],
+        ("pending review".to_string(), "in_progress".to_string())
+    );
+    assert!(
+        rules[0].synonyms.len() > 1,
+        "built-ins follow the file's own"
+    );
+    assert_eq!(rules[1].action, Action::Delete);
+    assert_eq!(rules[2].value, Some(PolicyValue::Integer(1)));
+}
+
+#[test]
+fn builtin_synonyms_can_be_dropped() {
+    let rules =
+        parse("constraints:\n  chk_evidence_status:\n    builtin_synonyms: false\n").unwrap();
+    assert!(rules[0].synonyms.is_empty());
+}
+
+#[test]
+fn errors_point_at_the_offending_scalar() {
+    let e = error("constraints:\n  chk_nope:\n    action: skip\n");
+    assert_eq!((e.line, e.column), (Some(2), Some(3)), "{e}");
+    assert!(e.message.contains("unknown constraint `chk_nope`"), "{e}");
+
+    let e = error("constraints:\n  chk_evidence_status:\n    action: explode\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("unknown action `explode`"), "{e}");
+    assert!(e.message.contains("map, default, set_null, skip"), "{e}");
+
+    let e = error("constraints:\n  chk_data_sensitivity:\n    action: default\n    value: Huge\n");
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("'Huge'"), "{e}");
+
+    let e = error("constraints:\n  chk_evidence_status:\n    synonyms:\n      done: finished\n");
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("'finished'"), "{e}");
+
+    let e = error("constraints:\n  chk_evidence_status:\n    action: delete\n");
+    assert!(e.message.contains("does not apply"), "{e}");
+
+    let e = error("constraints:\n  chk_evidence_status:\n    colour: red\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("unknown key `colour`"), "{e}");
+
+    let e = error("rules: {}\n");
+    assert!(e.message.contains("unknown key `rules`"), "{e}");
+}
+
+#[test]
+fn fields_that_do_not_fit_together_are_refused() {
+    let e = error("constraints:\n  chk_employee_count_positive:\n    action: default\n");
+    assert!(e.message.contains("needs a value"), "{e}");
+    assert_eq!(e.line, Some(3), "{e}");
+    let e = error(
+        "constraints:\n  fk_assessment_business_profile:\n    action: set_null\n    value: x\n",
+    );
+    assert!(e.message.contains("takes no value"), "{e}");
+    let e = error(
+        "constraints:\n  chk_evidence_status:\n    action: default\n    synonyms: {done: collected}\n",
+    );
+    assert!(e.message.contains("only apply to action map"), "{e}");
+}
+
+#[test]
+fn yaml_syntax_errors_carry_their_line() {
+    let e = error("constraints:\n  chk_evidence_status:\n    action: [map\n");
+    assert!(e.line.is_some(), "{e}");
+}
