@@ -37,10 +37,7 @@ pub struct Entry {
 
 /// Reads the history; an absent table is an empty history.
 pub fn read(client: &mut impl GenericClient) -> Result<Vec<Applied>> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY_TABLE])?
-        .get(0);
-    if !exists {
+    if !crate::db::table_exists(client, HISTORY_TABLE)? {
         return Ok(Vec::new());
     }
     let rows = client.query(

@@ -423,7 +423,7 @@ fn dry_run_changes_nothing_not_even_the_history_table() {
 }
 
 #[test]
-fn refuses_edited_history_unknown_targets_and_unadopted_databases() {
+fn refuses_an_edited_migration_and_changes_nothing() {
     let db = TestDb::new();
     db.migrate_to(3);
     db.execute("UPDATE refinery_schema_history SET checksum = '42' WHERE version = 2");
@@ -435,7 +435,10 @@ fn refuses_edited_history_unknown_targets_and_unadopted_databases() {
         "{stderr}"
     );
     db.assert_unchanged(&before);
+}
 
+#[test]
+fn refuses_a_target_that_does_not_exist_or_lies_below_the_current_version() {
     let db = TestDb::new();
     db.migrate_to(5);
     let (code, _, stderr) = db.run(&["migrate", "--target", "9"]);
@@ -444,7 +447,10 @@ fn refuses_edited_history_unknown_targets_and_unadopted_databases() {
     let (code, _, stderr) = db.run(&["migrate", "--target", "3"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("rollback"), "{stderr}");
+}
 
+#[test]
+fn refuses_a_database_with_tables_but_no_history_and_points_to_baseline() {
     let db = TestDb::new();
     db.execute("CREATE TABLE users (id uuid PRIMARY KEY)");
     let (code, _, stderr) = db.run(&["migrate"]);

@@ -3,5 +3,6 @@
 
 pub const SCHEMA: &str = "ruleiq_audit";
 pub const RUNS_TABLE: &str = "cleanup_runs";
+pub const CHANGES_TABLE: &str = "cleanup_changes";
 pub const RUNS: &str = "ruleiq_audit.cleanup_runs";
 pub const CHANGES: &str = "ruleiq_audit.cleanup_changes";

@@ -13,8 +13,9 @@ use anyhow::{Context, Result};
 use postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::catalog::audit::RUNS_TABLE;
 pub use crate::catalog::audit::{CHANGES, RUNS, SCHEMA};
+use crate::catalog::audit::{CHANGES_TABLE, RUNS_TABLE};
+use crate::db::introspect::table_exists_in;
 
 const DDL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS ruleiq_audit;
@@ -73,12 +74,8 @@ pub fn ensure(session: &mut Session) -> Result<()> {
 }
 
 fn tables_exist(client: &mut impl GenericClient) -> Result<bool> {
-    Ok(client
-        .query_one(
-            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
-            &[&RUNS, &CHANGES],
-        )?
-        .get(0))
+    Ok(table_exists_in(client, SCHEMA, RUNS_TABLE)?
+        && table_exists_in(client, SCHEMA, CHANGES_TABLE)?)
 }
 
 /// A privilege the connected role lacks to record a run's audit trail: what it may not do,
@@ -136,13 +133,11 @@ pub fn missing_grants(client: &mut impl GenericClient) -> Result<Vec<MissingGran
         return Ok(missing);
     }
     let mut changes_present = false;
-    for (table, privileges) in [
-        (RUNS, &["SELECT", "INSERT", "UPDATE"][..]),
-        (CHANGES, &["SELECT", "INSERT"][..]),
+    for (table, name, privileges) in [
+        (RUNS, RUNS_TABLE, &["SELECT", "INSERT", "UPDATE"][..]),
+        (CHANGES, CHANGES_TABLE, &["SELECT", "INSERT"][..]),
     ] {
-        let present: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?
-            .get(0);
+        let present = table_exists_in(client, SCHEMA, name)?;
         if !present {
             if !create {
                 missing.push(MissingGrant::new(
@@ -187,7 +182,7 @@ pub fn missing_grants(client: &mut impl GenericClient) -> Result<Vec<MissingGran
 
 /// Whether any cleanup ever ran here.
 pub fn exists(client: &mut impl GenericClient) -> Result<bool> {
-    crate::db::introspect::table_exists_in(client, SCHEMA, RUNS_TABLE)
+    table_exists_in(client, SCHEMA, RUNS_TABLE)
 }
 
 /// Records a new run as started. Runs still marked started belong to a ruleiq-db that died

@@ -66,18 +66,6 @@ pub fn options_for(c: &Constraint) -> Vec<String> {
     options
 }
 
-/// Whether `table.column` (actual names) is NOT NULL in this database.
-pub fn is_not_null(client: &mut impl GenericClient, table: &str, column: &str) -> Result<bool> {
-    Ok(client
-        .query_opt(
-            "SELECT attnotnull FROM pg_attribute
-              WHERE attrelid = to_regclass(quote_ident($1)) AND attname = $2
-                AND attnum > 0 AND NOT attisdropped",
-            &[&table, &column],
-        )?
-        .is_some_and(|r| r.get(0)))
-}
-
 /// The rules that would write NULL into a NOT NULL column. A built-in one with rows to repair
 /// is returned as needing a decision; one the policy file asked for is refused (exit 4).
 pub fn find(
@@ -98,7 +86,7 @@ pub fn find(
             let Some(actual) = plan.actual_column(current) else {
                 continue;
             };
-            if !is_not_null(client, plan.table, &actual)? {
+            if !crate::db::introspect::column_is_not_null(client, plan.table, &actual)? {
                 continue;
             }
             let options = options_for(c);

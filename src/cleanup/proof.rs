@@ -69,7 +69,7 @@ pub fn prove_values(
             let Some(column_type) = plan.column_type(&actual) else {
                 continue;
             };
-            let limit = max_length(client, plan.table, &actual)?;
+            let limit = crate::db::introspect::column_max_length(client, plan.table, &actual)?;
             for value in values {
                 let what = || {
                     format!(
@@ -161,20 +161,6 @@ fn table_privilege(
             &[&table, &privilege, &columns],
         )?
         .get(0))
-}
-
-/// The declared length of a `varchar(n)`/`char(n)` column (None: unbounded or not text).
-fn max_length(client: &mut impl GenericClient, table: &str, column: &str) -> Result<Option<usize>> {
-    let row = client.query_opt(
-        "SELECT CASE WHEN atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND atttypmod > 4
-                     THEN atttypmod - 4 END
-           FROM pg_attribute
-          WHERE attrelid = to_regclass(quote_ident($1)) AND attname = $2 AND NOT attisdropped",
-        &[&table, &column],
-    )?;
-    Ok(row
-        .and_then(|r| r.get::<_, Option<i32>>(0))
-        .map(|n| n as usize))
 }
 
 fn refuse_if_any(client: &mut impl GenericClient, problems: Vec<String>) -> Result<()> {

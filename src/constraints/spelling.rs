@@ -20,13 +20,9 @@ impl DatabaseSpelling {
     pub fn read(client: &mut impl GenericClient, tables: &[&str]) -> Result<DatabaseSpelling> {
         let mut columns = HashMap::new();
         for table in tables {
-            let rows = client.query(
-                "SELECT attname::text FROM pg_attribute
-                  WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped",
-                &[table],
-            )?;
-            if !rows.is_empty() {
-                columns.insert(table.to_string(), rows.iter().map(|r| r.get(0)).collect());
+            let present = crate::db::columns_of(client, table)?;
+            if !present.is_empty() {
+                columns.insert(table.to_string(), present);
             }
         }
         Ok(DatabaseSpelling { columns })

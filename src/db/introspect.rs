@@ -32,6 +32,40 @@ pub fn column_exists(client: &mut impl GenericClient, table: &str, column: &str)
         .get(0))
 }
 
+/// Whether `table.column` is NOT NULL in this database.
+pub fn column_is_not_null(
+    client: &mut impl GenericClient,
+    table: &str,
+    column: &str,
+) -> Result<bool> {
+    Ok(client
+        .query_opt(
+            "SELECT attnotnull FROM pg_attribute
+              WHERE attrelid = to_regclass(quote_ident($1)) AND attname = $2
+                AND attnum > 0 AND NOT attisdropped",
+            &[&table, &column],
+        )?
+        .is_some_and(|r| r.get(0)))
+}
+
+/// The declared length of a `varchar(n)`/`char(n)` column (None: unbounded or not text).
+pub fn column_max_length(
+    client: &mut impl GenericClient,
+    table: &str,
+    column: &str,
+) -> Result<Option<usize>> {
+    let row = client.query_opt(
+        "SELECT CASE WHEN atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND atttypmod > 4
+                     THEN atttypmod - 4 END
+           FROM pg_attribute
+          WHERE attrelid = to_regclass(quote_ident($1)) AND attname = $2 AND NOT attisdropped",
+        &[&table, &column],
+    )?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<i32>>(0))
+        .map(|n| n as usize))
+}
+
 /// A column as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnFacts {

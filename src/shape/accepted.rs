@@ -61,10 +61,7 @@ pub fn record(tx: &mut Transaction, version: i32, differences: &[Difference]) ->
 
 /// The accepted differences on record: (object key, finding). Empty when none was ever accepted.
 pub fn read(client: &mut impl GenericClient) -> Result<BTreeSet<(String, String)>> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified()])?
-        .get(0);
-    if !exists {
+    if !crate::db::introspect::table_exists_in(client, SCHEMA, TABLE)? {
         return Ok(BTreeSet::new());
     }
     Ok(client

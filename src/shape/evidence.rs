@@ -24,21 +24,11 @@ const TABLE: &str = "alembic_version";
 /// Reads `alembic_version` from the current schema; never fails on an odd table, only on a
 /// broken connection.
 pub fn read_evidence(client: &mut impl GenericClient) -> Result<Evidence> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&TABLE])?
-        .get(0);
-    if !exists {
+    if !crate::db::table_exists(client, TABLE)? {
         return Ok(judge(None));
     }
     // Alembic's column; a table of that name without it is no Alembic evidence.
-    let has_column: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1)
-                              AND attname = 'version_num' AND NOT attisdropped)",
-            &[&TABLE],
-        )?
-        .get(0);
-    if !has_column {
+    if !crate::db::introspect::column_exists(client, TABLE, "version_num")? {
         return Ok(Evidence {
             revisions: Vec::new(),
             version: None,
