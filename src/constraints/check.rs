@@ -8,6 +8,7 @@
 //! [`PARALLEL_SCANS`] sessions that share one exported snapshot, so every count describes the
 //! same moment, and PostgreSQL's parallel workers may help with each (see `SCAN_SETTINGS`).
 
+use super::indexed::{self, Narrowing};
 use super::live::{self, LiveSince};
 pub use super::spelling::DatabaseSpelling;
 use crate::catalog::constraints::{Constraint, Kind, Rule, CATALOG};
@@ -212,6 +213,8 @@ struct Scan {
     constraints: Vec<&'static Constraint>,
     sql: String,
     live: bool,
+    /// For a table's CHECKs: the rows an index narrows the scan to (see `indexed.rs`).
+    narrowed: Option<Narrowing>,
 }
 
 fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) -> Vec<Scan> {
@@ -243,6 +246,7 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
                         c.violation_condition(spelling, "t")
                     ),
                     live: is_live.is_some(),
+                    narrowed: None,
                 });
             }
             Kind::Check => match by_table.iter_mut().find(|(t, _)| *t == c.table) {
@@ -269,8 +273,9 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
         scans.push(Scan {
             constraints: checks,
             live: is_live.is_some(),
+            narrowed: None,
             sql: format!(
-                "SELECT {pk}, {}, {} FROM {} AS t WHERE {condition}",
+                "SELECT {pk}, {}, {} FROM {} AS t WHERE ({condition})",
                 flags.join(", "),
                 is_live.as_deref().unwrap_or("false"),
                 quote_ident(table),
@@ -280,10 +285,30 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
     scans
 }
 
+/// Narrows each table's CHECK scan through an index where one helps (see `indexed.rs`).
+fn narrow_scans(
+    client: &mut impl GenericClient,
+    scans: &mut [Scan],
+    spelling: &DatabaseSpelling,
+) -> Result<()> {
+    for scan in scans.iter_mut() {
+        let Some(first) = scan.constraints.first() else {
+            continue;
+        };
+        if first.kind() == Kind::Check {
+            scan.narrowed = indexed::narrowing(client, first.table, &scan.constraints, spelling)?;
+        }
+    }
+    Ok(())
+}
+
 impl Scan {
     /// The bytes a scan reads: its table, and for a foreign key the parent it hashes too.
     fn cost(&self, sizes: &HashMap<String, i64>) -> i64 {
         let size = |t: &str| sizes.get(t).copied().unwrap_or(0);
+        if let (Some(n), Some(c)) = (&self.narrowed, self.constraints.first()) {
+            return (size(c.table) as f64 * n.share) as i64;
+        }
         self.constraints
             .iter()
             .map(|c| match c.rule {
@@ -348,13 +373,20 @@ fn run_scan(
     live_since: &DateTime<Utc>,
 ) -> Result<Vec<Tally>> {
     let mut tallies: Vec<Tally> = scan.constraints.iter().map(|_| Tally::default()).collect();
-    let params: Vec<&(dyn ToSql + Sync)> = if scan.live {
+    let mut params: Vec<&(dyn ToSql + Sync)> = if scan.live {
         vec![live_since]
     } else {
         Vec::new()
     };
+    let sql = match &scan.narrowed {
+        Some(n) => {
+            params.push(&n.values);
+            format!("{} AND {}", scan.sql, n.condition("t", params.len()))
+        }
+        None => scan.sql.clone(),
+    };
     let mut rows = client
-        .query_raw(scan.sql.as_str(), params)
+        .query_raw(sql.as_str(), params)
         .with_context(|| format!("checking {}", names(&scan.constraints)))?;
     use postgres::fallible_iterator::FallibleIterator;
     let foreign_key = scan.constraints.len() == 1 && scan.constraints[0].kind() == Kind::ForeignKey;
@@ -416,6 +448,8 @@ pub fn check_live(
     log: &Log,
     window: std::time::Duration,
 ) -> Result<(Vec<Finding>, LiveSince)> {
+    // The other sessions connect while this one plans: a connection costs a backend's start.
+    let early = connect_early(target, constraints);
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -424,7 +458,8 @@ pub fn check_live(
     let live_since = LiveSince::resolve(&mut tx, window)?;
     let spelling = DatabaseSpelling::read(&mut tx, &tables_read(constraints))?;
     let states = constraint_states(&mut tx)?;
-    let scans = plan_scans(constraints, &spelling);
+    let mut scans = plan_scans(constraints, &spelling);
+    narrow_scans(&mut tx, &mut scans, &spelling)?;
     let sizes = table_sizes(&mut tx, &tables_read(constraints))?;
     // Biggest first: the sessions share the work, and a large scan started last would leave
     // the other idle while it finishes.
@@ -452,7 +487,7 @@ pub fn check_live(
             .collect()
     } else {
         let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
-        run_parallel(target, &snapshot, &mut tx, &parts, &live_since.since, &bar)?
+        run_parallel(early, &snapshot, &mut tx, &parts, &live_since.since, &bar)?
     };
     tx.commit()?;
     bar.finish_and_clear();
@@ -485,6 +520,35 @@ pub fn check_live(
     Ok((findings, live_since))
 }
 
+/// A session being opened for the scans, on a thread of its own.
+type Early = std::thread::JoinHandle<Result<Client>>;
+
+/// Opens the sessions that will import the snapshot, when `constraints` need more than one
+/// scan (an estimate before planning: one per table's CHECKs, one per foreign key).
+fn connect_early(target: &Target, constraints: &[&'static Constraint]) -> Vec<Early> {
+    let check_tables: BTreeSet<&str> = constraints
+        .iter()
+        .filter(|c| c.kind() == Kind::Check)
+        .map(|c| c.table)
+        .collect();
+    let foreign_keys = constraints
+        .iter()
+        .filter(|c| c.kind() == Kind::ForeignKey)
+        .count();
+    let scans = check_tables.len() + foreign_keys;
+    (1..PARALLEL_SCANS.min(scans))
+        .map(|_| {
+            let target = target.clone();
+            std::thread::spawn(move || -> Result<Client> {
+                let mut client = db::connect(&target)?;
+                // The coordinator already said so on stderr.
+                db::lift_statement_timeout(&mut client)?;
+                Ok(client)
+            })
+        })
+        .collect()
+}
+
 type Slot = std::sync::Mutex<Option<Result<Vec<Tally>>>>;
 
 /// Runs parts, next first, until none is left.
@@ -510,7 +574,7 @@ fn drain(
 /// Runs parts on [`PARALLEL_SCANS`] sessions: the coordinator's own transaction, and
 /// connections that import its snapshot.
 fn run_parallel(
-    target: &Target,
+    early: Vec<Early>,
     snapshot: &str,
     coordinator: &mut postgres::Transaction<'_>,
     parts: &[Part<'_>],
@@ -521,17 +585,18 @@ fn run_parallel(
     let slots: Vec<Slot> = parts.iter().map(|_| std::sync::Mutex::new(None)).collect();
     let workers = PARALLEL_SCANS.min(parts.len()).saturating_sub(1);
     std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let mut client = match db::connect(target) {
+        let (next, slots) = (&next, &slots);
+        let handles: Vec<_> = early
+            .into_iter()
+            .take(workers)
+            .map(|session| {
+                scope.spawn(move || -> Result<()> {
+                    let mut client = match session.join().expect("connecting thread panicked") {
                         Ok(client) => client,
                         // A server out of connection slots only makes the check slower: the
                         // coordinator takes every part nobody else takes.
                         Err(_) => return Ok(()),
                     };
-                    // The coordinator already said so on stderr.
-                    db::lift_statement_timeout(&mut client)?;
                     let mut tx = client
                         .build_transaction()
                         .isolation_level(IsolationLevel::RepeatableRead)
@@ -542,7 +607,7 @@ fn run_parallel(
                         snapshot.replace('\'', "")
                     ))?;
                     tx.batch_execute(SCAN_SETTINGS)?;
-                    drain(&mut tx, parts, &next, &slots, live_since, bar);
+                    drain(&mut tx, parts, next, slots, live_since, bar);
                     tx.commit()?;
                     Ok(())
                 })

@@ -3,6 +3,7 @@
 //! the check (`live`), and validating NOT VALID constraints (`validate`).
 
 pub mod check;
+pub mod indexed;
 pub mod live;
 pub mod spelling;
 pub mod validate;
