@@ -10,6 +10,7 @@
 
 use super::indexed::{self, Narrowing};
 use super::live::{self, LiveSince};
+use super::scan_progress::{self, ScanProgress};
 pub use super::spelling::DatabaseSpelling;
 use crate::catalog::constraints::{Constraint, Kind, Rule, CATALOG};
 use crate::catalog::renames::legacy_name;
@@ -207,8 +208,9 @@ fn tables_read(constraints: &[&'static Constraint]) -> Vec<&'static str> {
     tables.into_iter().collect()
 }
 
-/// One scan: a table's CHECK constraints together, or one foreign key. Its last column says
-/// whether the row is live; `live` tells whether that column reads the bound cutoff `$1`.
+/// One scan: a table's CHECK constraints together, or one foreign key. Its last two columns
+/// say whether the row is live (`live`: whether that column reads the bound cutoff `$1`) and
+/// in which block it lies (for the progress bar).
 struct Scan {
     constraints: Vec<&'static Constraint>,
     sql: String,
@@ -219,6 +221,7 @@ struct Scan {
 
 fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) -> Vec<Scan> {
     let pk = format!("t.{}::text", quote_ident(PRIMARY_KEY));
+    let block = scan_progress::block_column("t");
     let mut by_table: Vec<(&'static str, Vec<&'static Constraint>)> = Vec::new();
     let mut scans = Vec::new();
     let live = |table: &str| {
@@ -240,7 +243,7 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
                 scans.push(Scan {
                     constraints: vec![c],
                     sql: format!(
-                        "SELECT {pk}, {} FROM {} AS t WHERE {}",
+                        "SELECT {pk}, {}, {block} FROM {} AS t WHERE {}",
                         is_live.as_deref().unwrap_or("false"),
                         quote_ident(c.table),
                         c.violation_condition(spelling, "t")
@@ -275,7 +278,7 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
             live: is_live.is_some(),
             narrowed: None,
             sql: format!(
-                "SELECT {pk}, {}, {} FROM {} AS t WHERE ({condition})",
+                "SELECT {pk}, {}, {}, {block} FROM {} AS t WHERE ({condition})",
                 flags.join(", "),
                 is_live.as_deref().unwrap_or("false"),
                 quote_ident(table),
@@ -365,12 +368,38 @@ impl Tally {
 struct Part<'a> {
     scan: &'a Scan,
     cost: i64,
+    /// The blocks of the table whose rows it returns.
+    blocks: i64,
+}
+
+impl Part<'_> {
+    /// Runs the scan, moving `bar` along its cost as its rows pass the table's blocks.
+    fn run(
+        &self,
+        client: &mut impl GenericClient,
+        live_since: &DateTime<Utc>,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<Vec<Tally>> {
+        let total = self.cost.max(0) as u64;
+        let mut shown = 0u64;
+        let mut passed = ScanProgress::new(self.blocks);
+        let result = run_scan(client, self.scan, live_since, &mut |block| {
+            let now = (passed.seen(block) * total as f64) as u64;
+            if now > shown {
+                bar.inc(now - shown);
+                shown = now;
+            }
+        });
+        bar.inc(total.saturating_sub(shown));
+        result
+    }
 }
 
 fn run_scan(
     client: &mut impl GenericClient,
     scan: &Scan,
     live_since: &DateTime<Utc>,
+    progress: &mut dyn FnMut(i64),
 ) -> Result<Vec<Tally>> {
     let mut tallies: Vec<Tally> = scan.constraints.iter().map(|_| Tally::default()).collect();
     let mut params: Vec<&(dyn ToSql + Sync)> = if scan.live {
@@ -392,7 +421,8 @@ fn run_scan(
     let foreign_key = scan.constraints.len() == 1 && scan.constraints[0].kind() == Kind::ForeignKey;
     while let Some(row) = rows.next()? {
         let key: String = row.get(0);
-        let live: bool = row.get(row.len() - 1);
+        let live: bool = row.get(row.len() - 2);
+        progress(row.get(row.len() - 1));
         for (i, tally) in tallies.iter_mut().enumerate() {
             if foreign_key || row.get::<_, bool>(i + 1) {
                 tally.add(&key);
@@ -461,6 +491,9 @@ pub fn check_live(
     let mut scans = plan_scans(constraints, &spelling);
     narrow_scans(&mut tx, &mut scans, &spelling)?;
     let sizes = table_sizes(&mut tx, &tables_read(constraints))?;
+    let block_size: i64 = tx
+        .query_one("SELECT current_setting('block_size')::int8", &[])?
+        .get(0);
     // Biggest first: the sessions share the work, and a large scan started last would leave
     // the other idle while it finishes.
     let mut parts: Vec<Part> = scans
@@ -468,6 +501,11 @@ pub fn check_live(
         .map(|scan| Part {
             scan,
             cost: scan.cost(&sizes),
+            blocks: scan
+                .constraints
+                .first()
+                .and_then(|c| sizes.get(c.table))
+                .map_or(1, |bytes| bytes / block_size.max(1)),
         })
         .collect();
     parts.sort_by_key(|part| std::cmp::Reverse(part.cost));
@@ -479,11 +517,7 @@ pub fn check_live(
     let results: Vec<Result<Vec<Tally>>> = if parts.len() <= 1 {
         parts
             .iter()
-            .map(|part| {
-                let r = run_scan(&mut tx, part.scan, &live_since.since);
-                bar.inc(part.cost.max(0) as u64);
-                r
-            })
+            .map(|part| part.run(&mut tx, &live_since.since, &bar))
             .collect()
     } else {
         let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
@@ -565,9 +599,8 @@ fn drain(
         if i >= parts.len() {
             break;
         }
-        let result = run_scan(client, parts[i].scan, live_since);
+        let result = parts[i].run(client, live_since, bar);
         *slots[i].lock().expect("slot") = Some(result);
-        bar.inc(parts[i].cost.max(0) as u64);
     }
 }
 
@@ -613,7 +646,7 @@ fn run_parallel(
                 })
             })
             .collect();
-        drain(coordinator, parts, &next, &slots, live_since, bar);
+        drain(coordinator, parts, next, slots, live_since, bar);
         for handle in handles {
             handle.join().expect("scan worker panicked")?;
         }

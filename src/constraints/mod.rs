@@ -5,5 +5,6 @@
 pub mod check;
 pub mod indexed;
 pub mod live;
+pub mod scan_progress;
 pub mod spelling;
 pub mod validate;
