@@ -47,9 +47,9 @@ pub struct GlobalArgs {
     /// longest stall ruleiq-db can add to one. The default keeps that within 50 ms of what the
     /// application sees without a migration, also when a report keeps a transaction open on
     /// the table (measured: `cargo bench --bench impact`, docs/performance.md); the price is
-    /// more retries while such transactions come and go, each after a backoff. VALIDATE,
-    /// which blocks none of the application's reads and writes, waits at least 2s (so that an
-    /// autovacuum in its way is cancelled, as PostgreSQL does after deadlock_timeout).
+    /// more retries while such transactions come and go, each after a backoff. VALIDATE
+    /// waits as long too: an autovacuum in its way is cancelled only for a lock request that
+    /// waited deadlock_timeout (1s), so with VALIDATEs to run on busy tables raise it to 2s.
     #[arg(long, default_value = "40ms", value_parser = parse_duration, global = true)]
     pub lock_timeout: Duration,
 

@@ -66,12 +66,18 @@ pub fn preview(
             params.push(&n.values);
             n.condition("t", params.len())
         });
+        if narrowed.is_some() {
+            client.batch_execute(indexed::NARROWED_SETTINGS)?;
+        }
         let row = client
             .query_one(
                 plan.preview_sql(for_run, narrowed.as_deref()).as_str(),
                 &params,
             )
             .with_context(|| format!("previewing the cleanup of {}", plan.table))?;
+        if narrowed.is_some() {
+            client.batch_execute(indexed::UNNARROWED_SETTINGS)?;
+        }
         let rules = plan
             .rules()
             .into_iter()

@@ -5,6 +5,8 @@
 pub mod check;
 pub mod indexed;
 pub mod live;
+pub mod presence;
 pub mod scan_progress;
+mod scan_sessions;
 pub mod spelling;
 pub mod validate;

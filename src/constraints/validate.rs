@@ -16,14 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The shortest lock_timeout a VALIDATE waits with. Its SHARE UPDATE EXCLUSIVE conflicts with
-/// no lock the application's reads and writes take, so while it waits nobody queues behind it
-/// and `--lock-timeout` (which bounds exactly that queue, for the DDL that takes ACCESS
-/// EXCLUSIVE) need not be short for it. It does conflict with autovacuum, which PostgreSQL
-/// cancels only for a lock request that has waited deadlock_timeout (1 s by default): a
-/// shorter wait would give up each time before that and retry until the autovacuum ends.
-pub const VALIDATE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// What a validation pass did.
 #[derive(Debug, Default)]
 pub struct Validation {
@@ -92,7 +84,6 @@ pub fn validate_not_valid(
     );
     let groups = by_table(wanted);
     let shared = Shared {
-        lock_timeout: workers.lock_timeout.max(VALIDATE_LOCK_TIMEOUT),
         retry,
         log,
         bar: &bar,
@@ -181,8 +172,6 @@ fn bytes_read(client: &mut Client, c: &Constraint) -> Result<u64> {
 
 /// What the sessions validating at the same time share.
 struct Shared<'a, 'r> {
-    /// What each VALIDATE's transaction sets (see [`VALIDATE_LOCK_TIMEOUT`]).
-    lock_timeout: Duration,
     retry: RetryPolicy,
     log: &'a Log,
     bar: &'a ProgressBar,
@@ -231,13 +220,7 @@ fn validate_group(
             shared.retry,
             shared.log,
             || {
-                let mut tx = client.transaction()?;
-                tx.batch_execute(&format!(
-                    "SET LOCAL lock_timeout = '{}ms'",
-                    shared.lock_timeout.as_millis().max(1)
-                ))?;
-                tx.batch_execute(&c.validate_sql_as(actual_name))?;
-                tx.commit()?;
+                client.batch_execute(&c.validate_sql_as(actual_name))?;
                 Ok(())
             },
         );
