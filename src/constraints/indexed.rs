@@ -8,9 +8,9 @@
 //! the index (one descent per value: a loose index scan, a handful of index pages however big
 //! the table), keeps those that can break a constraint (decided by the catalog's own
 //! condition), and then reads only rows holding them: `WHERE (conditions) AND column =
-//! ANY(values)`, which the planner answers through the index (bitmap) when that is selective,
-//! and with the sequential scan otherwise. Every violating row is still read and counted, so
-//! counts, samples and live counts are exactly what the plain scan gives.
+//! ANY(values)`, through the index (a bitmap heap scan, see [`NARROWED_SETTINGS`]) when the
+//! statistics put those rows at half the table or less. Every violating row is still read
+//! and counted, so counts, samples and live counts are exactly what the plain scan gives.
 
 use super::spelling::DatabaseSpelling;
 use crate::catalog::constraints::{ColumnSpelling, Constraint, Rule};
@@ -59,7 +59,7 @@ const MAX_ROW_SHARE: f64 = 0.5;
 /// generated data at scale 1): the rows were asked for because they are few
 /// ([`MAX_ROW_SHARE`]), so the index is taken.
 pub const NARROWED_SETTINGS: &str = "SET LOCAL enable_seqscan = off";
-pub const UNNARROWED_SETTINGS: &str = "SET LOCAL enable_seqscan = on";
+pub const UNNARROWED_SETTINGS: &str = "SET LOCAL enable_seqscan TO DEFAULT";
 
 impl Narrowing {
     /// The condition to AND to the scan's own, reading text-array parameter `$param`.
