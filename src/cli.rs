@@ -43,12 +43,20 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// How long one DDL statement may wait for a table lock before it is rolled back and
-    /// retried (e.g. 500ms, 2s). Bounds how long the application's queries queue behind it.
-    #[arg(long, default_value = "2s", value_parser = parse_duration, global = true)]
+    /// How long one statement may wait for a lock before it is rolled back and retried (e.g.
+    /// 40ms, 2s). While a DDL statement waits for ACCESS EXCLUSIVE (008's LOCK TABLE, a down
+    /// migration), every application query on the table queues behind it, so this is the
+    /// longest stall ruleiq-db can add to one. The default keeps that within 50 ms of what the
+    /// application sees without a migration, also when a report keeps a transaction open on
+    /// the table (measured: `cargo bench --bench impact`, docs/performance.md); the price is
+    /// more retries while such transactions come and go, each after a backoff. VALIDATE
+    /// waits as long too: an autovacuum in its way is cancelled only for a lock request that
+    /// waited deadlock_timeout (1s), so with VALIDATEs to run on busy tables raise it to 2s.
+    #[arg(long, default_value = "40ms", value_parser = parse_duration, global = true)]
     pub lock_timeout: Duration,
 
-    /// How many times a statement that hit the lock timeout is retried, with backoff.
+    /// How many times a statement that hit the lock timeout is retried, with backoff (200ms,
+    /// doubling up to 5s: the default gives a lock about two minutes to come free).
     #[arg(long, default_value_t = 30, global = true)]
     pub lock_retries: u32,
 

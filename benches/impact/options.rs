@@ -24,6 +24,11 @@ OPTIONS
   --gin-fastupdate-off
                       migrate on data whose GIN indexes have no pending list: the
                       application's own insert stalls (pending-list flushes) out of the way
+  --migrate-flag F    pass F to `ruleiq-db migrate` (repeatable), e.g. --migrate-flag
+                      --lock-timeout=100ms; by default none: a DBA's plain `migrate`
+  --no-reader         migrate under the workload alone, without its long-running reader (a
+                      REPEATABLE READ report on evidence_items, idle in transaction 500 ms
+                      of every 750 ms)
   --write-docs        also rewrite the results block of README.md's performance section
   --keep              keep the benchmark's databases (only with --database-url)
 ";
@@ -40,6 +45,10 @@ pub struct Options {
     pub write_docs: bool,
     pub gin_fastupdate_off: bool,
     pub keep: bool,
+    /// The long-running reader beside the workload (reader.rs).
+    pub reader: bool,
+    /// Extra flags for `ruleiq-db migrate` (before the subcommand).
+    pub migrate_flags: Vec<String>,
 }
 
 impl Options {
@@ -58,6 +67,8 @@ impl Options {
             write_docs: false,
             gin_fastupdate_off: false,
             keep: false,
+            reader: true,
+            migrate_flags: Vec::new(),
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -83,6 +94,8 @@ impl Options {
                 "--write-docs" => options.write_docs = true,
                 "--gin-fastupdate-off" => options.gin_fastupdate_off = true,
                 "--keep" => options.keep = true,
+                "--no-reader" => options.reader = false,
+                "--migrate-flag" => options.migrate_flags.push(value("--migrate-flag")?),
                 "-h" | "--help" => {
                     print!("{USAGE}");
                     std::process::exit(0);

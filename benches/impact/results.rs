@@ -20,6 +20,10 @@ pub struct Settings {
     pub rate_per_connection: u32,
     /// Whether the GIN indexes keep PostgreSQL's default pending list (`fastupdate`).
     pub gin_fastupdate: bool,
+    /// Whether the long-running reader (reader.rs) ran beside the workload.
+    pub long_running_reader: bool,
+    /// Flags `ruleiq-db migrate` ran with (none: a DBA's plain `migrate`).
+    pub migrate_flags: Vec<String>,
     pub server: &'static str,
 }
 
@@ -284,6 +288,14 @@ impl Results {
                 ""
             } else {
                 ", GIN indexes with fastupdate off"
+            } + &if self.settings.migrate_flags.is_empty() {
+                String::new()
+            } else {
+                format!("; ruleiq-db migrate ran with {}", self.settings.migrate_flags.join(" "))
+            } + if self.settings.long_running_reader {
+                ", plus a long-running reader (a REPEATABLE READ report on evidence_items, idle in transaction 500 ms of every 750 ms)"
+            } else {
+                ""
             },
             self.settings.server,
             self.total_seconds

@@ -2,6 +2,7 @@
 
 use crate::child::{self, ChildRun};
 use crate::dataset::{count_pass, Scale};
+use crate::options::Options;
 use crate::server::Server;
 use crate::workload::{felt, Felt, Sample, Workload};
 use anyhow::{Context, Result};
@@ -495,18 +496,29 @@ pub fn migration(
     server: &Server,
     db: &str,
     sample: &Sample,
-    connections: usize,
-    rate: u32,
+    options: &Options,
     migrator: Migrator,
     control: Duration,
 ) -> Result<MigrationRun> {
     let mut client = server.connect(db)?;
     count_pass(&mut client)?;
-    let workload = Workload::start(server, db, sample, connections, rate)?;
+    let workload = Workload::start(
+        server,
+        db,
+        sample,
+        options.connections,
+        options.rate,
+        options.reader,
+    )?;
     std::thread::sleep(Duration::from_secs(1));
     let from = workload.now();
     let outcome = match migrator {
-        Migrator::RuleiqDb => child::run(&server.url(db), &["migrate"]).map(|run| {
+        Migrator::RuleiqDb => {
+            let mut args: Vec<&str> = options.migrate_flags.iter().map(String::as_str).collect();
+            args.push("migrate");
+            child::run(&server.url(db), &args)
+        }
+        .map(|run| {
             let ok = run.code == 0;
             (
                 ok,

@@ -91,6 +91,22 @@ impl Server {
         Ok(())
     }
 
+    /// Renames a database this run created (nobody may be connected to it).
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.connect("postgres")?
+            .batch_execute(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(from),
+                quote_ident(to)
+            ))
+            .with_context(|| format!("renaming database {from} to {to}"))?;
+        let mut created = self.created.lock().expect("created");
+        for name in created.iter_mut().filter(|n| n.as_str() == from) {
+            *name = to.to_string();
+        }
+        Ok(())
+    }
+
     pub fn drop_database(&self, name: &str) -> Result<()> {
         self.connect("postgres")?
             .batch_execute(&format!(

@@ -8,6 +8,7 @@
 //! name through 008 are touched, so the workload is valid on both sides of the renames, as a
 //! deployed application must be.
 
+use crate::reader::READER;
 use crate::server::Server;
 use anyhow::{Context, Result};
 use postgres::{Client, Statement};
@@ -95,6 +96,10 @@ pub enum Op {
     UpdateProfile,
     SelectEvidence,
     SelectProfile,
+    /// The long-running reader's BEGIN and read (see reader.rs).
+    ReadReport,
+    /// The long-running reader's COMMIT.
+    CommitReport,
 }
 
 const CYCLE: [Op; 4] = [
@@ -146,13 +151,12 @@ impl Recorded {
         if !self.interval.is_zero() {
             return;
         }
-        let connections = self
-            .events
-            .iter()
+        let paced = || self.events.iter().filter(|e| e.connection != READER);
+        let connections = paced()
             .map(|e| e.connection)
             .collect::<std::collections::BTreeSet<_>>()
             .len();
-        let done = self.events.iter().filter(|e| e.end <= quiet_until).count();
+        let done = paced().filter(|e| e.end <= quiet_until).count();
         if done > 0 {
             self.interval = quiet_until * connections as u32 / done as u32;
         }
@@ -178,6 +182,7 @@ impl Workload {
         sample: &Sample,
         connections: usize,
         rate: u32,
+        with_reader: bool,
     ) -> Result<Workload> {
         // Rate 0: as fast as each connection can go, the pressure of a busy application.
         let interval = if rate == 0 {
@@ -194,7 +199,18 @@ impl Workload {
             clients.push(ruleiq_db::db::connect(&target).context("workload connection")?);
         }
         let mut observer = server.connect(db).context("lock monitor connection")?;
+        let reader = if with_reader {
+            Some(ruleiq_db::db::connect(&target).context("reader connection")?)
+        } else {
+            None
+        };
         let origin = Instant::now();
+        if let Some(client) = reader {
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                crate::reader::run(client, origin, stop)
+            }));
+        }
         for (index, client) in clients.into_iter().enumerate() {
             let worker = Worker {
                 index,
@@ -423,6 +439,8 @@ impl Worker {
                 self.client
                     .query_opt(&prepared.select_profile, &[&profile.id])?;
             }
+            // The reader's own statements (reader.rs), never in a worker's cycle.
+            Op::ReadReport | Op::CommitReport => {}
         }
         Ok(())
     }
@@ -544,7 +562,7 @@ fn longest_lock_wait(samples: &[LockSample], from: Duration, to: Duration) -> f6
 
 fn longest_gap(events: &[&Event]) -> f64 {
     let mut by_connection: std::collections::BTreeMap<usize, Vec<Duration>> = Default::default();
-    for e in events {
+    for e in events.iter().filter(|e| e.connection != READER) {
         by_connection.entry(e.connection).or_default().push(e.end);
     }
     by_connection

@@ -5,6 +5,8 @@
 use super::plan::TablePlan;
 use super::policy::Action;
 use crate::catalog::constraints::Constraint;
+use crate::constraints::indexed;
+use crate::constraints::spelling::DatabaseSpelling;
 use anyhow::{Context, Result};
 use postgres::GenericClient;
 use serde::Serialize;
@@ -49,14 +51,33 @@ pub fn preview(
     for_run: bool,
 ) -> Result<Vec<TablePreview>> {
     let mut previews = Vec::new();
+    let tables: Vec<&str> = plans.iter().map(|p| p.table).collect();
+    let spelling = DatabaseSpelling::read(client, &tables)?;
     for plan in plans {
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = match plan.bound_values() {
+        let constraints: Vec<&'static Constraint> =
+            plan.rules().iter().map(|r| r.constraint).collect();
+        // The checker's shortcut: an index narrows the scan to the rows that can violate.
+        let narrowing = indexed::narrowing(client, plan.table, &constraints, &spelling)?;
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = match plan.bound_values() {
             Some(values) => vec![values],
             None => Vec::new(),
         };
+        let narrowed = narrowing.as_ref().map(|n| {
+            params.push(&n.values);
+            n.condition("t", params.len())
+        });
+        if narrowed.is_some() {
+            client.batch_execute(indexed::NARROWED_SETTINGS)?;
+        }
         let row = client
-            .query_one(plan.preview_sql(for_run).as_str(), &params)
+            .query_one(
+                plan.preview_sql(for_run, narrowed.as_deref()).as_str(),
+                &params,
+            )
             .with_context(|| format!("previewing the cleanup of {}", plan.table))?;
+        if narrowed.is_some() {
+            client.batch_execute(indexed::UNNARROWED_SETTINGS)?;
+        }
         let rules = plan
             .rules()
             .into_iter()

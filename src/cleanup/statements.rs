@@ -238,7 +238,9 @@ impl TablePlan {
     /// it saw in the key table, which the batches then walk (no second scan to find them), and
     /// the examples, which only a dry run shows, are not computed.
     /// Parameter `$1`: [`TablePlan::bound_values`], when there are any.
-    pub fn preview_sql(&self, for_run: bool) -> String {
+    /// `narrowed`: a condition ANDed to the scan's own that every violating row meets (an
+    /// index's shortcut, see `constraints::indexed`).
+    pub fn preview_sql(&self, for_run: bool, narrowed: Option<&str>) -> String {
         let rules = self.rules();
         let deleting: Vec<&RulePolicy> = self.deletes.iter().collect();
         let mut select = vec![format!("{} AS pk", self.pk("t"))];
@@ -309,11 +311,12 @@ impl TablePlan {
             String::new()
         };
         format!(
-            "WITH staged AS MATERIALIZED (\n  SELECT {}\n  FROM {} AS t{}\n  WHERE {}\n){keep}\nSELECT {}\nFROM staged AS s",
+            "WITH staged AS MATERIALIZED (\n  SELECT {}\n  FROM {} AS t{}\n  WHERE ({}){}\n){keep}\nSELECT {}\nFROM staged AS s",
             select.join(",\n    "),
             quote_ident(self.table),
             self.stage_chain(&self.values_param(0)),
             self.any_violated(&rules, "t"),
+            narrowed.map_or_else(String::new, |n| format!(" AND {n}")),
             outer.join(",\n  ")
         )
     }

@@ -1,21 +1,23 @@
 //! Finds the rows that break catalog constraints: the one implementation behind `migrate`'s
 //! preflight, `check-constraints` and `cleanup`.
 //!
-//! One pass per table: all of a table's CHECK constraints are evaluated in a single scan, each
-//! foreign key by one anti-join. Only violating rows travel to us, streamed, and we keep just a
+//! One pass per table: all of a table's CHECK constraints are evaluated in a single scan (over
+//! only the rows that can violate, where an index the database has narrows it: `indexed.rs`),
+//! each foreign key by one anti-join. Only violating rows travel to us, streamed, and we keep just a
 //! count and the ten smallest primary keys per constraint, so memory stays flat whatever the
 //! table size and the sample costs no second scan. Scans run concurrently on
 //! [`PARALLEL_SCANS`] sessions that share one exported snapshot, so every count describes the
 //! same moment, and PostgreSQL's parallel workers may help with each (see `SCAN_SETTINGS`).
 
+use super::indexed::{self, Narrowing};
 use super::live::{self, LiveSince};
+pub use super::presence::{constraint_presence, constraint_states, ConstraintState, Presence};
+use super::scan_progress::{self, ScanProgress};
+use super::scan_sessions::{connect_early, run_parallel};
 pub use super::spelling::DatabaseSpelling;
-use crate::catalog::constraints::{Constraint, Kind, Rule, CATALOG};
-use crate::catalog::renames::legacy_name;
-use crate::catalog::repair::ADOPTED_PREFIX;
+use crate::catalog::constraints::{Constraint, Kind, Rule};
 use crate::catalog::sql::quote_ident;
 use crate::catalog::PRIMARY_KEY;
-use crate::db;
 use crate::db::config::Target;
 use crate::progress::Log;
 use anyhow::{Context, Result};
@@ -27,25 +29,6 @@ use std::collections::{BTreeSet, HashMap};
 
 /// How many sample primary keys a finding keeps.
 pub const SAMPLE_SIZE: usize = 10;
-
-/// Whether a catalog constraint exists in the database, and whether it is validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConstraintState {
-    Absent,
-    NotValid,
-    Valid,
-}
-
-impl ConstraintState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConstraintState::Absent => "absent",
-            ConstraintState::NotValid => "not_valid",
-            ConstraintState::Valid => "valid",
-        }
-    }
-}
 
 /// What the check found for one constraint; serialises with the report's keys.
 #[derive(Debug, Clone, Serialize)]
@@ -70,130 +53,6 @@ impl Finding {
     }
 }
 
-/// Where a catalog constraint lives in this database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Presence {
-    pub state: ConstraintState,
-    /// The constraint's name in the database: the catalog's, or, for a foreign key production
-    /// already had and 008 has not adopted yet, its own (e.g. Alembic's `…_business_profil_fkey`).
-    pub actual_name: Option<String>,
-    /// The name an existing foreign key had before it became (or while it stands for) the
-    /// catalog constraint: 008's adoption mark, or the pre-008 name itself.
-    pub adopted_from: Option<String>,
-}
-
-/// Where each catalog constraint is, in one catalog query: by its name, or, for a foreign key,
-/// an existing key on the same column (current or legacy spelling) to the same parent column,
-/// which 008 adopts rather than duplicates (DESIGN.md §1.2).
-pub fn constraint_presence(
-    client: &mut impl GenericClient,
-) -> Result<HashMap<&'static str, Presence>> {
-    let mut names = Vec::new();
-    let mut tables = Vec::new();
-    let mut columns: Vec<Option<&str>> = Vec::new();
-    let mut legacy_columns: Vec<Option<&str>> = Vec::new();
-    let mut parents: Vec<Option<&str>> = Vec::new();
-    let mut parent_columns: Vec<Option<&str>> = Vec::new();
-    for c in CATALOG {
-        names.push(c.name);
-        tables.push(c.table);
-        match c.rule {
-            Rule::ForeignKey {
-                column,
-                parent,
-                parent_column,
-            } => {
-                columns.push(Some(column));
-                legacy_columns.push(legacy_name(c.table, column));
-                parents.push(Some(parent));
-                parent_columns.push(Some(parent_column));
-            }
-            _ => {
-                columns.push(None);
-                legacy_columns.push(None);
-                parents.push(None);
-                parent_columns.push(None);
-            }
-        }
-    }
-    let rows = client.query(
-        "SELECT wanted.name, k.conname::text, k.convalidated,
-                obj_description(k.oid, 'pg_constraint')
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-                AS wanted(name, tbl, col, legacy_col, parent, parent_col)
-           JOIN LATERAL (
-                SELECT k.oid, k.conname, k.convalidated FROM pg_constraint k
-                 WHERE k.conrelid = to_regclass(quote_ident(wanted.tbl))
-                   AND (k.conname = wanted.name
-                        OR (wanted.parent IS NOT NULL AND k.contype = 'f'
-                            AND k.confrelid = to_regclass(quote_ident(wanted.parent))
-                            AND k.conkey = ARRAY(SELECT a.attnum FROM pg_attribute a
-                                                  WHERE a.attrelid = k.conrelid AND NOT a.attisdropped
-                                                    AND a.attname IN (wanted.col, wanted.legacy_col))
-                            AND k.confkey = ARRAY(SELECT a.attnum FROM pg_attribute a
-                                                   WHERE a.attrelid = k.confrelid AND NOT a.attisdropped
-                                                     AND a.attname = wanted.parent_col)))
-                 ORDER BY k.conname = wanted.name DESC, k.conname
-                 LIMIT 1) AS k ON true",
-        &[
-            &names,
-            &tables,
-            &columns,
-            &legacy_columns,
-            &parents,
-            &parent_columns,
-        ],
-    )?;
-    let mut presence: HashMap<&'static str, Presence> = CATALOG
-        .iter()
-        .map(|c| {
-            let absent = Presence {
-                state: ConstraintState::Absent,
-                actual_name: None,
-                adopted_from: None,
-            };
-            (c.name, absent)
-        })
-        .collect();
-    for row in rows {
-        let wanted: String = row.get(0);
-        let Some(c) = CATALOG.iter().find(|c| c.name == wanted) else {
-            continue;
-        };
-        let actual: String = row.get(1);
-        let note: Option<String> = row.get(3);
-        let adopted_from = if actual == c.name {
-            note.and_then(|n| n.strip_prefix(ADOPTED_PREFIX).map(str::to_string))
-        } else {
-            Some(actual.clone())
-        };
-        let state = if row.get::<_, bool>(2) {
-            ConstraintState::Valid
-        } else {
-            ConstraintState::NotValid
-        };
-        presence.insert(
-            c.name,
-            Presence {
-                state,
-                actual_name: Some(actual),
-                adopted_from,
-            },
-        );
-    }
-    Ok(presence)
-}
-
-/// The state of each catalog constraint in the database (see [`constraint_presence`]).
-pub fn constraint_states(
-    client: &mut impl GenericClient,
-) -> Result<HashMap<&'static str, ConstraintState>> {
-    Ok(constraint_presence(client)?
-        .into_iter()
-        .map(|(name, p)| (name, p.state))
-        .collect())
-}
-
 /// The tables a set of constraints reads (their own and foreign-key parents).
 fn tables_read(constraints: &[&'static Constraint]) -> Vec<&'static str> {
     let mut tables = BTreeSet::new();
@@ -206,16 +65,20 @@ fn tables_read(constraints: &[&'static Constraint]) -> Vec<&'static str> {
     tables.into_iter().collect()
 }
 
-/// One scan: a table's CHECK constraints together, or one foreign key. Its last column says
-/// whether the row is live; `live` tells whether that column reads the bound cutoff `$1`.
+/// One scan: a table's CHECK constraints together, or one foreign key. Its last two columns
+/// say whether the row is live (`live`: whether that column reads the bound cutoff `$1`) and
+/// in which block it lies (for the progress bar).
 struct Scan {
     constraints: Vec<&'static Constraint>,
     sql: String,
     live: bool,
+    /// For a table's CHECKs: the rows an index narrows the scan to (see `indexed.rs`).
+    narrowed: Option<Narrowing>,
 }
 
 fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) -> Vec<Scan> {
     let pk = format!("t.{}::text", quote_ident(PRIMARY_KEY));
+    let block = scan_progress::block_column("t");
     let mut by_table: Vec<(&'static str, Vec<&'static Constraint>)> = Vec::new();
     let mut scans = Vec::new();
     let live = |table: &str| {
@@ -237,12 +100,13 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
                 scans.push(Scan {
                     constraints: vec![c],
                     sql: format!(
-                        "SELECT {pk}, {} FROM {} AS t WHERE {}",
+                        "SELECT {pk}, {}, {block} FROM {} AS t WHERE {}",
                         is_live.as_deref().unwrap_or("false"),
                         quote_ident(c.table),
                         c.violation_condition(spelling, "t")
                     ),
                     live: is_live.is_some(),
+                    narrowed: None,
                 });
             }
             Kind::Check => match by_table.iter_mut().find(|(t, _)| *t == c.table) {
@@ -269,8 +133,9 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
         scans.push(Scan {
             constraints: checks,
             live: is_live.is_some(),
+            narrowed: None,
             sql: format!(
-                "SELECT {pk}, {}, {} FROM {} AS t WHERE {condition}",
+                "SELECT {pk}, {}, {}, {block} FROM {} AS t WHERE ({condition})",
                 flags.join(", "),
                 is_live.as_deref().unwrap_or("false"),
                 quote_ident(table),
@@ -280,10 +145,30 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
     scans
 }
 
+/// Narrows each table's CHECK scan through an index where one helps (see `indexed.rs`).
+fn narrow_scans(
+    client: &mut impl GenericClient,
+    scans: &mut [Scan],
+    spelling: &DatabaseSpelling,
+) -> Result<()> {
+    for scan in scans.iter_mut() {
+        let Some(first) = scan.constraints.first() else {
+            continue;
+        };
+        if first.kind() == Kind::Check {
+            scan.narrowed = indexed::narrowing(client, first.table, &scan.constraints, spelling)?;
+        }
+    }
+    Ok(())
+}
+
 impl Scan {
     /// The bytes a scan reads: its table, and for a foreign key the parent it hashes too.
     fn cost(&self, sizes: &HashMap<String, i64>) -> i64 {
         let size = |t: &str| sizes.get(t).copied().unwrap_or(0);
+        if let (Some(n), Some(c)) = (&self.narrowed, self.constraints.first()) {
+            return (size(c.table) as f64 * n.share) as i64;
+        }
         self.constraints
             .iter()
             .map(|c| match c.rule {
@@ -314,7 +199,7 @@ fn table_sizes(client: &mut impl GenericClient, tables: &[&str]) -> Result<HashM
 
 /// Counts and samples of one constraint while its scan streams.
 #[derive(Default)]
-struct Tally {
+pub(super) struct Tally {
     count: u64,
     live: u64,
     smallest: BTreeSet<String>,
@@ -337,36 +222,77 @@ impl Tally {
 }
 
 /// A scan and what it reads, for the order and the progress bar.
-struct Part<'a> {
+pub(super) struct Part<'a> {
     scan: &'a Scan,
     cost: i64,
+    /// The blocks of the table whose rows it returns.
+    blocks: i64,
+}
+
+impl Part<'_> {
+    /// Runs the scan, moving `bar` along its cost as its rows pass the table's blocks.
+    pub(super) fn run(
+        &self,
+        client: &mut impl GenericClient,
+        live_since: &DateTime<Utc>,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<Vec<Tally>> {
+        let total = self.cost.max(0) as u64;
+        let mut shown = 0u64;
+        let mut passed = ScanProgress::new(self.blocks);
+        let result = run_scan(client, self.scan, live_since, &mut |block| {
+            let now = (passed.seen(block) * total as f64) as u64;
+            if now > shown {
+                bar.inc(now - shown);
+                shown = now;
+            }
+        });
+        bar.inc(total.saturating_sub(shown));
+        result
+    }
 }
 
 fn run_scan(
     client: &mut impl GenericClient,
     scan: &Scan,
     live_since: &DateTime<Utc>,
+    progress: &mut dyn FnMut(i64),
 ) -> Result<Vec<Tally>> {
     let mut tallies: Vec<Tally> = scan.constraints.iter().map(|_| Tally::default()).collect();
-    let params: Vec<&(dyn ToSql + Sync)> = if scan.live {
+    let mut params: Vec<&(dyn ToSql + Sync)> = if scan.live {
         vec![live_since]
     } else {
         Vec::new()
     };
+    let sql = match &scan.narrowed {
+        Some(n) => {
+            params.push(&n.values);
+            format!("{} AND {}", scan.sql, n.condition("t", params.len()))
+        }
+        None => scan.sql.clone(),
+    };
+    if scan.narrowed.is_some() {
+        client.batch_execute(indexed::NARROWED_SETTINGS)?;
+    }
     let mut rows = client
-        .query_raw(scan.sql.as_str(), params)
+        .query_raw(sql.as_str(), params)
         .with_context(|| format!("checking {}", names(&scan.constraints)))?;
     use postgres::fallible_iterator::FallibleIterator;
     let foreign_key = scan.constraints.len() == 1 && scan.constraints[0].kind() == Kind::ForeignKey;
     while let Some(row) = rows.next()? {
         let key: String = row.get(0);
-        let live: bool = row.get(row.len() - 1);
+        let live: bool = row.get(row.len() - 2);
+        progress(row.get(row.len() - 1));
         for (i, tally) in tallies.iter_mut().enumerate() {
             if foreign_key || row.get::<_, bool>(i + 1) {
                 tally.add(&key);
                 tally.live += u64::from(live);
             }
         }
+    }
+    drop(rows);
+    if scan.narrowed.is_some() {
+        client.batch_execute(indexed::UNNARROWED_SETTINGS)?;
     }
     Ok(tallies)
 }
@@ -394,7 +320,7 @@ pub const PARALLEL_SCANS: usize = 2;
 /// `jit = off`: a scan's plan costs more than jit_above_cost from about a million rows on, and
 /// each worker then compiles its expressions, about 80 ms each (and over a second once the cost
 /// passes jit_optimize_above_cost), for simple comparisons that run no faster compiled.
-const SCAN_SETTINGS: &str = "SET LOCAL parallel_tuple_cost = 0; SET LOCAL jit = off";
+pub(super) const SCAN_SETTINGS: &str = "SET LOCAL parallel_tuple_cost = 0; SET LOCAL jit = off";
 
 /// Checks `constraints` against every row, counting live violations within the default
 /// window. Reads only: runs in READ ONLY transactions and takes no lock stronger than ACCESS
@@ -416,6 +342,8 @@ pub fn check_live(
     log: &Log,
     window: std::time::Duration,
 ) -> Result<(Vec<Finding>, LiveSince)> {
+    // The other sessions connect while this one plans: a connection costs a backend's start.
+    let early = connect_early(target, constraints);
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -424,8 +352,12 @@ pub fn check_live(
     let live_since = LiveSince::resolve(&mut tx, window)?;
     let spelling = DatabaseSpelling::read(&mut tx, &tables_read(constraints))?;
     let states = constraint_states(&mut tx)?;
-    let scans = plan_scans(constraints, &spelling);
+    let mut scans = plan_scans(constraints, &spelling);
+    narrow_scans(&mut tx, &mut scans, &spelling)?;
     let sizes = table_sizes(&mut tx, &tables_read(constraints))?;
+    let block_size: i64 = tx
+        .query_one("SELECT current_setting('block_size')::int8", &[])?
+        .get(0);
     // Biggest first: the sessions share the work, and a large scan started last would leave
     // the other idle while it finishes.
     let mut parts: Vec<Part> = scans
@@ -433,6 +365,11 @@ pub fn check_live(
         .map(|scan| Part {
             scan,
             cost: scan.cost(&sizes),
+            blocks: scan
+                .constraints
+                .first()
+                .and_then(|c| sizes.get(c.table))
+                .map_or(1, |bytes| bytes / block_size.max(1)),
         })
         .collect();
     parts.sort_by_key(|part| std::cmp::Reverse(part.cost));
@@ -444,15 +381,11 @@ pub fn check_live(
     let results: Vec<Result<Vec<Tally>>> = if parts.len() <= 1 {
         parts
             .iter()
-            .map(|part| {
-                let r = run_scan(&mut tx, part.scan, &live_since.since);
-                bar.inc(part.cost.max(0) as u64);
-                r
-            })
+            .map(|part| part.run(&mut tx, &live_since.since, &bar))
             .collect()
     } else {
         let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
-        run_parallel(target, &snapshot, &mut tx, &parts, &live_since.since, &bar)?
+        run_parallel(early, &snapshot, &mut tx, &parts, &live_since.since, &bar)?
     };
     tx.commit()?;
     bar.finish_and_clear();
@@ -483,85 +416,6 @@ pub fn check_live(
         })
         .collect();
     Ok((findings, live_since))
-}
-
-type Slot = std::sync::Mutex<Option<Result<Vec<Tally>>>>;
-
-/// Runs parts, next first, until none is left.
-fn drain(
-    client: &mut impl GenericClient,
-    parts: &[Part<'_>],
-    next: &std::sync::atomic::AtomicUsize,
-    slots: &[Slot],
-    live_since: &DateTime<Utc>,
-    bar: &indicatif::ProgressBar,
-) {
-    loop {
-        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if i >= parts.len() {
-            break;
-        }
-        let result = run_scan(client, parts[i].scan, live_since);
-        *slots[i].lock().expect("slot") = Some(result);
-        bar.inc(parts[i].cost.max(0) as u64);
-    }
-}
-
-/// Runs parts on [`PARALLEL_SCANS`] sessions: the coordinator's own transaction, and
-/// connections that import its snapshot.
-fn run_parallel(
-    target: &Target,
-    snapshot: &str,
-    coordinator: &mut postgres::Transaction<'_>,
-    parts: &[Part<'_>],
-    live_since: &DateTime<Utc>,
-    bar: &indicatif::ProgressBar,
-) -> Result<Vec<Result<Vec<Tally>>>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<Slot> = parts.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let workers = PARALLEL_SCANS.min(parts.len()).saturating_sub(1);
-    std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let mut client = match db::connect(target) {
-                        Ok(client) => client,
-                        // A server out of connection slots only makes the check slower: the
-                        // coordinator takes every part nobody else takes.
-                        Err(_) => return Ok(()),
-                    };
-                    // The coordinator already said so on stderr.
-                    db::lift_statement_timeout(&mut client)?;
-                    let mut tx = client
-                        .build_transaction()
-                        .isolation_level(IsolationLevel::RepeatableRead)
-                        .read_only(true)
-                        .start()?;
-                    tx.batch_execute(&format!(
-                        "SET TRANSACTION SNAPSHOT '{}'",
-                        snapshot.replace('\'', "")
-                    ))?;
-                    tx.batch_execute(SCAN_SETTINGS)?;
-                    drain(&mut tx, parts, &next, &slots, live_since, bar);
-                    tx.commit()?;
-                    Ok(())
-                })
-            })
-            .collect();
-        drain(coordinator, parts, &next, &slots, live_since, bar);
-        for handle in handles {
-            handle.join().expect("scan worker panicked")?;
-        }
-        Ok(())
-    })?;
-    Ok(slots
-        .into_iter()
-        .map(|slot| {
-            slot.into_inner()
-                .expect("slot")
-                .unwrap_or_else(|| Err(anyhow::anyhow!("scan did not run")))
-        })
-        .collect())
 }
 
 /// The total of violations over findings.

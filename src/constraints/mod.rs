@@ -3,6 +3,10 @@
 //! the check (`live`), and validating NOT VALID constraints (`validate`).
 
 pub mod check;
+pub mod indexed;
 pub mod live;
+pub mod presence;
+pub mod scan_progress;
+mod scan_sessions;
 pub mod spelling;
 pub mod validate;

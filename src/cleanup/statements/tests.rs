@@ -103,10 +103,10 @@ fn statements(policy: &Policy, version: Version) -> String {
                 plan.bound_values().cloned().unwrap_or_default()
             )),
         );
-        section("preview (dry run)", Some(plan.preview_sql(false)));
+        section("preview (dry run)", Some(plan.preview_sql(false, None)));
         section(
             "preview (run, keeps the keys)",
-            Some(plan.preview_sql(true)),
+            Some(plan.preview_sql(true, None)),
         );
         section("key table", Some(plan.create_keys_table_sql()));
         section("key table index", Some(plan.index_keys_table_sql()));

@@ -1,0 +1,120 @@
+//! The sessions a check scans on: the coordinator's own READ ONLY transaction and up to
+//! [`PARALLEL_SCANS`]` - 1` more that import its exported snapshot, so that every count
+//! describes the same moment; each takes the next part (biggest first) until none is left.
+
+use super::check::{Part, Tally, PARALLEL_SCANS, SCAN_SETTINGS};
+use crate::catalog::constraints::{Constraint, Kind};
+use crate::db;
+use crate::db::config::Target;
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use postgres::{Client, GenericClient, IsolationLevel};
+use std::collections::BTreeSet;
+
+/// A session being opened for the scans, on a thread of its own.
+pub(super) type Early = std::thread::JoinHandle<Result<Client>>;
+
+/// Opens the sessions that will import the snapshot, when `constraints` need more than one
+/// scan (an estimate before planning: one per table's CHECKs, one per foreign key).
+pub(super) fn connect_early(target: &Target, constraints: &[&'static Constraint]) -> Vec<Early> {
+    let check_tables: BTreeSet<&str> = constraints
+        .iter()
+        .filter(|c| c.kind() == Kind::Check)
+        .map(|c| c.table)
+        .collect();
+    let foreign_keys = constraints
+        .iter()
+        .filter(|c| c.kind() == Kind::ForeignKey)
+        .count();
+    let scans = check_tables.len() + foreign_keys;
+    (1..PARALLEL_SCANS.min(scans))
+        .map(|_| {
+            let target = target.clone();
+            std::thread::spawn(move || -> Result<Client> {
+                let mut client = db::connect(&target)?;
+                // The coordinator already said so on stderr.
+                db::lift_statement_timeout(&mut client)?;
+                Ok(client)
+            })
+        })
+        .collect()
+}
+
+type Slot = std::sync::Mutex<Option<Result<Vec<Tally>>>>;
+
+/// Runs parts, next first, until none is left.
+fn drain(
+    client: &mut impl GenericClient,
+    parts: &[Part<'_>],
+    next: &std::sync::atomic::AtomicUsize,
+    slots: &[Slot],
+    live_since: &DateTime<Utc>,
+    bar: &indicatif::ProgressBar,
+) {
+    loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if i >= parts.len() {
+            break;
+        }
+        let result = parts[i].run(client, live_since, bar);
+        *slots[i].lock().expect("slot") = Some(result);
+    }
+}
+
+/// Runs parts on [`PARALLEL_SCANS`] sessions: the coordinator's own transaction, and
+/// connections that import its snapshot.
+pub(super) fn run_parallel(
+    early: Vec<Early>,
+    snapshot: &str,
+    coordinator: &mut postgres::Transaction<'_>,
+    parts: &[Part<'_>],
+    live_since: &DateTime<Utc>,
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<Result<Vec<Tally>>>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<Slot> = parts.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let workers = PARALLEL_SCANS.min(parts.len()).saturating_sub(1);
+    std::thread::scope(|scope| -> Result<()> {
+        let (next, slots) = (&next, &slots);
+        let handles: Vec<_> = early
+            .into_iter()
+            .take(workers)
+            .map(|session| {
+                scope.spawn(move || -> Result<()> {
+                    let mut client = match session.join().expect("connecting thread panicked") {
+                        Ok(client) => client,
+                        // A server out of connection slots only makes the check slower: the
+                        // coordinator takes every part nobody else takes.
+                        Err(_) => return Ok(()),
+                    };
+                    let mut tx = client
+                        .build_transaction()
+                        .isolation_level(IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()?;
+                    tx.batch_execute(&format!(
+                        "SET TRANSACTION SNAPSHOT '{}'",
+                        snapshot.replace('\'', "")
+                    ))?;
+                    tx.batch_execute(SCAN_SETTINGS)?;
+                    drain(&mut tx, parts, next, slots, live_since, bar);
+                    tx.commit()?;
+                    Ok(())
+                })
+            })
+            .collect();
+        drain(coordinator, parts, next, slots, live_since, bar);
+        for handle in handles {
+            handle.join().expect("scan worker panicked")?;
+        }
+        Ok(())
+    })?;
+    Ok(slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .expect("slot")
+                .unwrap_or_else(|| Err(anyhow::anyhow!("scan did not run")))
+        })
+        .collect())
+}
