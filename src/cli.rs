@@ -49,11 +49,17 @@ pub struct GlobalArgs {
     /// longest stall ruleiq-db can add to one. The default keeps that within 50 ms of what the
     /// application sees without a migration, also when a report keeps a transaction open on
     /// the table (measured: `cargo bench --bench impact`, docs/performance.md); the price is
-    /// more retries while such transactions come and go, each after a backoff. VALIDATE
-    /// waits as long too: an autovacuum in its way is cancelled only for a lock request that
-    /// waited deadlock_timeout (1s), so with VALIDATEs to run on busy tables raise it to 2s.
+    /// more retries while such transactions come and go, each after a backoff.
     #[arg(long, default_value = "40ms", value_parser = parse_duration, global = true)]
     pub lock_timeout: Duration,
+
+    /// How long a VALIDATE CONSTRAINT may wait for its lock before it is rolled back and
+    /// retried. Its lock (SHARE UPDATE EXCLUSIVE) conflicts with no application query, so
+    /// nothing the application runs queues behind it; what holds it up is another DDL or a
+    /// (auto)vacuum of the table, and PostgreSQL cancels an autovacuum only for a lock request
+    /// that has waited deadlock_timeout (1s by default): hence longer than that.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, global = true)]
+    pub validate_lock_timeout: Duration,
 
     /// How many times a statement that hit the lock timeout is retried, with backoff (200ms,
     /// doubling up to 5s: the default gives a lock about two minutes to come free).

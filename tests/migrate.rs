@@ -301,6 +301,7 @@ fn a_second_migrate_waits_for_a_session_and_is_refused_until_it_ends() {
         lock_wait: Duration::from_secs(5),
         lock_timeout: Duration::from_secs(2),
         retry: RetryPolicy::new(3),
+        patient_lock_timeout: Duration::from_secs(2),
     };
     let log = ruleiq_db::progress::Log::new(true, true);
     let session = Session::begin(db.target(), db.client(), safety, log).unwrap();

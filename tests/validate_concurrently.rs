@@ -65,6 +65,8 @@ fn a_lock_on_one_table_does_not_hold_up_another_tables_validate() {
             "json",
             "--lock-timeout",
             "200ms",
+            "--validate-lock-timeout",
+            "200ms",
             "--ignore-blockers",
             "check-constraints",
         ])
@@ -107,6 +109,46 @@ fn a_lock_on_one_table_does_not_hold_up_another_tables_validate() {
         stderr.contains("retrying"),
         "the locked table's VALIDATE should have waited and retried: {stderr}"
     );
+}
+
+/// VALIDATE's lock conflicts with no application query, so it may wait longer than
+/// --lock-timeout (long enough for PostgreSQL to cancel an autovacuum in its way) instead of
+/// giving up and retrying.
+#[test]
+fn validate_waits_past_the_short_lock_timeout_for_a_lock_the_application_never_queues_behind() {
+    let db = version_8_with_two_not_valid_constraints();
+    let mut holder = db.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
+        LOCKED.0
+    ))
+    .unwrap();
+    let child = db
+        .command()
+        .args([
+            "--format",
+            "json",
+            "--lock-timeout",
+            "50ms",
+            "--lock-retries",
+            "1",
+            "--ignore-blockers",
+            "check-constraints",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Longer than --lock-timeout, well within --validate-lock-timeout's default.
+    std::thread::sleep(Duration::from_millis(700));
+    tx.commit().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    let mut watcher = db.client();
+    assert!(is_valid(&mut watcher, LOCKED.1) && is_valid(&mut watcher, FREE.1));
 }
 
 #[test]

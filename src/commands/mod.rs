@@ -87,6 +87,7 @@ impl Context {
         Safety {
             lock_wait: self.global.lock_wait,
             lock_timeout: self.global.lock_timeout,
+            patient_lock_timeout: self.global.validate_lock_timeout,
             retry: self.retry(),
         }
     }

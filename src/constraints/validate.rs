@@ -191,10 +191,10 @@ fn validate_group(
             break;
         }
         shared.bar.set_message(c.name);
-        let result = connection.retried(&format!("validate {}", c.name), |client| {
-            client.batch_execute(&c.validate_sql_as(actual_name))?;
-            Ok(())
-        });
+        let result = connection.run_patiently(
+            &format!("validate {}", c.name),
+            &c.validate_sql_as(actual_name),
+        );
         match result {
             Ok(()) => {
                 shared

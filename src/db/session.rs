@@ -24,6 +24,9 @@ pub struct Safety {
     /// How long one statement may queue for a table lock (and so hold the application up
     /// behind it) before it gives up and its transaction is retried.
     pub lock_timeout: Duration,
+    /// How long a statement whose lock no application query conflicts with (VALIDATE's SHARE
+    /// UPDATE EXCLUSIVE) may wait: nothing queues behind it but other DDL and vacuum.
+    pub patient_lock_timeout: Duration,
     pub retry: RetryPolicy,
 }
 
@@ -135,6 +138,24 @@ pub trait Retrying {
 
     /// The connection, for reading.
     fn client(&mut self) -> &mut Client;
+
+    fn safety(&self) -> Safety;
+
+    /// Runs `statement` alone in a transaction of its own that may wait up to
+    /// `patient_lock_timeout` for its lock, retried like any other work. Only for a statement
+    /// whose lock no application query conflicts with (VALIDATE CONSTRAINT): the application
+    /// does not queue behind it, and a wait longer than deadlock_timeout gets an autovacuum
+    /// that holds the table cancelled, where a short wait would only retry until it ends.
+    fn run_patiently(&mut self, what: &str, statement: &str) -> Result<()> {
+        let wait = self.safety().patient_lock_timeout.as_millis().max(1);
+        self.retried(what, |client| {
+            let mut tx = client.transaction()?;
+            tx.batch_execute(&format!("SET LOCAL lock_timeout = '{wait}ms'"))?;
+            tx.batch_execute(statement)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
 }
 
 impl Retrying for Session {
@@ -144,6 +165,10 @@ impl Retrying for Session {
 
     fn client(&mut self) -> &mut Client {
         Session::client(self)
+    }
+
+    fn safety(&self) -> Safety {
+        Session::safety(self)
     }
 }
 
@@ -159,5 +184,9 @@ impl Retrying for Worker {
 
     fn client(&mut self) -> &mut Client {
         &mut self.client
+    }
+
+    fn safety(&self) -> Safety {
+        self.safety
     }
 }
