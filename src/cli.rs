@@ -61,9 +61,10 @@ pub struct GlobalArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration, global = true)]
     pub validate_lock_timeout: Duration,
 
-    /// How many times a statement that hit the lock timeout is retried, with backoff (200ms,
-    /// doubling up to 5s: the default gives a lock about two minutes to come free).
-    #[arg(long, default_value_t = 30, global = true)]
+    /// How many times a statement that hit the lock timeout is retried, with backoff (50ms,
+    /// doubling up to 1s, so that at most one wait a second holds the application up: the
+    /// default gives a lock about two minutes to come free).
+    #[arg(long, default_value_t = 120, global = true)]
     pub lock_retries: u32,
 
     /// How long to wait for another ruleiq-db that holds the migration lock, and for sessions

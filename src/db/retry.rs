@@ -48,8 +48,11 @@ impl RetryPolicy {
     pub fn new(attempts: u32) -> RetryPolicy {
         RetryPolicy {
             attempts: attempts.max(1),
-            first_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(5),
+            // Short and capped at a second: with a short lock_timeout the retries are how a
+            // lock is got, and a transaction in the way (a report, a batch job) usually ends
+            // within a second or two; a long backoff only made migrate sit idle after it had.
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
         }
     }
 }
