@@ -43,6 +43,29 @@ fn is_valid(client: &mut postgres::Client, name: &str) -> bool {
         .get(0)
 }
 
+/// Takes, in a transaction left open, the lock VALIDATE needs on the locked table.
+fn hold_validates_lock(holder: &mut postgres::Client) -> postgres::Transaction<'_> {
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
+        LOCKED.0
+    ))
+    .unwrap();
+    tx
+}
+
+/// Starts `check-constraints` (which validates) with these flags, JSON on stdout.
+fn spawn_check(db: &TestDb, flags: &[&str]) -> std::process::Child {
+    db.command()
+        .args(["--format", "json", "--ignore-blockers"])
+        .args(flags)
+        .arg("check-constraints")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_lock_on_one_table_does_not_hold_up_another_tables_validate() {
     let db = version_8_with_two_not_valid_constraints();
@@ -51,29 +74,16 @@ fn a_lock_on_one_table_does_not_hold_up_another_tables_validate() {
 
     // SHARE UPDATE EXCLUSIVE conflicts with VALIDATE's own lock, not with the check's reads.
     let mut holder = db.client();
-    let mut tx = holder.transaction().unwrap();
-    tx.batch_execute(&format!(
-        "LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
-        LOCKED.0
-    ))
-    .unwrap();
-
-    let child = db
-        .command()
-        .args([
-            "--format",
-            "json",
+    let tx = hold_validates_lock(&mut holder);
+    let child = spawn_check(
+        &db,
+        &[
             "--lock-timeout",
             "200ms",
             "--validate-lock-timeout",
             "200ms",
-            "--ignore-blockers",
-            "check-constraints",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
 
     let started = Instant::now();
     let mut free_validated_while_locked = false;
@@ -118,28 +128,8 @@ fn a_lock_on_one_table_does_not_hold_up_another_tables_validate() {
 fn validate_waits_past_the_short_lock_timeout_for_a_lock_the_application_never_queues_behind() {
     let db = version_8_with_two_not_valid_constraints();
     let mut holder = db.client();
-    let mut tx = holder.transaction().unwrap();
-    tx.batch_execute(&format!(
-        "LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
-        LOCKED.0
-    ))
-    .unwrap();
-    let child = db
-        .command()
-        .args([
-            "--format",
-            "json",
-            "--lock-timeout",
-            "50ms",
-            "--lock-retries",
-            "1",
-            "--ignore-blockers",
-            "check-constraints",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let tx = hold_validates_lock(&mut holder);
+    let child = spawn_check(&db, &["--lock-timeout", "50ms", "--lock-retries", "1"]);
     // Longer than --lock-timeout, well within --validate-lock-timeout's default.
     std::thread::sleep(Duration::from_millis(700));
     tx.commit().unwrap();
