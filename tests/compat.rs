@@ -41,67 +41,20 @@ fn schema_exists(db: &TestDb) -> bool {
     db.scalar_i64("SELECT count(*) FROM pg_namespace WHERE nspname = 'ruleiq_compat'") == 1
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Names {
-    Legacy,
-    Full,
-}
+use ruleiq_db::app_queries::{queries as seed_queries, Names};
 
-impl Names {
-    /// `legacy` or `full`, as the application of that release spells it.
-    fn pick(self, legacy: &'static str, full: &'static str) -> &'static str {
-        match self {
-            Names::Legacy => legacy,
-            Names::Full => full,
-        }
+/// `legacy` or `full`, as the application of that release spells it.
+fn pick(names: Names, legacy: &'static str, full: &'static str) -> &'static str {
+    match names {
+        Names::Legacy => legacy,
+        Names::Full => full,
     }
-}
-
-/// The seed design note's three application queries (PERFORMANCE_QUERIES), on production's
-/// shape, spelled with the legacy or the full column names. Each returns its rows as text, so
-/// that the two spellings can be compared.
-fn seed_queries(names: Names) -> [(&'static str, String); 3] {
-    let persona = names.pick("handles_persona", "handles_personal_data");
-    let profile = names.pick("business_profil", "business_profile_id");
-    let answered = names.pick("questions_answe", "questions_answered");
-    [
-        (
-            "evidence_search",
-            format!(
-                "SELECT e.id, e.evidence_name, e.status, bp.{persona}
-                   FROM evidence_items e JOIN business_profiles bp ON bp.id = e.business_profile_id
-                  WHERE e.user_id = $1 AND e.status = ANY($2) AND e.evidence_name ILIKE $3
-                  ORDER BY e.created_at DESC, e.id LIMIT $4 OFFSET $5"
-            ),
-        ),
-        (
-            "assessment_dashboard",
-            format!(
-                "SELECT a.id, a.status, a.{answered}, bp.company_name
-                   FROM assessment_sessions a JOIN business_profiles bp ON a.{profile} = bp.id
-                  WHERE a.user_id = $1
-                  ORDER BY a.updated_at DESC, a.id"
-            ),
-        ),
-        (
-            "compliance_overview",
-            format!(
-                "SELECT e.framework_id, COUNT(*) AS total_items,
-                        COUNT(CASE WHEN e.status = 'approved' THEN 1 END) AS approved_count,
-                        (SELECT count(*) FROM generated_policies g
-                          WHERE g.framework_id = e.framework_id AND g.{profile} = e.business_profile_id) AS policies
-                   FROM evidence_items e
-                  WHERE e.user_id = $1
-                  GROUP BY e.framework_id, e.business_profile_id
-                  ORDER BY e.framework_id"
-            ),
-        ),
-    ]
 }
 
 /// Runs one seed query for the fixture's first user; its rows as text, one line each.
 fn run_seed(client: &mut Client, name: &str, sql: &str) -> Result<String, postgres::Error> {
-    let user: Uuid = "10000000-0000-0000-0000-000000000001".parse().unwrap();
+    // The queries take the user id as text, as the application passes it.
+    let user = "10000000-0000-0000-0000-000000000001";
     let wrapped = format!("SELECT coalesce(string_agg(row(q.*)::text, E'\\n'), '') FROM ({sql}) q");
     let row = if name == "evidence_search" {
         let statuses = vec!["approved".to_string(), "collected".to_string()];
@@ -128,7 +81,7 @@ fn profile_insert(names: Option<Names>) -> String {
         .iter()
         .enumerate()
         .map(|(i, (legacy, full))| match names {
-            Some(n) => n.pick(legacy, full),
+            Some(n) => pick(n, legacy, full),
             None if i < 3 => legacy,
             None => full,
         })
@@ -465,7 +418,7 @@ impl Workload {
 fn legacy_workload(db: &TestDb, workload: &Workload) {
     let mut app = app_client(db);
     let profile: Uuid = "20000000-0000-0000-0000-000000000001".parse().unwrap();
-    let user: Uuid = "10000000-0000-0000-0000-000000000001".parse().unwrap();
+    let user = "10000000-0000-0000-0000-000000000001";
     let (_, dashboard) = &seed_queries(Names::Legacy)[1];
     loop {
         // A statement counts in the phase it started in.

@@ -55,26 +55,11 @@ fn clean_at_7(db: TestDb) -> TestDb {
     db
 }
 
-/// Polls `sql` (a boolean) until it is true; the bound only keeps a broken test from hanging.
-fn wait_until(client: &mut Client, sql: &str, what: &str) {
-    let started = Instant::now();
-    loop {
-        if client.query_one(sql, &[]).unwrap().get::<_, bool>(0) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "gave up waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Waits until session `pid` has sat idle in its transaction for longer than the moment
 /// ruleiq-db allows ordinary transactions.
 fn wait_until_idle_for_a_moment(db: &TestDb, pid: i32) {
     let moment = ruleiq_db::health::blockers::MOMENT.as_secs_f64();
-    wait_until(
+    common::wait_until(
         &mut db.client(),
         &format!(
             "SELECT coalesce(bool_or(state = 'idle in transaction'
@@ -338,7 +323,7 @@ fn status_health_lists_table_sizes_and_the_indexes_nothing_scanned() {
             )
             .unwrap();
     }
-    wait_until(
+    common::wait_until(
         &mut db.client(),
         "SELECT coalesce(idx_scan, 0) > 0 FROM pg_stat_user_indexes WHERE indexrelname = 'users_pkey'",
         "users_pkey has a scan in the statistics",
@@ -485,7 +470,7 @@ fn a_table_full_of_dead_rows_is_reported_as_bloated() {
     db.execute("ALTER TABLE users SET (autovacuum_enabled = false)");
     insert_users(&db, 300);
     db.execute("DELETE FROM users");
-    wait_until(
+    common::wait_until(
         &mut db.client(),
         "SELECT n_dead_tup >= 300 FROM pg_stat_user_tables WHERE relname = 'users'",
         "the dead rows show in the statistics",
@@ -600,7 +585,7 @@ fn a_transaction_older_than_blocker_age_counts_even_away_from_the_tables() {
         // Long enough for two runs on a busy machine; cancelled once they are done.
         let running =
             scope.spawn(move || sleeper.batch_execute("BEGIN; SELECT pg_sleep(120); COMMIT"));
-        wait_until(
+        common::wait_until(
             &mut db.client(),
             &format!(
                 "SELECT coalesce(bool_or(state = 'active' AND now() - xact_start > interval '1.5 seconds'), false)

@@ -9,7 +9,6 @@ use ruleiq_db::catalog::TABLES;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 const SEED: &str = "fixtures/seed_v8.sql";
 /// Rows per table in the seed.
@@ -526,21 +525,6 @@ fn rolling_back_twice_keeps_both_archives_apart() {
     );
 }
 
-/// Polls `sql` (a boolean) until it is true; the bound only keeps a broken test from hanging.
-fn wait_until(client: &mut Client, sql: &str, what: &str) {
-    let started = Instant::now();
-    loop {
-        if client.query_one(sql, &[]).unwrap().get::<_, bool>(0) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "gave up waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_rollback_killed_mid_way_leaves_a_whole_version() {
     let db = seeded_at_8();
@@ -569,7 +553,7 @@ fn a_rollback_killed_mid_way_leaves_a_whole_version() {
     let mut watcher = db.client();
     let waiting = r"SELECT pid FROM pg_locks
                      WHERE relation = 'readiness_assessments'::regclass AND NOT granted";
-    wait_until(
+    common::wait_until(
         &mut watcher,
         &format!("SELECT EXISTS ({waiting})"),
         "the rollback waits for readiness_assessments",
@@ -579,7 +563,7 @@ fn a_rollback_killed_mid_way_leaves_a_whole_version() {
     child.wait().unwrap();
     // The server notices the dead client once the lock is granted; the open step rolls back.
     holder.batch_execute("COMMIT").unwrap();
-    wait_until(
+    common::wait_until(
         &mut watcher,
         &format!("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {backend})"),
         "the killed rollback's session ends",

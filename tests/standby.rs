@@ -509,6 +509,21 @@ fn cleanup_stops_with_exit_4_when_the_standby_stays_behind_leaving_whole_batches
     );
 }
 
+/// Every command that changes the database, as an operator would run it.
+const CHANGING_COMMANDS: &[&[&str]] = &[
+    &["migrate"],
+    &["cleanup", "--yes"],
+    &[
+        "cleanup",
+        "--undo",
+        "5f0c8c9e-1111-4222-8333-944455556666",
+        "--yes",
+    ],
+    &["rollback", "--yes"],
+    &["baseline"],
+    &["check-constraints"],
+];
+
 #[test]
 fn changing_commands_against_a_standby_are_refused_with_nothing_changed() {
     let _turn = turn();
@@ -516,20 +531,7 @@ fn changing_commands_against_a_standby_are_refused_with_nothing_changed() {
     wait_replayed(&db);
     let standby = on_standby(&db);
     let before = dump_url(&standby, &[]);
-    let commands: &[&[&str]] = &[
-        &["migrate"],
-        &["cleanup", "--yes"],
-        &[
-            "cleanup",
-            "--undo",
-            "5f0c8c9e-1111-4222-8333-944455556666",
-            "--yes",
-        ],
-        &["rollback", "--yes"],
-        &["baseline"],
-        &["check-constraints"],
-    ];
-    for args in commands {
+    for args in CHANGING_COMMANDS {
         let (code, stdout, stderr) = run_at(&standby, args);
         assert_eq!(code, 4, "{args:?}: {stdout}\n{stderr}");
         assert!(
@@ -558,20 +560,7 @@ fn a_read_only_database_is_refused_with_nothing_changed() {
         db.name
     ));
     let before = db.dump();
-    let commands: &[&[&str]] = &[
-        &["migrate"],
-        &["cleanup", "--yes"],
-        &[
-            "cleanup",
-            "--undo",
-            "5f0c8c9e-1111-4222-8333-944455556666",
-            "--yes",
-        ],
-        &["rollback", "--yes"],
-        &["baseline"],
-        &["check-constraints"],
-    ];
-    for args in commands {
+    for args in CHANGING_COMMANDS {
         let (code, stdout, stderr) = db.run(args);
         assert_eq!(code, 4, "{args:?}: {stdout}\n{stderr}");
         assert!(

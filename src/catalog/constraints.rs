@@ -143,7 +143,34 @@ impl ColumnSpelling for CurrentNames {
     }
 }
 
+/// The tables a set of constraints reads (each constraint's own, and a foreign key's parent),
+/// each once, in the order first met.
+pub fn tables_read<'a>(constraints: impl IntoIterator<Item = &'a Constraint>) -> Vec<&'static str> {
+    let mut tables: Vec<&'static str> = Vec::new();
+    for c in constraints {
+        for table in c.tables_read() {
+            if !tables.contains(&table) {
+                tables.push(table);
+            }
+        }
+    }
+    tables
+}
+
 impl Constraint {
+    /// The table a foreign key references (None for a CHECK).
+    pub fn parent(&self) -> Option<&'static str> {
+        match self.rule {
+            Rule::ForeignKey { parent, .. } => Some(parent),
+            _ => None,
+        }
+    }
+
+    /// The tables checking the constraint reads: its own, and a foreign key's parent.
+    pub fn tables_read(&self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.table).chain(self.parent())
+    }
+
     pub fn kind(&self) -> Kind {
         match self.rule {
             Rule::ForeignKey { .. } => Kind::ForeignKey,

@@ -80,11 +80,7 @@ fn tables_in_lock_order() -> Vec<&'static str> {
             tables.push(table);
         }
     }
-    let is_parent = |table: &str| {
-        CATALOG
-            .iter()
-            .any(|c| matches!(c.rule, Rule::ForeignKey { parent, .. } if parent == table))
-    };
+    let is_parent = |table: &str| CATALOG.iter().any(|c| c.parent() == Some(table));
     tables.sort_by_key(|t| is_parent(t));
     tables
 }

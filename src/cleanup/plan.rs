@@ -95,19 +95,7 @@ pub fn plan_all(
 
 /// The tables the policy's rules read: their own, and foreign keys' parents.
 pub fn tables_read(policy: &Policy) -> Vec<&'static str> {
-    let mut tables: Vec<&'static str> = Vec::new();
-    for rule in &policy.rules {
-        let c = rule.constraint;
-        for table in std::iter::once(c.table).chain(match c.rule {
-            Rule::ForeignKey { parent, .. } => Some(parent),
-            _ => None,
-        }) {
-            if !tables.contains(&table) {
-                tables.push(table);
-            }
-        }
-    }
-    tables
+    crate::catalog::constraints::tables_read(policy.rules.iter().map(|rule| rule.constraint))
 }
 
 /// The tables that get a plan: those that exist and have a rule to apply.

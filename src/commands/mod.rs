@@ -88,7 +88,7 @@ impl Context {
             lock_wait: self.global.lock_wait,
             lock_timeout: self.global.lock_timeout,
             patient_lock_timeout: self.global.validate_lock_timeout,
-            retry: self.retry(),
+            retry: RetryPolicy::new(self.global.lock_retries),
         }
     }
 
@@ -134,10 +134,6 @@ impl Context {
     /// Pauses long data work while standbys lag (--max-replica-lag, --max-replica-wait).
     pub fn replica_throttle(&self) -> ReplicaThrottle {
         ReplicaThrottle::new(self.global.max_replica_lag, self.global.max_replica_wait)
-    }
-
-    pub fn retry(&self) -> RetryPolicy {
-        RetryPolicy::new(self.global.lock_retries)
     }
 
     /// Asks before a change: on a terminal a y/N prompt, elsewhere `--yes` is required.

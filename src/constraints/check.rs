@@ -15,7 +15,7 @@ pub use super::presence::{constraint_presence, constraint_states, ConstraintStat
 use super::scan_progress::{self, ScanProgress};
 use super::scan_sessions::{connect_early, run_parallel};
 pub use super::spelling::DatabaseSpelling;
-use crate::catalog::constraints::{Constraint, Kind, Rule};
+use crate::catalog::constraints::{self as catalog, Constraint, Kind};
 use crate::catalog::sql::quote_ident;
 use crate::catalog::PRIMARY_KEY;
 use crate::db::config::Target;
@@ -53,18 +53,6 @@ impl Finding {
     }
 }
 
-/// The tables a set of constraints reads (their own and foreign-key parents).
-fn tables_read(constraints: &[&'static Constraint]) -> Vec<&'static str> {
-    let mut tables = BTreeSet::new();
-    for c in constraints {
-        tables.insert(c.table);
-        if let Rule::ForeignKey { parent, .. } = c.rule {
-            tables.insert(parent);
-        }
-    }
-    tables.into_iter().collect()
-}
-
 /// One scan: a table's CHECK constraints together, or one foreign key. Its last two columns
 /// say whether the row is live (`live`: whether that column reads the bound cutoff `$1`) and
 /// in which block it lies (for the progress bar).
@@ -91,10 +79,8 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
     {
         match c.kind() {
             Kind::ForeignKey => {
-                if let Rule::ForeignKey { parent, .. } = c.rule {
-                    if !spelling.has_table(parent) {
-                        continue;
-                    }
+                if c.parent().is_some_and(|parent| !spelling.has_table(parent)) {
+                    continue;
                 }
                 let is_live = live(c.table);
                 scans.push(Scan {
@@ -171,12 +157,7 @@ impl Scan {
         }
         self.constraints
             .iter()
-            .map(|c| match c.rule {
-                crate::catalog::constraints::Rule::ForeignKey { parent, .. } => {
-                    size(c.table) + size(parent)
-                }
-                _ => size(c.table),
-            })
+            .map(|c| c.tables_read().map(size).sum::<i64>())
             .max()
             .unwrap_or(0)
     }
@@ -350,11 +331,12 @@ pub fn check_live(
         .read_only(true)
         .start()?;
     let live_since = LiveSince::resolve(&mut tx, window)?;
-    let spelling = DatabaseSpelling::read(&mut tx, &tables_read(constraints))?;
+    let spelling =
+        DatabaseSpelling::read(&mut tx, &catalog::tables_read(constraints.iter().copied()))?;
     let states = constraint_states(&mut tx)?;
     let mut scans = plan_scans(constraints, &spelling);
     narrow_scans(&mut tx, &mut scans, &spelling)?;
-    let sizes = table_sizes(&mut tx, &tables_read(constraints))?;
+    let sizes = table_sizes(&mut tx, &catalog::tables_read(constraints.iter().copied()))?;
     let block_size: i64 = tx
         .query_one("SELECT current_setting('block_size')::int8", &[])?
         .get(0);

@@ -2,7 +2,7 @@
 //! It takes SHARE UPDATE EXCLUSIVE, so the application reads and writes while it scans, and
 //! different tables are validated at the same time.
 
-use crate::catalog::constraints::{Constraint, Rule, CATALOG};
+use crate::catalog::constraints::{Constraint, CATALOG};
 use crate::constraints::check::{constraint_presence, ConstraintState};
 use crate::db::replication::ReplicaThrottle;
 use crate::db::session::Retrying;
@@ -133,10 +133,7 @@ struct Pending {
 
 /// The bytes a VALIDATE reads: its table, and for a foreign key the parent it probes too.
 fn bytes_read(client: &mut Client, c: &Constraint) -> Result<u64> {
-    let parent = match c.rule {
-        Rule::ForeignKey { parent, .. } => Some(parent),
-        _ => None,
-    };
+    let parent = c.parent();
     let bytes: i64 = client
         .query_one(
             "SELECT coalesce(pg_relation_size(to_regclass(quote_ident($1))), 0)

@@ -35,14 +35,6 @@ pub struct StepEstimate {
     pub ms: u64,
 }
 
-/// The tables a constraint's check reads: its own, and a foreign key's parent.
-fn tables_read(c: &Constraint) -> Vec<&'static str> {
-    match c.rule {
-        Rule::ForeignKey { parent, .. } => vec![c.table, parent],
-        _ => vec![c.table],
-    }
-}
-
 /// Estimates the preflight (when `preflight`) and the VALIDATE of each of `validate`.
 pub fn estimate(
     client: &mut Client,
@@ -60,7 +52,7 @@ pub fn estimate(
             validate: Vec::new(),
         });
     }
-    let mut names: Vec<&str> = validate.iter().flat_map(|c| tables_read(c)).collect();
+    let mut names: Vec<&str> = validate.iter().flat_map(|c| c.tables_read()).collect();
     names.sort_unstable();
     names.dedup();
     let sizes: BTreeMap<String, (i64, f64)> = client
@@ -102,7 +94,7 @@ pub fn estimate(
     let steps: Vec<StepEstimate> = validate
         .iter()
         .map(|c| {
-            let bytes: i64 = tables_read(c).iter().map(|t| bytes_of(t)).sum();
+            let bytes: i64 = c.tables_read().map(bytes_of).sum();
             StepEstimate {
                 constraint: c.name,
                 bytes,
@@ -124,7 +116,7 @@ pub fn estimate(
         let keys: f64 = validate
             .iter()
             .filter(|c| matches!(c.rule, Rule::ForeignKey { .. }))
-            .map(|c| cost(tables_read(c).iter().map(|t| bytes_of(t)).sum()))
+            .map(|c| cost(c.tables_read().map(bytes_of).sum()))
             .sum();
         (checks + keys).ceil() as u64
     });

@@ -107,7 +107,7 @@ pub fn table_need(table: &str) -> Option<String> {
         .collect();
     let referenced_by: Vec<&str> = CATALOG
         .iter()
-        .filter(|c| matches!(c.rule, Rule::ForeignKey { parent, .. } if parent == table))
+        .filter(|c| c.parent() == Some(table))
         .map(|c| c.name)
         .collect();
     let mut needs = Vec::new();
@@ -179,7 +179,7 @@ pub fn column_need(table: &str, column: &str) -> Option<String> {
 fn referenced_key(table: &str, object: &Object) -> Option<String> {
     let referencing: Vec<&str> = CATALOG
         .iter()
-        .filter(|c| matches!(c.rule, Rule::ForeignKey { parent, .. } if parent == table))
+        .filter(|c| c.parent() == Some(table))
         .map(|c| c.name)
         .collect();
     let is_primary_key = object.name() == format!("{table}_pkey");

@@ -427,15 +427,28 @@ pub fn run_bare(args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// Calls `done` every 50 ms until it is true; panics once `deadline` has passed, so a test
 /// waits only as long as it must instead of a fixed sleep.
-pub fn poll_until(deadline: std::time::Duration, mut done: impl FnMut() -> bool) {
+pub fn poll_until(deadline: std::time::Duration, done: impl FnMut() -> bool) {
+    poll_until_named(deadline, "the condition held", done);
+}
+
+/// [`poll_until`], naming what it waits for in the panic.
+pub fn poll_until_named(deadline: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
     let started = std::time::Instant::now();
     while !done() {
         assert!(
             started.elapsed() < deadline,
-            "still not there after {deadline:?}"
+            "gave up after {deadline:?} waiting until {what}"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Polls `sql` (a boolean) on `client` until it is true; the bound only keeps a broken test
+/// from hanging.
+pub fn wait_until(client: &mut postgres::Client, sql: &str, what: &str) {
+    poll_until_named(std::time::Duration::from_secs(300), what, || {
+        client.query_one(sql, &[]).unwrap().get::<_, bool>(0)
+    });
 }
 
 /// A schema-and-data dump of the database at `url` (any server, a standby too).
