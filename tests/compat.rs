@@ -418,7 +418,9 @@ impl Workload {
 fn legacy_workload(db: &TestDb, workload: &Workload) {
     let mut app = app_client(db);
     let profile: Uuid = "20000000-0000-0000-0000-000000000001".parse().unwrap();
-    let user = "10000000-0000-0000-0000-000000000001";
+    let user: Uuid = "10000000-0000-0000-0000-000000000001".parse().unwrap();
+    // The application's queries take the user id as text, as the application passes it.
+    let user_text = user.to_string();
     let (_, dashboard) = &seed_queries(Names::Legacy)[1];
     loop {
         // A statement counts in the phase it started in.
@@ -427,7 +429,7 @@ fn legacy_workload(db: &TestDb, workload: &Workload) {
             return;
         }
         let r = app
-            .query(dashboard.as_str(), &[&user])
+            .query(dashboard.as_str(), &[&user_text])
             .map(|rows| rows.len() as u64);
         workload.record(phase, r, "dashboard");
         let r = app.execute(
