@@ -356,15 +356,19 @@ impl TablePlan {
             .enumerate()
             .map(|(j, (_, actual))| format!("{} = d.n{j}", quote_ident(actual)))
             .collect();
-        let names = tagged_array(&stages, "d.h", |r| r.constraint.name);
-        let actions = tagged_array(&stages, "d.h", |r| r.action.as_str());
+        let names = tagged_array(&stages, "c.h", |r| r.constraint.name);
+        let actions = tagged_array(&stages, "c.h", |r| r.action.as_str());
+        // What the audit and the counts need comes back with each changed row: joining
+        // `changed` to `diffed` again is a nested loop over two CTEs the planner cannot
+        // estimate (5,000 × 5,000 comparisons, seconds per batch).
+        let flags: String = (0..stages.len())
+            .map(|i| format!(", d.o{i}, d.h{i}"))
+            .collect();
         let mut counts = Vec::new();
         for i in 0..stages.len() {
+            counts.push(format!("(SELECT count(*) FROM changed AS c WHERE c.o{i})"));
             counts.push(format!(
-                "(SELECT count(*) FROM diffed AS d JOIN changed AS c ON c.pk = d.pk WHERE d.o{i})"
-            ));
-            counts.push(format!(
-                "(SELECT count(*) FROM diffed AS d JOIN changed AS c ON c.pk = d.pk WHERE d.h{i} AND NOT d.o{i})"
+                "(SELECT count(*) FROM changed AS c WHERE c.h{i} AND NOT c.o{i})"
             ));
         }
         Some(format!(
@@ -382,11 +386,11 @@ impl TablePlan {
   UPDATE {table} AS u SET {set}
   FROM diffed AS d
   WHERE u.{pk_col} = d.pk AND d.new_diff IS NOT NULL
-  RETURNING u.{pk_col} AS pk
+  RETURNING u.{pk_col} AS pk, d.old_diff, d.new_diff{flags}
 ), audited AS (
   INSERT INTO {CHANGES} (run_id, table_name, pk, constraint_names, actions, old_values, new_values)
-  SELECT $1::uuid, {table_literal}, d.pk::text, {names}, {actions}, d.old_diff, d.new_diff
-  FROM diffed AS d JOIN changed AS c ON c.pk = d.pk
+  SELECT $1::uuid, {table_literal}, c.pk::text, {names}, {actions}, c.old_diff, c.new_diff
+  FROM changed AS c
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM keys),
@@ -419,14 +423,12 @@ SELECT (SELECT count(*) FROM keys),
             .enumerate()
             .map(|(i, r)| format!("{} AS h{i}", self.violated(r, "t")))
             .collect();
-        let names = tagged_array(&deletes, "d.h", |r| r.constraint.name);
-        let actions = tagged_array(&deletes, "d.h", |r| r.action.as_str());
+        let names = tagged_array(&deletes, "g.h", |r| r.constraint.name);
+        let actions = tagged_array(&deletes, "g.h", |r| r.action.as_str());
+        // As in the update phase, each deleted row brings back what the audit needs.
+        let returned: String = (0..deletes.len()).map(|i| format!(", d.h{i}")).collect();
         let counts: String = (0..deletes.len())
-            .map(|i| {
-                format!(
-                    ",\n  (SELECT count(*) FROM doomed AS d JOIN gone AS g ON g.pk = d.pk WHERE d.h{i}), 0::bigint"
-                )
-            })
+            .map(|i| format!(",\n  (SELECT count(*) FROM gone AS g WHERE g.h{i}), 0::bigint"))
             .collect();
         Some(format!(
             "{head}, doomed AS (
@@ -435,11 +437,11 @@ SELECT (SELECT count(*) FROM keys),
 ), gone AS (
   DELETE FROM {table} AS u USING doomed AS d
   WHERE u.{pk_col} = d.pk
-  RETURNING u.{pk_col} AS pk
+  RETURNING u.{pk_col} AS pk, d.old_row{returned}
 ), audited AS (
   INSERT INTO {CHANGES} (run_id, table_name, pk, constraint_names, actions, old_values, new_values)
-  SELECT $1::uuid, {table_literal}, d.pk::text, {names}, {actions}, d.old_row, NULL
-  FROM doomed AS d JOIN gone AS g ON g.pk = d.pk
+  SELECT $1::uuid, {table_literal}, g.pk::text, {names}, {actions}, g.old_row, NULL
+  FROM gone AS g
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM keys),
