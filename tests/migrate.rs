@@ -191,16 +191,63 @@ fn dirty_version_7_stops_with_exit_3_and_changes_nothing() {
     let (code, report, stderr) = db.run_json(&["migrate"]);
     assert_eq!(code, 3, "{stderr}");
     assert_eq!(report["ok"], false);
-    assert_eq!(report["preflight"]["total_violations"], 19);
+    // 19 violating rows in all; the 3 orphans lie under foreign keys production already
+    // enforces (valid, adopted by 008 as they are), which the preflight does not scan again.
+    assert_eq!(report["preflight"]["total_violations"], 16);
+    assert_eq!(
+        report["preflight"]["already_enforced"],
+        serde_json::json!([
+            "fk_assessment_business_profile",
+            "fk_generated_policy_business_profile"
+        ])
+    );
     let blocked: Vec<&str> = report["blocked_by"]
         .as_array()
         .unwrap()
         .iter()
         .map(|b| b["name"].as_str().unwrap())
         .collect();
-    assert_eq!(blocked.len(), 6, "{blocked:?}");
+    assert_eq!(
+        blocked,
+        [
+            "chk_evidence_status",
+            "chk_employee_count_positive",
+            "chk_data_sensitivity",
+            "chk_approval_workflow"
+        ]
+    );
     assert!(stderr.contains("cleanup"), "points to cleanup: {stderr}");
     db.assert_unchanged(&before);
+}
+
+#[test]
+fn orphans_under_foreign_keys_production_enforces_do_not_stop_the_repair() {
+    // Clean but for the fixture's three orphans, which a restore with triggers disabled left
+    // under production's valid foreign keys: 008 adopts those keys as they are and adds
+    // nothing over these rows, so migrate goes on; check-constraints still counts them.
+    let db = TestDb::dirty_legacy();
+    db.execute(
+        "UPDATE evidence_items SET status = 'collected' WHERE status NOT IN ('not_started','in_progress','collected','approved','rejected');
+         UPDATE evidence_items SET approved_at = now(), approved_by = user_id::text WHERE status = 'approved';
+         UPDATE business_profiles SET employee_count = 1 WHERE employee_count <= 0;
+         UPDATE business_profiles SET data_sensitivity = 'High' WHERE data_sensitivity NOT IN ('Low','Medium','High','Critical');",
+    );
+    let (code, report, stderr) = db.run_json(&["migrate"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["preflight"]["total_violations"], 0);
+    assert!(
+        stderr.contains("already valid in the database, not scanned again"),
+        "{stderr}"
+    );
+    assert_eq!(valid_constraints(&db).len(), 6);
+    let orphans = db.scalar_i64(
+        "SELECT count(*) FROM assessment_sessions a WHERE business_profile_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM business_profiles p WHERE p.id = a.business_profile_id)",
+    );
+    assert_eq!(orphans, 2, "the rows are as they were");
+    let (code, check, stderr) = db.run_json(&["check-constraints", "--dry-run"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(check["total_violations"], 3);
 }
 
 #[test]

@@ -309,7 +309,7 @@ fn recount(session: &mut Session, policy: &Policy, details: &mut CleanupReport) 
         .collect();
     if !unrepaired.is_empty() {
         details.notes.push(format!(
-            "left as the policy says: {}; `ruleiq-db migrate` refuses while they break the constraints",
+            "left as the policy says: {}; `ruleiq-db migrate` refuses while rows break a constraint it adds or validates",
             unrepaired.join(", ")
         ));
     }
