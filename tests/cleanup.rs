@@ -411,19 +411,9 @@ fn undo_by_a_role_that_may_not_disable_triggers_reports_orphans_it_cannot_put_ba
          GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public, ruleiq_audit TO {role};
          GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ruleiq_audit TO {role};"
     ));
-    let url = db.url_as(&role, "undo-pw");
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
-        .args([
-            "--database-url",
-            &url,
-            "--no-progress",
-            "--format",
-            "json",
-            "--yes",
-        ])
-        .args(["cleanup", "--undo", &run_id])
+    let out = db
+        .cli_as(&role, "undo-pw")
+        .args(["--yes", "cleanup", "--undo", &run_id])
         .output()
         .unwrap();
     let undo: Value = serde_json::from_slice(&out.stdout)
@@ -1028,4 +1018,43 @@ fn a_killed_cleanup_leaves_whole_audited_batches_and_a_rerun_finishes() {
     );
     assert_eq!(audit_mismatches(&db), 0);
     assert!(check_counts(&db).values().all(|n| *n == 0));
+}
+
+/// The preview reads the rows on a second session; a role the server allows one connection
+/// gets the same run, previewed on its only session.
+#[test]
+fn a_role_with_one_connection_slot_still_previews_and_repairs_everything() {
+    let db = TestDb::dirty_legacy();
+    let role = format!("single_{}", &db.name[2..10]);
+    db.execute(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'pw' CONNECTION LIMIT 1;
+         GRANT CREATE, TEMPORARY ON DATABASE {db} TO {role};
+         GRANT USAGE ON SCHEMA public TO {role};
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
+         ALTER TABLE evidence_items OWNER TO {role};
+         ALTER TABLE business_profiles OWNER TO {role};
+         ALTER TABLE assessment_sessions OWNER TO {role};
+         ALTER TABLE generated_policies OWNER TO {role};",
+        db = db.name
+    ));
+    let out = db
+        .cli_as(&role, "pw")
+        .args(["--yes", "cleanup", "--policy", EXAMPLE_POLICY])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{stderr}");
+    assert!(
+        stderr.contains("previewing on this session alone"),
+        "the preview should have read on the run's own session: {stderr}"
+    );
+    assert_eq!(report["total_rows"], 18, "{report:#}");
+    assert_eq!(report["remaining_violations"], 0);
+    assert!(check_counts(&db).values().all(|n| *n == 0));
+    drop(db);
+    common::connect_url(&common::url_for("postgres"))
+        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .ok();
 }

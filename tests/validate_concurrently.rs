@@ -153,17 +153,9 @@ fn a_role_with_one_connection_slot_still_checks_and_validates_everything() {
          ALTER TABLE {} OWNER TO {role};",
         LOCKED.0, FREE.0
     ));
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
-        .args([
-            "--database-url",
-            &db.url_as(&role, "pw"),
-            "--no-progress",
-            "--format",
-            "json",
-            "check-constraints",
-        ])
+    let out = db
+        .cli_as(&role, "pw")
+        .arg("check-constraints")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

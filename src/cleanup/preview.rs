@@ -8,7 +8,9 @@ use crate::catalog::constraints::Constraint;
 use crate::constraints::indexed;
 use crate::constraints::spelling::DatabaseSpelling;
 use anyhow::{Context, Result};
-use postgres::GenericClient;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
+use postgres::{GenericClient, Row, Transaction};
 use serde::Serialize;
 
 /// One row as a rule would change it.
@@ -43,41 +45,18 @@ pub struct TablePreview {
     pub rules: Vec<RulePreview>,
 }
 
-/// Previews every table's plan; `for_run` (not a dry run): also fills each plan's key table,
-/// without the examples only a dry run shows.
-pub fn preview(
-    client: &mut impl GenericClient,
-    plans: &[TablePlan],
-    for_run: bool,
-) -> Result<Vec<TablePreview>> {
-    let mut previews = Vec::new();
+/// A dry run's preview of every table's plan, with examples.
+pub fn preview(client: &mut impl GenericClient, plans: &[TablePlan]) -> Result<Vec<TablePreview>> {
     let tables: Vec<&str> = plans.iter().map(|p| p.table).collect();
     let spelling = DatabaseSpelling::read(client, &tables)?;
+    let mut previews = Vec::new();
     for plan in plans {
-        let constraints: Vec<&'static Constraint> =
-            plan.rules().iter().map(|r| r.constraint).collect();
-        // The checker's shortcut: an index narrows the scan to the rows that can violate.
-        let narrowing = indexed::narrowing(client, plan.table, &constraints, &spelling)?;
-        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = match plan.bound_values() {
-            Some(values) => vec![values],
-            None => Vec::new(),
-        };
-        let narrowed = narrowing.as_ref().map(|n| {
-            params.push(&n.values);
-            n.condition("t", params.len())
-        });
-        if narrowed.is_some() {
-            client.batch_execute(indexed::NARROWED_SETTINGS)?;
-        }
-        let row = client
-            .query_one(
-                plan.preview_sql(for_run, narrowed.as_deref()).as_str(),
-                &params,
-            )
-            .with_context(|| format!("previewing the cleanup of {}", plan.table))?;
-        if narrowed.is_some() {
-            client.batch_execute(indexed::UNNARROWED_SETTINGS)?;
-        }
+        let row = narrowed_scan(client, plan, &spelling, |client, sql, params| {
+            let sql = plan.preview_sql(sql);
+            client
+                .query_one(sql.as_str(), params)
+                .map_err(anyhow::Error::from)
+        })?;
         let rules = plan
             .rules()
             .into_iter()
@@ -100,4 +79,157 @@ pub fn preview(
         });
     }
     Ok(previews)
+}
+
+/// Keys go into the key table this many at a time.
+const KEY_CHUNK: usize = 10_000;
+
+/// A real run's preview: counts every table's rows as [`preview`] does (without examples) and
+/// writes the keys of the rows the rules touch into the plans' key tables, in `keys`' session.
+///
+/// The rows are read on `reader`, a second session that shares the snapshot of `keys`' open
+/// transaction, and stream from it while their keys are written in chunks, so memory stays
+/// flat and the scans are plain reads, which PostgreSQL may give parallel workers (a statement
+/// that also wrote the keys, as this used to, never gets them). Without a second session
+/// (`None`: the server had no connection to spare) the rows are read on `keys` itself, a
+/// table at a time, and held until they are written.
+pub fn collect(
+    keys: &mut impl GenericClient,
+    reader: Option<&mut Transaction<'_>>,
+    plans: &[TablePlan],
+) -> Result<Vec<TablePreview>> {
+    let tables: Vec<&str> = plans.iter().map(|p| p.table).collect();
+    let mut previews = Vec::new();
+    match reader {
+        Some(reader) => {
+            let spelling = DatabaseSpelling::read(reader, &tables)?;
+            for plan in plans {
+                let mut tally = Tally::new(plan);
+                narrowed_scan(reader, plan, &spelling, |reader, sql, params| {
+                    let sql = plan.preview_rows_sql(sql);
+                    let mut rows = reader.query_raw(sql.as_str(), params.iter().copied())?;
+                    while let Some(row) = rows.next()? {
+                        tally.add(&row);
+                        if tally.keys.len() >= KEY_CHUNK {
+                            tally.flush(keys, plan)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+                tally.flush(keys, plan)?;
+                previews.push(tally.finish(plan));
+            }
+        }
+        None => {
+            let spelling = DatabaseSpelling::read(keys, &tables)?;
+            for plan in plans {
+                let mut tally = Tally::new(plan);
+                let rows = narrowed_scan(keys, plan, &spelling, |keys, sql, params| {
+                    let sql = plan.preview_rows_sql(sql);
+                    keys.query(sql.as_str(), params)
+                        .map_err(anyhow::Error::from)
+                })?;
+                for row in &rows {
+                    tally.add(row);
+                }
+                tally.flush(keys, plan)?;
+                previews.push(tally.finish(plan));
+            }
+        }
+    }
+    Ok(previews)
+}
+
+/// Runs `scan` with the plan's bound values, narrowed by an index when one can answer (the
+/// checker's shortcut: see `constraints::indexed`): `scan` gets the narrowing condition for
+/// the SQL and the parameters.
+fn narrowed_scan<C: GenericClient, T>(
+    client: &mut C,
+    plan: &TablePlan,
+    spelling: &DatabaseSpelling,
+    scan: impl FnOnce(&mut C, Option<&str>, &[&(dyn ToSql + Sync)]) -> Result<T>,
+) -> Result<T> {
+    let constraints: Vec<&'static Constraint> = plan.rules().iter().map(|r| r.constraint).collect();
+    let narrowing = indexed::narrowing(client, plan.table, &constraints, spelling)?;
+    let mut params: Vec<&(dyn ToSql + Sync)> = match plan.bound_values() {
+        Some(values) => vec![values],
+        None => Vec::new(),
+    };
+    let narrowed = narrowing.as_ref().map(|n| {
+        params.push(&n.values);
+        n.condition("t", params.len())
+    });
+    if narrowed.is_some() {
+        client.batch_execute(indexed::NARROWED_SETTINGS)?;
+    }
+    let result = scan(client, narrowed.as_deref(), &params)
+        .with_context(|| format!("previewing the cleanup of {}", plan.table))?;
+    if narrowed.is_some() {
+        client.batch_execute(indexed::UNNARROWED_SETTINGS)?;
+    }
+    Ok(result)
+}
+
+/// A real run's preview of one table, row by row: the counts, and the keys not yet written.
+struct Tally {
+    total: u64,
+    /// Per rule: rows that break it now, rows it reaches only through an earlier stage.
+    per_rule: Vec<(u64, u64)>,
+    keys: Vec<String>,
+}
+
+impl Tally {
+    fn new(plan: &TablePlan) -> Tally {
+        Tally {
+            total: 0,
+            per_rule: vec![(0, 0); plan.rules().len()],
+            keys: Vec::new(),
+        }
+    }
+
+    /// One row of [`TablePlan::preview_rows_sql`].
+    fn add(&mut self, row: &Row) {
+        let flag = |i: usize| row.get::<_, Option<bool>>(i) == Some(true);
+        if flag(1) {
+            self.total += 1;
+        }
+        for (i, (rows, cascaded)) in self.per_rule.iter_mut().enumerate() {
+            if flag(2 + 2 * i) {
+                *rows += 1;
+            } else if flag(3 + 2 * i) {
+                *cascaded += 1;
+            }
+        }
+        self.keys.push(row.get(0));
+    }
+
+    fn flush(&mut self, client: &mut impl GenericClient, plan: &TablePlan) -> Result<()> {
+        if !self.keys.is_empty() {
+            client
+                .execute(plan.insert_keys_sql().as_str(), &[&self.keys])
+                .with_context(|| format!("keeping the keys of {} for the batches", plan.table))?;
+            self.keys.clear();
+        }
+        Ok(())
+    }
+
+    fn finish(self, plan: &TablePlan) -> TablePreview {
+        let rules = plan
+            .rules()
+            .into_iter()
+            .zip(self.per_rule)
+            .map(|(rule, (rows, cascaded))| RulePreview {
+                constraint: rule.constraint,
+                action: rule.action,
+                rows,
+                cascaded,
+                examples: Vec::new(),
+            })
+            .collect();
+        TablePreview {
+            table: plan.table,
+            total: self.total,
+            rules,
+        }
+    }
 }

@@ -16,9 +16,11 @@ use super::proof;
 use super::report::{rows, CleanupReport, RuleReport};
 use crate::catalog::constraints::CATALOG;
 use crate::constraints::check;
+use crate::db::config::Target;
 use crate::db::replication::ReplicaThrottle;
 use crate::db::{self, Session};
 use crate::health::blockers::{Scope, Takes};
+use crate::progress::Log;
 use anyhow::Result;
 use postgres::{Client, IsolationLevel};
 use uuid::Uuid;
@@ -69,10 +71,16 @@ impl Looked {
 
 /// Plans, proves the plan's reads and values, and previews, in one snapshot; then lists the
 /// rules that need a decision and, when there are none and rows would change, proves the
-/// writes. A dry run is read-only; a real run (`real_run`) also collects, in the preview's
-/// scan, the keys its batches will walk (into temporary tables, gone with the session).
-pub fn look(client: &mut Client, policy: &Policy, real_run: bool) -> Result<Looked> {
-    let (plans, previews) = scan(client, policy, real_run)?;
+/// writes. A dry run (`run_on` None) is read-only; a real run also collects, from the preview,
+/// the keys its batches will walk (into temporary tables, gone with the session), reading the
+/// rows on a second session to `run_on`'s server.
+pub fn look(
+    client: &mut Client,
+    policy: &Policy,
+    run_on: Option<&Target>,
+    log: &Log,
+) -> Result<Looked> {
+    let (plans, previews) = scan(client, policy, run_on, log)?;
     let total = previews.iter().map(|p| p.total).sum();
     let needs_decision = decisions::find(client, policy, &plans, &previews)?;
     if needs_decision.is_empty() && total > 0 {
@@ -89,8 +97,10 @@ pub fn look(client: &mut Client, policy: &Policy, real_run: bool) -> Result<Look
 fn scan(
     client: &mut Client,
     policy: &Policy,
-    collect_keys: bool,
+    run_on: Option<&Target>,
+    log: &Log,
 ) -> Result<(Vec<TablePlan>, Vec<TablePreview>)> {
+    let collect_keys = run_on.is_some();
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -100,12 +110,30 @@ fn scan(
     proof::prove_reads(&mut tx, &plans, collect_keys)?;
     let source = policy.source.as_deref().unwrap_or("the built-in policy");
     proof::prove_values(&mut tx, &plans, source)?;
-    if collect_keys {
-        for plan in &plans {
-            tx.batch_execute(&plan.create_keys_table_sql())?;
+    let previews = match run_on {
+        None => preview::preview(&mut tx, &plans)?,
+        Some(target) => {
+            for plan in &plans {
+                tx.batch_execute(&plan.create_keys_table_sql())?;
+            }
+            let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
+            match reader(target) {
+                Ok(mut reader) => {
+                    let mut reading = db::snapshot::read_in(&mut reader, &snapshot)?;
+                    let previews = preview::collect(&mut tx, Some(&mut reading), &plans)?;
+                    reading.commit()?;
+                    previews
+                }
+                // A server out of connection slots only makes the preview slower.
+                Err(e) => {
+                    log.line(&format!(
+                        "previewing on this session alone: no second session ({e:#})"
+                    ));
+                    preview::collect(&mut tx, None, &plans)?
+                }
+            }
         }
-    }
-    let previews = preview::preview(&mut tx, &plans, collect_keys)?;
+    };
     tx.commit()?;
     if collect_keys {
         for plan in &plans {
@@ -113,6 +141,14 @@ fn scan(
         }
     }
     Ok((plans, previews))
+}
+
+/// The preview's second session: cleanup's settings, no statement timeout (as the first).
+fn reader(target: &Target) -> Result<Client> {
+    let mut client = db::connect(target)?;
+    db::lift_statement_timeout(&mut client)?;
+    without_jit(&mut client)?;
+    Ok(client)
 }
 
 /// A run under way: its id, and earlier runs that were killed before they finished (this run

@@ -158,8 +158,8 @@ impl TablePlan {
     }
 
     /// `$2` is the last primary key of the previous batch, as text (NULL for the first).
-    /// The session's temporary table of the keys of this table's violating rows, filled by
-    /// the preview's scan (see [`TablePlan::preview_sql`]).
+    /// The session's temporary table of the keys of this table's violating rows, filled from
+    /// a real run's preview (see [`TablePlan::preview_rows_sql`]).
     fn keys_table(&self) -> String {
         format!(
             "pg_temp.{}",
@@ -174,6 +174,15 @@ impl TablePlan {
             quote_ident(&format!("{KEYS_TABLE_PREFIX}{}", self.table)),
             self.pk_type,
             kt = self.keys_table(),
+        )
+    }
+
+    /// Adds a chunk of previewed keys (`$1`, as text) to the key table.
+    pub fn insert_keys_sql(&self) -> String {
+        format!(
+            "INSERT INTO {} (pk) SELECT unnest($1::text[])::{}",
+            self.keys_table(),
+            self.pk_type
         )
     }
 
@@ -231,87 +240,47 @@ impl TablePlan {
             .collect()
     }
 
-    /// One read-only statement: for each rule its violating rows and the rows it reaches only
-    /// through an earlier stage, the rows that would change, and a few examples per rule.
-    /// Result columns: total, then per rule (rows, cascaded, examples jsonb).
-    /// `for_run` (a real run, not a dry run): the same scan also stores the keys of the rows
-    /// it saw in the key table, which the batches then walk (no second scan to find them), and
-    /// the examples, which only a dry run shows, are not computed.
+    /// A dry run's preview, one read-only statement: for each rule its violating rows and the
+    /// rows it reaches only through an earlier stage, the rows that would change, and a few
+    /// examples per rule. Result columns: total, then per rule (rows, cascaded, examples jsonb).
     /// Parameter `$1`: [`TablePlan::bound_values`], when there are any.
     /// `narrowed`: a condition ANDed to the scan's own that every violating row meets (an
     /// index's shortcut, see `constraints::indexed`).
-    pub fn preview_sql(&self, for_run: bool, narrowed: Option<&str>) -> String {
+    pub fn preview_sql(&self, narrowed: Option<&str>) -> String {
         let rules = self.rules();
-        let deleting: Vec<&RulePolicy> = self.deletes.iter().collect();
-        let mut select = vec![format!("{} AS pk", self.pk("t"))];
-        for (i, rule) in rules.iter().enumerate() {
-            select.push(format!("{} AS o{i}", self.violated(rule, "t")));
-        }
-        select.push(format!("{} AS del", self.any_violated(&deleting, "t")));
-        select.push(format!(
-            "{} AS old_values",
-            rowjson::columns_object(&self.written, "t")
-        ));
-        select.push(format!(
-            "{} AS new_values",
-            rowjson::columns_object(&self.written, &self.last_alias())
-        ));
+        let mut select = self.staged_select("t");
         for (i, rule) in rules.iter().enumerate() {
             if i < self.stages.len() {
                 let k = i + 1;
                 let columns = &self.stage_writes[i];
                 select.push(format!(
-                    "h{k}.hit AS x{i}, {} AS b{i}, {} AS a{i}",
+                    "{} AS b{i}, {} AS a{i}",
                     rowjson::columns_object(columns, &Self::stage_alias(i)),
                     rowjson::columns_object(columns, &Self::stage_alias(k))
                 ));
             } else {
                 select.push(format!(
-                    "{} AS x{i}, {} AS b{i}, NULL::jsonb AS a{i}",
-                    self.violated(rule, "t"),
+                    "{} AS b{i}, NULL::jsonb AS a{i}",
                     rowjson::columns_object(&self.rule_columns(rule), "t")
                 ));
             }
         }
-        let mut outer = vec![
-            "count(*) FILTER (WHERE s.del OR s.old_values IS DISTINCT FROM s.new_values)"
-                .to_string(),
-        ];
+        let mut outer = vec![format!("count(*) FILTER (WHERE {})", Self::changes("s"))];
         for i in 0..rules.len() {
-            // A row that a delete rule removes is not rewritten by the stages.
-            let acts = |alias: &str| {
-                if i < self.stages.len() {
-                    format!("{alias}.x{i} AND NOT {alias}.del")
-                } else {
-                    format!("{alias}.x{i}")
-                }
-            };
             outer.push(format!("count(*) FILTER (WHERE s.o{i})"));
             outer.push(format!(
                 "count(*) FILTER (WHERE {} AND NOT s.o{i})",
-                acts("s")
+                self.acts(i, "s")
             ));
-            if for_run {
-                outer.push("'[]'::jsonb".to_string());
-                continue;
-            }
             outer.push(format!(
                 "(SELECT coalesce(jsonb_agg(to_jsonb(e) ORDER BY e.pk), '[]'::jsonb) FROM (\
                  SELECT DISTINCT ON (x.b{i}, NOT x.o{i}) x.pk::text AS pk, x.b{i} AS before, x.a{i} AS after, NOT x.o{i} AS cascaded \
                  FROM staged AS x WHERE {} ORDER BY x.b{i}, NOT x.o{i}, x.pk LIMIT {EXAMPLES}) AS e)",
-                acts("x")
+                self.acts(i, "x")
             ));
         }
-        let keep = if for_run {
-            format!(
-                ",\nkept AS (INSERT INTO {} (pk) SELECT k.pk FROM staged AS k RETURNING 1)",
-                self.keys_table()
-            )
-        } else {
-            String::new()
-        };
         format!(
-            "WITH staged AS MATERIALIZED (\n  SELECT {}\n  FROM {} AS t{}\n  WHERE ({}){}\n){keep}\nSELECT {}\nFROM staged AS s",
+            "WITH staged AS MATERIALIZED (\n  SELECT {}\n  FROM {} AS t{}\n  WHERE ({}){}\n)\nSELECT {}\nFROM staged AS s",
             select.join(",\n    "),
             quote_ident(self.table),
             self.stage_chain(&self.values_param(0)),
@@ -319,6 +288,73 @@ impl TablePlan {
             narrowed.map_or_else(String::new, |n| format!(" AND {n}")),
             outer.join(",\n  ")
         )
+    }
+
+    /// A real run's preview: the same scan as [`TablePlan::preview_sql`], one row per row a rule
+    /// touches, so that its keys can go into the key table. Only reads (a statement that also
+    /// wrote them would never get PostgreSQL's parallel workers). Result columns: the key as
+    /// text, whether the row changes or goes, then per rule (breaks it now, the rule acts on it).
+    /// Parameter `$1`: [`TablePlan::bound_values`], when there are any.
+    pub fn preview_rows_sql(&self, narrowed: Option<&str>) -> String {
+        let rules = self.rules();
+        let mut outer = vec!["s.pk::text".to_string(), Self::changes("s")];
+        for i in 0..rules.len() {
+            outer.push(format!("s.o{i}"));
+            outer.push(self.acts(i, "s"));
+        }
+        format!(
+            "SELECT {}\nFROM (\n  SELECT {}\n  FROM {} AS t{}\n  WHERE ({}){}\n) AS s",
+            outer.join(", "),
+            self.staged_select("t").join(",\n    "),
+            quote_ident(self.table),
+            self.stage_chain(&self.values_param(0)),
+            self.any_violated(&rules, "t"),
+            narrowed.map_or_else(String::new, |n| format!(" AND {n}")),
+        )
+    }
+
+    /// What both previews read of a row: its key, per rule whether it breaks it now (`o`) and
+    /// whether the rule's stage rewrites it (`x`), whether a delete rule removes it, and the
+    /// written columns before and after the stages.
+    fn staged_select(&self, alias: &str) -> Vec<String> {
+        let rules = self.rules();
+        let deleting: Vec<&RulePolicy> = self.deletes.iter().collect();
+        let mut select = vec![format!("{} AS pk", self.pk(alias))];
+        for (i, rule) in rules.iter().enumerate() {
+            select.push(format!("{} AS o{i}", self.violated(rule, alias)));
+        }
+        select.push(format!("{} AS del", self.any_violated(&deleting, alias)));
+        select.push(format!(
+            "{} AS old_values",
+            rowjson::columns_object(&self.written, alias)
+        ));
+        select.push(format!(
+            "{} AS new_values",
+            rowjson::columns_object(&self.written, &self.last_alias())
+        ));
+        for (i, rule) in rules.iter().enumerate() {
+            if i < self.stages.len() {
+                select.push(format!("h{}.hit AS x{i}", i + 1));
+            } else {
+                select.push(format!("{} AS x{i}", self.violated(rule, alias)));
+            }
+        }
+        select
+    }
+
+    /// Whether a previewed row (`alias`) changes or goes.
+    fn changes(alias: &str) -> String {
+        format!("{alias}.del OR {alias}.old_values IS DISTINCT FROM {alias}.new_values")
+    }
+
+    /// Whether rule `i` acts on a previewed row (`alias`): a row that a delete rule removes is
+    /// not rewritten by the stages.
+    fn acts(&self, i: usize, alias: &str) -> String {
+        if i < self.stages.len() {
+            format!("{alias}.x{i} AND NOT {alias}.del")
+        } else {
+            format!("{alias}.x{i}")
+        }
     }
 
     /// One batch of the update phase, one statement: lock up to `$3` violating rows after the

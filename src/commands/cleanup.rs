@@ -19,6 +19,7 @@ use crate::cleanup::report::{preview_notes, preview_rules, rows, CleanupReport};
 use crate::cleanup::run::{self, Looked, Stopped};
 use crate::cleanup::undo_run;
 use crate::cli::CleanupArgs;
+use crate::db::config::Target;
 use crate::db::Session;
 use crate::exit::Code;
 use crate::health::blockers::{Scope, Takes};
@@ -43,7 +44,7 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     let (target, mut client) = ctx.connect()?;
     run::without_jit(&mut client)?;
     if args.dry_run {
-        let (looked, mut details, schema_version) = match look(ctx, &mut client, &policy, true)? {
+        let (looked, mut details, schema_version) = match look(ctx, &mut client, &policy, None)? {
             Ok(looked) => looked,
             Err(stop) => return Ok(stop),
         };
@@ -51,11 +52,12 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
         return Ok(stop_here(details, true, schema_version, looked.total));
     }
     // Refuses a standby or read-only server first (replication::refuse_unless_writable).
-    let mut session = ctx.begin_session(target, client)?;
-    let (looked, details, schema_version) = match look(ctx, session.client(), &policy, false)? {
-        Ok(looked) => looked,
-        Err(stop) => return Ok(stop),
-    };
+    let mut session = ctx.begin_session(target.clone(), client)?;
+    let (looked, details, schema_version) =
+        match look(ctx, session.client(), &policy, Some(&target))? {
+            Ok(looked) => looked,
+            Err(stop) => return Ok(stop),
+        };
     if looked.total == 0 {
         return Ok(stop_here(details, false, schema_version, 0));
     }
@@ -78,11 +80,12 @@ fn look(
     ctx: &Context,
     client: &mut Client,
     policy: &Policy,
-    dry_run: bool,
+    run_on: Option<&Target>,
 ) -> Result<Result<(Looked, CleanupReport, i32), Outcome>> {
+    let dry_run = run_on.is_none();
     let schema_version = history::current_version(&history::read(client)?);
     ctx.journal.version(schema_version);
-    let mut looked = run::look(client, policy, !dry_run)?;
+    let mut looked = run::look(client, policy, run_on, &ctx.log)?;
     let mut details = CleanupReport {
         policy: Some(policy.source.clone().unwrap_or_else(|| "built-in".into())),
         total_rows: looked.total,

@@ -8,7 +8,7 @@ use crate::db;
 use crate::db::config::Target;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use postgres::{Client, GenericClient, IsolationLevel};
+use postgres::{Client, GenericClient};
 use std::collections::BTreeSet;
 
 /// A session being opened for the scans, on a thread of its own.
@@ -87,15 +87,7 @@ pub(super) fn run_parallel(
                         // coordinator takes every part nobody else takes.
                         Err(_) => return Ok(()),
                     };
-                    let mut tx = client
-                        .build_transaction()
-                        .isolation_level(IsolationLevel::RepeatableRead)
-                        .read_only(true)
-                        .start()?;
-                    tx.batch_execute(&format!(
-                        "SET TRANSACTION SNAPSHOT '{}'",
-                        snapshot.replace('\'', "")
-                    ))?;
+                    let mut tx = db::snapshot::read_in(&mut client, snapshot)?;
                     tx.batch_execute(SCAN_SETTINGS)?;
                     drain(&mut tx, parts, next, slots, live_since, bar);
                     tx.commit()?;

@@ -14,6 +14,7 @@ pub mod own_sessions;
 pub mod replication;
 pub mod retry;
 pub mod session;
+pub mod snapshot;
 pub mod tls;
 
 pub use connect::{connect, lift_statement_timeout};

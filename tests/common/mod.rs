@@ -162,6 +162,19 @@ impl TestDb {
         format!("{scheme}://{role}:{password}@{server}")
     }
 
+    /// The real binary, connecting as `role`, reports in JSON, without progress bars.
+    pub fn cli_as(&self, role: &str, password: &str) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
+        cmd.env_remove("DATABASE_URL").args([
+            "--database-url",
+            &self.url_as(role, password),
+            "--no-progress",
+            "--format",
+            "json",
+        ]);
+        cmd
+    }
+
     /// A version-7 database holding the dirty legacy fixture, on another server.
     pub fn dirty_legacy_on(template: &str) -> TestDb {
         let db = TestDb::new_on(template);

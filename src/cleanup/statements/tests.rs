@@ -103,12 +103,13 @@ fn statements(policy: &Policy, version: Version) -> String {
                 plan.bound_values().cloned().unwrap_or_default()
             )),
         );
-        section("preview (dry run)", Some(plan.preview_sql(false, None)));
+        section("preview (dry run)", Some(plan.preview_sql(None)));
         section(
-            "preview (run, keeps the keys)",
-            Some(plan.preview_sql(true, None)),
+            "preview (run, its rows: keys for the key table)",
+            Some(plan.preview_rows_sql(None)),
         );
         section("key table", Some(plan.create_keys_table_sql()));
+        section("key table chunk", Some(plan.insert_keys_sql()));
         section("key table index", Some(plan.index_keys_table_sql()));
         section("delete batch", plan.delete_batch_sql());
         section("update batch", plan.update_batch_sql());
