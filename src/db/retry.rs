@@ -4,7 +4,8 @@
 use crate::progress::Log;
 use anyhow::Result;
 use postgres::error::SqlState;
-use std::time::Duration;
+use postgres::Client;
+use std::time::{Duration, Instant};
 
 /// Whether an error (anywhere in its chain) is a table lock wait given up on: PostgreSQL's
 /// lock_not_available (55P03), or a statement cancelled by statement_timeout (57014), which is
@@ -57,26 +58,27 @@ impl RetryPolicy {
     }
 }
 
-/// Runs `work` (one whole transaction) and, when it fails on lock_timeout, waits and runs it
-/// again. The failed transaction has already rolled back, so the application's queries that
-/// queued behind our lock request go ahead while we wait; that is why we give up the lock
-/// request quickly and retry rather than wait long.
+/// Runs `work` (one whole transaction) on `client` and, when it fails on lock_timeout, waits
+/// and runs it again. The failed transaction has already rolled back, so the application's
+/// queries that queued behind our lock request go ahead while we wait; that is why we give up
+/// the lock request quickly and retry rather than wait long.
 pub fn retry_on_lock_timeout<T>(
     what: &str,
     policy: RetryPolicy,
     log: &Log,
-    mut work: impl FnMut() -> Result<T>,
+    client: &mut Client,
+    mut work: impl FnMut(&mut Client) -> Result<T>,
 ) -> Result<T> {
     let mut backoff = policy.first_backoff;
     for attempt in 1..=policy.attempts {
-        match work() {
+        match work(client) {
             Err(error) if is_lock_timeout(&error) && attempt < policy.attempts => {
                 log.line(&format!(
-                    "{what}: a table lock was not granted in time (lock_timeout or statement_timeout, attempt {attempt}/{}); rolled back, retrying in {} ms",
+                    "{what}: a table lock was not granted in time (lock_timeout or statement_timeout, attempt {attempt}/{}); rolled back, retrying within {} ms",
                     policy.attempts,
                     backoff.as_millis()
                 ));
-                std::thread::sleep(backoff + jitter(backoff));
+                wait_for_a_chance(client, backoff + jitter(backoff));
                 backoff = (backoff * 2).min(policy.max_backoff);
             }
             Err(error) if is_statement_timeout(&error) => {
@@ -95,6 +97,55 @@ pub fn retry_on_lock_timeout<T>(
         }
     }
     unreachable!("the loop returns on its last attempt")
+}
+
+/// How often a waiting retry looks whether a transaction in the way has ended.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Waits `backoff` before the next attempt, or less: when a transaction that held table locks
+/// in this database for a while when the attempt gave up (a report idle in transaction, a
+/// batch job) ends, the lock it was holding is most likely free now, and the rest of the
+/// backoff would only give the next long transaction time to take it first. Short statements
+/// come and go and are not waited for. When the holders cannot be read (a role that may not see
+/// other users' transactions), the whole backoff.
+pub fn wait_for_a_chance(client: &mut Client, backoff: Duration) {
+    let deadline = Instant::now() + backoff;
+    let holders = match long_lock_holders(client) {
+        Ok(holders) if !holders.is_empty() => holders,
+        _ => return std::thread::sleep(backoff),
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(POLL));
+        match long_lock_holders(client) {
+            Ok(now) if holders.iter().all(|h| now.contains(h)) => {}
+            Ok(_) => return,
+            Err(_) => {
+                return std::thread::sleep(deadline.saturating_duration_since(Instant::now()))
+            }
+        }
+    }
+}
+
+/// Other sessions (not this process's own) whose transaction in this database began more
+/// than 50 ms ago and holds a table lock: pid and transaction start.
+fn long_lock_holders(client: &mut Client) -> Result<Vec<(i32, f64)>> {
+    let (own_pids, _) = super::own_sessions::all();
+    let rows = client.query(
+        "SELECT a.pid, extract(epoch FROM a.xact_start)::float8
+           FROM pg_stat_activity AS a
+          WHERE a.datname = current_database()
+            AND a.pid <> pg_backend_pid()
+            AND NOT (a.pid = ANY($1))
+            AND a.xact_start < clock_timestamp() - interval '50 milliseconds'
+            AND EXISTS (SELECT 1 FROM pg_locks AS l
+                         WHERE l.pid = a.pid AND l.granted AND l.locktype = 'relation')",
+        &[&own_pids],
+    )?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Up to a quarter of `base`, so that two waiting migrators do not retry in lockstep.

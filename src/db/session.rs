@@ -173,13 +173,8 @@ impl Retrying for Session {
 }
 
 impl Retrying for Worker {
-    fn retried<T>(
-        &mut self,
-        what: &str,
-        mut work: impl FnMut(&mut Client) -> Result<T>,
-    ) -> Result<T> {
-        let client = &mut self.client;
-        retry_on_lock_timeout(what, self.safety.retry, &self.log, || work(client))
+    fn retried<T>(&mut self, what: &str, work: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
+        retry_on_lock_timeout(what, self.safety.retry, &self.log, &mut self.client, work)
     }
 
     fn client(&mut self) -> &mut Client {
