@@ -100,14 +100,16 @@ pub fn retry_on_lock_timeout<T>(
 }
 
 /// How often a waiting retry looks whether a transaction in the way has ended.
-const POLL: Duration = Duration::from_millis(10);
+const POLL: Duration = Duration::from_millis(20);
 
-/// Waits `backoff` before the next attempt, or less: when a transaction that held table locks
-/// in this database for a while when the attempt gave up (a report idle in transaction, a
-/// batch job) ends, the lock it was holding is most likely free now, and the rest of the
-/// backoff would only give the next long transaction time to take it first. Short statements
-/// come and go and are not waited for. When the holders cannot be read (a role that may not see
-/// other users' transactions), the whole backoff.
+/// Waits `backoff` before the next attempt, or less: when the transactions that held table
+/// locks in this database for a while when the attempt gave up (a report idle in transaction,
+/// a batch job) have all ended, the lock one of them was holding is most likely free now, and
+/// the rest of the backoff would only give the next long transaction time to take it first.
+/// Short statements come and go and are not waited for; going again while one of the long
+/// ones is still open would only make the application queue behind another lock request that
+/// gives up. When the holders cannot be read (a role that may not see other users'
+/// transactions), the whole backoff.
 pub fn wait_for_a_chance(client: &mut Client, backoff: Duration) {
     let deadline = Instant::now() + backoff;
     let holders = match long_lock_holders(client) {
@@ -121,7 +123,7 @@ pub fn wait_for_a_chance(client: &mut Client, backoff: Duration) {
         }
         std::thread::sleep(left.min(POLL));
         match long_lock_holders(client) {
-            Ok(now) if holders.iter().all(|h| now.contains(h)) => {}
+            Ok(now) if holders.iter().any(|h| now.contains(h)) => {}
             Ok(_) => return,
             Err(_) => {
                 return std::thread::sleep(deadline.saturating_duration_since(Instant::now()))
