@@ -63,7 +63,9 @@ pub struct GlobalArgs {
 
     /// How many times a statement that hit the lock timeout is retried, with backoff (50ms,
     /// doubling up to 1s, so that at most one wait a second holds the application up: the
-    /// default gives a lock about two minutes to come free).
+    /// default gives a lock about two minutes to come free). A retry goes sooner once the
+    /// transactions that were holding table locks have ended; migrate does not ask for a
+    /// migration's table locks while a transaction open for a while holds one of its tables.
     #[arg(long, default_value_t = 120, global = true)]
     pub lock_retries: u32,
 

@@ -355,14 +355,14 @@ fn a_restored_serial_key_does_not_collide_with_the_next_insert() {
     );
     let mut client = db.client();
     let mut tx = client.transaction().unwrap();
-    let restored = restore::restore(
+    let archived = restore::archived(
         &mut tx,
         &[Created::Table {
             table: "notes".into(),
         }],
-        "V9 notes",
     )
     .unwrap();
+    let restored = restore::restore(&mut tx, &archived, "V9 notes").unwrap();
     tx.commit().unwrap();
     assert_eq!(restored.len(), 1);
     assert_eq!(restored[0].rows, 2);

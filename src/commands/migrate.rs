@@ -124,6 +124,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         ));
     } else {
         ctx.wait_for_blockers(session.client(), &scope)?;
+        session.locking(scope.tables.clone());
     }
     let mut replicas = ctx.replica_throttle();
     let mut run = Run {
@@ -133,6 +134,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         no_compat: args.no_compat,
     };
     let done = steps::apply_pending(&mut run, &pending)?;
+    session.locking(Vec::new());
     details.to_version = done.applied.last().map_or(from, |r| r.version);
     details.applied = done.applied;
     details.restored = done.restored;

@@ -62,14 +62,23 @@ impl RetryPolicy {
 /// and runs it again. The failed transaction has already rolled back, so the application's
 /// queries that queued behind our lock request go ahead while we wait; that is why we give up
 /// the lock request quickly and retry rather than wait long.
+///
+/// `tables`: the tables the work takes strong locks on, when the caller knows them (008's
+/// `LOCK TABLE`). Then an attempt waits while a long transaction holds one of them (the first
+/// up to the longest backoff, later ones up to their backoff): such an attempt could only
+/// queue, make the application queue behind it for `lock_timeout`, and give up.
 pub fn retry_on_lock_timeout<T>(
     what: &str,
     policy: RetryPolicy,
     log: &Log,
     client: &mut Client,
+    tables: &[String],
     mut work: impl FnMut(&mut Client) -> Result<T>,
 ) -> Result<T> {
     let mut backoff = policy.first_backoff;
+    if !tables.is_empty() {
+        wait_until_free(client, tables, policy.max_backoff);
+    }
     for attempt in 1..=policy.attempts {
         match work(client) {
             Err(error) if is_lock_timeout(&error) && attempt < policy.attempts => {
@@ -78,7 +87,14 @@ pub fn retry_on_lock_timeout<T>(
                     policy.attempts,
                     backoff.as_millis()
                 ));
-                wait_for_a_chance(client, backoff + jitter(backoff));
+                let wait = backoff + jitter(backoff);
+                if tables.is_empty() {
+                    wait_for_a_chance(client, wait);
+                } else {
+                    // At least a moment, so that a holder too young to count yet shows.
+                    std::thread::sleep(POLL);
+                    wait_until_free(client, tables, wait.saturating_sub(POLL));
+                }
                 backoff = (backoff * 2).min(policy.max_backoff);
             }
             Err(error) if is_statement_timeout(&error) => {
@@ -112,7 +128,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// transactions), the whole backoff.
 pub fn wait_for_a_chance(client: &mut Client, backoff: Duration) {
     let deadline = Instant::now() + backoff;
-    let holders = match long_lock_holders(client) {
+    let holders = match long_lock_holders(client, None) {
         Ok(holders) if !holders.is_empty() => holders,
         _ => return std::thread::sleep(backoff),
     };
@@ -122,7 +138,7 @@ pub fn wait_for_a_chance(client: &mut Client, backoff: Duration) {
             return;
         }
         std::thread::sleep(left.min(POLL));
-        match long_lock_holders(client) {
+        match long_lock_holders(client, None) {
             Ok(now) if holders.iter().any(|h| now.contains(h)) => {}
             Ok(_) => return,
             Err(_) => {
@@ -132,9 +148,23 @@ pub fn wait_for_a_chance(client: &mut Client, backoff: Duration) {
     }
 }
 
+/// Waits, up to `cap`, until no long transaction (see [`long_lock_holders`]) holds a lock on
+/// one of `tables`. Returns at once when none does or when the holders cannot be read.
+pub fn wait_until_free(client: &mut Client, tables: &[String], cap: Duration) {
+    let deadline = Instant::now() + cap;
+    while let Ok(holders) = long_lock_holders(client, Some(tables)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if holders.is_empty() || left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(POLL));
+    }
+}
+
 /// Other sessions (not this process's own) whose transaction in this database began more
-/// than 50 ms ago and holds a table lock: pid and transaction start.
-fn long_lock_holders(client: &mut Client) -> Result<Vec<(i32, f64)>> {
+/// than 50 ms ago and holds a lock on a table (one of `tables`, when given): pid and
+/// transaction start.
+fn long_lock_holders(client: &mut Client, tables: Option<&[String]>) -> Result<Vec<(i32, f64)>> {
     let (own_pids, _) = super::own_sessions::all();
     let rows = client.query(
         "SELECT a.pid, extract(epoch FROM a.xact_start)::float8
@@ -144,8 +174,11 @@ fn long_lock_holders(client: &mut Client) -> Result<Vec<(i32, f64)>> {
             AND NOT (a.pid = ANY($1))
             AND a.xact_start < clock_timestamp() - interval '50 milliseconds'
             AND EXISTS (SELECT 1 FROM pg_locks AS l
-                         WHERE l.pid = a.pid AND l.granted AND l.locktype = 'relation')",
-        &[&own_pids],
+                         WHERE l.pid = a.pid AND l.granted AND l.locktype = 'relation'
+                           AND ($2::text[] IS NULL
+                                OR l.relation = ANY (SELECT to_regclass(quote_ident(t))
+                                                       FROM unnest($2::text[]) AS t)))",
+        &[&own_pids, &tables],
     )?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

@@ -97,6 +97,14 @@ impl Session {
         &self.target
     }
 
+    /// Names the tables the session's next work takes strong locks on (a migration's `LOCK
+    /// TABLE`); until [`Session::locking`] is called again, each attempt first waits (up to the
+    /// longest backoff) while a long transaction holds one of them, rather than queue behind it
+    /// with the application queued behind us.
+    pub fn locking(&mut self, tables: Vec<String>) {
+        self.connection.lock_scope = tables;
+    }
+
     pub fn log(&self) -> &Log {
         &self.connection.log
     }
@@ -116,6 +124,9 @@ pub struct Worker {
     client: Client,
     safety: Safety,
     log: Log,
+    /// The tables the coming work takes strong locks on, when known (see
+    /// [`Session::locking`]).
+    lock_scope: Vec<String>,
 }
 
 impl Worker {
@@ -125,6 +136,7 @@ impl Worker {
             client,
             safety,
             log,
+            lock_scope: Vec::new(),
         })
     }
 }
@@ -174,7 +186,14 @@ impl Retrying for Session {
 
 impl Retrying for Worker {
     fn retried<T>(&mut self, what: &str, work: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
-        retry_on_lock_timeout(what, self.safety.retry, &self.log, &mut self.client, work)
+        retry_on_lock_timeout(
+            what,
+            self.safety.retry,
+            &self.log,
+            &mut self.client,
+            &self.lock_scope,
+            work,
+        )
     }
 
     fn client(&mut self) -> &mut Client {

@@ -24,23 +24,38 @@ pub struct Restored {
     pub archive_dropped: bool,
 }
 
-/// Puts back, in the caller's transaction and in the given order, the newest archive of each of
-/// `created` (what the migration `label` has just created; see [`absent`]).
+/// What a migration will create that a rollback archived: each of `created` (see [`absent`])
+/// with its newest archive. Read before the migration's own statements run, so that nothing
+/// is read while the locks they take are held.
+pub struct Archived(Vec<(Created, Entry)>);
+
+/// Finds the newest archive of each of `created`; no query when there is nothing to look for.
+pub fn archived(tx: &mut impl GenericClient, created: &[Created]) -> Result<Archived> {
+    if created.is_empty() {
+        return Ok(Archived(Vec::new()));
+    }
+    let entries = archives(tx)?;
+    Ok(Archived(
+        created
+            .iter()
+            .filter_map(|c| newest(&entries, c).map(|e| (c.clone(), e.clone())))
+            .collect(),
+    ))
+}
+
+/// Puts back, in the caller's transaction and in the given order, each archive of `archived`
+/// (what the migration `label` has just created).
 ///
 /// A column's values are written by one UPDATE while the migration's `ADD COLUMN` still holds
 /// its ACCESS EXCLUSIVE lock, so the application waits for it; that is the price of the values
 /// and the column appearing together.
 pub fn restore(
     tx: &mut impl GenericClient,
-    created: &[Created],
+    archived: &Archived,
     label: &str,
 ) -> Result<Vec<Restored>> {
-    let entries = archives(tx)?;
     let mut restored = Vec::new();
-    for c in created {
-        let Some(entry) = newest(&entries, c) else {
-            continue;
-        };
+    for (c, entry) in &archived.0 {
         let archive = qualified(&entry.name);
         let (rows, left_behind) = match c {
             Created::Table { table } => restore_table(tx, table, entry)?,

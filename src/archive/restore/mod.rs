@@ -12,5 +12,5 @@
 pub mod execute;
 pub mod plan;
 
-pub use execute::{restore, Restored};
+pub use execute::{archived, restore, Archived, Restored};
 pub use plan::{absent, created_by, planned, Created, Planned};
