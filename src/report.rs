@@ -148,8 +148,25 @@ pub struct MigrationRun {
     pub duration_ms: u64,
 }
 
+/// The head of a migrate or rollback report: where it started and where it ended.
+pub fn write_versions(out: &mut dyn std::io::Write, from: i32, to: i32) -> std::io::Result<()> {
+    writeln!(out, "from version {from} to version {to}")
+}
+
+/// The migrations a run applied or reverted, as a table headed `what`; nothing when none.
+pub fn write_migrations(
+    out: &mut dyn std::io::Write,
+    what: &str,
+    runs: &[MigrationRun],
+) -> std::io::Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "{}", migrations_table(what, runs))
+}
+
 /// The migrations a run applied or reverted; `what` heads the first column.
-pub fn migrations_table(what: &str, runs: &[MigrationRun]) -> Table {
+fn migrations_table(what: &str, runs: &[MigrationRun]) -> Table {
     let mut t = table(&[what, "migration", "took"]);
     for r in runs {
         t.add_row(vec![

@@ -92,52 +92,63 @@ const KEY_CHUNK: usize = 10_000;
 /// flat and the scans are plain reads, which PostgreSQL may give parallel workers (a statement
 /// that also wrote the keys, as this used to, never gets them). Without a second session
 /// (`None`: the server had no connection to spare) the rows are read on `keys` itself, a
-/// table at a time, and held until they are written.
+/// table at a time, and its keys held until the table's scan ends.
 pub fn collect(
     keys: &mut impl GenericClient,
     reader: Option<&mut Transaction<'_>>,
     plans: &[TablePlan],
 ) -> Result<Vec<TablePreview>> {
     let tables: Vec<&str> = plans.iter().map(|p| p.table).collect();
-    let mut previews = Vec::new();
     match reader {
         Some(reader) => {
             let spelling = DatabaseSpelling::read(reader, &tables)?;
-            for plan in plans {
-                let mut tally = Tally::new(plan);
-                narrowed_scan(reader, plan, &spelling, |reader, sql, params| {
-                    let sql = plan.preview_rows_sql(sql);
-                    let mut rows = reader.query_raw(sql.as_str(), params.iter().copied())?;
-                    while let Some(row) = rows.next()? {
-                        tally.add(&row);
+            plans
+                .iter()
+                .map(|plan| {
+                    let mut tally = Tally::new(plan);
+                    stream_rows(reader, plan, &spelling, |row| {
+                        tally.add(row);
                         if tally.keys.len() >= KEY_CHUNK {
                             tally.flush(keys, plan)?;
                         }
-                    }
-                    Ok(())
-                })?;
-                tally.flush(keys, plan)?;
-                previews.push(tally.finish(plan));
-            }
+                        Ok(())
+                    })?;
+                    tally.finish(keys, plan)
+                })
+                .collect()
         }
         None => {
             let spelling = DatabaseSpelling::read(keys, &tables)?;
-            for plan in plans {
-                let mut tally = Tally::new(plan);
-                let rows = narrowed_scan(keys, plan, &spelling, |keys, sql, params| {
-                    let sql = plan.preview_rows_sql(sql);
-                    keys.query(sql.as_str(), params)
-                        .map_err(anyhow::Error::from)
-                })?;
-                for row in &rows {
-                    tally.add(row);
-                }
-                tally.flush(keys, plan)?;
-                previews.push(tally.finish(plan));
-            }
+            plans
+                .iter()
+                .map(|plan| {
+                    let mut tally = Tally::new(plan);
+                    stream_rows(keys, plan, &spelling, |row| {
+                        tally.add(row);
+                        Ok(())
+                    })?;
+                    tally.finish(keys, plan)
+                })
+                .collect()
         }
     }
-    Ok(previews)
+}
+
+/// Streams the rows of `plan`'s [`TablePlan::preview_rows_sql`] on `scanner` into `each`.
+fn stream_rows<C: GenericClient>(
+    scanner: &mut C,
+    plan: &TablePlan,
+    spelling: &DatabaseSpelling,
+    mut each: impl FnMut(&Row) -> Result<()>,
+) -> Result<()> {
+    narrowed_scan(scanner, plan, spelling, |scanner, narrowed, params| {
+        let sql = plan.preview_rows_sql(narrowed);
+        let mut rows = scanner.query_raw(sql.as_str(), params.iter().copied())?;
+        while let Some(row) = rows.next()? {
+            each(&row)?;
+        }
+        Ok(())
+    })
 }
 
 /// Runs `scan` with the plan's bound values, narrowed by an index when one can answer (the
@@ -213,7 +224,9 @@ impl Tally {
         Ok(())
     }
 
-    fn finish(self, plan: &TablePlan) -> TablePreview {
+    /// Writes the keys still held and gives the table's preview.
+    fn finish(mut self, client: &mut impl GenericClient, plan: &TablePlan) -> Result<TablePreview> {
+        self.flush(client, plan)?;
         let rules = plan
             .rules()
             .into_iter()
@@ -226,10 +239,10 @@ impl Tally {
                 examples: Vec::new(),
             })
             .collect();
-        TablePreview {
+        Ok(TablePreview {
             table: plan.table,
             total: self.total,
             rules,
-        }
+        })
     }
 }

@@ -157,11 +157,7 @@ impl Details for RollbackReport {
     }
 
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        writeln!(
-            out,
-            "from version {} to version {}",
-            self.from_version, self.to_version
-        )?;
+        report::write_versions(out, self.from_version, self.to_version)?;
         if let Some(plan) = &self.plan {
             for step in plan {
                 writeln!(out, "V{} {} would be reverted:", step.version, step.name)?;
@@ -173,13 +169,7 @@ impl Details for RollbackReport {
             }
             return Ok(());
         }
-        if !self.reverted.is_empty() {
-            writeln!(
-                out,
-                "{}",
-                report::migrations_table("reverted", &self.reverted)
-            )?;
-        }
+        report::write_migrations(out, "reverted", &self.reverted)?;
         revert::write_archives(out, self.archived.iter(), "Archived")
     }
 }

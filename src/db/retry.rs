@@ -127,38 +127,45 @@ const POLL: Duration = Duration::from_millis(20);
 /// gives up. When the holders cannot be read (a role that may not see other users'
 /// transactions), the whole backoff.
 pub fn wait_for_a_chance(client: &mut Client, backoff: Duration) {
-    let deadline = Instant::now() + backoff;
-    let holders = match long_lock_holders(client, None) {
-        Ok(holders) if !holders.is_empty() => holders,
-        _ => return std::thread::sleep(backoff),
+    let started = Instant::now();
+    let freed = match long_lock_holders(client, None) {
+        Ok(first) if !first.is_empty() => wait_while(client, None, backoff, |now| {
+            first.iter().any(|holder| now.contains(holder))
+        }),
+        _ => false,
     };
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        std::thread::sleep(left.min(POLL));
-        match long_lock_holders(client, None) {
-            Ok(now) if holders.iter().any(|h| now.contains(h)) => {}
-            Ok(_) => return,
-            Err(_) => {
-                return std::thread::sleep(deadline.saturating_duration_since(Instant::now()))
-            }
-        }
+    if !freed {
+        std::thread::sleep(backoff.saturating_sub(started.elapsed()));
     }
 }
 
 /// Waits, up to `cap`, until no long transaction (see [`long_lock_holders`]) holds a lock on
 /// one of `tables`. Returns at once when none does or when the holders cannot be read.
 pub fn wait_until_free(client: &mut Client, tables: &[String], cap: Duration) {
+    wait_while(client, Some(tables), cap, |now| !now.is_empty());
+}
+
+/// Looks every [`POLL`], up to `cap`, at the long transactions holding a lock (on one of
+/// `tables`, or on any table), for as long as `in_the_way` says they are. True once they are
+/// not; false when `cap` ran out or the holders cannot be read.
+fn wait_while(
+    client: &mut Client,
+    tables: Option<&[String]>,
+    cap: Duration,
+    in_the_way: impl Fn(&[(i32, f64)]) -> bool,
+) -> bool {
     let deadline = Instant::now() + cap;
-    while let Ok(holders) = long_lock_holders(client, Some(tables)) {
+    while let Ok(now) = long_lock_holders(client, tables) {
+        if !in_the_way(&now) {
+            return true;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
-        if holders.is_empty() || left.is_zero() {
-            return;
+        if left.is_zero() {
+            return false;
         }
         std::thread::sleep(left.min(POLL));
     }
+    false
 }
 
 /// Other sessions (not this process's own) whose transaction in this database began more

@@ -18,11 +18,7 @@ impl Details for MigrateReport {
     }
 
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        writeln!(
-            out,
-            "from version {} to version {}",
-            self.from_version, self.to_version
-        )?;
+        report::write_versions(out, self.from_version, self.to_version)?;
         if let Some(plan) = &self.plan {
             if plan.is_empty() {
                 writeln!(out, "Plan: nothing to apply.")?;
@@ -32,13 +28,7 @@ impl Details for MigrateReport {
                 writeln!(out, "V{} {}\n{t}", m.version, m.name)?;
             }
         }
-        if !self.applied.is_empty() {
-            writeln!(
-                out,
-                "{}",
-                report::migrations_table("applied", &self.applied)
-            )?;
-        }
+        report::write_migrations(out, "applied", &self.applied)?;
         if let Some(planned) = self.would_restore.as_ref().filter(|p| !p.is_empty()) {
             writeln!(out, "Would restore from schema {}:", crate::archive::SCHEMA)?;
             let mut t = report::table(&["version", "object", "from", "rows"]);
