@@ -68,3 +68,34 @@ fn a_terminal_shows_bars_with_an_eta_except_in_a_json_run() {
         serde_json::json!(["chk_employee_count_positive"])
     );
 }
+
+/// The scans return each violating row's block only when a bar is drawn: the findings must be
+/// the same either way, counts, live counts and samples.
+#[test]
+fn a_drawn_bar_changes_no_finding() {
+    use ruleiq_db::catalog::constraints::CATALOG;
+    use ruleiq_db::constraints::check;
+    use ruleiq_db::progress::Log;
+
+    let db = TestDb::dirty_legacy();
+    let all: Vec<_> = CATALOG.iter().collect();
+    let run = |log: &Log| {
+        let mut client = db.client();
+        let findings = check::check(&db.target(), &mut client, &all, log).unwrap();
+        serde_json::to_value(findings).unwrap()
+    };
+    let drawn = Log {
+        quiet: true,
+        bars: true,
+    };
+    let with_blocks = run(&drawn);
+    let without = run(&Log::silent());
+    assert_eq!(with_blocks, without);
+    let total: u64 = without
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["violations"].as_u64().unwrap())
+        .sum();
+    assert!(total > 0, "the dirty fixture violates: {without}");
+}

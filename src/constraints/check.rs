@@ -7,7 +7,8 @@
 //! count and the ten smallest primary keys per constraint, so memory stays flat whatever the
 //! table size and the sample costs no second scan. Scans run concurrently on
 //! [`PARALLEL_SCANS`] sessions that share one exported snapshot, so every count describes the
-//! same moment, and PostgreSQL's parallel workers may help with each (see `SCAN_SETTINGS`).
+//! same moment, and PostgreSQL's parallel workers may help with each (see `SCAN_SETTINGS`, and
+//! [`runs_serially`] for the one exception).
 
 use super::indexed::{self, Narrowing};
 use super::live::{self, LiveSince};
@@ -53,20 +54,32 @@ impl Finding {
     }
 }
 
-/// One scan: a table's CHECK constraints together, or one foreign key. Its last two columns
-/// say whether the row is live (`live`: whether that column reads the bound cutoff `$1`) and
-/// in which block it lies (for the progress bar).
+/// One scan: a table's CHECK constraints together, or one foreign key. After the flags, a
+/// column says whether the row is live (`live`: whether that column reads the bound cutoff
+/// `$1`) and, when a progress bar is drawn (`blocks`), the last one in which block it lies.
 struct Scan {
     constraints: Vec<&'static Constraint>,
     sql: String,
     live: bool,
+    blocks: bool,
     /// For a table's CHECKs: the rows an index narrows the scan to (see `indexed.rs`).
     narrowed: Option<Narrowing>,
 }
 
-fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) -> Vec<Scan> {
+/// `blocks`: whether the scans return each violating row's block, for a progress bar. Only
+/// when one is drawn: turning a `ctid` into its block number goes through text, and at 50,000
+/// violating rows that cost was a tenth of the check's time (see docs/performance.md).
+fn plan_scans(
+    constraints: &[&'static Constraint],
+    spelling: &DatabaseSpelling,
+    blocks: bool,
+) -> Vec<Scan> {
     let pk = format!("t.{}::text", quote_ident(PRIMARY_KEY));
-    let block = scan_progress::block_column("t");
+    let block = if blocks {
+        format!(", {}", scan_progress::block_column("t"))
+    } else {
+        String::new()
+    };
     let mut by_table: Vec<(&'static str, Vec<&'static Constraint>)> = Vec::new();
     let mut scans = Vec::new();
     let live = |table: &str| {
@@ -86,12 +99,13 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
                 scans.push(Scan {
                     constraints: vec![c],
                     sql: format!(
-                        "SELECT {pk}, {}, {block} FROM {} AS t WHERE {}",
+                        "SELECT {pk}, {}{block} FROM {} AS t WHERE {}",
                         is_live.as_deref().unwrap_or("false"),
                         quote_ident(c.table),
                         c.violation_condition(spelling, "t")
                     ),
                     live: is_live.is_some(),
+                    blocks,
                     narrowed: None,
                 });
             }
@@ -119,9 +133,10 @@ fn plan_scans(constraints: &[&'static Constraint], spelling: &DatabaseSpelling) 
         scans.push(Scan {
             constraints: checks,
             live: is_live.is_some(),
+            blocks,
             narrowed: None,
             sql: format!(
-                "SELECT {pk}, {}, {}, {block} FROM {} AS t WHERE ({condition})",
+                "SELECT {pk}, {}, {}{block} FROM {} AS t WHERE ({condition})",
                 flags.join(", "),
                 is_live.as_deref().unwrap_or("false"),
                 quote_ident(table),
@@ -208,6 +223,23 @@ pub(super) struct Part<'a> {
     cost: i64,
     /// The blocks of the table whose rows it returns.
     blocks: i64,
+    /// Without parallel workers (see [`runs_serially`]).
+    serial: bool,
+}
+
+/// Whether a scan runs without PostgreSQL's parallel workers: a narrowed one (a bitmap heap
+/// scan) while the other parts give the other session at least half as much to read.
+///
+/// A parallel bitmap heap scan hands its pages out one at a time under a shared lock and
+/// barely scales: alone it took as long as the serial scan with two to three times the CPU.
+/// Beside the foreign keys' anti-joins on the other session, that CPU came out of theirs, and
+/// the whole check took 0.64 s with the narrowed scan serial against 0.68 s parallel (medians
+/// of twelve alternations, 2M evidence_items). Where little runs beside it (`migrate`'s
+/// preflight: the evidence scan and business_profiles'), the workers are what keeps a second
+/// core busy, and under the application's load they win it a bigger share of the machine:
+/// serial there, `migrate` took 4.9 s against 4.4 s (medians of six).
+fn runs_serially(part_cost: i64, narrowed: bool, all_parts_cost: i64) -> bool {
+    narrowed && (all_parts_cost - part_cost).saturating_mul(2) >= part_cost
 }
 
 impl Part<'_> {
@@ -221,7 +253,7 @@ impl Part<'_> {
         let total = self.cost.max(0) as u64;
         let mut shown = 0u64;
         let mut passed = ScanProgress::new(self.blocks);
-        let result = run_scan(client, self.scan, live_since, &mut |block| {
+        let result = run_scan(client, self.scan, self.serial, live_since, &mut |block| {
             let now = (passed.seen(block) * total as f64) as u64;
             if now > shown {
                 bar.inc(now - shown);
@@ -233,9 +265,14 @@ impl Part<'_> {
     }
 }
 
+/// While a part runs serially, and after.
+const SERIAL_SETTINGS: &str = "SET LOCAL max_parallel_workers_per_gather = 0";
+const UNSERIAL_SETTINGS: &str = "SET LOCAL max_parallel_workers_per_gather TO DEFAULT";
+
 fn run_scan(
     client: &mut impl GenericClient,
     scan: &Scan,
+    serial: bool,
     live_since: &DateTime<Utc>,
     progress: &mut dyn FnMut(i64),
 ) -> Result<Vec<Tally>> {
@@ -255,15 +292,21 @@ fn run_scan(
     if scan.narrowed.is_some() {
         client.batch_execute(indexed::NARROWED_SETTINGS)?;
     }
+    if serial {
+        client.batch_execute(SERIAL_SETTINGS)?;
+    }
     let mut rows = client
         .query_raw(sql.as_str(), params)
         .with_context(|| format!("checking {}", names(&scan.constraints)))?;
     use postgres::fallible_iterator::FallibleIterator;
     let foreign_key = scan.constraints.len() == 1 && scan.constraints[0].kind() == Kind::ForeignKey;
+    let live_column = scan.constraints.len() + usize::from(!foreign_key);
     while let Some(row) = rows.next()? {
         let key: String = row.get(0);
-        let live: bool = row.get(row.len() - 2);
-        progress(row.get(row.len() - 1));
+        let live: bool = row.get(live_column);
+        if scan.blocks {
+            progress(row.get(live_column + 1));
+        }
         for (i, tally) in tallies.iter_mut().enumerate() {
             if foreign_key || row.get::<_, bool>(i + 1) {
                 tally.add(&key);
@@ -274,6 +317,9 @@ fn run_scan(
     drop(rows);
     if scan.narrowed.is_some() {
         client.batch_execute(indexed::UNNARROWED_SETTINGS)?;
+    }
+    if serial {
+        client.batch_execute(UNSERIAL_SETTINGS)?;
     }
     Ok(tallies)
 }
@@ -334,7 +380,7 @@ pub fn check_live(
     let spelling =
         DatabaseSpelling::read(&mut tx, &catalog::tables_read(constraints.iter().copied()))?;
     let states = constraint_states(&mut tx)?;
-    let mut scans = plan_scans(constraints, &spelling);
+    let mut scans = plan_scans(constraints, &spelling, log.bars);
     narrow_scans(&mut tx, &mut scans, &spelling)?;
     let sizes = table_sizes(&mut tx, &catalog::tables_read(constraints.iter().copied()))?;
     let block_size: i64 = tx
@@ -352,9 +398,14 @@ pub fn check_live(
                 .first()
                 .and_then(|c| sizes.get(c.table))
                 .map_or(1, |bytes| bytes / block_size.max(1)),
+            serial: false,
         })
         .collect();
     parts.sort_by_key(|part| std::cmp::Reverse(part.cost));
+    let all_parts_cost: i64 = parts.iter().map(|p| p.cost.max(0)).sum();
+    for part in &mut parts {
+        part.serial = runs_serially(part.cost, part.scan.narrowed.is_some(), all_parts_cost);
+    }
     tx.batch_execute(SCAN_SETTINGS)?;
     let bar = log.bytes_bar(
         parts.iter().map(|p| p.cost.max(0) as u64).sum(),
@@ -413,6 +464,16 @@ pub fn total_live_violations(findings: &[Finding]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_narrowed_scan_runs_serially_only_beside_enough_other_work() {
+        // The check at 2M evidence_items: the narrowed evidence scan and 0.7 GB of others.
+        assert!(runs_serially(1_000, true, 1_726));
+        // migrate's preflight: the evidence scan and business_profiles' alone.
+        assert!(!runs_serially(1_000, true, 1_078));
+        // Only a narrowed scan.
+        assert!(!runs_serially(300, false, 1_726));
+    }
 
     #[test]
     fn tally_keeps_the_ten_smallest_keys_in_order() {

@@ -2,7 +2,7 @@
 //! not) and a bitmap heap scan hand out the table's blocks in ascending order, so the block of
 //! the latest violating row says how much of the table is behind it. PostgreSQL has no
 //! progress view for a SELECT; this costs one column per violating row and nothing per row
-//! that passes. A synchronized scan may start mid-table and wrap around: blocks count from
+//! that passes, and only when a bar is drawn. A synchronized scan may start mid-table and wrap around: blocks count from
 //! the first one seen. Between two violating rows the bar stands still, so on a clean table it
 //! moves only when the scan ends.
 
