@@ -54,28 +54,29 @@ impl Finding {
     }
 }
 
-/// One scan: a table's CHECK constraints together, or one foreign key. After the flags, a
-/// column says whether the row is live (`live`: whether that column reads the bound cutoff
-/// `$1`) and, when a progress bar is drawn (`blocks`), the last one in which block it lies.
+/// One scan: a table's CHECK constraints together, or one foreign key. After the key and the
+/// flags, one column says whether the row is live (`live`: whether that column reads the bound
+/// cutoff `$1`), and a last one, when a progress bar is drawn (`returns_blocks`), in which
+/// block the row lies.
 struct Scan {
     constraints: Vec<&'static Constraint>,
     sql: String,
     live: bool,
-    blocks: bool,
+    returns_blocks: bool,
     /// For a table's CHECKs: the rows an index narrows the scan to (see `indexed.rs`).
     narrowed: Option<Narrowing>,
 }
 
-/// `blocks`: whether the scans return each violating row's block, for a progress bar. Only
-/// when one is drawn: turning a `ctid` into its block number goes through text, and at 52,000
+/// `with_blocks`: whether the scans return each violating row's block, for a progress bar.
+/// Only when one is drawn: turning a `ctid` into its block number goes through text, and at 52,000
 /// violating rows leaving it out took the check from 0.68 s to 0.65 s (docs/performance.md).
 fn plan_scans(
     constraints: &[&'static Constraint],
     spelling: &DatabaseSpelling,
-    blocks: bool,
+    with_blocks: bool,
 ) -> Vec<Scan> {
     let pk = format!("t.{}::text", quote_ident(PRIMARY_KEY));
-    let block = if blocks {
+    let block = if with_blocks {
         format!(", {}", scan_progress::block_column("t"))
     } else {
         String::new()
@@ -105,7 +106,7 @@ fn plan_scans(
                         c.violation_condition(spelling, "t")
                     ),
                     live: is_live.is_some(),
-                    blocks,
+                    returns_blocks: with_blocks,
                     narrowed: None,
                 });
             }
@@ -133,7 +134,7 @@ fn plan_scans(
         scans.push(Scan {
             constraints: checks,
             live: is_live.is_some(),
-            blocks,
+            returns_blocks: with_blocks,
             narrowed: None,
             sql: format!(
                 "SELECT {pk}, {}, {}{block} FROM {} AS t WHERE ({condition})",
@@ -234,10 +235,11 @@ pub(super) struct Part<'a> {
 /// barely scales: alone it took as long as the serial scan with two to three times the CPU.
 /// Beside the foreign keys' anti-joins on the other session, that CPU came out of theirs: with
 /// the block column off as well (`plan_scans`), the whole check took 0.58 s against 0.70 s
-/// (medians of twelve alternations, 2M evidence_items, docs/performance.md). Where little runs beside it (`migrate`'s
-/// preflight: the evidence scan and business_profiles'), the workers are what keeps a second
-/// core busy, and under the application's load they win it a bigger share of the machine:
-/// serial there, `migrate` took 4.9 s against 4.4 s (medians of six).
+/// (medians of twelve alternations, 2M evidence_items, docs/performance.md). Where little
+/// runs beside it (`migrate`'s preflight: the evidence scan and business_profiles'), the
+/// workers are what keeps a second core busy, and under the application's load they win it a
+/// bigger share of the machine: serial there, `migrate` took 4.9 s against 4.4 s (medians of
+/// six).
 fn runs_serially(part_cost: i64, narrowed: bool, all_parts_cost: i64) -> bool {
     narrowed && (all_parts_cost - part_cost).saturating_mul(2) >= part_cost
 }
@@ -304,7 +306,7 @@ fn run_scan(
     while let Some(row) = rows.next()? {
         let key: String = row.get(0);
         let live: bool = row.get(live_column);
-        if scan.blocks {
+        if scan.returns_blocks {
             progress(row.get(live_column + 1));
         }
         for (i, tally) in tallies.iter_mut().enumerate() {
