@@ -105,33 +105,39 @@ pub fn collect(
             plans
                 .iter()
                 .map(|plan| {
-                    let mut tally = Tally::new(plan);
-                    stream_rows(reader, plan, &spelling, |row| {
-                        tally.add(row);
-                        if tally.keys.len() >= KEY_CHUNK {
-                            tally.flush(keys, plan)?;
-                        }
-                        Ok(())
-                    })?;
-                    tally.finish(keys, plan)
+                    tally_table(reader, plan, &spelling, |tally| tally.flush(keys, plan))?
+                        .finish(keys, plan)
                 })
                 .collect()
         }
+        // The scan holds `keys` until it ends: its keys are written after.
         None => {
             let spelling = DatabaseSpelling::read(keys, &tables)?;
             plans
                 .iter()
-                .map(|plan| {
-                    let mut tally = Tally::new(plan);
-                    stream_rows(keys, plan, &spelling, |row| {
-                        tally.add(row);
-                        Ok(())
-                    })?;
-                    tally.finish(keys, plan)
-                })
+                .map(|plan| tally_table(keys, plan, &spelling, |_| Ok(()))?.finish(keys, plan))
                 .collect()
         }
     }
+}
+
+/// Counts one table's previewed rows on `scanner`, handing the tally to `write_keys` each time
+/// it holds [`KEY_CHUNK`] keys.
+fn tally_table<C: GenericClient>(
+    scanner: &mut C,
+    plan: &TablePlan,
+    spelling: &DatabaseSpelling,
+    mut write_keys: impl FnMut(&mut Tally) -> Result<()>,
+) -> Result<Tally> {
+    let mut tally = Tally::new(plan);
+    stream_rows(scanner, plan, spelling, |row| {
+        tally.add(row);
+        if tally.keys.len() >= KEY_CHUNK {
+            write_keys(&mut tally)?;
+        }
+        Ok(())
+    })?;
+    Ok(tally)
 }
 
 /// Streams the rows of `plan`'s [`TablePlan::preview_rows_sql`] on `scanner` into `each`.

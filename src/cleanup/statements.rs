@@ -280,12 +280,8 @@ impl TablePlan {
             ));
         }
         format!(
-            "WITH staged AS MATERIALIZED (\n  SELECT {}\n  FROM {} AS t{}\n  WHERE ({}){}\n)\nSELECT {}\nFROM staged AS s",
-            select.join(",\n    "),
-            quote_ident(self.table),
-            self.stage_chain(&self.values_param(0)),
-            self.any_violated(&rules, "t"),
-            narrowed.map_or_else(String::new, |n| format!(" AND {n}")),
+            "WITH staged AS MATERIALIZED (\n{}\n)\nSELECT {}\nFROM staged AS s",
+            self.staged_scan(&select, narrowed),
             outer.join(",\n  ")
         )
     }
@@ -303,12 +299,21 @@ impl TablePlan {
             outer.push(self.acts(i, "s"));
         }
         format!(
-            "SELECT {}\nFROM (\n  SELECT {}\n  FROM {} AS t{}\n  WHERE ({}){}\n) AS s",
+            "SELECT {}\nFROM (\n{}\n) AS s",
             outer.join(", "),
-            self.staged_select("t").join(",\n    "),
+            self.staged_scan(&self.staged_select("t"), narrowed)
+        )
+    }
+
+    /// The scan both previews read: `select` over the table's rows that break one of its
+    /// rules, through the stages, narrowed by `narrowed` when an index can answer.
+    fn staged_scan(&self, select: &[String], narrowed: Option<&str>) -> String {
+        format!(
+            "  SELECT {}\n  FROM {} AS t{}\n  WHERE ({}){}",
+            select.join(",\n    "),
             quote_ident(self.table),
             self.stage_chain(&self.values_param(0)),
-            self.any_violated(&rules, "t"),
+            self.any_violated(&self.rules(), "t"),
             narrowed.map_or_else(String::new, |n| format!(" AND {n}")),
         )
     }

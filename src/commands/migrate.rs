@@ -124,17 +124,19 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         ));
     } else {
         ctx.wait_for_blockers(session.client(), &scope)?;
-        session.locking(scope.tables.clone());
     }
     let mut replicas = ctx.replica_throttle();
-    let mut run = Run {
-        session: &mut session,
-        replicas: &mut replicas,
-        journal: &ctx.journal,
-        no_compat: args.no_compat,
-    };
-    let done = steps::apply_pending(&mut run, &pending)?;
-    session.locking(Vec::new());
+    let done = session.locking(scope.tables.clone(), |session| {
+        steps::apply_pending(
+            &mut Run {
+                session,
+                replicas: &mut replicas,
+                journal: &ctx.journal,
+                no_compat: args.no_compat,
+            },
+            &pending,
+        )
+    })?;
     details.to_version = done.applied.last().map_or(from, |r| r.version);
     details.applied = done.applied;
     details.restored = done.restored;

@@ -97,12 +97,19 @@ impl Session {
         &self.target
     }
 
-    /// Names the tables the session's next work takes strong locks on (a migration's `LOCK
-    /// TABLE`); until [`Session::locking`] is called again, each attempt first waits (up to the
-    /// longest backoff) while a long transaction holds one of them, rather than queue behind it
-    /// with the application queued behind us.
-    pub fn locking(&mut self, tables: Vec<String>) {
+    /// Runs `work` knowing the tables it takes strong locks on (a migration's `LOCK TABLE`):
+    /// each of its attempts first waits (up to the longest backoff) while a long transaction
+    /// holds one of them, rather than queue behind it with the application queued behind us.
+    /// Work after it, failed or not, waits for nobody again.
+    pub fn locking<T>(
+        &mut self,
+        tables: Vec<String>,
+        work: impl FnOnce(&mut Session) -> Result<T>,
+    ) -> Result<T> {
         self.connection.lock_scope = tables;
+        let result = work(self);
+        self.connection.lock_scope = Vec::new();
+        result
     }
 
     pub fn log(&self) -> &Log {
