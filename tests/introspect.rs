@@ -70,6 +70,16 @@ fn tables_columns_indexes_and_rows_are_read_as_the_catalog_has_them() {
         .unwrap()
         .is_empty());
     assert_eq!(introspect::count_rows(&mut client, odd).unwrap(), 3);
+    let page: i64 = client
+        .query_one("SELECT current_setting('block_size')::int8", &[])
+        .unwrap()
+        .get(0);
+    let sizes = introspect::table_sizes(&mut client, &[odd, "parent"]).unwrap();
+    assert_eq!(
+        sizes[odd], page,
+        "three rows fill part of one page: {sizes:?}"
+    );
+    assert_eq!(sizes["parent"], page, "{sizes:?}");
     assert_eq!(
         introspect::count_rows_in(&mut client, "public", "parent").unwrap(),
         2
@@ -94,6 +104,11 @@ fn an_absent_table_is_an_answer_and_a_transaction_sees_its_own_tables() {
     assert!(introspect::indexes_of(&mut client, "nowhere")
         .unwrap()
         .is_empty());
+    assert_eq!(
+        introspect::table_sizes(&mut client, &["nowhere"]).unwrap()["nowhere"],
+        0,
+        "an absent table weighs nothing"
+    );
 
     let mut tx = client.transaction().unwrap();
     tx.batch_execute(

@@ -436,6 +436,47 @@ fn a_locked_table_is_retried_and_other_sessions_never_queue_long() {
 }
 
 #[test]
+fn migrate_waits_for_a_report_holding_its_tables_rather_than_queue_and_give_up() {
+    let db = clean_legacy();
+    // A report idle in transaction on evidence_items, old enough to count as long; it
+    // commits 700 ms after migrate starts.
+    let mut report = db.client();
+    report
+        .batch_execute("BEGIN; LOCK TABLE evidence_items IN ACCESS SHARE MODE")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    // One attempt only, with a lock_timeout far shorter than the report: an attempt made
+    // while the report is open gives up and migrate fails. It succeeds only by waiting for
+    // the report to end before asking for 008's locks (at most a second, less than 700 ms
+    // here).
+    let migrate = db
+        .command()
+        .args([
+            "--ignore-blockers",
+            "--lock-timeout",
+            "100ms",
+            "--lock-retries",
+            "1",
+            "migrate",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let committing = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        report.batch_execute("COMMIT").unwrap();
+    });
+    let out = migrate.wait_with_output().unwrap();
+    committing.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("gave up"), "{stderr}");
+    assert_eq!(valid_constraints(&db).len(), 6);
+}
+
+#[test]
 fn dry_run_changes_nothing_not_even_the_history_table() {
     let db = TestDb::new();
     let before = db.dump();

@@ -20,6 +20,7 @@ use crate::catalog::constraints::{self as catalog, Constraint, Kind};
 use crate::catalog::sql::quote_ident;
 use crate::catalog::PRIMARY_KEY;
 use crate::db::config::Target;
+use crate::db::introspect;
 use crate::progress::Log;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -177,21 +178,6 @@ impl Scan {
             .max()
             .unwrap_or(0)
     }
-}
-
-/// The on-disk size of each table, from the catalog (no scan).
-fn table_sizes(client: &mut impl GenericClient, tables: &[&str]) -> Result<HashMap<String, i64>> {
-    let mut sizes = HashMap::new();
-    for table in tables {
-        let size: Option<i64> = client
-            .query_one(
-                "SELECT pg_relation_size(to_regclass(quote_ident($1)))",
-                &[table],
-            )?
-            .get(0);
-        sizes.insert(table.to_string(), size.unwrap_or(0));
-    }
-    Ok(sizes)
 }
 
 /// Counts and samples of one constraint while its scan streams.
@@ -379,12 +365,12 @@ pub fn check_live(
         .read_only(true)
         .start()?;
     let live_since = LiveSince::resolve(&mut tx, window)?;
-    let spelling =
-        DatabaseSpelling::read(&mut tx, &catalog::tables_read(constraints.iter().copied()))?;
+    let tables = catalog::tables_read(constraints.iter().copied());
+    let spelling = DatabaseSpelling::read(&mut tx, &tables)?;
     let states = constraint_states(&mut tx)?;
     let mut scans = plan_scans(constraints, &spelling, log.bars);
     narrow_scans(&mut tx, &mut scans, &spelling)?;
-    let sizes = table_sizes(&mut tx, &catalog::tables_read(constraints.iter().copied()))?;
+    let sizes = introspect::table_sizes(&mut tx, &tables)?;
     let block_size: i64 = tx
         .query_one("SELECT current_setting('block_size')::int8", &[])?
         .get(0);

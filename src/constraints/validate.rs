@@ -2,8 +2,9 @@
 //! It takes SHARE UPDATE EXCLUSIVE, so the application reads and writes while it scans, and
 //! different tables are validated at the same time.
 
-use crate::catalog::constraints::{Constraint, CATALOG};
+use crate::catalog::constraints::{self as catalog, Constraint, CATALOG};
 use crate::constraints::check::{constraint_presence, ConstraintState};
+use crate::db::introspect;
 use crate::db::replication::ReplicaThrottle;
 use crate::db::session::Retrying;
 use crate::db::{self, Session};
@@ -11,7 +12,6 @@ use crate::progress::Log;
 use anyhow::Result;
 use indicatif::ProgressBar;
 use postgres::error::SqlState;
-use postgres::Client;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -53,8 +53,16 @@ pub fn validate_not_valid(
         })
         .collect();
     let mut wanted = wanted;
+    let sizes = introspect::table_sizes(
+        session.client(),
+        &catalog::tables_read(wanted.iter().map(|p| p.constraint)),
+    )?;
     for p in &mut wanted {
-        p.bytes = bytes_read(session.client(), p.constraint)?;
+        p.bytes = p
+            .constraint
+            .tables_read()
+            .map(|table| sizes.get(table).copied().unwrap_or(0).max(0) as u64)
+            .sum();
     }
     let bar = log.bytes_bar(
         wanted.iter().map(|p| p.bytes).sum(),
@@ -129,19 +137,6 @@ struct Pending {
     actual_name: String,
     /// What its VALIDATE reads, for the progress bar's ETA.
     bytes: u64,
-}
-
-/// The bytes a VALIDATE reads: its table, and for a foreign key the parent it probes too.
-fn bytes_read(client: &mut Client, c: &Constraint) -> Result<u64> {
-    let parent = c.parent();
-    let bytes: i64 = client
-        .query_one(
-            "SELECT coalesce(pg_relation_size(to_regclass(quote_ident($1))), 0)
-                  + coalesce(pg_relation_size(to_regclass(quote_ident($2))), 0)",
-            &[&c.table, &parent],
-        )?
-        .get(0);
-    Ok(bytes.max(0) as u64)
 }
 
 /// What the sessions validating at the same time share.

@@ -160,6 +160,20 @@ pub fn count_rows_in(client: &mut impl GenericClient, schema: &str, table: &str)
         .get(0))
 }
 
+/// The on-disk size in bytes of each table (heap only, from the catalog: no scan), in one round
+/// trip; an absent table weighs 0.
+pub fn table_sizes(
+    client: &mut impl GenericClient,
+    tables: &[&str],
+) -> Result<std::collections::HashMap<String, i64>> {
+    let rows = client.query(
+        "SELECT t.name, coalesce(pg_relation_size(to_regclass(quote_ident(t.name))), 0)
+           FROM unnest($1::text[]) AS t(name)",
+        &[&tables],
+    )?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Whether a table exists in the current schema.
 pub fn table_exists(client: &mut impl GenericClient, table: &str) -> Result<bool> {
     Ok(client
