@@ -178,7 +178,7 @@ fn cleanup_dry_run_with_a_decision_to_make() {
                 constraint: "chk_employee_count_positive".into(),
                 table: "business_profiles".into(),
                 column: "employee_count".into(),
-                reason: "1 rows break chk_employee_count_positive".into(),
+                reason: "1 row breaks chk_employee_count_positive".into(),
                 options: vec!["default: VALUE".into(), "skip".into()],
             }],
             ..CleanupReport::default()

@@ -10,6 +10,7 @@
 use super::plan::TablePlan;
 use super::policy::{Action, Policy};
 use super::preview::TablePreview;
+use super::wording;
 use crate::catalog::constraints::{Constraint, Rule};
 use crate::refusal::Refusal;
 use anyhow::Result;
@@ -109,8 +110,11 @@ pub fn find(
                 table: plan.table.to_string(),
                 column: actual.clone(),
                 reason: format!(
-                    "{} rows break {}; the built-in action set_null would write NULL into {}.{actual}, which is NOT NULL, and cleanup does not invent a value or delete rows on its own",
-                    rows, c.name, plan.table
+                    "{} {} {}; the built-in action set_null would write NULL into {}.{actual}, which is NOT NULL, and cleanup does not invent a value or delete rows on its own",
+                    wording::rows(rows),
+                    if rows == 1 { "breaks" } else { "break" },
+                    c.name,
+                    plan.table
                 ),
                 options,
             });

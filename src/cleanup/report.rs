@@ -9,6 +9,7 @@ use super::plan::TablePlan;
 use super::policy::Action;
 use super::preview::{Example, TablePreview};
 use super::undo::Conflict;
+use super::wording::rows;
 use crate::health::blockers::{self, Blocker};
 use crate::report::{self, Details};
 use serde::Serialize;
@@ -135,15 +136,6 @@ pub fn preview_notes(plans: &[TablePlan], previews: &[TablePreview]) -> Vec<Stri
         }
     }
     notes
-}
-
-/// "1 row", "5 rows".
-pub fn rows(n: u64) -> String {
-    if n == 1 {
-        "1 row".into()
-    } else {
-        format!("{n} rows")
-    }
 }
 
 /// `'text'`, `42`, `NULL`: a JSON value as a DBA reads it.
