@@ -1,6 +1,22 @@
-//! Reading the durations the command line takes (timeouts, waits, look-back windows).
+//! Reading the durations the command line takes (timeouts, waits, look-back windows), and
+//! writing counts the way people read them.
 
 use std::time::Duration;
+
+/// `n` with its noun: "1 row", "5 rows"; `one` and `many` may carry a verb too ("1 row
+/// breaks", "2 rows break").
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// "1 row", "5 rows".
+pub fn rows(n: u64) -> String {
+    count(n, "row", "rows")
+}
 
 /// Parses `500ms`, `2s`, `1m`, `2h`, `1d`, or a bare number of seconds, for a timeout or wait.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -59,6 +75,14 @@ pub const MAX_DURATION_MS: i32 = i32::MAX;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_agree_with_their_number() {
+        assert_eq!(rows(1), "1 row");
+        assert_eq!(rows(0), "0 rows");
+        assert_eq!(count(1, "row breaks", "rows break"), "1 row breaks");
+        assert_eq!(count(2, "row breaks", "rows break"), "2 rows break");
+    }
 
     #[test]
     fn durations_parse_with_units() {

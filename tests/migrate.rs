@@ -5,7 +5,6 @@ use common::TestDb;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const CATALOG_NAMES: [&str; 6] = [
@@ -283,14 +282,7 @@ fn two_migrates_at_once_apply_each_version_once() {
     let db = TestDb::new();
     // Hold the migration lock so that both start waiting, then let them race for it.
     let mut holder = db.hold_migration_lock();
-    let spawn = || {
-        db.command()
-            .args(["--format", "json", "migrate"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || db.spawn(&["--format", "json", "migrate"]);
     let (a, b) = (spawn(), spawn());
     // Both have tried the lock once and found it taken (and so say they wait).
     common::poll_until(Duration::from_secs(60), || {
@@ -385,20 +377,14 @@ fn a_locked_table_is_retried_and_other_sessions_never_queue_long() {
     tx.execute("LOCK TABLE business_profiles IN ACCESS SHARE MODE", &[])
         .unwrap();
 
-    let mut migrate = db
-        .command()
-        .args([
-            "--format",
-            "json",
-            "--ignore-blockers",
-            "--lock-timeout",
-            "300ms",
-            "migrate",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut migrate = db.spawn(&[
+        "--format",
+        "json",
+        "--ignore-blockers",
+        "--lock-timeout",
+        "300ms",
+        "migrate",
+    ]);
 
     // Meanwhile the application keeps reading. While migrate waits for its lock, these reads
     // queue behind it, but for no longer than lock_timeout before migrate backs off.
@@ -450,20 +436,14 @@ fn migrate_waits_for_a_report_holding_its_tables_rather_than_queue_and_give_up()
     // while the report is open gives up and migrate fails. It succeeds only by waiting for
     // the report to end before asking for 008's locks (at most a second, less than 700 ms
     // here).
-    let migrate = db
-        .command()
-        .args([
-            "--ignore-blockers",
-            "--lock-timeout",
-            "100ms",
-            "--lock-retries",
-            "1",
-            "migrate",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let migrate = db.spawn(&[
+        "--ignore-blockers",
+        "--lock-timeout",
+        "100ms",
+        "--lock-retries",
+        "1",
+        "migrate",
+    ]);
     let committing = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(700));
         report.batch_execute("COMMIT").unwrap();

@@ -10,9 +10,9 @@
 use super::plan::TablePlan;
 use super::policy::{Action, Policy};
 use super::preview::TablePreview;
-use super::wording;
 use crate::catalog::constraints::{Constraint, Rule};
 use crate::refusal::Refusal;
+use crate::units;
 use anyhow::Result;
 use postgres::GenericClient;
 use serde::Serialize;
@@ -110,9 +110,8 @@ pub fn find(
                 table: plan.table.to_string(),
                 column: actual.clone(),
                 reason: format!(
-                    "{} {} {}; the built-in action set_null would write NULL into {}.{actual}, which is NOT NULL, and cleanup does not invent a value or delete rows on its own",
-                    wording::rows(rows),
-                    if rows == 1 { "breaks" } else { "break" },
+                    "{} {}; the built-in action set_null would write NULL into {}.{actual}, which is NOT NULL, and cleanup does not invent a value or delete rows on its own",
+                    units::count(rows, "row breaks", "rows break"),
                     c.name,
                     plan.table
                 ),

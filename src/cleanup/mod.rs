@@ -17,7 +17,6 @@
 //! - `audit`: schema `ruleiq_audit`.
 //! - `undo`: putting a run's rows back, with conflict detection.
 //! - `rowjson`: audit JSON keyed by current column names at any schema version.
-//! - `wording`: counts as the messages and reports say them.
 
 pub mod audit;
 pub mod batches;
@@ -35,4 +34,3 @@ pub mod run;
 pub mod statements;
 pub mod undo;
 pub mod undo_run;
-pub mod wording;

@@ -9,9 +9,9 @@ use super::plan::TablePlan;
 use super::policy::Action;
 use super::preview::{Example, TablePreview};
 use super::undo::Conflict;
-use super::wording::rows;
 use crate::health::blockers::{self, Blocker};
 use crate::report::{self, Details};
+use crate::units::rows;
 use serde::Serialize;
 use std::io::Write;
 

@@ -374,31 +374,28 @@ pub fn check_live(
     let block_size: i64 = tx
         .query_one("SELECT current_setting('block_size')::int8", &[])?
         .get(0);
+    let all_parts_cost: i64 = scans.iter().map(|scan| scan.cost(&sizes).max(0)).sum();
     // Biggest first: the sessions share the work, and a large scan started last would leave
     // the other idle while it finishes.
     let mut parts: Vec<Part> = scans
         .iter()
-        .map(|scan| Part {
-            scan,
-            cost: scan.cost(&sizes),
-            blocks: scan
-                .constraints
-                .first()
-                .and_then(|c| sizes.get(c.table))
-                .map_or(1, |bytes| bytes / block_size.max(1)),
-            serial: false,
+        .map(|scan| {
+            let cost = scan.cost(&sizes);
+            Part {
+                scan,
+                cost,
+                blocks: scan
+                    .constraints
+                    .first()
+                    .and_then(|c| sizes.get(c.table))
+                    .map_or(1, |bytes| bytes / block_size.max(1)),
+                serial: runs_serially(cost, scan.narrowed.is_some(), all_parts_cost),
+            }
         })
         .collect();
     parts.sort_by_key(|part| std::cmp::Reverse(part.cost));
-    let all_parts_cost: i64 = parts.iter().map(|p| p.cost.max(0)).sum();
-    for part in &mut parts {
-        part.serial = runs_serially(part.cost, part.scan.narrowed.is_some(), all_parts_cost);
-    }
     tx.batch_execute(SCAN_SETTINGS)?;
-    let bar = log.bytes_bar(
-        parts.iter().map(|p| p.cost.max(0) as u64).sum(),
-        "checking constraints",
-    );
+    let bar = log.bytes_bar(all_parts_cost as u64, "checking constraints");
     let results: Vec<Result<Vec<Tally>>> = if parts.len() <= 1 {
         parts
             .iter()

@@ -8,6 +8,7 @@
 use crate::catalog::audit;
 use crate::catalog::sql::quote_ident;
 use crate::constraints::check::DatabaseSpelling;
+use crate::units::count;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use postgres::GenericClient;
@@ -79,18 +80,11 @@ impl LiveSince {
 }
 
 fn human_window(seconds: u64) -> String {
-    let unit = |n: u64, one: &str| {
-        if n == 1 {
-            format!("1 {one}")
-        } else {
-            format!("{n} {one}s")
-        }
-    };
     match seconds {
-        s if s > 0 && s % 86_400 == 0 => unit(s / 86_400, "day"),
-        s if s > 0 && s % 3_600 == 0 => unit(s / 3_600, "hour"),
-        s if s > 0 && s % 60 == 0 => unit(s / 60, "minute"),
-        s => unit(s, "second"),
+        s if s > 0 && s % 86_400 == 0 => count(s / 86_400, "day", "days"),
+        s if s > 0 && s % 3_600 == 0 => count(s / 3_600, "hour", "hours"),
+        s if s > 0 && s % 60 == 0 => count(s / 60, "minute", "minutes"),
+        s => count(s, "second", "seconds"),
     }
 }
 

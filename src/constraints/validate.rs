@@ -39,6 +39,8 @@ pub fn validate_not_valid(
 ) -> Result<Validation> {
     let log = &session.log().clone();
     let presence = constraint_presence(session.client())?;
+    // Every catalog table's size in one query, for the progress bar's ETA.
+    let sizes = introspect::table_sizes(session.client(), &catalog::tables_read(CATALOG))?;
     // A foreign key not adopted yet is validated under its own name.
     let wanted: Vec<Pending> = CATALOG
         .iter()
@@ -48,22 +50,13 @@ pub fn validate_not_valid(
             (p.state == ConstraintState::NotValid).then(|| Pending {
                 constraint: c,
                 actual_name: p.actual_name.clone().unwrap_or_else(|| c.name.to_string()),
-                bytes: 0,
+                bytes: c
+                    .tables_read()
+                    .map(|table| sizes.get(table).map_or(0, |&b| b.max(0) as u64))
+                    .sum(),
             })
         })
         .collect();
-    let mut wanted = wanted;
-    let sizes = introspect::table_sizes(
-        session.client(),
-        &catalog::tables_read(wanted.iter().map(|p| p.constraint)),
-    )?;
-    for p in &mut wanted {
-        p.bytes = p
-            .constraint
-            .tables_read()
-            .map(|table| sizes.get(table).copied().unwrap_or(0).max(0) as u64)
-            .sum();
-    }
     let bar = log.bytes_bar(
         wanted.iter().map(|p| p.bytes).sum(),
         "validating constraints",

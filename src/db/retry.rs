@@ -2,6 +2,7 @@
 //! that happens.
 
 use crate::progress::Log;
+use crate::units;
 use anyhow::Result;
 use postgres::error::SqlState;
 use postgres::Client;
@@ -100,28 +101,19 @@ pub fn retry_on_lock_timeout<T>(
             Err(error) if is_statement_timeout(&error) => {
                 return Err(error.context(format!(
                     "{what}: cancelled by statement_timeout every time ({}), waiting for a table lock or running longer than statement_timeout allows",
-                    attempts(policy.attempts)
+                    units::count(policy.attempts.into(), "attempt", "attempts")
                 )));
             }
             Err(error) if is_lock_timeout(&error) => {
                 return Err(error.context(format!(
                     "{what}: gave up after {} to get a table lock; a long transaction is holding it (see pg_stat_activity), retry when it ends or raise --lock-retries",
-                    attempts(policy.attempts)
+                    units::count(policy.attempts.into(), "attempt", "attempts")
                 )));
             }
             other => return other,
         }
     }
     unreachable!("the loop returns on its last attempt")
-}
-
-/// "1 attempt", "3 attempts".
-fn attempts(n: u32) -> String {
-    if n == 1 {
-        "1 attempt".to_string()
-    } else {
-        format!("{n} attempts")
-    }
 }
 
 /// How often a waiting retry looks whether a transaction in the way has ended.

@@ -214,6 +214,16 @@ impl TestDb {
         cmd
     }
 
+    /// [`TestDb::command`] with these arguments, started, its stdout and stderr captured.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs the binary with these arguments and returns (exit code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
         let out = self.cli().args(args).output().unwrap();
