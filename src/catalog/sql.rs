@@ -6,6 +6,17 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The schema ruleIQ's tables live in. Every table, view, type and function ruleiq-db names
+/// outside `pg_catalog` is written with its schema: a session's search_path holds only
+/// `pg_catalog, pg_temp`, so that no object another role planted in a schema on the database's
+/// search_path can stand in for ours (docs/design.md, "Hostile ground").
+pub const APP_SCHEMA: &str = "public";
+
+/// A ruleIQ table (or view, type) named with its schema, quoted: `public."evidence_items"`.
+pub fn qualified(name: &str) -> String {
+    format!("{}.{}", APP_SCHEMA, quote_ident(name))
+}
+
 /// Quotes a string literal.
 pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))

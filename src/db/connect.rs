@@ -14,22 +14,26 @@ pub fn connect(target: &Target) -> Result<Client> {
     })?;
     // So that looking for blockers never names one of this process's own connections.
     super::own_sessions::remember(&mut client);
-    keep_compat_views_out_of_sight(&mut client)?;
+    set_safe_search_path(&mut client)?;
     Ok(client)
 }
 
-/// ruleiq-db works on the tables, never through the compatibility views (see
-/// `catalog::compat::search_path_without`), whatever search_path the connection came with.
-fn keep_compat_views_out_of_sight(client: &mut Client) -> Result<()> {
-    let path: String = client
-        .query_one("SELECT current_setting('search_path')", &[])?
-        .get(0);
-    if let Some(path) = crate::catalog::compat::search_path_without(&path) {
-        client
-            .execute("SELECT set_config('search_path', $1, false)", &[&path])
-            .context("setting search_path")?;
+/// The only search_path a ruleiq-db session has: no schema another role can create objects in.
+/// A database whose search_path starts with a writable schema would otherwise let a planted
+/// `lower(varchar)` run with our (often superuser) rights, or a planted `business_profiles`
+/// stand in for the real table; every object of ours is named with its schema instead
+/// (`catalog::sql::qualified`). The compatibility views are out of sight as a consequence.
+pub const SAFE_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
+fn set_safe_search_path(client: &mut Client) -> Result<()> {
+    if super::query::pooled() {
+        // Through a transaction-mode pooler a session setting would stay on a backend the
+        // application gets next: each transaction sets it with SET LOCAL (`db::query`).
+        return Ok(());
     }
-    Ok(())
+    client
+        .batch_execute(&format!("SET search_path = {SAFE_SEARCH_PATH}"))
+        .context("setting search_path")
 }
 
 fn describe_connect_error(error: &postgres::Error) -> String {

@@ -11,6 +11,7 @@ pub mod env;
 pub mod introspect;
 pub mod lock;
 pub mod own_sessions;
+pub mod query;
 pub mod replication;
 pub mod retry;
 pub mod session;
@@ -20,6 +21,7 @@ pub mod tls;
 pub use connect::{connect, lift_statement_timeout};
 pub use connection::Connection;
 pub use introspect::{columns_of, table_exists};
+pub use query::{Param, Query};
 pub use lock::{acquire_migration_lock, set_lock_timeout, MIGRATION_LOCK_KEY};
 pub use retry::{
     is_lock_timeout, is_statement_timeout, retry_on_lock_timeout, sql_state, RetryPolicy,
