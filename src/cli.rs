@@ -30,9 +30,12 @@ pub struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
-    /// PostgreSQL URL or key=value string. Without it: libpq's PGHOST, PGPORT, PGUSER,
-    /// PGPASSWORD, PGDATABASE, PGSSLMODE, the password file and the local socket.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    /// PostgreSQL URL or key=value string: the DIRECT URL, not the pooled one (for Neon, the
+    /// host without `-pooler`). SQLAlchemy's `postgresql+asyncpg://…` is accepted. Without it:
+    /// DATABASE_URL_UNPOOLED, POSTGRES_URL_NON_POOLING, DIRECT_URL, then DATABASE_URL; else
+    /// libpq's PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, the password file and
+    /// the local socket.
+    #[arg(long, global = true)]
     pub database_url: Option<String>,
 
     /// Report format on stdout.
@@ -191,6 +194,12 @@ impl Command {
             Command::Compat(a) => a.dry_run,
             Command::Status(_) | Command::Baseline(_) | Command::Rehearse(_) => false,
         }
+    }
+
+    /// Whether this invocation only reads the database it is pointed at, and so may run
+    /// through a transaction-mode pooler (`rehearse` works on a throwaway server of its own).
+    pub fn reads_only(&self) -> bool {
+        self.dry_run() || matches!(self, Command::Status(_) | Command::Rehearse(_))
     }
 }
 

@@ -16,6 +16,9 @@ pub enum Code {
     Violations = 3,
     /// Refused for safety.
     Refused = 4,
+    /// Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it); the report says what
+    /// was done before.
+    Interrupted = 130,
 }
 
 impl Code {

@@ -51,6 +51,8 @@ pub enum Refusal {
     Drift(String),
     /// A rollback would strand the user's views or functions on what it archives.
     Dependents(String),
+    /// A changing command on a connection through a transaction-mode pooler.
+    PooledConnection(String),
 }
 
 impl Refusal {
@@ -80,6 +82,7 @@ impl Refusal {
             Refusal::MissingGrants(_) => "missing_grants",
             Refusal::Drift(_) => "drift",
             Refusal::Dependents(_) => "dependents",
+            Refusal::PooledConnection(_) => "pooled_connection",
         }
     }
 
@@ -103,7 +106,8 @@ impl Refusal {
             | Refusal::PolicyNotFeasible(m)
             | Refusal::MissingGrants(m)
             | Refusal::Drift(m)
-            | Refusal::Dependents(m) => m,
+            | Refusal::Dependents(m)
+            | Refusal::PooledConnection(m) => m,
         }
     }
 
@@ -171,6 +175,7 @@ mod tests {
             Refusal::MissingGrants(m()),
             Refusal::Drift(m()),
             Refusal::Dependents(m()),
+            Refusal::PooledConnection(m()),
         ]
     }
 

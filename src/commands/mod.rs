@@ -50,6 +50,9 @@ pub struct Context {
     pub target_override: Option<Target>,
     /// What the command has committed so far, for its failure document.
     pub journal: Journal,
+    /// The command only reads (a dry run, `status`): it may go through a transaction-mode
+    /// pooler. Anything else is refused there before it changes anything.
+    pub reads_only: bool,
 }
 
 impl Context {
@@ -63,6 +66,7 @@ impl Context {
             ),
             target_override: None,
             journal: Journal::default(),
+            reads_only: false,
         }
     }
 
@@ -73,9 +77,23 @@ impl Context {
         }
     }
 
+    /// Connects to the command's database. The first time, says on stderr what reading the
+    /// URL changed and, through a transaction-mode pooler, that changes need the direct URL.
     pub fn connect(&self) -> Result<(Target, Client)> {
         let target = self.target()?;
+        let first = db::pooler::known(&target).is_none();
         let mut client = db::connect(&target)?;
+        if !self.reads_only {
+            db::pooler::refuse_if_pooled(&target)?;
+        }
+        if first {
+            for note in &target.notes {
+                self.log.line(note);
+            }
+            if let Some(note) = db::pooler::known(&target).and_then(|p| p.reading_note()) {
+                self.log.line(&note);
+            }
+        }
         if let Some(note) = db::lift_statement_timeout(&mut client)? {
             self.log.line(&note);
         }
@@ -163,7 +181,9 @@ impl Context {
 ///
 /// `--output` is opened before the command starts, so an unwritable path changes nothing.
 pub fn run(cli: &Cli) -> Code {
-    let ctx = Context::from_global(&cli.global);
+    db::interrupt::install();
+    let mut ctx = Context::from_global(&cli.global);
+    ctx.reads_only = cli.command.reads_only();
     let mut sink = match Sink::open(cli.global.format, cli.global.output.as_deref()) {
         Ok(sink) => sink,
         Err(error) => {
@@ -173,13 +193,22 @@ pub fn run(cli: &Cli) -> Code {
         }
     };
     let result = dispatch(&ctx, &cli.command).and_then(|outcome| {
-        sink.report(outcome.report.as_ref())?;
+        // A session dropped on the way (an error handled inside the command) that could not
+        // release the migration lock is a failure, whatever else the command achieved.
+        let release_failures = db::session::take_release_failures();
+        if !release_failures.is_empty() {
+            anyhow::bail!("{}", release_failures.join("; "));
+        }
+        sink.report(&WithConnection(outcome.report.as_ref()))?;
         Ok(outcome.code)
     });
     match result {
         Ok(code) => code,
         Err(error) => {
-            let code = crate::refusal::code_of(&error);
+            let mut code = crate::refusal::code_of(&error);
+            if db::interrupt::requested() {
+                code = Code::Interrupted;
+            }
             let role = ctx
                 .target()
                 .ok()
@@ -188,6 +217,33 @@ pub fn run(cli: &Cli) -> Code {
             print_failure(cli, &ctx.journal, &mut sink, &error, code);
             code
         }
+    }
+}
+
+/// The `connection` key every report on a connection carries: how the run reached the server
+/// and where its URL came from.
+fn connection_value() -> Option<serde_json::Value> {
+    db::pooler::first().and_then(|path| serde_json::to_value(path).ok())
+}
+
+/// A report with the `connection` key added to its documents.
+struct WithConnection<'a>(&'a dyn Render);
+
+impl Render for WithConnection<'_> {
+    fn to_value(&self) -> serde_json::Value {
+        let mut value = self.0.to_value();
+        if let (Some(object), Some(connection)) = (value.as_object_mut(), connection_value()) {
+            object.insert("connection".into(), connection);
+        }
+        value
+    }
+
+    fn write_human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        self.0.write_human(out)
+    }
+
+    fn summary(&self) -> crate::report::Summary {
+        self.0.summary()
     }
 }
 
@@ -249,10 +305,10 @@ pub fn print_failure(
     error: &anyhow::Error,
     code: Code,
 ) {
-    let label = if code == Code::Refused {
-        "refused"
-    } else {
-        "error"
+    let label = match code {
+        Code::Refused => "refused",
+        Code::Interrupted => "interrupted",
+        _ => "error",
     };
     let message = format!("{error:#}");
     let _ = writeln!(std::io::stderr(), "ruleiq-db: {label}: {message}");
@@ -270,6 +326,14 @@ pub fn print_failure(
         object.insert("reason".into(), refusal.reason().into());
         for (key, value) in refusal.keys() {
             object.entry(key).or_insert(value);
+        }
+    }
+    if let Some(object) = document.as_object_mut() {
+        if code == Code::Interrupted {
+            object.insert("interrupted".into(), true.into());
+        }
+        if let Some(connection) = connection_value() {
+            object.insert("connection".into(), connection);
         }
     }
     match sink.format() {

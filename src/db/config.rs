@@ -1,5 +1,8 @@
-//! Where to connect: `--database-url` / `DATABASE_URL`, else libpq's environment variables,
-//! password file and defaults (local socket first, as psql does).
+//! Where to connect: `--database-url`, else the environment's direct URL under the names the
+//! platforms give it (`DATABASE_URL_UNPOOLED`, `POSTGRES_URL_NON_POOLING`, `DIRECT_URL`, then
+//! `DATABASE_URL`), else libpq's environment variables, password file and defaults (local
+//! socket first, as psql does). URLs written for SQLAlchemy (`postgresql+asyncpg://…`) are
+//! taken as the PostgreSQL URLs they are.
 
 pub use super::env::{Env, ProcessEnv};
 use super::tls::TlsMode;
@@ -9,11 +12,25 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The variables that may hold the database URL, most direct first: a platform that offers a
+/// pooled and a direct URL names the direct one so, and migrations need the direct one
+/// (docs/design.md, "Production's connection path").
+pub const URL_VARIABLES: [&str; 4] = [
+    "DATABASE_URL_UNPOOLED",
+    "POSTGRES_URL_NON_POOLING",
+    "DIRECT_URL",
+    "DATABASE_URL",
+];
+
 /// A resolved connection target. Its `Display` never shows the password.
 #[derive(Clone)]
 pub struct Target {
     pub config: postgres::Config,
     pub tls: TlsMode,
+    /// Where the URL came from: `flag`, the variable's name, or `environment` (PG* variables).
+    pub url_source: String,
+    /// What reading the URL changed, for stderr (a SQLAlchemy driver dropped, `ssl=` read).
+    pub notes: Vec<String>,
 }
 
 impl std::fmt::Debug for Target {
@@ -44,10 +61,25 @@ fn host_label(host: &Host) -> String {
 }
 
 impl Target {
-    /// Resolves the target from a URL (if any) and the environment.
-    pub fn resolve(url: Option<&str>, env: &dyn Env) -> Result<Target> {
-        let (mut config, mut ssl) = match url {
-            Some(url) => parse_url(url)?,
+    /// Resolves the target from `--database-url` (if given), else the environment's URL
+    /// variables ([`URL_VARIABLES`]), else the PG* variables.
+    pub fn resolve(flag_url: Option<&str>, env: &dyn Env) -> Result<Target> {
+        let (url, url_source) = match flag_url {
+            Some(url) => (Some(url.to_string()), "flag".to_string()),
+            None => match URL_VARIABLES
+                .iter()
+                .find_map(|name| env.var(name).map(|url| (url, *name)))
+            {
+                Some((url, name)) => (Some(url), name.to_string()),
+                None => (None, "environment".to_string()),
+            },
+        };
+        let mut notes = Vec::new();
+        let (mut config, mut ssl) = match url.as_deref() {
+            Some(url) => {
+                let url = driverless(url, &mut notes);
+                parse_url(&url).with_context(|| format!("reading the URL from {url_source}"))?
+            }
             None => (postgres::Config::new(), SslSettings::default()),
         };
         apply_environment(&mut config, &mut ssl, env)?;
@@ -62,7 +94,26 @@ impl Target {
         }
         let tls = TlsMode::from_settings(ssl.mode.as_deref(), ssl.root_cert, env)?;
         config.ssl_mode(tls.postgres_mode());
-        Ok(Target { config, tls })
+        Ok(Target {
+            config,
+            tls,
+            url_source,
+            notes,
+        })
+    }
+
+    /// The (host, port) pairs of the target, as written.
+    pub fn host_ports(&self) -> Vec<(String, u16)> {
+        let ports = self.config.get_ports();
+        self.config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                (host_label(host), port)
+            })
+            .collect()
     }
 
     /// The same server, another database (the test harness and `rehearse` use this).
@@ -86,6 +137,52 @@ impl Target {
 struct SslSettings {
     mode: Option<String>,
     root_cert: Option<PathBuf>,
+}
+
+/// A URL written for SQLAlchemy names its driver in the scheme (`postgresql+asyncpg://`,
+/// `+psycopg2`, `+psycopg`, `postgres+…`) and asyncpg spells sslmode `ssl=`; the application's
+/// own `DATABASE_URL` is written so, and a DBA will paste it. Returns the libpq spelling and
+/// says what changed in `notes` (never the URL itself: it holds the password).
+fn driverless(url: &str, notes: &mut Vec<String>) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let mut url = url.to_string();
+    if let Some((base, driver)) = scheme.split_once('+') {
+        if base == "postgres" || base == "postgresql" {
+            notes.push(format!(
+                "the URL's scheme `{scheme}` names a SQLAlchemy driver; connecting with `{base}://`"
+            ));
+            url = format!("{base}://{rest}");
+            if driver == "asyncpg" {
+                url = asyncpg_ssl(&url, notes);
+            }
+        }
+    }
+    url
+}
+
+/// asyncpg's `ssl=require` (or `true`, `disable`, …) is libpq's `sslmode`.
+fn asyncpg_ssl(url: &str, notes: &mut Vec<String>) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("ssl", value)) => {
+                let mode = match value {
+                    "true" | "on" | "1" => "require",
+                    "false" | "off" | "0" => "disable",
+                    other => other,
+                };
+                notes.push(format!("asyncpg's `ssl={value}` read as `sslmode={mode}`"));
+                format!("sslmode={mode}")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
 }
 
 /// Parses a URL or key=value string. `sslmode` and `sslrootcert` are taken out first because
@@ -347,6 +444,51 @@ mod tests {
         assert_eq!(t.config.get_dbname(), Some("app"));
         assert_eq!(t.config.get_password(), Some(&b"from-env"[..]));
         assert_eq!(t.to_string(), "db.example:6543 database app as alice");
+        assert_eq!(t.url_source, "flag");
+    }
+
+    #[test]
+    fn sqlalchemy_urls_lose_their_driver_and_asyncpg_ssl_is_sslmode() {
+        let e = env(&[]);
+        for scheme in [
+            "postgresql+asyncpg",
+            "postgresql+psycopg2",
+            "postgresql+psycopg",
+            "postgres+asyncpg",
+        ] {
+            let url = format!("{scheme}://u:pw@h:5433/app?ssl=require");
+            let t = Target::resolve(Some(&url), &e).unwrap();
+            assert_eq!(t.config.get_dbname(), Some("app"), "{scheme}");
+            assert!(t.notes.iter().any(|n| n.contains(scheme)), "{:?}", t.notes);
+            assert!(t.notes.iter().all(|n| !n.contains("pw")));
+            if scheme.ends_with("asyncpg") {
+                assert!(matches!(t.tls, TlsMode::Require), "{scheme}");
+            }
+        }
+        let err = Target::resolve(Some("mysql+pymysql://u@h/db"), &e).unwrap_err();
+        assert!(format!("{err:#}").contains("mysql+pymysql"), "{err:#}");
+    }
+
+    #[test]
+    fn the_direct_url_variables_come_before_database_url() {
+        let e = env(&[
+            ("DATABASE_URL", "postgres://u@pooled-host/app"),
+            ("DIRECT_URL", "postgres://u@direct-host/app"),
+        ]);
+        let t = Target::resolve(None, &e).unwrap();
+        assert_eq!(t.host_description(), "direct-host:5432");
+        assert_eq!(t.url_source, "DIRECT_URL");
+        let e = env(&[
+            ("DATABASE_URL", "postgres://u@pooled-host/app"),
+            ("DIRECT_URL", "postgres://u@direct-host/app"),
+            ("DATABASE_URL_UNPOOLED", "postgres://u@unpooled-host/app"),
+        ]);
+        let t = Target::resolve(None, &e).unwrap();
+        assert_eq!(t.url_source, "DATABASE_URL_UNPOOLED");
+        let t = Target::resolve(Some("postgres://u@flag-host/app"), &e).unwrap();
+        assert_eq!(t.host_description(), "flag-host:5432");
+        let t = Target::resolve(None, &env(&[("PGHOST", "h")])).unwrap();
+        assert_eq!(t.url_source, "environment");
     }
 
     #[test]

@@ -1,21 +1,79 @@
-//! Opening a connection: TLS, the error a DBA can read, and the session settings every
-//! ruleiq-db connection starts with (search_path without the compatibility views, a lifted
-//! server-side statement_timeout).
+//! Opening a connection: TLS, the error a DBA can read, where the connection goes (directly or
+//! through a pooler, `db::pooler`), and the session settings every ruleiq-db connection starts
+//! with: a search_path no other role can write to and a lifted server-side statement_timeout —
+//! made only where they cannot outlive the run (never on a transaction-mode pooler).
 
 use super::config::Target;
+use super::pooler::{self, Via};
+use super::query::{self, Query};
 use anyhow::{Context, Result};
 use postgres::Client;
 
-/// Opens a connection, with an error that names the server but never the password.
+/// Opens a connection, with an error that names the server but never the password. The first
+/// connection to a target finds out how it is reached; a transaction-mode pooler switches the
+/// run to statements without session state (`db::query`).
 pub fn connect(target: &Target) -> Result<Client> {
-    let connector = target.tls.connector()?;
-    let mut client = target.config.connect(connector).map_err(|e| {
-        anyhow::anyhow!("cannot connect to {target}: {}", describe_connect_error(&e))
-    })?;
-    // So that looking for blockers never names one of this process's own connections.
-    super::own_sessions::remember(&mut client);
-    set_safe_search_path(&mut client)?;
+    let mut client = match pooler::known(target) {
+        Some(_) => open(target, false)?,
+        None => {
+            let (mut client, probe_refused) = match open(target, true) {
+                Ok(client) => (client, false),
+                Err(error) if is_probe_refusal(&error) => (open(target, false)?, true),
+                Err(error) => return Err(error),
+            };
+            let path = pooler::decide(target, &mut client, probe_refused, || {
+                open(target, false)
+            })
+            .with_context(|| format!("finding out how {target} is reached"))?;
+            if path.via == Via::PoolerTransaction {
+                query::mark_pooled();
+            }
+            client
+        }
+    };
+    super::interrupt::watch(&client, &target.tls);
+    if !query::pooled() {
+        // So that looking for blockers never names one of this process's own connections
+        // (behind a pooler a backend is nobody's own).
+        super::own_sessions::remember(&mut client);
+        set_safe_search_path(&mut client)?;
+    }
     Ok(client)
+}
+
+fn open(target: &Target, with_probe: bool) -> Result<Client> {
+    let connector = target.tls.connector()?;
+    let mut config = target.config.clone();
+    if with_probe {
+        let options = match config.get_options() {
+            Some(own) if !own.trim().is_empty() => format!("{own} {}", pooler::PROBE_OPTION),
+            _ => pooler::PROBE_OPTION.to_string(),
+        };
+        config.options(&options);
+    }
+    config.connect(connector).map_err(|e| {
+        let refused = pooler::refused_the_probe(&e);
+        let error = anyhow::anyhow!("cannot connect to {target}: {}", describe_connect_error(&e));
+        if refused {
+            error.context(ProbeRefused)
+        } else {
+            error
+        }
+    })
+}
+
+/// Marks a connection error as a pooler's refusal of our startup option.
+#[derive(Debug)]
+struct ProbeRefused;
+
+impl std::fmt::Display for ProbeRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server side refused the startup parameter `options`")
+    }
+}
+
+fn is_probe_refusal(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<ProbeRefused>().is_some()
 }
 
 /// The only search_path a ruleiq-db session has: no schema another role can create objects in.
@@ -26,13 +84,13 @@ pub fn connect(target: &Target) -> Result<Client> {
 pub const SAFE_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 
 fn set_safe_search_path(client: &mut Client) -> Result<()> {
-    if super::query::pooled() {
+    if query::pooled() {
         // Through a transaction-mode pooler a session setting would stay on a backend the
         // application gets next: each transaction sets it with SET LOCAL (`db::query`).
         return Ok(());
     }
     client
-        .batch_execute(&format!("SET search_path = {SAFE_SEARCH_PATH}"))
+        .batch(&format!("SET search_path = {SAFE_SEARCH_PATH}"))
         .context("setting search_path")
 }
 
@@ -58,8 +116,12 @@ fn describe_connect_error(error: &postgres::Error) -> String {
 ///
 /// Returns what to say on stderr, if anything.
 pub fn lift_statement_timeout(client: &mut Client) -> Result<Option<String>> {
+    if query::pooled() {
+        // Each transaction lifts it with SET LOCAL (`db::query`).
+        return Ok(None);
+    }
     let row = client
-        .query_one(
+        .row(
             "SELECT setting, unit, source FROM pg_settings WHERE name = 'statement_timeout'",
             &[],
         )
@@ -77,7 +139,7 @@ pub fn lift_statement_timeout(client: &mut Client) -> Result<Option<String>> {
         )));
     }
     client
-        .batch_execute("SET statement_timeout = 0")
+        .batch("SET statement_timeout = 0")
         .context("lifting statement_timeout for this session")?;
     Ok(Some(format!(
         "statement_timeout = {value} (set for the {}) is lifted for ruleiq-db's own sessions: its scans and VALIDATE may take longer than that",

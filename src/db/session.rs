@@ -1,18 +1,24 @@
 //! The only way ruleiq-db changes a database: a [`Session`].
 //!
-//! Opening one refuses a standby or a read-only server, takes the migration advisory lock
+//! Opening one refuses a connection through a transaction-mode pooler (where the lock and the
+//! settings would land on the application's backends), a standby or a read-only server, takes
+//! the migration advisory lock
 //! (one migrator at a time) and only then sets `lock_timeout`, so that waiting for our own
 //! lock is not cut short. Its transactions are retried when a statement gives up waiting for
 //! a table lock: the failed transaction has rolled back, so the application's queries that
-//! queued behind our lock request go ahead while we back off. Holding these in a type means a
-//! command cannot forget one of them; engines that change anything take `&mut Session`.
+//! queued behind our lock request go ahead while we back off. Closing it (or dropping it, on
+//! an error or an interrupt) releases the lock explicitly, checks that it was released, and
+//! resets the settings it made, so nothing of ours stays on the connection even where a
+//! session-mode pooler hands it on. Holding these in a type means a command cannot forget one
+//! of them; engines that change anything take `&mut Session`.
 
 use super::config::Target;
-use super::lock::{acquire_migration_lock, set_lock_timeout};
+use super::lock::{acquire_migration_lock, release_migration_lock, set_lock_timeout};
+use super::query::Query;
 use super::replication::refuse_unless_writable;
 use super::retry::{retry_on_lock_timeout, RetryPolicy};
 use crate::progress::Log;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use postgres::{Client, Transaction};
 use std::time::Duration;
 
@@ -30,12 +36,25 @@ pub struct Safety {
     pub retry: RetryPolicy,
 }
 
-/// A connection holding the migration lock, with `lock_timeout` set. Dropping it closes the
-/// connection, which releases the lock.
+/// A connection holding the migration lock, with `lock_timeout` set. [`Session::close`] (or
+/// dropping it) releases the lock and resets the settings.
 pub struct Session {
     /// The session's own connection, with the timeout and retry every worker has too.
     connection: Worker,
     target: Target,
+    released: bool,
+}
+
+/// What went wrong releasing a session dropped without [`Session::close`] (an error path):
+/// the command's failure names it, so a stranded lock is never silent.
+static RELEASE_FAILURES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Failures to release the migration lock that no `close` reported, taken once.
+pub fn take_release_failures() -> Vec<String> {
+    RELEASE_FAILURES
+        .lock()
+        .map(|mut f| std::mem::take(&mut *f))
+        .unwrap_or_default()
 }
 
 impl Session {
@@ -43,12 +62,44 @@ impl Session {
     /// session: refuses a server that cannot take writes, waits for the migration lock up to
     /// `safety.lock_wait` (then refuses), and sets lock_timeout.
     pub fn begin(target: Target, mut client: Client, safety: Safety, log: Log) -> Result<Session> {
+        super::pooler::refuse_if_pooled(&target)?;
         refuse_unless_writable(&mut client, &target.to_string())?;
         acquire_migration_lock(&mut client, safety.lock_wait, &log)?;
-        Ok(Session {
-            connection: Worker::new(client, safety, log)?,
+        let mut session = Session {
+            connection: Worker {
+                client,
+                safety,
+                log,
+                lock_scope: Vec::new(),
+            },
             target,
-        })
+            released: false,
+        };
+        set_lock_timeout(&mut session.connection.client, safety.lock_timeout)?;
+        Ok(session)
+    }
+
+    /// Ends the session: releases the migration lock (an error when this session turns out not
+    /// to hold it) and resets the session's settings.
+    pub fn close(mut self) -> Result<()> {
+        self.release()
+    }
+
+    fn release(&mut self) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
+        self.released = true;
+        let client = &mut self.connection.client;
+        if client.is_closed() {
+            // The server ended the connection, and with it the lock.
+            return Ok(());
+        }
+        let released = release_migration_lock(client);
+        client
+            .batch(RESET_SESSION)
+            .context("resetting the session's settings")?;
+        released
     }
 
     /// Runs `work` in one transaction, committed when it returns `Ok`. When a statement hits
@@ -125,6 +176,21 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Err(error) = self.release() {
+            let message = format!("{error:#}");
+            self.log().line(&message);
+            if let Ok(mut failures) = RELEASE_FAILURES.lock() {
+                failures.push(message);
+            }
+        }
+    }
+}
+
+/// Every session setting ruleiq-db makes, undone.
+const RESET_SESSION: &str = "RESET lock_timeout; RESET statement_timeout; RESET search_path";
+
 /// A connection working under the migration lock with lock_timeout set and the retry: the
 /// session's own, or one beside it that [`Session::worker`] opened.
 pub struct Worker {
@@ -145,6 +211,15 @@ impl Worker {
             log,
             lock_scope: Vec::new(),
         })
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if !self.client.is_closed() {
+            // Best effort: a worker holds no lock, and its backend ends with the connection.
+            let _ = self.client.batch(RESET_SESSION);
+        }
     }
 }
 
@@ -169,8 +244,8 @@ pub trait Retrying {
         let wait = self.safety().patient_lock_timeout.as_millis().max(1);
         self.retried(what, |client| {
             let mut tx = client.transaction()?;
-            tx.batch_execute(&format!("SET LOCAL lock_timeout = '{wait}ms'"))?;
-            tx.batch_execute(statement)?;
+            tx.batch(&format!("SET LOCAL lock_timeout = '{wait}ms'"))?;
+            tx.batch(statement)?;
             tx.commit()?;
             Ok(())
         })

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod bouncer;
+
 use postgres::{Client, NoTls};
 use ruleiq_db::sandbox::{Cluster, ClusterOptions};
 use std::process::Command;
@@ -434,8 +436,10 @@ impl Run {
 /// database of the harness (DATABASE_URL removed unless `env` sets it), stdin closed.
 pub fn run_bare(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
-    cmd.env_remove("DATABASE_URL")
-        .args(args)
+    for name in ruleiq_db::db::config::URL_VARIABLES {
+        cmd.env_remove(name);
+    }
+    cmd.args(args)
         .timeout(std::time::Duration::from_secs(300));
     for (name, value) in env {
         cmd.env(name, value);

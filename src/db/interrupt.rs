@@ -1,0 +1,93 @@
+//! Ctrl-C and SIGTERM: the run stops the way a failure does, not by dying mid-statement.
+//!
+//! The handler cancels the statement each of our connections is running (PostgreSQL's cancel
+//! request, which also reaches a backend behind a pooler), so the command unwinds through its
+//! ordinary error path: a transaction in flight rolls back, the session releases the migration
+//! lock explicitly and resets what it set, and the run prints one report that says it was
+//! interrupted (exit 130). A second signal, or a run that has not unwound after a grace
+//! period, ends the process at once; the server then ends our backends itself when their
+//! connections close.
+
+use super::tls::TlsMode;
+use postgres::CancelToken;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+static INSTALL: Once = Once::new();
+static TOKENS: Mutex<Vec<(CancelToken, TlsMode)>> = Mutex::new(Vec::new());
+type Hook = Box<dyn Fn() + Send>;
+static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
+
+/// How long the run has to unwind after the signal before the process ends regardless.
+const GRACE: Duration = Duration::from_secs(15);
+
+/// Whether Ctrl-C or SIGTERM was received. Loops that wait (for a lock, between retries,
+/// between batches) stop when it is.
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst)
+}
+
+/// The error a waiting loop returns once [`requested`].
+pub fn error() -> anyhow::Error {
+    anyhow::anyhow!("interrupted (Ctrl-C or SIGTERM)")
+}
+
+/// Installs the handler (once per process).
+pub fn install() {
+    INSTALL.call_once(|| {
+        let _ = ctrlc::set_handler(on_signal);
+    });
+}
+
+/// Remembers how to cancel what `client` is running.
+pub fn watch(client: &postgres::Client, tls: &TlsMode) {
+    install();
+    if let Ok(mut tokens) = TOKENS.lock() {
+        tokens.push((client.cancel_token(), tls.clone()));
+    }
+}
+
+/// Runs `hook` on a signal, after the running statements are cancelled (the throwaway
+/// cluster of `rehearse` stops itself this way).
+pub fn on_signal_run(hook: impl Fn() + Send + 'static) {
+    install();
+    if let Ok(mut hooks) = HOOKS.lock() {
+        hooks.push(Box::new(hook));
+    }
+}
+
+fn on_signal() {
+    if REQUESTED.swap(true, Ordering::SeqCst) {
+        let _ = writeln!(std::io::stderr(), "ruleiq-db: interrupted again; exiting now");
+        std::process::exit(130);
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "ruleiq-db: interrupted; cancelling the running statement and stopping cleanly (again to exit at once)"
+    );
+    let tokens: Vec<(CancelToken, TlsMode)> =
+        TOKENS.lock().map(|t| t.clone()).unwrap_or_default();
+    for (token, tls) in tokens {
+        if let Ok(connector) = tls.connector() {
+            // A backend that is idle, or gone, ignores a cancel request.
+            let _ = token.cancel_query(connector);
+        }
+    }
+    if let Ok(hooks) = HOOKS.lock() {
+        for hook in hooks.iter() {
+            hook();
+        }
+    }
+    std::thread::spawn(|| {
+        std::thread::sleep(GRACE);
+        let _ = writeln!(
+            std::io::stderr(),
+            "ruleiq-db: still not stopped {}s after the interrupt; exiting",
+            GRACE.as_secs()
+        );
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,334 @@
+//! Production's connection path: a real PgBouncer in front of the test server, with an
+//! application workload running through it. Changing commands are refused on a
+//! transaction-mode pooler before they change anything; reading commands work there; no
+//! command leaves a setting or a lock on a backend the application gets next; a direct
+//! connection and a session-mode pooler are never refused.
+
+mod common;
+
+use common::bouncer::{simple_value, Bouncer, PoolMode};
+use common::{TestDb, EXAMPLE_POLICY};
+use postgres::{Client, NoTls};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The application: clients through the pooler that keep reading and writing in the simple
+/// protocol (what an application may send through a transaction pooler), counting errors.
+struct Workload {
+    stop: Arc<AtomicBool>,
+    statements: Arc<AtomicU64>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workload {
+    fn start(url: &str, clients: usize) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let statements = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|i| {
+                let (url, stop, statements, errors) =
+                    (url.to_string(), stop.clone(), statements.clone(), errors.clone());
+                std::thread::spawn(move || {
+                    let mut client = Client::connect(&url, NoTls).expect("the application connects");
+                    let work = [
+                        "SELECT count(*) FROM evidence_items WHERE status = 'collected'",
+                        "BEGIN; UPDATE business_profiles SET updated_at = updated_at WHERE id = (SELECT min(id) FROM business_profiles); SELECT 1 FROM pg_sleep(0.002); COMMIT",
+                        "SELECT id FROM assessment_sessions ORDER BY id LIMIT 5",
+                    ];
+                    let mut n = i;
+                    while !stop.load(Ordering::SeqCst) {
+                        if let Err(e) = client.simple_query(work[n % work.len()]) {
+                            errors.lock().unwrap().push(e.to_string());
+                            let _ = client.simple_query("ROLLBACK");
+                        }
+                        statements.fetch_add(1, Ordering::SeqCst);
+                        n += 1;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        Workload {
+            stop,
+            statements,
+            errors,
+            threads,
+        }
+    }
+
+    /// Stops the clients and asserts the application saw no error and did work.
+    fn finish(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let errors = self.errors.lock().unwrap();
+        assert!(errors.is_empty(), "the application saw errors: {errors:?}");
+        assert!(self.statements.load(Ordering::SeqCst) > 0);
+    }
+}
+
+/// Runs the binary against `url` with `--format json`: (exit code, document, stderr).
+fn run_at(url: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
+    for name in ruleiq_db::db::config::URL_VARIABLES {
+        cmd.env_remove(name);
+    }
+    let out = cmd
+        .args(["--database-url", url, "--no-progress", "--format", "json"])
+        .args(args)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON document ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    (out.status.code().unwrap_or(-1), doc, stderr)
+}
+
+/// Settings PgBouncer itself keeps in step between its clients and the server.
+const POOLER_TRACKED: &str =
+    "'application_name', 'client_encoding', 'datestyle', 'timezone', 'standard_conforming_strings', 'intervalstyle'";
+
+/// Asserts that no backend behind the pooler carries a session setting of ours, and that no
+/// session of the database holds an advisory lock. Every backend of the pool is reached by
+/// holding `pool_size` clients in transactions at once.
+fn assert_nothing_left_behind(db: &TestDb, bouncer: &Bouncer, pool_size: usize) {
+    let mut clients: Vec<Client> = (0..pool_size).map(|_| bouncer.client(&db.name)).collect();
+    for client in &mut clients {
+        client.simple_query("BEGIN").unwrap();
+        let leftover = simple_value(
+            client,
+            &format!(
+                "SELECT string_agg(name || '=' || setting, ', ') FROM pg_settings
+                  WHERE source = 'session' AND lower(name) NOT IN ({POOLER_TRACKED})"
+            ),
+        );
+        assert_eq!(leftover, None, "a pooled backend kept session settings");
+        assert_eq!(simple_value(client, "SHOW lock_timeout").as_deref(), Some("0"));
+        assert_eq!(simple_value(client, "SHOW statement_timeout").as_deref(), Some("0"));
+        assert_eq!(
+            simple_value(client, "SHOW search_path").as_deref(),
+            Some("\"$user\", public")
+        );
+    }
+    for mut client in clients {
+        client.simple_query("COMMIT").unwrap();
+    }
+    let advisory = db.scalar_i64(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+          WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+    );
+    assert_eq!(advisory, 0, "an advisory lock is still held");
+}
+
+#[test]
+fn every_changing_command_is_refused_through_a_transaction_pooler_and_nothing_changes() {
+    let db = TestDb::dirty_legacy();
+    let bouncer = Bouncer::start(&db, PoolMode::Transaction, &[]);
+    let pooled = bouncer.url_for(&db.name);
+    let workload = Workload::start(&pooled, 3);
+    let before = db.dump();
+    let no_such_run = "00000000-0000-0000-0000-000000000001";
+    let changing: [&[&str]; 7] = [
+        &["migrate"],
+        &["cleanup", "--yes", "--policy", EXAMPLE_POLICY],
+        &["cleanup", "--undo", no_such_run, "--yes"],
+        &["rollback", "--to", "6", "--yes"],
+        &["baseline"],
+        &["compat"],
+        &["check-constraints"],
+    ];
+    for args in changing {
+        let (code, doc, stderr) = run_at(&pooled, args);
+        assert_eq!(code, 4, "{args:?} was not refused: {doc}\n{stderr}");
+        assert_eq!(doc["reason"], "pooled_connection", "{args:?}: {doc}");
+        let error = doc["error"].as_str().unwrap();
+        assert!(error.contains("direct URL"), "{args:?} names no fix: {error}");
+        assert!(error.contains("Nothing was changed"), "{error}");
+        assert_eq!(doc["connection"]["via"], "pooler-transaction", "{doc}");
+    }
+    workload.finish();
+    db.assert_unchanged(&before);
+    assert_nothing_left_behind(&db, &bouncer, 4);
+}
+
+#[test]
+fn reading_commands_work_through_a_transaction_pooler_while_the_application_is_busy() {
+    let db = TestDb::dirty_legacy();
+    let bouncer = Bouncer::start(&db, PoolMode::Transaction, &[]);
+    let pooled = bouncer.url_for(&db.name);
+    let workload = Workload::start(&pooled, 3);
+    let reading: [(&[&str], i32); 7] = [
+        (&["status"], -1),
+        (&["status", "--health"], -1),
+        (&["check-constraints", "--dry-run"], 3),
+        (&["migrate", "--dry-run"], 3),
+        (&["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY], 0),
+        (&["rollback", "--dry-run"], 0),
+        (&["compat", "--dry-run"], -1),
+    ];
+    for _ in 0..2 {
+        for (args, expected) in reading {
+            let (direct_code, direct_doc, _) = run_at(&db.url, args);
+            let (code, doc, stderr) = run_at(&pooled, args);
+            assert_eq!(code, direct_code, "{args:?} through the pooler: {doc}\n{stderr}");
+            if expected >= 0 {
+                assert_eq!(code, expected, "{args:?}: {doc}\n{stderr}");
+            }
+            assert!(
+                stderr.contains("changes need the direct URL"),
+                "{args:?} did not say so: {stderr}"
+            );
+            assert_eq!(doc["connection"]["via"], "pooler-transaction");
+            assert_eq!(direct_doc["connection"]["via"], "direct");
+            assert_eq!(doc["schema_version"], direct_doc["schema_version"]);
+        }
+    }
+    let (_, pooled_check, _) = run_at(&pooled, &["check-constraints", "--dry-run"]);
+    let (_, direct_check, _) = run_at(&db.url, &["check-constraints", "--dry-run"]);
+    assert_eq!(pooled_check["constraints"], direct_check["constraints"]);
+    assert!(pooled_check["total_violations"].as_i64().unwrap() > 0);
+    workload.finish();
+    assert_nothing_left_behind(&db, &bouncer, 4);
+}
+
+#[test]
+fn a_session_pooler_is_allowed_and_left_clean_and_a_direct_connection_says_so() {
+    let db = TestDb::new();
+    db.migrate_to(7);
+    let bouncer = Bouncer::start(&db, PoolMode::Session, &[]);
+    let pooled = bouncer.url_for(&db.name);
+    let (code, doc, stderr) = run_at(&pooled, &["migrate"]);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["connection"]["via"], "pooler-session");
+    assert_eq!(doc["schema_version"], 8);
+    // The pool gives the backend migrate used to the next client (no server_reset_query in
+    // this pooler's configuration): it must carry nothing of ours.
+    assert_nothing_left_behind(&db, &bouncer, 1);
+    let (code, doc, _) = run_at(&db.url, &["status"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["connection"]["via"], "direct");
+    assert_eq!(doc["connection"]["url_source"], "flag");
+}
+
+#[test]
+fn ctrl_c_in_the_middle_of_a_read_through_the_pooler_leaves_nothing() {
+    let db = TestDb::dirty_legacy();
+    let bouncer = Bouncer::start(&db, PoolMode::Transaction, &[]);
+    let pooled = bouncer.url_for(&db.name);
+    // A transaction holding evidence_items makes the check wait in the middle of its read.
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE evidence_items IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"));
+    for name in ruleiq_db::db::config::URL_VARIABLES {
+        cmd.env_remove(name);
+    }
+    let child = cmd
+        .args(["--database-url", &pooled, "--no-progress", "--format", "json"])
+        .args(["check-constraints", "--dry-run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watcher = db.client();
+    common::wait_until(
+        &mut watcher,
+        "SELECT count(*) > 0 FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        "the check waits for evidence_items",
+    );
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("one document on an interrupt ({e}): {stdout}\n{stderr}"));
+    assert_eq!(doc["interrupted"], true, "{doc}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    holder.batch_execute("COMMIT").unwrap();
+    assert_nothing_left_behind(&db, &bouncer, 4);
+}
+
+#[test]
+fn the_urls_people_have_connect_and_the_report_says_which() {
+    let db = TestDb::new();
+    // SQLAlchemy's spelling, with asyncpg's ssl parameter, in DATABASE_URL.
+    let sqlalchemy = db
+        .url
+        .replacen("postgres://", "postgresql+asyncpg://", 1)
+        .replace("sslmode=disable", "ssl=disable");
+    let run = common::run_bare(
+        &["status", "--format", "json"],
+        &[("DATABASE_URL", &sqlalchemy)],
+    );
+    let doc = run.json();
+    assert_eq!(doc["connection"]["url_source"], "DATABASE_URL", "{doc}");
+    assert!(run.stderr.contains("SQLAlchemy driver"), "{}", run.stderr);
+    assert!(!run.stderr.contains(&db.url), "the URL (and its password) is not echoed");
+    // The direct URL's variable wins over DATABASE_URL, which here points nowhere.
+    let run = common::run_bare(
+        &["status", "--format", "json"],
+        &[
+            ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing"),
+            ("DIRECT_URL", &db.url),
+        ],
+    );
+    assert_eq!(run.json()["connection"]["url_source"], "DIRECT_URL", "{}", run.stderr);
+}
+
+#[test]
+fn the_lock_holder_named_is_of_this_database() {
+    let db = TestDb::dirty_legacy();
+    let other = TestDb::new();
+    let _elsewhere = other.hold_migration_lock();
+    let _here = db.hold_migration_lock();
+    let here_pid = db.scalar_i64(
+        "SELECT l.pid::bigint FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+          WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+    );
+    let (code, doc, stderr) = db.run_json(&["--lock-wait", "1s", "migrate"]);
+    assert_eq!(code, 4, "{doc}");
+    assert_eq!(doc["reason"], "lock_busy");
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains(&format!("pid {here_pid}")), "{error}\n{stderr}");
+    // A lock held only in another database does not stop this one.
+    drop(_here);
+    let (code, doc, _) = db.run_json(&["--lock-wait", "1s", "migrate", "--dry-run"]);
+    assert_eq!(code, 3, "{doc}");
+}
+
+#[test]
+fn the_three_connection_paths_are_told_apart() {
+    use ruleiq_db::db::config::{ProcessEnv, Target};
+    use ruleiq_db::db::pooler::{self, Via};
+    let db = TestDb::new();
+    let session = Bouncer::start(&db, PoolMode::Session, &[]);
+    let transaction = Bouncer::start(&db, PoolMode::Transaction, &[]);
+    // The application is busy on the transaction pooler while we look.
+    let workload_db = TestDb::new();
+    let busy = Bouncer::start(&workload_db, PoolMode::Transaction, &[]);
+    let cases = [
+        (db.url.clone(), Via::Direct),
+        (session.url_for(&db.name), Via::PoolerSession),
+        (transaction.url_for(&db.name), Via::PoolerTransaction),
+        (busy.url_for(&workload_db.name), Via::PoolerTransaction),
+    ];
+    let mut app = busy.client(&workload_db.name);
+    app.simple_query("SELECT 1").unwrap();
+    for (url, expected) in cases {
+        let target = Target::resolve(Some(&url), &ProcessEnv).unwrap();
+        let _client = ruleiq_db::db::connect(&target).unwrap();
+        let path = pooler::known(&target).expect("a verdict for every target");
+        assert_eq!(path.via, expected, "{target}: {:?}", path.evidence);
+    }
+}
