@@ -198,6 +198,33 @@ fn the_safety_mechanics_are_called_only_from_src_db() {
             "set_lock_timeout(",
             "retry_on_lock_timeout(",
             "refuse_unless_writable(",
+            "refuse_if_pooled(",
+            "release_migration_lock(",
+            "mark_pooled(",
+        ],
+    );
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// Every statement goes through `db::Query` (src/db/query.rs): an unnamed statement with its
+/// parameter types, never a named prepared statement, which a transaction-mode pooler breaks
+/// ("prepared statement "s1" does not exist") and which could stay on a backend the
+/// application gets next; on a pooled run the wrapper also sets what each transaction needs.
+/// Only the pooler probe speaks the simple protocol itself (before it knows the path).
+#[test]
+fn statements_go_through_db_query_only() {
+    let allowed = ["src/db/query.rs", "src/db/pooler.rs"];
+    let wrong = calls_in(
+        |s| !allowed.iter().any(|a| s.path.ends_with(a)),
+        &[
+            ".query(",
+            ".query_one(",
+            ".query_opt(",
+            ".query_raw(",
+            ".execute(",
+            ".prepare(",
+            ".batch_execute(",
+            ".simple_query(",
         ],
     );
     assert!(wrong.is_empty(), "{wrong:#?}");

@@ -82,10 +82,11 @@ impl Context {
     pub fn connect(&self) -> Result<(Target, Client)> {
         let target = self.target()?;
         let first = db::pooler::known(&target).is_none();
-        let mut client = db::connect(&target)?;
-        if !self.reads_only {
-            db::pooler::refuse_if_pooled(&target)?;
-        }
+        let mut client = if self.reads_only {
+            db::connect(&target)?
+        } else {
+            db::connect_to_change(&target)?
+        };
         if first {
             for note in &target.notes {
                 self.log.line(note);

@@ -41,6 +41,15 @@ pub fn connect(target: &Target) -> Result<Client> {
     Ok(client)
 }
 
+/// [`connect`] for a command that will change the database: refused, before anything
+/// changes, when the path is a transaction-mode pooler (`Session::begin` refuses again, so
+/// that no way to a change can miss it).
+pub fn connect_to_change(target: &Target) -> Result<Client> {
+    let client = connect(target)?;
+    pooler::refuse_if_pooled(target)?;
+    Ok(client)
+}
+
 fn open(target: &Target, with_probe: bool) -> Result<Client> {
     let connector = target.tls.connector()?;
     let mut config = target.config.clone();

@@ -20,7 +20,7 @@ pub mod session;
 pub mod snapshot;
 pub mod tls;
 
-pub use connect::{connect, lift_statement_timeout};
+pub use connect::{connect, connect_to_change, lift_statement_timeout};
 pub use connection::Connection;
 pub use introspect::{columns_of, table_exists};
 pub use query::{Param, Query};

@@ -1,6 +1,7 @@
 //! The backends this process opened, so that looking for sessions in the way (DESIGN.md §9)
 //! never names one of ruleiq-db's own connections.
 
+use super::query::Query;
 use postgres::Client;
 use std::sync::Mutex;
 
@@ -11,9 +12,9 @@ static OWN_SESSIONS: Mutex<Vec<(i32, f64)>> = Mutex::new(Vec::new());
 /// Records the backend behind a new connection as this process's own, so that the checker's
 /// extra connections (and any other of ours) are never named as blockers. Best effort.
 pub fn remember(client: &mut Client) {
-    let row = client.query_one(
+    let row = client.row(
         "SELECT pg_backend_pid(), extract(epoch FROM backend_start)::float8
-           FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+           FROM pg_catalog.pg_stat_activity WHERE pid = pg_backend_pid()",
         &[],
     );
     if let (Ok(row), Ok(mut own)) = (row, OWN_SESSIONS.lock()) {
