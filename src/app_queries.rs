@@ -6,7 +6,9 @@
 //! checks that every spelling returns the same rows.
 
 use crate::catalog::compat::SEARCH_PATH;
+use crate::catalog::sql::APP_SCHEMA;
 use crate::db::config::Target;
+use crate::db::Query;
 use anyhow::{Context, Result};
 use postgres::Client;
 use serde::Serialize;
@@ -80,21 +82,28 @@ pub fn queries(names: Names) -> [(&'static str, String); 3] {
 /// returns other rows than the full-name query against the tables.
 pub fn run_all(target: &Target) -> Result<Vec<Run>> {
     let mut tables = crate::db::connect(target)?;
-    let mut app = crate::db::connect(target)?;
-    app.batch_execute(&format!("SET search_path = {SEARCH_PATH}"))
-        .context("setting the application's search_path")?;
+    // ruleiq-db's own statement, on the safe search_path every connection of ours starts with.
     let user: String = tables
-        .query_one(
-            "SELECT coalesce((SELECT user_id::text FROM evidence_items GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1), '00000000-0000-0000-0000-000000000000')",
+        .row(
+            "SELECT coalesce((SELECT user_id::text FROM public.evidence_items GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1), '00000000-0000-0000-0000-000000000000')",
             &[],
         )?
         .get(0);
+    // From here on both connections only play the application's queries, unqualified as the
+    // application sends them, under the search_path each release of it uses: the tables' own
+    // schema, and the compatibility schema before it.
+    tables
+        .batch(&format!("SET search_path = {APP_SCHEMA}"))
+        .context("setting the application's search_path")?;
+    let mut app = crate::db::connect(target)?;
+    app.batch(&format!("SET search_path = {SEARCH_PATH}"))
+        .context("setting the application's search_path")?;
     let mut runs = Vec::new();
     let full = queries(Names::Full);
     let legacy = queries(Names::Legacy);
     for (i, (query, sql)) in full.iter().enumerate() {
         let expected = rows(&mut tables, query, sql, &user);
-        runs.push(run(query, Names::Full, "public", &expected, &expected));
+        runs.push(run(query, Names::Full, APP_SCHEMA, &expected, &expected));
         let through = rows(&mut app, query, sql, &user);
         runs.push(run(query, Names::Full, SEARCH_PATH, &through, &expected));
         let old = rows(&mut app, query, &legacy[i].1, &user);
@@ -108,9 +117,9 @@ fn rows(client: &mut Client, query: &str, sql: &str, user: &String) -> Result<Ve
     let wrapped = format!("SELECT row(q.*)::text FROM ({sql}) q");
     let result = if query == "evidence_search" {
         let statuses = vec!["approved".to_string(), "collected".to_string()];
-        client.query(&wrapped, &[user, &statuses, &"%", &20i64, &0i64])
+        client.rows(&wrapped, &[user, &statuses, &"%", &20i64, &0i64])
     } else {
-        client.query(&wrapped, &[user])
+        client.rows(&wrapped, &[user])
     };
     result
         .map(|rows| rows.iter().map(|r| r.get(0)).collect())

@@ -3,9 +3,8 @@
 
 use crate::catalog::compat::{self, SCHEMA};
 use crate::catalog::repair::PlannedStatement;
-use crate::db::Session;
+use crate::db::{Query, Session};
 use anyhow::{Context, Result};
-use postgres::GenericClient;
 use serde::Serialize;
 
 /// One view of the compatibility schema.
@@ -31,9 +30,9 @@ pub struct CompatSchema {
 
 /// The schema and its views, read from the catalog (never from our own rendering, so a view
 /// changed or dropped by hand shows as it is).
-pub fn inspect(client: &mut impl GenericClient) -> Result<Option<CompatSchema>> {
+pub fn inspect(client: &mut (impl Query + ?Sized)) -> Result<Option<CompatSchema>> {
     let exists: bool = client
-        .query_one(
+        .row(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
             &[&SCHEMA],
         )?
@@ -43,7 +42,7 @@ pub fn inspect(client: &mut impl GenericClient) -> Result<Option<CompatSchema>> 
     }
     // A view's table is the relation its rewrite rule depends on (pg_depend), besides the view
     // itself; its legacy columns are the ones the table does not have.
-    let rows = client.query(
+    let rows = client.rows(
         "SELECT v.relname::text, coalesce(b.base::regclass::text, ''),
                 array(SELECT a.attname::text FROM pg_attribute a
                        WHERE a.attrelid = v.oid AND a.attnum > 0
@@ -94,18 +93,18 @@ pub fn complete(found: &Option<CompatSchema>) -> bool {
 }
 
 /// Creates (or re-creates) the schema and its views in the caller's transaction.
-pub fn create(tx: &mut impl GenericClient) -> Result<()> {
+pub fn create(tx: &mut (impl Query + ?Sized)) -> Result<()> {
     run(tx, &compat::create_statements()).context("creating the compatibility schema")
 }
 
 /// Removes the views and the schema in the caller's transaction.
-pub fn drop(tx: &mut impl GenericClient) -> Result<()> {
+pub fn drop(tx: &mut (impl Query + ?Sized)) -> Result<()> {
     run(tx, &compat::drop_statements()).context("dropping the compatibility schema")
 }
 
-fn run(tx: &mut impl GenericClient, statements: &[PlannedStatement]) -> Result<()> {
+fn run(tx: &mut (impl Query + ?Sized), statements: &[PlannedStatement]) -> Result<()> {
     for s in statements {
-        tx.batch_execute(&s.sql)?;
+        tx.batch(&s.sql)?;
     }
     Ok(())
 }

@@ -364,7 +364,7 @@ fn dry_run_plans_every_step_and_changes_nothing() {
         }
         let last = statements.last().unwrap()["sql"].as_str().unwrap();
         assert!(
-            last.starts_with("DELETE FROM refinery_schema_history"),
+            last.starts_with("DELETE FROM public.\"refinery_schema_history\""),
             "{last}"
         );
         let archives = step["archives"].as_array().unwrap();

@@ -7,9 +7,10 @@
 //! ruleiq-db's own compatibility schema is not the user's: 008's down drops it first.
 
 use super::Action;
+use crate::catalog::sql::APP_SCHEMA;
+use crate::db::Query;
 use crate::refusal::Refusal;
 use anyhow::Result;
-use postgres::GenericClient;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -36,7 +37,7 @@ pub struct Dependent {
 /// string) is only text to PostgreSQL, so it is searched for the table's name as a whole word
 /// (and, for a column, the column's name too). That search is a heuristic: it may name a
 /// function that only mentions the word, and cannot see a name built at run time.
-pub fn find(client: &mut impl GenericClient, actions: &[Action]) -> Result<Vec<Dependent>> {
+pub fn find(client: &mut (impl Query + ?Sized), actions: &[Action]) -> Result<Vec<Dependent>> {
     let mut found = BTreeSet::new();
     for action in actions {
         let (table, column) = match action {
@@ -48,12 +49,12 @@ pub fn find(client: &mut impl GenericClient, actions: &[Action]) -> Result<Vec<D
             Some(c) => format!("{table}.{c}"),
             None => table.clone(),
         };
-        let rows = client.query(
+        let rows = client.rows(
             r"WITH target AS (
                   SELECT c.oid, c.reltype,
                          (SELECT a.attnum FROM pg_attribute a
                            WHERE a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped) AS attnum
-                    FROM pg_class c WHERE c.oid = to_regclass(quote_ident($1))
+                    FROM pg_class c WHERE c.oid = to_regclass(format('%I.%I', $6::text, $1::text))
               ),
               own AS (
                   SELECT objid FROM pg_depend WHERE classid = 'pg_proc'::regclass AND deptype = 'e'
@@ -96,6 +97,7 @@ pub fn find(client: &mut impl GenericClient, actions: &[Action]) -> Result<Vec<D
                 &COMPAT_SCHEMA,
                 &word_pattern(table),
                 &word_pattern(column.map_or("", String::as_str)),
+                &APP_SCHEMA,
             ],
         )?;
         for r in rows {
@@ -125,7 +127,7 @@ fn word_pattern(name: &str) -> String {
 /// Refuses (exit 4) when any of the user's objects depends on what these actions archive,
 /// naming each one; `outcome` tells what became of the rollback (`nothing was changed`).
 pub fn refuse_dependents(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
     actions: &[Action],
     outcome: &str,
 ) -> Result<()> {

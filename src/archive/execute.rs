@@ -5,16 +5,16 @@
 
 use super::names::{archive_name, qualified, Stamp, COMMENT_PREFIX, SCHEMA};
 use super::plan::{classify, free_suffix, require_column, require_table, Action, Archived};
-use crate::catalog::sql::{quote_ident, quote_literal};
+use crate::catalog::sql::{self, quote_ident, quote_literal};
 use crate::catalog::PRIMARY_KEY;
-use crate::db::introspect;
+use crate::db::{introspect, Query};
 use anyhow::{bail, Context, Result};
 use postgres::GenericClient;
 
 /// Runs one down statement inside the caller's transaction, archiving first what it would drop.
 /// `what` names the step in the archive's comment (e.g. `V3 core_tables`).
 pub fn run_statement(
-    tx: &mut impl GenericClient,
+    tx: &mut (impl Query + GenericClient),
     statement: &str,
     version: i32,
     what: &str,
@@ -23,21 +23,21 @@ pub fn run_statement(
     let action = classify(statement)?;
     let archived = match &action {
         Action::Run => {
-            tx.batch_execute(statement)?;
+            tx.batch(statement)?;
             return Ok(None);
         }
         Action::MoveTable { table } => move_table(tx, table, version, what, stamp)?,
         Action::CopyColumn { table, column } => {
             let archived = copy_column(tx, table, column, version, what, stamp)?;
-            tx.batch_execute(statement)?;
+            tx.batch(statement)?;
             archived
         }
     };
     Ok(Some(archived))
 }
 
-fn ensure_schema(tx: &mut impl GenericClient) -> Result<()> {
-    tx.batch_execute(&format!(
+fn ensure_schema(tx: &mut (impl Query + GenericClient)) -> Result<()> {
+    tx.batch(&format!(
         "CREATE SCHEMA IF NOT EXISTS {}",
         quote_ident(SCHEMA)
     ))
@@ -49,7 +49,7 @@ fn ensure_schema(tx: &mut impl GenericClient) -> Result<()> {
 /// archive is a snapshot, and a live reference would let `ON DELETE CASCADE` from the
 /// application's tables delete archived rows, or block the application's deletes.
 fn move_table(
-    tx: &mut impl GenericClient,
+    tx: &mut (impl Query + GenericClient),
     table: &str,
     version: i32,
     what: &str,
@@ -65,32 +65,32 @@ fn move_table(
     let archive = archive_name(table, &suffix);
 
     for name in introspect::foreign_keys_of(tx, table)? {
-        tx.batch_execute(&format!(
+        tx.batch(&format!(
             "ALTER TABLE {} DROP CONSTRAINT {}",
-            quote_ident(table),
+            sql::qualified(table),
             quote_ident(&name)
         ))?;
     }
     for index in &indexes {
         // Renaming a constraint's index renames the constraint too.
-        tx.batch_execute(&format!(
+        tx.batch(&format!(
             "ALTER INDEX {} RENAME TO {}",
-            quote_ident(index),
+            sql::qualified(index),
             quote_ident(&archive_name(index, &suffix))
         ))?;
     }
-    tx.batch_execute(&format!(
+    tx.batch(&format!(
         "ALTER TABLE {} RENAME TO {}; ALTER TABLE {} SET SCHEMA {}",
-        quote_ident(table),
+        sql::qualified(table),
         quote_ident(&archive),
-        quote_ident(&archive),
+        sql::qualified(&archive),
         quote_ident(SCHEMA),
     ))
     .with_context(|| format!("archiving table {table} as {}", qualified(&archive)))?;
     detach_enum_columns(tx, &archive)?;
     // Counted after the move: the rename's ACCESS EXCLUSIVE lock means no row can arrive later.
     let rows = introspect::count_rows_in(tx, SCHEMA, &archive)?;
-    tx.batch_execute(&format!(
+    tx.batch(&format!(
         "COMMENT ON TABLE {} IS {}",
         qualified(&archive),
         quote_literal(&format!(
@@ -110,10 +110,10 @@ fn move_table(
 /// and its down migration drops it (003's `conversationstatus`, 004's `integrationstatus`); an
 /// archive that still used it would stop that DROP TYPE. Text keeps every label exactly, and a
 /// restore casts it back to whatever type the re-created column has.
-fn detach_enum_columns(tx: &mut impl GenericClient, archive: &str) -> Result<()> {
+fn detach_enum_columns(tx: &mut (impl Query + GenericClient), archive: &str) -> Result<()> {
     let columns = introspect::column_facts_in(tx, SCHEMA, archive)?;
     for column in columns.iter().filter(|c| c.is_enum).map(|c| &c.name) {
-        tx.batch_execute(&format!(
+        tx.batch(&format!(
             "ALTER TABLE {} ALTER COLUMN {col} TYPE text USING {col}::text",
             qualified(archive),
             col = quote_ident(column)
@@ -125,12 +125,16 @@ fn detach_enum_columns(tx: &mut impl GenericClient, archive: &str) -> Result<()>
 
 /// DROP TABLE without CASCADE fails when another table references this one; moving it would
 /// not, and would leave the other table pointing into the archive. Refuse the same way.
-fn refuse_inbound_references(tx: &mut impl GenericClient, table: &str, version: i32) -> Result<()> {
-    let rows = tx.query(
+fn refuse_inbound_references(
+    tx: &mut (impl Query + GenericClient),
+    table: &str,
+    version: i32,
+) -> Result<()> {
+    let rows = tx.rows(
         "SELECT conrelid::regclass::text, conname::text FROM pg_constraint
-          WHERE confrelid = to_regclass(quote_ident($1)) AND conrelid <> confrelid AND contype = 'f'
+          WHERE confrelid = to_regclass($1) AND conrelid <> confrelid AND contype = 'f'
           ORDER BY 1, 2",
-        &[&table],
+        &[&sql::qualified(table)],
     )?;
     if rows.is_empty() {
         return Ok(());
@@ -147,7 +151,7 @@ fn refuse_inbound_references(tx: &mut impl GenericClient, table: &str, version: 
 
 /// Copies the primary key and the column into the archive, before the column is dropped.
 fn copy_column(
-    tx: &mut impl GenericClient,
+    tx: &mut (impl Query + GenericClient),
     table: &str,
     column: &str,
     version: i32,
@@ -161,19 +165,22 @@ fn copy_column(
     let archive = qualified(&archive_name(&base, &suffix));
     // SHARE blocks writes (not reads) from before the copy's snapshot until the column is
     // dropped, so no value written in between can be lost.
-    tx.batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", quote_ident(table)))?;
+    tx.batch(&format!(
+        "LOCK TABLE {} IN SHARE MODE",
+        sql::qualified(table)
+    ))?;
     let rows = tx
-        .execute(
+        .exec(
             &format!(
                 "CREATE TABLE {archive} AS SELECT {}, {} FROM {}",
                 quote_ident(PRIMARY_KEY),
                 quote_ident(column),
-                quote_ident(table)
+                sql::qualified(table)
             ),
             &[],
         )
         .with_context(|| format!("copying {table}.{column} to {archive}"))?;
-    tx.batch_execute(&format!(
+    tx.batch(&format!(
         "COMMENT ON TABLE {archive} IS {}",
         quote_literal(&format!(
             "{COMMENT_PREFIX}{what} at {}: column {table}.{column} by {PRIMARY_KEY}, {rows} rows",

@@ -4,7 +4,8 @@
 
 use super::names::{archive_name, qualified, Stamp, SCHEMA};
 use super::tokens::{split_actions, tokenize, Cursor, Token};
-use crate::db::introspect;
+use crate::catalog::sql::APP_SCHEMA;
+use crate::db::{introspect, Query};
 use anyhow::{bail, Result};
 use postgres::GenericClient;
 use serde::Serialize;
@@ -65,19 +66,24 @@ pub fn classify(statement: &str) -> Result<Action> {
     };
     if cursor.eat(&["DROP", "TABLE"]) {
         cursor.eat(&["IF", "EXISTS"]);
-        return match cursor.plain_name_then_end() {
+        return match cursor.app_name().filter(|_| cursor.at_end()) {
             Some(table) => Ok(Action::MoveTable { table }),
-            None => unsupported("one unqualified table per DROP TABLE"),
+            None => unsupported("one table of the application's schema per DROP TABLE"),
         };
     }
     if cursor.eat(&["ALTER", "TABLE"]) {
         cursor.eat(&["IF", "EXISTS"]);
         cursor.eat(&["ONLY"]);
-        let table = cursor.name();
-        let qualified = cursor.peek() == Some(&Token::Punct('.'));
-        if qualified {
-            cursor.at += 1;
+        let start = cursor.at;
+        let table = cursor.app_name();
+        // A name in another schema: what follows the dot is not an action.
+        if table.is_none() {
+            cursor.at = start;
             cursor.name();
+            if cursor.peek() == Some(&Token::Punct('.')) {
+                cursor.at += 1;
+                cursor.name();
+            }
         }
         let actions = split_actions(&tokens[cursor.at..]);
         let drops_column = |action: &[Token]| {
@@ -87,8 +93,10 @@ pub fn classify(statement: &str) -> Result<Action> {
         if !actions.iter().any(|a| drops_column(a)) {
             return Ok(Action::Run);
         }
-        let (Some(table), false, [action]) = (table, qualified, actions.as_slice()) else {
-            return unsupported("one unqualified column per ALTER TABLE … DROP COLUMN");
+        let (Some(table), [action]) = (table, actions.as_slice()) else {
+            return unsupported(
+                "one column of a table of the application's schema per ALTER TABLE … DROP COLUMN",
+            );
         };
         let mut inner = Cursor {
             tokens: action,
@@ -98,7 +106,9 @@ pub fn classify(statement: &str) -> Result<Action> {
         inner.eat(&["IF", "EXISTS"]);
         return match inner.plain_name_then_end() {
             Some(column) => Ok(Action::CopyColumn { table, column }),
-            None => unsupported("one unqualified column per ALTER TABLE … DROP COLUMN"),
+            None => unsupported(
+                "one column of a table of the application's schema per ALTER TABLE … DROP COLUMN",
+            ),
         };
     }
     if cursor.eat(&["DROP", "SCHEMA"]) {
@@ -121,12 +131,12 @@ pub fn classify(statement: &str) -> Result<Action> {
 }
 
 /// Whether no relation has this name in the application's schema or in the archive.
-pub(super) fn name_free(client: &mut impl GenericClient, name: &str) -> Result<bool> {
+pub(super) fn name_free(client: &mut (impl Query + ?Sized), name: &str) -> Result<bool> {
     Ok(client
-        .query_one(
-            "SELECT to_regclass(format('%I.%I', current_schema(), $1::text)) IS NULL
+        .row(
+            "SELECT to_regclass(format('%I.%I', $3::text, $1::text)) IS NULL
                 AND to_regclass(format('%I.%I', $2::text, $1::text)) IS NULL",
-            &[&name, &SCHEMA],
+            &[&name, &SCHEMA, &APP_SCHEMA],
         )?
         .get(0))
 }
@@ -134,7 +144,7 @@ pub(super) fn name_free(client: &mut impl GenericClient, name: &str) -> Result<b
 /// The first suffix under which every one of `bases` gets a free name. Two rollbacks of the
 /// same version within one second (or a clock set back) get `_2`, `_3`…
 pub(super) fn free_suffix(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
     bases: &[String],
     version: i32,
     stamp: &Stamp,
@@ -160,7 +170,10 @@ pub(super) fn free_suffix(
 
 /// The names that must be free for archiving this action: a moved table takes its indexes
 /// along, renamed with it, so that their names stay free for the table's next life.
-pub(super) fn bases(client: &mut impl GenericClient, action: &Action) -> Result<Vec<String>> {
+pub(super) fn bases(
+    client: &mut (impl Query + GenericClient),
+    action: &Action,
+) -> Result<Vec<String>> {
     Ok(match action {
         Action::Run => Vec::new(),
         Action::MoveTable { table } => {
@@ -173,7 +186,7 @@ pub(super) fn bases(client: &mut impl GenericClient, action: &Action) -> Result<
 }
 
 pub(super) fn require_table(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + GenericClient),
     table: &str,
     version: i32,
 ) -> Result<()> {
@@ -186,7 +199,7 @@ pub(super) fn require_table(
 }
 
 pub(super) fn require_column(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + GenericClient),
     table: &str,
     column: &str,
     version: i32,
@@ -202,7 +215,7 @@ pub(super) fn require_column(
 
 /// What archiving this action would produce, read-only: for `--dry-run` plans.
 pub fn preview(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + GenericClient),
     action: &Action,
     version: i32,
     stamp: &Stamp,
@@ -258,6 +271,14 @@ mod tests {
     #[test]
     fn recognises_what_drops_data() {
         assert_eq!(classify("DROP TABLE users").unwrap(), table("users"));
+        assert_eq!(classify("DROP TABLE public.users").unwrap(), table("users"));
+        assert_eq!(
+            classify("ALTER TABLE public.\"evidence_items\" DROP COLUMN ai_metadata").unwrap(),
+            Action::CopyColumn {
+                table: "evidence_items".into(),
+                column: "ai_metadata".into()
+            }
+        );
         assert_eq!(
             classify("drop table if exists \"Odd\"\"Name\" cascade").unwrap(),
             table("Odd\"Name")
@@ -280,6 +301,7 @@ mod tests {
             "ALTER TABLE t DROP CONSTRAINT IF EXISTS c",
             "ALTER TABLE t ALTER COLUMN c DROP DEFAULT",
             "ALTER TABLE public.t DROP CONSTRAINT c",
+            "ALTER TABLE other.t DROP CONSTRAINT c",
             "ALTER TABLE t ADD CONSTRAINT c CHECK (a IN (1, 2))",
             "ALTER TABLE t RENAME COLUMN a TO b",
             "DROP INDEX IF EXISTS i",
@@ -296,9 +318,10 @@ mod tests {
     fn refuses_drops_it_cannot_archive() {
         for lossy in [
             "DROP TABLE a, b",
-            "DROP TABLE public.users",
+            "DROP TABLE other.users",
             "ALTER TABLE t DROP COLUMN a, DROP COLUMN b",
-            "ALTER TABLE public.t DROP COLUMN a",
+            "ALTER TABLE other.t DROP COLUMN a",
+            "ALTER TABLE public.t DROP COLUMN a, DROP COLUMN b",
             "ALTER TABLE t DROP CONSTRAINT c, DROP COLUMN a",
             "ALTER TABLE t ALTER COLUMN a DROP DEFAULT, DROP b",
             "TRUNCATE users",

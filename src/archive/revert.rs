@@ -8,9 +8,10 @@
 use super::{dependents, execute, plan as archive_plan, Action, Archived, Stamp, SCHEMA};
 use crate::catalog::migrations::REPAIR_VERSION;
 use crate::catalog::repair::{PlannedStatement, RENAME_CONFLICT_SQLSTATE};
+use crate::catalog::sql::qualified;
 use crate::catalog::{down, HISTORY_TABLE};
 use crate::db::replication::ReplicaThrottle;
-use crate::db::{self, Session};
+use crate::db::{self, Query, Session};
 use crate::health::blockers::{Scope, Takes};
 use crate::history::{self, Applied};
 use crate::journal::Journal;
@@ -173,7 +174,8 @@ fn plan_step(client: &mut Client, step: &Step, stamp: &Stamp) -> Result<PlannedS
     }
     statements.push(PlannedStatement {
         sql: format!(
-            "DELETE FROM {HISTORY_TABLE} WHERE version = {}",
+            "DELETE FROM {} WHERE version = {}",
+            qualified(HISTORY_TABLE),
             step.version
         ),
         lock: format!("ROW EXCLUSIVE on {HISTORY_TABLE}"),
@@ -260,8 +262,8 @@ fn revert_one(session: &mut Session, step: &Step, stamp: &Stamp) -> Result<Vec<A
                 .with_context(|| format!("{label} down: {}", first_line(&s.sql)))?;
             archived.extend(made);
         }
-        let removed = tx.execute(
-            &format!("DELETE FROM {HISTORY_TABLE} WHERE version = $1"),
+        let removed = tx.exec(
+            &format!("DELETE FROM {} WHERE version = $1", qualified(HISTORY_TABLE)),
             &[&step.version],
         )?;
         if removed != 1 {

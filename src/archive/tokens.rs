@@ -37,6 +37,29 @@ impl Cursor<'_> {
         Some(name)
     }
 
+    /// A name of the application's own: bare, or qualified with its schema
+    /// ([`crate::catalog::sql::APP_SCHEMA`]); None for a name in any other schema.
+    pub(super) fn app_name(&mut self) -> Option<String> {
+        let name = self.name()?;
+        if self.peek() != Some(&Token::Punct('.')) {
+            return Some(name);
+        }
+        self.at += 1;
+        let inner = self.name();
+        (name == crate::catalog::sql::APP_SCHEMA)
+            .then_some(inner)
+            .flatten()
+    }
+
+    /// An end: nothing left, or nothing but `CASCADE` or `RESTRICT`.
+    pub(super) fn at_end(&self) -> bool {
+        match &self.tokens[self.at..] {
+            [] => true,
+            [t] => matches!(t.keyword().as_str(), "CASCADE" | "RESTRICT"),
+            _ => false,
+        }
+    }
+
     /// A name followed by nothing but `CASCADE` or `RESTRICT`.
     pub(super) fn plain_name_then_end(&mut self) -> Option<String> {
         let name = self.name()?;

@@ -8,7 +8,7 @@
 //! `restored_at` is set when `cleanup --undo` puts the row back.
 
 use super::policy::Policy;
-use crate::db::Session;
+use crate::db::{Query, Session};
 use anyhow::{Context, Result};
 use postgres::GenericClient;
 use uuid::Uuid;
@@ -52,7 +52,7 @@ pub fn ensure(session: &mut Session) -> Result<()> {
     let client = session.client();
     let missing = missing_grants(client)?;
     if !missing.is_empty() {
-        let role: String = client.query_one("SELECT current_user::text", &[])?.get(0);
+        let role: String = client.row("SELECT current_user::text", &[])?.get(0);
         anyhow::bail!(
             "the role {role} cannot record cleanup's audit trail in schema {SCHEMA}, so cleanup does not start; nothing was changed. Missing: {}",
             missing
@@ -68,12 +68,12 @@ pub fn ensure(session: &mut Session) -> Result<()> {
         return Ok(());
     }
     session.transaction("creating the audit schema ruleiq_audit", |tx| {
-        tx.batch_execute(DDL)
+        tx.batch(DDL)
             .context("creating the audit schema ruleiq_audit")
     })
 }
 
-fn tables_exist(client: &mut impl GenericClient) -> Result<bool> {
+fn tables_exist(client: &mut (impl Query + GenericClient)) -> Result<bool> {
     Ok(table_exists_in(client, SCHEMA, RUNS_TABLE)?
         && table_exists_in(client, SCHEMA, CHANGES_TABLE)?)
 }
@@ -97,9 +97,9 @@ impl MissingGrant {
 /// as a run does (runs: SELECT, INSERT, UPDATE; changes: SELECT, INSERT, and its id sequence).
 /// The one source of this check: proof.rs refuses on it before the run, [`ensure`] again
 /// before it creates anything.
-pub fn missing_grants(client: &mut impl GenericClient) -> Result<Vec<MissingGrant>> {
+pub fn missing_grants(client: &mut (impl Query + GenericClient)) -> Result<Vec<MissingGrant>> {
     let exists: bool = client
-        .query_one(
+        .row(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
             &[&SCHEMA],
         )?
@@ -107,7 +107,7 @@ pub fn missing_grants(client: &mut impl GenericClient) -> Result<Vec<MissingGran
     let mut missing = Vec::new();
     if !exists {
         let create: bool = client
-            .query_one(
+            .row(
                 "SELECT has_database_privilege(current_database(), 'CREATE')",
                 &[],
             )?
@@ -120,7 +120,7 @@ pub fn missing_grants(client: &mut impl GenericClient) -> Result<Vec<MissingGran
         }
         return Ok(missing);
     }
-    let row = client.query_one(
+    let row = client.row(
         "SELECT has_schema_privilege($1, 'USAGE'), has_schema_privilege($1, 'CREATE')",
         &[&SCHEMA],
     )?;
@@ -150,7 +150,7 @@ pub fn missing_grants(client: &mut impl GenericClient) -> Result<Vec<MissingGran
         changes_present |= table == CHANGES;
         for privilege in privileges {
             let held: bool = client
-                .query_one("SELECT has_table_privilege($1, $2)", &[&table, privilege])?
+                .row("SELECT has_table_privilege($1, $2)", &[&table, privilege])?
                 .get(0);
             if !held {
                 missing.push(MissingGrant::new(
@@ -162,7 +162,7 @@ pub fn missing_grants(client: &mut impl GenericClient) -> Result<Vec<MissingGran
     }
     let sequence: Option<bool> = if changes_present {
         client
-            .query_one(
+            .row(
                 "SELECT has_sequence_privilege(s, 'USAGE')
                    FROM pg_get_serial_sequence($1, 'id') AS s",
                 &[&CHANGES],
@@ -181,7 +181,7 @@ pub fn missing_grants(client: &mut impl GenericClient) -> Result<Vec<MissingGran
 }
 
 /// Whether any cleanup ever ran here.
-pub fn exists(client: &mut impl GenericClient) -> Result<bool> {
+pub fn exists(client: &mut (impl Query + GenericClient)) -> Result<bool> {
     table_exists_in(client, SCHEMA, RUNS_TABLE)
 }
 
@@ -196,14 +196,14 @@ pub fn begin_run(
 ) -> Result<Vec<String>> {
     let policy_json = serde_json::to_value(policy)?;
     session.transaction("recording the cleanup run", |tx| {
-        let interrupted = tx.query(
+        let interrupted = tx.rows(
             &format!(
                 "UPDATE {RUNS} SET status = 'interrupted' WHERE status = 'started'
                  RETURNING run_id::text"
             ),
             &[],
         )?;
-        tx.execute(
+        tx.exec(
             &format!("INSERT INTO {RUNS} (run_id, schema_version, policy) VALUES ($1, $2, $3)"),
             &[&run_id, &schema_version, &policy_json],
         )?;
@@ -213,7 +213,7 @@ pub fn begin_run(
 
 pub fn finish_run(session: &mut Session, run_id: Uuid) -> Result<()> {
     session.retried("recording the cleanup run as finished", |client| {
-        client.execute(
+        client.exec(
             &format!(
                 "UPDATE {RUNS} SET status = 'finished', finished_at = now(),
                         rows_changed = (SELECT count(*) FROM {CHANGES} WHERE run_id = $1)
@@ -233,8 +233,8 @@ pub struct Run {
     pub unrestored: i64,
 }
 
-pub fn find_run(client: &mut impl GenericClient, run_id: Uuid) -> Result<Option<Run>> {
-    let row = client.query_opt(
+pub fn find_run(client: &mut (impl Query + ?Sized), run_id: Uuid) -> Result<Option<Run>> {
+    let row = client.row_opt(
         &format!(
             "SELECT r.status,
                     (SELECT count(*) FROM {CHANGES} c WHERE c.run_id = r.run_id),
@@ -251,8 +251,8 @@ pub fn find_run(client: &mut impl GenericClient, run_id: Uuid) -> Result<Option<
 }
 
 /// The latest runs, newest first, for error messages: "id (status, started …)".
-pub fn recent_runs(client: &mut impl GenericClient, limit: i64) -> Result<Vec<String>> {
-    let rows = client.query(
+pub fn recent_runs(client: &mut (impl Query + ?Sized), limit: i64) -> Result<Vec<String>> {
+    let rows = client.rows(
         &format!(
             "SELECT run_id::text || ' (' || status || ', started ' || to_char(started_at, 'YYYY-MM-DD HH24:MI:SS') || ')'
                FROM {RUNS} ORDER BY started_at DESC LIMIT $1"
@@ -264,10 +264,10 @@ pub fn recent_runs(client: &mut impl GenericClient, limit: i64) -> Result<Vec<St
 
 /// Per (constraint, table, action), how many rows the run changed.
 pub fn run_rules(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
     run_id: Uuid,
 ) -> Result<Vec<(String, String, String, i64)>> {
-    let rows = client.query(
+    let rows = client.rows(
         &format!(
             "SELECT u.name, c.table_name, u.action, count(*)
                FROM {CHANGES} c, unnest(c.constraint_names, c.actions) AS u(name, action)
@@ -284,7 +284,7 @@ pub fn run_rules(
 
 pub fn mark_undone(session: &mut Session, run_id: Uuid) -> Result<()> {
     session.retried("recording the cleanup run as undone", |client| {
-        client.execute(
+        client.exec(
             &format!("UPDATE {RUNS} SET undone_at = now() WHERE run_id = $1"),
             &[&run_id],
         )?;
@@ -294,8 +294,11 @@ pub fn mark_undone(session: &mut Session, run_id: Uuid) -> Result<()> {
 
 /// Tables changed by a run so far and how many rows each, from its audit records (each batch
 /// commits its rows and their records together, so these are exactly the committed changes).
-pub fn changed_tables(client: &mut impl GenericClient, run_id: Uuid) -> Result<Vec<(String, i64)>> {
-    let rows = client.query(
+pub fn changed_tables(
+    client: &mut (impl Query + ?Sized),
+    run_id: Uuid,
+) -> Result<Vec<(String, i64)>> {
+    let rows = client.rows(
         &format!(
             "SELECT table_name, count(*) FROM {CHANGES} WHERE run_id = $1
               GROUP BY table_name ORDER BY min(id)"
@@ -306,8 +309,8 @@ pub fn changed_tables(client: &mut impl GenericClient, run_id: Uuid) -> Result<V
 }
 
 /// Marks a run that stopped on an error, so the next run does not take it for a live one.
-pub fn mark_interrupted(client: &mut impl GenericClient, run_id: Uuid) -> Result<()> {
-    client.execute(
+pub fn mark_interrupted(client: &mut (impl Query + ?Sized), run_id: Uuid) -> Result<()> {
+    client.exec(
         &format!(
             "UPDATE {RUNS} SET status = 'interrupted' WHERE run_id = $1 AND status = 'started'"
         ),

@@ -7,7 +7,7 @@
 //! row locks it holds, lasts about half a second.
 
 use crate::db::replication::ReplicaThrottle;
-use crate::db::{self, Session};
+use crate::db::{self, Param, Query, Session};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use std::time::{Duration, Instant};
@@ -113,10 +113,6 @@ pub fn run_phase(
         per_rule: vec![(0, 0); rules],
         ..Default::default()
     };
-    let statement = session
-        .client()
-        .prepare(sql)
-        .with_context(|| format!("preparing the batch statement for {what}"))?;
     let mut last: Option<String> = None;
     let mut last_said = Instant::now();
     loop {
@@ -125,14 +121,11 @@ pub fn run_phase(
         let size = pacing.batching.size;
         let row = session
             .retried(what, |client| {
-                let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    vec![&run_id, &last, &size];
+                let mut params: Vec<&dyn Param> = vec![&run_id, &last, &size];
                 if let Some(values) = values {
                     params.push(values);
                 }
-                client
-                    .query_one(&statement, &params)
-                    .map_err(anyhow::Error::from)
+                client.row(sql, &params).map_err(anyhow::Error::from)
             })
             .map_err(|e| explain_rejection(e, what))?;
         let picked: i64 = row.get(0);

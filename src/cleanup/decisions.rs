@@ -11,6 +11,7 @@ use super::plan::TablePlan;
 use super::policy::{Action, Policy};
 use super::preview::TablePreview;
 use crate::catalog::constraints::{Constraint, Rule};
+use crate::db::Query;
 use crate::refusal::Refusal;
 use crate::units;
 use anyhow::Result;
@@ -70,7 +71,7 @@ pub fn options_for(c: &Constraint) -> Vec<String> {
 /// The rules that would write NULL into a NOT NULL column. A built-in one with rows to repair
 /// is returned as needing a decision; one the policy file asked for is refused (exit 4).
 pub fn find(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + GenericClient),
     policy: &Policy,
     plans: &[TablePlan],
     previews: &[TablePreview],

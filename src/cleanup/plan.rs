@@ -18,6 +18,7 @@ use crate::catalog::constraints::Rule;
 use crate::catalog::PRIMARY_KEY;
 use crate::constraints::check::DatabaseSpelling;
 use crate::db::introspect::{self, ColumnType};
+use crate::db::Query;
 use anyhow::{bail, Context, Result};
 use postgres::GenericClient;
 use std::cell::RefCell;
@@ -65,7 +66,7 @@ fn stage_rank(rule: &RulePolicy) -> u8 {
 
 /// Plans every table the policy has rules for and that exists in this database, reading how
 /// the database spells their columns and the columns' types.
-pub fn build(policy: &Policy, client: &mut impl GenericClient) -> Result<Vec<TablePlan>> {
+pub fn build(policy: &Policy, client: &mut (impl Query + GenericClient)) -> Result<Vec<TablePlan>> {
     let spelling = DatabaseSpelling::read(client, &tables_read(policy))?;
     let mut types = Vec::new();
     for table in planned_tables(policy, &spelling) {

@@ -7,9 +7,9 @@ use super::policy::Action;
 use crate::catalog::constraints::Constraint;
 use crate::constraints::indexed;
 use crate::constraints::spelling::DatabaseSpelling;
+use crate::db::{query, Param, Query};
 use anyhow::{Context, Result};
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::ToSql;
 use postgres::{GenericClient, Row, Transaction};
 use serde::Serialize;
 
@@ -46,7 +46,10 @@ pub struct TablePreview {
 }
 
 /// A dry run's preview of every table's plan, with examples.
-pub fn preview(client: &mut impl GenericClient, plans: &[TablePlan]) -> Result<Vec<TablePreview>> {
+pub fn preview(
+    client: &mut (impl Query + GenericClient),
+    plans: &[TablePlan],
+) -> Result<Vec<TablePreview>> {
     let tables: Vec<&str> = plans.iter().map(|p| p.table).collect();
     let spelling = DatabaseSpelling::read(client, &tables)?;
     let mut previews = Vec::new();
@@ -54,7 +57,7 @@ pub fn preview(client: &mut impl GenericClient, plans: &[TablePlan]) -> Result<V
         let row = narrowed_scan(client, plan, &spelling, |client, sql, params| {
             let sql = plan.preview_sql(sql);
             client
-                .query_one(sql.as_str(), params)
+                .row(sql.as_str(), params)
                 .map_err(anyhow::Error::from)
         })?;
         let rules = plan
@@ -94,7 +97,7 @@ const KEY_CHUNK: usize = 10_000;
 /// (`None`: the server had no connection to spare) the rows are read on `keys` itself, a
 /// table at a time, and its keys held until the table's scan ends.
 pub fn collect(
-    keys: &mut impl GenericClient,
+    keys: &mut Transaction<'_>,
     reader: Option<&mut Transaction<'_>>,
     plans: &[TablePlan],
 ) -> Result<Vec<TablePreview>> {
@@ -123,8 +126,8 @@ pub fn collect(
 
 /// Counts one table's previewed rows on `scanner`, handing the tally to `write_keys` each time
 /// it holds [`KEY_CHUNK`] keys.
-fn tally_table<C: GenericClient>(
-    scanner: &mut C,
+fn tally_table(
+    scanner: &mut Transaction<'_>,
     plan: &TablePlan,
     spelling: &DatabaseSpelling,
     mut write_keys: impl FnMut(&mut Tally) -> Result<()>,
@@ -141,15 +144,15 @@ fn tally_table<C: GenericClient>(
 }
 
 /// Streams the rows of `plan`'s [`TablePlan::preview_rows_sql`] on `scanner` into `each`.
-fn stream_rows<C: GenericClient>(
-    scanner: &mut C,
+fn stream_rows(
+    scanner: &mut Transaction<'_>,
     plan: &TablePlan,
     spelling: &DatabaseSpelling,
     mut each: impl FnMut(&Row) -> Result<()>,
 ) -> Result<()> {
     narrowed_scan(scanner, plan, spelling, |scanner, narrowed, params| {
         let sql = plan.preview_rows_sql(narrowed);
-        let mut rows = scanner.query_raw(sql.as_str(), params.iter().copied())?;
+        let mut rows = query::stream(scanner, sql.as_str(), params)?;
         while let Some(row) = rows.next()? {
             each(&row)?;
         }
@@ -160,15 +163,15 @@ fn stream_rows<C: GenericClient>(
 /// Runs `scan` with the plan's bound values, narrowed by an index when one can answer (the
 /// checker's shortcut: see `constraints::indexed`): `scan` gets the narrowing condition for
 /// the SQL and the parameters.
-fn narrowed_scan<C: GenericClient, T>(
+fn narrowed_scan<C: Query + GenericClient, T>(
     client: &mut C,
     plan: &TablePlan,
     spelling: &DatabaseSpelling,
-    scan: impl FnOnce(&mut C, Option<&str>, &[&(dyn ToSql + Sync)]) -> Result<T>,
+    scan: impl FnOnce(&mut C, Option<&str>, &[&dyn Param]) -> Result<T>,
 ) -> Result<T> {
     let constraints: Vec<&'static Constraint> = plan.rules().iter().map(|r| r.constraint).collect();
     let narrowing = indexed::narrowing(client, plan.table, &constraints, spelling)?;
-    let mut params: Vec<&(dyn ToSql + Sync)> = match plan.bound_values() {
+    let mut params: Vec<&dyn Param> = match plan.bound_values() {
         Some(values) => vec![values],
         None => Vec::new(),
     };
@@ -177,12 +180,12 @@ fn narrowed_scan<C: GenericClient, T>(
         n.condition("t", params.len())
     });
     if narrowed.is_some() {
-        client.batch_execute(indexed::NARROWED_SETTINGS)?;
+        client.batch(indexed::NARROWED_SETTINGS)?;
     }
     let result = scan(client, narrowed.as_deref(), &params)
         .with_context(|| format!("previewing the cleanup of {}", plan.table))?;
     if narrowed.is_some() {
-        client.batch_execute(indexed::UNNARROWED_SETTINGS)?;
+        client.batch(indexed::UNNARROWED_SETTINGS)?;
     }
     Ok(result)
 }
@@ -220,10 +223,10 @@ impl Tally {
         self.keys.push(row.get(0));
     }
 
-    fn flush(&mut self, client: &mut impl GenericClient, plan: &TablePlan) -> Result<()> {
+    fn flush(&mut self, client: &mut (impl Query + ?Sized), plan: &TablePlan) -> Result<()> {
         if !self.keys.is_empty() {
             client
-                .execute(plan.insert_keys_sql().as_str(), &[&self.keys])
+                .exec(plan.insert_keys_sql().as_str(), &[&self.keys])
                 .with_context(|| format!("keeping the keys of {} for the batches", plan.table))?;
             self.keys.clear();
         }
@@ -231,7 +234,11 @@ impl Tally {
     }
 
     /// Writes the keys still held and gives the table's preview.
-    fn finish(mut self, client: &mut impl GenericClient, plan: &TablePlan) -> Result<TablePreview> {
+    fn finish(
+        mut self,
+        client: &mut (impl Query + ?Sized),
+        plan: &TablePlan,
+    ) -> Result<TablePreview> {
         self.flush(client, plan)?;
         let rules = plan
             .rules()

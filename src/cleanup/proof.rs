@@ -13,7 +13,8 @@
 use super::audit;
 use super::plan::TablePlan;
 use super::preview::TablePreview;
-use crate::catalog::sql::quote_ident;
+use crate::catalog::sql::{qualified, quote_ident};
+use crate::db::Query;
 use crate::refusal::Refusal;
 use anyhow::{bail, Result};
 use postgres::GenericClient;
@@ -21,7 +22,7 @@ use postgres::GenericClient;
 /// Before the preview: the role may read every table the plan reads, and (for a real run)
 /// create the temporary tables of keys the batches walk.
 pub fn prove_reads(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
     plans: &[TablePlan],
     real_run: bool,
 ) -> Result<()> {
@@ -41,7 +42,7 @@ pub fn prove_reads(
     }
     if real_run {
         let temp: bool = client
-            .query_one(
+            .row(
                 "SELECT has_database_privilege(current_database(), 'TEMPORARY')",
                 &[],
             )?
@@ -60,7 +61,7 @@ pub fn prove_reads(
 /// 'not_started'; PostgreSQL would otherwise fail the batch, or an explicit cast truncate the
 /// value silently). An error in the policy, as DESIGN.md §3's other policy errors: exit 1.
 pub fn prove_values(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + GenericClient),
     plans: &[TablePlan],
     source: &str,
 ) -> Result<()> {
@@ -77,7 +78,7 @@ pub fn prove_values(
                         rule.constraint.name, plan.table
                     )
                 };
-                if let Err(e) = client.query_one(
+                if let Err(e) = client.row(
                     &format!("SELECT CAST($1::text AS {column_type})"),
                     &[&value],
                 ) {
@@ -99,7 +100,7 @@ pub fn prove_values(
 /// After the preview, before the first change: the role may change every table the run will
 /// change, in the way it will, and write the audit trail.
 pub fn prove_writes(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + GenericClient),
     plans: &[TablePlan],
     previews: &[TablePreview],
 ) -> Result<()> {
@@ -147,27 +148,27 @@ fn missing(privilege: &str, table: &str) -> String {
 /// Whether the role holds `privilege` on `table`; for UPDATE, holding it on each of `columns`
 /// is as good (a column grant is all the batches need).
 fn table_privilege(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
     table: &str,
     privilege: &str,
     columns: &[String],
 ) -> Result<bool> {
     Ok(client
-        .query_one(
+        .row(
             "SELECT r IS NOT NULL AND (has_table_privilege(r, $2)
                     OR (cardinality($3::text[]) > 0
                         AND (SELECT bool_and(has_column_privilege(r, c, $2)) FROM unnest($3::text[]) AS c)))
-               FROM to_regclass(quote_ident($1)) AS r",
-            &[&table, &privilege, &columns],
+               FROM to_regclass($1) AS r",
+            &[&qualified(table), &privilege, &columns],
         )?
         .get(0))
 }
 
-fn refuse_if_any(client: &mut impl GenericClient, problems: Vec<String>) -> Result<()> {
+fn refuse_if_any(client: &mut (impl Query + ?Sized), problems: Vec<String>) -> Result<()> {
     if problems.is_empty() {
         return Ok(());
     }
-    let role: String = client.query_one("SELECT current_user::text", &[])?.get(0);
+    let role: String = client.row("SELECT current_user::text", &[])?.get(0);
     let grantee = quote_ident(&role);
     let problems: Vec<String> = problems.iter().map(|p| p.replace(ROLE, &grantee)).collect();
     Err(Refusal::MissingGrants(format!(

@@ -18,7 +18,7 @@ use crate::catalog::constraints::CATALOG;
 use crate::constraints::check;
 use crate::db::config::Target;
 use crate::db::replication::ReplicaThrottle;
-use crate::db::{self, Session};
+use crate::db::{self, Query, Session};
 use crate::health::blockers::{Scope, Takes};
 use crate::progress::Log;
 use crate::units::rows;
@@ -30,7 +30,7 @@ use uuid::Uuid;
 /// the JIT thresholds: compiling took about 150 ms of a 780 ms batch of 5000 rows, for
 /// nothing. Only this session is affected.
 pub fn without_jit(client: &mut Client) -> Result<()> {
-    client.batch_execute("SET jit = off")?;
+    client.batch("SET jit = off")?;
     Ok(())
 }
 
@@ -115,9 +115,9 @@ fn scan(
         None => preview::preview(&mut tx, &plans)?,
         Some(target) => {
             for plan in &plans {
-                tx.batch_execute(&plan.create_keys_table_sql())?;
+                tx.batch(&plan.create_keys_table_sql())?;
             }
-            let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
+            let snapshot: String = tx.row("SELECT pg_export_snapshot()", &[])?.get(0);
             match reader(target) {
                 Ok(mut reader) => {
                     let mut reading = db::snapshot::read_in(&mut reader, &snapshot)?;
@@ -138,7 +138,7 @@ fn scan(
     tx.commit()?;
     if collect_keys {
         for plan in &plans {
-            client.batch_execute(&plan.index_keys_table_sql())?;
+            client.batch(&plan.index_keys_table_sql())?;
         }
     }
     Ok((plans, previews))
@@ -310,7 +310,7 @@ fn run_batches(
 
 fn count_records(client: &mut Client, run_id: Uuid) -> Result<u64> {
     let n: i64 = client
-        .query_one(
+        .row(
             &format!("SELECT count(*) FROM {} WHERE run_id = $1", audit::CHANGES),
             &[&run_id],
         )?

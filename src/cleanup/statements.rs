@@ -7,7 +7,7 @@ use super::fixes::{self, Bind, Fix};
 use super::plan::TablePlan;
 use super::policy::RulePolicy;
 use super::rowjson;
-use crate::catalog::sql::{quote_ident, quote_literal};
+use crate::catalog::sql::{qualified, quote_ident, quote_literal};
 use crate::catalog::PRIMARY_KEY;
 use crate::constraints::check::DatabaseSpelling;
 use crate::db::introspect::ColumnType;
@@ -221,7 +221,7 @@ impl TablePlan {
   FOR UPDATE OF t
 )",
             keys = self.key_slice(),
-            table = quote_ident(self.table),
+            table = qualified(self.table),
             pk = self.pk("t"),
             violating = self.any_violated(rules, "t"),
         )
@@ -311,7 +311,7 @@ impl TablePlan {
         format!(
             "  SELECT {}\n  FROM {} AS t{}\n  WHERE ({}){}",
             select.join(",\n    "),
-            quote_ident(self.table),
+            qualified(self.table),
             self.stage_chain(&self.values_param(0)),
             self.any_violated(&self.rules(), "t"),
             narrowed.map_or_else(String::new, |n| format!(" AND {n}")),
@@ -438,7 +438,7 @@ SELECT (SELECT count(*) FROM keys),
   (SELECT k.pk::text FROM keys AS k ORDER BY k.pk DESC LIMIT 1),
   (SELECT count(*) FROM audited){counts}",
             head = self.batch_head(&stages),
-            table = quote_ident(self.table),
+            table = qualified(self.table),
             pk_col = quote_ident(PRIMARY_KEY),
             select = select.join(",\n    "),
             chain = self.stage_chain(&self.values_param(3)),
@@ -489,7 +489,7 @@ SELECT (SELECT count(*) FROM keys),
   (SELECT k.pk::text FROM keys AS k ORDER BY k.pk DESC LIMIT 1),
   (SELECT count(*) FROM audited){counts}",
             head = self.batch_head(&deletes),
-            table = quote_ident(self.table),
+            table = qualified(self.table),
             pk = self.pk("t"),
             pk_col = quote_ident(PRIMARY_KEY),
             row = rowjson::row_with_current_names(self.table, &self.spelling, "t"),

@@ -12,12 +12,12 @@ use super::batches::Pacing;
 use super::plan::key_type;
 use super::rowjson;
 use crate::catalog::constraints::{Constraint, Rule, CATALOG};
-use crate::catalog::sql::{quote_ident, quote_literal};
+use crate::catalog::sql::{qualified, quote_ident, quote_literal};
 use crate::catalog::{PRIMARY_KEY, TABLES};
 use crate::constraints::check::{constraint_presence, ConstraintState, DatabaseSpelling};
 use crate::db::introspect::column_types;
 use crate::db::replication::ReplicaThrottle;
-use crate::db::{self, Session};
+use crate::db::{self, Query, Session};
 use crate::progress::Log;
 use anyhow::{bail, Context, Result};
 use postgres::error::SqlState;
@@ -58,9 +58,9 @@ pub fn undo(
     let client = session.client();
     // The run has just written its records; with the statistics still saying the audit table
     // is empty, the planner joins it by scanning it once per record (measured: 20 s batches).
-    client.batch_execute(&format!("ANALYZE {CHANGES}"))?;
+    client.batch(&format!("ANALYZE {CHANGES}"))?;
     // Groups of records, the most recently written first: a table's updates and its deletes.
-    let groups = client.query(
+    let groups = client.rows(
         &format!(
             "SELECT table_name, new_values IS NULL AS deleted, count(*)
                FROM {CHANGES} WHERE run_id = $1 AND restored_at IS NULL
@@ -124,7 +124,6 @@ fn run_batches(
 ) -> Result<(u64, std::time::Duration)> {
     let log = session.log().clone();
     let run_id = pacing.run_id;
-    let statement = session.client().prepare(sql)?;
     let mut before: Option<i64> = None;
     let (mut batches, mut longest) = (0, std::time::Duration::ZERO);
     loop {
@@ -133,9 +132,9 @@ fn run_batches(
         let size = pacing.batching.size;
         let row = session
             .retried(what, |client| {
-                match client.query_one(&statement, &[&run_id, &before, &size]) {
+                match client.row(sql, &[&run_id, &before, &size]) {
                     Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
-                        restore_as_they_were(client, &statement, run_id, before, size, what, &log)
+                        restore_as_they_were(client, sql, run_id, before, size, what, &log)
                     }
                     other => other.map_err(anyhow::Error::from),
                 }
@@ -169,7 +168,7 @@ fn run_batches(
 /// needs a superuser or, from PostgreSQL 15, a grant of SET on that parameter).
 fn restore_as_they_were(
     client: &mut Client,
-    statement: &postgres::Statement,
+    sql: &str,
     run_id: Uuid,
     before: Option<i64>,
     size: i64,
@@ -177,12 +176,12 @@ fn restore_as_they_were(
     log: &Log,
 ) -> Result<postgres::Row> {
     let mut tx = client.transaction()?;
-    tx.batch_execute("SET LOCAL session_replication_role = replica")
+    tx.batch("SET LOCAL session_replication_role = replica")
         .map_err(anyhow::Error::from)
         .context(format!(
             "{what}: the rows' old links dangle, which a foreign key the table enforces refuses, so only a role that may set session_replication_role (a superuser) can put them back as they were; nothing of this batch was restored"
         ))?;
-    let row = tx.query_one(statement, &[&run_id, &before, &size])?;
+    let row = tx.row(sql, &[&run_id, &before, &size])?;
     tx.commit()?;
     log.line(&format!(
         "{what}: restored rows whose link dangles as they were before the cleanup, with triggers off for that transaction"
@@ -242,7 +241,7 @@ fn parents_present(
         let old = format!("j.old_values ->> {}", quote_literal(column));
         let check = format!(
             "({old} IS NULL OR EXISTS (SELECT 1 FROM {} AS par WHERE par.{} = CAST({old} AS {parent_type})))",
-            quote_ident(parent),
+            qualified(parent),
             quote_ident(parent_column)
         );
         reasons.push(format!(
@@ -283,7 +282,7 @@ fn guarded_links(client: &mut Client) -> Result<Vec<&'static Constraint>> {
 /// role granted SET on it.
 fn may_restore_dangling_links(client: &mut Client) -> Result<bool> {
     let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])?
+        .row("SELECT current_setting('server_version_num')::int", &[])?
         .get(0);
     // has_parameter_privilege exists from 15 on; naming it on 13 or 14 fails the whole query.
     let sql = if version >= 150_000 {
@@ -292,7 +291,7 @@ fn may_restore_dangling_links(client: &mut Client) -> Result<bool> {
     } else {
         "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
     };
-    Ok(client.query_one(sql, &[])?.get(0))
+    Ok(client.row(sql, &[])?.get(0))
 }
 
 /// Restores changed columns where the row still holds what the cleanup wrote.
@@ -304,7 +303,7 @@ fn restore_sql(
 ) -> Result<String> {
     let pk_type = key_type(&column_types(client, table)?, table)?;
     let (parents_ok, parent_reasons) = parents_present(client, table, guarded)?;
-    let q = quote_ident(table);
+    let q = qualified(table);
     let pk = quote_ident(PRIMARY_KEY);
     // Every column a cleanup can write: the columns the table's constraints read.
     let mut writable: Vec<(&'static str, String)> = Vec::new();
@@ -378,7 +377,7 @@ fn reinsert_sql(
     let types = column_types(client, table)?;
     let pk_type = key_type(&types, table)?;
     let (parents_ok, parent_reasons) = parents_present(client, table, guarded)?;
-    let q = quote_ident(table);
+    let q = qualified(table);
     let pk = quote_ident(PRIMARY_KEY);
     let columns: Vec<String> = types.iter().map(|c| quote_ident(&c.name)).collect();
     let from_p: Vec<String> = columns.iter().map(|c| format!("p.{c}")).collect();

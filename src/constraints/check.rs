@@ -17,15 +17,14 @@ use super::scan_progress::{self, ScanProgress};
 use super::scan_sessions::{connect_early, run_parallel};
 pub use super::spelling::DatabaseSpelling;
 use crate::catalog::constraints::{self as catalog, Constraint, Kind};
-use crate::catalog::sql::quote_ident;
+use crate::catalog::sql::{qualified, quote_ident};
 use crate::catalog::PRIMARY_KEY;
 use crate::db::config::Target;
-use crate::db::introspect;
+use crate::db::{introspect, query, Param, Query};
 use crate::progress::Log;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use postgres::types::ToSql;
-use postgres::{Client, GenericClient, IsolationLevel};
+use postgres::{Client, IsolationLevel, Transaction};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 
@@ -103,7 +102,7 @@ fn plan_scans(
                     sql: format!(
                         "SELECT {pk}, {}{block} FROM {} AS t WHERE {}",
                         is_live.as_deref().unwrap_or("false"),
-                        quote_ident(c.table),
+                        qualified(c.table),
                         c.violation_condition(spelling, "t")
                     ),
                     live: is_live.is_some(),
@@ -141,7 +140,7 @@ fn plan_scans(
                 "SELECT {pk}, {}, {}{block} FROM {} AS t WHERE ({condition})",
                 flags.join(", "),
                 is_live.as_deref().unwrap_or("false"),
-                quote_ident(table),
+                qualified(table),
             ),
         });
     }
@@ -150,7 +149,7 @@ fn plan_scans(
 
 /// Narrows each table's CHECK scan through an index where one helps (see `indexed.rs`).
 fn narrow_scans(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
     scans: &mut [Scan],
     spelling: &DatabaseSpelling,
 ) -> Result<()> {
@@ -234,7 +233,7 @@ impl Part<'_> {
     /// Runs the scan, moving `bar` along its cost as its rows pass the table's blocks.
     pub(super) fn run(
         &self,
-        client: &mut impl GenericClient,
+        client: &mut Transaction<'_>,
         live_since: &DateTime<Utc>,
         bar: &indicatif::ProgressBar,
     ) -> Result<Vec<Tally>> {
@@ -258,14 +257,14 @@ const SERIAL_SETTINGS: &str = "SET LOCAL max_parallel_workers_per_gather = 0";
 const UNSERIAL_SETTINGS: &str = "SET LOCAL max_parallel_workers_per_gather TO DEFAULT";
 
 fn run_scan(
-    client: &mut impl GenericClient,
+    client: &mut Transaction<'_>,
     scan: &Scan,
     serial: bool,
     live_since: &DateTime<Utc>,
     progress: &mut dyn FnMut(i64),
 ) -> Result<Vec<Tally>> {
     let mut tallies: Vec<Tally> = scan.constraints.iter().map(|_| Tally::default()).collect();
-    let mut params: Vec<&(dyn ToSql + Sync)> = if scan.live {
+    let mut params: Vec<&dyn Param> = if scan.live {
         vec![live_since]
     } else {
         Vec::new()
@@ -278,13 +277,12 @@ fn run_scan(
         None => scan.sql.clone(),
     };
     if scan.narrowed.is_some() {
-        client.batch_execute(indexed::NARROWED_SETTINGS)?;
+        client.batch(indexed::NARROWED_SETTINGS)?;
     }
     if serial {
-        client.batch_execute(SERIAL_SETTINGS)?;
+        client.batch(SERIAL_SETTINGS)?;
     }
-    let mut rows = client
-        .query_raw(sql.as_str(), params)
+    let mut rows = query::stream(client, sql.as_str(), &params)
         .with_context(|| format!("checking {}", names(&scan.constraints)))?;
     use postgres::fallible_iterator::FallibleIterator;
     let foreign_key = scan.constraints.len() == 1 && scan.constraints[0].kind() == Kind::ForeignKey;
@@ -304,10 +302,10 @@ fn run_scan(
     }
     drop(rows);
     if scan.narrowed.is_some() {
-        client.batch_execute(indexed::UNNARROWED_SETTINGS)?;
+        client.batch(indexed::UNNARROWED_SETTINGS)?;
     }
     if serial {
-        client.batch_execute(UNSERIAL_SETTINGS)?;
+        client.batch(UNSERIAL_SETTINGS)?;
     }
     Ok(tallies)
 }
@@ -372,7 +370,7 @@ pub fn check_live(
     narrow_scans(&mut tx, &mut scans, &spelling)?;
     let sizes = introspect::table_sizes(&mut tx, &tables)?;
     let block_size: i64 = tx
-        .query_one("SELECT current_setting('block_size')::int8", &[])?
+        .row("SELECT current_setting('block_size')::int8", &[])?
         .get(0);
     let all_parts_cost: i64 = scans.iter().map(|scan| scan.cost(&sizes).max(0)).sum();
     // Biggest first: the sessions share the work, and a large scan started last would leave
@@ -394,7 +392,7 @@ pub fn check_live(
         })
         .collect();
     parts.sort_by_key(|part| std::cmp::Reverse(part.cost));
-    tx.batch_execute(SCAN_SETTINGS)?;
+    tx.batch(SCAN_SETTINGS)?;
     let bar = log.bytes_bar(all_parts_cost as u64, "checking constraints");
     let results: Vec<Result<Vec<Tally>>> = if parts.len() <= 1 {
         parts
@@ -402,7 +400,7 @@ pub fn check_live(
             .map(|part| part.run(&mut tx, &live_since.since, &bar))
             .collect()
     } else {
-        let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
+        let snapshot: String = tx.row("SELECT pg_export_snapshot()", &[])?.get(0);
         run_parallel(early, &snapshot, &mut tx, &parts, &live_since.since, &bar)?
     };
     tx.commit()?;

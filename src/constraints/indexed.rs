@@ -14,9 +14,9 @@
 
 use super::spelling::DatabaseSpelling;
 use crate::catalog::constraints::{ColumnSpelling, Constraint, Rule};
-use crate::catalog::sql::quote_ident;
+use crate::catalog::sql::{qualified, quote_ident, APP_SCHEMA};
+use crate::db::Query;
 use anyhow::Result;
-use postgres::GenericClient;
 
 /// More distinct values than this and the index stops being a shortcut: one descent per value.
 const MAX_DISTINCT: i64 = 1000;
@@ -93,7 +93,7 @@ impl ColumnSpelling for ValueSpelling<'_> {
 /// an index, or None when they cannot: a constraint without a driving column, different
 /// driving columns, no usable index, or too many distinct values.
 pub fn narrowing(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
     table: &'static str,
     checks: &[&'static Constraint],
     spelling: &DatabaseSpelling,
@@ -149,22 +149,22 @@ pub fn narrowing(
 /// the column compares (its collation, the type's default operator class): the index that
 /// `ORDER BY column` and `column = ANY(…)` can use.
 fn leading_btree_type(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
     table: &str,
     column: &str,
 ) -> Result<Option<String>> {
-    let row = client.query_opt(
+    let row = client.row_opt(
         "SELECT format_type(a.atttypid, a.atttypmod)
            FROM pg_index i
            JOIN pg_class ic ON ic.oid = i.indexrelid
            JOIN pg_am am ON am.oid = ic.relam
            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
            JOIN pg_opclass oc ON oc.oid = i.indclass[0]
-          WHERE i.indrelid = to_regclass(quote_ident($1)) AND a.attname = $2::text::name
+          WHERE i.indrelid = to_regclass($1) AND a.attname = $2::text::name
             AND am.amname = 'btree' AND i.indisvalid AND i.indisready AND i.indislive
             AND i.indpred IS NULL AND oc.opcdefault AND i.indcollation[0] = a.attcollation
           LIMIT 1",
-        &[&table, &column],
+        &[&qualified(table), &column],
     )?;
     Ok(row.map(|r| r.get(0)))
 }
@@ -172,7 +172,7 @@ fn leading_btree_type(
 /// The column's present values that break one of `checks`, walking the index one distinct
 /// value at a time; None when there are more than [`MAX_DISTINCT`].
 fn failing_values(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
     table: &'static str,
     current: &str,
     actual: &str,
@@ -190,8 +190,8 @@ fn failing_values(
         .map(|c| format!("({})", c.violation_condition(&as_value, "t")))
         .collect();
     let col = format!("t.{}", quote_ident(actual));
-    let tbl = quote_ident(table);
-    let rows = client.query(
+    let tbl = qualified(table);
+    let rows = client.rows(
         &format!(
             "WITH RECURSIVE d(v) AS (
                  (SELECT {col} FROM {tbl} AS t WHERE {col} IS NOT NULL ORDER BY {col} LIMIT 1)
@@ -218,20 +218,20 @@ fn failing_values(
 /// value they do not list), and of pages holding one, with such rows spread over the pages at
 /// random (an upper bound when they cluster).
 fn estimated_shares(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
     table: &str,
     column: &str,
     values: &[String],
 ) -> Result<(f64, f64)> {
-    let row = client.query_one(
+    let row = client.row(
         "SELECT coalesce(sum(m.f) FILTER (WHERE m.v = ANY($3)), 0)::float8,
                 count(*) FILTER (WHERE m.v = ANY($3)),
                 (SELECT CASE WHEN c.relpages > 0 THEN c.reltuples / c.relpages ELSE 1 END
-                   FROM pg_class c WHERE c.oid = to_regclass(quote_ident($1)))::float8
+                   FROM pg_class c WHERE c.oid = to_regclass(format('%I.%I', $4::text, $1::text)))::float8
            FROM pg_stats s, unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS m(v, f)
-          WHERE s.schemaname = current_schema() AND s.tablename = $1::text::name
+          WHERE s.schemaname = $4::text::name AND s.tablename = $1::text::name
             AND s.attname = $2::text::name",
-        &[&table, &column, &values],
+        &[&table, &column, &values, &APP_SCHEMA],
     )?;
     let listed: f64 = row.get(0);
     let found = row.get::<_, i64>(1).max(0) as usize;

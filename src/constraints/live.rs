@@ -8,6 +8,7 @@
 use crate::catalog::audit;
 use crate::catalog::sql::quote_ident;
 use crate::constraints::check::DatabaseSpelling;
+use crate::db::Query;
 use crate::units::count;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -42,7 +43,10 @@ pub struct LiveSince {
 impl LiveSince {
     /// Reads the last completed cleanup run; without one, `window` back from now (the
     /// server's clock, which wrote the rows' timestamps).
-    pub fn resolve(client: &mut impl GenericClient, window: Duration) -> Result<LiveSince> {
+    pub fn resolve(
+        client: &mut (impl Query + GenericClient),
+        window: Duration,
+    ) -> Result<LiveSince> {
         if let Some((run_id, finished)) = last_finished_cleanup(client)? {
             return Ok(LiveSince {
                 since: finished,
@@ -53,7 +57,7 @@ impl LiveSince {
         }
         let seconds = window.as_secs_f64();
         let since: DateTime<Utc> = client
-            .query_one(
+            .row(
                 "SELECT now() - make_interval(secs => $1::float8)",
                 &[&seconds],
             )?
@@ -124,12 +128,12 @@ pub fn meaning(total_live: u64, since: &LiveSince) -> String {
 /// The cleanup run that finished last, and when (None: none ever finished here). A violating
 /// row written after it was not there for that run to repair: the application wrote it.
 fn last_finished_cleanup(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + GenericClient),
 ) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>> {
     if !crate::db::introspect::table_exists_in(client, audit::SCHEMA, audit::RUNS_TABLE)? {
         return Ok(None);
     }
-    let row = client.query_opt(
+    let row = client.row_opt(
         &format!(
             "SELECT run_id::text, finished_at FROM {}
               WHERE status = 'finished' AND finished_at IS NOT NULL

@@ -4,8 +4,9 @@
 use crate::catalog::constraints::{Rule, CATALOG};
 use crate::catalog::renames::legacy_name;
 use crate::catalog::repair::ADOPTED_PREFIX;
+use crate::catalog::sql::APP_SCHEMA;
+use crate::db::Query;
 use anyhow::Result;
-use postgres::GenericClient;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -44,7 +45,7 @@ pub struct Presence {
 /// an existing key on the same column (current or legacy spelling) to the same parent column,
 /// which 008 adopts rather than duplicates (DESIGN.md §1.2).
 pub fn constraint_presence(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
 ) -> Result<HashMap<&'static str, Presence>> {
     let mut names = Vec::new();
     let mut tables = Vec::new();
@@ -74,17 +75,17 @@ pub fn constraint_presence(
             }
         }
     }
-    let rows = client.query(
+    let rows = client.rows(
         "SELECT wanted.name, k.conname::text, k.convalidated,
                 obj_description(k.oid, 'pg_constraint')
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
                 AS wanted(name, tbl, col, legacy_col, parent, parent_col)
            JOIN LATERAL (
                 SELECT k.oid, k.conname, k.convalidated FROM pg_constraint k
-                 WHERE k.conrelid = to_regclass(quote_ident(wanted.tbl))
+                 WHERE k.conrelid = to_regclass(format('%I.%I', $7::text, wanted.tbl))
                    AND (k.conname = wanted.name
                         OR (wanted.parent IS NOT NULL AND k.contype = 'f'
-                            AND k.confrelid = to_regclass(quote_ident(wanted.parent))
+                            AND k.confrelid = to_regclass(format('%I.%I', $7::text, wanted.parent))
                             AND k.conkey = ARRAY(SELECT a.attnum FROM pg_attribute a
                                                   WHERE a.attrelid = k.conrelid AND NOT a.attisdropped
                                                     AND a.attname IN (wanted.col, wanted.legacy_col))
@@ -100,6 +101,7 @@ pub fn constraint_presence(
             &legacy_columns,
             &parents,
             &parent_columns,
+            &APP_SCHEMA,
         ],
     )?;
     let mut presence: HashMap<&'static str, Presence> = CATALOG
@@ -144,7 +146,7 @@ pub fn constraint_presence(
 
 /// The state of each catalog constraint in the database (see [`constraint_presence`]).
 pub fn constraint_states(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + ?Sized),
 ) -> Result<HashMap<&'static str, ConstraintState>> {
     Ok(constraint_presence(client)?
         .into_iter()

@@ -4,11 +4,11 @@
 
 use super::check::{Part, Tally, PARALLEL_SCANS, SCAN_SETTINGS};
 use crate::catalog::constraints::{Constraint, Kind};
-use crate::db;
 use crate::db::config::Target;
+use crate::db::{self, Query};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use postgres::{Client, GenericClient};
+use postgres::{Client, Transaction};
 use std::collections::BTreeSet;
 
 /// A session being opened for the scans, on a thread of its own.
@@ -44,7 +44,7 @@ type Slot = std::sync::Mutex<Option<Result<Vec<Tally>>>>;
 
 /// Runs parts, next first, until none is left.
 fn drain(
-    client: &mut impl GenericClient,
+    client: &mut Transaction<'_>,
     parts: &[Part<'_>],
     next: &std::sync::atomic::AtomicUsize,
     slots: &[Slot],
@@ -88,7 +88,7 @@ pub(super) fn run_parallel(
                         Err(_) => return Ok(()),
                     };
                     let mut tx = db::snapshot::read_in(&mut client, snapshot)?;
-                    tx.batch_execute(SCAN_SETTINGS)?;
+                    tx.batch(SCAN_SETTINGS)?;
                     drain(&mut tx, parts, next, slots, live_since, bar);
                     tx.commit()?;
                     Ok(())

@@ -4,6 +4,7 @@
 use crate::catalog::constraints::ColumnSpelling;
 use crate::catalog::renames::legacy_name;
 use crate::catalog::sql::quote_ident;
+use crate::db::Query;
 use anyhow::Result;
 use postgres::{Client, GenericClient};
 use std::collections::HashMap;
@@ -17,7 +18,10 @@ pub struct DatabaseSpelling {
 }
 
 impl DatabaseSpelling {
-    pub fn read(client: &mut impl GenericClient, tables: &[&str]) -> Result<DatabaseSpelling> {
+    pub fn read(
+        client: &mut (impl Query + GenericClient),
+        tables: &[&str],
+    ) -> Result<DatabaseSpelling> {
         let mut columns = HashMap::new();
         for table in tables {
             let present = crate::db::columns_of(client, table)?;

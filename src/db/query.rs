@@ -74,6 +74,7 @@ sql_types! {
     Vec<String> => TEXT_ARRAY,
     [&str] => TEXT_ARRAY,
     Vec<&str> => TEXT_ARRAY,
+    Vec<Option<&str>> => TEXT_ARRAY,
     Vec<i16> => INT2_ARRAY,
     Vec<i32> => INT4_ARRAY,
     [i64] => INT8_ARRAY,

@@ -3,9 +3,9 @@
 
 use super::super::names::qualified;
 use super::plan::{archives, newest, Created, Entry};
-use crate::catalog::sql::{quote_ident, quote_literal};
+use crate::catalog::sql::{self, quote_ident, quote_literal};
 use crate::catalog::PRIMARY_KEY;
-use crate::db::introspect;
+use crate::db::{introspect, Query};
 use anyhow::{Context, Result};
 use postgres::GenericClient;
 use serde::Serialize;
@@ -30,7 +30,7 @@ pub struct Restored {
 pub struct Archived(Vec<(Created, Entry)>);
 
 /// Finds the newest archive of each of `created`; no query when there is nothing to look for.
-pub fn archived(tx: &mut impl GenericClient, created: &[Created]) -> Result<Archived> {
+pub fn archived(tx: &mut (impl Query + GenericClient), created: &[Created]) -> Result<Archived> {
     if created.is_empty() {
         return Ok(Archived(Vec::new()));
     }
@@ -50,7 +50,7 @@ pub fn archived(tx: &mut impl GenericClient, created: &[Created]) -> Result<Arch
 /// its ACCESS EXCLUSIVE lock, so the application waits for it; that is the price of the values
 /// and the column appearing together.
 pub fn restore(
-    tx: &mut impl GenericClient,
+    tx: &mut (impl Query + GenericClient),
     archived: &Archived,
     label: &str,
 ) -> Result<Vec<Restored>> {
@@ -80,7 +80,7 @@ pub fn restore(
 /// INSERT … SELECT of the columns both have, by name. Returns the rows inserted and the
 /// archive's columns the table lacks (kept in the archive).
 fn restore_table(
-    tx: &mut impl GenericClient,
+    tx: &mut (impl Query + GenericClient),
     table: &str,
     entry: &Entry,
 ) -> Result<(i64, Vec<String>)> {
@@ -120,10 +120,10 @@ fn restore_table(
     let archive = qualified(&entry.name);
     // OVERRIDING SYSTEM VALUE: an identity column gets its archived value back, not a new one.
     let rows = tx
-        .execute(
+        .exec(
             &format!(
                 "INSERT INTO {} ({list}) OVERRIDING SYSTEM VALUE SELECT {values} FROM {archive}",
-                quote_ident(table)
+                sql::qualified(table)
             ),
             &[],
         )
@@ -132,18 +132,18 @@ fn restore_table(
         // A serial or identity column's sequence starts again at 1 in the new table: move it
         // past the restored keys so that the next insert does not collide.
         let sequence: Option<String> = tx
-            .query_one(
-                "SELECT pg_get_serial_sequence(quote_ident($1), $2)",
-                &[&table, column],
+            .row(
+                "SELECT pg_get_serial_sequence($1, $2)",
+                &[&sql::qualified(table), column],
             )?
             .get(0);
         if let Some(sequence) = sequence {
-            tx.query(
+            tx.rows(
                 &format!(
                     "SELECT setval({}::regclass, max({c})::bigint) FROM {t} HAVING max({c}) IS NOT NULL",
                     quote_literal(&sequence),
                     c = quote_ident(column),
-                    t = quote_ident(table)
+                    t = sql::qualified(table)
                 ),
                 &[],
             )?;
@@ -155,17 +155,17 @@ fn restore_table(
 /// UPDATE t SET c = archive.c by primary key. Rows deleted since the rollback have nothing to
 /// receive their value; rows inserted since keep what the migration gave them.
 fn restore_column(
-    tx: &mut impl GenericClient,
+    tx: &mut (impl Query + GenericClient),
     table: &str,
     column: &str,
     entry: &Entry,
 ) -> Result<i64> {
     let archive = qualified(&entry.name);
     let rows = tx
-        .execute(
+        .exec(
             &format!(
-                "UPDATE {t} SET {c} = a.{c} FROM {archive} AS a WHERE {t}.{k} = a.{k}",
-                t = quote_ident(table),
+                "UPDATE {t} AS t SET {c} = a.{c} FROM {archive} AS a WHERE t.{k} = a.{k}",
+                t = sql::qualified(table),
                 c = quote_ident(column),
                 k = quote_ident(PRIMARY_KEY),
             ),
@@ -177,9 +177,9 @@ fn restore_column(
 
 /// Drops an archive whose every value is back. Something of the user's that depends on it (a
 /// view made on the archive) keeps it: the drop is undone, not the migration.
-fn drop_archive(tx: &mut impl GenericClient, archive: &str) -> Result<bool> {
+fn drop_archive(tx: &mut (impl Query + GenericClient), archive: &str) -> Result<bool> {
     let mut savepoint = tx.transaction()?;
-    match savepoint.batch_execute(&format!("DROP TABLE {archive}")) {
+    match savepoint.batch(&format!("DROP TABLE {archive}")) {
         Ok(()) => {
             savepoint.commit()?;
             Ok(true)
@@ -194,7 +194,7 @@ fn drop_archive(tx: &mut impl GenericClient, archive: &str) -> Result<bool> {
 /// Rewrites a kept archive's comment so it no longer reads as a rollback's: it is not a
 /// candidate for any later restore.
 fn mark_restored(
-    tx: &mut impl GenericClient,
+    tx: &mut (impl Query + GenericClient),
     entry: &Entry,
     object: &str,
     label: &str,
@@ -209,7 +209,7 @@ fn mark_restored(
             left_behind.join(", ")
         )
     };
-    tx.batch_execute(&format!(
+    tx.batch(&format!(
         "COMMENT ON TABLE {} IS {}",
         qualified(&entry.name),
         quote_literal(&format!(

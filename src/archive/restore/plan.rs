@@ -5,7 +5,7 @@
 use super::super::names::{qualified, COMMENT_PREFIX, SCHEMA};
 use super::super::tokens::{split_actions, tokenize, Cursor, Token};
 use crate::catalog::PRIMARY_KEY;
-use crate::db::introspect;
+use crate::db::{introspect, Query};
 use anyhow::Result;
 use postgres::GenericClient;
 use serde::Serialize;
@@ -28,8 +28,8 @@ impl Created {
 }
 
 /// What a statement creates: the table of a `CREATE TABLE`, the columns of an
-/// `ALTER TABLE … ADD [COLUMN]`. Schema-qualified names are left out: the archive only ever
-/// holds objects of the application's own schema, named without one.
+/// `ALTER TABLE … ADD [COLUMN]`. Names qualified with another schema than the application's are
+/// left out: the archive only ever holds objects of the application's own schema.
 pub fn created_by(statement: &str) -> Vec<Created> {
     let tokens = tokenize(statement);
     let mut cursor = Cursor {
@@ -37,7 +37,7 @@ pub fn created_by(statement: &str) -> Vec<Created> {
         at: 0,
     };
     let unqualified_name = |cursor: &mut Cursor| -> Option<String> {
-        let name = cursor.name()?;
+        let name = cursor.app_name()?;
         (cursor.peek() != Some(&Token::Punct('.'))).then_some(name)
     };
     if cursor.eat(&["CREATE"]) {
@@ -87,7 +87,10 @@ pub fn created_by(statement: &str) -> Vec<Created> {
 
 /// Those of `created` that do not exist yet: a `CREATE TABLE IF NOT EXISTS` that finds its table
 /// creates nothing, and rows must never be put back into a table that already holds its own.
-pub fn absent(client: &mut impl GenericClient, created: &[Created]) -> Result<Vec<Created>> {
+pub fn absent(
+    client: &mut (impl Query + GenericClient),
+    created: &[Created],
+) -> Result<Vec<Created>> {
     let mut out = Vec::new();
     for c in created {
         let (table, column) = match c {
@@ -175,8 +178,8 @@ fn parse(name: &str, comment: &str, columns: &[String]) -> Option<Entry> {
     })
 }
 
-pub(super) fn archives(client: &mut impl GenericClient) -> Result<Vec<Entry>> {
-    let rows = client.query(
+pub(super) fn archives(client: &mut (impl Query + ?Sized)) -> Result<Vec<Entry>> {
+    let rows = client.rows(
         "SELECT c.relname::text, coalesce(obj_description(c.oid, 'pg_class'), ''),
                 array(SELECT a.attname::text FROM pg_attribute a
                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -219,7 +222,7 @@ pub struct Planned {
 /// What applying these migrations, in order, would put back: each object they create that has
 /// an archive, from its newest archive.
 pub fn planned(
-    client: &mut impl GenericClient,
+    client: &mut (impl Query + GenericClient),
     migrations: &[refinery::Migration],
 ) -> Result<Vec<Planned>> {
     let entries = archives(client)?;
@@ -272,6 +275,14 @@ mod tests {
             vec![table("users")]
         );
         assert_eq!(
+            created_by("CREATE TABLE public.users (id UUID PRIMARY KEY)"),
+            vec![table("users")]
+        );
+        assert_eq!(
+            created_by("ALTER TABLE public.\"evidence_items\" ADD COLUMN ai_metadata JSONB"),
+            vec![column("evidence_items", "ai_metadata")]
+        );
+        assert_eq!(
             created_by("create table if not exists \"Odd\" (id int)"),
             vec![table("Odd")]
         );
@@ -287,7 +298,8 @@ mod tests {
         );
         for nothing in [
             "CREATE INDEX i ON t (a)",
-            "CREATE TABLE public.t (id int)",
+            "CREATE TABLE other.t (id int)",
+            "ALTER TABLE other.t ADD COLUMN a int",
             "ALTER TABLE t ADD PRIMARY KEY (id)",
             "ALTER TABLE t ADD FOREIGN KEY (a) REFERENCES u (id)",
             "ALTER TABLE t RENAME COLUMN a TO b",
