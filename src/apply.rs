@@ -6,6 +6,7 @@
 use crate::archive::restore::{self, Restored};
 use crate::catalog::repair::RENAME_CONFLICT_SQLSTATE;
 use crate::catalog::sql::split_statements;
+use crate::db::Query;
 use crate::db::{self, Session};
 use crate::history;
 use crate::refusal::Refusal;
@@ -32,7 +33,7 @@ pub fn apply(session: &mut Session, migration: &Migration) -> Result<Vec<Restore
             // trip in between counts, more so on a server short of CPU.
             let archived = restore::archived(tx, &created)?;
             history::record_applied(tx, migration)?;
-            tx.batch_execute(sql)?;
+            tx.batch(sql)?;
             restore::restore(tx, &archived, &what)
         })
         .map_err(|e| {

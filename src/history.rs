@@ -1,9 +1,10 @@
 //! The migration history (refinery's table) compared with the embedded migrations.
 
-use crate::catalog::{self, migrations, HISTORY_TABLE};
+use crate::catalog::{self, history_table, migrations, HISTORY_SCHEMA, HISTORY_TABLE};
 use crate::db;
+use crate::db::Query;
 use anyhow::{Context, Result};
-use postgres::{Client, GenericClient};
+use postgres::Client;
 use serde::Serialize;
 
 /// One row of the history table.
@@ -36,12 +37,12 @@ pub struct Entry {
 }
 
 /// Reads the history; an absent table is an empty history.
-pub fn read(client: &mut impl GenericClient) -> Result<Vec<Applied>> {
-    if !crate::db::table_exists(client, HISTORY_TABLE)? {
+pub fn read(client: &mut impl Query) -> Result<Vec<Applied>> {
+    if !crate::db::introspect::table_exists_in(client, HISTORY_SCHEMA, HISTORY_TABLE)? {
         return Ok(Vec::new());
     }
-    let rows = client.query(
-        &format!("SELECT version, coalesce(name, ''), coalesce(applied_on, ''), coalesce(checksum, '') FROM {HISTORY_TABLE} ORDER BY version"),
+    let rows = client.rows(
+        &format!("SELECT version, coalesce(name, ''), coalesce(applied_on, ''), coalesce(checksum, '') FROM {} ORDER BY version", history_table()),
         &[],
     )?;
     Ok(rows
@@ -150,17 +151,17 @@ pub fn refuse_unadopted(client: &mut Client, applied: &[Applied]) -> Result<()> 
 
 /// Creates refinery's history table when it is missing, with refinery's own definition, so that
 /// refinery and `read` see it as theirs.
-pub fn ensure_table(client: &mut impl GenericClient) -> Result<()> {
+pub fn ensure_table(client: &mut impl Query) -> Result<()> {
     // Asked first, so that a role without the right hears which grant it needs rather than
     // PostgreSQL's "permission denied for schema public".
-    let row = client.query_one(
-        "SELECT to_regclass(quote_ident($1)) IS NOT NULL, has_schema_privilege('public', 'CREATE'), current_user::text",
-        &[&HISTORY_TABLE],
+    let row = client.row(
+        "SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL, has_schema_privilege($1, 'CREATE'), current_user::text",
+        &[&HISTORY_SCHEMA, &HISTORY_TABLE],
     )?;
     let (exists, may_create, role): (bool, bool, String) = (row.get(0), row.get(1), row.get(2));
     if !exists && !may_create {
         anyhow::bail!(
-            "the role cannot create the history table {HISTORY_TABLE}: GRANT CREATE ON SCHEMA public TO {role}"
+            "the role cannot create the history table {HISTORY_TABLE}: GRANT CREATE ON SCHEMA {HISTORY_SCHEMA} TO {role}"
         );
     }
     create_table(client)
@@ -168,21 +169,18 @@ pub fn ensure_table(client: &mut impl GenericClient) -> Result<()> {
 
 /// Creates refinery's history table when it is missing, with refinery's own definition, without
 /// asking about the role's rights first.
-pub fn create_table(client: &mut impl GenericClient) -> Result<()> {
-    client.batch_execute(&format!(
+pub fn create_table(client: &mut impl Query) -> Result<()> {
+    client.batch(&format!(
         "CREATE TABLE IF NOT EXISTS {} (version int4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255), checksum VARCHAR(255))",
-        crate::catalog::sql::quote_ident(HISTORY_TABLE)
+        history_table()
     ))?;
     Ok(())
 }
 
 /// Records a migration as applied, as refinery does: its name, the time in RFC 3339 (refinery
 /// parses it whenever it reads the history) and its checksum, so that `verify` accepts it.
-pub fn record_applied(
-    client: &mut impl GenericClient,
-    migration: &refinery::Migration,
-) -> Result<()> {
-    client.execute(
+pub fn record_applied(client: &mut impl Query, migration: &refinery::Migration) -> Result<()> {
+    client.exec(
         &insert_sql(),
         &[
             &migration.version(),
@@ -196,15 +194,12 @@ pub fn record_applied(
 
 /// Records every one of `migrations` as applied, with one timestamp, in the caller's
 /// transaction: `baseline` adopting a database another tool built.
-pub fn record_adopted(
-    client: &mut impl GenericClient,
-    migrations: &[refinery::Migration],
-) -> Result<()> {
+pub fn record_adopted(client: &mut impl Query, migrations: &[refinery::Migration]) -> Result<()> {
     let applied_on = applied_now();
-    let insert = client.prepare(&insert_sql())?;
+    let insert = insert_sql();
     for m in migrations {
         client
-            .execute(
+            .exec(
                 &insert,
                 &[
                     &m.version(),
@@ -221,7 +216,7 @@ pub fn record_adopted(
 fn insert_sql() -> String {
     format!(
         "INSERT INTO {} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)",
-        crate::catalog::sql::quote_ident(HISTORY_TABLE)
+        history_table()
     )
 }
 

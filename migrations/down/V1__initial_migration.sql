@@ -1,3 +1,3 @@
 -- 001 down. ruleiq-db never drops this table: the rollback engine moves it into schema
 -- ruleiq_archive (renamed with the version and a timestamp) so that no row is lost.
-DROP TABLE users;
+DROP TABLE public.users;

@@ -1,3 +1,3 @@
 -- 005 down. The rollback engine first copies id and data_sensitivity into schema
 -- ruleiq_archive, then drops the column.
-ALTER TABLE business_profiles DROP COLUMN data_sensitivity;
+ALTER TABLE public.business_profiles DROP COLUMN data_sensitivity;

@@ -1,7 +1,7 @@
 -- 001: users, as the application's models created it on production: no server-side defaults
 -- (the application fills ids and timestamps), unbounded varchar, the models' NOT NULLs.
 -- Migrations 001-007 reproduce production exactly (legacy-schema.md); 008 repairs it.
-CREATE TABLE users (
+CREATE TABLE public.users (
     id uuid NOT NULL,
     email varchar NOT NULL,
     hashed_password varchar NOT NULL,

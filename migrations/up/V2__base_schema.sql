@@ -1,7 +1,7 @@
 -- 002: business profiles and compliance frameworks. The 15-character column names are the
 -- ones production has (cut off by the legacy models); 008 renames business_profiles' truncated
 -- names. compliance_frameworks' truncated names stay: the application uses them as they are.
-CREATE TABLE business_profiles (
+CREATE TABLE public.business_profiles (
     id uuid NOT NULL,
     user_id uuid NOT NULL,
     company_name varchar NOT NULL,
@@ -28,10 +28,10 @@ CREATE TABLE business_profiles (
     updated_at timestamp without time zone,
     CONSTRAINT business_profiles_pkey PRIMARY KEY (id),
     CONSTRAINT business_profiles_user_id_key UNIQUE (user_id),
-    CONSTRAINT business_profiles_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)
+    CONSTRAINT business_profiles_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id)
 );
 
-CREATE TABLE compliance_frameworks (
+CREATE TABLE public.compliance_frameworks (
     id uuid NOT NULL,
     name varchar NOT NULL,
     display_name varchar NOT NULL,

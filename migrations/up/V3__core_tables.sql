@@ -2,7 +2,7 @@
 -- production: no server-side defaults, foreign keys without ON DELETE actions, and the
 -- truncated assessment_sessions/generated_policies names that 008 renames (their foreign keys
 -- on business_profil exist already; 008 adopts them rather than adding a second one).
-CREATE TABLE assessment_sessions (
+CREATE TABLE public.assessment_sessions (
     id uuid NOT NULL,
     user_id uuid NOT NULL,
     business_profil uuid,
@@ -24,11 +24,11 @@ CREATE TABLE assessment_sessions (
     created_at timestamp without time zone,
     updated_at timestamp without time zone,
     CONSTRAINT assessment_sessions_pkey PRIMARY KEY (id),
-    CONSTRAINT assessment_sessions_business_profil_fkey FOREIGN KEY (business_profil) REFERENCES business_profiles(id),
-    CONSTRAINT assessment_sessions_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)
+    CONSTRAINT assessment_sessions_business_profil_fkey FOREIGN KEY (business_profil) REFERENCES public.business_profiles(id),
+    CONSTRAINT assessment_sessions_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id)
 );
 
-CREATE TABLE assessment_questions (
+CREATE TABLE public.assessment_questions (
     id uuid NOT NULL,
     session_id uuid NOT NULL,
     question_text text NOT NULL,
@@ -39,10 +39,10 @@ CREATE TABLE assessment_questions (
     created_at timestamp without time zone,
     updated_at timestamp without time zone,
     CONSTRAINT assessment_questions_pkey PRIMARY KEY (id),
-    CONSTRAINT assessment_questions_session_id_fkey FOREIGN KEY (session_id) REFERENCES assessment_sessions(id)
+    CONSTRAINT assessment_questions_session_id_fkey FOREIGN KEY (session_id) REFERENCES public.assessment_sessions(id)
 );
 
-CREATE TABLE evidence_items (
+CREATE TABLE public.evidence_items (
     id uuid NOT NULL,
     user_id uuid NOT NULL,
     business_profile_id uuid NOT NULL,
@@ -75,12 +75,12 @@ CREATE TABLE evidence_items (
     created_at timestamp without time zone,
     updated_at timestamp without time zone,
     CONSTRAINT evidence_items_pkey PRIMARY KEY (id),
-    CONSTRAINT evidence_items_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES business_profiles(id),
-    CONSTRAINT evidence_items_framework_id_fkey FOREIGN KEY (framework_id) REFERENCES compliance_frameworks(id),
-    CONSTRAINT evidence_items_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)
+    CONSTRAINT evidence_items_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES public.business_profiles(id),
+    CONSTRAINT evidence_items_framework_id_fkey FOREIGN KEY (framework_id) REFERENCES public.compliance_frameworks(id),
+    CONSTRAINT evidence_items_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id)
 );
 
-CREATE TABLE evidence (
+CREATE TABLE public.evidence (
     id uuid NOT NULL,
     user_id uuid NOT NULL,
     business_profile_id uuid NOT NULL,
@@ -95,12 +95,12 @@ CREATE TABLE evidence (
     created_at timestamp without time zone,
     updated_at timestamp without time zone,
     CONSTRAINT evidence_pkey PRIMARY KEY (id),
-    CONSTRAINT evidence_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES business_profiles(id),
-    CONSTRAINT evidence_framework_id_fkey FOREIGN KEY (framework_id) REFERENCES compliance_frameworks(id),
-    CONSTRAINT evidence_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)
+    CONSTRAINT evidence_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES public.business_profiles(id),
+    CONSTRAINT evidence_framework_id_fkey FOREIGN KEY (framework_id) REFERENCES public.compliance_frameworks(id),
+    CONSTRAINT evidence_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id)
 );
 
-CREATE TABLE generated_policies (
+CREATE TABLE public.generated_policies (
     id uuid NOT NULL,
     user_id uuid NOT NULL,
     business_profil uuid NOT NULL,
@@ -128,12 +128,12 @@ CREATE TABLE generated_policies (
     created_at timestamp without time zone,
     updated_at timestamp without time zone,
     CONSTRAINT generated_policies_pkey PRIMARY KEY (id),
-    CONSTRAINT generated_policies_business_profil_fkey FOREIGN KEY (business_profil) REFERENCES business_profiles(id),
-    CONSTRAINT generated_policies_framework_id_fkey FOREIGN KEY (framework_id) REFERENCES compliance_frameworks(id),
-    CONSTRAINT generated_policies_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)
+    CONSTRAINT generated_policies_business_profil_fkey FOREIGN KEY (business_profil) REFERENCES public.business_profiles(id),
+    CONSTRAINT generated_policies_framework_id_fkey FOREIGN KEY (framework_id) REFERENCES public.compliance_frameworks(id),
+    CONSTRAINT generated_policies_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id)
 );
 
-CREATE TABLE policies (
+CREATE TABLE public.policies (
     id uuid NOT NULL,
     user_id uuid NOT NULL,
     business_profile_id uuid NOT NULL,
@@ -144,26 +144,26 @@ CREATE TABLE policies (
     created_at timestamp without time zone,
     updated_at timestamp without time zone,
     CONSTRAINT policies_pkey PRIMARY KEY (id),
-    CONSTRAINT policies_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES business_profiles(id),
-    CONSTRAINT policies_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)
+    CONSTRAINT policies_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES public.business_profiles(id),
+    CONSTRAINT policies_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id)
 );
 
-CREATE TYPE conversationstatus AS ENUM ('ACTIVE', 'ARCHIVED', 'DELETED');
+CREATE TYPE public.conversationstatus AS ENUM ('ACTIVE', 'ARCHIVED', 'DELETED');
 
-CREATE TABLE chat_conversations (
+CREATE TABLE public.chat_conversations (
     id uuid NOT NULL,
     user_id uuid NOT NULL,
     business_profile_id uuid NOT NULL,
     title varchar(255) NOT NULL,
-    status conversationstatus NOT NULL,
+    status public.conversationstatus NOT NULL,
     created_at timestamp without time zone NOT NULL,
     updated_at timestamp without time zone NOT NULL,
     CONSTRAINT chat_conversations_pkey PRIMARY KEY (id),
-    CONSTRAINT chat_conversations_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES business_profiles(id),
-    CONSTRAINT chat_conversations_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)
+    CONSTRAINT chat_conversations_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES public.business_profiles(id),
+    CONSTRAINT chat_conversations_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id)
 );
 
-CREATE TABLE chat_messages (
+CREATE TABLE public.chat_messages (
     id uuid NOT NULL,
     conversation_id uuid NOT NULL,
     role varchar(20) NOT NULL,
@@ -172,10 +172,10 @@ CREATE TABLE chat_messages (
     sequence_number integer NOT NULL,
     created_at timestamp without time zone NOT NULL,
     CONSTRAINT chat_messages_pkey PRIMARY KEY (id),
-    CONSTRAINT chat_messages_conversation_id_fkey FOREIGN KEY (conversation_id) REFERENCES chat_conversations(id)
+    CONSTRAINT chat_messages_conversation_id_fkey FOREIGN KEY (conversation_id) REFERENCES public.chat_conversations(id)
 );
 
-CREATE TABLE implementation_plans (
+CREATE TABLE public.implementation_plans (
     id uuid NOT NULL,
     user_id uuid NOT NULL,
     business_profile_id uuid NOT NULL,
@@ -190,12 +190,12 @@ CREATE TABLE implementation_plans (
     created_at timestamp without time zone,
     updated_at timestamp without time zone,
     CONSTRAINT implementation_plans_pkey PRIMARY KEY (id),
-    CONSTRAINT implementation_plans_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES business_profiles(id),
-    CONSTRAINT implementation_plans_framework_id_fkey FOREIGN KEY (framework_id) REFERENCES compliance_frameworks(id),
-    CONSTRAINT implementation_plans_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)
+    CONSTRAINT implementation_plans_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES public.business_profiles(id),
+    CONSTRAINT implementation_plans_framework_id_fkey FOREIGN KEY (framework_id) REFERENCES public.compliance_frameworks(id),
+    CONSTRAINT implementation_plans_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id)
 );
 
-CREATE TABLE readiness_assessments (
+CREATE TABLE public.readiness_assessments (
     id uuid NOT NULL,
     user_id uuid NOT NULL,
     framework_id uuid NOT NULL,
@@ -209,12 +209,12 @@ CREATE TABLE readiness_assessments (
     created_at timestamp without time zone NOT NULL,
     updated_at timestamp without time zone NOT NULL,
     CONSTRAINT readiness_assessments_pkey PRIMARY KEY (id),
-    CONSTRAINT readiness_assessments_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES business_profiles(id),
-    CONSTRAINT readiness_assessments_framework_id_fkey FOREIGN KEY (framework_id) REFERENCES compliance_frameworks(id),
-    CONSTRAINT readiness_assessments_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)
+    CONSTRAINT readiness_assessments_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES public.business_profiles(id),
+    CONSTRAINT readiness_assessments_framework_id_fkey FOREIGN KEY (framework_id) REFERENCES public.compliance_frameworks(id),
+    CONSTRAINT readiness_assessments_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id)
 );
 
-CREATE TABLE integration_configurations (
+CREATE TABLE public.integration_configurations (
     id uuid NOT NULL,
     user_id uuid NOT NULL,
     provider varchar(100) NOT NULL,
@@ -228,12 +228,12 @@ CREATE TABLE integration_configurations (
     created_at timestamp without time zone,
     updated_at timestamp without time zone,
     CONSTRAINT integration_configurations_pkey PRIMARY KEY (id),
-    CONSTRAINT integration_configurations_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)
+    CONSTRAINT integration_configurations_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id)
 );
-CREATE INDEX ix_integration_configurations_provider ON integration_configurations USING btree (provider);
-CREATE INDEX ix_integration_configurations_user_id ON integration_configurations USING btree (user_id);
+CREATE INDEX ix_integration_configurations_provider ON public.integration_configurations USING btree (provider);
+CREATE INDEX ix_integration_configurations_user_id ON public.integration_configurations USING btree (user_id);
 
-CREATE TABLE report_schedules (
+CREATE TABLE public.report_schedules (
     id uuid NOT NULL,
     user_id uuid NOT NULL,
     business_profile_id uuid NOT NULL,
@@ -245,6 +245,6 @@ CREATE TABLE report_schedules (
     created_at timestamp without time zone NOT NULL,
     last_run_at timestamp without time zone,
     CONSTRAINT report_schedules_pkey PRIMARY KEY (id),
-    CONSTRAINT report_schedules_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES business_profiles(id),
-    CONSTRAINT report_schedules_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id)
+    CONSTRAINT report_schedules_business_profile_id_fkey FOREIGN KEY (business_profile_id) REFERENCES public.business_profiles(id),
+    CONSTRAINT report_schedules_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id)
 );

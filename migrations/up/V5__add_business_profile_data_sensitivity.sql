@@ -2,5 +2,5 @@
 -- default (the application writes 'Low'). On a table that already has rows a NOT NULL column
 -- needs a value, so it is added with a constant default (PostgreSQL 11+ stores it without a
 -- rewrite) that is dropped again in the same transaction.
-ALTER TABLE business_profiles ADD COLUMN data_sensitivity varchar NOT NULL DEFAULT 'Low';
-ALTER TABLE business_profiles ALTER COLUMN data_sensitivity DROP DEFAULT;
+ALTER TABLE public.business_profiles ADD COLUMN data_sensitivity varchar NOT NULL DEFAULT 'Low';
+ALTER TABLE public.business_profiles ALTER COLUMN data_sensitivity DROP DEFAULT;

@@ -21,7 +21,7 @@
 
 use super::renames::{renamed_tables, RENAMES};
 use super::repair::PlannedStatement;
-use super::sql::{quote_ident, quote_literal};
+use super::sql::{qualified, quote_ident, quote_literal};
 
 /// The schema that holds the views.
 pub const SCHEMA: &str = "ruleiq_compat";
@@ -115,7 +115,7 @@ pub fn script(statements: &[PlannedStatement]) -> String {
     statements.iter().map(|s| format!("{};\n", s.sql)).collect()
 }
 
-/// A DO block creating the view of one table. The column list is read from pg_attribute when it
+/// A DO block creating the view of one table (`public.<table>`, whatever the search_path). The column list is read from pg_attribute when it
 /// runs, in the table's own order, so columns production has and our migrations do not are
 /// included; then each renamed column again under its legacy name. The table's privileges are
 /// copied to the view (table- and column-level, with grant option), and each grantee gets USAGE
@@ -154,14 +154,11 @@ DECLARE
   g record;
 BEGIN
   -- ruleiq-db: CREATE VIEW {schema_ident}.{table_ident} AS SELECT every column of {table_ident}, {legacy_listed} (columns read when it runs)
-  -- The table is the first of that name on the search_path outside this schema: once the
-  -- schema exists, a session whose search_path starts with it would find the view instead.
-  SELECT c.oid INTO base FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-   WHERE c.relname = {table} AND c.relkind IN ('r', 'p') AND n.nspname <> {schema}
-     AND n.nspname = ANY (current_schemas(false))
-   ORDER BY array_position(current_schemas(false), n.nspname::text) LIMIT 1;
+  -- The table is ruleIQ's, named with its schema: never whatever a search_path finds first.
+  SELECT c.oid INTO base FROM pg_class c
+   WHERE c.oid = to_regclass({base}) AND c.relkind IN ('r', 'p');
   IF base IS NULL THEN
-    RAISE EXCEPTION 'compatibility view: no table % on the search_path (%)', {table}, current_setting('search_path');
+    RAISE EXCEPTION 'compatibility view: no table %', {base};
   END IF;
   SELECT coalesce(array_agg(m.current_name ORDER BY m.ord), '{{}}'), coalesce(array_agg(m.legacy_name ORDER BY m.ord), '{{}}')
     INTO currents, legacies
@@ -202,6 +199,7 @@ BEGIN
 END
 $compat$"#,
         table = quote_literal(table),
+        base = quote_literal(&qualified(table)),
         schema = quote_literal(SCHEMA),
         schema_ident = quote_ident(SCHEMA),
         table_ident = quote_ident(table),

@@ -1,7 +1,7 @@
 //! The constraint catalog: the one place the six constraints 008 adds are defined. 008's SQL,
 //! `migrate`'s preflight, `check-constraints` and `cleanup` all render from it.
 
-use super::sql::{quote_ident, quote_literal};
+use super::sql::{qualified, quote_ident, quote_literal};
 
 /// Allowed evidence statuses (`chk_evidence_status`).
 pub const EVIDENCE_STATUSES: &[&str] = &[
@@ -237,7 +237,7 @@ impl Constraint {
                 let child = aliased.column(self.table, column);
                 format!(
                     "{child} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {} AS parent WHERE parent.{} = {child})",
-                    quote_ident(parent),
+                    qualified(parent),
                     spelling.column(parent, parent_column),
                 )
             }
@@ -250,7 +250,7 @@ impl Constraint {
 
     /// `ALTER TABLE … ADD CONSTRAINT … NOT VALID`, spelled with current names (008 renames first).
     pub fn add_not_valid_sql(&self) -> String {
-        let table = quote_ident(self.table);
+        let table = qualified(self.table);
         let name = quote_ident(self.name);
         match self.rule {
             Rule::ForeignKey {
@@ -260,7 +260,7 @@ impl Constraint {
             } => format!(
                 "ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY ({}) REFERENCES {}({}) NOT VALID",
                 quote_ident(column),
-                quote_ident(parent),
+                qualified(parent),
                 quote_ident(parent_column)
             ),
             _ => format!(
@@ -280,7 +280,7 @@ impl Constraint {
     pub fn validate_sql_as(&self, actual_name: &str) -> String {
         format!(
             "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-            quote_ident(self.table),
+            qualified(self.table),
             quote_ident(actual_name)
         )
     }
@@ -289,7 +289,7 @@ impl Constraint {
     pub fn drop_sql(&self) -> String {
         format!(
             "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}",
-            quote_ident(self.table),
+            qualified(self.table),
             quote_ident(self.name)
         )
     }
@@ -356,7 +356,7 @@ mod tests {
         let status = find("chk_evidence_status").unwrap();
         assert_eq!(
             status.add_not_valid_sql(),
-            "ALTER TABLE \"evidence_items\" ADD CONSTRAINT \"chk_evidence_status\" CHECK (\"status\" IN ('not_started', 'in_progress', 'collected', 'approved', 'rejected')) NOT VALID"
+            "ALTER TABLE public.\"evidence_items\" ADD CONSTRAINT \"chk_evidence_status\" CHECK (\"status\" IN ('not_started', 'in_progress', 'collected', 'approved', 'rejected')) NOT VALID"
         );
         let approval = find("chk_approval_workflow").unwrap();
         assert_eq!(
@@ -367,6 +367,6 @@ mod tests {
         assert_eq!(fk.kind(), Kind::ForeignKey);
         assert!(fk
             .add_not_valid_sql()
-            .contains("REFERENCES \"business_profiles\"(\"id\") NOT VALID"));
+            .contains("REFERENCES public.\"business_profiles\"(\"id\") NOT VALID"));
     }
 }

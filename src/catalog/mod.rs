@@ -13,6 +13,16 @@ pub mod sql;
 /// The history table refinery keeps (its default name, so refinery's own tooling reads it).
 pub const HISTORY_TABLE: &str = "refinery_schema_history";
 
+/// The schema the history table lives in: refinery (and ruleiq-db before it named every object
+/// with its schema) created it through the default search path, in `public`, next to ruleIQ's
+/// tables; it stays there, so that a database migrated before finds its history.
+pub const HISTORY_SCHEMA: &str = sql::APP_SCHEMA;
+
+/// The history table as SQL names it, with its schema: `public."refinery_schema_history"`.
+pub fn history_table() -> String {
+    format!("{HISTORY_SCHEMA}.{}", sql::quote_ident(HISTORY_TABLE))
+}
+
 /// Every table ruleIQ's migrations create, in creation order (parents before children).
 pub const TABLES: &[&str] = &[
     "users",

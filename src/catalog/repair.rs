@@ -2,7 +2,7 @@
 
 use super::constraints::{Constraint, Rule, CATALOG};
 use super::renames::{Rename, RENAMES};
-use super::sql::{quote_ident, quote_literal};
+use super::sql::{qualified, quote_ident, quote_literal};
 
 /// SQLSTATE 008 raises when a table has both the legacy and the full column name.
 pub const RENAME_CONFLICT_SQLSTATE: &str = "RQ001";
@@ -26,7 +26,7 @@ pub fn statements() -> Vec<PlannedStatement> {
             "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
             tables
                 .iter()
-                .map(|t| quote_ident(t))
+                .map(|t| qualified(t))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -107,7 +107,7 @@ pub const ADOPTED_PREFIX: &str = "ruleiq-db: adopted from ";
 fn add_when_absent(c: &Constraint, body: &str) -> String {
     format!(
         "DO $repair$\nDECLARE\n  existing text;\nBEGIN\n  IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = {table}::regclass AND conname = {name}) THEN\n{body}\n  END IF;\nEND\n$repair$",
-        table = quote_literal(&quote_ident(c.table)),
+        table = quote_literal(&qualified(c.table)),
         name = quote_literal(c.name),
     )
 }
@@ -127,9 +127,9 @@ fn adopt_or_add_foreign_key(c: &Constraint) -> String {
         unreachable!("only foreign keys are adopted")
     };
     let body = format!(
-        "    SELECT k.conname INTO existing FROM pg_constraint k\n     WHERE k.conrelid = {table}::regclass AND k.contype = 'f' AND k.confrelid = {parent}::regclass\n       AND k.conkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = k.conrelid AND attname = {column})]\n       AND k.confkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = k.confrelid AND attname = {parent_column})]\n     ORDER BY k.conname LIMIT 1;\n    IF existing IS NULL THEN\n      {add};\n    ELSE\n      EXECUTE format('ALTER TABLE %I RENAME CONSTRAINT %I TO %I', {table_name}, existing, {name});\n      EXECUTE format('COMMENT ON CONSTRAINT %I ON %I IS %L', {name}, {table_name}, {prefix} || existing);\n    END IF;",
-        table = quote_literal(&quote_ident(c.table)),
-        parent = quote_literal(&quote_ident(parent)),
+        "    SELECT k.conname INTO existing FROM pg_constraint k\n     WHERE k.conrelid = {table}::regclass AND k.contype = 'f' AND k.confrelid = {parent}::regclass\n       AND k.conkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = k.conrelid AND attname = {column})]\n       AND k.confkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = k.confrelid AND attname = {parent_column})]\n     ORDER BY k.conname LIMIT 1;\n    IF existing IS NULL THEN\n      {add};\n    ELSE\n      EXECUTE format('ALTER TABLE public.%I RENAME CONSTRAINT %I TO %I', {table_name}, existing, {name});\n      EXECUTE format('COMMENT ON CONSTRAINT %I ON public.%I IS %L', {name}, {table_name}, {prefix} || existing);\n    END IF;",
+        table = quote_literal(&qualified(c.table)),
+        parent = quote_literal(&qualified(parent)),
         column = quote_literal(column),
         parent_column = quote_literal(parent_column),
         add = c.add_not_valid_sql(),
@@ -144,8 +144,8 @@ fn adopt_or_add_foreign_key(c: &Constraint) -> String {
 /// was production's before 008); a key 008 added is dropped.
 pub fn give_back_or_drop_foreign_key(c: &Constraint) -> String {
     format!(
-        "DO $repair$\nDECLARE\n  note text;\nBEGIN\n  SELECT obj_description(oid, 'pg_constraint') INTO note FROM pg_constraint\n   WHERE conrelid = {table}::regclass AND conname = {name};\n  IF note LIKE {pattern} THEN\n    EXECUTE format('COMMENT ON CONSTRAINT %I ON %I IS NULL', {name}, {table_name});\n    EXECUTE format('ALTER TABLE %I RENAME CONSTRAINT %I TO %I', {table_name}, {name}, substr(note, {skip}));\n  ELSE\n    {drop};\n  END IF;\nEND\n$repair$",
-        table = quote_literal(&quote_ident(c.table)),
+        "DO $repair$\nDECLARE\n  note text;\nBEGIN\n  SELECT obj_description(oid, 'pg_constraint') INTO note FROM pg_constraint\n   WHERE conrelid = {table}::regclass AND conname = {name};\n  IF note LIKE {pattern} THEN\n    EXECUTE format('COMMENT ON CONSTRAINT %I ON public.%I IS NULL', {name}, {table_name});\n    EXECUTE format('ALTER TABLE public.%I RENAME CONSTRAINT %I TO %I', {table_name}, {name}, substr(note, {skip}));\n  ELSE\n    {drop};\n  END IF;\nEND\n$repair$",
+        table = quote_literal(&qualified(c.table)),
         name = quote_literal(c.name),
         table_name = quote_literal(c.table),
         pattern = quote_literal(&format!("{ADOPTED_PREFIX}%")),
@@ -164,7 +164,7 @@ fn rename_statement(r: &Rename) -> String {
 /// nothing when only `to` exists; both present raises [`RENAME_CONFLICT_SQLSTATE`]. 008 renames
 /// legacy to full names with it, and 008's down renames them back.
 pub fn state_aware_rename(table: &str, from: &str, to: &str) -> String {
-    let regclass = quote_literal(&quote_ident(table));
+    let regclass = quote_literal(&qualified(table));
     let has = |column: &str| {
         format!(
             "EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {regclass}::regclass AND attname = {} AND NOT attisdropped)",
@@ -179,7 +179,7 @@ pub fn state_aware_rename(table: &str, from: &str, to: &str) -> String {
         f = quote_literal(from),
         o = quote_literal(to),
         code = RENAME_CONFLICT_SQLSTATE,
-        qt = quote_ident(table),
+        qt = qualified(table),
         qf = quote_ident(from),
         qo = quote_ident(to),
     )
@@ -225,7 +225,7 @@ mod tests {
             ]
         );
         assert!(up_sql().lines().nth(1).unwrap().starts_with(
-            "LOCK TABLE \"evidence_items\", \"assessment_sessions\", \"generated_policies\", \"business_profiles\" IN ACCESS EXCLUSIVE MODE"
+            "LOCK TABLE public.\"evidence_items\", public.\"assessment_sessions\", public.\"generated_policies\", public.\"business_profiles\" IN ACCESS EXCLUSIVE MODE"
         ));
     }
 }

@@ -154,7 +154,13 @@ pub fn lock_taken(statement: &str) -> String {
         let position = words.iter().position(|w| w == keyword);
         position
             .and_then(|p| words.get(p + 1))
-            .map(|w| w.trim_matches('"').to_ascii_lowercase())
+            .map(|w| {
+                // ruleIQ's tables are written with their schema; a plan names them as the
+                // application does.
+                let w = w.to_ascii_lowercase();
+                let w = w.strip_prefix("public.").unwrap_or(&w);
+                w.trim_matches('"').to_string()
+            })
             .unwrap_or_default()
     };
     match (word(0), word(1)) {
@@ -221,6 +227,14 @@ mod tests {
             lock_taken("ALTER TABLE t VALIDATE CONSTRAINT c").starts_with("SHARE UPDATE EXCLUSIVE")
         );
         assert!(lock_taken("ALTER TABLE t ADD COLUMN c int").starts_with("ACCESS EXCLUSIVE on t"));
+        assert!(
+            lock_taken("CREATE INDEX i ON public.evidence_items USING btree (user_id)")
+                .starts_with("SHARE on evidence_items")
+        );
+        assert_eq!(
+            lock_taken("ALTER TABLE public.\"t\" VALIDATE CONSTRAINT c"),
+            "SHARE UPDATE EXCLUSIVE on t (reads and writes go on)"
+        );
     }
 
     #[test]

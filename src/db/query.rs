@@ -80,6 +80,7 @@ sql_types! {
     [i64] => INT8_ARRAY,
     Vec<i64> => INT8_ARRAY,
     Vec<u32> => OID_ARRAY,
+    Vec<f64> => FLOAT8_ARRAY,
     uuid::Uuid => UUID,
     [uuid::Uuid] => UUID_ARRAY,
     Vec<uuid::Uuid> => UUID_ARRAY,
@@ -118,7 +119,8 @@ pub trait Query {
     fn row(&mut self, sql: &str, params: &[&dyn Param]) -> Result<Row, postgres::Error>;
 
     /// At most one row (an error when there are more).
-    fn row_opt(&mut self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, postgres::Error>;
+    fn row_opt(&mut self, sql: &str, params: &[&dyn Param])
+        -> Result<Option<Row>, postgres::Error>;
 
     /// Runs a statement, returning the rows it affected.
     fn exec(&mut self, sql: &str, params: &[&dyn Param]) -> Result<u64, postgres::Error>;
@@ -167,7 +169,11 @@ impl Query for Client {
         on_client(self, |c| c.query_typed_one(sql, &params))
     }
 
-    fn row_opt(&mut self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, postgres::Error> {
+    fn row_opt(
+        &mut self,
+        sql: &str,
+        params: &[&dyn Param],
+    ) -> Result<Option<Row>, postgres::Error> {
         let params = typed(params);
         on_client(self, |c| c.query_typed_opt(sql, &params))
     }
@@ -193,7 +199,11 @@ impl Query for Transaction<'_> {
         self.query_typed_one(sql, &typed(params))
     }
 
-    fn row_opt(&mut self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, postgres::Error> {
+    fn row_opt(
+        &mut self,
+        sql: &str,
+        params: &[&dyn Param],
+    ) -> Result<Option<Row>, postgres::Error> {
         in_transaction(self)?;
         self.query_typed_opt(sql, &typed(params))
     }

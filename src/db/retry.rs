@@ -1,6 +1,7 @@
 //! Telling a lock wait given up on from other errors, and retrying a whole transaction when
 //! that happens.
 
+use crate::db::Query;
 use crate::progress::Log;
 use crate::units;
 use anyhow::Result;
@@ -174,7 +175,7 @@ fn wait_while(
 /// transaction start.
 fn long_lock_holders(client: &mut Client, tables: Option<&[String]>) -> Result<Vec<(i32, f64)>> {
     let (own_pids, _) = super::own_sessions::all();
-    let rows = client.query(
+    let rows = client.rows(
         "SELECT a.pid, extract(epoch FROM a.xact_start)::float8
            FROM pg_stat_activity AS a
           WHERE a.datname = current_database()
@@ -184,7 +185,7 @@ fn long_lock_holders(client: &mut Client, tables: Option<&[String]>) -> Result<V
             AND EXISTS (SELECT 1 FROM pg_locks AS l
                          WHERE l.pid = a.pid AND l.granted AND l.locktype = 'relation'
                            AND ($2::text[] IS NULL
-                                OR l.relation = ANY (SELECT to_regclass(quote_ident(t))
+                                OR l.relation = ANY (SELECT to_regclass(format('%I.%I', 'public', t))
                                                        FROM unnest($2::text[]) AS t)))",
         &[&own_pids, &tables],
     )?;

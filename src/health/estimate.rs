@@ -3,6 +3,7 @@
 //! is measured, not assumed: one timed sequential read of a sample of the largest table.
 
 use crate::catalog::constraints::{Constraint, Rule};
+use crate::db::Query;
 use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
@@ -56,10 +57,10 @@ pub fn estimate(
     names.sort_unstable();
     names.dedup();
     let sizes: BTreeMap<String, (i64, f64)> = client
-        .query(
+        .rows(
             "SELECT t.name, pg_relation_size(c.oid), c.reltuples::float8
                FROM unnest($1::text[]) AS t(name)
-               JOIN pg_class c ON c.oid = to_regclass(quote_ident(t.name))",
+               JOIN pg_class c ON c.oid = to_regclass(format('%I.%I', 'public', t.name))",
             &[&names],
         )?
         .iter()
@@ -147,7 +148,7 @@ fn round_trip(client: &mut Client) -> Result<Duration> {
     let mut best = Duration::MAX;
     for _ in 0..3 {
         let started = Instant::now();
-        client.query_one("SELECT 1", &[])?;
+        client.row("SELECT 1", &[])?;
         best = best.min(started.elapsed());
     }
     Ok(best)
@@ -156,10 +157,10 @@ fn round_trip(client: &mut Client) -> Result<Duration> {
 /// Reads up to [`SAMPLE_BYTES`] of `table` from its start, the way a sequential scan does, and
 /// returns the bytes read and the time it took.
 fn measure(client: &mut Client, table: &str, bytes: i64, tuples: f64) -> Result<(i64, Duration)> {
-    let quoted = crate::catalog::sql::quote_ident(table);
+    let quoted = crate::catalog::sql::qualified(table);
     let sample = bytes.min(SAMPLE_BYTES);
     let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int4", &[])?
+        .row("SELECT current_setting('server_version_num')::int4", &[])?
         .get(0);
     let sql = if version >= 140_000 {
         // A TID range scan reads exactly the first pages (PostgreSQL 14 and later).
@@ -177,6 +178,6 @@ fn measure(client: &mut Client, table: &str, bytes: i64, tuples: f64) -> Result<
         bytes
     };
     let started = Instant::now();
-    client.query_one(&sql, &[])?;
+    client.row(&sql, &[])?;
     Ok((read, started.elapsed()))
 }

@@ -3,6 +3,7 @@
 
 use super::DATABASE;
 use crate::db::config::Target;
+use crate::db::Query;
 use crate::sandbox;
 use anyhow::{bail, Context as _, Result};
 use std::io::Write;
@@ -15,7 +16,7 @@ const FIXTURE: &str = include_str!("../../fixtures/legacy_dirty.sql");
 /// Creates the rehearsal's database on the throwaway server, through its `postgres` database.
 pub fn create_database(admin: &Target) -> Result<()> {
     let mut client = crate::db::connect(admin)?;
-    client.batch_execute(&format!("CREATE DATABASE {DATABASE}"))?;
+    client.batch(&format!("CREATE DATABASE {DATABASE}"))?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub use binaries::{extension_available, find_bindir};
 pub use system::self_signed_certificate;
 
 use crate::db::config::{ProcessEnv, Target};
+use crate::db::Query;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -210,7 +211,7 @@ impl Cluster {
         let started = std::time::Instant::now();
         loop {
             let streaming: bool = client
-                .query_one(
+                .row(
                     "SELECT EXISTS (SELECT 1 FROM pg_stat_replication
                                      WHERE application_name = $1 AND state = 'streaming')",
                     &[&name],

@@ -8,8 +8,9 @@
 use super::compare::{Difference, Verdict};
 use super::Class;
 use crate::catalog::sql::quote_ident;
+use crate::db::Query;
 use anyhow::{Context, Result};
-use postgres::{GenericClient, Transaction};
+use postgres::Transaction;
 use std::collections::BTreeSet;
 
 pub const SCHEMA: &str = "ruleiq_meta";
@@ -29,7 +30,7 @@ pub fn record(tx: &mut Transaction, version: i32, differences: &[Difference]) ->
         return Ok(());
     }
     let table = qualified();
-    tx.batch_execute(&format!(
+    tx.batch(&format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {table} (
              object_key  text NOT NULL,
@@ -45,12 +46,12 @@ pub fn record(tx: &mut Transaction, version: i32, differences: &[Difference]) ->
         schema = quote_ident(SCHEMA)
     ))
     .context("creating the table of accepted differences")?;
-    let insert = tx.prepare(&format!(
+    let insert = format!(
         "INSERT INTO {table} (object_key, finding, object, problem, version) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (object_key, finding) DO NOTHING"
-    ))?;
+    );
     for d in accepted {
-        tx.execute(
+        tx.exec(
             &insert,
             &[&d.key, &d.finding.as_str(), &d.object, &d.problem, &version],
         )
@@ -60,12 +61,12 @@ pub fn record(tx: &mut Transaction, version: i32, differences: &[Difference]) ->
 }
 
 /// The accepted differences on record: (object key, finding). Empty when none was ever accepted.
-pub fn read(client: &mut impl GenericClient) -> Result<BTreeSet<(String, String)>> {
+pub fn read(client: &mut impl Query) -> Result<BTreeSet<(String, String)>> {
     if !crate::db::introspect::table_exists_in(client, SCHEMA, TABLE)? {
         return Ok(BTreeSet::new());
     }
     Ok(client
-        .query(
+        .rows(
             &format!("SELECT object_key, finding FROM {}", qualified()),
             &[],
         )?

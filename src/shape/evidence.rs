@@ -4,8 +4,8 @@
 //! a hash, several rows) is reported and not trusted: the shape decides.
 
 use crate::catalog::migrations::{self, REPAIR_VERSION};
+use crate::db::Query;
 use anyhow::Result;
-use postgres::GenericClient;
 use serde::Serialize;
 
 /// What `alembic_version` says, and whether ruleiq-db trusts it.
@@ -21,9 +21,9 @@ pub struct Evidence {
 
 const TABLE: &str = "alembic_version";
 
-/// Reads `alembic_version` from the current schema; never fails on an odd table, only on a
+/// Reads `public.alembic_version` (where Alembic keeps it, beside ruleIQ's tables); never fails on an odd table, only on a
 /// broken connection.
-pub fn read_evidence(client: &mut impl GenericClient) -> Result<Evidence> {
+pub fn read_evidence(client: &mut impl Query) -> Result<Evidence> {
     if !crate::db::table_exists(client, TABLE)? {
         return Ok(judge(None));
     }
@@ -36,8 +36,8 @@ pub fn read_evidence(client: &mut impl GenericClient) -> Result<Evidence> {
         });
     }
     let revisions: Vec<String> = client
-        .query(
-            "SELECT version_num::text FROM alembic_version WHERE version_num IS NOT NULL ORDER BY 1",
+        .rows(
+            "SELECT version_num::text FROM public.alembic_version WHERE version_num IS NOT NULL ORDER BY 1",
             &[],
         )?
         .iter()

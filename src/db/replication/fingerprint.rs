@@ -1,5 +1,6 @@
 //! A digest of every table, to see that a standby holds exactly its primary's data.
 
+use crate::db::Query;
 use anyhow::{Context, Result};
 use postgres::Client;
 
@@ -9,7 +10,7 @@ use postgres::Client;
 pub fn fingerprint(
     client: &mut Client,
 ) -> Result<std::collections::BTreeMap<String, (i64, String)>> {
-    let tables = client.query(
+    let tables = client.rows(
         "SELECT format('%I.%I', n.nspname, c.relname)
            FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
           WHERE c.relkind = 'r' AND n.nspname <> 'information_schema'
@@ -22,7 +23,7 @@ pub fn fingerprint(
         let table: String = row.get(0);
         // `table` comes quoted from format('%I.%I').
         let digest = client
-            .query_one(
+            .row(
                 &format!(
                     "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), ''))
                        FROM {table} AS t"

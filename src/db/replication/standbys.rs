@@ -1,6 +1,7 @@
 //! The standbys the server feeds and where each stands, from `pg_stat_replication`: listed for
 //! `status`, measured by the throttle.
 
+use crate::db::Query;
 use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
@@ -42,7 +43,7 @@ pub(super) struct Sender {
 /// replication) the reference is the WAL it has replayed.
 pub(super) fn senders(client: &mut Client) -> Result<(u64, Vec<Sender>)> {
     let reference = end_of_wal(client)?;
-    let rows = client.query(
+    let rows = client.rows(
         "SELECT coalesce(nullif(r.application_name, ''), 'pid ' || r.pid), r.state::text, r.sync_state::text, r.client_addr::text,
                 pg_wal_lsn_diff(r.write_lsn, '0/0')::int8,
                 pg_wal_lsn_diff(r.flush_lsn, '0/0')::int8,
@@ -79,7 +80,7 @@ pub(super) fn senders(client: &mut Client) -> Result<(u64, Vec<Sender>)> {
 /// not (with `synchronous_commit = off` a commit is flushed up to 200 ms later, and still has
 /// to reach the standbys); on a standby what it has replayed.
 pub(super) fn end_of_wal(client: &mut Client) -> Result<u64> {
-    let row = client.query_one(
+    let row = client.row(
         "SELECT pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
                                      ELSE pg_current_wal_insert_lsn() END, '0/0')::int8,
                 pg_is_in_recovery(),

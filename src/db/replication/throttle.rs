@@ -19,6 +19,7 @@
 
 use super::standbys::{end_of_wal, senders};
 use super::{bytes, seconds};
+use crate::db::Query;
 use crate::progress::Log;
 use crate::refusal::Refusal;
 use anyhow::{Context, Result};
@@ -339,16 +340,16 @@ fn time_behind(
 /// Asks every standby for an immediate report of its replay position (see the module comment).
 fn request_reports(client: &mut Client) -> Result<()> {
     let no_sync_standbys: bool = client
-        .query_one(
+        .row(
             "SELECT current_setting('synchronous_standby_names') = ''",
             &[],
         )?
         .get(0);
     if no_sync_standbys {
-        client
-            .batch_execute(
-                "BEGIN; SET LOCAL synchronous_commit = remote_apply; SELECT txid_current(); COMMIT;",
-            )
+        let mut tx = client.transaction()?;
+        tx.batch("SET LOCAL synchronous_commit = remote_apply; SELECT txid_current()")
+            .context("asking the standbys to report their replay position")?;
+        tx.commit()
             .context("asking the standbys to report their replay position")?;
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Whether the server may be changed at all: a standby or a read-only server is refused before
 //! a changing command does anything.
 
+use crate::db::Query;
 use crate::refusal::Refusal;
 use anyhow::{Context, Result};
 use postgres::Client;
@@ -10,7 +11,7 @@ use serde::Serialize;
 /// Called before anything else a changing command does on the server.
 pub fn refuse_unless_writable(client: &mut Client, server: &str) -> Result<()> {
     let row = client
-        .query_one(
+        .row(
             "SELECT pg_is_in_recovery(),
                     current_setting('transaction_read_only'),
                     current_setting('default_transaction_read_only'),
@@ -68,7 +69,7 @@ pub enum ServerRole {
 
 impl ServerRole {
     pub fn of(client: &mut Client) -> Result<ServerRole> {
-        let in_recovery: bool = client.query_one("SELECT pg_is_in_recovery()", &[])?.get(0);
+        let in_recovery: bool = client.row("SELECT pg_is_in_recovery()", &[])?.get(0);
         Ok(if in_recovery {
             ServerRole::Standby
         } else {

@@ -3,6 +3,7 @@
 
 use super::blocker::seconds;
 use super::{Blocker, Limits, Scope, MOMENT};
+use crate::db::Query;
 use crate::db::MIGRATION_LOCK_KEY;
 use anyhow::Result;
 use postgres::Client;
@@ -10,9 +11,9 @@ use postgres::Client;
 /// Every live session of this database with what it holds on the scope's tables.
 const SESSIONS_SQL: &str = r"
 WITH touched AS (
-    SELECT t.name, to_regclass(quote_ident(t.name)) AS rel
+    SELECT t.name, to_regclass(format('%I.%I', 'public', t.name)) AS rel
       FROM unnest($1::text[]) AS t(name)
-     WHERE to_regclass(quote_ident(t.name)) IS NOT NULL
+     WHERE to_regclass(format('%I.%I', 'public', t.name)) IS NOT NULL
 ),
 own AS (
     SELECT * FROM unnest($2::int4[], $3::float8[]) AS o(pid, started)
@@ -49,9 +50,9 @@ SELECT a.pid,
 /// (a prepared transaction's locks have no pid; they share its virtual transaction id).
 const PREPARED_SQL: &str = r"
 WITH touched AS (
-    SELECT t.name, to_regclass(quote_ident(t.name)) AS rel
+    SELECT t.name, to_regclass(format('%I.%I', 'public', t.name)) AS rel
       FROM unnest($1::text[]) AS t(name)
-     WHERE to_regclass(quote_ident(t.name)) IS NOT NULL
+     WHERE to_regclass(format('%I.%I', 'public', t.name)) IS NOT NULL
 )
 SELECT p.gid,
        p.owner::text,
@@ -89,7 +90,7 @@ struct Session {
 /// Looks once: everything that would make `scope`'s command wait right now.
 pub fn find(client: &mut Client, scope: &Scope, limits: &Limits) -> Result<Vec<Blocker>> {
     let (own_pids, own_starts) = crate::db::own_sessions::all();
-    let rows = client.query(
+    let rows = client.rows(
         SESSIONS_SQL,
         &[&scope.tables, &own_pids, &own_starts, &MIGRATION_LOCK_KEY],
     )?;
@@ -120,7 +121,7 @@ pub fn find(client: &mut Client, scope: &Scope, limits: &Limits) -> Result<Vec<B
             found.push(blocker);
         }
     }
-    for row in client.query(PREPARED_SQL, &[&scope.tables])? {
+    for row in client.rows(PREPARED_SQL, &[&scope.tables])? {
         let gid: String = row.get(0);
         let owner: String = row.get(1);
         let tables: Vec<String> = row.get(4);

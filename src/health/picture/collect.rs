@@ -5,6 +5,7 @@ use super::{
     UnusedIndex,
 };
 use crate::catalog::TABLES;
+use crate::db::Query;
 use anyhow::Result;
 use postgres::Client;
 
@@ -33,7 +34,7 @@ pub fn collect(client: &mut Client) -> Result<Health> {
     Ok(Health {
         connections: connections(client)?,
         stats_reset: client
-            .query_one(
+            .row(
                 "SELECT to_char(stats_reset AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC')
                    FROM pg_stat_database WHERE datname = current_database()",
                 &[],
@@ -47,7 +48,7 @@ pub fn collect(client: &mut Client) -> Result<Health> {
 }
 
 fn connections(client: &mut Client) -> Result<Connections> {
-    let settings = client.query_one(
+    let settings = client.row(
         "SELECT current_setting('max_connections')::int4,
                 current_setting('superuser_reserved_connections')::int4,
                 count(*),
@@ -57,7 +58,7 @@ fn connections(client: &mut Client) -> Result<Connections> {
     )?;
     // A role without pg_read_all_stats sees no state for other roles' sessions.
     let by_state = client
-        .query(
+        .rows(
             "SELECT coalesce(state, 'not visible to this role'), count(*)
                FROM pg_stat_activity WHERE backend_type = 'client backend'
               GROUP BY 1 ORDER BY 2 DESC, 1",
@@ -88,7 +89,7 @@ SELECT t.name,
        coalesce(s.n_dead_tup, 0),
        to_char(s.last_autovacuum AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC')
   FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position)
-  JOIN pg_class c ON c.oid = to_regclass(quote_ident(t.name))
+  JOIN pg_class c ON c.oid = to_regclass(format('%I.%I', 'public', t.name))
   LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
  ORDER BY t.position";
 
@@ -99,7 +100,7 @@ SELECT t.name,
        coalesce(s.idx_scan, 0),
        i.indisunique
   FROM unnest($1::text[]) AS t(name)
-  JOIN pg_index i ON i.indrelid = to_regclass(quote_ident(t.name))
+  JOIN pg_index i ON i.indrelid = to_regclass(format('%I.%I', 'public', t.name))
   JOIN pg_class ic ON ic.oid = i.indexrelid
   LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = i.indexrelid
  ORDER BY t.name, ic.relname";
@@ -108,7 +109,7 @@ SELECT t.name,
 fn table_sizes(client: &mut Client) -> Result<Vec<TableSize>> {
     let names: Vec<&str> = TABLES.to_vec();
     let mut tables: Vec<TableSize> = client
-        .query(TABLES_SQL, &[&names])?
+        .rows(TABLES_SQL, &[&names])?
         .iter()
         .map(|r| TableSize {
             table: r.get(0),
@@ -122,7 +123,7 @@ fn table_sizes(client: &mut Client) -> Result<Vec<TableSize>> {
             indexes: Vec::new(),
         })
         .collect();
-    for r in client.query(INDEXES_SQL, &[&names])? {
+    for r in client.rows(INDEXES_SQL, &[&names])? {
         let table: String = r.get(0);
         if let Some(t) = tables.iter_mut().find(|t| t.table == table) {
             t.indexes.push(IndexSize {
@@ -150,7 +151,7 @@ SELECT t.name,
        coalesce(c.reloptions::text[] @> ARRAY['autovacuum_enabled=false'], false)
          OR NOT current_setting('autovacuum')::bool
   FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position)
-  JOIN pg_class c ON c.oid = to_regclass(quote_ident(t.name))
+  JOIN pg_class c ON c.oid = to_regclass(format('%I.%I', 'public', t.name))
   JOIN pg_stat_user_tables s ON s.relid = c.oid
  WHERE s.n_dead_tup > 0
  ORDER BY t.position";
@@ -158,7 +159,7 @@ SELECT t.name,
 fn bloat(client: &mut Client) -> Result<Vec<Bloat>> {
     let names: Vec<&str> = TABLES.to_vec();
     let mut flagged = Vec::new();
-    for r in client.query(BLOAT_SQL, &[&names])? {
+    for r in client.rows(BLOAT_SQL, &[&names])? {
         let live: i64 = r.get(1);
         let dead: i64 = r.get(2);
         let last_autovacuum: Option<String> = r.get(3);
@@ -203,7 +204,7 @@ const ENABLE_HINT: &str = "add pg_stat_statements to shared_preload_libraries in
 
 fn slow_queries(client: &mut Client) -> Result<SlowQueries> {
     let schema: Option<String> = client
-        .query_opt(
+        .row_opt(
             "SELECT n.nspname::text FROM pg_extension e
                JOIN pg_namespace n ON n.oid = e.extnamespace
               WHERE e.extname = 'pg_stat_statements'",
@@ -211,7 +212,7 @@ fn slow_queries(client: &mut Client) -> Result<SlowQueries> {
         )?
         .map(|r| r.get(0));
     let preloaded: bool = client
-        .query_one(
+        .row(
             "SELECT 'pg_stat_statements' = ANY(string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))",
             &[],
         )?
@@ -237,7 +238,7 @@ fn slow_queries(client: &mut Client) -> Result<SlowQueries> {
         crate::catalog::sql::quote_ident(&schema)
     );
     // Installed but not preloaded, the view raises an error; that is a state to report.
-    let rows = match client.query(&sql, &[&SLOW_LIMIT]) {
+    let rows = match client.rows(&sql, &[&SLOW_LIMIT]) {
         Ok(rows) => rows,
         Err(error) => {
             return Ok(SlowQueries {
