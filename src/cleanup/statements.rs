@@ -499,6 +499,72 @@ SELECT (SELECT count(*) FROM keys),
     }
 }
 
+/// A privilege a statement needs on a table, read from the statement itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Needs {
+    /// `SELECT … FOR UPDATE` (or another row lock) on the table: UPDATE on at least one column.
+    Lock(String),
+    /// `UPDATE` of the table: UPDATE on the table, or on each column it sets.
+    Update(String),
+    Delete(String),
+    Insert(String),
+}
+
+/// What running `sql` (one of the statements this module writes) needs of the role besides
+/// reading, for each table as the statement names it: the tables it locks rows of
+/// (`FROM x AS a … FOR UPDATE OF a`), updates, deletes from and inserts into. Read from the
+/// statement's words, so the proof checks what the batches really run.
+pub fn privileges_needed(sql: &str) -> Vec<Needs> {
+    let spaced: String = sql
+        .chars()
+        .map(|c| if matches!(c, '(' | ')' | ',') { ' ' } else { c })
+        .collect();
+    let words: Vec<&str> = spaced.split_whitespace().collect();
+    let upper = |i: usize| {
+        words
+            .get(i)
+            .map(|w| w.to_ascii_uppercase())
+            .unwrap_or_default()
+    };
+    let mut aliases: Vec<(&str, &str)> = Vec::new();
+    let mut needs = Vec::new();
+    for i in 0..words.len() {
+        match upper(i).as_str() {
+            "FROM" if upper(i + 2) == "AS" => {
+                if let (Some(table), Some(alias)) = (words.get(i + 1), words.get(i + 3)) {
+                    aliases.push((alias, table));
+                }
+            }
+            "OF" if upper(i.wrapping_sub(1)) == "UPDATE" || upper(i.wrapping_sub(1)) == "SHARE" => {
+                if let Some((_, table)) = words
+                    .get(i + 1)
+                    .and_then(|alias| aliases.iter().rev().find(|(a, _)| a == alias))
+                {
+                    needs.push(Needs::Lock(table.to_string()));
+                }
+            }
+            "UPDATE" if upper(i.wrapping_sub(1)) != "FOR" && upper(i.wrapping_sub(1)) != "KEY" => {
+                if let Some(table) = words.get(i + 1) {
+                    needs.push(Needs::Update(table.to_string()));
+                }
+            }
+            "DELETE" if upper(i + 1) == "FROM" => {
+                if let Some(table) = words.get(i + 2) {
+                    needs.push(Needs::Delete(table.to_string()));
+                }
+            }
+            "INSERT" if upper(i + 1) == "INTO" => {
+                if let Some(table) = words.get(i + 2) {
+                    needs.push(Needs::Insert(table.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    needs.dedup();
+    needs
+}
+
 /// `array_remove(ARRAY[CASE WHEN {flag}{i} THEN '<label>' END, …]::text[], NULL)`: the labels
 /// of the rules that applied to a row.
 fn tagged_array(rules: &[&RulePolicy], flag: &str, label: impl Fn(&RulePolicy) -> &str) -> String {
