@@ -93,3 +93,16 @@ fn yaml_syntax_errors_carry_their_line() {
     let e = error("constraints:\n  chk_evidence_status:\n    action: [map\n");
     assert!(e.line.is_some(), "{e}");
 }
+
+#[test]
+fn a_quoted_number_is_a_type_problem_not_a_rejected_value() {
+    let e = error(
+        "constraints:\n  chk_employee_count_positive:\n    action: default\n    value: \"1\"\n",
+    );
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(
+        e.message.contains("is a string") && e.message.contains("`value: 1`"),
+        "{e}"
+    );
+    assert!(!e.message.contains("would reject"), "{e}");
+}
