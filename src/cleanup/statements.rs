@@ -12,6 +12,7 @@ use crate::catalog::PRIMARY_KEY;
 use crate::constraints::check::DatabaseSpelling;
 use crate::db::introspect::ColumnType;
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Prefix of the session's temporary tables of the keys a cleanup works through, one per table.
 pub const KEYS_TABLE_PREFIX: &str = "ruleiq_cleanup_keys_";
@@ -30,18 +31,43 @@ pub(super) struct Bound<'a> {
     pub(super) spelling: &'a DatabaseSpelling,
     /// The table's columns: a value is cast to its column's type without modifier.
     pub(super) types: &'a [ColumnType],
+    /// Each value's place in `values` (1-based), so that finding it costs no scan of the list:
+    /// a policy may bring thousands of synonyms.
+    positions: RefCell<HashMap<String, usize>>,
 }
 
-impl Bound<'_> {
-    fn index(&self, text: &str) -> usize {
-        let mut values = self.values.borrow_mut();
-        match values.iter().position(|v| v == text) {
-            Some(i) => i + 1,
-            None => {
-                values.push(text.to_string());
-                values.len()
-            }
+impl<'a> Bound<'a> {
+    pub(super) fn new(
+        array: &'a str,
+        values: Vec<String>,
+        table: &'static str,
+        spelling: &'a DatabaseSpelling,
+        types: &'a [ColumnType],
+    ) -> Bound<'a> {
+        let mut positions = HashMap::new();
+        for (i, value) in values.iter().enumerate() {
+            positions.entry(value.clone()).or_insert(i + 1);
         }
+        Bound {
+            array,
+            values: RefCell::new(values),
+            table,
+            spelling,
+            types,
+            positions: RefCell::new(positions),
+        }
+    }
+
+    fn index(&self, text: &str) -> usize {
+        if let Some(i) = self.positions.borrow().get(text) {
+            return *i;
+        }
+        let mut values = self.values.borrow_mut();
+        values.push(text.to_string());
+        self.positions
+            .borrow_mut()
+            .insert(text.to_string(), values.len());
+        values.len()
     }
 }
 
@@ -106,13 +132,13 @@ impl TablePlan {
     /// into every expression that reads it: without it, `map`'s CASE (regexp and all) runs
     /// once per later reference instead of once per row.
     fn stage_chain(&self, values_param: &str) -> String {
-        let bind = Bound {
-            array: values_param,
-            values: RefCell::new(self.values.clone()),
-            table: self.table,
-            spelling: &self.spelling,
-            types: &self.types,
-        };
+        let bind = Bound::new(
+            values_param,
+            self.values.clone(),
+            self.table,
+            &self.spelling,
+            &self.types,
+        );
         let mut sql = String::new();
         for (i, rule) in self.stages.iter().enumerate() {
             let (k, input) = (i + 1, Self::stage_alias(i));
