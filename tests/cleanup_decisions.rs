@@ -243,6 +243,34 @@ fn a_role_that_may_not_update_a_table_is_refused_before_anything_changes() {
     );
 }
 
+/// A delete rule's batch locks its rows FOR UPDATE before deleting them, which needs UPDATE: a
+/// role with DELETE but not UPDATE on that table is refused before anything changes, not after
+/// the other tables were repaired.
+#[test]
+fn a_role_that_may_delete_but_not_update_the_rows_a_delete_rule_removes_is_refused_up_front() {
+    let db = TestDb::dirty_legacy();
+    let role = role_without_update_on(&db, "generated_policies");
+    let before = db.dump();
+    let url = url_as(&db, &role, "pw");
+    let out = as_role(&url)
+        .args(["--yes", "--format", "json", "cleanup", "--policy", EXAMPLE])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(
+            "may not UPDATE table generated_policies (the batches lock its rows FOR UPDATE"
+        ) && stderr.contains("GRANT UPDATE ON generated_policies TO"),
+        "{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(report["reason"], "missing_grants", "{report:#}");
+    assert!(!audit_exists(&db));
+    db.assert_unchanged(&before);
+}
+
 #[test]
 fn a_value_too_long_for_its_column_is_refused_before_anything_changes() {
     let db = TestDb::dirty_legacy();

@@ -147,7 +147,7 @@ fn map_expression(
         .iter()
         .map(|v| (v.to_string(), v.to_string()))
         .chain(rule.synonyms.iter().cloned());
-    let mut seen = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (from, to) in pairs {
         let key = canonical(&from);
         // The first spelling wins, as CASE would take it; a repeat would only cost a branch.
@@ -159,7 +159,7 @@ fn map_expression(
             bind.key(&key),
             bind.value(column, &to)
         ));
-        seen.push(key);
+        seen.insert(key);
     }
     let fallback = rule.value.as_ref().expect("validated: value");
     sql.push_str(&format!(

@@ -21,7 +21,6 @@ use crate::db::introspect::{self, ColumnType};
 use crate::db::Query;
 use anyhow::{bail, Context, Result};
 use postgres::GenericClient;
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 pub use super::statements::{EXAMPLES, KEYS_TABLE_PREFIX};
@@ -147,13 +146,7 @@ impl TablePlan {
         let mut stage_writes = Vec::new();
         let mut written: Vec<(&'static str, String)> = Vec::new();
         let mut carried: BTreeSet<String> = BTreeSet::new();
-        let collect = Bound {
-            array: "",
-            values: RefCell::new(Vec::new()),
-            table,
-            spelling,
-            types: &types,
-        };
+        let collect = Bound::new("", Vec::new(), table, spelling, &types);
         for rule in &stages {
             let Fix::Update(writes) = fixes::fix(rule, &|c| c.to_string(), &collect) else {
                 unreachable!("stages update")
@@ -254,7 +247,8 @@ impl TablePlan {
                 }
                 values.extend(rule.synonyms.iter().map(|(_, to)| to.clone()));
             }
-            values.dedup();
+            let mut seen = std::collections::HashSet::new();
+            values.retain(|v| seen.insert(v.clone()));
             let own = own_column(rule);
             let Some((_, actual)) = columns.iter().find(|(c, _)| *c == own) else {
                 continue;

@@ -5,14 +5,17 @@
 //! - the server takes writes (not a standby, not read-only);
 //! - the role may read every table the plan reads, and create the session's key tables;
 //! - every value the policy writes fits its column: type, and length for `varchar(n)`;
-//! - the role may UPDATE (DELETE, where a rule deletes) every table the run will change, and
-//!   write the audit trail (create schema `ruleiq_audit` when it does not exist yet).
+//! - the role holds every privilege the batch statements need, read from the statements
+//!   themselves (`statements::privileges_needed`: a row lock needs UPDATE, so does an UPDATE,
+//!   a DELETE needs DELETE, the audit INSERT needs INSERT), and may write the audit trail
+//!   (create schema `ruleiq_audit` when it does not exist yet).
 //!
 //! NOT NULL is `decisions.rs`'s: NULL is the only value a rule writes that a column can refuse.
 
 use super::audit;
 use super::plan::TablePlan;
 use super::preview::TablePreview;
+use super::statements::{privileges_needed, Needs};
 use crate::catalog::sql::{qualified, quote_ident};
 use crate::db::Query;
 use crate::refusal::Refusal;
@@ -97,46 +100,101 @@ pub fn prove_values(
     Ok(())
 }
 
-/// After the preview, before the first change: the role may change every table the run will
-/// change, in the way it will, and write the audit trail.
+/// After the preview, before the first change: the role holds every privilege the statements
+/// the run will execute need, and may write the audit trail.
 pub fn prove_writes(
     client: &mut (impl Query + GenericClient),
     plans: &[TablePlan],
     previews: &[TablePreview],
 ) -> Result<()> {
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
     let mut any_change = false;
     for (plan, preview) in plans.iter().zip(previews) {
         let acts = |range: std::ops::Range<usize>| {
             preview.rules[range].iter().any(|r| r.rows + r.cascaded > 0)
         };
         let stages = plan.stages.len();
-        let updates = acts(0..stages);
-        let deletes = acts(stages..stages + plan.deletes.len());
-        if updates {
-            let columns: Vec<String> = plan
-                .written_columns()
-                .iter()
-                .map(|(_, actual)| actual.clone())
-                .collect();
-            if !table_privilege(client, plan.table, "UPDATE", &columns)? {
-                problems.push(missing("UPDATE", plan.table));
+        let will_run = [
+            (plan.update_batch_sql(), acts(0..stages)),
+            (
+                plan.delete_batch_sql(),
+                acts(stages..stages + plan.deletes.len()),
+            ),
+        ];
+        let columns: Vec<String> = plan
+            .written_columns()
+            .iter()
+            .map(|(_, actual)| actual.clone())
+            .collect();
+        for (sql, runs) in will_run {
+            let Some(sql) = sql.filter(|_| runs) else {
+                continue;
+            };
+            any_change = true;
+            for needs in privileges_needed(&sql) {
+                if let Some(problem) = lacking(client, &needs, plan.table, &columns)? {
+                    if !problems.contains(&problem) {
+                        problems.push(problem);
+                    }
+                }
             }
         }
-        if deletes && !table_privilege(client, plan.table, "DELETE", &[])? {
-            problems.push(missing("DELETE", plan.table));
-        }
-        any_change |= updates || deletes;
     }
     if any_change {
-        problems.extend(
-            audit::missing_grants(client)?
-                .into_iter()
-                .map(|m| format!("{} ({} TO {ROLE})", m.cannot, m.grant)),
-        );
+        for m in audit::missing_grants(client)? {
+            let problem = format!("{} ({} TO {ROLE})", m.cannot, m.grant);
+            if !problems.iter().any(|p| p.starts_with(&m.cannot)) {
+                problems.push(problem);
+            }
+        }
     }
     refuse_if_any(client, problems)
 }
+
+/// What the role lacks for `needs`, if anything. A table of the application's is named as the
+/// plan names it (`table`); an audit table that does not exist yet is the audit's to create
+/// (`audit::missing_grants`).
+fn lacking(
+    client: &mut (impl Query + ?Sized),
+    needs: &Needs,
+    table: &str,
+    columns: &[String],
+) -> Result<Option<String>> {
+    let (privilege, object, check, why) = match needs {
+        Needs::Lock(o) => (
+            "UPDATE",
+            o,
+            "has_any_column_privilege(r, 'UPDATE')",
+            " (the batches lock its rows FOR UPDATE before they change them)",
+        ),
+        Needs::Update(o) => ("UPDATE", o, UPDATE_CHECK, ""),
+        Needs::Delete(o) => ("DELETE", o, "has_table_privilege(r, 'DELETE')", ""),
+        Needs::Insert(o) => ("INSERT", o, "has_table_privilege(r, 'INSERT')", ""),
+    };
+    let held: bool = client
+        .row(
+            &format!("SELECT r IS NULL OR ({check}) FROM to_regclass($1) AS r"),
+            &[object, &columns],
+        )?
+        .get(0);
+    if held {
+        return Ok(None);
+    }
+    let shown = if *object == qualified(table) {
+        table.to_string()
+    } else {
+        object.to_string()
+    };
+    Ok(Some(format!(
+        "may not {privilege} table {shown}{why} (GRANT {privilege} ON {shown} TO {ROLE})"
+    )))
+}
+
+/// UPDATE on the table, or on each of the columns the update sets (a column grant is all the
+/// batches need); `$2` the columns.
+const UPDATE_CHECK: &str = "has_table_privilege(r, 'UPDATE')
+    OR (cardinality($2::text[]) > 0
+        AND (SELECT bool_and(has_column_privilege(r, c, 'UPDATE')) FROM unnest($2::text[]) AS c))";
 
 /// Stands for the role's name in a problem's GRANT until `refuse_if_any` knows it.
 const ROLE: &str = "<role>";

@@ -12,6 +12,7 @@ use crate::catalog::PRIMARY_KEY;
 use crate::constraints::check::DatabaseSpelling;
 use crate::db::introspect::ColumnType;
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Prefix of the session's temporary tables of the keys a cleanup works through, one per table.
 pub const KEYS_TABLE_PREFIX: &str = "ruleiq_cleanup_keys_";
@@ -30,18 +31,43 @@ pub(super) struct Bound<'a> {
     pub(super) spelling: &'a DatabaseSpelling,
     /// The table's columns: a value is cast to its column's type without modifier.
     pub(super) types: &'a [ColumnType],
+    /// Each value's place in `values` (1-based), so that finding it costs no scan of the list:
+    /// a policy may bring thousands of synonyms.
+    positions: RefCell<HashMap<String, usize>>,
 }
 
-impl Bound<'_> {
-    fn index(&self, text: &str) -> usize {
-        let mut values = self.values.borrow_mut();
-        match values.iter().position(|v| v == text) {
-            Some(i) => i + 1,
-            None => {
-                values.push(text.to_string());
-                values.len()
-            }
+impl<'a> Bound<'a> {
+    pub(super) fn new(
+        array: &'a str,
+        values: Vec<String>,
+        table: &'static str,
+        spelling: &'a DatabaseSpelling,
+        types: &'a [ColumnType],
+    ) -> Bound<'a> {
+        let mut positions = HashMap::new();
+        for (i, value) in values.iter().enumerate() {
+            positions.entry(value.clone()).or_insert(i + 1);
         }
+        Bound {
+            array,
+            values: RefCell::new(values),
+            table,
+            spelling,
+            types,
+            positions: RefCell::new(positions),
+        }
+    }
+
+    fn index(&self, text: &str) -> usize {
+        if let Some(i) = self.positions.borrow().get(text) {
+            return *i;
+        }
+        let mut values = self.values.borrow_mut();
+        values.push(text.to_string());
+        self.positions
+            .borrow_mut()
+            .insert(text.to_string(), values.len());
+        values.len()
     }
 }
 
@@ -106,13 +132,13 @@ impl TablePlan {
     /// into every expression that reads it: without it, `map`'s CASE (regexp and all) runs
     /// once per later reference instead of once per row.
     fn stage_chain(&self, values_param: &str) -> String {
-        let bind = Bound {
-            array: values_param,
-            values: RefCell::new(self.values.clone()),
-            table: self.table,
-            spelling: &self.spelling,
-            types: &self.types,
-        };
+        let bind = Bound::new(
+            values_param,
+            self.values.clone(),
+            self.table,
+            &self.spelling,
+            &self.types,
+        );
         let mut sql = String::new();
         for (i, rule) in self.stages.iter().enumerate() {
             let (k, input) = (i + 1, Self::stage_alias(i));
@@ -497,6 +523,72 @@ SELECT (SELECT count(*) FROM keys),
             table_literal = quote_literal(self.table),
         ))
     }
+}
+
+/// A privilege a statement needs on a table, read from the statement itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Needs {
+    /// `SELECT … FOR UPDATE` (or another row lock) on the table: UPDATE on at least one column.
+    Lock(String),
+    /// `UPDATE` of the table: UPDATE on the table, or on each column it sets.
+    Update(String),
+    Delete(String),
+    Insert(String),
+}
+
+/// What running `sql` (one of the statements this module writes) needs of the role besides
+/// reading, for each table as the statement names it: the tables it locks rows of
+/// (`FROM x AS a … FOR UPDATE OF a`), updates, deletes from and inserts into. Read from the
+/// statement's words, so the proof checks what the batches really run.
+pub fn privileges_needed(sql: &str) -> Vec<Needs> {
+    let spaced: String = sql
+        .chars()
+        .map(|c| if matches!(c, '(' | ')' | ',') { ' ' } else { c })
+        .collect();
+    let words: Vec<&str> = spaced.split_whitespace().collect();
+    let upper = |i: usize| {
+        words
+            .get(i)
+            .map(|w| w.to_ascii_uppercase())
+            .unwrap_or_default()
+    };
+    let mut aliases: Vec<(&str, &str)> = Vec::new();
+    let mut needs = Vec::new();
+    for i in 0..words.len() {
+        match upper(i).as_str() {
+            "FROM" if upper(i + 2) == "AS" => {
+                if let (Some(table), Some(alias)) = (words.get(i + 1), words.get(i + 3)) {
+                    aliases.push((alias, table));
+                }
+            }
+            "OF" if upper(i.wrapping_sub(1)) == "UPDATE" || upper(i.wrapping_sub(1)) == "SHARE" => {
+                if let Some((_, table)) = words
+                    .get(i + 1)
+                    .and_then(|alias| aliases.iter().rev().find(|(a, _)| a == alias))
+                {
+                    needs.push(Needs::Lock(table.to_string()));
+                }
+            }
+            "UPDATE" if upper(i.wrapping_sub(1)) != "FOR" && upper(i.wrapping_sub(1)) != "KEY" => {
+                if let Some(table) = words.get(i + 1) {
+                    needs.push(Needs::Update(table.to_string()));
+                }
+            }
+            "DELETE" if upper(i + 1) == "FROM" => {
+                if let Some(table) = words.get(i + 2) {
+                    needs.push(Needs::Delete(table.to_string()));
+                }
+            }
+            "INSERT" if upper(i + 1) == "INTO" => {
+                if let Some(table) = words.get(i + 2) {
+                    needs.push(Needs::Insert(table.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    needs.dedup();
+    needs
 }
 
 /// `array_remove(ARRAY[CASE WHEN {flag}{i} THEN '<label>' END, …]::text[], NULL)`: the labels

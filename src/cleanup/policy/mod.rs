@@ -185,6 +185,12 @@ pub fn value_problem(c: &Constraint, value: &PolicyValue) -> Option<String> {
             quoted_list(values)
         )),
         (Rule::Positive { .. }, PolicyValue::Integer(n)) if *n > 0 => None,
+        // A quoted number is a string in YAML: a type problem, not a value the CHECK rejects.
+        (Rule::Positive { column }, PolicyValue::Text(v)) => Some(format!(
+            "{}: the value {value} is a string, but {column} holds whole numbers; write it without quotes (`value: {}`)",
+            c.name,
+            v.trim().parse::<i64>().map_or_else(|_| "1".to_string(), |n| n.to_string())
+        )),
         (Rule::Positive { column }, _) => Some(format!(
             "{} would reject {value}: {column} must be a whole number greater than 0",
             c.name

@@ -45,8 +45,24 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
+/// The largest policy file read: a hand-written policy is a few kilobytes, and each synonym
+/// becomes a branch of the batches' SQL.
+pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
+
+/// The most synonyms one rule may list (see [`MAX_POLICY_BYTES`]).
+pub const MAX_SYNONYMS: usize = 10_000;
+
 /// Reads and checks a policy file; the error names the file and the line.
 pub fn load(path: &Path) -> Result<Policy> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the cleanup policy {}", path.display()))?
+        .len();
+    if size > MAX_POLICY_BYTES {
+        anyhow::bail!(
+            "invalid cleanup policy {}: the file is {size} bytes, over the limit of {MAX_POLICY_BYTES} bytes (1 MiB) for a policy file; a policy lists at most {MAX_SYNONYMS} synonyms per rule",
+            path.display()
+        );
+    }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the cleanup policy {}", path.display()))?;
     let overrides =

@@ -137,6 +137,14 @@ impl<'de> Visitor<'de> for SynonymsSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut pairs = Vec::new();
         while let Some(from) = map.next_key_seed(SpellingSeed)? {
+            if pairs.len() == super::MAX_SYNONYMS {
+                return Err(de::Error::custom(format!(
+                    "{}: more than {} synonyms; a rule lists at most {}",
+                    self.0.name,
+                    super::MAX_SYNONYMS,
+                    super::MAX_SYNONYMS
+                )));
+            }
             let to = map.next_value_seed(TargetSeed(self.0))?;
             pairs.push((from, to));
         }

@@ -93,3 +93,83 @@ fn yaml_syntax_errors_carry_their_line() {
     let e = error("constraints:\n  chk_evidence_status:\n    action: [map\n");
     assert!(e.line.is_some(), "{e}");
 }
+
+#[test]
+fn a_quoted_number_is_a_type_problem_not_a_rejected_value() {
+    let e = error(
+        "constraints:\n  chk_employee_count_positive:\n    action: default\n    value: \"1\"\n",
+    );
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(
+        e.message.contains("is a string") && e.message.contains("`value: 1`"),
+        "{e}"
+    );
+    assert!(!e.message.contains("would reject"), "{e}");
+}
+
+fn many_synonyms(n: usize) -> String {
+    let mut text = String::from("constraints:\n  chk_evidence_status:\n    synonyms:\n");
+    for i in 0..n {
+        text.push_str(&format!("      spelling {i}: collected\n"));
+    }
+    text
+}
+
+#[test]
+fn a_rule_lists_a_bounded_number_of_synonyms() {
+    let e = error(&many_synonyms(MAX_SYNONYMS + 1));
+    assert!(e.message.contains("more than 10000 synonyms"), "{e}");
+    assert_eq!(e.line, Some(4), "the rule's synonyms: {e}");
+}
+
+#[test]
+fn many_synonyms_are_read_and_planned_in_linear_time() {
+    use crate::cleanup::plan::TablePlan;
+    use crate::constraints::check::DatabaseSpelling;
+    use crate::db::introspect::ColumnType;
+    // 2000 → 4000 → 8000 synonyms took 0.16 → 0.40 → 2.82 s: quadratic. Linear, the largest
+    // allowed rule takes a fraction of that.
+    let started = std::time::Instant::now();
+    let rules = parse(&many_synonyms(MAX_SYNONYMS)).unwrap();
+    let column = |name: &str, t: &str| ColumnType {
+        name: name.into(),
+        sql_type: t.into(),
+        base_type: t.into(),
+    };
+    let spelling = DatabaseSpelling::from_columns([(
+        "evidence_items",
+        vec!["id".to_string(), "status".to_string()],
+    )]);
+    let plan = TablePlan::new(
+        "evidence_items",
+        rules,
+        &spelling,
+        vec![
+            column("id", "integer"),
+            column("status", "character varying"),
+        ],
+    )
+    .unwrap();
+    let sql = plan.update_batch_sql().unwrap();
+    assert!(sql.contains("WHEN"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_policy_file_over_the_size_limit_is_refused_naming_the_limit_and_its_size() {
+    let path =
+        std::env::temp_dir().join(format!("ruleiq-db-big-policy-{}.yaml", std::process::id()));
+    let mut text = many_synonyms(1);
+    text.push_str(&"# padding\n".repeat((MAX_POLICY_BYTES as usize) / 10 + 1));
+    std::fs::write(&path, &text).unwrap();
+    let e = load(&path).expect_err("over the limit").to_string();
+    std::fs::remove_file(&path).ok();
+    assert!(
+        e.contains(&format!("{} bytes", text.len())) && e.contains("1048576 bytes (1 MiB)"),
+        "{e}"
+    );
+}

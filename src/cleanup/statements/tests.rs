@@ -150,3 +150,34 @@ fn version_7_reads_the_truncated_link_and_version_8_its_full_name() {
     assert!(v8.contains("\"business_profile_id\""), "{v8}");
     assert!(!v8.contains("\"business_profil\""), "{v8}");
 }
+
+#[test]
+fn the_privileges_a_batch_needs_are_read_from_its_statement() {
+    use super::{privileges_needed, Needs};
+    let plans = plans(&example_policy(), Version::V8);
+    let generated = plans
+        .iter()
+        .find(|p| p.table == "generated_policies")
+        .unwrap();
+    let table = "public.\"generated_policies\"".to_string();
+    let audit = crate::catalog::audit::CHANGES.to_string();
+    // A delete locks its rows first: FOR UPDATE needs UPDATE, which a hand-written list missed.
+    assert_eq!(
+        privileges_needed(&generated.delete_batch_sql().unwrap()),
+        vec![
+            Needs::Lock(table.clone()),
+            Needs::Delete(table.clone()),
+            Needs::Insert(audit.clone())
+        ]
+    );
+    let evidence = plans.iter().find(|p| p.table == "evidence_items").unwrap();
+    let table = "public.\"evidence_items\"".to_string();
+    assert_eq!(
+        privileges_needed(&evidence.update_batch_sql().unwrap()),
+        vec![
+            Needs::Lock(table.clone()),
+            Needs::Update(table),
+            Needs::Insert(audit)
+        ]
+    );
+}
