@@ -763,3 +763,86 @@ fn foreign_keys_are_adopted_when_present_validated_when_not_valid_and_added_when
         "the adoption mark goes with the rollback"
     );
 }
+
+#[test]
+fn a_dry_run_the_preflight_blocks_still_shows_what_008_will_do() {
+    let db = TestDb::dirty_legacy();
+    let before = db.dump();
+    let (code, report, stderr) = db.run_json(&["migrate", "--dry-run"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(report["preflight"]["ok"], false);
+    assert!(!report["blocked_by"].as_array().unwrap().is_empty());
+    let plan = report["plan"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no plan in {report:#}"));
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0]["version"], 8);
+    let statements = plan[0]["statements"].as_array().unwrap();
+    assert!(statements
+        .iter()
+        .any(|s| s["sql"].as_str().unwrap().starts_with("LOCK TABLE")));
+    assert!(statements
+        .iter()
+        .all(|s| !s["lock"].as_str().unwrap().is_empty()));
+    assert!(statements.iter().any(|s| s["sql"]
+        .as_str()
+        .unwrap()
+        .contains("VALIDATE CONSTRAINT \"chk_evidence_status\"")));
+
+    let (code, table, stderr) = db.run(&["migrate", "--dry-run"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(table.contains("V8 repair_schema"), "{table}");
+    assert!(table.contains("ACCESS EXCLUSIVE"), "{table}");
+    assert!(table.contains("Blocked by:"), "{table}");
+    db.assert_unchanged(&before);
+}
+
+#[test]
+fn a_preflight_cut_off_by_the_server_says_so_and_that_nothing_was_applied() {
+    let db = TestDb::new();
+    db.migrate_to(7);
+    // The preflight reads evidence_items; a lock held on it keeps the preflight waiting
+    // (with a lock timeout long enough) until its backends are terminated, as a restart would.
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE public.evidence_items IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let child = db.spawn(&["--format", "json", "--lock-timeout", "10min", "migrate"]);
+    let mut admin = db.client();
+    common::wait_until(
+        &mut admin,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                         WHERE datname = current_database() AND application_name = 'ruleiq-db'
+                           AND wait_event_type = 'Lock')",
+        "the preflight waits for the lock",
+    );
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name = 'ruleiq-db'",
+            &[],
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    holder.batch_execute("ROLLBACK").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("the preflight before 008")
+            && error.contains("did not finish")
+            && error.contains("nothing of 008 was applied and the database stays at version 7"),
+        "{error}"
+    );
+    // PostgreSQL's own words stay, whichever of the preflight's connections noticed first.
+    assert!(
+        error.contains("terminating connection") || error.contains("connection closed"),
+        "{error}"
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT max(version)::int8 FROM refinery_schema_history"),
+        7
+    );
+}

@@ -86,6 +86,8 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         .collect();
     let scope = plan::blocker_scope(&plans);
     if args.dry_run {
+        // Shown also when the preflight blocks: what 008 will do once the rows are clean.
+        details.plan = Some(plans);
         details.blockers = Some(ctx.list_blockers(conn.client(), &scope)?);
         let found = plan::look_ahead(conn.client(), includes_repair, to)?;
         details.estimate_ms = Some(found.total_ms);
@@ -103,7 +105,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
             // 008 instead.
             ctx.log.line("preflight deferred: the migrations before 008 first put back what a rollback archived; the rows are checked right before 008");
         } else {
-            let verdict = preflight::run(&target, conn.client(), &ctx.log)?;
+            let verdict = preflight::run(&target, conn.client(), &ctx.log, from)?;
             if let Some(outcome) = preflight_outcome(&mut details, verdict, args.dry_run) {
                 return Ok(outcome);
             }
@@ -112,7 +114,6 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
     let mut session = match conn {
         Connection::Reading(_) => {
             details.would_restore = Some(restores);
-            details.plan = Some(plans);
             details.to_version = to;
             return Ok(finish(details, true, true, from, Code::Ok));
         }

@@ -43,8 +43,21 @@ pub struct Verdict {
 }
 
 /// Checks every catalog constraint the database does not already hold valid (reads only);
-/// when rows violate them, says so on stderr with the way forward.
-pub fn run(target: &Target, client: &mut Client, log: &Log) -> Result<Verdict> {
+/// when rows violate them, says so on stderr with the way forward. `version` is the one the
+/// database is at: a preflight that does not finish (the server restarted, the connection was
+/// cut) says that it left it there, with nothing of 008 applied.
+pub fn run(target: &Target, client: &mut Client, log: &Log, version: i32) -> Result<Verdict> {
+    scan(target, client, log).map_err(|e| e.context(interrupted(version)))
+}
+
+/// What a preflight that did not finish leaves behind: nothing, since it only reads.
+fn interrupted(version: i32) -> String {
+    format!(
+        "the preflight before 008 (every row checked against the constraints 008 adds) did not finish: it only reads, so nothing of 008 was applied and the database stays at version {version}; run `ruleiq-db migrate` again once the server is back"
+    )
+}
+
+fn scan(target: &Target, client: &mut Client, log: &Log) -> Result<Verdict> {
     let states = check::constraint_states(client)?;
     let (enforced, scanned): (Vec<&Constraint>, Vec<&Constraint>) = CATALOG
         .iter()

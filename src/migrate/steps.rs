@@ -52,7 +52,8 @@ pub fn apply_pending(run: &mut Run<'_>, pending: &[Migration]) -> Result<Applied
         if m.version() == REPAIR_VERSION && !done.applied.is_empty() {
             // Rows may have changed while the earlier migrations ran: look again, right before.
             let target = run.session.target().clone();
-            let verdict = preflight::run(&target, run.session.client(), &log)?;
+            let at = done.applied.last().map_or(0, |r| r.version);
+            let verdict = preflight::run(&target, run.session.client(), &log, at)?;
             let blocked = !verdict.preflight.ok;
             done.preflight = Some(verdict);
             if blocked {
