@@ -85,8 +85,9 @@ fn run_at(url: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let doc = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON document ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("{args:?}: stdout is not one JSON document ({e}):\n{stdout}\nstderr:\n{stderr}")
+    });
     (out.status.code().unwrap_or(-1), doc, stderr)
 }
 
@@ -109,8 +110,14 @@ fn assert_nothing_left_behind(db: &TestDb, bouncer: &Bouncer, pool_size: usize) 
             ),
         );
         assert_eq!(leftover, None, "a pooled backend kept session settings");
-        assert_eq!(simple_value(client, "SHOW lock_timeout").as_deref(), Some("0"));
-        assert_eq!(simple_value(client, "SHOW statement_timeout").as_deref(), Some("0"));
+        assert_eq!(
+            simple_value(client, "SHOW lock_timeout").as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            simple_value(client, "SHOW statement_timeout").as_deref(),
+            Some("0")
+        );
         assert_eq!(
             simple_value(client, "SHOW search_path").as_deref(),
             Some("\"$user\", public")
@@ -148,7 +155,10 @@ fn every_changing_command_is_refused_through_a_transaction_pooler_and_nothing_ch
         assert_eq!(code, 4, "{args:?} was not refused: {doc}\n{stderr}");
         assert_eq!(doc["reason"], "pooled_connection", "{args:?}: {doc}");
         let error = doc["error"].as_str().unwrap();
-        assert!(error.contains("direct URL"), "{args:?} names no fix: {error}");
+        assert!(
+            error.contains("direct URL"),
+            "{args:?} names no fix: {error}"
+        );
         assert!(error.contains("Nothing was changed"), "{error}");
         assert_eq!(doc["connection"]["via"], "pooler-transaction", "{doc}");
     }
@@ -176,7 +186,10 @@ fn reading_commands_work_through_a_transaction_pooler_while_the_application_is_b
         for (args, expected) in reading {
             let (direct_code, direct_doc, _) = run_at(&db.url, args);
             let (code, doc, stderr) = run_at(&pooled, args);
-            assert_eq!(code, direct_code, "{args:?} through the pooler: {doc}\n{stderr}");
+            assert_eq!(
+                code, direct_code,
+                "{args:?} through the pooler: {doc}\n{stderr}"
+            );
             if expected >= 0 {
                 assert_eq!(code, expected, "{args:?}: {doc}\n{stderr}");
             }
@@ -231,7 +244,13 @@ fn ctrl_c_in_the_middle_of_a_read_through_the_pooler_leaves_nothing() {
         cmd.env_remove(name);
     }
     let child = cmd
-        .args(["--database-url", &pooled, "--no-progress", "--format", "json"])
+        .args([
+            "--database-url",
+            &pooled,
+            "--no-progress",
+            "--format",
+            "json",
+        ])
         .args(["check-constraints", "--dry-run"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -274,7 +293,10 @@ fn the_urls_people_have_connect_and_the_report_says_which() {
     let doc = run.json();
     assert_eq!(doc["connection"]["url_source"], "DATABASE_URL", "{doc}");
     assert!(run.stderr.contains("SQLAlchemy driver"), "{}", run.stderr);
-    assert!(!run.stderr.contains(&db.url), "the URL (and its password) is not echoed");
+    assert!(
+        !run.stderr.contains(&db.url),
+        "the URL (and its password) is not echoed"
+    );
     // The direct URL's variable wins over DATABASE_URL, which here points nowhere.
     let run = common::run_bare(
         &["status", "--format", "json"],
@@ -283,7 +305,12 @@ fn the_urls_people_have_connect_and_the_report_says_which() {
             ("DIRECT_URL", &db.url),
         ],
     );
-    assert_eq!(run.json()["connection"]["url_source"], "DIRECT_URL", "{}", run.stderr);
+    assert_eq!(
+        run.json()["connection"]["url_source"],
+        "DIRECT_URL",
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -300,7 +327,10 @@ fn the_lock_holder_named_is_of_this_database() {
     assert_eq!(code, 4, "{doc}");
     assert_eq!(doc["reason"], "lock_busy");
     let error = doc["error"].as_str().unwrap();
-    assert!(error.contains(&format!("pid {here_pid}")), "{error}\n{stderr}");
+    assert!(
+        error.contains(&format!("pid {here_pid}")),
+        "{error}\n{stderr}"
+    );
     // A lock held only in another database does not stop this one.
     drop(_here);
     let (code, doc, _) = db.run_json(&["--lock-wait", "1s", "migrate", "--dry-run"]);

@@ -456,14 +456,18 @@ mod tests {
             "postgresql+psycopg",
             "postgres+asyncpg",
         ] {
-            let url = format!("{scheme}://u:pw@h:5433/app?ssl=require");
+            // asyncpg spells it `ssl`, the psycopg drivers libpq's `sslmode`.
+            let ssl = if scheme.ends_with("asyncpg") {
+                "ssl"
+            } else {
+                "sslmode"
+            };
+            let url = format!("{scheme}://u:pw@h:5433/app?{ssl}=require");
             let t = Target::resolve(Some(&url), &e).unwrap();
             assert_eq!(t.config.get_dbname(), Some("app"), "{scheme}");
             assert!(t.notes.iter().any(|n| n.contains(scheme)), "{:?}", t.notes);
             assert!(t.notes.iter().all(|n| !n.contains("pw")));
-            if scheme.ends_with("asyncpg") {
-                assert!(matches!(t.tls, TlsMode::Require), "{scheme}");
-            }
+            assert!(matches!(t.tls, TlsMode::Require), "{scheme}");
         }
         let err = Target::resolve(Some("mysql+pymysql://u@h/db"), &e).unwrap_err();
         assert!(format!("{err:#}").contains("mysql+pymysql"), "{err:#}");

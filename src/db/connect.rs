@@ -21,10 +21,8 @@ pub fn connect(target: &Target) -> Result<Client> {
                 Err(error) if is_probe_refusal(&error) => (open(target, false)?, true),
                 Err(error) => return Err(error),
             };
-            let path = pooler::decide(target, &mut client, probe_refused, || {
-                open(target, false)
-            })
-            .with_context(|| format!("finding out how {target} is reached"))?;
+            let path = pooler::decide(target, &mut client, probe_refused, || open(target, false))
+                .with_context(|| format!("finding out how {target} is reached"))?;
             if path.via == Via::PoolerTransaction {
                 query::mark_pooled();
             }

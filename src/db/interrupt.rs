@@ -35,6 +35,14 @@ pub fn error() -> anyhow::Error {
     anyhow::anyhow!("interrupted (Ctrl-C or SIGTERM)")
 }
 
+/// Fails once [`requested`]: a loop that waits calls it each time round.
+pub fn check() -> anyhow::Result<()> {
+    if requested() {
+        return Err(error());
+    }
+    Ok(())
+}
+
 /// Installs the handler (once per process).
 pub fn install() {
     INSTALL.call_once(|| {
@@ -61,15 +69,17 @@ pub fn on_signal_run(hook: impl Fn() + Send + 'static) {
 
 fn on_signal() {
     if REQUESTED.swap(true, Ordering::SeqCst) {
-        let _ = writeln!(std::io::stderr(), "ruleiq-db: interrupted again; exiting now");
+        let _ = writeln!(
+            std::io::stderr(),
+            "ruleiq-db: interrupted again; exiting now"
+        );
         std::process::exit(130);
     }
     let _ = writeln!(
         std::io::stderr(),
         "ruleiq-db: interrupted; cancelling the running statement and stopping cleanly (again to exit at once)"
     );
-    let tokens: Vec<(CancelToken, TlsMode)> =
-        TOKENS.lock().map(|t| t.clone()).unwrap_or_default();
+    let tokens: Vec<(CancelToken, TlsMode)> = TOKENS.lock().map(|t| t.clone()).unwrap_or_default();
     for (token, tls) in tokens {
         if let Ok(connector) = tls.connector() {
             // A backend that is idle, or gone, ignores a cancel request.

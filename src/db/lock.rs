@@ -17,9 +17,7 @@ pub fn acquire_migration_lock(client: &mut Client, wait: Duration, log: &Log) ->
     let started = Instant::now();
     let mut announced = false;
     loop {
-        if super::interrupt::requested() {
-            return Err(super::interrupt::error());
-        }
+        super::interrupt::check()?;
         let got: bool = client
             .row("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])?
             .get(0);
@@ -132,7 +130,8 @@ pub fn release_migration_lock(client: &mut Client) -> Result<()> {
     anyhow::bail!(
         "releasing the migration lock: this session did not hold it{}",
         match lock_holder(client) {
-            Some(holder) => format!(" ({holder} does: a stranded lock if it is not running ruleiq-db)"),
+            Some(holder) =>
+                format!(" ({holder} does: a stranded lock if it is not running ruleiq-db)"),
             None => String::new(),
         }
     )

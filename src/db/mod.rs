@@ -23,8 +23,8 @@ pub mod tls;
 pub use connect::{connect, connect_to_change, lift_statement_timeout};
 pub use connection::Connection;
 pub use introspect::{columns_of, table_exists};
-pub use query::{Param, Query};
 pub use lock::{acquire_migration_lock, set_lock_timeout, MIGRATION_LOCK_KEY};
+pub use query::{Param, Query};
 pub use retry::{
     is_lock_timeout, is_statement_timeout, retry_on_lock_timeout, sql_state, RetryPolicy,
 };

@@ -115,7 +115,9 @@ pub fn decide(
     let mut evidence = Vec::new();
     let probe_arrived = !probe_refused && probe_value(client)?.as_deref() == Some("on");
     if probe_refused {
-        evidence.push("the server side refused the startup parameter `options`, as PgBouncer does".into());
+        evidence.push(
+            "the server side refused the startup parameter `options`, as PgBouncer does".into(),
+        );
     } else if !probe_arrived {
         evidence.push("a startup option did not reach the server (a pooler dropped it)".into());
     }
@@ -152,9 +154,8 @@ pub fn decide(
 }
 
 fn probe_value(client: &mut Client) -> Result<Option<String>> {
-    let messages = client.simple_query(&format!(
-        "SELECT current_setting('{PROBE_SETTING}', true)"
-    ))?;
+    let messages =
+        client.simple_query(&format!("SELECT current_setting('{PROBE_SETTING}', true)"))?;
     Ok(messages.into_iter().find_map(|m| match m {
         SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
         _ => None,
@@ -174,7 +175,9 @@ enum Turns {
 fn take_turns(first: &mut Client, second: &mut Client) -> Result<Turns> {
     let mut seen_first = BTreeSet::new();
     let mut seen_second = BTreeSet::new();
-    let order = [true, true, false, false, true, false, true, false, true, false];
+    let order = [
+        true, true, false, false, true, false, true, false, true, false,
+    ];
     for on_first in order {
         if on_first {
             seen_first.insert(backend_pid(first)?);
@@ -229,7 +232,10 @@ fn direct_hint(target: &Target) -> String {
             host.replacen("-pooler.", ".", 1)
         );
     }
-    if let Some((host, _)) = hosts.iter().find(|(h, _)| h.ends_with("pooler.supabase.com")) {
+    if let Some((host, _)) = hosts
+        .iter()
+        .find(|(h, _)| h.ends_with("pooler.supabase.com"))
+    {
         return format!(
             "use the direct URL (Supabase: db.<project>.supabase.co:5432, or the session pooler {host}:5432)"
         );

@@ -82,6 +82,7 @@ pub fn retry_on_lock_timeout<T>(
         wait_until_free(client, tables, policy.max_backoff);
     }
     for attempt in 1..=policy.attempts {
+        super::interrupt::check()?;
         match work(client) {
             Err(error) if is_lock_timeout(&error) && attempt < policy.attempts => {
                 log.line(&format!(

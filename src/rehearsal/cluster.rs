@@ -112,8 +112,9 @@ pub fn wait_for_the_interrupt_to_finish() {
 }
 
 fn install_interrupt_handler() {
-    // Ctrl-C must not leave a server running in a temporary directory.
-    let _ = ctrlc::set_handler(|| {
+    // Ctrl-C must not leave a server running in a temporary directory. The process has one
+    // signal handler (db::interrupt), which runs this after cancelling our statements.
+    crate::db::interrupt::on_signal_run(|| {
         INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = writeln!(
             std::io::stderr(),

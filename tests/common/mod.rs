@@ -439,8 +439,7 @@ pub fn run_bare(args: &[&str], env: &[(&str, &str)]) -> Run {
     for name in ruleiq_db::db::config::URL_VARIABLES {
         cmd.env_remove(name);
     }
-    cmd.args(args)
-        .timeout(std::time::Duration::from_secs(300));
+    cmd.args(args).timeout(std::time::Duration::from_secs(300));
     for (name, value) in env {
         cmd.env(name, value);
     }

@@ -181,6 +181,7 @@ impl ReplicaThrottle {
             }
             request_reports(client)?;
             std::thread::sleep(POLL);
+            crate::db::interrupt::check()?;
         }
     }
 
@@ -257,6 +258,7 @@ impl ReplicaThrottle {
             } else {
                 POLL
             });
+            crate::db::interrupt::check()?;
             slept = true;
         }
     }

@@ -60,6 +60,7 @@ pub fn wait_until_clear(
             return Err(refusal(scope, limits, found));
         }
         std::thread::sleep(POLL.min(limits.wait - elapsed));
+        crate::db::interrupt::check()?;
     }
 }
 
