@@ -16,6 +16,7 @@
 //!   asking `pg_backend_pid()` in the simple protocol. In session mode (and directly) each keeps
 //!   its own backend for as long as it is connected; in transaction mode one connection sees
 //!   several backends, or the two share one.
+//!
 //! Neither signal leaves anything on a server: the probe is a startup option of our own
 //! connection, the turns run no statement but `SELECT pg_backend_pid()`.
 
@@ -215,9 +216,7 @@ fn pooler_host_hints(target: &Target) -> Vec<String> {
         } else if host.ends_with("pooler.supabase.com") && port == 6543 {
             hints.push(format!("{host}:6543 is Supabase's transaction pooler"));
         } else if port == 6543 {
-            hints.push(format!(
-                "port 6543 is where managed services run a transaction pooler"
-            ));
+            hints.push("port 6543 is where managed services run a transaction pooler".to_string());
         }
     }
     hints
