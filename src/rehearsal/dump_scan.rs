@@ -585,9 +585,7 @@ fn statement_roles(tokens: &[Tok], needs: &mut DumpNeeds) {
         if word(i).is_some_and(|t| t.is("session") || t.is("local")) {
             i += 1;
         }
-        if word(i).is_some_and(|t| t.is("role")) {
-            name_list(tokens, i + 1, roles);
-        } else if word(i).is_some_and(|t| t.is("authorization")) {
+        if word(i).is_some_and(|t| t.is("role") || t.is("authorization")) {
             name_list(tokens, i + 1, roles);
         }
     } else if first.is("grant") || first.is("revoke") {
