@@ -318,6 +318,12 @@ pub struct RehearseArgs {
     /// With --dump: adopt it with `baseline --accept-drift`.
     #[arg(long, requires = "dump")]
     pub accept_drift: bool,
+    /// Your own critical queries, measured before and after 008 beside the application's
+    /// three: a YAML list of `name`, `sql` (with :named parameters, bound, never spliced) and
+    /// `params` (a map), optionally `sql_after` (the full column names; by default the legacy
+    /// names in `sql` are replaced).
+    #[arg(long, value_name = "FILE")]
+    pub queries: Option<PathBuf>,
 }
 
 #[cfg(test)]

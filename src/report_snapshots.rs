@@ -397,6 +397,9 @@ fn rehearse() {
             rows_cleaned: None,
             violations_left: None,
             standby: None,
+            roles_created: None,
+            queries: Vec::new(),
+            compat_grants: Vec::new(),
         },
     );
     insta::assert_snapshot!(table(&r));

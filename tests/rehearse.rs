@@ -75,9 +75,11 @@ fn rehearse_plays_the_whole_repair_on_the_bundled_fixture_with_the_example_polic
             "check",
             "plan cleanup",
             "cleanup",
+            "measure before",
             "migrate",
             "status",
             "application queries",
+            "measure after",
             "rollback",
             "migrate again",
             "final check"
@@ -120,8 +122,8 @@ fn rehearse_adopts_a_plain_sql_dump_of_production_through_baseline() {
     let (code, report, stderr) = rehearse(&["--dump", dump.to_str().unwrap(), "--policy", policy]);
     assert_eq!(code, 0, "{stderr}\n{report:#}");
     let names: Vec<String> = steps(&report).into_iter().map(|(s, _)| s).collect();
-    assert_eq!(names[..3], ["load dump", "adopt", "check"]);
-    let adopt = &report["steps"][1];
+    assert_eq!(names[..4], ["prepare dump", "load dump", "adopt", "check"]);
+    let adopt = &report["steps"][2];
     assert_eq!(adopt["report"]["evidence"], "alembic_version = '007'");
     assert_eq!(
         adopt["report"]["recorded"],
@@ -135,7 +137,7 @@ fn rehearse_adopts_a_plain_sql_dump_of_production_through_baseline() {
         "{adopt:#}"
     );
     assert_eq!(report["policy"]["source"], "given");
-    assert!(report["steps"][4]["command"]
+    assert!(report["steps"][5]["command"]
         .as_str()
         .unwrap()
         .ends_with(&format!("cleanup --yes --policy {policy}")));

@@ -17,6 +17,9 @@ use crate::cli::{
 use crate::exit::Code;
 use crate::rehearsal::cluster::{self, Servers};
 use crate::rehearsal::{application, dump, load, policy, standby, STANDBY_NAME};
+use crate::rehearsal::{
+    dump_scan::DumpNeeds, measured_steps, named_params, named_params::QuerySpec,
+};
 use crate::rehearsal::{RehearseReport, Step, StepOutcome};
 use crate::report::{Report, Summary};
 use anyhow::{Context as _, Result};
@@ -34,10 +37,28 @@ pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
         std::fs::metadata(policy)
             .with_context(|| format!("cannot read the policy {}", policy.display()))?;
     }
+    // Read before a server starts: a queries file that does not parse, and the roles and
+    // extensions a dump needs.
+    let extras = Extras {
+        queries: match &args.queries {
+            Some(path) => named_params::read_file(path)?,
+            None => Vec::new(),
+        },
+        needs: match &dump {
+            Some(path) => Some(measured_steps::scan_dump(&ctx.log, path)?),
+            None => None,
+        },
+    };
     let servers = cluster::start(&ctx.log, args.with_standby)?;
-    let result = rehearse(ctx, &servers, dump.as_deref(), args);
+    let result = rehearse(ctx, &servers, dump.as_deref(), args, &extras);
     cluster::wait_for_the_interrupt_to_finish();
     result
+}
+
+/// What rehearse read before starting a server: the dump's needs, the --queries.
+struct Extras {
+    needs: Option<DumpNeeds>,
+    queries: Vec<QuerySpec>,
 }
 
 /// The steps of a rehearsal, run one after the other; once one fails the rest are recorded as
@@ -97,6 +118,7 @@ fn rehearse(
     servers: &Servers,
     dump: Option<&Path>,
     args: &RehearseArgs,
+    extras: &Extras,
 ) -> Result<Outcome> {
     load::create_database(&servers.admin)?;
     let target = &servers.target;
@@ -111,6 +133,7 @@ fn rehearse(
         ctx: &inner,
         steps: Vec::new(),
     };
+    let mut roles_created = None;
     let source = match dump {
         None => {
             steps.run(
@@ -132,9 +155,21 @@ fn rehearse(
         }
         Some(path) => {
             let shown = path.display().to_string();
+            if let Some(needs) = &extras.needs {
+                steps.push(
+                    "prepare dump",
+                    "create the dump's roles, check its extensions",
+                    || {
+                        let (step, created) =
+                            measured_steps::prepare_dump(&inner.log, target, needs);
+                        roles_created = created;
+                        step
+                    },
+                );
+            }
             steps.push("load dump", &format!("psql -f {shown}"), || {
                 let started = Instant::now();
-                let loaded = load::dump(target, path);
+                let loaded = load::dump(target, path, &inner.log);
                 Step::loaded("load dump", &shown, started, loaded)
             });
             let line = if args.accept_drift {
@@ -220,6 +255,12 @@ fn rehearse(
         no_exception,
     );
     drop(example_file);
+    let mut measured = None;
+    steps.push("measure before", "measure the queries at version 7", || {
+        let (step, before) = measured_steps::measure_before(&inner.log, target, &extras.queries);
+        measured = before;
+        step
+    });
     steps.run(
         "migrate",
         "migrate",
@@ -239,6 +280,12 @@ fn rehearse(
         "the application's queries, legacy and full names",
         || application::step(&inner.log, target),
     );
+    let mut after = measured_steps::After::default();
+    steps.push("measure after", "measure the queries at version 8", || {
+        let (step, found) = measured_steps::measure_after(&inner.log, target, measured.as_ref());
+        after = found;
+        step
+    });
     steps.run(
         "rollback",
         "rollback --to 7 --yes",
@@ -292,6 +339,9 @@ fn rehearse(
         needs_decision,
         steps: steps.steps,
         standby: standby_check,
+        roles_created,
+        queries: after.queries,
+        compat_grants: after.compat_grants,
     };
     let all_ok = details.steps.iter().all(|s| s.ok);
     let schema_version = details

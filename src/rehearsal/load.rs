@@ -25,15 +25,20 @@ pub fn fixture(target: &Target) -> Result<()> {
     load_sql(target, FIXTURE.as_bytes())
 }
 
-/// Loads a plain-SQL dump (checked beforehand by [`super::dump::read_dump`]).
-pub fn dump(target: &Target, path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path)?;
-    load_sql(target, &bytes)
+/// Loads a plain-SQL dump (checked beforehand by [`super::dump::read_dump`]), streamed from
+/// the file, with the bytes read and an ETA on a terminal.
+pub fn dump(target: &Target, path: &Path, log: &crate::progress::Log) -> Result<()> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read the dump {}", path.display()))?;
+    let bar = log.bytes_bar(file.metadata()?.len(), "loading the dump");
+    let loaded = load_sql(target, bar.wrap_read(file));
+    bar.finish_and_clear();
+    loaded
 }
 
 /// Loads plain SQL (a pg_dump may hold COPY … FROM stdin blocks) with psql, stopping at the
 /// first error.
-fn load_sql(target: &Target, sql: &[u8]) -> Result<()> {
+fn load_sql(target: &Target, mut sql: impl std::io::Read) -> Result<()> {
     let psql = sandbox::find_bindir()?.join("psql");
     let password = target
         .config
@@ -68,7 +73,11 @@ fn load_sql(target: &Target, sql: &[u8]) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot run {}", psql.display()))?;
-    child.stdin.take().expect("piped stdin").write_all(sql)?;
+    // psql stops at the first error and closes its input: its message, not the broken pipe,
+    // is what went wrong.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let copied = std::io::copy(&mut sql, &mut stdin).and_then(|_| stdin.flush());
+    drop(stdin);
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(
@@ -76,5 +85,6 @@ fn load_sql(target: &Target, sql: &[u8]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    copied.context("feeding the SQL to psql")?;
     Ok(())
 }

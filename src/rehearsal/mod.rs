@@ -7,9 +7,15 @@
 pub mod application;
 pub mod cluster;
 pub mod dump;
+pub mod dump_scan;
 pub mod load;
+pub mod measured_steps;
+pub mod named_params;
 pub mod policy;
+pub mod queries;
 pub mod report;
+pub mod report_measured;
+pub mod roles;
 pub mod standby;
 
 pub use report::{PolicyChoice, RehearseReport, StandbyCheck, Step, StepOutcome};

@@ -26,6 +26,14 @@ pub struct RehearseReport {
     /// With --with-standby: whether the standby ended with exactly the primary's data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub standby: Option<StandbyCheck>,
+    /// For a dump: the roles it names that the server lacked, created NOLOGIN before loading
+    /// (null: no dump, or the step did not run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles_created: Option<Vec<String>>,
+    /// The queries measured before and after 008 (empty when the measurement did not run).
+    pub queries: Vec<super::queries::Comparison>,
+    /// Each role that may read a renamed table, and whether it may read its compatibility view.
+    pub compat_grants: Vec<super::roles::CompatGrant>,
 }
 /// The standby compared with the primary at the end of the rehearsal.
 #[derive(Debug, Serialize)]
@@ -209,6 +217,7 @@ impl Details for RehearseReport {
             total(self.rows_cleaned, "cleanup"),
             total(self.violations_left, "final check")
         )?;
+        super::report_measured::write(self, out)?;
         if let Some(s) = &self.standby {
             writeln!(
                 out,
