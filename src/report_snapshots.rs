@@ -273,6 +273,13 @@ fn status() {
                 replay_lag_bytes: Some(0),
             }],
             compat: None,
+            stranded_locks: vec![crate::db::lock::LockHolder {
+                pid: 4242,
+                application_name: "app-worker".into(),
+                client_addr: "10.0.0.7".into(),
+                state: "idle".into(),
+                state_age_s: 1800.0,
+            }],
         },
     );
     insta::assert_snapshot!(table(&r));

@@ -362,3 +362,24 @@ fn the_three_connection_paths_are_told_apart() {
         assert_eq!(path.via, expected, "{target}: {:?}", path.evidence);
     }
 }
+
+#[test]
+fn status_names_a_migration_lock_stranded_on_a_session_not_running_ruleiq_db() {
+    let db = TestDb::new();
+    db.migrate_to(7);
+    let (code, doc, _) = db.run_json(&["status"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["stranded_locks"], serde_json::json!([]));
+    // What a migrator through a transaction pooler left behind: the lock on a backend the
+    // application now uses.
+    let mut app = Client::connect(&format!("{}&application_name=app-worker", db.url), NoTls).unwrap();
+    app.execute("SELECT pg_advisory_lock($1)", &[&ruleiq_db::db::MIGRATION_LOCK_KEY])
+        .unwrap();
+    let app_pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let (code, doc, _) = db.run_json(&["status"]);
+    assert_eq!(code, 3, "{doc}");
+    assert_eq!(doc["stranded_locks"][0]["pid"], app_pid, "{doc}");
+    assert_eq!(doc["stranded_locks"][0]["application_name"], "app-worker");
+    let (_, table, _) = db.run(&["status"]);
+    assert!(table.contains("STRANDED migration lock"), "{table}");
+}

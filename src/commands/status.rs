@@ -37,6 +37,10 @@ pub struct StatusReport {
     pub standbys: Vec<Standby>,
     /// The compatibility schema and its views (DESIGN.md §7), null when there is none.
     pub compat: Option<crate::compat::CompatSchema>,
+    /// Sessions holding ruleiq-db's migration lock that are not running ruleiq-db: a lock left
+    /// on a backend (behind a transaction-mode pooler, one the application now uses) that
+    /// nobody will release, and that would make the next migrator wait (docs/design.md §10).
+    pub stranded_locks: Vec<crate::db::lock::LockHolder>,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,6 +112,12 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
     let server_role = ServerRole::of(&mut client)?;
     let standbys = replication::standbys(&mut client)?;
     let compat = crate::compat::inspect(&mut client)?;
+    let stranded_locks = crate::db::lock::stranded_lock_holders(&mut client)?;
+    let code = if stranded_locks.is_empty() || code != Code::Ok {
+        code
+    } else {
+        Code::Violations
+    };
     let report = Report {
         command: "status",
         ok: code == Code::Ok,
@@ -123,6 +133,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
             server_role,
             standbys,
             compat,
+            stranded_locks,
         },
     };
     Ok(Outcome::new(report, code))
@@ -228,6 +239,16 @@ impl Details for StatusReport {
                 out,
                 "Known truncated names, kept on purpose (the application uses them; for information): {}",
                 names.join(", ")
+            )?;
+        }
+        for holder in &self.stranded_locks {
+            writeln!(
+                out,
+                "STRANDED migration lock: held by {}, {} for {:.0}s, which is not running ruleiq-db; the next migrator will wait for it. End that session (pg_terminate_backend({}); behind a pooler, recycle its server connections) once you are sure no ruleiq-db is running.",
+                holder.describe(),
+                if holder.state.is_empty() { "state unknown" } else { &holder.state },
+                holder.state_age_s,
+                holder.pid
             )?;
         }
         write_replication(out, self.server_role, &self.standbys)?;
