@@ -65,7 +65,7 @@ pub fn compare(applied: &[Applied]) -> Vec<Entry> {
             let recorded = applied.iter().find(|a| a.version == m.version());
             let state = match recorded {
                 None => State::Pending,
-                Some(a) if a.name == m.name() && a.checksum == m.checksum().to_string() => {
+                Some(a) if a.name == m.name() && migrations::checksum_matches(m, &a.checksum) => {
                     State::Applied
                 }
                 Some(_) => State::Divergent,

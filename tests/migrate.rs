@@ -846,3 +846,35 @@ fn a_preflight_cut_off_by_the_server_says_so_and_that_nothing_was_applied() {
         7
     );
 }
+
+/// A database that the build before the search_path fix migrated (or adopted) carries that
+/// build's checksums of 001–007; their text changed only by naming every object with its
+/// schema, so the history is not refused as edited. Any other checksum still is.
+#[test]
+fn a_history_recorded_before_names_were_qualified_is_not_refused() {
+    let db = TestDb::new();
+    db.migrate_to(7);
+    let earlier = [
+        (1, "5078948157938598537"),
+        (2, "12070065689127644164"),
+        (3, "13598157945434317805"),
+        (4, "14734316856663216274"),
+        (5, "991508195998127686"),
+        (6, "166911869560175253"),
+        (7, "14490043779195095233"),
+    ];
+    for (version, checksum) in earlier {
+        db.execute(&format!(
+            "UPDATE refinery_schema_history SET checksum = '{checksum}' WHERE version = {version}"
+        ));
+    }
+    let (code, doc, stderr) = db.run_json(&["status"]);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    let (code, doc, stderr) = db.run_json(&["migrate"]);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["schema_version"], 8);
+    db.execute("UPDATE refinery_schema_history SET checksum = '42' WHERE version = 3");
+    let (code, doc, _) = db.run_json(&["rollback", "--to", "7", "--yes"]);
+    assert_eq!(code, 4, "{doc}");
+    assert_eq!(doc["reason"], "edited_history");
+}

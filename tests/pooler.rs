@@ -35,13 +35,16 @@ impl Workload {
                     let mut client = Client::connect(&url, NoTls).expect("the application connects");
                     let work = [
                         "SELECT count(*) FROM evidence_items WHERE status = 'collected'",
-                        "BEGIN; UPDATE business_profiles SET updated_at = updated_at WHERE id = (SELECT min(id) FROM business_profiles); SELECT 1 FROM pg_sleep(0.002); COMMIT",
+                        "BEGIN; UPDATE business_profiles SET updated_at = updated_at WHERE id = (SELECT id FROM business_profiles ORDER BY id LIMIT 1); SELECT 1 FROM pg_sleep(0.002); COMMIT",
                         "SELECT id FROM assessment_sessions ORDER BY id LIMIT 5",
                     ];
                     let mut n = i;
                     while !stop.load(Ordering::SeqCst) {
                         if let Err(e) = client.simple_query(work[n % work.len()]) {
-                            errors.lock().unwrap().push(e.to_string());
+                            let mut errors = errors.lock().unwrap();
+                            if errors.len() < 5 {
+                                errors.push(format!("{e}: {:?}", e.as_db_error().map(|d| d.message())));
+                            }
                             let _ = client.simple_query("ROLLBACK");
                         }
                         statements.fetch_add(1, Ordering::SeqCst);
@@ -372,10 +375,17 @@ fn status_names_a_migration_lock_stranded_on_a_session_not_running_ruleiq_db() {
     assert_eq!(doc["stranded_locks"], serde_json::json!([]));
     // What a migrator through a transaction pooler left behind: the lock on a backend the
     // application now uses.
-    let mut app = Client::connect(&format!("{}&application_name=app-worker", db.url), NoTls).unwrap();
-    app.execute("SELECT pg_advisory_lock($1)", &[&ruleiq_db::db::MIGRATION_LOCK_KEY])
-        .unwrap();
-    let app_pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let mut app =
+        Client::connect(&format!("{}&application_name=app-worker", db.url), NoTls).unwrap();
+    app.execute(
+        "SELECT pg_advisory_lock($1)",
+        &[&ruleiq_db::db::MIGRATION_LOCK_KEY],
+    )
+    .unwrap();
+    let app_pid: i32 = app
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
     let (code, doc, _) = db.run_json(&["status"]);
     assert_eq!(code, 3, "{doc}");
     assert_eq!(doc["stranded_locks"][0]["pid"], app_pid, "{doc}");

@@ -676,3 +676,32 @@ fn undo_and_rollback_stop_between_batches_while_the_standby_stays_behind() {
     wait_replayed(&db);
     assert_same_data(&db);
 }
+
+/// A run that the standby's lag stops before its first batch has changed nothing: it says so
+/// and offers no undo (there is nothing to undo).
+#[test]
+fn cleanup_stopped_before_its_first_batch_offers_no_undo() {
+    let _turn = turn();
+    let db = TestDb::dirty_legacy_on(&urls().primary);
+    wait_replayed(&db);
+    pause_replay();
+    // The run's own start record is then a write the standby does not replay.
+    let (mut child, lines) = spawn_cleanup(
+        &db,
+        &["--max-replica-lag", "0s", "--max-replica-wait", "1s"],
+    );
+    let code = wait_exit(&mut child, Duration::from_secs(120));
+    let said: Vec<String> = lines.try_iter().collect();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    resume_replay();
+    assert_eq!(code, 4, "{stdout}\n{said:#?}");
+    assert_eq!(audit_records(&db), 0, "no batch ran");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(report["undo"].is_null(), "{report:#}");
+    assert!(
+        said.iter().any(|l| l.contains("nothing was changed")),
+        "{said:#?}"
+    );
+    assert!(said.iter().all(|l| !l.contains("--undo")), "{said:#?}");
+}

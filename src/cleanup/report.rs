@@ -49,6 +49,9 @@ pub struct CleanupReport {
     pub changed_tables: Option<Vec<ChangedTable>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub undo: Option<String>,
+    /// Set when Ctrl-C or SIGTERM stopped the run (exit 130).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<bool>,
     /// Earlier runs that were killed before they finished; this run completes their work.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub interrupted_runs: Vec<String>,

@@ -191,20 +191,29 @@ fn failed(
     schema_version: i32,
 ) -> Outcome {
     let Stopped { error, accounted } = stopped;
-    let code = code_of(&error);
-    let undo = failure::undo_command(run_id);
+    let interrupted = crate::db::interrupt::requested();
+    let code = if interrupted {
+        Code::Interrupted
+    } else {
+        code_of(&error)
+    };
+    // Only what the audit shows committed needs undoing; a run stopped before its first batch
+    // changed nothing, and offering an undo for it would only confuse.
+    let changed_nothing = accounted.changed_tables.is_empty() && accounted.uncertain.is_none();
+    let undo = (!changed_nothing).then(|| failure::undo_command(run_id));
     let tables: Vec<String> = accounted
         .changed_tables
         .iter()
         .map(|t| format!("{} ({})", t.table, rows(t.rows)))
         .collect();
+    let label = if interrupted { "interrupted" } else { "error" };
     let _ = writeln!(
         std::io::stderr(),
-        "ruleiq-db: error: {error:#}\nruleiq-db: cleanup run {run_id} stopped; already changed: {}; undo: `{undo}`",
-        if tables.is_empty() {
-            "nothing".to_string()
-        } else {
-            tables.join(", ")
+        "ruleiq-db: {label}: {error:#}\nruleiq-db: cleanup run {run_id} stopped; {}",
+        match &undo {
+            Some(undo) => format!("already changed: {}; undo: `{undo}`", tables.join(", ")),
+            None => "nothing was changed (no batch had committed), so there is nothing to undo"
+                .to_string(),
         }
     );
     if let Some(note) = accounted.uncertain {
@@ -214,7 +223,8 @@ fn failed(
     details.exit_code = Some(code.as_i32());
     details.reason = Refusal::of(&error).map(Refusal::reason);
     details.changed_tables = Some(accounted.changed_tables);
-    details.undo = Some(undo);
+    details.undo = undo;
+    details.interrupted = interrupted.then_some(true);
     let report = Report {
         command: "cleanup",
         ok: false,

@@ -25,6 +25,8 @@ pub fn connect(target: &Target) -> Result<Client> {
                 .with_context(|| format!("finding out how {target} is reached"))?;
             if path.via == Via::PoolerTransaction {
                 query::mark_pooled();
+                let target = target.clone();
+                super::interrupt::on_pooled_signal(move |ours| cancel_pooled(&target, ours));
             }
             client
         }
@@ -37,6 +39,28 @@ pub fn connect(target: &Target) -> Result<Client> {
         set_safe_search_path(&mut client)?;
     }
     Ok(client)
+}
+
+/// Cancels, from a fresh connection through the pooler, what our transactions run on their
+/// backends — only where the backend still runs the transaction we started there.
+fn cancel_pooled(target: &Target, ours: &[(i32, String)]) {
+    let Ok(mut client) = open(target, false) else {
+        return;
+    };
+    // The multi-array unnest is FROM-clause syntax (it cannot be schema-qualified); the
+    // session's search_path holds only pg_catalog.
+    let mut ours = ours.to_vec();
+    ours.dedup();
+    let pids: Vec<i32> = ours.iter().map(|(pid, _)| *pid).collect();
+    let starts: Vec<String> = ours.iter().map(|(_, started)| started.clone()).collect();
+    let _ = client.rows(
+        "SELECT pg_catalog.pg_cancel_backend(a.pid)
+           FROM pg_catalog.pg_stat_activity AS a
+           JOIN unnest($1::int4[], $2::text[]) AS o(pid, started)
+             ON a.pid = o.pid AND a.xact_start = o.started::timestamptz
+          WHERE a.state = 'active'",
+        &[&pids, &starts],
+    );
 }
 
 /// [`connect`] for a command that will change the database: refused, before anything

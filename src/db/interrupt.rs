@@ -18,6 +18,11 @@ use std::time::Duration;
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static INSTALL: Once = Once::new();
 static TOKENS: Mutex<Vec<(CancelToken, TlsMode)>> = Mutex::new(Vec::new());
+/// Through a transaction-mode pooler: the server backends our latest transactions ran on, with
+/// the start of each transaction (`pg_backend_pid()`, `now()`), newest last.
+static POOLED_TRANSACTIONS: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
+type Canceller = Box<dyn Fn(&[(i32, String)]) + Send>;
+static POOLED_CANCELLER: Mutex<Option<Canceller>> = Mutex::new(None);
 type Hook = Box<dyn Fn() + Send>;
 static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
 
@@ -58,6 +63,28 @@ pub fn watch(client: &postgres::Client, tls: &TlsMode) {
     }
 }
 
+/// Remembers that a transaction of ours started on backend `pid` at `started` (through a
+/// transaction-mode pooler, see [`on_pooled_signal`]).
+pub fn pooled_transaction(pid: i32, started: String) {
+    if let Ok(mut list) = POOLED_TRANSACTIONS.lock() {
+        if list.len() >= 64 {
+            list.remove(0);
+        }
+        list.push((pid, started));
+    }
+}
+
+/// How to cancel our statements through a transaction-mode pooler: PgBouncer (before 1.19)
+/// drops a cancel request whose sender half-closes its socket, as the client library does, so
+/// a statement there is cancelled with `pg_cancel_backend` from a fresh connection instead —
+/// only while its backend still runs the very transaction we started there (pid and start
+/// time), never one the pooler has since handed to the application.
+pub fn on_pooled_signal(cancel: impl Fn(&[(i32, String)]) + Send + 'static) {
+    if let Ok(mut slot) = POOLED_CANCELLER.lock() {
+        *slot = Some(Box::new(cancel));
+    }
+}
+
 /// Runs `hook` on a signal, after the running statements are cancelled (the throwaway
 /// cluster of `rehearse` stops itself this way).
 pub fn on_signal_run(hook: impl Fn() + Send + 'static) {
@@ -84,6 +111,17 @@ fn on_signal() {
         if let Ok(connector) = tls.connector() {
             // A backend that is idle, or gone, ignores a cancel request.
             let _ = token.cancel_query(connector);
+        }
+    }
+    let pooled: Vec<(i32, String)> = POOLED_TRANSACTIONS
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    if !pooled.is_empty() {
+        if let Ok(slot) = POOLED_CANCELLER.lock() {
+            if let Some(cancel) = slot.as_ref() {
+                cancel(&pooled);
+            }
         }
     }
     if let Ok(hooks) = HOOKS.lock() {

@@ -138,7 +138,7 @@ fn on_client<T>(
     if !pooled() {
         return work(client);
     }
-    client.batch_execute(&format!("BEGIN; {POOLED_TRANSACTION_SETTINGS}"))?;
+    begin_pooled(client)?;
     match work(client) {
         Ok(value) => {
             client.batch_execute("COMMIT")?;
@@ -151,9 +151,34 @@ fn on_client<T>(
     }
 }
 
+/// Opens a transaction on a pooled connection with its settings, remembering the backend it
+/// landed on (so that Ctrl-C can cancel what runs there, `db::interrupt`).
+fn begin_pooled(client: &mut Client) -> Result<(), postgres::Error> {
+    let messages = client.simple_query(&format!(
+        "BEGIN; {POOLED_TRANSACTION_SETTINGS}; {WHERE_WE_ARE}"
+    ))?;
+    remember_backend(messages);
+    Ok(())
+}
+
+/// The backend and the transaction's start, for `db::interrupt`.
+const WHERE_WE_ARE: &str = "SELECT pg_backend_pid(), now()::text";
+
+fn remember_backend(messages: Vec<postgres::SimpleQueryMessage>) {
+    for message in messages {
+        if let postgres::SimpleQueryMessage::Row(row) = message {
+            if let (Some(Ok(pid)), Some(started)) = (row.get(0).map(str::parse), row.get(1)) {
+                super::interrupt::pooled_transaction(pid, started.to_string());
+            }
+        }
+    }
+}
+
 fn in_transaction(tx: &mut Transaction<'_>) -> Result<(), postgres::Error> {
     if pooled() {
-        tx.batch_execute(POOLED_TRANSACTION_SETTINGS)?;
+        let messages =
+            tx.simple_query(&format!("{POOLED_TRANSACTION_SETTINGS}; {WHERE_WE_ARE}"))?;
+        remember_backend(messages);
     }
     Ok(())
 }
@@ -217,6 +242,12 @@ impl Query for Transaction<'_> {
         in_transaction(self)?;
         self.batch_execute(sql)
     }
+}
+
+/// A statement that must open its transaction (`SET TRANSACTION SNAPSHOT` comes before any
+/// query), sent before the settings a pooled transaction gets with its next statement.
+pub fn opening(tx: &mut Transaction<'_>, sql: &str) -> Result<(), postgres::Error> {
+    tx.batch_execute(sql)
 }
 
 /// Rows streamed one at a time (a scan that may return millions), in a transaction: through

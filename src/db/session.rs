@@ -188,8 +188,9 @@ impl Drop for Session {
     }
 }
 
-/// Every session setting ruleiq-db makes, undone.
-const RESET_SESSION: &str = "RESET lock_timeout; RESET statement_timeout; RESET search_path";
+/// Every session setting ruleiq-db made (lock_timeout, statement_timeout, search_path, jit, …)
+/// back to what the connection started with.
+const RESET_SESSION: &str = "RESET ALL";
 
 /// A connection working under the migration lock with lock_timeout set and the retry: the
 /// session's own, or one beside it that [`Session::worker`] opened.

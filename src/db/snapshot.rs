@@ -2,7 +2,6 @@
 //! transactions on other connections import it, so that what they read together describes the
 //! same instant (the checker's scan sessions, cleanup's preview reader).
 
-use crate::db::Query;
 use anyhow::Result;
 use postgres::{Client, IsolationLevel, Transaction};
 
@@ -15,9 +14,9 @@ pub fn read_in<'a>(client: &'a mut Client, snapshot: &str) -> Result<Transaction
         .read_only(true)
         .start()?;
     // A snapshot id is hex digits and dashes; anything else could only be a quote.
-    tx.batch(&format!(
-        "SET TRANSACTION SNAPSHOT '{}'",
-        snapshot.replace('\'', "")
-    ))?;
+    super::query::opening(
+        &mut tx,
+        &format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', "")),
+    )?;
     Ok(tx)
 }

@@ -138,6 +138,11 @@ impl Bouncer {
         }
     }
 
+    /// What PgBouncer logged so far (for a failing test's message).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("pgbouncer.log")).unwrap_or_default()
+    }
+
     /// The URL of `dbname` through the pooler, as the test superuser.
     pub fn url_for(&self, dbname: &str) -> String {
         self.url_template.replace("{db}", dbname)
