@@ -929,22 +929,7 @@ fn cleanup_at_version_8_under_not_valid_constraints() {
 fn a_killed_cleanup_leaves_whole_audited_batches_and_a_rerun_finishes() {
     const ROWS: i64 = 50_000;
     const BATCH: i64 = 50;
-    let db = TestDb::new();
-    db.migrate_to(7);
-    db.execute(&format!(
-        "INSERT INTO users (id, email, hashed_password) VALUES ('10000000-0000-0000-0000-000000000001', 'ada@example.com', 'x');
-         INSERT INTO business_profiles (id, user_id, company_name, industry, employee_count, data_sensitivity,
-             handles_persona, processes_payme, stores_health_d, provides_financ, operates_critic, has_internation)
-         VALUES ('20000000-0000-0000-0000-000000000001', '10000000-0000-0000-0000-000000000001', 'Clean Ltd', 'retail', 50, 'High',
-             true, false, false, false, false, false);
-         INSERT INTO compliance_frameworks (id, name, display_name, description, category)
-         VALUES ('90000000-0000-0000-0000-000000000001', 'ISO27001', 'ISO/IEC 27001', 'ISMS', 'security');
-         INSERT INTO evidence_items {EVIDENCE_COLUMNS}
-         SELECT gen_random_uuid(), {FIXTURE_OWNER}, 'generated ' || g, 'note', 'T.1', 'generated row',
-                (ARRAY['Approved', 'done', 'In Progress', 'pending-review', ' rejected'])[1 + g % 5],
-                now(), now()
-           FROM generate_series(1, {ROWS}) AS g;"
-    ));
+    let db = many_dirty_evidence(ROWS);
 
     let mut child = db
         .command()
@@ -1057,4 +1042,83 @@ fn a_role_with_one_connection_slot_still_previews_and_repairs_everything() {
     common::connect_url(&common::url_for("postgres"))
         .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
         .ok();
+}
+
+/// Ctrl-C or SIGTERM in the middle of a cleanup: the running batch is cancelled and rolled
+/// back, the run is marked interrupted at once, and the one report says so, with what was
+/// done and the undo command (exit 130).
+#[test]
+fn an_interrupted_cleanup_reports_what_it_did_and_marks_its_run() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let db = many_dirty_evidence(20_000);
+        let child = db
+            .command()
+            .env("RULEIQ_CLEANUP_BATCH_SIZE", "20")
+            .args(["--format", "json", "--yes", "cleanup"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut watcher = db.client();
+        // Once a batch has committed, the run is in the middle of its work.
+        common::poll_until_named(
+            std::time::Duration::from_secs(60),
+            "a batch committed",
+            || {
+                watcher
+                    .query_one("SELECT count(*) FROM ruleiq_audit.cleanup_changes", &[])
+                    .map(|r| r.get::<_, i64>(0) > 0)
+                    .unwrap_or(false)
+            },
+        );
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("one report on an interrupt ({e}): {stdout}\n{stderr}"));
+        assert_eq!(report["interrupted"], true, "{report:#}");
+        assert!(stderr.contains("interrupted"), "{stderr}");
+        let run_id = report["run_id"].as_str().expect("the run id").to_string();
+        assert_eq!(db.cleanup_run_status(&run_id), "interrupted");
+        let audited = audit_count(&db);
+        if audited > 0 {
+            assert!(
+                report["undo"]
+                    .as_str()
+                    .is_some_and(|u| u.contains(&format!("--undo {run_id}"))),
+                "{report:#}"
+            );
+        }
+        assert_eq!(
+            db.advisory_locks_held(),
+            0,
+            "the migration lock was released"
+        );
+    }
+}
+
+/// A version-7 database with one clean profile and `rows` evidence rows, every one of which
+/// breaks chk_evidence_status in one of the ways the built-in policy repairs.
+fn many_dirty_evidence(rows: i64) -> TestDb {
+    let db = TestDb::new();
+    db.migrate_to(7);
+    db.execute(&format!(
+        "INSERT INTO users (id, email, hashed_password) VALUES ('10000000-0000-0000-0000-000000000001', 'ada@example.com', 'x');
+         INSERT INTO business_profiles (id, user_id, company_name, industry, employee_count, data_sensitivity,
+             handles_persona, processes_payme, stores_health_d, provides_financ, operates_critic, has_internation)
+         VALUES ('20000000-0000-0000-0000-000000000001', '10000000-0000-0000-0000-000000000001', 'Clean Ltd', 'retail', 50, 'High',
+             true, false, false, false, false, false);
+         INSERT INTO compliance_frameworks (id, name, display_name, description, category)
+         VALUES ('90000000-0000-0000-0000-000000000001', 'ISO27001', 'ISO/IEC 27001', 'ISMS', 'security');
+         INSERT INTO evidence_items {EVIDENCE_COLUMNS}
+         SELECT gen_random_uuid(), {FIXTURE_OWNER}, 'generated ' || g, 'note', 'T.1', 'generated row',
+                (ARRAY['Approved', 'done', 'In Progress', 'pending-review', ' rejected'])[1 + g % 5],
+                now(), now()
+           FROM generate_series(1, {rows}) AS g;"
+    ));
+    db
 }

@@ -353,15 +353,7 @@ fn a_batch_that_fails_mid_run_reports_every_changed_table_the_run_and_its_undo()
                     .contains("business_profiles is frozen"));
             }
         }
-        let status: String = db
-            .client()
-            .query_one(
-                "SELECT status FROM ruleiq_audit.cleanup_runs WHERE run_id = $1::text::uuid",
-                &[&run_id],
-            )
-            .unwrap()
-            .get(0);
-        assert_eq!(status, "interrupted");
+        assert_eq!(db.cleanup_run_status(&run_id), "interrupted");
         // The undo command the report gives puts everything back.
         let args: Vec<&str> = undo.split(' ').skip(1).collect();
         let (code, _, stderr) = db.run(&args);

@@ -854,16 +854,8 @@ fn a_preflight_cut_off_by_the_server_says_so_and_that_nothing_was_applied() {
 fn a_history_recorded_before_names_were_qualified_is_not_refused() {
     let db = TestDb::new();
     db.migrate_to(7);
-    let earlier = [
-        (1, "5078948157938598537"),
-        (2, "12070065689127644164"),
-        (3, "13598157945434317805"),
-        (4, "14734316856663216274"),
-        (5, "991508195998127686"),
-        (6, "166911869560175253"),
-        (7, "14490043779195095233"),
-    ];
-    for (version, checksum) in earlier {
+    let earlier = &ruleiq_db::catalog::migrations::CHECKSUMS_BEFORE_QUALIFYING[..7];
+    for &(version, checksum) in earlier {
         db.execute(&format!(
             "UPDATE refinery_schema_history SET checksum = '{checksum}' WHERE version = {version}"
         ));

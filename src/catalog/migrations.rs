@@ -35,7 +35,7 @@ pub const REPAIR_VERSION: i32 = 8;
 /// (`public.users` for `users`, docs/design.md §3, "Hostile ground"): the same objects with the
 /// same effect. A history holding one of these is the history of that migration, so a database
 /// adopted or migrated by that build is not refused as edited.
-const CHECKSUMS_BEFORE_QUALIFYING: [(i32, &str); 8] = [
+pub const CHECKSUMS_BEFORE_QUALIFYING: [(i32, &str); 8] = [
     (1, "5078948157938598537"),
     (2, "12070065689127644164"),
     (3, "13598157945434317805"),

@@ -147,9 +147,8 @@ pub fn measure_after(log: &Log, target: &Target, before: Option<&Before>) -> (St
     );
     log.line(&format!("rehearse: {line}"));
     let started = Instant::now();
-    let Some(before) = before else {
-        let e = anyhow::anyhow!("nothing was measured at version 7");
-        return (
+    let failed = |line: String, e: anyhow::Error| {
+        (
             Step::finished(
                 "measure after",
                 line,
@@ -159,7 +158,10 @@ pub fn measure_after(log: &Log, target: &Target, before: Option<&Before>) -> (St
                 error_report(&e),
             ),
             After::default(),
-        );
+        )
+    };
+    let Some(before) = before else {
+        return failed(line, anyhow::anyhow!("nothing was measured at version 7"));
     };
     let result = queries::after(target, before).and_then(|compared| {
         let mut client = crate::db::connect(target)?;
@@ -193,16 +195,6 @@ pub fn measure_after(log: &Log, target: &Target, before: Option<&Before>) -> (St
                 },
             )
         }
-        Err(e) => (
-            Step::finished(
-                "measure after",
-                line,
-                false,
-                started,
-                format!("{e:#}"),
-                error_report(&e),
-            ),
-            After::default(),
-        ),
+        Err(e) => failed(line, e),
     }
 }

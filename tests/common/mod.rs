@@ -247,6 +247,26 @@ impl TestDb {
         (code, value, stderr)
     }
 
+    /// The status ruleiq_audit records for cleanup run `run_id`.
+    pub fn cleanup_run_status(&self, run_id: &str) -> String {
+        self.client()
+            .query_one(
+                "SELECT status FROM ruleiq_audit.cleanup_runs WHERE run_id = $1::text::uuid",
+                &[&run_id],
+            )
+            .unwrap()
+            .get(0)
+    }
+
+    /// How many advisory locks sessions of this database hold (ruleiq-db's migration lock is
+    /// one): 0 once every run has let go.
+    pub fn advisory_locks_held(&self) -> i64 {
+        self.scalar_i64(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+              WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+        )
+    }
+
     /// A session holding ruleiq-db's migration lock, as another running ruleiq-db would;
     /// the lock goes when the returned client does.
     pub fn hold_migration_lock(&self) -> Client {

@@ -113,8 +113,10 @@ impl ReplicaThrottle {
     }
 
     /// Returns when no standby is further behind than `--max-replica-lag`, waiting (and saying
-    /// so on stderr) while one is; refuses once the wait passes `--max-replica-wait`.
+    /// so on stderr) while one is; refuses once the wait passes `--max-replica-wait`. Stops
+    /// the work when Ctrl-C or SIGTERM came between two batches.
     pub fn between_batches(&mut self, client: &mut Client, log: &Log) -> Result<()> {
+        crate::db::interrupt::check()?;
         let started = Instant::now();
         let mut announced = false;
         let mut last_said = Instant::now();
