@@ -25,7 +25,8 @@ mod evidence;
 mod probe;
 
 pub use classify::Class;
-pub use compare::{compare, Difference, Finding, Verdict};
+pub use classify::Finding;
+pub use compare::{compare, Difference, Verdict};
 pub use evidence::{read_evidence, Evidence};
 pub use probe::{expected, live};
 

@@ -264,3 +264,84 @@ fn the_import_reader_sees_grouped_and_plain_paths() {
         .collect();
     assert_eq!(used, expected);
 }
+
+/// Within one folder, the files (`src/cleanup/plan.rs`, `src/cleanup/statements.rs`, …) form a
+/// graph through `super::x` and `crate::folder::x`: a circle there is a type in the wrong file.
+fn sibling_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for source in sources() {
+        let Some(folder) = source.path.parent() else {
+            continue;
+        };
+        let name = match source.path.file_stem().and_then(|s| s.to_str()) {
+            Some("mod") | Some("lib") | Some("main") | None => continue,
+            Some(stem) => stem.to_string(),
+        };
+        // A folder module's own mod.rs is its parent, not a sibling.
+        let folder_module: Vec<String> = folder
+            .strip_prefix("src")
+            .unwrap_or(folder)
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let crate_prefix = format!("crate::{}::", folder_module.join("::"));
+        let node = format!("{}/{name}", folder.display());
+        let entry = graph.entry(node.clone()).or_default();
+        let siblings: Vec<String> = fs::read_dir(folder)
+            .unwrap()
+            .filter_map(|e| {
+                let path = e.ok()?.path();
+                let stem = path.file_stem()?.to_str()?.to_string();
+                (stem != "mod" && stem != name).then_some(stem)
+            })
+            .collect();
+        for sibling in siblings {
+            let plain = [
+                format!("super::{sibling}::"),
+                format!("super::{sibling};"),
+                format!("super::{sibling}}}"),
+                format!("{crate_prefix}{sibling}::"),
+                format!("{crate_prefix}{sibling};"),
+            ];
+            let grouped = source
+                .code
+                .match_indices("super::{")
+                .chain(source.code.match_indices(&format!("{crate_prefix}{{")))
+                .any(|(at, found)| {
+                    let group = &source.code[at + found.len()..];
+                    let group = &group[..group.find('}').unwrap_or(group.len())];
+                    group
+                        .split(',')
+                        .any(|part| part.trim().split("::").next() == Some(sibling.as_str()))
+                });
+            if grouped || plain.iter().any(|p| source.code.contains(p.as_str())) {
+                entry.insert(format!("{}/{sibling}", folder.display()));
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn the_files_of_one_folder_import_each_other_without_a_circle() {
+    let graph = sibling_graph();
+    let circles: BTreeSet<String> = graph
+        .keys()
+        .filter_map(|m| cycle_through(&graph, m))
+        .map(|mut c| {
+            // One circle, however it is entered.
+            c.pop();
+            let start = c
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, n)| *n)
+                .map_or(0, |(i, _)| i);
+            c.rotate_left(start);
+            c.join(" -> ")
+        })
+        .collect();
+    assert!(
+        circles.is_empty(),
+        "circles between the files of one folder: {circles:#?}"
+    );
+}

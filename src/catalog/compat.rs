@@ -20,7 +20,7 @@
 //! would then fill in both spellings of a renamed column and fail on the double assignment.
 
 use super::renames::{renamed_tables, RENAMES};
-use super::repair::PlannedStatement;
+use super::sql::PlannedStatement;
 use super::sql::{qualified, quote_ident, quote_literal};
 
 /// The schema that holds the views.

@@ -2,7 +2,7 @@
 //! SQL files are compiled in; 008's down is a `.rs` file that renders from the catalog, like
 //! 008 itself. What a down drops is not dropped: `rollback` archives it (see `crate::archive`).
 
-use super::repair::PlannedStatement;
+use super::sql::PlannedStatement;
 use super::sql::{lock_taken, split_statements};
 
 #[path = "../../migrations/down/V8__repair_schema.rs"]

@@ -7,12 +7,7 @@ use super::sql::{qualified, quote_ident, quote_literal};
 /// SQLSTATE 008 raises when a table has both the legacy and the full column name.
 pub const RENAME_CONFLICT_SQLSTATE: &str = "RQ001";
 
-/// One statement of a plan (008's, a down migration's, …) and the lock it takes.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PlannedStatement {
-    pub sql: String,
-    pub lock: String,
-}
+pub use super::sql::PlannedStatement;
 
 /// 008's statements, in order: one LOCK of every table it changes, state-aware renames, then
 /// each constraint added NOT VALID (only when absent, so a hand-added constraint does not stop

@@ -1,6 +1,13 @@
 //! Small SQL helpers: quoting, splitting a migration file into statements, and naming the lock
 //! each statement takes (for `--dry-run` plans).
 
+/// One statement of a plan (008's, a down migration's, …) and the lock it takes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlannedStatement {
+    pub sql: String,
+    pub lock: String,
+}
+
 /// Quotes an identifier the way PostgreSQL's `quote_ident` does, always.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -20,6 +20,7 @@
 
 pub mod audit;
 pub mod batches;
+mod bound;
 pub mod decisions;
 pub mod failure;
 pub mod fixes;

@@ -11,9 +11,9 @@
 //!
 //! Rows a `delete` rule removes go first, in their own batches.
 
+use super::bound::Bound;
 use super::fixes::{self, Fix};
 use super::policy::{Action, Policy, RulePolicy};
-use super::statements::Bound;
 use crate::catalog::constraints::Rule;
 use crate::catalog::PRIMARY_KEY;
 use crate::constraints::check::DatabaseSpelling;
@@ -22,8 +22,6 @@ use crate::db::Query;
 use anyhow::{bail, Context, Result};
 use postgres::GenericClient;
 use std::collections::BTreeSet;
-
-pub use super::statements::{EXAMPLES, KEYS_TABLE_PREFIX};
 
 /// The repair of one table.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ use super::indexed::{self, Narrowing};
 use super::live::{self, LiveSince};
 pub use super::presence::{constraint_presence, constraint_states, ConstraintState, Presence};
 use super::scan_progress::{self, ScanProgress};
+pub use super::scan_sessions::PARALLEL_SCANS;
 use super::scan_sessions::{connect_early, run_parallel};
 pub use super::spelling::DatabaseSpelling;
 use crate::catalog::constraints::{self as catalog, Constraint, Kind};
@@ -181,7 +182,7 @@ impl Scan {
 
 /// Counts and samples of one constraint while its scan streams.
 #[derive(Default)]
-pub(super) struct Tally {
+struct Tally {
     count: u64,
     live: u64,
     smallest: BTreeSet<String>,
@@ -204,7 +205,7 @@ impl Tally {
 }
 
 /// A scan and what it reads, for the order and the progress bar.
-pub(super) struct Part<'a> {
+struct Part<'a> {
     scan: &'a Scan,
     cost: i64,
     /// The blocks of the table whose rows it returns.
@@ -231,7 +232,7 @@ fn runs_serially(part_cost: i64, narrowed: bool, all_parts_cost: i64) -> bool {
 
 impl Part<'_> {
     /// Runs the scan, moving `bar` along its cost as its rows pass the table's blocks.
-    pub(super) fn run(
+    fn run(
         &self,
         client: &mut Transaction<'_>,
         live_since: &DateTime<Utc>,
@@ -318,9 +319,6 @@ fn names(constraints: &[&'static Constraint]) -> String {
         .join(", ")
 }
 
-/// How many sessions scan at once: the one holding the snapshot and the others importing it.
-pub const PARALLEL_SCANS: usize = 2;
-
 /// Planner settings for the check's scans, for their transaction only.
 ///
 /// `parallel_tuple_cost = 0` lets PostgreSQL's parallel workers share a big table's scan (within
@@ -333,7 +331,7 @@ pub const PARALLEL_SCANS: usize = 2;
 /// `jit = off`: a scan's plan costs more than jit_above_cost from about a million rows on, and
 /// each worker then compiles its expressions, about 80 ms each (and over a second once the cost
 /// passes jit_optimize_above_cost), for simple comparisons that run no faster compiled.
-pub(super) const SCAN_SETTINGS: &str = "SET LOCAL parallel_tuple_cost = 0; SET LOCAL jit = off";
+const SCAN_SETTINGS: &str = "SET LOCAL parallel_tuple_cost = 0; SET LOCAL jit = off";
 
 /// Checks `constraints` against every row, counting live violations within the default
 /// window. Reads only: runs in READ ONLY transactions and takes no lock stronger than ACCESS
@@ -401,7 +399,9 @@ pub fn check_live(
             .collect()
     } else {
         let snapshot: String = tx.row("SELECT pg_export_snapshot()", &[])?.get(0);
-        run_parallel(early, &snapshot, &mut tx, &parts, &live_since.since, &bar)?
+        let since = &live_since.since;
+        let run = |part: &Part<'_>, tx: &mut Transaction<'_>| part.run(tx, since, &bar);
+        run_parallel(early, &snapshot, SCAN_SETTINGS, &mut tx, &parts, &run)?
     };
     tx.commit()?;
     bar.finish_and_clear();

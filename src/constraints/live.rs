@@ -5,9 +5,9 @@
 //! repaired then), else within `--live-window`. The checker counts them in the scan it already
 //! makes: one more boolean column per row, no second pass.
 
+use super::spelling::DatabaseSpelling;
 use crate::catalog::audit;
 use crate::catalog::sql::quote_ident;
-use crate::constraints::check::DatabaseSpelling;
 use crate::db::Query;
 use crate::units::count;
 use anyhow::Result;

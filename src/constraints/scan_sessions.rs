@@ -2,14 +2,18 @@
 //! [`PARALLEL_SCANS`]` - 1` more that import its exported snapshot, so that every count
 //! describes the same moment; each takes the next part (biggest first) until none is left.
 
-use super::check::{Part, Tally, PARALLEL_SCANS, SCAN_SETTINGS};
 use crate::catalog::constraints::{Constraint, Kind};
 use crate::db::config::Target;
 use crate::db::{self, Query};
 use anyhow::Result;
-use chrono::{DateTime, Utc};
 use postgres::{Client, Transaction};
 use std::collections::BTreeSet;
+
+/// How many sessions scan at once: the one holding the snapshot and the others importing it.
+pub const PARALLEL_SCANS: usize = 2;
+
+/// One part's work on a session's transaction (the check's scan of a table or a foreign key).
+pub(super) type RunPart<'r, P, R> = dyn Fn(&P, &mut Transaction<'_>) -> Result<R> + Sync + 'r;
 
 /// A session being opened for the scans, on a thread of its own.
 pub(super) type Early = std::thread::JoinHandle<Result<Client>>;
@@ -40,39 +44,38 @@ pub(super) fn connect_early(target: &Target, constraints: &[&'static Constraint]
         .collect()
 }
 
-type Slot = std::sync::Mutex<Option<Result<Vec<Tally>>>>;
+type Slot<R> = std::sync::Mutex<Option<Result<R>>>;
 
 /// Runs parts, next first, until none is left.
-fn drain(
+fn drain<P, R>(
     client: &mut Transaction<'_>,
-    parts: &[Part<'_>],
+    parts: &[P],
     next: &std::sync::atomic::AtomicUsize,
-    slots: &[Slot],
-    live_since: &DateTime<Utc>,
-    bar: &indicatif::ProgressBar,
+    slots: &[Slot<R>],
+    run: &RunPart<'_, P, R>,
 ) {
     loop {
         let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if i >= parts.len() {
             break;
         }
-        let result = parts[i].run(client, live_since, bar);
+        let result = run(&parts[i], client);
         *slots[i].lock().expect("slot") = Some(result);
     }
 }
 
 /// Runs parts on [`PARALLEL_SCANS`] sessions: the coordinator's own transaction, and
-/// connections that import its snapshot.
-pub(super) fn run_parallel(
+/// connections that import its snapshot and start with `settings` (the coordinator's).
+pub(super) fn run_parallel<P: Sync, R: Send>(
     early: Vec<Early>,
     snapshot: &str,
+    settings: &str,
     coordinator: &mut postgres::Transaction<'_>,
-    parts: &[Part<'_>],
-    live_since: &DateTime<Utc>,
-    bar: &indicatif::ProgressBar,
-) -> Result<Vec<Result<Vec<Tally>>>> {
+    parts: &[P],
+    run: &RunPart<'_, P, R>,
+) -> Result<Vec<Result<R>>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<Slot> = parts.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let slots: Vec<Slot<R>> = parts.iter().map(|_| std::sync::Mutex::new(None)).collect();
     let workers = PARALLEL_SCANS.min(parts.len()).saturating_sub(1);
     std::thread::scope(|scope| -> Result<()> {
         let (next, slots) = (&next, &slots);
@@ -88,14 +91,14 @@ pub(super) fn run_parallel(
                         Err(_) => return Ok(()),
                     };
                     let mut tx = db::snapshot::read_in(&mut client, snapshot)?;
-                    tx.batch(SCAN_SETTINGS)?;
-                    drain(&mut tx, parts, next, slots, live_since, bar);
+                    tx.batch(settings)?;
+                    drain(&mut tx, parts, next, slots, run);
                     tx.commit()?;
                     Ok(())
                 })
             })
             .collect();
-        drain(coordinator, parts, next, slots, live_since, bar);
+        drain(coordinator, parts, next, slots, run);
         for handle in handles {
             handle.join().expect("scan worker panicked")?;
         }

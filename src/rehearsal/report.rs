@@ -217,7 +217,14 @@ impl Details for RehearseReport {
             total(self.rows_cleaned, "cleanup"),
             total(self.violations_left, "final check")
         )?;
-        super::report_measured::write(self, out)?;
+        super::report_measured::write(
+            super::report_measured::Measured {
+                roles_created: &self.roles_created,
+                queries: &self.queries,
+                compat_grants: &self.compat_grants,
+            },
+            out,
+        )?;
         if let Some(s) = &self.standby {
             writeln!(
                 out,

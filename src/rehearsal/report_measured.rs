@@ -2,12 +2,20 @@
 //! created for the dump, one row per query before and after 008, and the compatibility views'
 //! grants.
 
-use super::report::RehearseReport;
+use super::queries::Comparison;
+use super::roles::CompatGrant;
 use crate::report;
 use std::io::Write;
 
+/// What the rehearsal measured, as its report holds it.
+pub struct Measured<'a> {
+    pub roles_created: &'a Option<Vec<String>>,
+    pub queries: &'a [Comparison],
+    pub compat_grants: &'a [CompatGrant],
+}
+
 /// Writes the roles created, the queries and the grants (nothing for what is empty).
-pub fn write(r: &RehearseReport, out: &mut dyn Write) -> std::io::Result<()> {
+pub fn write(r: Measured<'_>, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(roles) = &r.roles_created {
         if roles.is_empty() {
             writeln!(out, "roles: the server had every role the dump names")?;
@@ -28,7 +36,7 @@ pub fn write(r: &RehearseReport, out: &mut dyn Write) -> std::io::Result<()> {
             "query", "rows", "before", "after", "compat", "plan", "verdict",
         ]);
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} ms"));
-        for q in &r.queries {
+        for q in r.queries {
             let plan = match (&q.plan_before, &q.plan_after) {
                 (Some(b), Some(a)) if q.plan_changed => {
                     let compat = q.plan_after_compat.as_deref().unwrap_or("-");
@@ -72,7 +80,7 @@ pub fn write(r: &RehearseReport, out: &mut dyn Write) -> std::io::Result<()> {
             }
         }
     }
-    for g in &r.compat_grants {
+    for g in r.compat_grants {
         writeln!(
             out,
             "grant: {} may read {}; through {}: {}",

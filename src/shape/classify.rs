@@ -17,13 +17,49 @@
 //! cleanup never read it; only a rollback below the migration that created it would stop at it
 //! (in its own transaction, changing nothing), and the difference says so.
 
-use super::compare::Finding;
 use super::{Object, VersionShapes};
 use crate::catalog::constraints::{Rule, CATALOG};
 use crate::catalog::migrations;
 use crate::catalog::renames::RENAMES;
 use crate::catalog::PRIMARY_KEY;
 use serde::Serialize;
+
+/// What the comparison found about one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finding {
+    /// The version has it; the database does not.
+    Missing,
+    /// Both have it, defined differently (a column's type or nullability, an index's
+    /// definition, an enum's labels).
+    Mismatch,
+    /// A legacy column the database already carries under its full name: 008 accepts that.
+    RenamedByHand,
+    /// A column the version has under its full name, still under the truncated one.
+    NotRenamed,
+    /// Both the truncated and the full name of a column exist: 008 (or its rollback) cannot
+    /// rename it.
+    RenameConflict,
+    /// The database has it, the version does not.
+    Extra,
+    /// The database has an object a later plain-SQL migration creates: migrating from this
+    /// version would try to create it again and fail.
+    Ahead,
+}
+
+impl Finding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finding::Missing => "missing",
+            Finding::Mismatch => "mismatch",
+            Finding::RenamedByHand => "renamed_by_hand",
+            Finding::NotRenamed => "not_renamed",
+            Finding::RenameConflict => "rename_conflict",
+            Finding::Extra => "extra",
+            Finding::Ahead => "ahead",
+        }
+    }
+}
 
 /// The three classes of DESIGN.md §4 (the report's `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
