@@ -201,6 +201,7 @@ fn the_safety_mechanics_are_called_only_from_src_db() {
             "refuse_if_pooled(",
             "release_migration_lock(",
             "mark_pooled(",
+            "lift_statement_timeout(",
         ],
     );
     assert!(wrong.is_empty(), "{wrong:#?}");

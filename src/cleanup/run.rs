@@ -151,7 +151,6 @@ fn scan(
 /// The preview's second session: cleanup's settings, no statement timeout (as the first).
 fn reader(target: &Target) -> Result<Client> {
     let mut client = db::connect(target)?;
-    db::lift_statement_timeout(&mut client)?;
     without_jit(&mut client)?;
     Ok(client)
 }
@@ -216,8 +215,8 @@ pub fn apply(
         let target = session.target().clone();
         let log = session.log().clone();
         let reconnect = || -> Result<Client> {
-            let mut client = db::connect(&target)?;
-            if let Some(note) = db::lift_statement_timeout(&mut client)? {
+            let client = db::connect(&target)?;
+            for note in db::take_notes() {
                 log.line(&note);
             }
             Ok(client)

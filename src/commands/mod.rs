@@ -82,7 +82,7 @@ impl Context {
     pub fn connect(&self) -> Result<(Target, Client)> {
         let target = self.target()?;
         let first = db::pooler::known(&target).is_none();
-        let mut client = if self.reads_only {
+        let client = if self.reads_only {
             db::connect(&target)?
         } else {
             db::connect_to_change(&target)?
@@ -95,7 +95,7 @@ impl Context {
                 self.log.line(&note);
             }
         }
-        if let Some(note) = db::lift_statement_timeout(&mut client)? {
+        for note in db::take_notes() {
             self.log.line(&note);
         }
         Ok((target, client))

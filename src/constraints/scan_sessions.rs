@@ -34,12 +34,7 @@ pub(super) fn connect_early(target: &Target, constraints: &[&'static Constraint]
     (1..PARALLEL_SCANS.min(scans))
         .map(|_| {
             let target = target.clone();
-            std::thread::spawn(move || -> Result<Client> {
-                let mut client = db::connect(&target)?;
-                // The coordinator already said so on stderr.
-                db::lift_statement_timeout(&mut client)?;
-                Ok(client)
-            })
+            std::thread::spawn(move || -> Result<Client> { db::connect(&target) })
         })
         .collect()
 }

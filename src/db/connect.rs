@@ -38,7 +38,26 @@ pub fn connect(target: &Target) -> Result<Client> {
         super::own_sessions::remember(&mut client);
         set_safe_search_path(&mut client)?;
     }
+    if let Some(note) = lift_statement_timeout(&mut client)? {
+        if let Ok(mut notes) = NOTES.lock() {
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+    }
     Ok(client)
+}
+
+/// What connecting found worth saying once per run (a lifted statement_timeout), until the
+/// command takes it for stderr ([`take_notes`]).
+static NOTES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The notes connecting collected since the last call.
+pub fn take_notes() -> Vec<String> {
+    NOTES
+        .lock()
+        .map(|mut n| std::mem::take(&mut *n))
+        .unwrap_or_default()
 }
 
 /// Cancels, from a fresh connection through the pooler, what our transactions run on their
@@ -145,8 +164,8 @@ fn describe_connect_error(error: &postgres::Error) -> String {
 /// `lock_timeout`. One set in the connection options (`options=-c statement_timeout=…`,
 /// `PGOPTIONS`) is the operator's own choice for this run and is kept.
 ///
-/// Returns what to say on stderr, if anything.
-pub fn lift_statement_timeout(client: &mut Client) -> Result<Option<String>> {
+/// Returns what to say on stderr, if anything. Every connection [`connect`] opens has it done.
+fn lift_statement_timeout(client: &mut Client) -> Result<Option<String>> {
     if query::pooled() {
         // Each transaction lifts it with SET LOCAL (`db::query`).
         return Ok(None);

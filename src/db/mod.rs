@@ -20,7 +20,7 @@ pub mod session;
 pub mod snapshot;
 pub mod tls;
 
-pub use connect::{connect, connect_to_change, lift_statement_timeout};
+pub use connect::{connect, connect_to_change, take_notes};
 pub use connection::Connection;
 pub use introspect::{columns_of, table_exists};
 pub use lock::{acquire_migration_lock, set_lock_timeout, MIGRATION_LOCK_KEY};

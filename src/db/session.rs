@@ -139,8 +139,7 @@ impl Session {
     /// another table's constraints): statement_timeout lifted as on every connection, the same
     /// lock_timeout and retry. It takes no migration lock of its own: this session holds it.
     pub fn worker(&self) -> Result<Worker> {
-        let mut client = super::connect(&self.target)?;
-        super::lift_statement_timeout(&mut client)?;
+        let client = super::connect(&self.target)?;
         Worker::new(client, self.safety(), self.log().clone())
     }
 
