@@ -372,10 +372,17 @@ fn status_names_a_migration_lock_stranded_on_a_session_not_running_ruleiq_db() {
     assert_eq!(doc["stranded_locks"], serde_json::json!([]));
     // What a migrator through a transaction pooler left behind: the lock on a backend the
     // application now uses.
-    let mut app = Client::connect(&format!("{}&application_name=app-worker", db.url), NoTls).unwrap();
-    app.execute("SELECT pg_advisory_lock($1)", &[&ruleiq_db::db::MIGRATION_LOCK_KEY])
-        .unwrap();
-    let app_pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let mut app =
+        Client::connect(&format!("{}&application_name=app-worker", db.url), NoTls).unwrap();
+    app.execute(
+        "SELECT pg_advisory_lock($1)",
+        &[&ruleiq_db::db::MIGRATION_LOCK_KEY],
+    )
+    .unwrap();
+    let app_pid: i32 = app
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
     let (code, doc, _) = db.run_json(&["status"]);
     assert_eq!(code, 3, "{doc}");
     assert_eq!(doc["stranded_locks"][0]["pid"], app_pid, "{doc}");
