@@ -18,6 +18,17 @@ use refinery::Migration;
 /// rolled back: the database stays at the previous version, the archives untouched. 008
 /// meeting a column under both its old and new name is refused (exit 4).
 pub fn apply(session: &mut Session, migration: &Migration) -> Result<Vec<Restored>> {
+    apply_then(session, migration, |_| Ok(()))
+}
+
+/// [`apply`], with `then` run in the migration's transaction after its SQL: work that must
+/// commit with it but is no part of its text (its checksum stays the same whatever `then`
+/// does).
+pub fn apply_then(
+    session: &mut Session,
+    migration: &Migration,
+    mut then: impl FnMut(&mut postgres::Transaction<'_>) -> Result<()>,
+) -> Result<Vec<Restored>> {
     let sql = migration.sql().unwrap_or_default();
     let what = format!("V{} {}", migration.version(), migration.name());
     let created: Vec<_> = split_statements(sql)
@@ -34,7 +45,9 @@ pub fn apply(session: &mut Session, migration: &Migration) -> Result<Vec<Restore
             let archived = restore::archived(tx, &created)?;
             history::record_applied(tx, migration)?;
             tx.batch(sql)?;
-            restore::restore(tx, &archived, &what)
+            let restored = restore::restore(tx, &archived, &what)?;
+            then(tx)?;
+            Ok(restored)
         })
         .map_err(|e| {
             let conflict = db::sql_state(&e).is_some_and(|s| s.code() == RENAME_CONFLICT_SQLSTATE);

@@ -283,8 +283,24 @@ pub struct RollbackArgs {
 pub struct CompatArgs {
     /// Remove the views and the schema (asks first; --yes off a terminal). Application code
     /// still using a legacy column name fails from then on.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "for_role")]
     pub drop: bool,
+    /// Point this role's new sessions in this database at the views (ALTER ROLE … IN DATABASE
+    /// … SET search_path = ruleiq_compat, public), creating them for the current version, 7
+    /// included; for an application behind a transaction-mode pooler, which passes no
+    /// connection option. Repeatable. Again later: gives the roles their rights on the views.
+    #[arg(long, value_name = "ROLE")]
+    pub for_role: Vec<String>,
+    /// Wait this long for the sessions of the recorded roles that predate their setting to
+    /// end (never terminating them), else exit 4 (compat_not_in_effect).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+    /// With --drop: how long to watch pg_stat_statements for statements naming a legacy column.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m", requires = "drop")]
+    pub observe: Duration,
+    /// With --drop: go ahead without pg_stat_statements, unmeasured.
+    #[arg(long, requires = "drop")]
+    pub unverified: bool,
     /// Show what would be created or dropped; change nothing.
     #[arg(long)]
     pub dry_run: bool,
