@@ -799,10 +799,21 @@ pub fn observe_legacy_use(
     observe: std::time::Duration,
     log: &crate::progress::Log,
 ) -> Result<std::result::Result<Vec<LegacyUse>, String>> {
-    let start = match legacy_statements(client, roles)? {
+    let mut start = match legacy_statements(client, roles)? {
         Ok(s) => s,
         Err(why) => return Ok(Err(why)),
     };
+    // Statements that differ only in a renamed column's spelling are one pg_stat_statements
+    // entry when they reach the same table (it identifies a column by number): after 008 a
+    // full-name statement on the table counts under the legacy text recorded before 008, and
+    // through a view it does not. Removing the legacy-named entries first makes the next
+    // execution record its own text, so only statements that really spell a legacy name (the
+    // ones that need the views) come back under one. Without the right to, deltas are used.
+    if forget_entries(client, &start)? {
+        start.clear();
+    } else {
+        log.line("cannot reset pg_stat_statements entries (pg_stat_statements_reset): counting calls on the existing entries, where a full-name statement on a table may count under the legacy text recorded before 008");
+    }
     log.line(&format!(
         "watching pg_stat_statements for {observe:?} for statements that name a legacy column"
     ));
@@ -816,4 +827,86 @@ pub fn observe_legacy_use(
         Err(why) => return Ok(Err(why)),
     };
     Ok(Ok(legacy_use(Some(&start), &end)))
+}
+
+/// Removes the pg_stat_statements entries of `entries` in this database (all users); false
+/// when this role may not (pg_stat_statements_reset is the superuser's unless granted).
+fn forget_entries(
+    client: &mut (impl Query + ?Sized),
+    entries: &std::collections::BTreeMap<i64, Counted>,
+) -> Result<bool> {
+    let Some(schema) = client
+        .row_opt(
+            "SELECT n.nspname::text FROM pg_extension e
+               JOIN pg_namespace n ON n.oid = e.extnamespace
+              WHERE e.extname = 'pg_stat_statements'",
+            &[],
+        )?
+        .map(|r| r.get::<_, String>(0))
+    else {
+        return Ok(false);
+    };
+    // queryid 0 would mean every statement: never passed.
+    let ids: Vec<i64> = entries.keys().copied().filter(|id| *id != 0).collect();
+    if ids.len() != entries.len() {
+        return Ok(false);
+    }
+    let sql = format!(
+        "SELECT count({schema}.pg_stat_statements_reset(0::oid, d.oid, q.id))
+           FROM pg_database d, unnest($1::int8[]) AS q(id)
+          WHERE d.datname = current_database()",
+        schema = crate::catalog::sql::quote_ident(&schema)
+    );
+    Ok(client.row(&sql, &[&ids]).is_ok())
+}
+
+/// The database the roles' setting is made in.
+pub fn database_name(client: &mut (impl Query + ?Sized)) -> Result<String> {
+    Ok(client.row("SELECT current_database()::text", &[])?.get(0))
+}
+
+/// `compat --for-role` in one transaction of `session`: the views for `version` when `create`,
+/// the roles pointed at them and recorded, every recorded role's rights synced; then the new
+/// roles' time stamped after the commit. Returns (roles set now, grants and revokes run).
+pub fn point_roles_retried(
+    session: &mut Session,
+    roles: &[String],
+    version: i32,
+    create: bool,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let (newly, synced) =
+        session.transaction("pointing roles at the compatibility views", |tx| {
+            if create {
+                run(tx, &compat::create_statements_at(version))
+                    .context("creating the compatibility schema")?;
+            }
+            let newly = point_roles(tx, roles)?;
+            let all: Vec<String> = recorded_roles(tx)?.into_iter().map(|(r, _)| r).collect();
+            let synced = sync_rights(tx, &all)?;
+            Ok((newly, synced))
+        })?;
+    stamp_roles(session.client(), &newly)?;
+    Ok((newly, synced))
+}
+
+/// [`create_at`] in its own transaction of `session`.
+pub fn create_at_retried(session: &mut Session, version: i32) -> Result<()> {
+    session.transaction("creating the compatibility schema", |tx| {
+        create_at(tx, version)
+    })
+}
+
+/// [`reset_roles`] in its own transaction, stamped after the commit; the roles reset now.
+pub fn reset_roles_retried(session: &mut Session) -> Result<Vec<String>> {
+    let reset = session.transaction("resetting the roles' search_path", |tx| reset_roles(tx))?;
+    stamp_reset(session.client(), &reset)?;
+    Ok(reset)
+}
+
+/// Drops the views and the schema and forgets the roles, in one transaction.
+pub fn drop_and_forget_retried(session: &mut Session) -> Result<()> {
+    session.transaction("dropping the compatibility schema", |tx| {
+        drop(tx)?;
+        forget_roles(tx)
+    })
 }

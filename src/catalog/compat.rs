@@ -142,6 +142,23 @@ pub const ROLES_TABLE: &str = "compat_roles";
 /// The role setting, as `pg_db_role_setting` keeps it.
 pub const ROLE_SETTING: &str = "search_path=ruleiq_compat, public";
 
+/// Locks the views named (those that exist), before 008's own locks. A statement through a
+/// view locks the view, then its table: 008 must take them in the same order, or a statement
+/// that got the view and waits for the table holds 008's DROP VIEW up, every retry (docs/design.md §7).
+pub fn lock_views(views: &[String]) -> Option<String> {
+    if views.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = views
+        .iter()
+        .map(|v| format!("{}.{}", quote_ident(SCHEMA), quote_ident(v)))
+        .collect();
+    Some(format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        names.join(", ")
+    ))
+}
+
 /// `ruleiq_meta.compat_roles`, schema-qualified and quoted.
 pub fn roles_table() -> String {
     format!("{}.{}", quote_ident(META_SCHEMA), quote_ident(ROLES_TABLE))

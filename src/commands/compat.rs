@@ -7,13 +7,12 @@ use crate::catalog::renames::renamed_tables;
 use crate::catalog::repair::PlannedStatement;
 use crate::cli::CompatArgs;
 use crate::compat::{self, CompatSchema, CompatView};
-use crate::db::Query;
 use crate::exit::Code;
 use crate::health::blockers::{Scope, Takes};
 use crate::history;
 use crate::refusal::Refusal;
 use crate::report::{self, Details, Report};
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
 use std::io::Write;
@@ -92,7 +91,7 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
         if action == Action::Drop {
             // What --drop would do for the roles, and what pg_stat_statements says so far
             // (since its statistics were reset; a real run watches --observe).
-            let database: String = client.row("SELECT current_database()::text", &[])?.get(0);
+            let database = compat::database_name(&mut client)?;
             let resets = roles.iter().map(|r| PlannedStatement {
                 sql: sql::reset_role_path(&r.role, &database),
                 lock: "none; reaches the role's server sessions opened after it".into(),
@@ -146,19 +145,14 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
                 ),
             });
             // The recorded roles get their rights on the new views in the same transaction.
-            session.transaction("creating the compatibility schema", |tx| {
-                compat::create_at(tx, version)
-            })?;
+            compat::create_at_retried(&mut session, version)?;
             created = true;
         }
         Action::Drop => {
             // The roles' setting goes first, and the views only once no session that
             // predates the reset is left: never while a session still resolves names through
             // them (docs/design.md §7).
-            let reset = session.transaction("resetting the roles' search_path", |tx| {
-                compat::reset_roles(tx)
-            })?;
-            compat::stamp_reset(session.client(), &reset)?;
+            let reset = compat::reset_roles_retried(&mut session)?;
             for role in &reset {
                 ctx.log.line(&format!(
                     "role {role}: new sessions in this database resolve names in public again"
@@ -171,10 +165,7 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
                 &format!("compat --drop: the roles' search_path is reset, schema {SCHEMA} is kept (run `ruleiq-db compat --drop` again, or `compat --for-role` to point them back), because"),
                 compat::Since::Reset,
             )?;
-            session.transaction("dropping the compatibility schema", |tx| {
-                compat::drop(tx)?;
-                compat::forget_roles(tx)
-            })?;
+            compat::drop_and_forget_retried(&mut session)?;
             dropped = true;
         }
         _ => {}
@@ -220,7 +211,7 @@ fn for_roles(
         } else {
             sql::create_statements_at(version)
         };
-        let database: String = client.row("SELECT current_database()::text", &[])?.get(0);
+        let database = compat::database_name(&mut client)?;
         let mut shown = Vec::new();
         for role in &roles {
             let set_at = recorded.iter().find(|(r, _)| r == role).map(|(_, t)| *t);
@@ -262,21 +253,7 @@ fn for_roles(
             &Scope::new("compat", tables, Takes::AccessExclusive),
         )?;
     }
-    let (newly, synced) =
-        session.transaction("pointing roles at the compatibility views", |tx| {
-            if create {
-                compat::run(tx, &sql::create_statements_at(version))
-                    .context("creating the compatibility schema")?;
-            }
-            let newly = compat::point_roles(tx, &roles)?;
-            let all: Vec<String> = compat::recorded_roles(tx)?
-                .into_iter()
-                .map(|(r, _)| r)
-                .collect();
-            let synced = compat::sync_rights(tx, &all)?;
-            Ok((newly, synced))
-        })?;
-    compat::stamp_roles(session.client(), &newly)?;
+    let (newly, synced) = compat::point_roles_retried(&mut session, &roles, version, create)?;
     for role in &newly {
         ctx.log.line(&format!(
             "role {role}: new sessions in this database use search_path={}; sessions opened before keep theirs",
@@ -342,7 +319,16 @@ fn refuse_while_legacy_names_are_used(
         Ok(uses) if !uses.is_empty() => {
             let named = uses
                 .iter()
-                .map(|u| format!("{}.{} ({} now): {} calls", u.table, u.column, u.full_name, u.calls))
+                .map(|u| {
+                    format!(
+                        "{}.{} ({} now): {} calls, e.g. `{}`",
+                        u.table,
+                        u.column,
+                        u.full_name,
+                        u.calls,
+                        u.statements.first().map_or("", |s| s.as_str())
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             Refusal::LegacyNamesInUse(format!(

@@ -11,7 +11,7 @@ use crate::compat::Created;
 use crate::constraints::check::{self, Finding};
 use crate::constraints::validate;
 use crate::db::replication::ReplicaThrottle;
-use crate::db::Session;
+use crate::db::{Query, Session};
 use crate::journal::Journal;
 use crate::report::MigrationRun;
 use anyhow::Result;
@@ -85,16 +85,35 @@ pub fn apply_pending(run: &mut Run<'_>, pending: &[Migration]) -> Result<Applied
         // 008 re-creates the views over the new names in its transaction; the recorded roles
         // get their rights on them in the same transaction, so no session of theirs finds a
         // view it may not use (docs/design.md §7).
-        let restored = crate::apply::apply_then(run.session, m, |tx| {
-            if roles_recorded {
-                let roles: Vec<String> = crate::compat::recorded_roles(tx)?
-                    .into_iter()
-                    .map(|(r, _)| r)
-                    .collect();
-                crate::compat::sync_rights(tx, &roles)?;
-            }
-            Ok(())
-        })?;
+        let views_before: Vec<String> = if m.version() == REPAIR_VERSION {
+            crate::compat::inspect(run.session.client())?
+                .map(|f| f.views.into_iter().map(|v| v.view).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let lock_views = crate::catalog::compat::lock_views(&views_before);
+        let restored = crate::apply::apply_around(
+            run.session,
+            m,
+            |tx| {
+                // Views made before 008 (`compat --for-role`) are locked before its tables.
+                if let Some(lock) = &lock_views {
+                    tx.batch(lock)?;
+                }
+                Ok(())
+            },
+            |tx| {
+                if roles_recorded {
+                    let roles: Vec<String> = crate::compat::recorded_roles(tx)?
+                        .into_iter()
+                        .map(|(r, _)| r)
+                        .collect();
+                    crate::compat::sync_rights(tx, &roles)?;
+                }
+                Ok(())
+            },
+        )?;
         for r in &restored {
             log.line(&format!(
                 "restored {} from {} ({} rows){}",
