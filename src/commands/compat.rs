@@ -198,6 +198,16 @@ fn for_roles(
     version: i32,
     found: Option<CompatSchema>,
 ) -> Result<Outcome> {
+    // The views are made over the tables 008 renames columns of, as version 7 has them:
+    // earlier migrations still change those tables, and a view would stop them.
+    if version < REPAIR_VERSION - 1 {
+        return Refusal::TargetOutOfRange(format!(
+            "compat --for-role needs version {} or later (the tables 008 renames columns of, as production has them); the database is at version {version}: `ruleiq-db migrate --target {}` first; nothing was changed",
+            REPAIR_VERSION - 1,
+            REPAIR_VERSION - 1
+        ))
+        .fail();
+    }
     let mut roles: Vec<String> = Vec::new();
     for r in &args.for_role {
         if !roles.contains(r) {
