@@ -35,7 +35,7 @@ impl Workload {
                     let mut client = Client::connect(&url, NoTls).expect("the application connects");
                     let work = [
                         "SELECT count(*) FROM evidence_items WHERE status = 'collected'",
-                        "BEGIN; UPDATE business_profiles SET updated_at = updated_at WHERE id = (SELECT min(id) FROM business_profiles); SELECT 1 FROM pg_sleep(0.002); COMMIT",
+                        "BEGIN; UPDATE business_profiles SET updated_at = updated_at WHERE id = (SELECT id FROM business_profiles ORDER BY id LIMIT 1); SELECT 1 FROM pg_sleep(0.002); COMMIT",
                         "SELECT id FROM assessment_sessions ORDER BY id LIMIT 5",
                     ];
                     let mut n = i;
