@@ -18,6 +18,18 @@ use refinery::Migration;
 /// rolled back: the database stays at the previous version, the archives untouched. 008
 /// meeting a column under both its old and new name is refused (exit 4).
 pub fn apply(session: &mut Session, migration: &Migration) -> Result<Vec<Restored>> {
+    apply_around(session, migration, |_| Ok(()), |_| Ok(()))
+}
+
+/// [`apply`], with `first` run in the migration's transaction right before its SQL and `then`
+/// right after it: work that must commit with it but is no part of its text (its checksum
+/// stays the same whatever they do).
+pub fn apply_around(
+    session: &mut Session,
+    migration: &Migration,
+    mut first: impl FnMut(&mut postgres::Transaction<'_>) -> Result<()>,
+    mut then: impl FnMut(&mut postgres::Transaction<'_>) -> Result<()>,
+) -> Result<Vec<Restored>> {
     let sql = migration.sql().unwrap_or_default();
     let what = format!("V{} {}", migration.version(), migration.name());
     let created: Vec<_> = split_statements(sql)
@@ -33,8 +45,11 @@ pub fn apply(session: &mut Session, migration: &Migration) -> Result<Vec<Restore
             // trip in between counts, more so on a server short of CPU.
             let archived = restore::archived(tx, &created)?;
             history::record_applied(tx, migration)?;
+            first(tx)?;
             tx.batch(sql)?;
-            restore::restore(tx, &archived, &what)
+            let restored = restore::restore(tx, &archived, &what)?;
+            then(tx)?;
+            Ok(restored)
         })
         .map_err(|e| {
             let conflict = db::sql_state(&e).is_some_and(|s| s.code() == RENAME_CONFLICT_SQLSTATE);

@@ -159,7 +159,7 @@ pub enum Command {
     /// Without options: show the schema and its views; on a version-8 database without them,
     /// create them (the same SQL as 008's). With --drop: remove them, once no old code is left.
     #[command(
-        after_help = "Examples:\n  ruleiq-db compat                     show the views, or re-create them on version 8\n  ruleiq-db compat --drop --dry-run    what --drop would run\n  ruleiq-db compat --drop --yes        end the compatibility period\n\nRolling out 008 without downtime:\n  1. deploy the application's connection setting options=-csearch_path%3Druleiq_compat,public\n  2. ruleiq-db migrate                 (008 and the views, in one transaction)\n  3. roll out the code that uses the new column names, process by process\n  4. ruleiq-db compat --drop --yes     when no process uses the legacy names any more\n\n`rollback` of 008 drops the schema first; `migrate` to 8 again re-creates it."
+        after_help = "Examples:\n  ruleiq-db compat                          show the views and the roles pointed at them\n  ruleiq-db compat --for-role app --wait 1h point role app at the views (version 7 or 8), wait for its older sessions\n  ruleiq-db compat --drop --dry-run         what --drop would run\n  ruleiq-db compat --drop --yes             end the compatibility period (measured over --observe, default 5m)\n\nRolling out 008 through a transaction-mode pooler (production):\n  1. ruleiq-db compat --for-role APP_ROLE   (the role's new server sessions use ruleiq_compat, public)\n  2. recycle the pooler's server connections (PgBouncer: RECONNECT; Neon: restart the compute), or wait server_lifetime\n  3. ruleiq-db migrate                      (on the direct URL; refuses while a session of APP_ROLE predates step 1)\n  4. roll out the code that uses the new column names, process by process\n  5. ruleiq-db compat --drop --yes          when no statement names a legacy column (pg_stat_statements)\n\nConnecting directly instead: options=-csearch_path%3Druleiq_compat,public in the application's URL, then 3-5.\n`rollback` of 008 drops the schema first, or, while roles are pointed at it, re-creates it for version 7."
     )]
     Compat(CompatArgs),
     /// Play the whole repair on a throwaway PostgreSQL: no server to set up.
@@ -283,8 +283,24 @@ pub struct RollbackArgs {
 pub struct CompatArgs {
     /// Remove the views and the schema (asks first; --yes off a terminal). Application code
     /// still using a legacy column name fails from then on.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "for_role")]
     pub drop: bool,
+    /// Point this role's new sessions in this database at the views (ALTER ROLE … IN DATABASE
+    /// … SET search_path = ruleiq_compat, public), creating them for the current version, 7
+    /// included; for an application behind a transaction-mode pooler, which passes no
+    /// connection option. Repeatable. Again later: gives the roles their rights on the views.
+    #[arg(long, value_name = "ROLE")]
+    pub for_role: Vec<String>,
+    /// Wait this long for the sessions of the recorded roles that predate their setting to
+    /// end (never terminating them), else exit 4 (compat_not_in_effect).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+    /// With --drop: how long to watch pg_stat_statements for statements naming a legacy column.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m", requires = "drop")]
+    pub observe: Duration,
+    /// With --drop: go ahead without pg_stat_statements, unmeasured.
+    #[arg(long, requires = "drop")]
+    pub unverified: bool,
     /// Show what would be created or dropped; change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -53,6 +53,11 @@ pub enum Refusal {
     Dependents(String),
     /// A changing command on a connection through a transaction-mode pooler.
     PooledConnection(String),
+    /// Sessions of a role pointed at the compatibility views that predate the role's setting
+    /// (docs/design.md §7): they resolve names as before it.
+    CompatNotInEffect(String),
+    /// `compat --drop` while statements still name a legacy column (docs/design.md §7).
+    LegacyNamesInUse(String),
 }
 
 impl Refusal {
@@ -83,6 +88,8 @@ impl Refusal {
             Refusal::Drift(_) => "drift",
             Refusal::Dependents(_) => "dependents",
             Refusal::PooledConnection(_) => "pooled_connection",
+            Refusal::CompatNotInEffect(_) => "compat_not_in_effect",
+            Refusal::LegacyNamesInUse(_) => "legacy_names_in_use",
         }
     }
 
@@ -107,7 +114,9 @@ impl Refusal {
             | Refusal::MissingGrants(m)
             | Refusal::Drift(m)
             | Refusal::Dependents(m)
-            | Refusal::PooledConnection(m) => m,
+            | Refusal::PooledConnection(m)
+            | Refusal::CompatNotInEffect(m)
+            | Refusal::LegacyNamesInUse(m) => m,
         }
     }
 
@@ -176,6 +185,8 @@ mod tests {
             Refusal::Drift(m()),
             Refusal::Dependents(m()),
             Refusal::PooledConnection(m()),
+            Refusal::CompatNotInEffect(m()),
+            Refusal::LegacyNamesInUse(m()),
         ]
     }
 

@@ -273,6 +273,8 @@ fn status() {
                 replay_lag_bytes: Some(0),
             }],
             compat: None,
+            compat_roles: vec![],
+            legacy_names_in_use: None,
             stranded_locks: vec![crate::db::lock::LockHolder {
                 pid: 4242,
                 application_name: "app-worker".into(),

@@ -644,7 +644,7 @@ fn compat_drop_needs_yes_leaves_no_trace_and_compat_re_creates_it() {
     assert!(!schema_exists(&without));
 
     let with_views = db.dump();
-    let (code, report, _) = db.run_json(&["compat", "--drop"]);
+    let (code, report, _) = db.run_json(&["compat", "--drop", "--unverified"]);
     assert_eq!(code, 4, "{report}");
     assert!(report["error"].as_str().unwrap().contains("--yes"));
     let (code, report, _) = db.run_json(&["compat", "--drop", "--dry-run"]);
@@ -652,7 +652,7 @@ fn compat_drop_needs_yes_leaves_no_trace_and_compat_re_creates_it() {
     assert_eq!(report["plan"].as_array().unwrap().len(), 4);
     db.assert_unchanged(&with_views);
 
-    let (code, report, stderr) = db.run_json(&["compat", "--drop", "--yes"]);
+    let (code, report, stderr) = db.run_json(&["compat", "--drop", "--yes", "--unverified"]);
     assert_eq!(code, 0, "{report}\n{stderr}");
     assert_eq!(
         (
@@ -671,7 +671,7 @@ fn compat_drop_needs_yes_leaves_no_trace_and_compat_re_creates_it() {
         dump_without_history(&without),
         "after compat --drop the database is what migrate --no-compat leaves"
     );
-    let (code, report, _) = db.run_json(&["compat", "--drop", "--yes"]);
+    let (code, report, _) = db.run_json(&["compat", "--drop", "--yes", "--unverified"]);
     assert_eq!(code, 0);
     assert_eq!(report["dropped"], false);
 
@@ -718,7 +718,7 @@ fn below_version_8_there_is_nothing_to_be_compatible_with() {
     assert_eq!(report["schema"], serde_json::Value::Null);
     assert_eq!(report["created"], false);
     assert!(report["summary"].as_str().unwrap().contains("version 7"));
-    let (code, report, _) = db.run_json(&["compat", "--drop", "--yes"]);
+    let (code, report, _) = db.run_json(&["compat", "--drop", "--yes", "--unverified"]);
     assert_eq!(code, 0);
     assert_eq!(report["dropped"], false);
     db.assert_unchanged(&before);
@@ -729,7 +729,14 @@ fn compat_drop_waits_for_another_ruleiq_db_then_refuses() {
     let db = production_at_7();
     migrate_json(&db, &[]);
     let _holder = db.hold_migration_lock();
-    let (code, report, stderr) = db.run_json(&["--lock-wait", "1s", "compat", "--drop", "--yes"]);
+    let (code, report, stderr) = db.run_json(&[
+        "--lock-wait",
+        "1s",
+        "compat",
+        "--drop",
+        "--yes",
+        "--unverified",
+    ]);
     assert_eq!(code, 4, "{report}\n{stderr}");
     assert!(stderr.contains("migration lock"), "{stderr}");
     assert!(schema_exists(&db));
@@ -808,11 +815,11 @@ fn the_views_carry_the_tables_grants_to_the_application_role() {
 fn on_a_terminal_compat_drop_asks_and_only_yes_drops() {
     let db = production_at_7();
     migrate_json(&db, &[]);
-    let (code, screen) = db.on_a_terminal("compat --drop", "n\n");
+    let (code, screen) = db.on_a_terminal("compat --drop --unverified", "n\n");
     assert_eq!(code, 4, "{screen}");
     assert!(screen.contains("[y/N]"), "{screen}");
     assert!(schema_exists(&db));
-    let (code, screen) = db.on_a_terminal("compat --drop", "y\n");
+    let (code, screen) = db.on_a_terminal("compat --drop --unverified", "y\n");
     assert_eq!(code, 0, "{screen}");
     assert!(!schema_exists(&db));
 }
@@ -870,7 +877,7 @@ fn rehearses_application_queries_find_every_spelling_working_and_notice_when_it_
     assert!(runs.iter().all(|r| r.problem.is_none()), "{runs:#?}");
     assert!(runs.iter().any(|r| r.rows > Some(0)), "{runs:#?}");
 
-    let (code, _, _) = db.run(&["compat", "--drop", "--yes"]);
+    let (code, _, _) = db.run(&["compat", "--drop", "--yes", "--unverified"]);
     assert_eq!(code, 0);
     let runs = ruleiq_db::app_queries::run_all(&db.target()).unwrap();
     let failed: Vec<_> = runs.iter().filter(|r| r.problem.is_some()).collect();
@@ -892,9 +899,16 @@ fn compat_drop_waiting_for_a_reader_gives_up_its_lock_request_and_retries() {
         .unwrap();
     let dropper = {
         let mut cmd = db.command();
-        cmd.args(["--lock-timeout", "200ms", "--yes", "compat", "--drop"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
+        cmd.args([
+            "--lock-timeout",
+            "200ms",
+            "--yes",
+            "compat",
+            "--drop",
+            "--unverified",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
         cmd.spawn().unwrap()
     };
     std::thread::sleep(Duration::from_millis(1500));

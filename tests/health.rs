@@ -624,7 +624,14 @@ fn compat_drop_refuses_while_a_session_sits_on_a_table_its_views_read() {
     let db = clean_at_7(TestDb::new());
     db.migrate_to(8);
     let (mut holder, pid) = idle_in_transaction(&db, "SELECT count(*) FROM business_profiles");
-    let (code, _, stderr) = db.run(&["--yes", "--lock-wait", "1s", "compat", "--drop"]);
+    let (code, _, stderr) = db.run(&[
+        "--yes",
+        "--lock-wait",
+        "1s",
+        "compat",
+        "--drop",
+        "--unverified",
+    ]);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
     assert_eq!(
@@ -633,6 +640,6 @@ fn compat_drop_refuses_while_a_session_sits_on_a_table_its_views_read() {
         "nothing was dropped"
     );
     holder.batch_execute("COMMIT").unwrap();
-    let (code, _, stderr) = db.run(&["--yes", "compat", "--drop"]);
+    let (code, _, stderr) = db.run(&["--yes", "compat", "--drop", "--unverified"]);
     assert_eq!(code, 0, "{stderr}");
 }

@@ -1116,7 +1116,7 @@ fn migrate_status_compat_and_rollback_neither_run_planted_objects_nor_read_shado
     pair.hold("status --health");
     pair.same(&["compat"], 0);
     pair.same(&["compat", "--drop", "--dry-run"], 0);
-    pair.same(&["compat", "--drop", "--yes"], 0);
+    pair.same(&["compat", "--drop", "--yes", "--unverified"], 0);
     pair.same(&["compat", "--dry-run"], 0);
     pair.same(&["compat", "--yes"], 0);
     pair.same(&["rollback", "--to", "7", "--dry-run"], 0);

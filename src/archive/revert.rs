@@ -262,6 +262,13 @@ fn revert_one(session: &mut Session, step: &Step, stamp: &Stamp) -> Result<Vec<A
                 .with_context(|| format!("{label} down: {}", first_line(&s.sql)))?;
             archived.extend(made);
         }
+        // While roles are pointed at the views (`compat --for-role`), their sessions find
+        // names only through them: 008's down dropped them first, so in the same transaction
+        // they come back over the legacy names (docs/design.md §7).
+        if step.version == REPAIR_VERSION && !crate::compat::recorded_roles(tx)?.is_empty() {
+            crate::compat::create_at(tx, REPAIR_VERSION - 1)
+                .with_context(|| format!("{label} down: re-pointing the compatibility views to version {}", REPAIR_VERSION - 1))?;
+        }
         let removed = tx.exec(
             &format!("DELETE FROM {} WHERE version = $1", qualified(HISTORY_TABLE)),
             &[&step.version],

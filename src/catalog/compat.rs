@@ -35,6 +35,49 @@ pub const CONNECTION_OPTION: &str = "options=-csearch_path%3Druleiq_compat,publi
 /// Marks the schema and its views as ruleiq-db's, for a DBA reading `\dn+` or `\dv+`.
 const COMMENT: &str = "ruleiq-db compatibility view: the table with each column 008 renamed also under its legacy name; remove with `ruleiq-db compat --drop` once no old application code is left";
 
+/// The same for views made before 008 (`compat --for-role` at version 7): bound to the columns
+/// by number, they keep both names through 008's renames.
+const COMMENT_LEGACY: &str = "ruleiq-db compatibility view: the table with each column 008 renames also under its full name, made before 008 for roles pointed here; remove with `ruleiq-db compat --drop` once no old application code is left";
+
+/// Which names the renamed columns have in the tables a view is made over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    /// Version 8 and later: the full names.
+    Repaired,
+    /// Before 008: the truncated names.
+    Legacy,
+}
+
+impl Spelling {
+    /// The spelling of the database at `version`.
+    pub fn at(version: i32) -> Spelling {
+        if version >= super::migrations::REPAIR_VERSION {
+            Spelling::Repaired
+        } else {
+            Spelling::Legacy
+        }
+    }
+}
+
+/// The statements that create the schema and its views for the database at `version`: 008's
+/// own at version 8 and later, the views over the legacy names before.
+pub fn create_statements_at(version: i32) -> Vec<PlannedStatement> {
+    match Spelling::at(version) {
+        Spelling::Repaired => create_statements(),
+        Spelling::Legacy => {
+            let mut statements = create_statements();
+            statements.truncate(2);
+            statements.extend(renamed_tables().into_iter().map(|table| PlannedStatement {
+                sql: create_view(table, Spelling::Legacy),
+                lock: format!(
+                    "ACCESS SHARE on {table}; ACCESS EXCLUSIVE on view {SCHEMA}.{table} when it replaces one"
+                ),
+            }));
+            statements
+        }
+    }
+}
+
 /// The statements that create the schema and one view per renamed table. State-aware, so the
 /// same text serves 008 and `compat`: an existing view of ours is replaced, anything else in
 /// the way stops the transaction with PostgreSQL's own error.
@@ -58,7 +101,7 @@ pub fn create_statements() -> Vec<PlannedStatement> {
     schema
         .into_iter()
         .chain(renamed_tables().into_iter().map(|table| PlannedStatement {
-            sql: create_view(table),
+            sql: create_view(table, Spelling::Repaired),
             lock: format!(
                 "ACCESS SHARE on {table} (held already inside 008); ACCESS EXCLUSIVE on view {SCHEMA}.{table} when it replaces one"
             ),
@@ -89,6 +132,106 @@ pub fn drop_statements() -> Vec<PlannedStatement> {
             lock: "none on tables (fails rather than drop anything that is not ours)".into(),
         }))
         .collect()
+}
+
+/// Where the roles pointed at the views are recorded, with the time (beside the accepted drift
+/// in `ruleiq_meta`).
+pub const META_SCHEMA: &str = "ruleiq_meta";
+pub const ROLES_TABLE: &str = "compat_roles";
+
+/// The role setting, as `pg_db_role_setting` keeps it.
+pub const ROLE_SETTING: &str = "search_path=ruleiq_compat, public";
+
+/// Locks the views named (those that exist), before 008's own locks. A statement through a
+/// view locks the view, then its table: 008 must take them in the same order, or a statement
+/// that got the view and waits for the table holds 008's DROP VIEW up, every retry (docs/design.md §7).
+pub fn lock_views(views: &[String]) -> Option<String> {
+    if views.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = views
+        .iter()
+        .map(|v| format!("{}.{}", quote_ident(SCHEMA), quote_ident(v)))
+        .collect();
+    Some(format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        names.join(", ")
+    ))
+}
+
+/// `ruleiq_meta.compat_roles`, schema-qualified and quoted.
+pub fn roles_table() -> String {
+    format!("{}.{}", quote_ident(META_SCHEMA), quote_ident(ROLES_TABLE))
+}
+
+/// Creates the record of roles pointed at the views, when it is not there.
+pub fn roles_table_ddl() -> String {
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {table} (
+             role   name PRIMARY KEY,
+             set_at timestamptz NOT NULL,
+             set_by text NOT NULL DEFAULT current_user,
+             reset_at timestamptz
+         );
+         COMMENT ON TABLE {table} IS {comment}",
+        schema = quote_ident(META_SCHEMA),
+        table = roles_table(),
+        comment = quote_literal("Roles whose search_path ruleiq-db compat --for-role points at ruleiq_compat in this database, and since when"),
+    )
+}
+
+/// Points `role`'s new sessions in `database` at the views: through a transaction-mode pooler
+/// no connection option reaches the server, so the choice comes from the database.
+pub fn set_role_path(role: &str, database: &str) -> String {
+    format!(
+        "ALTER ROLE {} IN DATABASE {} SET search_path = {SCHEMA}, public",
+        quote_ident(role),
+        quote_ident(database)
+    )
+}
+
+/// Takes the setting of [`set_role_path`] away again.
+pub fn reset_role_path(role: &str, database: &str) -> String {
+    format!(
+        "ALTER ROLE {} IN DATABASE {} RESET search_path",
+        quote_ident(role),
+        quote_ident(database)
+    )
+}
+
+/// A role finds the schema on its path only with USAGE on it.
+pub fn grant_usage(role: &str) -> String {
+    format!(
+        "GRANT USAGE ON SCHEMA {} TO {}",
+        quote_ident(SCHEMA),
+        quote_ident(role)
+    )
+}
+
+/// The table privileges a view can carry, compared between a table and its view.
+pub const VIEW_PRIVILEGES: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE"];
+
+/// `GRANT privilege ON ruleiq_compat.view TO role` (privilege one of [`VIEW_PRIVILEGES`]).
+pub fn grant_on_view(privilege: &str, view: &str, role: &str) -> String {
+    assert!(VIEW_PRIVILEGES.contains(&privilege), "{privilege}");
+    format!(
+        "GRANT {privilege} ON {}.{} TO {}",
+        quote_ident(SCHEMA),
+        quote_ident(view),
+        quote_ident(role)
+    )
+}
+
+/// `REVOKE privilege ON ruleiq_compat.view FROM role`.
+pub fn revoke_on_view(privilege: &str, view: &str, role: &str) -> String {
+    assert!(VIEW_PRIVILEGES.contains(&privilege), "{privilege}");
+    format!(
+        "REVOKE {privilege} ON {}.{} FROM {}",
+        quote_ident(SCHEMA),
+        quote_ident(view),
+        quote_ident(role)
+    )
 }
 
 /// `search_path` (as `SHOW search_path` prints it) without the compatibility schema, or `None`
@@ -125,25 +268,41 @@ pub fn script(statements: &[PlannedStatement]) -> String {
 /// table's row-level security policies as the table would. PostgreSQL 13 and 14 do not have it;
 /// there the view reaches the table with its owner's (the migrator's) rights, and the copied
 /// grants are what limits who may use it.
-fn create_view(table: &'static str) -> String {
-    let renames: Vec<String> = RENAMES
+///
+/// `spelling` says which names the table has: at version 8 the view adds each legacy name
+/// beside the full one; before 008 (`Spelling::Legacy`, for `compat --for-role`) the same
+/// block adds each full name beside the legacy one. The block reads "current" as the name the
+/// table has and "legacy" as the one the view adds, so one rendering serves both; the text for
+/// version 8 is 008's and does not change (docs/design.md §7).
+fn create_view(table: &'static str, spelling: Spelling) -> String {
+    let pairs: Vec<(&str, &str)> = RENAMES
         .iter()
         .filter(|r| r.table == table)
+        .map(|r| match spelling {
+            Spelling::Repaired => (r.current, r.legacy),
+            Spelling::Legacy => (r.legacy, r.current),
+        })
+        .collect();
+    let renames: Vec<String> = pairs
+        .iter()
         .enumerate()
-        .map(|(i, r)| {
+        .map(|(i, (has, adds))| {
             format!(
                 "({}, {}, {})",
                 i + 1,
-                quote_literal(r.current),
-                quote_literal(r.legacy)
+                quote_literal(has),
+                quote_literal(adds)
             )
         })
         .collect();
-    let legacy_listed: Vec<String> = RENAMES
+    let legacy_listed: Vec<String> = pairs
         .iter()
-        .filter(|r| r.table == table)
-        .map(|r| format!("{} AS {}", r.current, r.legacy))
+        .map(|(has, adds)| format!("{has} AS {adds}"))
         .collect();
+    let comment = match spelling {
+        Spelling::Repaired => COMMENT,
+        Spelling::Legacy => COMMENT_LEGACY,
+    };
     format!(
         r#"DO $compat$
 DECLARE
@@ -205,7 +364,7 @@ $compat$"#,
         table_ident = quote_ident(table),
         legacy_listed = legacy_listed.join(", "),
         renames = renames.join(", "),
-        comment = quote_literal(COMMENT),
+        comment = quote_literal(comment),
     )
 }
 
@@ -213,6 +372,14 @@ $compat$"#,
 mod tests {
     use super::*;
     use crate::catalog::sql::split_statements;
+    /// 008's text is recorded with its checksum wherever it was applied: rendering the
+    /// compatibility views for other versions or for recorded roles must not move it
+    /// (docs/design.md §7).
+    #[test]
+    fn the_text_of_008_stays_as_applied() {
+        let m = crate::catalog::migrations::get(8).unwrap();
+        assert_eq!(m.checksum().to_string(), "18211001340743744734");
+    }
 
     #[test]
     fn one_view_per_renamed_table_naming_every_legacy_column() {

@@ -10,6 +10,7 @@ use crate::compat::{self, CompatSchema, CompatView};
 use crate::exit::Code;
 use crate::health::blockers::{Scope, Takes};
 use crate::history;
+use crate::refusal::Refusal;
 use crate::report::{self, Details, Report};
 use anyhow::Result;
 use postgres::Client;
@@ -28,6 +29,15 @@ pub struct CompatReport {
     /// With --dry-run: what would run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<PlannedStatement>>,
+    /// The roles pointed at the views (`--for-role`, recorded in ruleiq_meta.compat_roles):
+    /// since when, their sessions that predate it, their rights on the views.
+    pub roles: Vec<compat::RoleState>,
+    /// The grants and revokes that gave the roles on each view their rights on the table.
+    pub rights_synced: Vec<String>,
+    /// The legacy columns statements still name, with their calls (pg_stat_statements): over
+    /// --observe for --drop, since the statistics were reset for a dry run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_names_in_use: Option<Vec<compat::LegacyUse>>,
     /// What was done or found, in a sentence.
     pub summary: String,
 }
@@ -57,6 +67,9 @@ fn decide(args: &CompatArgs, version: i32, found: &Option<CompatSchema>) -> Acti
 pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
     let (target, mut client) = ctx.connect()?;
     let (version, found) = state(&mut client)?;
+    if !args.for_role.is_empty() {
+        return for_roles(ctx, args, target, client, version, found);
+    }
     let action = decide(args, version, &found);
     if args.dry_run {
         let plan = match action {
@@ -72,11 +85,40 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
             Action::Drop => format!("would drop schema {SCHEMA} and its views"),
             _ => describe(&action, &found),
         };
-        return Ok(finish(version, found, false, false, plan, summary, true));
+        let roles = compat::recorded_states(&mut client)?;
+        let mut plan = plan;
+        let mut legacy = None;
+        if action == Action::Drop {
+            // What --drop would do for the roles, and what pg_stat_statements says so far
+            // (since its statistics were reset; a real run watches --observe).
+            let database = compat::database_name(&mut client)?;
+            let resets = roles.iter().map(|r| PlannedStatement {
+                sql: sql::reset_role_path(&r.role, &database),
+                lock: "none; reaches the role's server sessions opened after it".into(),
+            });
+            plan = plan.map(|p| resets.chain(p).collect());
+            let names: Vec<String> = roles.iter().map(|r| r.role.clone()).collect();
+            legacy = compat::legacy_statements(&mut client, &names)?
+                .ok()
+                .map(|end| compat::legacy_use(None, &end));
+        }
+        let mut finished = finish(version, found, false, false, plan, summary, true);
+        finished.details.legacy_names_in_use = legacy;
+        return Ok(finished.with_roles(roles, vec![]));
     }
     if !matches!(action, Action::Create | Action::Drop) {
         let summary = describe(&action, &found);
-        return Ok(finish(version, found, false, false, None, summary, false));
+        let roles = compat::recorded_states(&mut client)?;
+        return Ok(
+            finish(version, found, false, false, None, summary, false).with_roles(roles, vec![])
+        );
+    }
+    if action == Action::Drop {
+        let views = found.as_ref().map_or(0, |f| f.views.len());
+        ctx.confirm(&format!(
+            "Drop schema {SCHEMA} and its {views} views? Application code that still uses a legacy column name fails from then on"
+        ))?;
+        refuse_while_legacy_names_are_used(ctx, args, &mut client)?;
     }
     let mut session = ctx.begin_session(target, client)?;
     // Decided again under the lock: another ruleiq-db may have changed it meanwhile.
@@ -102,15 +144,28 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
                     "re-creating the views of schema {SCHEMA}: one is missing or lacks columns its table has now"
                 ),
             });
-            compat::create_retried(&mut session)?;
+            // The recorded roles get their rights on the new views in the same transaction.
+            compat::create_at_retried(&mut session, version)?;
             created = true;
         }
         Action::Drop => {
-            let views = found.as_ref().map_or(0, |f| f.views.len());
-            ctx.confirm(&format!(
-                "Drop schema {SCHEMA} and its {views} views? Application code that still uses a legacy column name fails from then on"
-            ))?;
-            compat::drop_retried(&mut session)?;
+            // The roles' setting goes first, and the views only once no session that
+            // predates the reset is left: never while a session still resolves names through
+            // them (docs/design.md §7).
+            let reset = compat::reset_roles_retried(&mut session)?;
+            for role in &reset {
+                ctx.log.line(&format!(
+                    "role {role}: new sessions in this database resolve names in public again"
+                ));
+            }
+            compat::wait_for_sessions(
+                session.client(),
+                args.wait.unwrap_or_default(),
+                &ctx.log,
+                &format!("compat --drop: the roles' search_path is reset, schema {SCHEMA} is kept (run `ruleiq-db compat --drop` again, or `compat --for-role` to point them back), because"),
+                compat::Since::Reset,
+            )?;
+            compat::drop_and_forget_retried(&mut session)?;
             dropped = true;
         }
         _ => {}
@@ -127,9 +182,179 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
     if created || dropped {
         found = compat::inspect(session.client())?;
     }
-    Ok(finish(
-        version, found, created, dropped, None, summary, false,
-    ))
+    let roles = compat::recorded_states(session.client())?;
+    Ok(finish(version, found, created, dropped, None, summary, false).with_roles(roles, vec![]))
+}
+
+/// `--for-role`: the views for the current version (7 included), each role's search_path in
+/// this database pointed at them, recorded with the time, the roles' rights on the views
+/// synced with those on the tables; then, with `--wait`, waiting until no session of theirs
+/// predates the setting (docs/design.md §7).
+fn for_roles(
+    ctx: &Context,
+    args: &CompatArgs,
+    target: crate::db::config::Target,
+    mut client: Client,
+    version: i32,
+    found: Option<CompatSchema>,
+) -> Result<Outcome> {
+    // The views are made over the tables 008 renames columns of, as version 7 has them:
+    // earlier migrations still change those tables, and a view would stop them.
+    if version < REPAIR_VERSION - 1 {
+        return Refusal::TargetOutOfRange(format!(
+            "compat --for-role needs version {} or later (the tables 008 renames columns of, as production has them); the database is at version {version}: `ruleiq-db migrate --target {}` first; nothing was changed",
+            REPAIR_VERSION - 1,
+            REPAIR_VERSION - 1
+        ))
+        .fail();
+    }
+    let mut roles: Vec<String> = Vec::new();
+    for r in &args.for_role {
+        if !roles.contains(r) {
+            roles.push(r.clone());
+        }
+    }
+    if args.dry_run {
+        let recorded = compat::recorded_roles(&mut client)?;
+        let mut plan = if compat::complete(&found) {
+            Vec::new()
+        } else {
+            sql::create_statements_at(version)
+        };
+        let database = compat::database_name(&mut client)?;
+        let mut shown = Vec::new();
+        for role in &roles {
+            let set_at = recorded.iter().find(|(r, _)| r == role).map(|(_, t)| *t);
+            plan.push(PlannedStatement {
+                sql: sql::grant_usage(role),
+                lock: "none (catalog change only)".into(),
+            });
+            if set_at.is_none() {
+                plan.push(PlannedStatement {
+                    sql: sql::set_role_path(role, &database),
+                    lock: "none; reaches the role's server sessions opened after it".into(),
+                });
+            }
+            shown.push((role.clone(), set_at));
+        }
+        let states = compat::role_states(&mut client, &shown)?;
+        let summary = format!(
+            "would point {} at schema {SCHEMA}{}",
+            roles.join(", "),
+            if compat::complete(&found) {
+                String::new()
+            } else {
+                format!(", creating its views for version {version}")
+            }
+        );
+        return Ok(
+            finish(version, found, false, false, Some(plan), summary, true)
+                .with_roles(states, vec![]),
+        );
+    }
+    let mut session = ctx.begin_session(target, client)?;
+    let (version, found) = state(session.client())?;
+    ctx.journal.version(version);
+    let create = !compat::complete(&found);
+    if create {
+        let tables = renamed_tables().into_iter().map(str::to_string).collect();
+        ctx.wait_for_blockers(
+            session.client(),
+            &Scope::new("compat", tables, Takes::AccessExclusive),
+        )?;
+    }
+    let (newly, synced) = compat::point_roles_retried(&mut session, &roles, version, create)?;
+    for role in &newly {
+        ctx.log.line(&format!(
+            "role {role}: new sessions in this database use search_path={}; sessions opened before keep theirs",
+            sql::SEARCH_PATH
+        ));
+    }
+    let states = match args.wait {
+        Some(wait) => compat::wait_in_effect(
+            session.client(),
+            wait,
+            &ctx.log,
+            "compat --for-role: the setting is made and recorded, but",
+        )?,
+        None => compat::recorded_states(session.client())?,
+    };
+    let found = compat::inspect(session.client())?;
+    let waiting = states.iter().filter(|s| !s.in_effect).count();
+    let summary = format!(
+        "{} {} at schema {SCHEMA}{}{}",
+        if newly.is_empty() { "kept" } else { "pointed" },
+        roles.join(", "),
+        if create {
+            format!(" (created its views for version {version})")
+        } else {
+            String::new()
+        },
+        if waiting == 0 {
+            "; every session of the recorded roles has the setting".to_string()
+        } else {
+            format!("; {waiting} role(s) still have sessions that predate the setting")
+        }
+    );
+    Ok(finish(version, found, create, false, None, summary, false).with_roles(states, synced))
+}
+
+/// `--drop` only when no code uses a legacy name any more, measured with pg_stat_statements
+/// over --observe (docs/design.md §7); without it, only with --unverified.
+fn refuse_while_legacy_names_are_used(
+    ctx: &Context,
+    args: &CompatArgs,
+    client: &mut Client,
+) -> Result<()> {
+    if args.unverified {
+        ctx.log.line(
+            "--unverified: dropping without measuring whether a legacy column name is still used",
+        );
+        return Ok(());
+    }
+    let roles: Vec<String> = compat::recorded_roles(client)?
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    let who = if roles.is_empty() {
+        "any role but this one".to_string()
+    } else {
+        format!("role(s) {}", roles.join(", "))
+    };
+    match compat::observe_legacy_use(client, &roles, args.observe, &ctx.log)? {
+        Err(why) => Refusal::LegacyNamesInUse(format!(
+            "compat --drop cannot tell whether application code still uses a legacy column name: {why}. Measure where pg_stat_statements is, or pass --unverified to drop unmeasured; nothing was changed"
+        ))
+        .fail(),
+        Ok(uses) if !uses.is_empty() => {
+            let named = uses
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{}.{} ({} now): {} calls, e.g. `{}`",
+                        u.table,
+                        u.column,
+                        u.full_name,
+                        u.calls,
+                        u.statements.first().map_or("", |s| s.as_str())
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            Refusal::LegacyNamesInUse(format!(
+                "compat --drop: in the last {:?} statements of {who} still named legacy columns: {named}; nothing was changed. Roll out the code that uses the full names first",
+                args.observe
+            ))
+            .fail()
+        }
+        Ok(_) => {
+            ctx.log.line(&format!(
+                "no statement of {who} named a legacy column in the last {:?}",
+                args.observe
+            ));
+            Ok(())
+        }
+    }
 }
 
 fn state(client: &mut Client) -> Result<(i32, Option<CompatSchema>)> {
@@ -150,6 +375,30 @@ fn describe(action: &Action, found: &Option<CompatSchema>) -> String {
     }
 }
 
+/// The report, before the roles are added ([`Finished::with_roles`]).
+struct Finished {
+    version: i32,
+    dry_run: bool,
+    details: CompatReport,
+}
+
+impl Finished {
+    fn with_roles(mut self, roles: Vec<compat::RoleState>, synced: Vec<String>) -> Outcome {
+        self.details.roles = roles;
+        self.details.rights_synced = synced;
+        Outcome::new(
+            Report {
+                command: "compat",
+                ok: true,
+                dry_run: self.dry_run,
+                schema_version: self.version,
+                details: self.details,
+            },
+            Code::Ok,
+        )
+    }
+}
+
 fn finish(
     version: i32,
     found: Option<CompatSchema>,
@@ -158,26 +407,24 @@ fn finish(
     plan: Option<Vec<PlannedStatement>>,
     summary: String,
     dry_run: bool,
-) -> Outcome {
+) -> Finished {
     let exists = found.is_some();
-    Outcome::new(
-        Report {
-            command: "compat",
-            ok: true,
-            dry_run,
-            schema_version: version,
-            details: CompatReport {
-                schema: exists.then_some(SCHEMA),
-                views: found.map(|f| f.views).unwrap_or_default(),
-                dropped,
-                created,
-                connection_option: exists.then_some(CONNECTION_OPTION),
-                plan,
-                summary,
-            },
+    Finished {
+        version,
+        dry_run,
+        details: CompatReport {
+            schema: exists.then_some(SCHEMA),
+            views: found.map(|f| f.views).unwrap_or_default(),
+            dropped,
+            created,
+            connection_option: exists.then_some(CONNECTION_OPTION),
+            plan,
+            roles: Vec::new(),
+            rights_synced: Vec::new(),
+            legacy_names_in_use: None,
+            summary,
         },
-        Code::Ok,
-    )
+    }
 }
 
 impl Details for CompatReport {
@@ -201,6 +448,16 @@ impl Details for CompatReport {
                 "Application code that still uses legacy column names connects with {option} (search_path={}).",
                 sql::SEARCH_PATH
             )?;
+        }
+        if !self.roles.is_empty() {
+            writeln!(out, "{}", compat::roles_table(&self.roles))?;
+            if self.roles.iter().any(|r| !r.in_effect) {
+                writeln!(
+                    out,
+                    "Sessions that predate a role's setting still resolve names as before it; {}.",
+                    compat::RECYCLE_HINT
+                )?;
+            }
         }
         if self.dropped {
             writeln!(

@@ -37,6 +37,14 @@ pub struct StatusReport {
     pub standbys: Vec<Standby>,
     /// The compatibility schema and its views (DESIGN.md §7), null when there is none.
     pub compat: Option<crate::compat::CompatSchema>,
+    /// The roles pointed at the views with `compat --for-role`: since when, how many of their
+    /// sessions predate it, their rights on the views (docs/design.md §7).
+    pub compat_roles: Vec<crate::compat::RoleState>,
+    /// While the compatibility schema exists and pg_stat_statements can be read: the legacy
+    /// columns statements still name (of the recorded roles; else of every role but this
+    /// one), with their calls since the statistics were reset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_names_in_use: Option<Vec<crate::compat::LegacyUse>>,
     /// Sessions holding ruleiq-db's migration lock that are not running ruleiq-db: a lock left
     /// on a backend (behind a transaction-mode pooler, one the application now uses) that
     /// nobody will release, and that would make the next migrator wait (docs/design.md §10).
@@ -103,6 +111,11 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
             false,
         ),
     };
+    // Each role pointed at the views must be able to use on a view what it may on the table
+    // (docs/design.md §7): a difference stops that role's code, so it is drift.
+    let compat_roles = crate::compat::recorded_states(&mut client)?;
+    let mut drift = drift;
+    drift.extend(compat_rights_drift(&compat_roles));
     let code = verdict(&entries, &constraints, &drift, drift_checked, version);
     let health = if args.health {
         Some(picture::collect(&mut client)?)
@@ -112,6 +125,14 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
     let server_role = ServerRole::of(&mut client)?;
     let standbys = replication::standbys(&mut client)?;
     let compat = crate::compat::inspect(&mut client)?;
+    let legacy_names_in_use = if compat.is_some() {
+        let roles: Vec<String> = compat_roles.iter().map(|r| r.role.clone()).collect();
+        crate::compat::legacy_statements(&mut client, &roles)?
+            .ok()
+            .map(|end| crate::compat::legacy_use(None, &end))
+    } else {
+        None
+    };
     let stranded_locks = crate::db::lock::stranded_lock_holders(&mut client)?;
     let code = if stranded_locks.is_empty() || code != Code::Ok {
         code
@@ -133,6 +154,8 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
             server_role,
             standbys,
             compat,
+            compat_roles,
+            legacy_names_in_use,
             stranded_locks,
         },
     };
@@ -263,6 +286,36 @@ impl Details for StatusReport {
             }
             None => writeln!(out, "No compatibility schema.")?,
         }
+        if !self.compat_roles.is_empty() {
+            writeln!(
+                out,
+                "Roles pointed at it (search_path={}):",
+                crate::catalog::compat::SEARCH_PATH
+            )?;
+            writeln!(out, "{}", crate::compat::roles_table(&self.compat_roles))?;
+        }
+        if let Some(uses) = &self.legacy_names_in_use {
+            if uses.is_empty() {
+                writeln!(
+                    out,
+                    "No statement names a legacy column (pg_stat_statements)."
+                )?;
+            } else {
+                let mut t = report::table(&["legacy column", "full name", "calls", "statements"]);
+                for u in uses {
+                    t.add_row(vec![
+                        format!("{}.{}", u.table, u.column),
+                        u.full_name.clone(),
+                        u.calls.to_string(),
+                        u.statements.join("\n"),
+                    ]);
+                }
+                writeln!(
+                    out,
+                    "Legacy column names still in use (pg_stat_statements):\n{t}"
+                )?;
+            }
+        }
         if self.drift.is_empty() {
             writeln!(out, "No drift: the schema matches its recorded version.")?;
         } else {
@@ -323,4 +376,48 @@ fn write_replication(
     }
     writeln!(out, "Standbys of this {}:", role.as_str())?;
     writeln!(out, "{t}")
+}
+
+/// A recorded role's rights on the views that differ from its rights on the tables, as drift.
+fn compat_rights_drift(roles: &[crate::compat::RoleState]) -> Vec<Drift> {
+    use crate::shape::{Finding, Verdict};
+    let schema = crate::catalog::compat::SCHEMA;
+    let mut found = Vec::new();
+    for r in roles {
+        let fix = format!(
+            "`ruleiq-db compat --for-role {}` gives it its rights again",
+            r.role
+        );
+        if !r.schema_usage {
+            found.push((
+                format!("schema {schema} for role {}", r.role),
+                format!("role {} has no USAGE on schema {schema}, so its search_path skips the views; {fix}", r.role),
+            ));
+        }
+        for d in &r.rights_drift {
+            let (has, lacks) = if d.on_table {
+                ("table public".to_string(), format!("view {schema}"))
+            } else {
+                (format!("view {schema}"), "table public".to_string())
+            };
+            found.push((
+                format!("view {schema}.{} for role {}", d.view, r.role),
+                format!(
+                    "role {} may {} on the {has}.{} but not on the {lacks}.{}; {fix}",
+                    r.role, d.privilege, d.view, d.view
+                ),
+            ));
+        }
+    }
+    found
+        .into_iter()
+        .map(|(object, problem)| Drift {
+            key: object.clone(),
+            object,
+            problem,
+            kind: crate::shape::Class::Blocking,
+            verdict: Verdict::Blocking,
+            finding: Finding::Mismatch,
+        })
+        .collect()
 }

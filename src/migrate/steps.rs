@@ -11,7 +11,7 @@ use crate::compat::Created;
 use crate::constraints::check::{self, Finding};
 use crate::constraints::validate;
 use crate::db::replication::ReplicaThrottle;
-use crate::db::Session;
+use crate::db::{Query, Session};
 use crate::journal::Journal;
 use crate::report::MigrationRun;
 use anyhow::Result;
@@ -60,10 +60,60 @@ pub fn apply_pending(run: &mut Run<'_>, pending: &[Migration]) -> Result<Applied
                 return Ok(done);
             }
         }
+        let roles_recorded = m.version() == REPAIR_VERSION
+            && !crate::compat::recorded_roles(run.session.client())?.is_empty();
+        if roles_recorded {
+            // A session of a role pointed at the views that predates the setting resolves
+            // names in `public`: after the renames its legacy names would fail. Wait for such
+            // sessions within --lock-wait, never terminating one (docs/design.md §7).
+            let wait = run.session.safety().lock_wait;
+            crate::compat::wait_in_effect(
+                run.session.client(),
+                wait,
+                &log,
+                &format!(
+                    "migrate: V{} {} was not applied (the database stays at version {}), because",
+                    m.version(),
+                    m.name(),
+                    m.version() - 1
+                ),
+            )?;
+        }
         bar.set_message(format!("V{} {}", m.version(), m.name()));
         log.line(&format!("applying V{} {}", m.version(), m.name()));
         let started = Instant::now();
-        let restored = crate::apply::apply(run.session, m)?;
+        // 008 re-creates the views over the new names in its transaction; the recorded roles
+        // get their rights on them in the same transaction, so no session of theirs finds a
+        // view it may not use (docs/design.md §7).
+        let views_before: Vec<String> = if m.version() == REPAIR_VERSION {
+            crate::compat::inspect(run.session.client())?
+                .map(|f| f.views.into_iter().map(|v| v.view).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let lock_views = crate::catalog::compat::lock_views(&views_before);
+        let restored = crate::apply::apply_around(
+            run.session,
+            m,
+            |tx| {
+                // Views made before 008 (`compat --for-role`) are locked before its tables.
+                if let Some(lock) = &lock_views {
+                    tx.batch(lock)?;
+                }
+                Ok(())
+            },
+            |tx| {
+                if roles_recorded {
+                    let roles: Vec<String> = crate::compat::recorded_roles(tx)?
+                        .into_iter()
+                        .map(|(r, _)| r)
+                        .collect();
+                    crate::compat::sync_rights(tx, &roles)?;
+                }
+                Ok(())
+            },
+        )?;
         for r in &restored {
             log.line(&format!(
                 "restored {} from {} ({} rows){}",
@@ -104,7 +154,12 @@ pub fn apply_pending(run: &mut Run<'_>, pending: &[Migration]) -> Result<Applied
 /// Right after 008 commits: with --no-compat the compatibility schema 008 created goes again;
 /// otherwise the report says how the application reaches it.
 fn after_repair(session: &mut Session, no_compat: bool) -> Result<Option<Created>> {
-    if no_compat {
+    if no_compat && !crate::compat::recorded_roles(session.client())?.is_empty() {
+        // Roles are pointed at the views: dropping them would break their legacy names now.
+        session.log().line(&format!(
+            "--no-compat: schema {SCHEMA} is kept, roles are pointed at it (`ruleiq-db compat` lists them); end it with `ruleiq-db compat --drop`"
+        ));
+    } else if no_compat {
         crate::compat::drop_retried(session).map_err(|e| {
             e.context(format!(
                 "008 was applied, but its compatibility schema {SCHEMA} could not be dropped (--no-compat); drop it with `ruleiq-db compat --drop`"

@@ -70,6 +70,7 @@ impl Bouncer {
             "[databases]\n* = host={server_host} port={server_port}\n\n[pgbouncer]\n\
              listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
              auth_type = trust\nauth_file = {auth}\npool_mode = {mode}\n\
+             admin_users = {superuser}\n\
              default_pool_size = 4\nmax_client_conn = 200\nserver_lifetime = 3600\n\
              ignore_startup_parameters = extra_float_digits\nserver_reset_query =\n\
              logfile = {log}\npidfile = {pid}\n",
@@ -154,6 +155,16 @@ impl Bouncer {
         url.set_username(role).unwrap();
         url.set_password(Some(password)).unwrap();
         url.to_string()
+    }
+
+    /// Runs `command` on PgBouncer's admin console (as a DBA recycles server connections:
+    /// `RECONNECT`).
+    pub fn admin(&self, command: &str) {
+        let mut console = Client::connect(&self.url_for("pgbouncer"), NoTls)
+            .expect("connecting to pgbouncer's admin console");
+        console
+            .simple_query(command)
+            .unwrap_or_else(|e| panic!("pgbouncer admin {command}: {e}"));
     }
 
     /// A client through the pooler (as an application connects).
