@@ -1,4 +1,4 @@
-//! Exit codes (DESIGN.md §2), the contract with CI scripts. Which one an error selects is
+//! Exit codes (docs/design.md §2), the contract with CI scripts. Which one an error selects is
 //! `crate::refusal::code_of`.
 
 /// The process exit codes, the contract with CI scripts.

@@ -1,5 +1,5 @@
 //! What a command has done so far, kept outside its report so that a failure half-way can still
-//! say it (DESIGN.md §2: a failure carries `schema_version`, `applied`, `reverted`, `run_id`).
+//! say it (docs/design.md §2: a failure carries `schema_version`, `applied`, `reverted`, `run_id`).
 //!
 //! Commands record each step as soon as it commits; the failure document reads the record.
 

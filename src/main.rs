@@ -1,5 +1,5 @@
 //! The `ruleiq-db` binary: parse, run, print, exit. Exit codes are documented in `exit.rs`
-//! and DESIGN.md §2.
+//! and docs/design.md §2.
 
 use clap::{CommandFactory, Parser};
 use ruleiq_db::cli::{Cli, Format};

@@ -1,4 +1,4 @@
-//! Refusals for safety (exit 4, DESIGN.md §2): every kind the tool makes, each with the
+//! Refusals for safety (exit 4, docs/design.md §2): every kind the tool makes, each with the
 //! machine-readable `reason` the failure document carries, decided here and nowhere else.
 //!
 //! A refusal travels as an `anyhow` error so it can come from deep inside a command;

@@ -1,5 +1,5 @@
 //! Reports: every command produces one value that renders as a table (comfy-table), JSON or
-//! YAML, to stdout and optionally a file. The JSON keys are the contract (DESIGN.md §2).
+//! YAML, to stdout and optionally a file. The JSON keys are the contract (docs/design.md §2).
 
 use anyhow::{Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};

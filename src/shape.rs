@@ -8,7 +8,7 @@
 //! schema, reads the catalog back and rolls everything away.
 //!
 //! A shape holds tables, columns with their types, nullability and defaults, indexes and
-//! constraints with their definitions, enum types with their labels, and extensions (DESIGN.md
+//! constraints with their definitions, enum types with their labels, and extensions (docs/design.md
 //! §4). Constraints matter for recognising versions: 8 differs from 7 by its column names *and*
 //! by the catalog constraints, so a database whose columns someone renamed by hand is seen as
 //! version 7 with hand-renamed columns, not as version 8 without constraints.

@@ -1,4 +1,4 @@
-//! The layout's rules (DESIGN.md §6), checked on the source so that they hold after the next
+//! The layout's rules (docs/design.md §6), checked on the source so that they hold after the next
 //! change too: commands on top, engines in the middle, infrastructure and pure knowledge at
 //! the bottom, no import cycle, and the safety mechanics reachable only through `db::Session`.
 //!

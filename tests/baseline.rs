@@ -1,4 +1,4 @@
-//! `baseline` adopts a database another tool built (DESIGN.md §4), and `status` reports its
+//! `baseline` adopts a database another tool built (docs/design.md §4), and `status` reports its
 //! shape drift. "Production" is made the way production was made: fixtures/production_v7.sql
 //! run into an empty database, without ruleiq-db's migrations, with Alembic's `alembic_version`
 //! ('007'), a table and an index of the application's own, and clean rows.

@@ -1,4 +1,4 @@
-//! The compatibility schema (DESIGN.md §7): old and new application code through the rollout of
+//! The compatibility schema (docs/design.md §7): old and new application code through the rollout of
 //! 008, on production's shape (fixtures/production_v7.sql, adopted with `baseline`).
 
 mod common;

@@ -1,4 +1,4 @@
-//! The report contract of DESIGN.md §2 across every command, and the confirmation prompt on a
+//! The report contract of docs/design.md §2 across every command, and the confirmation prompt on a
 //! real terminal.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Looking before taking a lock (DESIGN.md §9): `status --health`, the blockers every changing
+//! Looking before taking a lock (docs/design.md §9): `status --health`, the blockers every changing
 //! command looks for before its first table lock, and `migrate --dry-run`'s estimate.
 
 mod common;

@@ -1,5 +1,6 @@
 //! Migrations 001–007 must build exactly the schema production has at version 7, as
-//! legacy-schema.md (beside DESIGN.md) describes it. The expected catalog is transcribed from
+//! the description of production's version 7 the project was given (legacy-schema.md; its
+//! substance is docs/design.md §1.1) describes it. The expected catalog is transcribed from
 //! that document into `tests/expected/legacy_v7.schema`, one fact per line, never derived from
 //! our own migrations; these tests read the whole catalog of schema `public` and compare.
 //!

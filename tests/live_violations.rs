@@ -1,4 +1,4 @@
-//! Live violations (DESIGN.md §1.2 point 4): violating rows the application wrote since the
+//! Live violations (docs/design.md §1.2 point 4): violating rows the application wrote since the
 //! last completed cleanup run, or within --live-window. The real binary against a real
 //! PostgreSQL; every check is read-only, which a dump comparison shows.
 

@@ -259,7 +259,7 @@ fn roll_back_to(n: i32) {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(status["drift"], serde_json::json!([]), "status at {n}");
 
-    // Migrating back puts every archived row and value back (DESIGN.md §3): the data equals
+    // Migrating back puts every archived row and value back (docs/design.md §3): the data equals
     // what it was before the rollback.
     db.migrate_to(8);
     reference.migrate_to(8);

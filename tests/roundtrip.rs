@@ -1,4 +1,4 @@
-//! Round trips (DESIGN.md §3): a rollback archives what it drops, and migrating forward again
+//! Round trips (docs/design.md §3): a rollback archives what it drops, and migrating forward again
 //! puts it back, so 8 → N → 8 keeps every value; and a rollback refuses to strand the user's own
 //! views and functions on what it would archive. The real binary against a real PostgreSQL.
 //!

@@ -1,4 +1,4 @@
-//! Standbys (DESIGN.md §8) against a real primary with a real streaming standby: status lists
+//! Standbys (docs/design.md §8) against a real primary with a real streaming standby: status lists
 //! it, long data work waits for it, changing commands refuse it and a read-only server.
 //!
 //! The pair is started once for this test binary with the sandbox code (`pg_basebackup -R`).

@@ -14,7 +14,7 @@ use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
-/// The schema of ruleiq-db's compatibility views (DESIGN.md §7).
+/// The schema of ruleiq-db's compatibility views (docs/design.md §7).
 pub const COMPAT_SCHEMA: &str = "ruleiq_compat";
 
 /// An object of the user's that depends on something a rollback would archive.

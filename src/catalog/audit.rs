@@ -1,4 +1,4 @@
-//! Where cleanup keeps its audit trail (DESIGN.md §3). Cleanup writes it; the checker reads
+//! Where cleanup keeps its audit trail (docs/design.md §3). Cleanup writes it; the checker reads
 //! when a run last finished, to tell the application's new violations from old ones.
 
 pub const SCHEMA: &str = "ruleiq_audit";

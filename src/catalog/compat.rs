@@ -1,4 +1,4 @@
-//! The compatibility schema (DESIGN.md §7), as SQL rendered from the rename map: what 008 runs
+//! The compatibility schema (docs/design.md §7), as SQL rendered from the rename map: what 008 runs
 //! after its renames, what `compat` runs to re-create it, and what 008's down and
 //! `compat --drop` run to remove it. One rendering, so the four cannot drift apart.
 //!

@@ -10,7 +10,7 @@ pub struct Rename {
     pub current: &'static str,
 }
 
-/// The 17 renames of DESIGN.md §1.2, in the order 008 applies them.
+/// The 17 renames of docs/design.md §1.2, in the order 008 applies them.
 pub const RENAMES: &[Rename] = &[
     rename(
         "business_profiles",

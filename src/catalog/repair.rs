@@ -11,7 +11,7 @@ pub use super::sql::PlannedStatement;
 
 /// 008's statements, in order: one LOCK of every table it changes, state-aware renames, then
 /// each constraint added NOT VALID (only when absent, so a hand-added constraint does not stop
-/// the repair), then the compatibility schema (DESIGN.md §7): in the same transaction as the
+/// the repair), then the compatibility schema (docs/design.md §7): in the same transaction as the
 /// renames, so there is no instant in which old code finds neither its column names nor the
 /// views. `migrate --no-compat` drops it after 008 commits; 008's text never depends on flags.
 pub fn statements() -> Vec<PlannedStatement> {

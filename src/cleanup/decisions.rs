@@ -1,4 +1,4 @@
-//! Rules cleanup will not carry out on its own (DESIGN.md §3, "needs a decision").
+//! Rules cleanup will not carry out on its own (docs/design.md §3, "needs a decision").
 //!
 //! The built-in policy clears a value with `set_null` where the constraint allows NULL. Where
 //! the live column is NOT NULL (production's `business_profiles.employee_count` and

@@ -1,5 +1,5 @@
 //! A run that fails after its first batch has committed changes: never an unreported partial
-//! change (DESIGN.md §2). The report names every table already changed (from the audit, which
+//! change (docs/design.md §2). The report names every table already changed (from the audit, which
 //! each batch writes in the same statement as its changes, so it holds exactly what
 //! committed), the run id and the exact command that undoes it.
 

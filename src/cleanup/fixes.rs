@@ -5,7 +5,7 @@ use super::policy::{backfill_cast, backfill_sources, canonical, Action, PolicyVa
 use crate::catalog::constraints::Rule;
 
 /// How a fix spells the policy's values (its `value`, synonyms, the allowed values it maps
-/// to) in SQL. Never as text spliced into the statement: always a bound parameter (DESIGN.md
+/// to) in SQL. Never as text spliced into the statement: always a bound parameter (docs/design.md
 /// §3), so a synonym such as `x\'); DROP TABLE users; --` is data whatever the server's
 /// `standard_conforming_strings`.
 pub trait Bind {

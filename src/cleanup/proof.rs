@@ -1,4 +1,4 @@
-//! Cleanup is proven before it starts (DESIGN.md §3): everything that would make a batch fail
+//! Cleanup is proven before it starts (docs/design.md §3): everything that would make a batch fail
 //! for a reason known in advance is checked against the live database before the first one,
 //! so a run never stops half-way on something it could have seen.
 //!
@@ -62,7 +62,7 @@ pub fn prove_reads(
 /// Every value the policy writes must fit its column as the live database has it: its type
 /// (an integer cannot hold 3000000000) and its length (`varchar(5)` cannot hold
 /// 'not_started'; PostgreSQL would otherwise fail the batch, or an explicit cast truncate the
-/// value silently). An error in the policy, as DESIGN.md §3's other policy errors: exit 1.
+/// value silently). An error in the policy, as docs/design.md §3's other policy errors: exit 1.
 pub fn prove_values(
     client: &mut (impl Query + GenericClient),
     plans: &[TablePlan],

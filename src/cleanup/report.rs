@@ -1,6 +1,6 @@
 //! What `cleanup` reports: per rule what it did (or, in a dry run, would do, with examples),
 //! the totals, the rules that need a decision, what a failed run changed, what an undo
-//! restored; and its table rendering. The keys are DESIGN.md's report contract.
+//! restored; and its table rendering. The keys are the report contract of docs/design.md §2.
 
 use super::audit;
 use super::decisions::NeedsDecision;

@@ -1,4 +1,4 @@
-//! `baseline`: adopt a database another tool built (DESIGN.md §4). The decision and the record
+//! `baseline`: adopt a database another tool built (docs/design.md §4). The decision and the record
 //! are the adopt engine's (`crate::shape::adopt`); this parses the options, calls it under the
 //! migration lock and builds the report.
 

@@ -1,4 +1,4 @@
-//! `cleanup`: repair the rows that break the catalog constraints, by policy (DESIGN.md §3),
+//! `cleanup`: repair the rows that break the catalog constraints, by policy (docs/design.md §3),
 //! every change audited in schema `ruleiq_audit` and undoable with `--undo RUN_ID`.
 //!
 //! Order of work, so that nothing changes before everything that can fail early has: the

@@ -1,4 +1,4 @@
-//! `compat`: show, re-create or drop the compatibility schema (DESIGN.md §7).
+//! `compat`: show, re-create or drop the compatibility schema (docs/design.md §7).
 
 use super::{Context, Outcome};
 use crate::catalog::compat::{self as sql, CONNECTION_OPTION, SCHEMA};

@@ -117,7 +117,7 @@ impl Context {
         Session::begin(target, client, self.safety(), self.log.clone())
     }
 
-    /// Looks for sessions that would make `scope`'s table locks wait (DESIGN.md §9) and waits
+    /// Looks for sessions that would make `scope`'s table locks wait (docs/design.md §9) and waits
     /// for them to go, up to --lock-wait, then refuses. Called after the migration lock is held
     /// and before the first table lock. With --ignore-blockers it only names them.
     pub fn wait_for_blockers(&self, client: &mut Client, scope: &blockers::Scope) -> Result<()> {
@@ -263,7 +263,7 @@ pub fn dispatch(ctx: &Context, command: &Command) -> Result<Outcome> {
 }
 
 /// The failure document: the keys of every report, the error, and what was done before it
-/// (DESIGN.md §2). `schema_version` is null when the database was never reached.
+/// (docs/design.md §2). `schema_version` is null when the database was never reached.
 pub fn failure_document(
     command: Option<&str>,
     dry_run: bool,

@@ -28,14 +28,14 @@ pub struct StatusReport {
     /// False when the schema could not be compared with its version (the role may not create
     /// the scratch schema, say): then `drift` holds the reason and the verdict is not ok.
     pub drift_checked: bool,
-    /// With --health (DESIGN.md §9).
+    /// With --health (docs/design.md §9).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
     /// Whether the server is a primary or a standby (changing commands refuse a standby).
     pub server_role: ServerRole,
-    /// The streaming standbys this server feeds (DESIGN.md §8).
+    /// The streaming standbys this server feeds (docs/design.md §8).
     pub standbys: Vec<Standby>,
-    /// The compatibility schema and its views (DESIGN.md §7), null when there is none.
+    /// The compatibility schema and its views (docs/design.md §7), null when there is none.
     pub compat: Option<crate::compat::CompatSchema>,
     /// The roles pointed at the views with `compat --for-role`: since when, how many of their
     /// sessions predate it, their rights on the views (docs/design.md §7).
@@ -162,7 +162,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
     Ok(Outcome::new(report, code))
 }
 
-/// The exit code of a status (DESIGN.md §2): 3 when something stops the next step — a
+/// The exit code of a status (docs/design.md §2): 3 when something stops the next step — a
 /// constraint not valid (or absent once 008 is applied), a divergent or missing migration,
 /// drift that is not allowed; else 1 when the drift could not be checked (not knowing is not
 /// "as expected"); else 0.

@@ -1,4 +1,4 @@
-//! Live violations (DESIGN.md §1.2 point 4): violating rows the application created or
+//! Live violations (docs/design.md §1.2 point 4): violating rows the application created or
 //! updated recently, so cleaning old rows alone will not make the constraints hold.
 //!
 //! "Recently" is after the last completed cleanup run (every violation older than that was

@@ -43,7 +43,7 @@ pub struct Presence {
 
 /// Where each catalog constraint is, in one catalog query: by its name, or, for a foreign key,
 /// an existing key on the same column (current or legacy spelling) to the same parent column,
-/// which 008 adopts rather than duplicates (DESIGN.md §1.2).
+/// which 008 adopts rather than duplicates (docs/design.md §1.2).
 pub fn constraint_presence(
     client: &mut (impl Query + ?Sized),
 ) -> Result<HashMap<&'static str, Presence>> {

@@ -1,4 +1,4 @@
-//! The backends this process opened, so that looking for sessions in the way (DESIGN.md §9)
+//! The backends this process opened, so that looking for sessions in the way (docs/design.md §9)
 //! never names one of ruleiq-db's own connections.
 
 use super::query::Query;

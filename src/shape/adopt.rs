@@ -1,4 +1,4 @@
-//! Adopting a database another tool built (DESIGN.md §4), the decision and the record: read
+//! Adopting a database another tool built (docs/design.md §4), the decision and the record: read
 //! the evidence (`alembic_version`), compare the live schema with that version's shape (or,
 //! without trustworthy evidence, with the version the shape fits best), classify each
 //! difference, and record 001..N as applied without running them, so that `migrate` carries on

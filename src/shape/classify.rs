@@ -1,4 +1,4 @@
-//! Which differences matter, in one place (DESIGN.md §4):
+//! Which differences matter, in one place (docs/design.md §4):
 //!
 //! - **tolerated**: what ruleiq-db never touches — tables, columns, indexes, constraints, enum
 //!   types and extensions that none of its migrations creates (Alembic's `alembic_version`, the
@@ -61,7 +61,7 @@ impl Finding {
     }
 }
 
-/// The three classes of DESIGN.md §4 (the report's `kind`).
+/// The three classes of docs/design.md §4 (the report's `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {

@@ -41,7 +41,7 @@ impl Verdict {
 pub struct Difference {
     pub object: String,
     pub problem: String,
-    /// tolerated | accepted | blocking (DESIGN.md §4).
+    /// tolerated | accepted | blocking (docs/design.md §4).
     pub kind: Class,
     /// Where it stands: tolerated, accepted, not accepted (yet), blocking.
     pub verdict: Verdict,

@@ -1,6 +1,6 @@
 //! The cleanup policy: for each catalog constraint, what happens to the rows that break it.
 //!
-//! The built-in policy is DESIGN.md §3; a YAML file (`policy_file.rs`) overrides it per
+//! The built-in policy is docs/design.md §3; a YAML file (`policy_file.rs`) overrides it per
 //! constraint. Every value a policy would write is checked here against the catalog, so a
 //! policy can never ask for a value the constraint itself would reject.
 
@@ -322,7 +322,7 @@ fn constraint_name<S: serde::Serializer>(c: &&'static Constraint, s: S) -> Resul
 }
 
 impl RulePolicy {
-    /// DESIGN.md §3's default for `c`.
+    /// docs/design.md §3's default for `c`.
     pub fn builtin(c: &'static Constraint) -> RulePolicy {
         let action = match c.rule {
             Rule::OneOf { .. } => Action::Map,

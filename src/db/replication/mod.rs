@@ -1,4 +1,4 @@
-//! Streaming standbys (DESIGN.md §8): whether the server may be changed at all
+//! Streaming standbys (docs/design.md §8): whether the server may be changed at all
 //! (`writable.rs`), which standbys it feeds and how far behind they are (`standbys.rs`), keeping
 //! long data work from running ahead of them (`throttle.rs`), and comparing a standby's data
 //! with its primary's (`fingerprint.rs`).
