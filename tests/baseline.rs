@@ -3,7 +3,7 @@
 //! run into an empty database, without ruleiq-db's migrations, with Alembic's `alembic_version`
 //! ('007'), a table and an index of the application's own, and clean rows.
 
-mod common;
+use crate::common;
 use common::TestDb;
 use ruleiq_db::catalog::{migrations, renames::RENAMES, HISTORY_TABLE, TABLES};
 use serde_json::{json, Value};

@@ -1,6 +1,6 @@
 //! `check-constraints` against a real PostgreSQL.
 
-mod common;
+use crate::common;
 use common::{TestDb, EVIDENCE_COLUMNS, EXAMPLE_POLICY, FIXTURE_OWNER};
 use serde_json::Value;
 

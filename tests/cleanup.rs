@@ -1,6 +1,6 @@
 //! `ruleiq-db cleanup`: the real binary against a real PostgreSQL, one database per test.
 
-mod common;
+use crate::common;
 use common::{TestDb, EVIDENCE_COLUMNS, EXAMPLE_POLICY, FIXTURE_OWNER};
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! first batch, failures that say what changed and how to undo it, policy values as bound
 //! parameters. The real binary against a real PostgreSQL, a dump compared in every test.
 
-mod common;
+use crate::common;
 use common::TestDb;
 use serde_json::Value;
 use std::io::Write;

@@ -1,7 +1,7 @@
 //! The compatibility schema (docs/design.md §7): old and new application code through the rollout of
 //! 008, on production's shape (fixtures/production_v7.sql, adopted with `baseline`).
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 use postgres::error::SqlState;

@@ -3,7 +3,7 @@
 //! transaction-mode pooler passes no connection option; `migrate` across 008 waits for that
 //! role's older sessions; `compat --drop` only once no statement names a legacy column.
 
-mod common;
+use crate::common;
 
 use common::bouncer::{Bouncer, PoolMode};
 use common::TestDb;

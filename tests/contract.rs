@@ -1,7 +1,7 @@
 //! The report contract of docs/design.md §2 across every command, and the confirmation prompt on a
 //! real terminal.
 
-mod common;
+use crate::common;
 use common::{TestDb, EXAMPLE_POLICY};
 use serde_json::Value;
 

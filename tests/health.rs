@@ -1,7 +1,7 @@
 //! Looking before taking a lock (docs/design.md §9): `status --health`, the blockers every changing
 //! command looks for before its first table lock, and `migrate --dry-run`'s estimate.
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 use postgres::Client;

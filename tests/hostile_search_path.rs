@@ -26,7 +26,7 @@
 //! (d) the planted tables hold what they held (empty, alembic's one planted row) and nothing
 //!     new was created in `shared`.
 
-mod common;
+use crate::common;
 use common::{TestDb, EXAMPLE_POLICY};
 use postgres::Client;
 use ruleiq_db::catalog::{HISTORY_TABLE, TABLES};

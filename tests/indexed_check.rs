@@ -1,7 +1,7 @@
 //! The check narrows a table's CHECK scan through an index the database has (indexed.rs): the
 //! findings must be exactly those of the plain scan, with the index and without it.
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 use ruleiq_db::catalog::constraints::{find, Constraint};

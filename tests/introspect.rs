@@ -2,7 +2,7 @@
 //! absent one (an answer, not an error), a name that needs quoting, and a transaction that
 //! sees what it has itself created but not committed.
 
-mod common;
+use crate::common;
 use common::TestDb;
 use ruleiq_db::db::introspect::{self, ColumnFacts};
 

@@ -6,7 +6,7 @@
 //!
 //! A mismatch prints the facts that are missing, extra, or different, so drift fails loudly.
 
-mod common;
+use crate::common;
 use common::TestDb;
 use std::collections::{BTreeMap, BTreeSet};
 

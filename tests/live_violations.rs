@@ -2,7 +2,7 @@
 //! last completed cleanup run, or within --live-window. The real binary against a real
 //! PostgreSQL; every check is read-only, which a dump comparison shows.
 
-mod common;
+use crate::common;
 use common::TestDb;
 use serde_json::Value;
 use std::collections::BTreeMap;

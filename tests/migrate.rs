@@ -1,6 +1,6 @@
 //! `migrate` against a real PostgreSQL: the foundation's guarantees.
 
-mod common;
+use crate::common;
 use common::TestDb;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! command leaves a setting or a lock on a backend the application gets next; a direct
 //! connection and a session-mode pooler are never refused.
 
-mod common;
+use crate::common;
 
 use common::bouncer::{simple_value, Bouncer, PoolMode};
 use common::{TestDb, EXAMPLE_POLICY};
@@ -342,28 +342,32 @@ fn the_lock_holder_named_is_of_this_database() {
 
 #[test]
 fn the_three_connection_paths_are_told_apart() {
-    use ruleiq_db::db::config::{ProcessEnv, Target};
-    use ruleiq_db::db::pooler::{self, Via};
+    // Through the binary: the verdict marks a whole process as pooled, and the tests share one.
     let db = TestDb::new();
+    db.migrate_to(7);
     let session = Bouncer::start(&db, PoolMode::Session, &[]);
     let transaction = Bouncer::start(&db, PoolMode::Transaction, &[]);
     // The application is busy on the transaction pooler while we look.
-    let workload_db = TestDb::new();
-    let busy = Bouncer::start(&workload_db, PoolMode::Transaction, &[]);
+    let workload = Workload::start(&transaction.url_for(&db.name), 2);
     let cases = [
-        (db.url.clone(), Via::Direct),
-        (session.url_for(&db.name), Via::PoolerSession),
-        (transaction.url_for(&db.name), Via::PoolerTransaction),
-        (busy.url_for(&workload_db.name), Via::PoolerTransaction),
+        (db.url.clone(), "direct", None),
+        (session.url_for(&db.name), "pooler-session", Some(&session)),
+        (
+            transaction.url_for(&db.name),
+            "pooler-transaction",
+            Some(&transaction),
+        ),
     ];
-    let mut app = busy.client(&workload_db.name);
-    app.simple_query("SELECT 1").unwrap();
-    for (url, expected) in cases {
-        let target = Target::resolve(Some(&url), &ProcessEnv).unwrap();
-        let _client = ruleiq_db::db::connect(&target).unwrap();
-        let path = pooler::known(&target).expect("a verdict for every target");
-        assert_eq!(path.via, expected, "{target}: {:?}", path.evidence);
+    for (url, expected, bouncer) in cases {
+        let (code, doc, stderr) = run_at(&url, &["status"]);
+        assert_eq!(
+            doc["connection"]["via"],
+            expected,
+            "exit {code}: {doc}\n{stderr}\n{}",
+            bouncer.map(|b| b.log()).unwrap_or_default()
+        );
     }
+    workload.finish();
 }
 
 #[test]

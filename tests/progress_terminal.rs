@@ -1,7 +1,7 @@
 //! Progress bars show on a terminal, with an ETA, and never in a machine-readable run: a
 //! `--format json` run's stderr carries log lines only, terminal or not.
 
-mod common;
+use crate::common;
 use common::TestDb;
 
 /// A version-8 database whose chk_employee_count_positive is NOT VALID (and nothing violates

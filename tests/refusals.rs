@@ -1,7 +1,7 @@
 //! Refusals (exit 4) name their kind in the failure document's `reason`, for programs; other
 //! failures leave it null.
 
-mod common;
+use crate::common;
 use common::TestDb;
 
 /// Runs with `--format json`, asserts exit 4, and returns the failure document.

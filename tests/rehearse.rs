@@ -1,6 +1,6 @@
 //! `rehearse`: the whole repair on a throwaway PostgreSQL, run as a user would.
 
-mod common;
+use crate::common;
 use common::TestDb;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

@@ -6,7 +6,7 @@
 //! service's part of a plain pg_dump appended (tests/fixtures/managed/*.sql: owners, grants,
 //! default privileges, Supabase's auth schema, RLS policies and COPY data).
 
-mod common;
+use crate::common;
 use common::TestDb;
 use ruleiq_db::rehearsal::{dump_scan, named_params, queries, roles};
 use serde_json::Value;

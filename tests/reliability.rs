@@ -1,7 +1,7 @@
 //! Faults an adversarial run found (issue 15), each held by a test against a real PostgreSQL
 //! and the real binary.
 
-mod common;
+use crate::common;
 use common::TestDb;
 use postgres::Client;
 use serde_json::Value;

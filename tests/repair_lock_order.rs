@@ -2,7 +2,7 @@
 //! application transaction inserting evidence (whose foreign-key check then needs
 //! business_profiles) never deadlocks with it.
 
-mod common;
+use crate::common;
 
 use common::{TestDb, EVIDENCE_COLUMNS, FIXTURE_OWNER};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! way rather than sitting out the whole backoff; an attempt at named tables waits only for
 //! the transactions holding them (src/db/retry.rs).
 
-mod common;
+use crate::common;
 use common::TestDb;
 use postgres::Client;
 use ruleiq_db::db::retry::{wait_for_a_chance, wait_until_free};

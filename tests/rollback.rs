@@ -1,6 +1,6 @@
 //! `ruleiq-db rollback` against a real PostgreSQL, through the real binary.
 
-mod common;
+use crate::common;
 use common::TestDb;
 
 use postgres::Client;

@@ -5,7 +5,7 @@
 //! Written against whatever tables the schema has (every table in public), so that it holds for
 //! any shape of migrations 001–007.
 
-mod common;
+use crate::common;
 use common::TestDb;
 use ruleiq_db::archive::dependents;
 use ruleiq_db::archive::Action;

@@ -4,7 +4,7 @@
 //! The pair is started once for this test binary with the sandbox code (`pg_basebackup -R`).
 //! Pausing replay pauses the whole standby, so the tests here take turns.
 
-mod common;
+use crate::common;
 
 use common::{connect_url, dump_url, TestDb};
 use postgres::Client;

@@ -1,6 +1,6 @@
 //! TLS through rustls against a server with ssl=on and a self-signed certificate.
 
-mod common;
+use crate::common;
 use ruleiq_db::sandbox::{self_signed_certificate, Cluster, ClusterOptions};
 
 fn status(url: &str) -> (i32, String) {

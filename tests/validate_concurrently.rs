@@ -1,7 +1,7 @@
 //! VALIDATE of different tables' constraints runs concurrently: a lock on one table holds up
 //! only that table's constraints.
 
-mod common;
+use crate::common;
 use common::TestDb;
 use std::time::{Duration, Instant};
 

@@ -2,9 +2,8 @@
 //!
 //! The server is `RULEIQ_TEST_DATABASE_URL` when set (a postgres:// URL of a role that may
 //! create databases), else a throwaway cluster started with the same code as `rehearse`, once
-//! per test binary and stopped when the binary exits.
-
-#![allow(dead_code)]
+//! per run (every area is a module of the one test binary, `tests/tests.rs`) and stopped when
+//! the binary exits.
 
 pub mod bouncer;
 
