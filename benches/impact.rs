@@ -14,7 +14,7 @@
 //! - the peak memory of every ruleiq-db process.
 //!
 //! It prints a table, writes target/bench/impact.json, and with --write-docs the results block
-//! of README.md (method and analysis: docs/performance.md). See `-- --help` for every option.
+//! of docs/performance.md (with its method and analysis). See `-- --help` for every option.
 
 #[path = "impact/child.rs"]
 mod child;
@@ -72,8 +72,8 @@ fn run() -> Result<()> {
         markdown.display()
     );
     if options.write_docs {
-        // The numbers live in README's performance section; docs/performance.md explains them.
-        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        // The numbers live at the top of docs/performance.md, with what explains them.
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/performance.md");
         results::update_docs(&docs, &results.markdown())?;
         eprintln!("impact: updated {}", docs.display());
     }

@@ -29,7 +29,7 @@ OPTIONS
   --no-reader         migrate under the workload alone, without its long-running reader (a
                       REPEATABLE READ report on evidence_items, idle in transaction 500 ms
                       of every 750 ms)
-  --write-docs        also rewrite the results block of README.md's performance section
+  --write-docs        also rewrite the results block of docs/performance.md's latest results
   --keep              keep the benchmark's databases (only with --database-url)
 ";
 

@@ -1,5 +1,5 @@
 //! The results: one value, printed as a table, written as JSON and as the markdown block of
-//! README.md's performance section. An unmet target is shown as such, never left out.
+//! docs/performance.md's latest results. An unmet target is shown as such, never left out.
 
 use crate::dataset::{Built, Scale};
 use crate::machine::Machine;
@@ -269,7 +269,7 @@ impl Results {
             .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// The generated block of README.md's performance section.
+    /// The generated block of docs/performance.md's latest results.
     pub fn markdown(&self) -> String {
         let m = &self.machine;
         let s = &self.rows;
