@@ -14,7 +14,12 @@ use crate::catalog::repair::{give_back_or_drop_foreign_key, state_aware_rename, 
 
 /// The statements of 008's down, in order, with the locks they take.
 pub fn statements() -> Vec<PlannedStatement> {
-    let drops = CATALOG.iter().rev().map(|c| match c.rule {
+    // Only what 008 added: a constraint of a later migration is that migration's to drop.
+    let drops = CATALOG
+        .iter()
+        .filter(|c| c.migration == crate::catalog::migrations::REPAIR_VERSION)
+        .rev()
+        .map(|c| match c.rule {
         Rule::ForeignKey { parent, .. } => PlannedStatement {
             sql: give_back_or_drop_foreign_key(c),
             lock: format!(

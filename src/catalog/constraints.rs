@@ -63,6 +63,9 @@ pub struct Constraint {
     pub name: &'static str,
     pub table: &'static str,
     pub rule: Rule,
+    /// The migration that adds it: 008 renders only its own entries, so a constraint a later
+    /// migration adds leaves 008's text, and the checksum every database at 8 recorded, alone.
+    pub migration: i32,
 }
 
 pub const CATALOG: &[Constraint] = &[
@@ -73,6 +76,7 @@ pub const CATALOG: &[Constraint] = &[
             column: "status",
             values: EVIDENCE_STATUSES,
         },
+        migration: super::migrations::REPAIR_VERSION,
     },
     Constraint {
         name: "chk_employee_count_positive",
@@ -80,6 +84,7 @@ pub const CATALOG: &[Constraint] = &[
         rule: Rule::Positive {
             column: "employee_count",
         },
+        migration: super::migrations::REPAIR_VERSION,
     },
     Constraint {
         name: "chk_data_sensitivity",
@@ -88,6 +93,7 @@ pub const CATALOG: &[Constraint] = &[
             column: "data_sensitivity",
             values: DATA_SENSITIVITIES,
         },
+        migration: super::migrations::REPAIR_VERSION,
     },
     Constraint {
         name: "chk_approval_workflow",
@@ -97,6 +103,7 @@ pub const CATALOG: &[Constraint] = &[
             equals: "approved",
             required: &["approved_at", "approved_by"],
         },
+        migration: super::migrations::REPAIR_VERSION,
     },
     Constraint {
         name: "fk_assessment_business_profile",
@@ -106,6 +113,7 @@ pub const CATALOG: &[Constraint] = &[
             parent: "business_profiles",
             parent_column: "id",
         },
+        migration: super::migrations::REPAIR_VERSION,
     },
     Constraint {
         name: "fk_generated_policy_business_profile",
@@ -115,6 +123,7 @@ pub const CATALOG: &[Constraint] = &[
             parent: "business_profiles",
             parent_column: "id",
         },
+        migration: super::migrations::REPAIR_VERSION,
     },
 ];
 

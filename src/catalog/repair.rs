@@ -1,6 +1,7 @@
 //! Migration 008, rendered from the rename map and the constraint catalog.
 
 use super::constraints::{Constraint, Rule, CATALOG};
+use super::migrations::REPAIR_VERSION;
 use super::renames::{Rename, RENAMES};
 use super::sql::{qualified, quote_ident, quote_literal};
 
@@ -15,7 +16,16 @@ pub use super::sql::PlannedStatement;
 /// renames, so there is no instant in which old code finds neither its column names nor the
 /// views. `migrate --no-compat` drops it after 008 commits; 008's text never depends on flags.
 pub fn statements() -> Vec<PlannedStatement> {
-    let tables = tables_in_lock_order();
+    statements_from(CATALOG)
+}
+
+/// 008's statements from `catalog`, of which it renders only the entries it adds itself.
+pub fn statements_from(catalog: &[Constraint]) -> Vec<PlannedStatement> {
+    let own: Vec<&Constraint> = catalog
+        .iter()
+        .filter(|c| c.migration == REPAIR_VERSION)
+        .collect();
+    let tables = tables_in_lock_order(&own);
     let lock = PlannedStatement {
         sql: format!(
             "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
@@ -34,7 +44,7 @@ pub fn statements() -> Vec<PlannedStatement> {
         sql: rename_statement(r),
         lock: format!("ACCESS EXCLUSIVE on {} (catalog change only)", r.table),
     });
-    let constraints = CATALOG.iter().map(|c| match c.rule {
+    let constraints = own.iter().map(|c| match c.rule {
         Rule::ForeignKey { .. } => PlannedStatement {
             sql: adopt_or_add_foreign_key(c),
             lock: format!(
@@ -64,9 +74,9 @@ pub fn statements() -> Vec<PlannedStatement> {
 /// failing one side, the application's statement or the whole repair. Foreign-key checks lock
 /// the child then the parent; locking in the same order, before anything else is held, leaves
 /// no cycle.
-fn tables_in_lock_order() -> Vec<&'static str> {
+fn tables_in_lock_order(own: &[&Constraint]) -> Vec<&'static str> {
     let mut tables: Vec<&'static str> = Vec::new();
-    for table in CATALOG
+    for table in own
         .iter()
         .map(|c| c.table)
         .chain(RENAMES.iter().map(|r| r.table))
@@ -75,7 +85,7 @@ fn tables_in_lock_order() -> Vec<&'static str> {
             tables.push(table);
         }
     }
-    let is_parent = |table: &str| CATALOG.iter().any(|c| c.parent() == Some(table));
+    let is_parent = |table: &str| own.iter().any(|c| c.parent() == Some(table));
     tables.sort_by_key(|t| is_parent(t));
     tables
 }
@@ -208,10 +218,35 @@ mod tests {
         );
     }
 
+    /// 008's whole text, pinned: a change shows in review, and a database at version 8 would
+    /// refuse a build whose 008 differs (edited_history).
+    #[test]
+    fn the_text_of_008_is_pinned() {
+        insta::assert_snapshot!("v8_repair_schema_up", up_sql());
+    }
+
+    /// The catalog is additive: a constraint a later migration adds (here a made-up 009 on
+    /// generated_policies) changes nothing in 008, neither its statements nor its lock order.
+    #[test]
+    fn a_constraint_of_a_later_migration_leaves_008_alone() {
+        let mut catalog = CATALOG.to_vec();
+        catalog.push(Constraint {
+            name: "chk_policy_title_present",
+            table: "generated_policies",
+            rule: Rule::Positive { column: "version" },
+            migration: REPAIR_VERSION + 1,
+        });
+        let with: Vec<String> = statements_from(&catalog).into_iter().map(|s| s.sql).collect();
+        let without: Vec<String> = statements().into_iter().map(|s| s.sql).collect();
+        assert_eq!(with, without);
+        assert!(!with.iter().any(|s| s.contains("chk_policy_title_present")));
+    }
+
     #[test]
     fn every_table_is_locked_first_children_before_the_parent() {
+        let own: Vec<&Constraint> = CATALOG.iter().collect();
         assert_eq!(
-            tables_in_lock_order(),
+            tables_in_lock_order(&own),
             [
                 "evidence_items",
                 "assessment_sessions",
