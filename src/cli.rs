@@ -304,6 +304,12 @@ pub struct CompatArgs {
     /// Show what would be created or dropped; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The application's own URL (its pooled URL, as its role): after the command, several
+    /// transactions held open at once on it must each see ruleiq_compat on their search_path
+    /// (else exit 4, compat_not_in_effect). A pooler that tracks search_path could hide a
+    /// role-level setting; this is how to know it does not.
+    #[arg(long, value_name = "URL")]
+    pub probe_url: Option<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

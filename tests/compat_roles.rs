@@ -468,3 +468,47 @@ fn the_rollout_through_pgbouncer_in_transaction_mode_loses_no_statement() {
         Some("\"$user\", public")
     );
 }
+
+/// `--probe-url` looks through the application's own pooled URL: a transaction pooler's server
+/// sessions opened before the role setting keep the old search_path, and the probe says so
+/// (exit 4) until the pooler recycles them.
+#[test]
+fn the_probe_sees_what_the_application_sees_through_its_pooler() {
+    let db = production_at_7(false);
+    let (role, password) = app_role(&db);
+    let bouncer = Bouncer::start(&db, PoolMode::Transaction, &[(&role, password)]);
+    let app_url = bouncer.url_as(&db.name, &role, password);
+    // The application is connected (through the pooler) before the setting.
+    let (code, doc, stderr) = db.run_json(&["compat", "--dry-run", "--probe-url", &app_url]);
+    assert_eq!(code, 4, "{doc}\n{stderr}");
+    assert_eq!(doc["reason"], "compat_not_in_effect", "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("search_path"),
+        "{doc}"
+    );
+
+    // The setting is made; the pooler's server sessions predate it, so the probe still fails.
+    let (code, doc, _) = db.run_json(&[
+        "--yes",
+        "compat",
+        "--for-role",
+        &role,
+        "--probe-url",
+        &app_url,
+    ]);
+    assert_eq!(code, 4, "{doc}");
+    assert_eq!(doc["reason"], "compat_not_in_effect");
+
+    // Recycled, every transaction of the application sees the views.
+    bouncer.admin("RECONNECT");
+    let (code, doc, stderr) = db.run_json(&["compat", "--probe-url", &app_url]);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["probe"]["ok"], true, "{doc}");
+    let seen = doc["probe"]["search_path"].as_array().unwrap();
+    assert!(
+        seen.iter()
+            .all(|p| p.as_str().unwrap().contains("ruleiq_compat")),
+        "{doc}"
+    );
+    assert_eq!(doc["probe"]["transactions"], 4);
+}

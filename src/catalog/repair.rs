@@ -236,7 +236,10 @@ mod tests {
             rule: Rule::Positive { column: "version" },
             migration: REPAIR_VERSION + 1,
         });
-        let with: Vec<String> = statements_from(&catalog).into_iter().map(|s| s.sql).collect();
+        let with: Vec<String> = statements_from(&catalog)
+            .into_iter()
+            .map(|s| s.sql)
+            .collect();
         let without: Vec<String> = statements().into_iter().map(|s| s.sql).collect();
         assert_eq!(with, without);
         assert!(!with.iter().any(|s| s.contains("chk_policy_title_present")));

@@ -65,6 +65,35 @@ fn decide(args: &CompatArgs, version: i32, found: &Option<CompatSchema>) -> Acti
 }
 
 pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
+    let outcome = run_without_probe(ctx, args)?;
+    let Some(url) = &args.probe_url else {
+        return Ok(outcome);
+    };
+    let probe = crate::db::probe::search_path_seen(url, PROBE_TRANSACTIONS, SCHEMA)?;
+    if !probe.ok {
+        return Refusal::CompatNotInEffect(format!(
+            "the application's connection does not see schema {SCHEMA} on every transaction: {} of its transactions saw search_path {}; a session that predates the role setting (recycle it: PgBouncer's RECONNECT, on Neon restart the compute, or wait server_lifetime) or a pooler that keeps search_path per client (PgBouncer 1.26+ with track_extra_parameters) stands between it and the views",
+            probe.transactions,
+            probe.search_path.join(" | ")
+        ))
+        .fail();
+    }
+    ctx.log.line(&format!(
+        "probe: {} transactions through the application's URL all saw search_path {}",
+        probe.transactions,
+        probe.search_path.join(" | ")
+    ));
+    Ok(Outcome::with_key(
+        outcome,
+        "probe",
+        serde_json::to_value(&probe)?,
+    ))
+}
+
+/// How many transactions the probe holds open at once through the application's URL.
+const PROBE_TRANSACTIONS: usize = 4;
+
+fn run_without_probe(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
     let (target, mut client) = ctx.connect()?;
     let (version, found) = state(&mut client)?;
     if !args.for_role.is_empty() {

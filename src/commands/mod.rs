@@ -39,6 +39,44 @@ impl Outcome {
             code,
         }
     }
+
+    /// The same outcome, its report carrying one more key (what a step after the command's
+    /// engine found, as `compat --probe-url`'s `probe`).
+    pub fn with_key(outcome: Outcome, key: &'static str, value: serde_json::Value) -> Outcome {
+        Outcome {
+            report: Box::new(WithKey {
+                inner: outcome.report,
+                key,
+                value,
+            }),
+            code: outcome.code,
+        }
+    }
+}
+
+/// A report with one key added to its documents (and nothing to its table).
+struct WithKey {
+    inner: Box<dyn Render>,
+    key: &'static str,
+    value: serde_json::Value,
+}
+
+impl Render for WithKey {
+    fn to_value(&self) -> serde_json::Value {
+        let mut value = self.inner.to_value();
+        if let Some(object) = value.as_object_mut() {
+            object.insert(self.key.into(), self.value.clone());
+        }
+        value
+    }
+
+    fn write_human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        self.inner.write_human(out)
+    }
+
+    fn summary(&self) -> crate::report::Summary {
+        self.inner.summary()
+    }
 }
 
 /// Everything a command needs besides its own arguments.

@@ -13,6 +13,7 @@ pub mod introspect;
 pub mod lock;
 pub mod own_sessions;
 pub mod pooler;
+pub mod probe;
 pub mod query;
 pub mod replication;
 pub mod retry;
