@@ -353,7 +353,7 @@ fn compat() {
         },
     );
     insta::assert_snapshot!(table(&r));
-    assert_eq!(r.summary().line, "compat");
+    assert_eq!(r.summary().line, "created schema ruleiq_compat with 1 view");
 }
 
 fn step(name: &str, outcome: StepOutcome, summary: &str) -> Step {

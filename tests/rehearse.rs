@@ -76,7 +76,10 @@ fn rehearse_plays_the_whole_repair_on_the_bundled_fixture_with_the_example_polic
             "plan cleanup",
             "cleanup",
             "measure before",
+            "pooled rollout",
+            "pooled application before 008",
             "migrate",
+            "pooled application after 008",
             "status",
             "application queries",
             "measure after",
@@ -86,6 +89,22 @@ fn rehearse_plays_the_whole_repair_on_the_bundled_fixture_with_the_example_polic
         ]
     );
     assert!(steps(&report).iter().all(|(_, outcome)| outcome == "ok"));
+    // The rollout through a pooler ran (CI installs pgbouncer), old and new names, zero errors.
+    if ruleiq_db::rehearsal::pooled_rollout::pgbouncer_binary().is_some() {
+        for name in [
+            "pooled application before 008",
+            "pooled application after 008",
+        ] {
+            let step = report["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["step"] == name)
+                .unwrap();
+            let summary = step["summary"].as_str().unwrap();
+            assert!(summary.contains("none failed"), "{name}: {summary}");
+        }
+    }
     // Production's NOT NULL columns need decisions: the rehearsal says it used the example.
     assert_eq!(report["policy"]["source"], "bundled example");
     assert_eq!(

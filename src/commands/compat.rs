@@ -458,7 +458,7 @@ fn finish(
 
 impl Details for CompatReport {
     fn summary(&self, _dry_run: bool, _schema_version: i32) -> report::Summary {
-        report::Summary::line("compat")
+        report::Summary::line(self.summary.clone())
     }
 
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {

@@ -12,10 +12,12 @@
 
 use super::{dispatch, Context, Outcome};
 use crate::cli::{
-    BaselineArgs, CheckArgs, CleanupArgs, Command, MigrateArgs, RehearseArgs, RollbackArgs,
+    BaselineArgs, CheckArgs, CleanupArgs, Command, CompatArgs, MigrateArgs, RehearseArgs,
+    RollbackArgs,
 };
 use crate::exit::Code;
 use crate::rehearsal::cluster::{self, Servers};
+use crate::rehearsal::pooled_rollout::{self, Bouncer, APP_ROLE};
 use crate::rehearsal::{application, dump, load, policy, standby, STANDBY_NAME};
 use crate::rehearsal::{
     dump_scan::DumpNeeds, measured_steps, named_params, named_params::QuerySpec,
@@ -261,12 +263,65 @@ fn rehearse(
         measured = before;
         step
     });
+    // Production's rollout: the application's role behind a transaction pooler, pointed at the
+    // compatibility views before 008 (docs/design.md §7.1).
+    let app_password = uuid::Uuid::new_v4().simple().to_string();
+    let mut bouncer: Option<Bouncer> = None;
+    let setup_line = format!("compat --for-role {APP_ROLE}, then PgBouncer (transaction mode)");
+    steps.push("pooled rollout", &setup_line, || {
+        let started = Instant::now();
+        let Some(binary) = pooled_rollout::pgbouncer_binary() else {
+            return Step::finished(
+                "pooled rollout",
+                setup_line.clone(),
+                true,
+                started,
+                "skipped: pgbouncer not found (Debian's pgbouncer package)".into(),
+                serde_json::json!({ "skipped": "pgbouncer not found" }),
+            );
+        };
+        if let Err(e) = pooled_rollout::create_app_role(target, &app_password) {
+            return Step::loaded("pooled rollout", "the application's role", started, Err(e));
+        }
+        let pointed = step(
+            &inner,
+            "pooled rollout",
+            &setup_line,
+            Command::Compat(CompatArgs {
+                for_role: vec![APP_ROLE.to_string()],
+                ..Default::default()
+            }),
+            &[Code::Ok],
+            no_exception,
+        );
+        if pointed.outcome != StepOutcome::Ok {
+            return pointed;
+        }
+        match Bouncer::start(&binary, target, &app_password) {
+            Ok(started_bouncer) => {
+                bouncer = Some(started_bouncer);
+                pointed
+            }
+            Err(e) => Step::loaded("pooled rollout", "PgBouncer", started, Err(e)),
+        }
+    });
+    let app_url = bouncer.as_ref().map(|b| b.app_url(target, &app_password));
+    steps.push(
+        "pooled application before 008",
+        "the application's role through PgBouncer: old and new names",
+        || pooled_rollout::step(&inner.log, app_url.as_deref(), false),
+    );
     steps.run(
         "migrate",
         "migrate",
         Command::Migrate(MigrateArgs::default()),
         &[Code::Ok],
         no_exception,
+    );
+    steps.push(
+        "pooled application after 008",
+        "the application's role through PgBouncer: old and new names",
+        || pooled_rollout::step(&inner.log, app_url.as_deref(), true),
     );
     steps.run(
         "status",

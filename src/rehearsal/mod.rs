@@ -12,6 +12,7 @@ pub mod load;
 pub mod measured_steps;
 pub mod named_params;
 pub mod policy;
+pub mod pooled_rollout;
 pub mod queries;
 pub mod report;
 pub mod report_measured;

@@ -8,14 +8,17 @@ mod binaries;
 mod system;
 
 pub use binaries::{extension_available, find_bindir};
-pub use system::self_signed_certificate;
+pub use system::{give_to, running_as_root, self_signed_certificate};
+
+/// The user the server binaries (and PgBouncer) run as when ruleiq-db runs as root.
+pub const SERVER_USER: &str = "postgres";
 
 use crate::db::config::{ProcessEnv, Target};
 use crate::db::Query;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use system::{free_port, give_to, openssl, path_str, running_as_root};
+use system::{free_port, openssl, path_str};
 
 /// Options for a throwaway cluster.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +46,7 @@ const SUPERUSER: &str = "postgres";
 impl Cluster {
     pub fn start(options: &ClusterOptions) -> Result<Cluster> {
         let bindir = find_bindir()?;
-        let run_as = running_as_root().then(|| "postgres".to_string());
+        let run_as = running_as_root().then(|| SERVER_USER.to_string());
         let root = tempfile::Builder::new()
             .prefix("ruleiq-db-pg-")
             .tempdir()

@@ -46,13 +46,13 @@ pub(super) fn path_str(path: &Path) -> Result<&str> {
 }
 
 /// Whether this process runs as root (initdb refuses to).
-pub(super) fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
 }
 
-pub(super) fn give_to(path: &Path, user: &str) -> Result<()> {
+pub fn give_to(path: &Path, user: &str) -> Result<()> {
     let id = |flag: &str| -> Result<u32> {
         let out = Command::new("id")
             .arg(flag)
