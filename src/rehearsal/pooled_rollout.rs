@@ -54,8 +54,36 @@ pub struct Bouncer {
 }
 
 impl Bouncer {
-    /// Starts `binary` in front of `target` (127.0.0.1), letting the application's role in.
+    /// Starts `binary` in front of `target` (127.0.0.1), letting the application's role in. A
+    /// port found free may be taken before PgBouncer binds it: then it starts on another.
     pub fn start(binary: &Path, target: &Target, password: &str) -> Result<Bouncer> {
+        for _ in 0..4 {
+            let mut bouncer = Bouncer::start_once(binary, target, password)?;
+            if bouncer.listening() {
+                return Ok(bouncer);
+            }
+        }
+        anyhow::bail!("PgBouncer did not start listening (four ports tried)")
+    }
+
+    /// Waits until PgBouncer says it listens on its port; false when it exits first.
+    fn listening(&mut self) -> bool {
+        let said = format!("listening on 127.0.0.1:{}", self.port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            let log = std::fs::read_to_string(self._dir.path().join("pgbouncer.log"));
+            if log.is_ok_and(|l| l.contains(&said)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn start_once(binary: &Path, target: &Target, password: &str) -> Result<Bouncer> {
         let server_port = target.config.get_ports().first().copied().unwrap_or(5432);
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?

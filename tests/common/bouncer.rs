@@ -53,7 +53,20 @@ fn free_port() -> u16 {
 impl Bouncer {
     /// Starts PgBouncer in `mode` in front of `db`'s server. `users` are (role, password)
     /// pairs besides the test superuser that may connect through it.
+    ///
+    /// The port is free when chosen but may be taken before PgBouncer binds it (the tests start
+    /// servers side by side): a PgBouncer that exits, or never says it listens, is started
+    /// again on another port, so that no test talks to whatever else took the port.
     pub fn start(db: &super::TestDb, mode: PoolMode, users: &[(&str, &str)]) -> Bouncer {
+        for _ in 0..5 {
+            if let Some(bouncer) = Bouncer::start_once(db, mode, users) {
+                return bouncer;
+            }
+        }
+        panic!("pgbouncer did not come up on any of 5 ports");
+    }
+
+    fn start_once(db: &super::TestDb, mode: PoolMode, users: &[(&str, &str)]) -> Option<Bouncer> {
         let url = url::Url::parse(&db.url).expect("the test database URL");
         let server_port = url.port().unwrap_or(5432);
         let server_host = url.host_str().unwrap_or("127.0.0.1").to_string();
@@ -114,26 +127,30 @@ impl Bouncer {
         let mut url_template = url.clone();
         url_template.set_port(Some(port)).unwrap();
         url_template.set_path("/{db}");
-        let bouncer = Bouncer {
+        let mut bouncer = Bouncer {
             port,
             url_template: url_template.to_string().replace("%7Bdb%7D", "{db}"),
             child,
             _dir: dir,
         };
-        bouncer.wait_ready(&db.name);
-        bouncer
+        bouncer.wait_ready(&db.name).then_some(bouncer)
     }
 
-    fn wait_ready(&self, dbname: &str) {
+    /// Whether this PgBouncer came up: it runs, says it listens on its port, and takes a client.
+    fn wait_ready(&mut self, dbname: &str) -> bool {
         let started = Instant::now();
+        let listening = format!("listening on 127.0.0.1:{}", self.port);
         loop {
-            if Client::connect(&self.url_for(dbname), NoTls).is_ok() {
-                return;
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            if self.log().contains(&listening)
+                && Client::connect(&self.url_for(dbname), NoTls).is_ok()
+            {
+                return true;
             }
             if started.elapsed() > Duration::from_secs(15) {
-                let log = std::fs::read_to_string(self._dir.path().join("pgbouncer.log"))
-                    .unwrap_or_default();
-                panic!("pgbouncer did not come up on port {}: {log}", self.port);
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
