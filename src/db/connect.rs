@@ -31,7 +31,14 @@ pub fn connect(target: &Target) -> Result<Client> {
             client
         }
     };
-    super::interrupt::watch(&client, &target.tls);
+    if query::pooled() {
+        // Through a transaction pooler a protocol cancel request is the pooler's to route, and
+        // PgBouncer before 1.19 drops the client library's (it half-closes its socket); Ctrl-C
+        // cancels through the server instead (`cancel_pooled`), so the pooler's cancel path is
+        // never exercised at all.
+    } else {
+        super::interrupt::watch(&client, &target.tls);
+    }
     if !query::pooled() {
         // So that looking for blockers never names one of this process's own connections
         // (behind a pooler a backend is nobody's own).

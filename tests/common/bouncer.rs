@@ -186,7 +186,13 @@ impl Bouncer {
 
     /// A client through the pooler (as an application connects).
     pub fn client(&self, dbname: &str) -> Client {
-        Client::connect(&self.url_for(dbname), NoTls).expect("connecting through pgbouncer")
+        Client::connect(&self.url_for(dbname), NoTls).unwrap_or_else(|e| {
+            panic!(
+                "connecting through pgbouncer on port {}: {e}\n{}",
+                self.port,
+                self.log()
+            )
+        })
     }
 }
 
