@@ -689,14 +689,7 @@ pub fn legacy_statements(
     client: &mut (impl Query + ?Sized),
     roles: &[String],
 ) -> Result<std::result::Result<std::collections::BTreeMap<i64, Counted>, String>> {
-    let schema: Option<String> = client
-        .row_opt(
-            "SELECT n.nspname::text FROM pg_extension e
-               JOIN pg_namespace n ON n.oid = e.extnamespace
-              WHERE e.extname = 'pg_stat_statements'",
-            &[],
-        )?
-        .map(|r| r.get(0));
+    let schema = crate::db::introspect::extension_schema(client, "pg_stat_statements")?;
     let Some(schema) = schema else {
         return Ok(Err(
             "pg_stat_statements is not installed in this database (shared_preload_libraries, then CREATE EXTENSION pg_stat_statements)".into(),

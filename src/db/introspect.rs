@@ -257,3 +257,16 @@ pub fn column_types(client: &mut impl Query, table: &str) -> Result<Vec<ColumnTy
         })
         .collect())
 }
+
+/// The schema extension `name` is installed in (its objects are named with it: the session's
+/// search_path holds only pg_catalog), or None when it is not installed in this database.
+pub fn extension_schema(client: &mut (impl Query + ?Sized), name: &str) -> Result<Option<String>> {
+    Ok(client
+        .row_opt(
+            "SELECT n.nspname::text FROM pg_catalog.pg_extension e
+               JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+              WHERE e.extname = $1",
+            &[&name],
+        )?
+        .map(|r| r.get(0)))
+}

@@ -203,14 +203,7 @@ fn bloat(client: &mut Client) -> Result<Vec<Bloat>> {
 const ENABLE_HINT: &str = "add pg_stat_statements to shared_preload_libraries in postgresql.conf (a restart is needed), then run CREATE EXTENSION pg_stat_statements; in this database";
 
 fn slow_queries(client: &mut Client) -> Result<SlowQueries> {
-    let schema: Option<String> = client
-        .row_opt(
-            "SELECT n.nspname::text FROM pg_extension e
-               JOIN pg_namespace n ON n.oid = e.extnamespace
-              WHERE e.extname = 'pg_stat_statements'",
-            &[],
-        )?
-        .map(|r| r.get(0));
+    let schema = crate::db::introspect::extension_schema(client, "pg_stat_statements")?;
     let preloaded: bool = client
         .row(
             "SELECT 'pg_stat_statements' = ANY(string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))",
