@@ -5,7 +5,7 @@
 use super::dump_scan::{self, DumpNeeds};
 use super::named_params::QuerySpec;
 use super::queries::{self, Before, Comparison};
-use super::report::{error_report, Step};
+use super::report::Step;
 use super::roles::{self, CompatGrant};
 use crate::db::config::Target;
 use crate::progress::Log;
@@ -58,17 +58,7 @@ pub fn prepare_dump(log: &Log, target: &Target, needs: &DumpNeeds) -> (Step, Opt
                 Some(created),
             )
         }
-        Err(e) => (
-            Step::finished(
-                "prepare dump",
-                line,
-                false,
-                started,
-                format!("{e:#}"),
-                error_report(&e),
-            ),
-            None,
-        ),
+        Err(e) => (Step::failed("prepare dump", line, started, &e), None),
     }
 }
 
@@ -115,17 +105,7 @@ pub fn measure_before(log: &Log, target: &Target, extra: &[QuerySpec]) -> (Step,
                 Some(before),
             )
         }
-        Err(e) => (
-            Step::finished(
-                "measure before",
-                line,
-                false,
-                started,
-                format!("{e:#}"),
-                error_report(&e),
-            ),
-            None,
-        ),
+        Err(e) => (Step::failed("measure before", line, started, &e), None),
     }
 }
 
@@ -149,14 +129,7 @@ pub fn measure_after(log: &Log, target: &Target, before: Option<&Before>) -> (St
     let started = Instant::now();
     let failed = |line: String, e: anyhow::Error| {
         (
-            Step::finished(
-                "measure after",
-                line,
-                false,
-                started,
-                format!("{e:#}"),
-                error_report(&e),
-            ),
+            Step::failed("measure after", line, started, &e),
             After::default(),
         )
     };

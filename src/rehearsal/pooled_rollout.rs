@@ -262,13 +262,6 @@ pub fn step(log: &Log, url: Option<&str>, after_008: bool) -> Step {
             },
             serde_json::json!({ "statements": ran, "failures": failures }),
         ),
-        Err(e) => Step::finished(
-            name,
-            line,
-            false,
-            started,
-            format!("{e:#}"),
-            super::report::error_report(&e),
-        ),
+        Err(e) => Step::failed(name, line, started, &e),
     }
 }

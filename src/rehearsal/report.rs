@@ -140,6 +140,18 @@ impl Step {
         }
     }
 
+    /// A step that is not a command of its own and failed with `error`.
+    pub fn failed(step: &str, command: String, started: Instant, error: &anyhow::Error) -> Step {
+        Step::finished(
+            step,
+            command,
+            false,
+            started,
+            format!("{error:#}"),
+            error_report(error),
+        )
+    }
+
     /// Loading a file of SQL (the fixture or a dump) with psql.
     pub fn loaded(name: &str, what: &str, started: Instant, result: anyhow::Result<()>) -> Step {
         let (ok, summary, report) = match result {
