@@ -17,13 +17,14 @@ use crate::cli::{
 };
 use crate::exit::Code;
 use crate::rehearsal::cluster::{self, Servers};
-use crate::rehearsal::pooled_rollout::{self, Bouncer, APP_ROLE};
+use crate::rehearsal::pooled_rollout::{self, APP_ROLE};
 use crate::rehearsal::{application, dump, load, policy, standby, STANDBY_NAME};
 use crate::rehearsal::{
     dump_scan::DumpNeeds, measured_steps, named_params, named_params::QuerySpec,
 };
 use crate::rehearsal::{RehearseReport, Step, StepOutcome};
 use crate::report::{Report, Summary};
+use crate::sandbox::bouncer::Bouncer;
 use anyhow::{Context as _, Result};
 use std::io::Write;
 use std::path::Path;
@@ -297,7 +298,7 @@ fn rehearse(
         if pointed.outcome != StepOutcome::Ok {
             return pointed;
         }
-        match Bouncer::start(&binary, target, &app_password) {
+        match pooled_rollout::start_bouncer(&binary, target, &app_password) {
             Ok(started_bouncer) => {
                 bouncer = Some(started_bouncer);
                 pointed
@@ -305,7 +306,9 @@ fn rehearse(
             Err(e) => Step::loaded("pooled rollout", "PgBouncer", started, Err(e)),
         }
     });
-    let app_url = bouncer.as_ref().map(|b| b.app_url(target, &app_password));
+    let app_url = bouncer
+        .as_ref()
+        .map(|b| pooled_rollout::app_url(b, target, &app_password));
     steps.push(
         "pooled application before 008",
         "the application's role through PgBouncer: old and new names",

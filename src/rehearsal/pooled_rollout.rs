@@ -9,29 +9,16 @@ use crate::catalog::sql::quote_ident;
 use crate::db::config::Target;
 use crate::db::Query;
 use crate::progress::Log;
+use crate::sandbox::bouncer::{Bouncer, BouncerOptions, PoolMode};
 use anyhow::{Context, Result};
 use postgres::{NoTls, SimpleQueryMessage};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The application's role in the rehearsal.
 pub const APP_ROLE: &str = "ruleiq_rehearsal_app";
 
-/// Where Debian installs pgbouncer (not on a normal user's PATH), else PATH.
-pub fn pgbouncer_binary() -> Option<PathBuf> {
-    let known = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    known.or_else(|| {
-        std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("pgbouncer"))
-                .find(|p| p.exists())
-        })
-    })
-}
+pub use crate::sandbox::bouncer::pgbouncer_binary;
 
 /// The application's role: it may log in and use the tables, as production's does.
 pub fn create_app_role(target: &Target, password: &str) -> Result<()> {
@@ -46,114 +33,27 @@ pub fn create_app_role(target: &Target, password: &str) -> Result<()> {
     Ok(())
 }
 
-/// A PgBouncer in transaction mode in front of the throwaway server, stopped when dropped.
-pub struct Bouncer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+/// The application's URL through `bouncer`.
+pub fn app_url(bouncer: &Bouncer, target: &Target, password: &str) -> String {
+    format!(
+        "postgres://{APP_ROLE}:{password}@127.0.0.1:{}/{}?sslmode=disable",
+        bouncer.port(),
+        target.config.get_dbname().unwrap_or("postgres")
+    )
 }
 
-impl Bouncer {
-    /// Starts `binary` in front of `target` (127.0.0.1), letting the application's role in. A
-    /// port found free may be taken before PgBouncer binds it: then it starts on another.
-    pub fn start(binary: &Path, target: &Target, password: &str) -> Result<Bouncer> {
-        for _ in 0..4 {
-            let mut bouncer = Bouncer::start_once(binary, target, password)?;
-            if bouncer.listening() {
-                return Ok(bouncer);
-            }
-        }
-        anyhow::bail!("PgBouncer did not start listening (four ports tried)")
-    }
-
-    /// Waits until PgBouncer says it listens on its port; false when it exits first.
-    fn listening(&mut self) -> bool {
-        let said = format!("listening on 127.0.0.1:{}", self.port);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return false;
-            }
-            let log = std::fs::read_to_string(self._dir.path().join("pgbouncer.log"));
-            if log.is_ok_and(|l| l.contains(&said)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    fn start_once(binary: &Path, target: &Target, password: &str) -> Result<Bouncer> {
-        let server_port = target.config.get_ports().first().copied().unwrap_or(5432);
-        let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let auth = dir.path().join("users.txt");
-        std::fs::write(&auth, format!("\"{APP_ROLE}\" \"{password}\"\n"))?;
-        let ini = dir.path().join("pgbouncer.ini");
-        std::fs::write(
-            &ini,
-            format!(
-                "[databases]\n* = host=127.0.0.1 port={server_port}\n\n[pgbouncer]\n\
-                 listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
-                 auth_type = trust\nauth_file = {}\npool_mode = transaction\n\
-                 default_pool_size = 4\nignore_startup_parameters = extra_float_digits\n\
-                 logfile = {}\npidfile = {}\n",
-                auth.display(),
-                dir.path().join("pgbouncer.log").display(),
-                dir.path().join("pgbouncer.pid").display()
-            ),
-        )?;
-        // PgBouncer will not run as root: as root, run it as the server's own user.
-        let mut command = if crate::sandbox::running_as_root() {
-            for path in [dir.path(), &auth, &ini] {
-                crate::sandbox::give_to(path, crate::sandbox::SERVER_USER)?;
-            }
-            let mut c = Command::new("setpriv");
-            c.args([
-                "--reuid",
-                crate::sandbox::SERVER_USER,
-                "--regid",
-                crate::sandbox::SERVER_USER,
-                "--init-groups",
-                "--",
-            ])
-            .arg(binary);
-            c
-        } else {
-            Command::new(binary)
-        };
-        let child = command
-            .arg(&ini)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let bouncer = Bouncer {
-            child,
-            port,
-            _dir: dir,
-        };
-        Ok(bouncer)
-    }
-
-    /// The application's URL through the pooler.
-    pub fn app_url(&self, target: &Target, password: &str) -> String {
-        format!(
-            "postgres://{APP_ROLE}:{password}@127.0.0.1:{}/{}?sslmode=disable",
-            self.port,
-            target.config.get_dbname().unwrap_or("postgres")
-        )
-    }
-}
-
-impl Drop for Bouncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A PgBouncer in transaction mode in front of the throwaway server, letting the application's
+/// role in.
+pub fn start_bouncer(binary: &Path, target: &Target, password: &str) -> Result<Bouncer> {
+    Bouncer::start(
+        binary,
+        &BouncerOptions {
+            server_port: target.config.get_ports().first().copied().unwrap_or(5432),
+            mode: PoolMode::Transaction,
+            users: vec![(APP_ROLE.to_string(), password.to_string())],
+            admin_user: None,
+        },
+    )
 }
 
 /// The application's statements, as old and new code spell them, in the simple protocol (the

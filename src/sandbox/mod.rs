@@ -5,6 +5,7 @@
 //! asks of the operating system (a certificate, a free port, the user to run as).
 
 mod binaries;
+pub mod bouncer;
 mod system;
 
 pub use binaries::{extension_available, find_bindir};
