@@ -17,8 +17,11 @@ OPTIONS
   --database-url URL  a postgres:// URL of a role that may create databases (default:
                       RULEIQ_TEST_DATABASE_URL, else a throwaway cluster)
   --connections N     workload connections (default 4)
-  --rate N            workload statements per second per connection; 0 = as fast as each
-                      connection can go (default 0)
+  --rate N            workload statements per second per connection during the stall and
+                      failed-statement runs; 0 = as fast as each connection can go (default 0)
+  --headroom-rate N   the same during the duration runs, where the server keeps headroom
+                      (default 2000): migrate's duration is judged against the naive
+                      migration's there
   --binary FILE       measure this ruleiq-db build instead of the one cargo just built
   --json FILE         where the JSON results go (default target/bench/impact.json)
   --gin-fastupdate-off
@@ -30,6 +33,7 @@ OPTIONS
                       REPEATABLE READ report on evidence_items, idle in transaction 500 ms
                       of every 750 ms)
   --write-docs        also rewrite the results block of docs/performance.md's latest results
+                      and the latency picture docs/impact-latency.svg
   --keep              keep the benchmark's databases (only with --database-url)
 ";
 
@@ -40,6 +44,7 @@ pub struct Options {
     pub database_url: Option<String>,
     pub connections: usize,
     pub rate: u32,
+    pub headroom_rate: u32,
     pub json: PathBuf,
     pub binary: Option<PathBuf>,
     pub write_docs: bool,
@@ -62,6 +67,7 @@ impl Options {
                 .filter(|u| !u.is_empty()),
             connections: 4,
             rate: 0,
+            headroom_rate: 2000,
             json: manifest.join("target/bench/impact.json"),
             binary: None,
             write_docs: false,
@@ -89,6 +95,9 @@ impl Options {
                     options.connections = number(&value("--connections")?, "--connections")?
                 }
                 "--rate" => options.rate = number(&value("--rate")?, "--rate")?,
+                "--headroom-rate" => {
+                    options.headroom_rate = number(&value("--headroom-rate")?, "--headroom-rate")?
+                }
                 "--binary" => options.binary = Some(PathBuf::from(value("--binary")?)),
                 "--json" => options.json = PathBuf::from(value("--json")?),
                 "--write-docs" => options.write_docs = true,
@@ -105,6 +114,9 @@ impl Options {
         }
         if !(options.scale > 0.0 && options.scale <= 100.0) {
             bail!("--scale must be above 0 and at most 100");
+        }
+        if options.headroom_rate == 0 {
+            bail!("--headroom-rate must be at least 1: the duration runs need a paced workload");
         }
         if options.connections == 0 || options.repetitions == 0 {
             bail!("--connections and --repetitions must be at least 1");

@@ -8,6 +8,7 @@ use super::{Context, Outcome};
 use crate::archive::restore::{self, Restored};
 use crate::catalog::migrations::{self, REPAIR_VERSION};
 use crate::constraints::check::Finding;
+use crate::constraints::validate::Timed;
 use crate::db::Connection;
 use crate::exit::Code;
 use crate::health::blockers::Blocker;
@@ -35,6 +36,9 @@ pub struct MigrateReport {
     /// Catalog constraints with violating rows that stop (or stopped) the repair.
     pub blocked_by: Vec<Finding>,
     pub validated: Vec<&'static str>,
+    /// How long each VALIDATE of `validated` took, beside `--dry-run`'s `estimate.validate`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub validate_ms: Vec<Timed>,
     /// What the applied migrations created again and a rollback had archived, put back.
     pub restored: Vec<Restored>,
     /// With --dry-run: what the pending migrations would put back from the archive.
@@ -152,6 +156,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
     if details.to_version >= REPAIR_VERSION {
         let validation = steps::validate(&mut session, &mut replicas)?;
         details.validated = validation.validated;
+        details.validate_ms = validation.durations;
         if let Some(blocked_by) = validation.blocked_by {
             details.blocked_by = blocked_by;
             code = Code::Violations;

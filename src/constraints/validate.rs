@@ -12,8 +12,10 @@ use crate::progress::Log;
 use anyhow::Result;
 use indicatif::ProgressBar;
 use postgres::error::SqlState;
+use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 /// What a validation pass did.
 #[derive(Debug, Default)]
@@ -21,6 +23,16 @@ pub struct Validation {
     pub validated: Vec<&'static str>,
     /// Constraints whose VALIDATE found violating rows: still NOT VALID.
     pub blocked: Vec<&'static Constraint>,
+    /// How long each VALIDATE of `validated` took, in the same order: what a DBA holds
+    /// `migrate --dry-run`'s estimate against.
+    pub durations: Vec<Timed>,
+}
+
+/// How long one VALIDATE took, retries and lock waits included.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timed {
+    pub constraint: &'static str,
+    pub ms: u64,
 }
 
 /// Validates every catalog constraint (of `only`, if given) that exists NOT VALID. After each
@@ -104,7 +116,7 @@ pub fn validate_not_valid(
         });
     }
     bar.finish_and_clear();
-    let validated = shared.validated.into_inner().expect("validated list");
+    let mut durations = shared.validated.into_inner().expect("validated list");
     let mut blocked: Vec<&'static Constraint> = Vec::new();
     let mut first_error = None;
     for result in results {
@@ -119,10 +131,13 @@ pub fn validate_not_valid(
     }
     // The report lists them in catalog order, whichever session finished first.
     let position = |name: &str| CATALOG.iter().position(|c| c.name == name);
-    let mut validated = validated;
-    validated.sort_by_key(|name| position(name));
+    durations.sort_by_key(|t| position(t.constraint));
     blocked.sort_by_key(|c| position(c.name));
-    Ok(Validation { validated, blocked })
+    Ok(Validation {
+        validated: durations.iter().map(|t| t.constraint).collect(),
+        blocked,
+        durations,
+    })
 }
 
 struct Pending {
@@ -138,7 +153,7 @@ struct Shared<'a, 'r> {
     bar: &'a ProgressBar,
     /// One standby wait at a time: each counts in `waited` once.
     replicas: Mutex<&'r mut ReplicaThrottle>,
-    validated: Mutex<Vec<&'static str>>,
+    validated: Mutex<Vec<Timed>>,
     /// Set when a session fails: the others stop before their next VALIDATE.
     stop: AtomicBool,
 }
@@ -176,6 +191,7 @@ fn validate_group(
             break;
         }
         shared.bar.set_message(c.name);
+        let started = Instant::now();
         let result = connection.run_patiently(
             &format!("validate {}", c.name),
             &c.validate_sql_as(actual_name),
@@ -186,7 +202,10 @@ fn validate_group(
                     .validated
                     .lock()
                     .expect("validated list")
-                    .push(c.name);
+                    .push(Timed {
+                        constraint: c.name,
+                        ms: started.elapsed().as_millis() as u64,
+                    });
                 let waited = shared
                     .replicas
                     .lock()
@@ -215,7 +234,13 @@ fn validate_group(
             }
             Err(e) => {
                 shared.stop.store(true, Ordering::SeqCst);
-                let before = shared.validated.lock().expect("validated list").clone();
+                let before: Vec<&str> = shared
+                    .validated
+                    .lock()
+                    .expect("validated list")
+                    .iter()
+                    .map(|t| t.constraint)
+                    .collect();
                 return Err(e.context(interrupted(c, &before)));
             }
         }

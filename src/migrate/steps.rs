@@ -184,6 +184,8 @@ fn after_repair(session: &mut Session, no_compat: bool) -> Result<Option<Created
 #[derive(Debug, Default)]
 pub struct Validated {
     pub validated: Vec<&'static str>,
+    /// How long each of `validated` took.
+    pub durations: Vec<validate::Timed>,
     /// The constraints rows still violate, counted: they stay NOT VALID (None when none).
     pub blocked_by: Option<Vec<Finding>>,
 }
@@ -194,6 +196,7 @@ pub fn validate(session: &mut Session, replicas: &mut ReplicaThrottle) -> Result
     let validation = validate::validate_not_valid(session, None, replicas)?;
     let mut done = Validated {
         validated: validation.validated,
+        durations: validation.durations,
         blocked_by: None,
     };
     if !validation.blocked.is_empty() {
