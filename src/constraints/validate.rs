@@ -5,7 +5,6 @@
 use crate::catalog::constraints::{self as catalog, Constraint, CATALOG};
 use crate::constraints::check::{constraint_presence, ConstraintState};
 use crate::db::introspect;
-use crate::db::replication::ReplicaThrottle;
 use crate::db::session::Retrying;
 use crate::db::{self, Session};
 use crate::progress::Log;
@@ -36,7 +35,7 @@ pub struct Timed {
 }
 
 /// Validates every catalog constraint (of `only`, if given) that exists NOT VALID. After each
-/// VALIDATE, `replicas` waits until the standbys have replayed it, so that a standby does not
+/// VALIDATE, the session (or its worker) waits until the standbys have replayed it, so that a standby does not
 /// go on answering with the constraint not valid for long.
 ///
 /// VALIDATE takes SHARE UPDATE EXCLUSIVE, which conflicts with itself but not across tables:
@@ -47,7 +46,6 @@ pub struct Timed {
 pub fn validate_not_valid(
     session: &mut Session,
     only: Option<&[&'static Constraint]>,
-    replicas: &mut ReplicaThrottle,
 ) -> Result<Validation> {
     let log = &session.log().clone();
     let presence = constraint_presence(session.client())?;
@@ -77,7 +75,6 @@ pub fn validate_not_valid(
     let shared = Shared {
         log,
         bar: &bar,
-        replicas: Mutex::new(replicas),
         validated: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
     };
@@ -148,11 +145,9 @@ struct Pending {
 }
 
 /// What the sessions validating at the same time share.
-struct Shared<'a, 'r> {
+struct Shared<'a> {
     log: &'a Log,
     bar: &'a ProgressBar,
-    /// One standby wait at a time: each counts in `waited` once.
-    replicas: Mutex<&'r mut ReplicaThrottle>,
     validated: Mutex<Vec<Timed>>,
     /// Set when a session fails: the others stop before their next VALIDATE.
     stop: AtomicBool,
@@ -178,7 +173,7 @@ fn by_table(wanted: Vec<Pending>) -> Vec<Vec<Pending>> {
 fn validate_group(
     connection: &mut impl Retrying,
     group: &[Pending],
-    shared: &Shared<'_, '_>,
+    shared: &Shared<'_>,
 ) -> Result<Vec<&'static Constraint>> {
     let mut blocked = Vec::new();
     for Pending {
@@ -206,15 +201,7 @@ fn validate_group(
                         constraint: c.name,
                         ms: started.elapsed().as_millis() as u64,
                     });
-                let waited = shared
-                    .replicas
-                    .lock()
-                    .expect("replica throttle")
-                    .wait_for_replay(
-                        connection.client(),
-                        shared.log,
-                        &format!("VALIDATE {}", c.name),
-                    );
+                let waited = connection.wait_for_replay(&format!("VALIDATE {}", c.name));
                 if let Err(e) = waited {
                     shared.stop.store(true, Ordering::SeqCst);
                     return Err(e);

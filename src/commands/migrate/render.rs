@@ -2,7 +2,7 @@
 
 use super::MigrateReport;
 use crate::commands::check::write_findings;
-use crate::health::blockers;
+use crate::db::blockers;
 use crate::report::{self, Details};
 use std::io::Write;
 
