@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod line;
+
 /// Migrate, check, clean and roll back the ruleIQ PostgreSQL database.
 ///
 /// Typical order on a database built by the legacy tool: `baseline` (adopt it), `check-constraints`
@@ -220,6 +222,16 @@ impl Command {
             Command::Rollback(a) => a.dry_run,
             Command::Compat(a) => a.dry_run,
             Command::Status(_) | Command::Baseline(_) | Command::Rehearse(_) => false,
+        }
+    }
+
+    /// Whether this invocation asks before it changes anything, and so takes `--yes`.
+    pub fn confirms(&self) -> bool {
+        match self {
+            Command::Cleanup(a) => !a.dry_run,
+            Command::Rollback(a) => !a.dry_run,
+            Command::Compat(a) => a.drop && !a.dry_run,
+            _ => false,
         }
     }
 

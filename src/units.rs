@@ -69,6 +69,15 @@ fn parse_bounded(text: &str, max_ms: f64, limit: &str) -> Result<Duration, Strin
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A duration as a flag takes it (2s, 500ms): what [`parse_duration`] reads back.
+pub fn as_flag(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 /// The longest duration a flag takes: PostgreSQL's limit for a timeout setting (INT_MAX ms).
 pub const MAX_DURATION_MS: i32 = i32::MAX;
 

@@ -12,15 +12,6 @@ use std::time::{Duration, Instant};
 /// How often a real run looks again while it waits.
 const POLL: Duration = Duration::from_millis(250);
 
-/// A duration as it was given on the command line (2s, 500ms).
-fn flag_duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
 /// A real run's look: waits (polling, never ending anyone's session) until nothing would make
 /// the command wait, up to `limits.wait`, naming the blockers on stderr as they appear. Then
 /// refuses (exit 4) naming those left; nothing has been changed at that point.
@@ -50,7 +41,7 @@ pub fn wait_until_clear(
                 log.line(&format!(
                     "{} waits (up to {}) for {}",
                     scope.command,
-                    flag_duration(limits.wait),
+                    crate::units::as_flag(limits.wait),
                     blocker.describe()
                 ));
             }
@@ -70,7 +61,7 @@ fn refusal(scope: &Scope, limits: &Limits, found: Vec<Blocker>) -> anyhow::Error
         "{} would wait for {} session(s) still there after {}: {}. ruleiq-db never ends another session: let them finish (or end them yourself: pg_terminate_backend(pid), COMMIT/ROLLBACK PREPARED 'gid'), or raise --lock-wait, then run it again; nothing was changed",
         scope.command,
         found.len(),
-        flag_duration(limits.wait),
+        crate::units::as_flag(limits.wait),
         names.join("; ")
     );
     let blockers = serde_json::to_value(&found).unwrap_or_default();
