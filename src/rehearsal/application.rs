@@ -5,14 +5,19 @@ use crate::db::config::Target;
 use crate::progress::Log;
 use std::time::Instant;
 
+/// What the step does, as its report's `command`.
+pub fn line() -> String {
+    format!(
+        "the application's queries, legacy and full names, with search_path={}",
+        crate::catalog::compat::SEARCH_PATH
+    )
+}
+
 /// Old and new application code after 008: the application's queries with the legacy and the
 /// full column names through the compatibility schema, and with the full names against the
 /// tables, all returning the same rows.
 pub fn step(log: &Log, target: &Target) -> Step {
-    let line = format!(
-        "the application's queries, legacy and full names, with search_path={}",
-        crate::catalog::compat::SEARCH_PATH
-    );
+    let line = line();
     log.line(&format!("rehearse: {line}"));
     let started = Instant::now();
     let (ok, summary, report) = match crate::app_queries::run_all(target) {

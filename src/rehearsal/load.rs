@@ -12,6 +12,8 @@ use std::process::Stdio;
 
 /// The bundled dirty legacy fixture (loaded on top of migrations 001-007).
 const FIXTURE: &str = include_str!("../../fixtures/legacy_dirty.sql");
+/// Where the fixture is in the repository, as reports name it.
+pub const FIXTURE_NAME: &str = "fixtures/legacy_dirty.sql";
 
 /// Creates the rehearsal's database on the throwaway server, through its `postgres` database.
 pub fn create_database(admin: &Target) -> Result<()> {

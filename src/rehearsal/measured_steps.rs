@@ -26,7 +26,7 @@ pub fn scan_dump(log: &Log, path: &Path) -> Result<DumpNeeds> {
 /// The step before loading a dump: an extension the server lacks fails it (naming what uses
 /// it); each role the dump names that the server lacks is created NOLOGIN.
 pub fn prepare_dump(log: &Log, target: &Target, needs: &DumpNeeds) -> (Step, Option<Vec<String>>) {
-    let line = "create the roles the dump names (NOLOGIN), check its extensions".to_string();
+    let line = prepare_line();
     log.line(&format!("rehearse: {line}"));
     let started = Instant::now();
     match roles::prepare(target, needs) {
@@ -62,11 +62,28 @@ pub fn prepare_dump(log: &Log, target: &Target, needs: &DumpNeeds) -> (Step, Opt
     }
 }
 
+/// What the step before loading a dump does, as its report's `command`.
+pub fn prepare_line() -> String {
+    "create the roles the dump names (NOLOGIN), check its extensions".to_string()
+}
+
+/// What the measurement at version 7 does, as its report's `command`.
+pub fn before_line() -> String {
+    "the application's queries at version 7 with the legacy names: rows, plan, median time"
+        .to_string()
+}
+
+/// What the measurement at version 8 does, as its report's `command`.
+pub fn after_line() -> String {
+    format!(
+        "the same queries at version 8, full names and legacy names with search_path={}",
+        crate::catalog::compat::SEARCH_PATH
+    )
+}
+
 /// At version 7: the application's queries and the `--queries` ones with the legacy names.
 pub fn measure_before(log: &Log, target: &Target, extra: &[QuerySpec]) -> (Step, Option<Before>) {
-    let line =
-        "the application's queries at version 7 with the legacy names: rows, plan, median time"
-            .to_string();
+    let line = before_line();
     log.line(&format!("rehearse: {line}"));
     let started = Instant::now();
     match queries::before(target, extra) {
@@ -121,10 +138,7 @@ pub struct After {
 /// a failure, or a role that lost its read through the view fail the step; a changed plan or a
 /// slowdown is named.
 pub fn measure_after(log: &Log, target: &Target, before: Option<&Before>) -> (Step, After) {
-    let line = format!(
-        "the same queries at version 8, full names and legacy names with search_path={}",
-        crate::catalog::compat::SEARCH_PATH
-    );
+    let line = after_line();
     log.line(&format!("rehearse: {line}"));
     let started = Instant::now();
     let failed = |line: String, e: anyhow::Error| {

@@ -121,6 +121,14 @@ fn play(url: &str, after_008: bool) -> Result<(usize, Vec<String>)> {
     Ok((ran, failures))
 }
 
+/// What the step before or after 008 does, as its report's `command`.
+pub fn line(after_008: bool) -> String {
+    format!(
+        "the application's role through PgBouncer (transaction mode, no connection option): old and new names, {} 008",
+        if after_008 { "after" } else { "before" }
+    )
+}
+
 /// The step: the application's statements through the pooler, old names (and after 008 new
 /// names too), all to succeed.
 pub fn step(log: &Log, url: Option<&str>, after_008: bool) -> Step {
@@ -129,10 +137,7 @@ pub fn step(log: &Log, url: Option<&str>, after_008: bool) -> Step {
     } else {
         "pooled application before 008"
     };
-    let line = format!(
-        "the application's role through PgBouncer (transaction mode, no connection option): old and new names, {} 008",
-        if after_008 { "after" } else { "before" }
-    );
+    let line = line(after_008);
     let started = Instant::now();
     let Some(url) = url else {
         return Step::finished(

@@ -93,13 +93,8 @@ impl Step {
         self.outcome != StepOutcome::NotRun
     }
 
-    /// A step after a failed one, which never ran.
-    pub fn not_run(name: &str, line: &str) -> Step {
-        let command = if line.starts_with("psql ") {
-            line.to_string()
-        } else {
-            format!("ruleiq-db {line}")
-        };
+    /// A step after a failed one, which never ran; `command` is what it would have run.
+    pub fn not_run(name: &str, command: String) -> Step {
         Step {
             step: name.to_string(),
             command,
@@ -162,15 +157,13 @@ impl Step {
             ),
             Err(e) => (false, format!("{e:#}"), error_report(&e)),
         };
-        Step::finished(
-            name,
-            format!("psql -f {what}"),
-            ok,
-            started,
-            summary,
-            report,
-        )
+        Step::finished(name, loading(what), ok, started, summary, report)
     }
+}
+
+/// Loading `what` (the fixture, a dump), as its step's `command`.
+pub fn loading(what: &str) -> String {
+    format!("psql -f {what}")
 }
 
 /// The report of a step that ended in an error.

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 /// How long the standby may take to replay what the rehearsal wrote.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What the step does, as its report's `command`.
+pub fn line() -> String {
+    format!("compare standby '{STANDBY_NAME}' with the primary")
+}
+
 /// The standby step: waits for replay, compares, and says how it went.
 pub fn step(log: &Log, primary: &Target, standby: &Target) -> (Step, Option<StandbyCheck>) {
     let started = Instant::now();
@@ -33,14 +38,7 @@ pub fn step(log: &Log, primary: &Target, standby: &Target) -> (Step, Option<Stan
         ),
         Err(e) => (false, format!("{e:#}"), error_report(e)),
     };
-    let step = Step::finished(
-        "standby",
-        format!("compare standby '{STANDBY_NAME}' with the primary"),
-        ok,
-        started,
-        summary,
-        report,
-    );
+    let step = Step::finished("standby", line(), ok, started, summary, report);
     (step, checked.ok())
 }
 
