@@ -1,7 +1,10 @@
 //! A command written back as the arguments a user types after `ruleiq-db`, so that a report
 //! that names a command it ran (rehearse's steps) shows exactly what ran.
 
-use super::{Cli, Command};
+use super::{
+    BaselineArgs, CheckArgs, CleanupArgs, Cli, Command, CompatArgs, MigrateArgs, RehearseArgs,
+    RollbackArgs, StatusArgs,
+};
 use crate::units::{as_flag, parse_duration, parse_window};
 use clap::CommandFactory;
 use std::fmt::Display;
@@ -14,52 +17,83 @@ impl Command {
     pub fn line(&self, yes: bool) -> String {
         let mut line = Line(vec![self.name().to_string()]);
         let confirmed = yes && self.confirms();
+        // Every struct is taken apart field by field: an option added to the command line does
+        // not compile until it is written here too.
         match self {
-            Command::Migrate(a) => {
-                line.value("--target", a.target);
-                line.flag("--dry-run", a.dry_run);
-                line.flag("--no-compat", a.no_compat);
+            Command::Migrate(MigrateArgs {
+                target,
+                dry_run,
+                no_compat,
+            }) => {
+                line.value("--target", *target);
+                line.flag("--dry-run", *dry_run);
+                line.flag("--no-compat", *no_compat);
             }
-            Command::Status(a) => line.flag("--health", a.health),
-            Command::CheckConstraints(a) => {
-                line.flag("--dry-run", a.dry_run);
-                line.each("--constraint", &a.constraints);
-                if Some(a.live_window) != default_of(self, "live_window", parse_window) {
-                    line.value("--live-window", Some(as_flag(a.live_window)));
+            Command::Status(StatusArgs { health }) => line.flag("--health", *health),
+            Command::CheckConstraints(CheckArgs {
+                dry_run,
+                constraints,
+                live_window,
+            }) => {
+                line.flag("--dry-run", *dry_run);
+                line.each("--constraint", constraints);
+                if Some(*live_window) != default_of(self, "live_window", parse_window) {
+                    line.value("--live-window", Some(as_flag(*live_window)));
                 }
             }
-            Command::Cleanup(a) => {
-                line.dry_run_or_yes(a.dry_run, confirmed);
-                line.value("--policy", a.policy.as_ref().map(|p| p.display()));
-                line.value("--undo", a.undo.as_ref());
+            Command::Cleanup(CleanupArgs {
+                dry_run,
+                policy,
+                undo,
+            }) => {
+                line.dry_run_or_yes(*dry_run, confirmed);
+                line.value("--policy", policy.as_ref().map(|p| p.display()));
+                line.value("--undo", undo.as_ref());
             }
-            Command::Rollback(a) => {
-                line.value("--to", a.to);
-                line.value("--steps", a.steps);
-                line.dry_run_or_yes(a.dry_run, confirmed);
+            Command::Rollback(RollbackArgs { to, steps, dry_run }) => {
+                line.value("--to", *to);
+                line.value("--steps", *steps);
+                line.dry_run_or_yes(*dry_run, confirmed);
             }
-            Command::Baseline(a) => {
-                line.value("--version", a.version);
-                line.flag("--accept-drift", a.accept_drift);
+            Command::Baseline(BaselineArgs {
+                version,
+                accept_drift,
+            }) => {
+                line.value("--version", *version);
+                line.flag("--accept-drift", *accept_drift);
             }
-            Command::Compat(a) => {
-                line.flag("--drop", a.drop);
-                line.each("--for-role", &a.for_role);
-                line.value("--wait", a.wait.map(as_flag));
+            Command::Compat(CompatArgs {
+                drop,
+                for_role,
+                wait,
+                observe,
+                unverified,
+                dry_run,
+                probe_url,
+            }) => {
+                line.flag("--drop", *drop);
+                line.each("--for-role", for_role);
+                line.value("--wait", wait.map(as_flag));
                 // --observe and --unverified go with --drop only (clap refuses them alone).
-                if a.drop && Some(a.observe) != default_of(self, "observe", parse_duration) {
-                    line.value("--observe", Some(as_flag(a.observe)));
+                if *drop && Some(*observe) != default_of(self, "observe", parse_duration) {
+                    line.value("--observe", Some(as_flag(*observe)));
                 }
-                line.flag("--unverified", a.drop && a.unverified);
-                line.dry_run_or_yes(a.dry_run, confirmed);
-                line.value("--probe-url", a.probe_url.as_ref());
+                line.flag("--unverified", *drop && *unverified);
+                line.dry_run_or_yes(*dry_run, confirmed);
+                line.value("--probe-url", probe_url.as_ref());
             }
-            Command::Rehearse(a) => {
-                line.value("--dump", a.dump.as_ref().map(|p| p.display()));
-                line.flag("--with-standby", a.with_standby);
-                line.value("--policy", a.policy.as_ref().map(|p| p.display()));
-                line.flag("--accept-drift", a.accept_drift);
-                line.value("--queries", a.queries.as_ref().map(|p| p.display()));
+            Command::Rehearse(RehearseArgs {
+                dump,
+                with_standby,
+                policy,
+                accept_drift,
+                queries,
+            }) => {
+                line.value("--dump", dump.as_ref().map(|p| p.display()));
+                line.flag("--with-standby", *with_standby);
+                line.value("--policy", policy.as_ref().map(|p| p.display()));
+                line.flag("--accept-drift", *accept_drift);
+                line.value("--queries", queries.as_ref().map(|p| p.display()));
             }
         }
         line.0.join(" ")
