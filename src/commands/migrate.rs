@@ -7,6 +7,7 @@ mod render;
 use super::{Context, Outcome};
 use crate::archive::restore::{self, Restored};
 use crate::catalog::migrations::{self, REPAIR_VERSION};
+use crate::catalog::Catalog;
 use crate::constraints::check::Finding;
 use crate::db::Connection;
 use crate::exit::Code;
@@ -70,7 +71,8 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
     let from = history::current_version(&applied);
     ctx.journal.version(from);
     let to = resolve_target(args.target, from)?;
-    let pending = plan::pending(from, to);
+    let catalog = Catalog::embedded();
+    let pending = catalog.pending(from, to);
 
     let mut details = MigrateReport {
         from_version: from,
@@ -78,18 +80,22 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         ..Default::default()
     };
     let includes_repair = pending.iter().any(|m| m.version() == REPAIR_VERSION);
+    let adding = catalog.added_by_any(&pending);
+    let first_adding = adding.iter().map(|c| c.migration).min();
     let restores = restore::planned(conn.client(), &pending)?;
-    let restores_before_repair = restores.iter().any(|r| r.version < REPAIR_VERSION);
+    let restores_before_adding = restores
+        .iter()
+        .any(|r| first_adding.is_some_and(|first| r.version < first));
     let plans: Vec<PlannedMigration> = pending
         .iter()
-        .map(|m| plan::plan_of(m, args.no_compat))
+        .map(|m| plan::plan_of(&catalog, m, args.no_compat))
         .collect();
     let scope = plan::blocker_scope(&plans);
     if args.dry_run {
         // Shown also when the preflight blocks: what 008 will do once the rows are clean.
         details.plan = Some(plans);
         details.blockers = Some(ctx.list_blockers(conn.client(), &scope)?);
-        let found = plan::look_ahead(conn.client(), includes_repair, to)?;
+        let found = plan::look_ahead(conn.client(), &catalog, &pending, to)?;
         details.estimate_ms = Some(found.total_ms);
         details.estimate = Some(found);
     }
@@ -99,13 +105,15 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
             "008 cannot repair column names",
             "migrate again",
         )?;
-        if restores_before_repair {
+    }
+    if let Some(first) = first_adding {
+        if restores_before_adding {
             // The rows cannot be judged yet: values a rollback archived (approvals, for one)
-            // come back only with the migrations before 008. The preflight runs right before
-            // 008 instead.
-            ctx.log.line("preflight deferred: the migrations before 008 first put back what a rollback archived; the rows are checked right before 008");
+            // come back only with the migrations before the one adding constraints. The
+            // preflight runs right before it instead.
+            ctx.log.line(&format!("preflight deferred: the migrations before {first:03} first put back what a rollback archived; the rows are checked right before {first:03}"));
         } else {
-            let verdict = preflight::run(&target, conn.client(), &ctx.log, from)?;
+            let verdict = preflight::run(&target, conn.client(), &ctx.log, from, &adding)?;
             if let Some(outcome) = preflight_outcome(&mut details, verdict, args.dry_run) {
                 return Ok(outcome);
             }
@@ -134,6 +142,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
                 replicas: &mut replicas,
                 journal: &ctx.journal,
                 no_compat: args.no_compat,
+                catalog: &catalog,
             },
             &pending,
         )
@@ -150,7 +159,7 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
 
     let mut code = Code::Ok;
     if details.to_version >= REPAIR_VERSION {
-        let validation = steps::validate(&mut session, &mut replicas)?;
+        let validation = steps::validate(&mut session, &mut replicas, &catalog)?;
         details.validated = validation.validated;
         if let Some(blocked_by) = validation.blocked_by {
             details.blocked_by = blocked_by;
