@@ -160,14 +160,7 @@ fn on_standby(db: &TestDb) -> String {
 
 /// The binary pointed at `url`, without progress bars.
 fn run_at(url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
-        .args(["--database-url", url, "--no-progress"])
-        .args(args)
-        .timeout(Duration::from_secs(300))
-        .output()
-        .unwrap();
+    let out = common::cli_at(url).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -579,9 +572,7 @@ fn a_read_only_database_is_refused_with_nothing_changed() {
 
 #[test]
 fn rehearse_with_a_standby_ends_with_the_primary_data_on_it() {
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
+    let out = common::binary()
         .args([
             "--no-progress",
             "--format",
