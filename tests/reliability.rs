@@ -584,6 +584,32 @@ fn a_role_without_rights_on_the_audit_schema_is_told_which_grant_is_missing() {
     drop_role(db, &role);
 }
 
+/// The hint is found by the error's SQLSTATE (42501) and the object it names, whatever the
+/// server's wording: a schema the role may not use gets its grant, another refusal none.
+#[test]
+fn a_privilege_error_on_the_audit_schema_is_explained_with_its_grant() {
+    let db = TestDb::new();
+    db.execute("CREATE SCHEMA ruleiq_audit; CREATE TABLE ruleiq_audit.t (x int)");
+    let role = restricted_role(&db, "");
+    let mut client = common::connect_url(&db.url_as(&role, "role-pw"));
+    let denied = client
+        .simple_query("SELECT x FROM ruleiq_audit.t")
+        .unwrap_err();
+    let explained = ruleiq_db::hints::explain(denied.into(), Some(&role));
+    assert!(
+        format!("{explained:#}").contains(&format!("GRANT USAGE ON SCHEMA ruleiq_audit TO {role}")),
+        "{explained:#}"
+    );
+    db.execute("CREATE TABLE public.closed (x int); REVOKE ALL ON public.closed FROM PUBLIC");
+    let other = client
+        .simple_query("SELECT x FROM public.closed")
+        .unwrap_err();
+    let left = ruleiq_db::hints::explain(other.into(), Some(&role));
+    assert!(!format!("{left:#}").contains("GRANT"), "{left:#}");
+    drop(client);
+    drop_role(db, &role);
+}
+
 #[test]
 fn a_malformed_url_says_which_part_is_wrong_without_the_password() {
     let cases = [
