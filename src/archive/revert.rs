@@ -7,11 +7,12 @@
 
 use super::{dependents, execute, plan as archive_plan, Action, Archived, Stamp, SCHEMA};
 use crate::catalog::migrations::REPAIR_VERSION;
-use crate::catalog::repair::{PlannedStatement, RENAME_CONFLICT_SQLSTATE};
+use crate::catalog::repair::PlannedStatement;
 use crate::catalog::sql::qualified;
 use crate::catalog::{down, HISTORY_TABLE};
+use crate::constraints::spelling::conflict_raised_or;
 use crate::db::replication::ReplicaThrottle;
-use crate::db::{self, Query, Session};
+use crate::db::{Query, Session};
 use crate::health::blockers::{Scope, Takes};
 use crate::history::{self, Applied};
 use crate::journal::Journal;
@@ -281,7 +282,6 @@ fn revert_one(session: &mut Session, step: &Step, stamp: &Stamp) -> Result<Vec<A
 
 /// The error of a failed step, saying where the database now stands.
 fn stopped_at(error: anyhow::Error, step: &Step, version: i32, done: usize) -> anyhow::Error {
-    let conflict = db::sql_state(&error).is_some_and(|s| s.code() == RENAME_CONFLICT_SQLSTATE);
     let where_now = if done == 0 {
         "nothing was changed".to_string()
     } else {
@@ -291,11 +291,8 @@ fn stopped_at(error: anyhow::Error, step: &Step, version: i32, done: usize) -> a
         "{} was not reverted (its transaction rolled back); {where_now}",
         step.label()
     );
-    if conflict {
-        Refusal::RenameConflict(format!("{error:#}; {message}")).into()
-    } else {
-        error.context(message)
-    }
+    let refused = |e: &anyhow::Error| format!("{e:#}; {message}");
+    conflict_raised_or(error, refused, message.clone())
 }
 
 /// A statement as a person scans a plan: a `DO` block (008's state-aware renames) shows the
