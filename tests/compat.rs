@@ -907,8 +907,15 @@ fn compat_drop_waiting_for_a_reader_gives_up_its_lock_request_and_retries() {
         .stderr(std::process::Stdio::piped());
         cmd.spawn().unwrap()
     };
-    std::thread::sleep(Duration::from_millis(1500));
-    // Meanwhile other sessions still read through the views without queueing for long.
+    // Once the dropper has asked for its locks, other sessions still read through the views
+    // without queueing for long.
+    common::wait_until(
+        &mut db.client(),
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name = 'ruleiq-db'
+            AND query ILIKE '%DROP%')",
+        "compat --drop had asked for its locks",
+    );
     let started = Instant::now();
     let mut other = app_client(&db);
     other

@@ -76,21 +76,13 @@ fn standby_admin() -> Client {
 fn pause_replay() {
     let mut s = standby_admin();
     s.batch_execute("SELECT pg_wal_replay_pause()").unwrap();
-    let started = Instant::now();
-    loop {
+    common::poll_until_named(Duration::from_secs(30), "replay had paused", || {
         let state: String = s
             .query_one("SELECT pg_get_wal_replay_pause_state()", &[])
             .unwrap()
             .get(0);
-        if state == "paused" {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "replay did not pause"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        state == "paused"
+    });
 }
 
 fn resume_replay() {
@@ -108,24 +100,18 @@ fn wait_replayed(db: &TestDb) {
         .unwrap()
         .get(0);
     let mut s = standby_admin();
-    let started = Instant::now();
-    loop {
-        let done: bool = s
-            .query_one(
+    common::poll_until_named(
+        Duration::from_secs(60),
+        &format!("the standby had replayed up to {target}"),
+        || {
+            s.query_one(
                 "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
                 &[&target],
             )
             .unwrap()
-            .get(0);
-        if done {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the standby did not replay up to {target}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .get(0)
+        },
+    );
 }
 
 /// Asserts the standby's dump of `db` equals the primary's. Sequences aside: a standby reads a

@@ -585,3 +585,107 @@ impl Undone {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(report: &CleanupReport) -> Vec<String> {
+        match serde_json::to_value(report).unwrap() {
+            serde_json::Value::Object(map) => map.keys().cloned().collect(),
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn preview() -> Preview {
+        Preview {
+            policy: Some("built-in".into()),
+            ..Preview::default()
+        }
+    }
+
+    /// The keys each case had when the report was one struct of optional fields, in order.
+    #[test]
+    fn every_case_keeps_the_keys_of_the_report_contract() {
+        let head = ["run_id", "policy", "rules", "total_rows", "needs_decision"];
+        let with = |rest: &[&str]| -> Vec<String> {
+            head.iter().chain(rest).map(|k| k.to_string()).collect()
+        };
+        let dry = CleanupReport::DryRun(DryRun {
+            preview: preview(),
+            blockers: Vec::new(),
+        });
+        assert_eq!(keys(&dry), with(&["notes", "blockers"]));
+        assert_eq!(
+            keys(&CleanupReport::NothingToDo(preview())),
+            with(&["notes"])
+        );
+        let undecided = CleanupReport::NeedsDecision(Undecided {
+            preview: preview(),
+            needs_decision: Vec::new(),
+            reason: "needs_decision",
+        });
+        assert_eq!(keys(&undecided), with(&["reason", "notes"]));
+        let applied = CleanupReport::Applied(Applied {
+            run_id: "r".into(),
+            preview: preview(),
+            recount: Recount::default(),
+            interrupted_runs: vec!["old".into()],
+        });
+        assert_eq!(
+            keys(&applied),
+            with(&[
+                "remaining_violations",
+                "violations_left",
+                "interrupted_runs",
+                "notes"
+            ])
+        );
+        let failed = CleanupReport::Failed(Failed {
+            run_id: "r".into(),
+            preview: preview(),
+            failure: Failure {
+                error: "e".into(),
+                exit_code: 130,
+                reason: None,
+            },
+            changed_tables: Vec::new(),
+            undo: Some("ruleiq-db cleanup --undo r".into()),
+            interrupted: true,
+            interrupted_runs: Vec::new(),
+        });
+        assert_eq!(
+            keys(&failed),
+            with(&[
+                "error",
+                "exit_code",
+                "changed_tables",
+                "undo",
+                "interrupted",
+                "notes"
+            ])
+        );
+        let undone = CleanupReport::Undone(Undone {
+            run_id: "r".into(),
+            rules: Vec::new(),
+            total_rows: 0,
+            rows_restored: 0,
+            conflicts: Vec::new(),
+            total_conflicts: 0,
+            notes: Vec::new(),
+        });
+        assert_eq!(
+            keys(&undone),
+            [
+                "run_id",
+                "rules",
+                "total_rows",
+                "needs_decision",
+                "rows_restored",
+                "conflicts",
+                "total_conflicts",
+                "notes"
+            ]
+        );
+    }
+}
