@@ -322,26 +322,7 @@ impl TestDb {
     /// re-inserted row lands elsewhere): each COPY block's lines sorted; the audit schema, the
     /// one thing cleanup + undo is meant to add, left out.
     pub fn canonical_dump(&self) -> String {
-        let dump = self.dump_with(&["--exclude-schema=ruleiq_audit"]);
-        let mut out = Vec::new();
-        let mut block: Vec<&str> = Vec::new();
-        let mut in_copy = false;
-        for line in dump.lines() {
-            if in_copy {
-                if line == "\\." {
-                    block.sort_unstable();
-                    out.append(&mut block);
-                    out.push(line);
-                    in_copy = false;
-                } else {
-                    block.push(line);
-                }
-            } else {
-                in_copy = line.starts_with("COPY ");
-                out.push(line);
-            }
-        }
-        out.join("\n")
+        rows_sorted(&self.dump_with(&["--exclude-schema=ruleiq_audit"]))
     }
 
     /// Runs the binary on a pseudo-terminal (util-linux `script`), typing `answer` at its
@@ -420,10 +401,12 @@ impl TestDb {
             .collect()
     }
 
-    /// Asserts the database's dump equals `before`, printing only the differing lines.
+    /// Asserts the database's dump equals `before`, printing only the differing lines. Rows
+    /// compare whatever their physical order: an UPDATE that changes no value (the
+    /// application's, running beside the test) still moves its row.
     pub fn assert_unchanged(&self, before: &str) {
         let after = self.dump();
-        if after != before {
+        if rows_sorted(&after) != rows_sorted(before) {
             let old: std::collections::BTreeSet<&str> = before.lines().collect();
             let new: std::collections::BTreeSet<&str> = after.lines().collect();
             let gone: Vec<&&str> = old.difference(&new).take(20).collect();
@@ -431,6 +414,30 @@ impl TestDb {
             panic!("the database changed.\nlines gone: {gone:#?}\nlines added: {added:#?}");
         }
     }
+}
+
+/// `dump` with the lines of each COPY block sorted, so that rows compare whatever their
+/// physical order.
+fn rows_sorted(dump: &str) -> String {
+    let mut out = Vec::new();
+    let mut block: Vec<&str> = Vec::new();
+    let mut in_copy = false;
+    for line in dump.lines() {
+        if in_copy {
+            if line == "\\." {
+                block.sort_unstable();
+                out.append(&mut block);
+                out.push(line);
+                in_copy = false;
+            } else {
+                block.push(line);
+            }
+        } else {
+            in_copy = line.starts_with("COPY ");
+            out.push(line);
+        }
+    }
+    out.join("\n")
 }
 
 /// One row of [`TestDb::rows`]: column name → value as text, None for NULL.
