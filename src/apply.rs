@@ -4,12 +4,10 @@
 //! columns the migration creates again (see `crate::archive::restore`).
 
 use crate::archive::restore::{self, Restored};
-use crate::catalog::repair::RENAME_CONFLICT_SQLSTATE;
 use crate::catalog::sql::split_statements;
-use crate::db::Query;
-use crate::db::{self, Session};
+use crate::constraints::spelling::conflict_raised_or;
+use crate::db::{Query, Session};
 use crate::history;
-use crate::refusal::Refusal;
 use anyhow::Result;
 use refinery::Migration;
 
@@ -52,13 +50,12 @@ pub fn apply_around(
             Ok(restored)
         })
         .map_err(|e| {
-            let conflict = db::sql_state(&e).is_some_and(|s| s.code() == RENAME_CONFLICT_SQLSTATE);
-            if conflict {
-                Refusal::RenameConflict(format!("{what}: {e:#}; nothing was changed")).into()
-            } else {
-                e.context(format!(
+            conflict_raised_or(
+                e,
+                |e| format!("{what}: {e:#}; nothing was changed"),
+                format!(
                     "{what} failed and was rolled back; the database stays at the previous version"
-                ))
-            }
+                ),
+            )
         })
 }

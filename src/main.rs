@@ -6,6 +6,7 @@ use ruleiq_db::cli::{Cli, Format};
 use ruleiq_db::commands;
 use ruleiq_db::exit::Code;
 use ruleiq_db::journal::Done;
+use ruleiq_db::report::Failure;
 use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
@@ -37,11 +38,15 @@ fn usage_error(error: &clap::Error, args: &[OsString]) -> Code {
             .next()
             .unwrap_or_default();
         let command = subcommand_named(args);
+        let failure = Failure {
+            error: message.to_string(),
+            exit_code: Code::Usage.as_i32(),
+            reason: None,
+        };
         let document = commands::failure_document(
             command.as_deref(),
             args.iter().any(|a| a == "--dry-run"),
-            message,
-            Code::Usage,
+            &failure,
             &Done::default(),
         );
         let mut stdout = std::io::stdout().lock();

@@ -7,117 +7,91 @@
 use crate::exit::Code;
 use std::fmt;
 
-/// Why a command stopped before changing anything (or before changing more). Each variant
-/// carries the sentence a person reads.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Refusal {
+/// Declares [`Refusal`] from one list: each variant that carries only its sentence, with its
+/// doc and its `reason`, written once; `reason` and `message` follow from the list.
+macro_rules! refusals {
+    ($($(#[$doc:meta])* $variant:ident => $reason:literal,)*) => {
+        /// Why a command stopped before changing anything (or before changing more). Each
+        /// variant carries the sentence a person reads.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Refusal {
+            $($(#[$doc])* $variant(String),)*
+            /// Sessions that would block the table locks were still there after `--lock-wait`;
+            /// the failure document lists them under `blockers`.
+            Blockers {
+                message: String,
+                blockers: serde_json::Value,
+            },
+        }
+
+        impl Refusal {
+            /// The snake_case `reason` of the failure document.
+            pub fn reason(&self) -> &'static str {
+                match self {
+                    $(Refusal::$variant(_) => $reason,)*
+                    Refusal::Blockers { .. } => "blockers",
+                }
+            }
+
+            /// The sentence a person reads.
+            pub fn message(&self) -> &str {
+                match self {
+                    $(Refusal::$variant(m))|* => m,
+                    Refusal::Blockers { message, .. } => message,
+                }
+            }
+        }
+    };
+}
+
+refusals! {
     /// A migration in the history was edited since it was applied, or is unknown to this build.
-    EditedHistory(String),
+    EditedHistory => "edited_history",
     /// ruleIQ tables without a ruleiq-db history: `baseline` must adopt them first.
-    NotAdopted(String),
+    NotAdopted => "not_adopted",
     /// `baseline` on a database that already has a history.
-    HistoryExists(String),
+    HistoryExists => "history_exists",
     /// No `--yes` off a terminal, or the prompt was not answered yes.
-    NotConfirmed(String),
+    NotConfirmed => "not_confirmed",
     /// Another ruleiq-db held the migration lock past `--lock-wait`.
-    LockBusy(String),
-    /// Sessions that would block the table locks were still there after `--lock-wait`; the
-    /// failure document lists them under `blockers`.
-    Blockers {
-        message: String,
-        blockers: serde_json::Value,
-    },
+    LockBusy => "lock_busy",
     /// A table has both the legacy and the full name of a renamed column.
-    RenameConflict(String),
+    RenameConflict => "rename_conflict",
     /// A `--target`, `--version` or `--to` that names no migration.
-    UnknownTarget(String),
+    UnknownTarget => "unknown_target",
     /// A target on the wrong side of the current version, or a step count that does not fit.
-    TargetOutOfRange(String),
+    TargetOutOfRange => "target_out_of_range",
     /// A migration to revert that has no down migration in this build.
-    NoDownMigration(String),
+    NoDownMigration => "no_down_migration",
     /// A `--constraint` the catalog does not have.
-    UnknownConstraint(String),
+    UnknownConstraint => "unknown_constraint",
     /// A standby or a read-only server.
-    NotWritable(String),
+    NotWritable => "not_writable",
     /// Standbys still too far behind after `--max-replica-wait`.
-    ReplicaLag(String),
+    ReplicaLag => "replica_lag",
     /// Cleanup rules whose built-in action would break the live schema, undecided by a policy.
-    NeedsDecision(String),
+    NeedsDecision => "needs_decision",
     /// A policy file whose decision the live schema cannot carry out.
-    PolicyNotFeasible(String),
+    PolicyNotFeasible => "policy_not_feasible",
     /// A cleanup the role may not carry out (audit schema, tables or sequence).
-    MissingGrants(String),
+    MissingGrants => "missing_grants",
     /// `baseline`: differences 008 cannot repair, or drift not accepted with `--accept-drift`.
-    Drift(String),
+    Drift => "drift",
     /// A rollback would strand the user's views or functions on what it archives.
-    Dependents(String),
+    Dependents => "dependents",
     /// A changing command on a connection through a transaction-mode pooler.
-    PooledConnection(String),
+    PooledConnection => "pooled_connection",
     /// Sessions of a role pointed at the compatibility views that predate the role's setting
     /// (docs/design.md §7): they resolve names as before it.
-    CompatNotInEffect(String),
+    CompatNotInEffect => "compat_not_in_effect",
     /// `compat --drop` while statements still name a legacy column (docs/design.md §7).
-    LegacyNamesInUse(String),
+    LegacyNamesInUse => "legacy_names_in_use",
 }
 
 impl Refusal {
     /// Every refusal exits 4.
     pub fn code(&self) -> Code {
         Code::Refused
-    }
-
-    /// The snake_case `reason` of the failure document.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Refusal::EditedHistory(_) => "edited_history",
-            Refusal::NotAdopted(_) => "not_adopted",
-            Refusal::HistoryExists(_) => "history_exists",
-            Refusal::NotConfirmed(_) => "not_confirmed",
-            Refusal::LockBusy(_) => "lock_busy",
-            Refusal::Blockers { .. } => "blockers",
-            Refusal::RenameConflict(_) => "rename_conflict",
-            Refusal::UnknownTarget(_) => "unknown_target",
-            Refusal::TargetOutOfRange(_) => "target_out_of_range",
-            Refusal::NoDownMigration(_) => "no_down_migration",
-            Refusal::UnknownConstraint(_) => "unknown_constraint",
-            Refusal::NotWritable(_) => "not_writable",
-            Refusal::ReplicaLag(_) => "replica_lag",
-            Refusal::NeedsDecision(_) => "needs_decision",
-            Refusal::PolicyNotFeasible(_) => "policy_not_feasible",
-            Refusal::MissingGrants(_) => "missing_grants",
-            Refusal::Drift(_) => "drift",
-            Refusal::Dependents(_) => "dependents",
-            Refusal::PooledConnection(_) => "pooled_connection",
-            Refusal::CompatNotInEffect(_) => "compat_not_in_effect",
-            Refusal::LegacyNamesInUse(_) => "legacy_names_in_use",
-        }
-    }
-
-    /// The sentence a person reads.
-    pub fn message(&self) -> &str {
-        match self {
-            Refusal::Blockers { message, .. } => message,
-            Refusal::EditedHistory(m)
-            | Refusal::NotAdopted(m)
-            | Refusal::HistoryExists(m)
-            | Refusal::NotConfirmed(m)
-            | Refusal::LockBusy(m)
-            | Refusal::RenameConflict(m)
-            | Refusal::UnknownTarget(m)
-            | Refusal::TargetOutOfRange(m)
-            | Refusal::NoDownMigration(m)
-            | Refusal::UnknownConstraint(m)
-            | Refusal::NotWritable(m)
-            | Refusal::ReplicaLag(m)
-            | Refusal::NeedsDecision(m)
-            | Refusal::PolicyNotFeasible(m)
-            | Refusal::MissingGrants(m)
-            | Refusal::Drift(m)
-            | Refusal::Dependents(m)
-            | Refusal::PooledConnection(m)
-            | Refusal::CompatNotInEffect(m)
-            | Refusal::LegacyNamesInUse(m) => m,
-        }
     }
 
     /// Keys the failure document carries besides the message (the blockers, as a list).

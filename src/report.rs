@@ -25,6 +25,36 @@ pub struct Report<D: Serialize> {
     pub details: D,
 }
 
+/// How a run failed, as every report and failure document says it (docs/design.md §2): the
+/// error, its exit code, and for a refusal (exit 4) its `reason`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    pub error: String,
+    pub exit_code: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+impl Failure {
+    /// `error` ending a run with `code`; its reason when a refusal is in its chain.
+    pub fn of(error: &anyhow::Error, code: crate::exit::Code) -> Failure {
+        Failure {
+            error: format!("{error:#}"),
+            exit_code: code.as_i32(),
+            reason: crate::refusal::Refusal::of(error).map(crate::refusal::Refusal::reason),
+        }
+    }
+
+    /// A refusal a command reports itself rather than raising.
+    pub fn refused(refusal: &crate::refusal::Refusal) -> Failure {
+        Failure {
+            error: refusal.message().to_string(),
+            exit_code: refusal.code().as_i32(),
+            reason: Some(refusal.reason()),
+        }
+    }
+}
+
 /// What a command's details know how to do besides serialising: draw themselves for people,
 /// and say in one line what the command found or did.
 pub trait Details: Serialize {

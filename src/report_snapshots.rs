@@ -4,7 +4,7 @@
 use crate::catalog::constraints::Kind;
 use crate::cleanup::decisions::NeedsDecision;
 use crate::cleanup::preview::Example;
-use crate::cleanup::report::{CleanupReport, RuleReport};
+use crate::cleanup::report::{Applied, CleanupReport, Preview, Recount, RuleReport, Undecided};
 use crate::commands::baseline::BaselineReport;
 use crate::commands::check::CheckReport;
 use crate::commands::compat::CompatReport;
@@ -16,7 +16,7 @@ use crate::constraints::live::LiveSince;
 use crate::db::replication::{ServerRole, Standby};
 use crate::history::{Entry, State};
 use crate::rehearsal::{PolicyChoice, RehearseReport, Step, StepOutcome};
-use crate::report::{Details, MigrationRun, Render, Report, Summary};
+use crate::report::{Details, Failure, MigrationRun, Render, Report, Summary};
 use crate::shape::{Class, Difference, Verdict};
 
 /// The report as `--format table` prints it.
@@ -158,22 +158,25 @@ fn cleanup_dry_run_with_a_decision_to_make() {
         "cleanup",
         true,
         7,
-        CleanupReport {
-            policy: Some("built-in".into()),
-            rules: vec![RuleReport {
-                constraint: "chk_evidence_status".into(),
-                table: "evidence_items".into(),
-                action: "map".into(),
-                rows: 2,
-                cascaded_rows: 0,
-                examples: Some(vec![Example {
-                    pk: "id-1".into(),
-                    before: serde_json::json!({"status": "Approved"}),
-                    after: serde_json::json!({"status": "approved"}),
-                    cascaded: false,
-                }]),
-            }],
-            total_rows: 2,
+        CleanupReport::NeedsDecision(Undecided {
+            preview: Preview {
+                policy: Some("built-in".into()),
+                rules: vec![RuleReport {
+                    constraint: "chk_evidence_status".into(),
+                    table: "evidence_items".into(),
+                    action: "map".into(),
+                    rows: 2,
+                    cascaded_rows: 0,
+                    examples: Some(vec![Example {
+                        pk: "id-1".into(),
+                        before: serde_json::json!({"status": "Approved"}),
+                        after: serde_json::json!({"status": "approved"}),
+                        cascaded: false,
+                    }]),
+                }],
+                total_rows: 2,
+                notes: Vec::new(),
+            },
             needs_decision: vec![NeedsDecision {
                 constraint: "chk_employee_count_positive".into(),
                 table: "business_profiles".into(),
@@ -181,8 +184,8 @@ fn cleanup_dry_run_with_a_decision_to_make() {
                 reason: "1 row breaks chk_employee_count_positive".into(),
                 options: vec!["default: VALUE".into(), "skip".into()],
             }],
-            ..CleanupReport::default()
-        },
+            reason: "needs_decision",
+        }),
     );
     insta::assert_snapshot!(table(&r));
     let summary = r.summary();
@@ -202,21 +205,24 @@ fn cleanup_run() {
         "cleanup",
         false,
         7,
-        CleanupReport {
-            run_id: Some("run-1".into()),
-            rules: vec![RuleReport {
-                constraint: "chk_evidence_status".into(),
-                table: "evidence_items".into(),
-                action: "map".into(),
-                rows: 2,
-                cascaded_rows: 1,
-                examples: None,
-            }],
-            total_rows: 3,
-            remaining_violations: Some(0),
-            violations_left: Some(0),
-            ..CleanupReport::default()
-        },
+        CleanupReport::Applied(Applied {
+            run_id: "run-1".into(),
+            preview: Preview {
+                policy: None,
+                rules: vec![RuleReport {
+                    constraint: "chk_evidence_status".into(),
+                    table: "evidence_items".into(),
+                    action: "map".into(),
+                    rows: 2,
+                    cascaded_rows: 1,
+                    examples: None,
+                }],
+                total_rows: 3,
+                notes: Vec::new(),
+            },
+            recount: Recount::default(),
+            interrupted_runs: Vec::new(),
+        }),
     );
     insta::assert_snapshot!(table(&r));
     assert_eq!(
@@ -309,9 +315,11 @@ fn baseline_report(error: Option<&str>) -> BaselineReport {
         ],
         accept_drift: false,
         summary: error.unwrap_or("adopted at version 7").into(),
-        error: error.map(str::to_string),
-        exit_code: error.map(|_| 4),
-        reason: error.map(|_| "drift"),
+        failure: error.map(|e| Failure {
+            error: e.to_string(),
+            exit_code: 4,
+            reason: Some("drift"),
+        }),
     }
 }
 

@@ -4,7 +4,7 @@
 //! ('007'), a table and an index of the application's own, and clean rows.
 
 use crate::common;
-use common::TestDb;
+use common::{latest, TestDb};
 use ruleiq_db::catalog::{migrations, renames::RENAMES, HISTORY_TABLE, TABLES};
 use serde_json::{json, Value};
 
@@ -199,7 +199,7 @@ fn production_is_adopted_at_7_from_its_alembic_version_tolerating_what_is_not_ou
     assert_eq!(code, 0);
     assert_eq!(status["schema_version"], 7);
     let mut want: Vec<(i64, String)> = (1..=7).map(|v| (v, "applied".to_string())).collect();
-    want.push((8, "pending".into()));
+    want.extend((8..=latest()).map(|v| (i64::from(v), "pending".to_string())));
     assert_eq!(states(&status), want);
     assert_eq!(status["ok"], true, "{status:#}");
     assert!(list(&status, "drift")
@@ -275,7 +275,7 @@ fn a_missing_006_index_is_refused_then_accepted_on_purpose_and_status_shows_it_a
         if stage == "after baseline" {
             let (code, report, stderr) = db.run_json(&["migrate"]);
             assert_eq!(code, 0, "{report:#}\n{stderr}");
-            assert_eq!(report["to_version"], 8);
+            assert_eq!(report["to_version"], latest());
         }
     }
 }
@@ -396,7 +396,7 @@ fn the_adopted_database_goes_through_check_cleanup_migrate_and_rollback() {
     let (code, report, stderr) = db.run_json(&["migrate"]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     assert_eq!(report["from_version"], 7);
-    assert_eq!(report["to_version"], 8);
+    assert_eq!(report["to_version"], latest());
     assert_eq!(valid_catalog_constraints(&db), 6);
     let (_, status, _) = db.run_json(&["status"]);
     assert_eq!(status["ok"], true, "{status:#}");
@@ -416,7 +416,7 @@ fn the_adopted_database_goes_through_check_cleanup_migrate_and_rollback() {
 
 #[test]
 fn each_version_is_detected_from_its_shape_and_migrate_carries_on_from_it() {
-    for version in 1..=migrations::latest_version() {
+    for version in 1..=latest() {
         let db = built_by_alembic(version);
         let (code, report, stderr) = db.run_json(&["baseline"]);
         assert_eq!(code, 0, "version {version}: {report:#}\n{stderr}");
@@ -436,7 +436,7 @@ fn each_version_is_detected_from_its_shape_and_migrate_carries_on_from_it() {
             "migrate after baseline {version}: {report:#}\n{stderr}"
         );
         assert_eq!(report["from_version"], version);
-        assert_eq!(report["to_version"], migrations::latest_version());
+        assert_eq!(report["to_version"], latest());
     }
 }
 
@@ -523,7 +523,7 @@ fn columns_renamed_by_hand_are_tolerated_at_7_and_008_finishes_the_job() {
 
     let (code, report, stderr) = db.run_json(&["migrate"]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
-    assert_eq!(report["to_version"], 8);
+    assert_eq!(report["to_version"], latest());
     assert_eq!(valid_catalog_constraints(&db), 6);
     assert_eq!(fingerprint(&db), data);
     let (_, status, _) = db.run_json(&["status"]);
@@ -626,10 +626,8 @@ fn status_as_a_role_that_cannot_create_a_schema_says_the_shape_was_not_compared(
     let (_, server) = rest.split_once('@').unwrap();
     let reader_url = format!("{scheme}://{role}:reader-pw@{server}");
 
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
-        .args(["--database-url", &reader_url, "--format", "json", "status"])
+    let out = common::cli_at(&reader_url)
+        .args(["--format", "json", "status"])
         .output()
         .unwrap();
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -637,7 +635,7 @@ fn status_as_a_role_that_cannot_create_a_schema_says_the_shape_was_not_compared(
     assert_eq!(out.status.code(), Some(1), "{status:#}");
     assert_eq!(status["ok"], false);
     assert_eq!(status["drift_checked"], false);
-    assert_eq!(status["schema_version"], 8);
+    assert_eq!(status["schema_version"], latest());
     let drift = list(&status, "drift");
     assert_eq!(drift.len(), 1, "{drift:#?}");
     assert_eq!(drift[0]["object"], "schema");

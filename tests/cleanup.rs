@@ -940,34 +940,28 @@ fn a_killed_cleanup_leaves_whole_audited_batches_and_a_rerun_finishes() {
         .spawn()
         .unwrap();
     let mut watcher = db.client();
-    let mut seen = 0;
-    // Wait until some batches have committed (bounded by the child's own lifetime).
-    while seen < 20 * BATCH {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        seen = watcher
-            .query_one("SELECT count(*) FROM ruleiq_audit.cleanup_changes", &[])
-            .map(|r| r.get(0))
-            .unwrap_or(0);
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // Wait until some batches have committed (or the child has ended by itself).
+    common::poll_until_named(
+        std::time::Duration::from_secs(300),
+        "cleanup had committed 20 batches",
+        || {
+            let seen: i64 = watcher
+                .query_one("SELECT count(*) FROM ruleiq_audit.cleanup_changes", &[])
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            seen >= 20 * BATCH || child.try_wait().unwrap().is_some()
+        },
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     // The server finishes (or rolls back) the statement the child was in: wait for its
     // session to end before looking.
-    while watcher
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .unwrap()
-        .get::<_, i64>(0)
-        > 0
-    {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_until(
+        &mut watcher,
+        "SELECT count(*) = 0 FROM pg_stat_activity
+          WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        "the killed cleanup's session had ended",
+    );
 
     let audited = audit_count(&db);
     assert!(

@@ -183,11 +183,7 @@ fn url_as(db: &TestDb, role: &str, password: &str) -> String {
 
 /// The real binary, connecting with `url`.
 fn as_role(url: &str) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
-    cmd.env_remove("DATABASE_URL")
-        .args(["--database-url", url, "--no-progress"])
-        .timeout(std::time::Duration::from_secs(300));
-    cmd
+    common::cli_at(url)
 }
 
 /// A login role that may read and change every table but `table`, which it may not UPDATE.

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::TestDb;
+use common::{latest, TestDb};
 use postgres::error::SqlState;
 use postgres::Client;
 use serde_json::json;
@@ -661,7 +661,12 @@ fn compat_drop_needs_yes_leaves_no_trace_and_compat_re_creates_it() {
             &report["dry_run"],
             &report["schema_version"]
         ),
-        (&json!("compat"), &json!(true), &json!(false), &json!(8))
+        (
+            &json!("compat"),
+            &json!(true),
+            &json!(false),
+            &json!(latest())
+        )
     );
     assert_eq!(report["dropped"], true);
     assert_eq!(report["schema"], serde_json::Value::Null);
@@ -830,18 +835,9 @@ fn ruleiq_db_given_the_applications_url_still_works_on_the_tables() {
     let joiner = if db.url.contains('?') { '&' } else { '?' };
     let app_url = format!("{}{joiner}{OPTION}", db.url);
     let run = |args: &[&str]| -> (i32, serde_json::Value, String) {
-        let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-            .unwrap()
-            .env_remove("DATABASE_URL")
-            .args([
-                "--database-url",
-                &app_url,
-                "--no-progress",
-                "--format",
-                "json",
-            ])
+        let out = common::cli_at(&app_url)
+            .args(["--format", "json"])
             .args(args)
-            .timeout(Duration::from_secs(300))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -911,8 +907,15 @@ fn compat_drop_waiting_for_a_reader_gives_up_its_lock_request_and_retries() {
         .stderr(std::process::Stdio::piped());
         cmd.spawn().unwrap()
     };
-    std::thread::sleep(Duration::from_millis(1500));
-    // Meanwhile other sessions still read through the views without queueing for long.
+    // Once the dropper has asked for its locks, other sessions still read through the views
+    // without queueing for long.
+    common::wait_until(
+        &mut db.client(),
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name = 'ruleiq-db'
+            AND query ILIKE '%DROP%')",
+        "compat --drop had asked for its locks",
+    );
     let started = Instant::now();
     let mut other = app_client(&db);
     other

@@ -1,7 +1,7 @@
 //! `migrate` against a real PostgreSQL: the foundation's guarantees.
 
 use crate::common;
-use common::TestDb;
+use common::{latest, TestDb};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -101,16 +101,19 @@ fn clean_legacy() -> TestDb {
 }
 
 #[test]
-fn fresh_database_reaches_version_8_with_full_names_and_six_valid_constraints() {
+fn fresh_database_reaches_the_newest_version_with_full_names_and_six_valid_constraints() {
     let db = TestDb::new();
     let (code, report, stderr) = db.run_json(&["migrate"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(report["command"], "migrate");
     assert_eq!(report["ok"], true);
     assert_eq!(report["from_version"], 0);
-    assert_eq!(report["to_version"], 8);
-    assert_eq!(report["schema_version"], 8);
-    assert_eq!(report["applied"].as_array().unwrap().len(), 8);
+    assert_eq!(report["to_version"], latest());
+    assert_eq!(report["schema_version"], latest());
+    assert_eq!(
+        report["applied"].as_array().unwrap().len(),
+        latest() as usize
+    );
     assert!(report["applied"][0]["duration_ms"].is_u64());
     // The four CHECKs are added NOT VALID and validated; the two foreign keys 003 created are
     // adopted as they are (valid already), not added a second time.
@@ -163,7 +166,7 @@ fn fresh_database_reaches_version_8_with_full_names_and_six_valid_constraints() 
     assert_eq!(report["applied"].as_array().unwrap().len(), 0);
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM refinery_schema_history"),
-        8
+        i64::from(latest())
     );
 }
 
@@ -308,10 +311,10 @@ fn two_migrates_at_once_apply_each_version_once() {
         applied_counts.push(report["applied"].as_array().unwrap().len());
     }
     applied_counts.sort();
-    assert_eq!(applied_counts, vec![0, 8]);
+    assert_eq!(applied_counts, vec![0, latest() as usize]);
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM refinery_schema_history"),
-        8
+        i64::from(latest())
     );
     assert_eq!(
         db.scalar_i64("SELECT count(DISTINCT version) FROM refinery_schema_history"),
@@ -367,7 +370,7 @@ fn a_second_migrate_waits_for_a_session_and_is_refused_until_it_ends() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM refinery_schema_history"),
-        8
+        i64::from(latest())
     );
 }
 
@@ -468,7 +471,7 @@ fn dry_run_changes_nothing_not_even_the_history_table() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(report["dry_run"], true);
     let plan = report["plan"].as_array().unwrap();
-    assert_eq!(plan.len(), 8);
+    assert_eq!(plan.len(), latest() as usize);
     let repair = &plan[7];
     assert_eq!(repair["name"], "repair_schema");
     let locks: Vec<&str> = repair["statements"]
@@ -596,9 +599,7 @@ fn without_a_url_the_local_socket_is_used_as_libpq_does() {
         return;
     };
     let db = TestDb::new();
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
+    let out = common::binary()
         .env_remove("PGPASSWORD")
         .env("PGHOST", &socket_dir)
         .env("PGPORT", port.to_string())
@@ -779,7 +780,7 @@ fn a_dry_run_the_preflight_blocks_still_shows_what_008_will_do() {
     let plan = report["plan"]
         .as_array()
         .unwrap_or_else(|| panic!("no plan in {report:#}"));
-    assert_eq!(plan.len(), 1);
+    assert_eq!(plan.len(), (latest() - 7) as usize);
     assert_eq!(plan[0]["version"], 8);
     let statements = plan[0]["statements"].as_array().unwrap();
     assert!(statements
@@ -868,7 +869,7 @@ fn a_history_recorded_before_names_were_qualified_is_not_refused() {
     assert_eq!(code, 0, "{doc}\n{stderr}");
     let (code, doc, stderr) = db.run_json(&["migrate"]);
     assert_eq!(code, 0, "{doc}\n{stderr}");
-    assert_eq!(doc["schema_version"], 8);
+    assert_eq!(doc["schema_version"], latest());
     db.execute("UPDATE refinery_schema_history SET checksum = '42' WHERE version = 3");
     let (code, doc, _) = db.run_json(&["rollback", "--to", "7", "--yes"]);
     assert_eq!(code, 4, "{doc}");

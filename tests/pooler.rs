@@ -7,7 +7,7 @@
 use crate::common;
 
 use common::bouncer::{simple_value, Bouncer, PoolMode};
-use common::{TestDb, EXAMPLE_POLICY};
+use common::{latest, TestDb, EXAMPLE_POLICY};
 use postgres::{Client, NoTls};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -76,12 +76,8 @@ impl Workload {
 
 /// Runs the binary against `url` with `--format json`: (exit code, document, stderr).
 fn run_at(url: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
-    for name in ruleiq_db::db::config::URL_VARIABLES {
-        cmd.env_remove(name);
-    }
-    let out = cmd
-        .args(["--database-url", url, "--no-progress", "--format", "json"])
+    let out = common::cli_at(url)
+        .args(["--format", "json"])
         .args(args)
         .timeout(Duration::from_secs(120))
         .output()
@@ -222,7 +218,7 @@ fn a_session_pooler_is_allowed_and_left_clean_and_a_direct_connection_says_so() 
     let (code, doc, stderr) = run_at(&pooled, &["migrate"]);
     assert_eq!(code, 0, "{doc}\n{stderr}");
     assert_eq!(doc["connection"]["via"], "pooler-session");
-    assert_eq!(doc["schema_version"], 8);
+    assert_eq!(doc["schema_version"], latest());
     // The pool gives the backend migrate used to the next client (no server_reset_query in
     // this pooler's configuration): it must carry nothing of ours.
     assert_nothing_left_behind(&db, &bouncer, 1);
@@ -242,19 +238,8 @@ fn ctrl_c_in_the_middle_of_a_read_through_the_pooler_leaves_nothing() {
     holder
         .batch_execute("BEGIN; LOCK TABLE evidence_items IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"));
-    for name in ruleiq_db::db::config::URL_VARIABLES {
-        cmd.env_remove(name);
-    }
-    let child = cmd
-        .args([
-            "--database-url",
-            &pooled,
-            "--no-progress",
-            "--format",
-            "json",
-        ])
-        .args(["check-constraints", "--dry-run"])
+    let child = common::command_at(&pooled)
+        .args(["--format", "json", "check-constraints", "--dry-run"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -29,17 +29,7 @@ fn version_8_with_a_not_valid_check() -> TestDb {
 /// Runs the binary with `args` under a pseudo-terminal (util-linux `script`) and returns
 /// everything it wrote there, stdout and stderr together; None when `script` is missing.
 fn on_a_terminal(db: &TestDb, args: &[&str]) -> Option<String> {
-    let binary = assert_cmd::cargo::cargo_bin("ruleiq-db");
-    let mut line = format!("'{}' --database-url '{}'", binary.display(), db.url);
-    for a in args {
-        line.push_str(&format!(" '{a}'"));
-    }
-    let out = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env("TERM", "xterm")
-        .env_remove("DATABASE_URL")
-        .output()
-        .ok()?;
+    let out = db.on_a_pty(args).env("TERM", "xterm").output().ok()?;
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -1,10 +1,10 @@
 //! `rehearse`: the whole repair on a throwaway PostgreSQL, run as a user would.
 
 use crate::common;
-use common::TestDb;
+use common::{latest, TestDb};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 fn rehearse(args: &[&str]) -> (i32, Value, String) {
     let mut all = vec!["--format", "json", "--no-progress", "rehearse"];
@@ -127,7 +127,7 @@ fn rehearse_plays_the_whole_repair_on_the_bundled_fixture_with_the_example_polic
     assert!(found > 0);
     assert!(report["rows_cleaned"].as_u64().unwrap() > 0);
     assert_eq!(report["violations_left"], 0);
-    assert_eq!(report["schema_version"], 8);
+    assert_eq!(report["schema_version"], latest());
     assert_server_gone(port_of(&report));
 }
 
@@ -176,12 +176,9 @@ fn a_rehearse_whose_cleanup_fails_shows_the_later_steps_as_not_run() {
         "constraints:\n  chk_employee_count_positive: set_null\n",
     )
     .unwrap();
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
+    let out = common::binary()
         .args(["--no-progress", "rehearse", "--policy"])
         .arg(&policy)
-        .timeout(std::time::Duration::from_secs(300))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -231,9 +228,8 @@ fn a_rehearse_whose_cleanup_fails_shows_the_later_steps_as_not_run() {
 fn a_reader_that_goes_away_does_not_leave_a_server_behind() {
     // Whoever reads stderr may stop reading (a closed pipe, a killed pager): the rehearsal
     // goes on, and its cluster is removed all the same.
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"))
+    let mut child = common::binary_process()
         .args(["--format", "json", "rehearse"])
-        .env_remove("DATABASE_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -248,8 +244,7 @@ fn a_reader_that_goes_away_does_not_leave_a_server_behind() {
 
 #[test]
 fn a_missing_dump_fails_before_any_server_starts() {
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
+    let out = common::binary()
         .args(["rehearse", "--dump", "/nonexistent/prod.sql"])
         .output()
         .unwrap();
@@ -260,8 +255,7 @@ fn a_missing_dump_fails_before_any_server_starts() {
 
 #[test]
 fn missing_server_binaries_say_how_to_install_them() {
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
+    let out = common::binary()
         .env("RULEIQ_PG_BINDIR", "/nonexistent")
         .args(["rehearse"])
         .output()
@@ -278,9 +272,8 @@ fn missing_server_binaries_say_how_to_install_them() {
 
 #[test]
 fn ctrl_c_stops_and_removes_the_throwaway_server() {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"))
+    let mut child = common::binary_process()
         .args(["rehearse"])
-        .env_remove("DATABASE_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

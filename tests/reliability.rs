@@ -2,12 +2,12 @@
 //! and the real binary.
 
 use crate::common;
-use common::TestDb;
+use common::{latest, TestDb};
 use postgres::Client;
 use serde_json::Value;
 use std::io::Write;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Rows this file inserts itself, in one place so that they are easy to adapt to the schema:
 /// one user, one business profile and `n` evidence items that break no constraint.
@@ -62,11 +62,7 @@ fn with_param(url: &str, param: &str) -> String {
 /// The same server and database as another role.
 /// The binary with an explicit URL (not the harness's superuser one).
 fn cli_with_url(url: &str) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
-    cmd.env_remove("DATABASE_URL")
-        .args(["--database-url", url, "--no-progress"])
-        .timeout(Duration::from_secs(300));
-    cmd
+    common::cli_at(url)
 }
 
 fn output(cmd: &mut assert_cmd::Command) -> (i32, String, String) {
@@ -136,25 +132,24 @@ fn hold_validate_lock(db: &TestDb, table: &str) -> Client {
 /// The pid of ruleiq-db's backend once it waits for a table lock in VALIDATE.
 fn wait_for_validate_to_block(db: &TestDb) -> i32 {
     let mut watcher = db.client();
-    let started = Instant::now();
-    loop {
-        let row = watcher
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity
-                  WHERE datname = current_database() AND application_name = 'ruleiq-db'
-                    AND wait_event_type = 'Lock' AND query ILIKE '%VALIDATE CONSTRAINT%'",
-                &[],
-            )
-            .unwrap();
-        if let Some(row) = row {
-            return row.get(0);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "ruleiq-db never waited in VALIDATE"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut pid = None;
+    common::poll_until_named(
+        Duration::from_secs(60),
+        "ruleiq-db waited for a table lock in VALIDATE",
+        || {
+            pid = watcher
+                .query_opt(
+                    "SELECT pid FROM pg_stat_activity
+                      WHERE datname = current_database() AND application_name = 'ruleiq-db'
+                        AND wait_event_type = 'Lock' AND query ILIKE '%VALIDATE CONSTRAINT%'",
+                    &[],
+                )
+                .unwrap()
+                .map(|row| row.get(0));
+            pid.is_some()
+        },
+    );
+    pid.unwrap()
 }
 
 // 3. --output
@@ -262,7 +257,7 @@ fn a_database_statement_timeout_neither_kills_validation_nor_the_check() {
 
     let (code, report, stderr) = db.run_json(&["migrate"]);
     assert_eq!(code, 0, "{stderr}\n{report:#}");
-    assert_eq!(report["schema_version"], 8);
+    assert_eq!(report["schema_version"], latest());
     for name in ["chk_evidence_status", "chk_approval_workflow"] {
         assert_eq!(constraint_state(&db, name), "valid", "{name}");
     }
@@ -280,10 +275,14 @@ fn a_lock_wait_cancelled_by_statement_timeout_is_retried() {
     // A statement_timeout the operator asked for is kept, and is shorter than lock_timeout:
     // it is what ends each wait for the table lock.
     let url = with_param(&db.url, "options=-c%20statement_timeout%3D300ms");
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"))
-        .env_remove("DATABASE_URL")
-        .args(["--database-url", &url, "--no-progress", "--format", "json"])
-        .args(["--lock-timeout", "10s", "check-constraints"])
+    let child = common::command_at(&url)
+        .args([
+            "--format",
+            "json",
+            "--lock-timeout",
+            "10s",
+            "check-constraints",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -326,9 +325,7 @@ fn rehearse_refuses_dumps_that_are_not_plain_sql() {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         let (code, stdout, stderr) = output(
-            assert_cmd::Command::cargo_bin("ruleiq-db")
-                .unwrap()
-                .env_remove("DATABASE_URL")
+            common::binary()
                 .args(["--format", "json", "--no-progress", "rehearse", "--dump"])
                 .arg(&path)
                 .timeout(Duration::from_secs(120)),
@@ -584,6 +581,32 @@ fn a_role_without_rights_on_the_audit_schema_is_told_which_grant_is_missing() {
         "{stderr}"
     );
     db.assert_unchanged(&before);
+    drop_role(db, &role);
+}
+
+/// The hint is found by the error's SQLSTATE (42501) and the object it names, whatever the
+/// server's wording: a schema the role may not use gets its grant, another refusal none.
+#[test]
+fn a_privilege_error_on_the_audit_schema_is_explained_with_its_grant() {
+    let db = TestDb::new();
+    db.execute("CREATE SCHEMA ruleiq_audit; CREATE TABLE ruleiq_audit.t (x int)");
+    let role = restricted_role(&db, "");
+    let mut client = common::connect_url(&db.url_as(&role, "role-pw"));
+    let denied = client
+        .simple_query("SELECT x FROM ruleiq_audit.t")
+        .unwrap_err();
+    let explained = ruleiq_db::hints::explain(denied.into(), Some(&role));
+    assert!(
+        format!("{explained:#}").contains(&format!("GRANT USAGE ON SCHEMA ruleiq_audit TO {role}")),
+        "{explained:#}"
+    );
+    db.execute("CREATE TABLE public.closed (x int); REVOKE ALL ON public.closed FROM PUBLIC");
+    let other = client
+        .simple_query("SELECT x FROM public.closed")
+        .unwrap_err();
+    let left = ruleiq_db::hints::explain(other.into(), Some(&role));
+    assert!(!format!("{left:#}").contains("GRANT"), "{left:#}");
+    drop(client);
     drop_role(db, &role);
 }
 

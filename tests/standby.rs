@@ -76,21 +76,13 @@ fn standby_admin() -> Client {
 fn pause_replay() {
     let mut s = standby_admin();
     s.batch_execute("SELECT pg_wal_replay_pause()").unwrap();
-    let started = Instant::now();
-    loop {
+    common::poll_until_named(Duration::from_secs(30), "replay had paused", || {
         let state: String = s
             .query_one("SELECT pg_get_wal_replay_pause_state()", &[])
             .unwrap()
             .get(0);
-        if state == "paused" {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "replay did not pause"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        state == "paused"
+    });
 }
 
 fn resume_replay() {
@@ -108,24 +100,18 @@ fn wait_replayed(db: &TestDb) {
         .unwrap()
         .get(0);
     let mut s = standby_admin();
-    let started = Instant::now();
-    loop {
-        let done: bool = s
-            .query_one(
+    common::poll_until_named(
+        Duration::from_secs(60),
+        &format!("the standby had replayed up to {target}"),
+        || {
+            s.query_one(
                 "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
                 &[&target],
             )
             .unwrap()
-            .get(0);
-        if done {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the standby did not replay up to {target}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .get(0)
+        },
+    );
 }
 
 /// Asserts the standby's dump of `db` equals the primary's. Sequences aside: a standby reads a
@@ -160,14 +146,7 @@ fn on_standby(db: &TestDb) -> String {
 
 /// The binary pointed at `url`, without progress bars.
 fn run_at(url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
-        .args(["--database-url", url, "--no-progress"])
-        .args(args)
-        .timeout(Duration::from_secs(300))
-        .output()
-        .unwrap();
+    let out = common::cli_at(url).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -579,9 +558,7 @@ fn a_read_only_database_is_refused_with_nothing_changed() {
 
 #[test]
 fn rehearse_with_a_standby_ends_with_the_primary_data_on_it() {
-    let out = assert_cmd::Command::cargo_bin("ruleiq-db")
-        .unwrap()
-        .env_remove("DATABASE_URL")
+    let out = common::binary()
         .args([
             "--no-progress",
             "--format",

@@ -16,6 +16,7 @@ mod health;
 mod hostile_search_path;
 mod indexed_check;
 mod introspect;
+mod later_migration;
 mod legacy_schema;
 mod live_violations;
 mod migrate;

@@ -7,11 +7,12 @@
 
 use super::{dependents, execute, plan as archive_plan, Action, Archived, Stamp, SCHEMA};
 use crate::catalog::migrations::REPAIR_VERSION;
-use crate::catalog::repair::{PlannedStatement, RENAME_CONFLICT_SQLSTATE};
+use crate::catalog::repair::PlannedStatement;
 use crate::catalog::sql::qualified;
 use crate::catalog::{down, HISTORY_TABLE};
+use crate::constraints::spelling::conflict_raised_or;
 use crate::db::blockers::{Scope, Takes};
-use crate::db::{self, Query, Session};
+use crate::db::{Query, Session};
 use crate::history::{self, Applied};
 use crate::journal::Journal;
 use crate::refusal::Refusal;
@@ -22,11 +23,13 @@ use serde::Serialize;
 use std::io::Write;
 use std::time::Instant;
 
-/// One migration to revert.
+/// One migration to revert, with its down statements (each with the lock it takes), looked up
+/// once by [`choose_steps`] from the compiled-in downs (a test may build one of its own).
 #[derive(Debug, Clone)]
 pub struct Step {
     pub version: i32,
     pub name: String,
+    pub down: Vec<PlannedStatement>,
 }
 
 impl Step {
@@ -91,21 +94,19 @@ pub fn choose_steps(
             .map_or(0, |below| below.version),
         (None, None) => newest_first.get(1).map_or(0, |below| below.version),
     };
-    let steps: Vec<Step> = newest_first
-        .iter()
-        .filter(|a| a.version > to)
-        .map(|a| Step {
+    let mut steps = Vec::new();
+    for a in newest_first.iter().filter(|a| a.version > to) {
+        let Some(down) = down::statements(a.version) else {
+            return Refusal::NoDownMigration(format!(
+                "V{} {} has no down migration in this ruleiq-db (migrations/down), so it cannot be reverted; nothing was changed",
+                a.version, a.name
+            )).fail();
+        };
+        steps.push(Step {
             version: a.version,
             name: a.name.clone(),
-        })
-        .collect();
-    for step in &steps {
-        if down::statements(step.version).is_none() {
-            return Refusal::NoDownMigration(format!(
-                "{} has no down migration in this ruleiq-db (migrations/down), so it cannot be reverted; nothing was changed",
-                step.label()
-            )).fail();
-        }
+            down,
+        });
     }
     Ok((to, steps))
 }
@@ -123,7 +124,7 @@ pub fn refuse_unsafe(client: &mut Client, steps: &[Step]) -> Result<()> {
     }
     let archiving = steps
         .iter()
-        .map(|s| archived_by(s.version))
+        .map(archived_by)
         .collect::<Result<Vec<_>>>()?
         .concat();
     dependents::refuse_dependents(client, &archiving, "nothing was changed")
@@ -131,10 +132,7 @@ pub fn refuse_unsafe(client: &mut Client, steps: &[Step]) -> Result<()> {
 
 /// The tables the steps' down statements lock, for the blocker check.
 pub fn scope(steps: &[Step]) -> Scope {
-    let downs: Vec<PlannedStatement> = steps
-        .iter()
-        .flat_map(|s| down::statements(s.version).expect("checked by choose_steps"))
-        .collect();
+    let downs: Vec<PlannedStatement> = steps.iter().flat_map(|s| s.down.iter().cloned()).collect();
     Scope::of_statements(
         "rollback",
         downs.iter().map(|s| s.sql.as_str()),
@@ -142,10 +140,10 @@ pub fn scope(steps: &[Step]) -> Scope {
     )
 }
 
-/// What the down of `version` archives: the tables it moves and the columns it drops.
-fn archived_by(version: i32) -> Result<Vec<Action>> {
+/// What the down of `step` archives: the tables it moves and the columns it drops.
+fn archived_by(step: &Step) -> Result<Vec<Action>> {
     let mut actions = Vec::new();
-    for s in down::statements(version).expect("checked by choose_steps") {
+    for s in &step.down {
         let action = archive_plan::classify(&s.sql)?;
         if action != Action::Run {
             actions.push(action);
@@ -162,7 +160,7 @@ pub fn plan(client: &mut Client, steps: &[Step], stamp: &Stamp) -> Result<Vec<Pl
 fn plan_step(client: &mut Client, step: &Step, stamp: &Stamp) -> Result<PlannedStep> {
     let mut statements = Vec::new();
     let mut archives = Vec::new();
-    for s in down::statements(step.version).expect("checked by choose_steps") {
+    for s in step.down.iter().cloned() {
         let action = archive_plan::classify(&s.sql)?;
         let mut lock = s.lock;
         if let Some(a) = archive_plan::preview(client, &action, step.version, stamp)? {
@@ -247,15 +245,15 @@ fn next_version_below(applied: &[Applied], version: i32) -> i32 {
 /// Reverts one migration in one transaction: archive, down statements, history row. A
 /// statement that hits lock_timeout rolls the whole step back and the session tries it again.
 fn revert_one(session: &mut Session, step: &Step, stamp: &Stamp) -> Result<Vec<Archived>> {
-    let statements = down::statements(step.version).expect("checked by choose_steps");
-    let archiving = archived_by(step.version)?;
+    let statements = &step.down;
+    let archiving = archived_by(step)?;
     let label = step.label();
     session.transaction(&format!("{label} down"), |tx| {
         // Checked again in the step's transaction: a view created since the first check must
         // not be re-pointed at the archive either.
         dependents::refuse_dependents(tx, &archiving, "this step was not run")?;
         let mut archived = Vec::new();
-        for s in &statements {
+        for s in statements {
             let made = execute::run_statement(tx, &s.sql, step.version, &label, stamp)
                 .with_context(|| format!("{label} down: {}", first_line(&s.sql)))?;
             archived.extend(made);
@@ -282,7 +280,6 @@ fn revert_one(session: &mut Session, step: &Step, stamp: &Stamp) -> Result<Vec<A
 
 /// The error of a failed step, saying where the database now stands.
 fn stopped_at(error: anyhow::Error, step: &Step, version: i32, done: usize) -> anyhow::Error {
-    let conflict = db::sql_state(&error).is_some_and(|s| s.code() == RENAME_CONFLICT_SQLSTATE);
     let where_now = if done == 0 {
         "nothing was changed".to_string()
     } else {
@@ -292,11 +289,8 @@ fn stopped_at(error: anyhow::Error, step: &Step, version: i32, done: usize) -> a
         "{} was not reverted (its transaction rolled back); {where_now}",
         step.label()
     );
-    if conflict {
-        Refusal::RenameConflict(format!("{error:#}; {message}")).into()
-    } else {
-        error.context(message)
-    }
+    let refused = |e: &anyhow::Error| format!("{e:#}; {message}");
+    conflict_raised_or(error, refused, message.clone())
 }
 
 /// A statement as a person scans a plan: a `DO` block (008's state-aware renames) shows the

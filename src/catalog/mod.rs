@@ -6,9 +6,12 @@ pub mod compat;
 pub mod constraints;
 pub mod down;
 pub mod migrations;
+pub mod release;
 pub mod renames;
 pub mod repair;
 pub mod sql;
+
+pub use release::Catalog;
 
 /// The history table refinery keeps (its default name, so refinery's own tooling reads it).
 pub const HISTORY_TABLE: &str = "refinery_schema_history";

@@ -13,7 +13,7 @@ use super::plan::{self, TablePlan};
 use super::policy::{Action, Policy};
 use super::preview::{self, TablePreview};
 use super::proof;
-use super::report::{CleanupReport, RuleReport};
+use super::report::{Preview, Recount, RuleReport};
 use crate::catalog::constraints::CATALOG;
 use crate::constraints::check;
 use crate::db::blockers::{Scope, Takes};
@@ -194,20 +194,20 @@ pub struct Stopped {
 }
 
 /// Runs every table's batches, records the run finished, and counts the violations again,
-/// filling `details` (rules, total_rows, the recount) as it goes. On an error, what the run
-/// changed is read from the audit and the run marked interrupted.
+/// filling `done` (rules, total_rows, notes) as it goes. On an error, what the run changed is
+/// read from the audit and the run marked interrupted.
 pub fn apply(
     session: &mut Session,
     mut run: Apply<'_>,
-    details: &mut CleanupReport,
-) -> Result<(), Stopped> {
+    done: &mut Preview,
+) -> Result<Recount, Stopped> {
     let mut started: Vec<&'static str> = Vec::new();
     let run_id = run.run_id;
-    let result = (|| -> Result<()> {
-        details.rules = run_batches(session, &mut run, &mut started)?;
+    let result = (|| -> Result<Recount> {
+        done.rules = run_batches(session, &mut run, &mut started)?;
         audit::finish_run(session, run_id)?;
-        details.total_rows = count_records(session.client(), run_id)?;
-        recount(session, run.policy, details)
+        done.total_rows = count_records(session.client(), run_id)?;
+        recount(session, run.policy, &mut done.notes)
     })();
     result.map_err(|error| {
         let target = session.target().clone();
@@ -320,7 +320,7 @@ fn count_records(client: &mut Client, run_id: Uuid) -> Result<u64> {
 
 /// After the run: violations of the covered constraints (exit 3 when rows arrived while it
 /// ran) and of every catalog constraint (what migrate will find, skipped rules included).
-fn recount(session: &mut Session, policy: &Policy, details: &mut CleanupReport) -> Result<()> {
+fn recount(session: &mut Session, policy: &Policy, notes: &mut Vec<String>) -> Result<Recount> {
     let all: Vec<_> = CATALOG.iter().collect();
     let target = session.target().clone();
     let log = session.log().clone();
@@ -332,10 +332,8 @@ fn recount(session: &mut Session, policy: &Policy, details: &mut CleanupReport) 
         .map(|f| f.violations)
         .sum();
     let left = check::total_violations(&findings);
-    details.remaining_violations = Some(remaining);
-    details.violations_left = Some(left);
     if remaining > 0 {
-        details.notes.push(format!(
+        notes.push(format!(
             "{remaining} rows break covered constraints after the run (written while it ran?); run cleanup again"
         ));
     }
@@ -345,10 +343,13 @@ fn recount(session: &mut Session, policy: &Policy, details: &mut CleanupReport) 
         .map(|f| format!("{} ({})", f.name, rows(f.violations)))
         .collect();
     if !unrepaired.is_empty() {
-        details.notes.push(format!(
+        notes.push(format!(
             "left as the policy says: {}; `ruleiq-db migrate` refuses while rows break a constraint it adds or validates",
             unrepaired.join(", ")
         ));
     }
-    Ok(())
+    Ok(Recount {
+        remaining_violations: remaining,
+        violations_left: left,
+    })
 }

@@ -9,7 +9,7 @@ use crate::db::blockers::{Scope, Takes};
 use crate::exit::Code;
 use crate::history;
 use crate::refusal::Refusal;
-use crate::report::{self, Details, Report};
+use crate::report::{self, Details, Failure, Report};
 use crate::shape::adopt::{self, Judgement, Request};
 use crate::shape::{Difference, Verdict};
 use anyhow::Result;
@@ -32,13 +32,9 @@ pub struct BaselineReport {
     /// Whether `--accept-drift` was given.
     pub accept_drift: bool,
     pub summary: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    /// The refusal's reason (`drift`), as in a failure document.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
+    /// The refusal (`drift`), as in a failure document.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
 }
 
 pub fn run(settings: &Settings, args: &BaselineArgs) -> Result<Outcome> {
@@ -70,9 +66,7 @@ pub fn run(settings: &Settings, args: &BaselineArgs) -> Result<Outcome> {
         differences: decision.differences,
         accept_drift: args.accept_drift,
         summary: String::new(),
-        error: None,
-        exit_code: None,
-        reason: None,
+        failure: None,
     };
     let (version, why) = match decision.judgement {
         Judgement::NothingToAdopt(summary) => {
@@ -112,17 +106,15 @@ fn outcome(details: BaselineReport, ok: bool, code: Code, schema_version: i32) -
 fn refused(settings: &Settings, mut details: BaselineReport, refusal: Refusal) -> Outcome {
     let message = refusal.message().to_string();
     settings.log.line(&format!("refused: {message}"));
-    details.summary = message.clone();
-    details.error = Some(message);
-    details.exit_code = Some(refusal.code().as_i32());
-    details.reason = Some(refusal.reason());
+    details.summary = message;
+    details.failure = Some(Failure::refused(&refusal));
     outcome(details, false, refusal.code(), 0)
 }
 
 impl Details for BaselineReport {
     fn summary(&self, _dry_run: bool, schema_version: i32) -> report::Summary {
-        if let Some(error) = &self.error {
-            return report::Summary::of_error(error);
+        if let Some(failure) = &self.failure {
+            return report::Summary::of_error(&failure.error);
         }
         report::Summary::line(format!(
             "adopted at version {schema_version} ({}); differences: {}",

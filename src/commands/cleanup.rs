@@ -15,18 +15,21 @@ use crate::cleanup::decisions;
 use crate::cleanup::failure;
 use crate::cleanup::policy::Policy;
 use crate::cleanup::policy_file;
-use crate::cleanup::report::{preview_notes, preview_rules, CleanupReport};
+use crate::cleanup::report::{
+    preview_notes, preview_rules, Applied, CleanupReport, DryRun, Failed, Preview, Undecided,
+    Undone,
+};
 use crate::cleanup::run::{self, Looked, Stopped};
 use crate::cleanup::undo_run;
 use crate::cli::CleanupArgs;
-use crate::db::blockers::{self, Scope, Takes};
+use crate::db::blockers::{self, Blocker, Scope, Takes};
 use crate::db::config::Target;
 use crate::db::Session;
 use crate::exit::Code;
 use crate::history;
 use crate::refusal::code_of;
 use crate::refusal::Refusal;
-use crate::report::Report;
+use crate::report::{Failure, Report};
 use crate::units::rows;
 use anyhow::{anyhow, Result};
 use postgres::Client;
@@ -45,14 +48,18 @@ pub fn run(settings: &Settings, args: &CleanupArgs) -> Result<Outcome> {
     let (target, mut client) = settings.connect()?;
     run::without_jit(&mut client)?;
     if args.dry_run {
-        let (looked, mut details, schema_version) =
-            match look(settings, &mut client, &policy, None)? {
-                Ok(looked) => looked,
-                Err(stop) => return Ok(stop),
-            };
+        let (looked, preview, schema_version) = match look(settings, &mut client, &policy, None)? {
+            Ok(looked) => looked,
+            Err(stop) => return Ok(stop),
+        };
         let limits = settings.safety.blocker_limits();
-        details.blockers = Some(blockers::find(&mut client, &looked.scope(), &limits)?);
-        return Ok(stop_here(details, true, schema_version, looked.total));
+        let blockers = blockers::find(&mut client, &looked.scope(), &limits)?;
+        return Ok(stop_here(
+            preview,
+            Some(blockers),
+            schema_version,
+            looked.total,
+        ));
     }
     // Refuses a standby or read-only server first (replication::refuse_unless_writable).
     let mut session = settings.begin_session(target.clone(), client)?;
@@ -62,7 +69,7 @@ pub fn run(settings: &Settings, args: &CleanupArgs) -> Result<Outcome> {
             Err(stop) => return Ok(stop),
         };
     if looked.total == 0 {
-        return Ok(stop_here(details, false, schema_version, 0));
+        return Ok(stop_here(details, None, schema_version, 0));
     }
     settings.confirm(&looked.question())?;
     session.locking(&looked.scope(), |session| {
@@ -85,37 +92,47 @@ fn look(
     client: &mut Client,
     policy: &Policy,
     run_on: Option<&Target>,
-) -> Result<Result<(Looked, CleanupReport, i32), Outcome>> {
+) -> Result<Result<(Looked, Preview, i32), Outcome>> {
     let dry_run = run_on.is_none();
     let schema_version = history::current_version(&history::read(client)?);
     settings.journal.version(schema_version);
     let mut looked = run::look(client, policy, run_on, &settings.log)?;
-    let mut details = CleanupReport {
+    let preview = Preview {
         policy: Some(policy.source.clone().unwrap_or_else(|| "built-in".into())),
+        rules: preview_rules(&looked.previews, dry_run),
         total_rows: looked.total,
-        ..Default::default()
+        notes: preview_notes(&looked.plans, &looked.previews),
     };
-    details.rules = preview_rules(&looked.previews, dry_run);
-    details.notes = preview_notes(&looked.plans, &looked.previews);
-    details.needs_decision = std::mem::take(&mut looked.needs_decision);
-    if !details.needs_decision.is_empty() {
-        return Ok(Err(needs_decision(details, dry_run, schema_version)));
+    let undecided = std::mem::take(&mut looked.needs_decision);
+    if !undecided.is_empty() {
+        return Ok(Err(needs_decision(
+            preview,
+            undecided,
+            dry_run,
+            schema_version,
+        )));
     }
-    Ok(Ok((looked, details, schema_version)))
+    Ok(Ok((looked, preview, schema_version)))
 }
 
-/// The report of a dry run, or of a run with nothing to repair: nothing was changed.
+/// The report of a dry run (with the blockers it found), or of a run with nothing to repair:
+/// nothing was changed.
 fn stop_here(
-    mut details: CleanupReport,
-    dry_run: bool,
+    mut preview: Preview,
+    dry_run_blockers: Option<Vec<Blocker>>,
     schema_version: i32,
     total: u64,
 ) -> Outcome {
     if total == 0 {
-        details
+        preview
             .notes
             .push("nothing to repair: no row breaks a constraint the policy covers".into());
     }
+    let dry_run = dry_run_blockers.is_some();
+    let details = match dry_run_blockers {
+        Some(blockers) => CleanupReport::DryRun(DryRun { preview, blockers }),
+        None => CleanupReport::NothingToDo(preview),
+    };
     let report = Report {
         command: "cleanup",
         ok: true,
@@ -133,30 +150,42 @@ fn apply(
     policy: &Policy,
     looked: &Looked,
     batching: Batching,
-    mut details: CleanupReport,
+    mut preview: Preview,
     schema_version: i32,
 ) -> Result<Outcome> {
     let started = run::start(session, policy, schema_version)?;
     let run_id = started.run_id;
-    details.interrupted_runs = started.interrupted_runs;
+    let interrupted_runs = started.interrupted_runs;
     settings.journal.run_id(&run_id.to_string());
-    details.run_id = Some(run_id.to_string());
     let work = run::Apply {
         policy,
         looked,
         run_id,
         batching,
     };
-    if let Err(stopped) = run::apply(session, work, &mut details) {
-        return Ok(failed(run_id, stopped, details, schema_version));
-    }
-    let remaining = details.remaining_violations.unwrap_or(0);
+    let recount = match run::apply(session, work, &mut preview) {
+        Ok(recount) => recount,
+        Err(stopped) => {
+            let ran = Ran {
+                run_id,
+                preview,
+                interrupted_runs,
+            };
+            return Ok(failed(ran, stopped, schema_version));
+        }
+    };
+    let remaining = recount.remaining_violations;
     let report = Report {
         command: "cleanup",
         ok: remaining == 0,
         dry_run: false,
         schema_version,
-        details,
+        details: CleanupReport::Applied(Applied {
+            run_id: run_id.to_string(),
+            preview,
+            recount,
+            interrupted_runs,
+        }),
     };
     let code = if remaining == 0 {
         Code::Ok
@@ -167,31 +196,46 @@ fn apply(
 }
 
 /// The report of a run that stops for rules needing a decision: nothing was changed, exit 4.
-fn needs_decision(mut details: CleanupReport, dry_run: bool, schema_version: i32) -> Outcome {
+fn needs_decision(
+    preview: Preview,
+    needs_decision: Vec<decisions::NeedsDecision>,
+    dry_run: bool,
+    schema_version: i32,
+) -> Outcome {
     let refusal = Refusal::NeedsDecision(format!(
         "{} cleanup rule(s) need a decision in a policy file (see {}); nothing was changed",
-        details.needs_decision.len(),
+        needs_decision.len(),
         decisions::EXAMPLE_POLICY
     ));
     let _ = writeln!(std::io::stderr(), "ruleiq-db: refused: {refusal}");
-    details.reason = Some(refusal.reason());
     let report = Report {
         command: "cleanup",
         ok: false,
         dry_run,
         schema_version,
-        details,
+        details: CleanupReport::NeedsDecision(Undecided {
+            preview,
+            needs_decision,
+            reason: refusal.reason(),
+        }),
     };
     Outcome::new(report, refusal.code())
 }
 
-/// The report of a run that failed after it started changing rows: what changed, how to undo.
-fn failed(
+/// A run that started: its id, what it did so far, and the earlier runs it completes.
+struct Ran {
     run_id: Uuid,
-    stopped: Stopped,
-    mut details: CleanupReport,
-    schema_version: i32,
-) -> Outcome {
+    preview: Preview,
+    interrupted_runs: Vec<String>,
+}
+
+/// The report of a run that failed after it started changing rows: what changed, how to undo.
+fn failed(ran: Ran, stopped: Stopped, schema_version: i32) -> Outcome {
+    let Ran {
+        run_id,
+        mut preview,
+        interrupted_runs,
+    } = ran;
     let Stopped { error, accounted } = stopped;
     let interrupted = crate::db::interrupt::requested();
     let code = if interrupted {
@@ -219,20 +263,22 @@ fn failed(
         }
     );
     if let Some(note) = accounted.uncertain {
-        details.notes.push(note);
+        preview.notes.push(note);
     }
-    details.error = Some(format!("{error:#}"));
-    details.exit_code = Some(code.as_i32());
-    details.reason = Refusal::of(&error).map(Refusal::reason);
-    details.changed_tables = Some(accounted.changed_tables);
-    details.undo = undo;
-    details.interrupted = interrupted.then_some(true);
     let report = Report {
         command: "cleanup",
         ok: false,
         dry_run: false,
         schema_version,
-        details,
+        details: CleanupReport::Failed(Failed {
+            run_id: run_id.to_string(),
+            preview,
+            failure: Failure::of(&error, code),
+            changed_tables: accounted.changed_tables,
+            undo,
+            interrupted,
+            interrupted_runs,
+        }),
     };
     Outcome::new(report, code)
 }
@@ -252,14 +298,14 @@ fn run_undo(settings: &Settings, text: &str) -> Result<Outcome> {
     settings.journal.run_id(&run_id.to_string());
     let found = undo_run::find(session.client(), run_id)?;
     let run = found.run;
-    let mut details = CleanupReport {
-        run_id: Some(run_id.to_string()),
+    let mut details = Undone {
+        run_id: run_id.to_string(),
         rules: found.rules,
         total_rows: run.records as u64,
-        rows_restored: Some(0),
-        conflicts: Some(Vec::new()),
-        total_conflicts: Some(0),
-        ..Default::default()
+        rows_restored: 0,
+        conflicts: Vec::new(),
+        total_conflicts: 0,
+        notes: Vec::new(),
     };
     if run.status == "interrupted" || run.status == "started" {
         details.notes.push(format!(
@@ -276,7 +322,7 @@ fn run_undo(settings: &Settings, text: &str) -> Result<Outcome> {
             ok: true,
             dry_run: false,
             schema_version,
-            details,
+            details: CleanupReport::Undone(details),
         };
         return Ok(Outcome::new(report, Code::Ok));
     }
@@ -295,16 +341,16 @@ fn run_undo(settings: &Settings, text: &str) -> Result<Outcome> {
             outcome.total_conflicts
         ));
     }
-    details.rows_restored = Some(outcome.restored);
-    details.total_conflicts = Some(outcome.total_conflicts);
-    details.conflicts = Some(outcome.conflicts);
+    details.rows_restored = outcome.restored;
+    details.total_conflicts = outcome.total_conflicts;
+    details.conflicts = outcome.conflicts;
     let ok = outcome.total_conflicts == 0;
     let report = Report {
         command: "cleanup",
         ok,
         dry_run: false,
         schema_version,
-        details,
+        details: CleanupReport::Undone(details),
     };
     Ok(Outcome::new(
         report,

@@ -7,6 +7,7 @@ mod render;
 use super::{Outcome, Settings};
 use crate::archive::restore::{self, Restored};
 use crate::catalog::migrations::{self, REPAIR_VERSION};
+use crate::catalog::Catalog;
 use crate::constraints::check::Finding;
 use crate::constraints::validate::Timed;
 use crate::db::blockers;
@@ -74,7 +75,8 @@ pub fn run(settings: &Settings, args: &crate::cli::MigrateArgs) -> Result<Outcom
     let from = history::current_version(&applied);
     settings.journal.version(from);
     let to = resolve_target(args.target, from)?;
-    let pending = plan::pending(from, to);
+    let catalog = Catalog::embedded();
+    let pending = catalog.pending(from, to);
 
     let mut details = MigrateReport {
         from_version: from,
@@ -82,11 +84,15 @@ pub fn run(settings: &Settings, args: &crate::cli::MigrateArgs) -> Result<Outcom
         ..Default::default()
     };
     let includes_repair = pending.iter().any(|m| m.version() == REPAIR_VERSION);
+    let adding = catalog.added_by_any(&pending);
+    let first_adding = adding.iter().map(|c| c.migration).min();
     let restores = restore::planned(conn.client(), &pending)?;
-    let restores_before_repair = restores.iter().any(|r| r.version < REPAIR_VERSION);
+    let restores_before_adding = restores
+        .iter()
+        .any(|r| first_adding.is_some_and(|first| r.version < first));
     let plans: Vec<PlannedMigration> = pending
         .iter()
-        .map(|m| plan::plan_of(m, args.no_compat))
+        .map(|m| plan::plan_of(&catalog, m, args.no_compat))
         .collect();
     let scope = plan::blocker_scope(&plans);
     if args.dry_run {
@@ -94,7 +100,7 @@ pub fn run(settings: &Settings, args: &crate::cli::MigrateArgs) -> Result<Outcom
         details.plan = Some(plans);
         let limits = settings.safety.blocker_limits();
         details.blockers = Some(blockers::find(conn.client(), &scope, &limits)?);
-        let found = plan::look_ahead(conn.client(), includes_repair, to)?;
+        let found = plan::look_ahead(conn.client(), &catalog, &pending, to)?;
         details.estimate_ms = Some(found.total_ms);
         details.estimate = Some(found);
     }
@@ -104,13 +110,15 @@ pub fn run(settings: &Settings, args: &crate::cli::MigrateArgs) -> Result<Outcom
             "008 cannot repair column names",
             "migrate again",
         )?;
-        if restores_before_repair {
+    }
+    if let Some(first) = first_adding {
+        if restores_before_adding {
             // The rows cannot be judged yet: values a rollback archived (approvals, for one)
-            // come back only with the migrations before 008. The preflight runs right before
-            // 008 instead.
-            settings.log.line("preflight deferred: the migrations before 008 first put back what a rollback archived; the rows are checked right before 008");
+            // come back only with the migrations before the one adding constraints. The
+            // preflight runs right before it instead.
+            settings.log.line(&format!("preflight deferred: the migrations before {first:03} first put back what a rollback archived; the rows are checked right before {first:03}"));
         } else {
-            let verdict = preflight::run(&target, conn.client(), &settings.log, from)?;
+            let verdict = preflight::run(&target, conn.client(), &settings.log, from, &adding)?;
             if let Some(outcome) = preflight_outcome(&mut details, verdict, args.dry_run) {
                 return Ok(outcome);
             }
@@ -130,6 +138,7 @@ pub fn run(settings: &Settings, args: &crate::cli::MigrateArgs) -> Result<Outcom
                 session,
                 journal: &settings.journal,
                 no_compat: args.no_compat,
+                catalog: &catalog,
             },
             &pending,
         )
@@ -154,7 +163,7 @@ pub fn run(settings: &Settings, args: &crate::cli::MigrateArgs) -> Result<Outcom
 
     let mut code = Code::Ok;
     if details.to_version >= REPAIR_VERSION {
-        let validation = steps::validate(&mut session)?;
+        let validation = steps::validate(&mut session, &catalog)?;
         details.validated = validation.validated;
         details.validate_ms = validation.durations;
         if let Some(blocked_by) = validation.blocked_by {

@@ -19,7 +19,7 @@ use crate::exit::Code;
 use crate::journal::{Done, Journal};
 use crate::output::Sink;
 use crate::refusal::Refusal;
-use crate::report::Render;
+use crate::report::{Failure, Render};
 use anyhow::Result;
 use std::io::Write;
 
@@ -170,8 +170,7 @@ pub fn dispatch(settings: &Settings, command: &Command) -> Result<Outcome> {
 pub fn failure_document(
     command: Option<&str>,
     dry_run: bool,
-    error: &str,
-    code: Code,
+    failure: &Failure,
     done: &Done,
 ) -> serde_json::Value {
     serde_json::json!({
@@ -179,13 +178,13 @@ pub fn failure_document(
         "ok": false,
         "dry_run": dry_run,
         "schema_version": done.schema_version,
-        "error": error,
-        "exit_code": code.as_i32(),
+        "error": failure.error,
+        "exit_code": failure.exit_code,
         "applied": done.applied,
         "reverted": done.reverted,
         "run_id": done.run_id,
-        // Which refusal (exit 4), for programs; print_failure fills it in.
-        "reason": null,
+        // Which refusal (exit 4), for programs; null for any other failure.
+        "reason": failure.reason,
     })
 }
 
@@ -214,20 +213,18 @@ pub fn print_failure(
         Code::Interrupted => "interrupted",
         _ => "error",
     };
-    let message = format!("{error:#}");
+    let failure = Failure::of(error, code);
+    let message = &failure.error;
     let _ = writeln!(std::io::stderr(), "ruleiq-db: {label}: {message}");
     let done = journal.snapshot();
     let mut document = failure_document(
         Some(cli.command.name()),
         cli.command.dry_run(),
-        &message,
-        code,
+        &failure,
         &done,
     );
-    // A refusal names its reason and may carry keys of its own (the blockers that made
-    // migrate give up).
+    // A refusal may carry keys of its own (the blockers that made migrate give up).
     if let (Some(refusal), Some(object)) = (Refusal::of(error), document.as_object_mut()) {
-        object.insert("reason".into(), refusal.reason().into());
         for (key, value) in refusal.keys() {
             object.entry(key).or_insert(value);
         }

@@ -1,7 +1,7 @@
 //! Where each catalog constraint is in a database, and in which state: absent, NOT VALID or
 //! valid, under the catalog's name or, for a foreign key production already had, its own.
 
-use crate::catalog::constraints::{Rule, CATALOG};
+use crate::catalog::constraints::{Constraint, Rule, CATALOG};
 use crate::catalog::renames::legacy_name;
 use crate::catalog::repair::ADOPTED_PREFIX;
 use crate::catalog::sql::APP_SCHEMA;
@@ -47,13 +47,21 @@ pub struct Presence {
 pub fn constraint_presence(
     client: &mut (impl Query + ?Sized),
 ) -> Result<HashMap<&'static str, Presence>> {
+    presence_of(client, &CATALOG.iter().collect::<Vec<_>>())
+}
+
+/// [`constraint_presence`] of the given constraints (a catalog of a later migration's, too).
+pub fn presence_of(
+    client: &mut (impl Query + ?Sized),
+    catalog: &[&'static Constraint],
+) -> Result<HashMap<&'static str, Presence>> {
     let mut names = Vec::new();
     let mut tables = Vec::new();
     let mut columns: Vec<Option<&str>> = Vec::new();
     let mut legacy_columns: Vec<Option<&str>> = Vec::new();
     let mut parents: Vec<Option<&str>> = Vec::new();
     let mut parent_columns: Vec<Option<&str>> = Vec::new();
-    for c in CATALOG {
+    for c in catalog {
         names.push(c.name);
         tables.push(c.table);
         match c.rule {
@@ -104,7 +112,7 @@ pub fn constraint_presence(
             &APP_SCHEMA,
         ],
     )?;
-    let mut presence: HashMap<&'static str, Presence> = CATALOG
+    let mut presence: HashMap<&'static str, Presence> = catalog
         .iter()
         .map(|c| {
             let absent = Presence {
@@ -117,7 +125,7 @@ pub fn constraint_presence(
         .collect();
     for row in rows {
         let wanted: String = row.get(0);
-        let Some(c) = CATALOG.iter().find(|c| c.name == wanted) else {
+        let Some(c) = catalog.iter().find(|c| c.name == wanted) else {
             continue;
         };
         let actual: String = row.get(1);

@@ -92,6 +92,24 @@ pub fn refuse_rename_conflicts(client: &mut Client, doing: &str, again: &str) ->
     .fail()
 }
 
+/// A failed 008 or 008 down as it is reported: the refusal `rename_conflict`, worded by
+/// `refused`, when the migration's own conflict check raised it inside the transaction
+/// (SQLSTATE `RENAME_CONFLICT_SQLSTATE`: a column appeared under both names after the check
+/// before); any other error with `context`.
+pub fn conflict_raised_or(
+    error: anyhow::Error,
+    refused: impl FnOnce(&anyhow::Error) -> String,
+    context: String,
+) -> anyhow::Error {
+    let raised = crate::db::sql_state(&error)
+        .is_some_and(|s| s.code() == crate::catalog::repair::RENAME_CONFLICT_SQLSTATE);
+    if raised {
+        crate::refusal::Refusal::RenameConflict(refused(&error)).into()
+    } else {
+        error.context(context)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! different tables are validated at the same time.
 
 use crate::catalog::constraints::{self as catalog, Constraint, CATALOG};
-use crate::constraints::check::{constraint_presence, ConstraintState};
+use crate::constraints::presence::{presence_of, ConstraintState};
 use crate::db::introspect;
 use crate::db::session::Retrying;
 use crate::db::{self, Session};
@@ -34,8 +34,9 @@ pub struct Timed {
     pub ms: u64,
 }
 
-/// Validates every catalog constraint (of `only`, if given) that exists NOT VALID. After each
-/// VALIDATE, the session (or its worker) waits until the standbys have replayed it, so that a standby does not
+/// Validates every catalog constraint (of `only`, if given, which may hold a later
+/// migration's) that exists NOT VALID. After each VALIDATE, the session (or its worker) waits
+/// until the standbys have replayed it, so that a standby does not
 /// go on answering with the constraint not valid for long.
 ///
 /// VALIDATE takes SHARE UPDATE EXCLUSIVE, which conflicts with itself but not across tables:
@@ -48,13 +49,25 @@ pub fn validate_not_valid(
     only: Option<&[&'static Constraint]>,
 ) -> Result<Validation> {
     let log = &session.log().clone();
-    let presence = constraint_presence(session.client())?;
-    // Every catalog table's size in one query, for the progress bar's ETA.
-    let sizes = introspect::table_sizes(session.client(), &catalog::tables_read(CATALOG))?;
+    // Catalog order first; a constraint of a catalog handed in that this build lacks after them.
+    let wanted_by = |c: &Constraint| only.is_none_or(|list| list.iter().any(|o| o.name == c.name));
+    let mut candidates: Vec<&'static Constraint> =
+        CATALOG.iter().filter(|c| wanted_by(c)).collect();
+    candidates.extend(
+        only.into_iter()
+            .flatten()
+            .filter(|o| !CATALOG.iter().any(|c| c.name == o.name)),
+    );
+    let presence = presence_of(session.client(), &candidates)?;
+    // Every table's size in one query, for the progress bar's ETA.
+    let sizes = introspect::table_sizes(
+        session.client(),
+        &catalog::tables_read(candidates.iter().copied()),
+    )?;
     // A foreign key not adopted yet is validated under its own name.
-    let wanted: Vec<Pending> = CATALOG
+    let wanted: Vec<Pending> = candidates
         .iter()
-        .filter(|c| only.is_none_or(|list| list.iter().any(|o| o.name == c.name)))
+        .copied()
         .filter_map(|c| {
             let p = presence.get(c.name)?;
             (p.state == ConstraintState::NotValid).then(|| Pending {
@@ -127,7 +140,7 @@ pub fn validate_not_valid(
         return Err(e);
     }
     // The report lists them in catalog order, whichever session finished first.
-    let position = |name: &str| CATALOG.iter().position(|c| c.name == name);
+    let position = |name: &str| candidates.iter().position(|c| c.name == name);
     durations.sort_by_key(|t| position(t.constraint));
     blocked.sort_by_key(|c| position(c.name));
     Ok(Validation {

@@ -1,11 +1,12 @@
 //! What a migrate run would do, without doing it: the pending migrations, their statements with
 //! the locks they take, the sessions those locks would wait for, and how long the scans take.
 
-use crate::catalog::constraints::CATALOG;
-use crate::catalog::migrations::{self, REPAIR_VERSION};
+use crate::catalog::constraints::Constraint;
+use crate::catalog::migrations::REPAIR_VERSION;
 use crate::catalog::repair::{self, PlannedStatement};
 use crate::catalog::sql::{lock_taken, split_statements};
-use crate::constraints::check;
+use crate::catalog::Catalog;
+use crate::constraints::presence::{self, ConstraintState};
 use crate::db::blockers::{Scope, Takes};
 use crate::health::estimate::{self, Estimate};
 use anyhow::Result;
@@ -20,17 +21,10 @@ pub struct PlannedMigration {
     pub statements: Vec<PlannedStatement>,
 }
 
-/// The embedded migrations above `from`, up to and including `to`, in order.
-pub fn pending(from: i32, to: i32) -> Vec<Migration> {
-    migrations::all()
-        .into_iter()
-        .filter(|m| m.version() > from && m.version() <= to)
-        .collect()
-}
-
-/// The statements of a migration with the locks they take.
-pub fn plan_of(migration: &Migration, no_compat: bool) -> PlannedMigration {
-    let statements = if migration.version() == REPAIR_VERSION {
+/// The statements of a migration with the locks they take, and the VALIDATE of each constraint
+/// it adds, which migrate runs after it commits.
+pub fn plan_of(catalog: &Catalog, migration: &Migration, no_compat: bool) -> PlannedMigration {
+    let mut statements = if migration.version() == REPAIR_VERSION {
         let mut list: Vec<PlannedStatement> = repair::statements()
             .into_iter()
             .map(|s| PlannedStatement {
@@ -51,13 +45,6 @@ pub fn plan_of(migration: &Migration, no_compat: bool) -> PlannedMigration {
                     }),
             );
         }
-        list.extend(CATALOG.iter().map(|c| PlannedStatement {
-            sql: c.validate_sql(),
-            lock: format!(
-                "{} — after 008 commits, one transaction each",
-                c.validate_lock()
-            ),
-        }));
         list
     } else {
         split_statements(migration.sql().unwrap_or_default())
@@ -68,6 +55,16 @@ pub fn plan_of(migration: &Migration, no_compat: bool) -> PlannedMigration {
             })
             .collect()
     };
+    statements.extend(catalog.added_by(migration.version()).into_iter().map(|c| {
+        PlannedStatement {
+            sql: c.validate_sql(),
+            lock: format!(
+                "{} — after {:03} commits, one transaction each",
+                c.validate_lock(),
+                migration.version()
+            ),
+        }
+    }));
     PlannedMigration {
         version: migration.version(),
         name: migration.name().to_string(),
@@ -86,23 +83,26 @@ pub fn blocker_scope(plans: &[PlannedMigration]) -> Scope {
     )
 }
 
-/// The estimate of what a run would scan: the preflight when 008 is pending, and the VALIDATE
-/// of every catalog constraint that is not valid yet (a valid one is left alone).
-pub fn look_ahead(client: &mut Client, includes_repair: bool, to: i32) -> Result<Estimate> {
-    let states = check::constraint_states(client)?;
-    // 008 adds the absent ones NOT VALID; after it, migrate validates whatever is NOT VALID.
-    let validated = |state: check::ConstraintState| match state {
-        check::ConstraintState::Absent => includes_repair,
-        check::ConstraintState::NotValid => true,
-        check::ConstraintState::Valid => false,
-    };
-    let validate: Vec<_> = if to >= REPAIR_VERSION {
-        CATALOG
-            .iter()
-            .filter(|c| validated(states[c.name]))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    estimate::estimate(client, includes_repair, &validate)
+/// The estimate of what a run would scan: the preflight when a pending migration adds
+/// constraints, and the VALIDATE of each constraint that will be there NOT VALID (one a pending
+/// migration adds, or one already NOT VALID of a migration up to `to`; a valid one is left alone).
+pub fn look_ahead(
+    client: &mut Client,
+    catalog: &Catalog,
+    pending: &[Migration],
+    to: i32,
+) -> Result<Estimate> {
+    let adding = catalog.added_by_any(pending);
+    let states = presence::presence_of(client, &catalog.constraints.iter().collect::<Vec<_>>())?;
+    let validate: Vec<&'static Constraint> = catalog
+        .constraints
+        .iter()
+        .filter(|c| c.migration <= to)
+        .filter(|c| match states[c.name].state {
+            ConstraintState::Absent => adding.iter().any(|a| a.name == c.name),
+            ConstraintState::NotValid => true,
+            ConstraintState::Valid => false,
+        })
+        .collect();
+    estimate::estimate(client, !adding.is_empty(), &validate)
 }

@@ -1,5 +1,5 @@
-//! The preflight before 008: every catalog constraint 008 adds or validates checked against
-//! every row, because a violating row under a NOT VALID constraint would make the
+//! The preflight before a migration that adds catalog constraints (008, and any later one):
+//! every constraint the pending migrations add checked against every row, because a violating row under a NOT VALID constraint would make the
 //! application's next write of it fail.
 //!
 //! A constraint the database already holds VALID is not scanned again: PostgreSQL enforces a
@@ -9,9 +9,10 @@
 //! of child tables to prove it again was most of the preflight. `check-constraints` still
 //! counts those rows.
 
-use crate::catalog::constraints::{Constraint, CATALOG};
+use crate::catalog::constraints::Constraint;
 use crate::constraints::check::{self, ConstraintState, Finding};
 use crate::constraints::live;
+use crate::constraints::presence::presence_of;
 use crate::db::config::Target;
 use crate::progress::Log;
 use anyhow::Result;
@@ -45,27 +46,56 @@ pub struct Verdict {
     pub blocked_by: Vec<Finding>,
 }
 
-/// Checks every catalog constraint the database does not already hold valid (reads only);
-/// when rows violate them, says so on stderr with the way forward. `version` is the one the
-/// database is at: a preflight that does not finish (the server restarted, the connection was
-/// cut) says that it left it there, with nothing of 008 applied.
-pub fn run(target: &Target, client: &mut Client, log: &Log, version: i32) -> Result<Verdict> {
-    scan(target, client, log).map_err(|e| e.context(interrupted(version)))
+/// Checks `adding` (the constraints the pending migrations add) wherever the database does not
+/// already hold them valid (reads only); when rows violate them, says so on stderr with the way
+/// forward. `version` is the one the database is at: a preflight that does not finish (the
+/// server restarted, the connection was cut) says that it left it there, with nothing of those
+/// migrations applied.
+pub fn run(
+    target: &Target,
+    client: &mut Client,
+    log: &Log,
+    version: i32,
+    adding: &[&'static Constraint],
+) -> Result<Verdict> {
+    let by = Migrations::adding(adding);
+    scan(target, client, log, adding, &by).map_err(|e| e.context(interrupted(&by, version)))
+}
+
+/// The migrations that add the constraints checked, as messages name them (`008`).
+struct Migrations(String);
+
+impl Migrations {
+    fn adding(constraints: &[&Constraint]) -> Migrations {
+        let mut versions: Vec<i32> = constraints.iter().map(|c| c.migration).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        let named: Vec<String> = versions.iter().map(|v| format!("{v:03}")).collect();
+        Migrations(named.join(", "))
+    }
 }
 
 /// What a preflight that did not finish leaves behind: nothing, since it only reads.
-fn interrupted(version: i32) -> String {
+fn interrupted(by: &Migrations, version: i32) -> String {
+    let by = &by.0;
     format!(
-        "the preflight before 008 (every row checked against the constraints 008 adds) did not finish: it only reads, so nothing of 008 was applied and the database stays at version {version}; run `ruleiq-db migrate` again once the server is back"
+        "the preflight before {by} (every row checked against the constraints {by} adds) did not finish: it only reads, so nothing of {by} was applied and the database stays at version {version}; run `ruleiq-db migrate` again once the server is back"
     )
 }
 
-fn scan(target: &Target, client: &mut Client, log: &Log) -> Result<Verdict> {
+fn scan(
+    target: &Target,
+    client: &mut Client,
+    log: &Log,
+    adding: &[&'static Constraint],
+    by: &Migrations,
+) -> Result<Verdict> {
     let started = Instant::now();
-    let states = check::constraint_states(client)?;
-    let (enforced, scanned): (Vec<&Constraint>, Vec<&Constraint>) = CATALOG
+    let presence = presence_of(client, adding)?;
+    let (enforced, scanned): (Vec<&Constraint>, Vec<&Constraint>) = adding
         .iter()
-        .partition(|c| states.get(c.name) == Some(&ConstraintState::Valid));
+        .copied()
+        .partition(|c| presence.get(c.name).map(|p| p.state) == Some(ConstraintState::Valid));
     let already_enforced: Vec<&'static str> = enforced.iter().map(|c| c.name).collect();
     if !already_enforced.is_empty() {
         log.line(&format!(
@@ -92,8 +122,9 @@ fn scan(target: &Target, client: &mut Client, log: &Log) -> Result<Verdict> {
             blocked_by: Vec::new(),
         });
     }
+    let by = &by.0;
     log.line(&format!(
-        "preflight: {total} rows violate the constraints 008 would add; nothing of 008 was applied. See `ruleiq-db check-constraints --dry-run`, repair with `ruleiq-db cleanup`"
+        "preflight: {total} rows violate the constraints {by} would add; nothing of {by} was applied. See `ruleiq-db check-constraints --dry-run`, repair with `ruleiq-db cleanup`"
     ));
     if let Some(note) = &live_note {
         log.line(&format!("preflight: {note}"));

@@ -1,5 +1,6 @@
 //! A migrate run's changes, all through the [`Session`]: the pending migrations one transaction
-//! each (the preflight again right before 008 when earlier ones ran first), 008's
+//! each (the preflight again right before one that adds catalog constraints when earlier ones
+//! ran first), 008's
 //! compatibility schema handled as soon as 008 commits, and the NOT VALID constraints validated
 //! at the end.
 
@@ -7,6 +8,7 @@ use super::preflight::{self, Verdict};
 use crate::archive::restore::Restored;
 use crate::catalog::compat::{CONNECTION_OPTION, SCHEMA};
 use crate::catalog::migrations::REPAIR_VERSION;
+use crate::catalog::Catalog;
 use crate::compat::Created;
 use crate::constraints::check::{self, Finding};
 use crate::constraints::validate;
@@ -25,6 +27,8 @@ pub struct Run<'a> {
     pub journal: &'a Journal,
     /// --no-compat: drop 008's compatibility schema right after 008 commits.
     pub no_compat: bool,
+    /// The migrations and the constraints each adds ([`Catalog::embedded`] but in tests).
+    pub catalog: &'a Catalog,
 }
 
 /// What applying the pending migrations did.
@@ -35,8 +39,8 @@ pub struct Applied {
     pub restored: Vec<Restored>,
     /// The compatibility schema, when this run's 008 created it and kept it.
     pub compat: Option<Created>,
-    /// The preflight run right before 008 (earlier migrations ran first). When rows block it,
-    /// the run stopped there.
+    /// The preflight run right before a migration that adds constraints (earlier migrations ran
+    /// first). When rows block it, the run stopped there.
     pub preflight: Option<Verdict>,
 }
 
@@ -47,11 +51,12 @@ pub fn apply_pending(run: &mut Run<'_>, pending: &[Migration]) -> Result<Applied
     let bar = log.bar(pending.len() as u64, "migrating");
     for m in pending {
         run.session.pace()?;
-        if m.version() == REPAIR_VERSION && !done.applied.is_empty() {
+        let adding = run.catalog.added_by(m.version());
+        if !adding.is_empty() && !done.applied.is_empty() {
             // Rows may have changed while the earlier migrations ran: look again, right before.
             let target = run.session.target().clone();
             let at = done.applied.last().map_or(0, |r| r.version);
-            let verdict = preflight::run(&target, run.session.client(), &log, at)?;
+            let verdict = preflight::run(&target, run.session.client(), &log, at, &adding)?;
             let blocked = !verdict.preflight.ok;
             done.preflight = Some(verdict);
             if blocked {
@@ -185,10 +190,11 @@ pub struct Validated {
     pub blocked_by: Option<Vec<Finding>>,
 }
 
-/// Validates every catalog constraint that is NOT VALID; those rows block are counted for the
-/// report.
-pub fn validate(session: &mut Session) -> Result<Validated> {
-    let validation = validate::validate_not_valid(session, None)?;
+/// Validates every constraint of `catalog` that is NOT VALID; those rows block are counted for
+/// the report.
+pub fn validate(session: &mut Session, catalog: &Catalog) -> Result<Validated> {
+    let constraints: Vec<_> = catalog.constraints.iter().collect();
+    let validation = validate::validate_not_valid(session, Some(&constraints))?;
     let mut done = Validated {
         validated: validation.validated,
         durations: validation.durations,

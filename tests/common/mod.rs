@@ -113,6 +113,12 @@ pub fn connect_url(url: &str) -> Client {
     Client::connect(url, NoTls).expect("connecting to the test server")
 }
 
+/// The newest migration's version, from the catalog: where a plain `migrate` ends. Tests that
+/// mean version 8 itself (008, the repair) say 8.
+pub fn latest() -> i32 {
+    ruleiq_db::catalog::Catalog::embedded().latest()
+}
+
 /// The policy that decides what production's shape needs decided (NOT NULL columns).
 pub const EXAMPLE_POLICY: &str = "fixtures/cleanup-policy.example.yaml";
 
@@ -165,14 +171,8 @@ impl TestDb {
 
     /// The real binary, connecting as `role`, reports in JSON, without progress bars.
     pub fn cli_as(&self, role: &str, password: &str) -> assert_cmd::Command {
-        let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
-        cmd.env_remove("DATABASE_URL").args([
-            "--database-url",
-            &self.url_as(role, password),
-            "--no-progress",
-            "--format",
-            "json",
-        ]);
+        let mut cmd = cli_at(&self.url_as(role, password));
+        cmd.args(["--format", "json"]);
         cmd
     }
 
@@ -195,24 +195,13 @@ impl TestDb {
 
     /// The real binary, pointed at this database, without progress bars.
     pub fn cli(&self) -> assert_cmd::Command {
-        let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
-        cmd.env_remove("DATABASE_URL")
-            .arg("--database-url")
-            .arg(&self.url)
-            .arg("--no-progress")
-            .timeout(std::time::Duration::from_secs(300));
-        cmd
+        cli_at(&self.url)
     }
 
     /// The real binary as a process to spawn (for runs that must overlap or be killed),
     /// pointed at this database, without progress bars.
     pub fn command(&self) -> std::process::Command {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"));
-        cmd.env_remove("DATABASE_URL")
-            .arg("--database-url")
-            .arg(&self.url)
-            .arg("--no-progress");
-        cmd
+        command_at(&self.url)
     }
 
     /// [`TestDb::command`] with these arguments, started, its stdout and stderr captured.
@@ -333,37 +322,16 @@ impl TestDb {
     /// re-inserted row lands elsewhere): each COPY block's lines sorted; the audit schema, the
     /// one thing cleanup + undo is meant to add, left out.
     pub fn canonical_dump(&self) -> String {
-        let dump = self.dump_with(&["--exclude-schema=ruleiq_audit"]);
-        let mut out = Vec::new();
-        let mut block: Vec<&str> = Vec::new();
-        let mut in_copy = false;
-        for line in dump.lines() {
-            if in_copy {
-                if line == "\\." {
-                    block.sort_unstable();
-                    out.append(&mut block);
-                    out.push(line);
-                    in_copy = false;
-                } else {
-                    block.push(line);
-                }
-            } else {
-                in_copy = line.starts_with("COPY ");
-                out.push(line);
-            }
-        }
-        out.join("\n")
+        rows_sorted(&self.dump_with(&["--exclude-schema=ruleiq_audit"]))
     }
 
     /// Runs the binary on a pseudo-terminal (util-linux `script`), typing `answer` at its
     /// prompt once the prompt shows; returns the exit code and what the terminal showed.
     pub fn on_a_terminal(&self, args: &str, answer: &str) -> (i32, String) {
         use std::io::{Read, Write};
-        let binary = assert_cmd::cargo::cargo_bin("ruleiq-db");
-        let command = format!("{} --database-url '{}' {args}", binary.display(), self.url);
-        let mut child = Command::new("script")
-            .args(["-qec", &command, "/dev/null"])
-            .env_remove("DATABASE_URL")
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let mut child = self
+            .on_a_pty(&args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -394,6 +362,23 @@ impl TestDb {
         (status.code().unwrap_or(-1), shown())
     }
 
+    /// The real binary with these arguments, pointed at this database, on a pseudo-terminal
+    /// (util-linux `script`), so that it draws what a person sees; the URL variables removed as
+    /// for [`binary`].
+    pub fn on_a_pty(&self, args: &[&str]) -> std::process::Command {
+        let binary = assert_cmd::cargo::cargo_bin("ruleiq-db");
+        let mut line = format!("'{}' --database-url '{}'", binary.display(), self.url);
+        for a in args {
+            line.push_str(&format!(" '{a}'"));
+        }
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]);
+        for name in ruleiq_db::db::config::URL_VARIABLES {
+            cmd.env_remove(name);
+        }
+        cmd
+    }
+
     /// The rows `sql` returns, each a map from column name to its value as PostgreSQL prints
     /// it (None for NULL), so a test reads `row["status"]` rather than positions and types.
     pub fn rows(&self, sql: &str) -> Vec<Row> {
@@ -416,10 +401,12 @@ impl TestDb {
             .collect()
     }
 
-    /// Asserts the database's dump equals `before`, printing only the differing lines.
+    /// Asserts the database's dump equals `before`, printing only the differing lines. Rows
+    /// compare whatever their physical order: an UPDATE that changes no value (the
+    /// application's, running beside the test) still moves its row.
     pub fn assert_unchanged(&self, before: &str) {
         let after = self.dump();
-        if after != before {
+        if rows_sorted(&after) != rows_sorted(before) {
             let old: std::collections::BTreeSet<&str> = before.lines().collect();
             let new: std::collections::BTreeSet<&str> = after.lines().collect();
             let gone: Vec<&&str> = old.difference(&new).take(20).collect();
@@ -427,6 +414,30 @@ impl TestDb {
             panic!("the database changed.\nlines gone: {gone:#?}\nlines added: {added:#?}");
         }
     }
+}
+
+/// `dump` with the lines of each COPY block sorted, so that rows compare whatever their
+/// physical order.
+fn rows_sorted(dump: &str) -> String {
+    let mut out = Vec::new();
+    let mut block: Vec<&str> = Vec::new();
+    let mut in_copy = false;
+    for line in dump.lines() {
+        if in_copy {
+            if line == "\\." {
+                block.sort_unstable();
+                out.append(&mut block);
+                out.push(line);
+                in_copy = false;
+            } else {
+                block.push(line);
+            }
+        } else {
+            in_copy = line.starts_with("COPY ");
+            out.push(line);
+        }
+    }
+    out.join("\n")
 }
 
 /// One row of [`TestDb::rows`]: column name → value as text, None for NULL.
@@ -451,14 +462,46 @@ impl Run {
     }
 }
 
-/// Runs the binary with exactly these arguments and environment additions, pointed at no
-/// database of the harness (DATABASE_URL removed unless `env` sets it), stdin closed.
-pub fn run_bare(args: &[&str], env: &[(&str, &str)]) -> Run {
+/// The real binary as every CLI test runs it: none of the URL variables of the environment it
+/// was started from (the connection is what the test passes), bounded at five minutes.
+pub fn binary() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("ruleiq-db").unwrap();
     for name in ruleiq_db::db::config::URL_VARIABLES {
         cmd.env_remove(name);
     }
-    cmd.args(args).timeout(std::time::Duration::from_secs(300));
+    cmd.timeout(std::time::Duration::from_secs(300));
+    cmd
+}
+
+/// [`binary`] as a process to spawn (for runs that must overlap, be read as they go, or be
+/// killed).
+pub fn binary_process() -> std::process::Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ruleiq-db"));
+    for name in ruleiq_db::db::config::URL_VARIABLES {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// [`binary`] pointed at `url` (another role, a pooler, a standby), without progress bars.
+pub fn cli_at(url: &str) -> assert_cmd::Command {
+    let mut cmd = binary();
+    cmd.args(["--database-url", url, "--no-progress"]);
+    cmd
+}
+
+/// [`binary_process`] pointed at `url`, without progress bars.
+pub fn command_at(url: &str) -> std::process::Command {
+    let mut cmd = binary_process();
+    cmd.args(["--database-url", url, "--no-progress"]);
+    cmd
+}
+
+/// Runs the binary with exactly these arguments and environment additions, pointed at no
+/// database of the harness (the URL variables removed unless `env` sets them), stdin closed.
+pub fn run_bare(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = binary();
+    cmd.args(args);
     for (name, value) in env {
         cmd.env(name, value);
     }
