@@ -22,7 +22,7 @@ use super::{Outcome, Settings};
 use crate::cli::RehearseArgs;
 use crate::exit::Code;
 use crate::rehearsal::cluster::{self, Servers};
-use crate::rehearsal::{dump, load, policy};
+use crate::rehearsal::{dump, load};
 use crate::rehearsal::{
     dump_scan::DumpNeeds, measured_steps, named_params, named_params::QuerySpec,
 };
@@ -87,25 +87,15 @@ fn rehearse(
         None => Source::Fixture,
     };
     let table = table::sequence(&source, args.policy.as_deref(), servers.standby.as_ref());
-    let mut state = Rehearsal {
+    let mut state = Rehearsal::new(
         // A throwaway database: nothing to confirm, and what the steps do to it is not what a
         // failure of rehearse reports.
-        settings: settings.for_throwaway(target.clone()),
+        settings.for_throwaway(target.clone()),
         target,
-        extra_queries: &read.queries,
-        given_policy: args.policy.as_deref(),
-        bundled: matches!(source, Source::Fixture),
-        steps: Vec::new(),
-        roles_created: None,
-        measured: None,
-        after: Default::default(),
-        app_password: uuid::Uuid::new_v4().simple().to_string(),
-        bouncer: None,
-        standby_check: None,
-        needs_decision: Vec::new(),
-        policy: None,
-        example_policy: None,
-    };
+        &read.queries,
+        args.policy.as_deref(),
+        matches!(source, Source::Fixture),
+    );
     play::play(table, &mut state)?;
     let report = report(state, &source, servers);
     let all_ok = report.steps.iter().all(|s| s.ok);
@@ -141,7 +131,7 @@ fn rehearse(
 }
 
 /// The combined report: the steps, and the totals read from the steps that ran well.
-fn report(state: Rehearsal, source: &Source, servers: &Servers) -> RehearseReport {
+fn report(mut state: Rehearsal, source: &Source, servers: &Servers) -> RehearseReport {
     let number = |step: &str, read: fn(&Summary) -> Option<u64>| -> Option<u64> {
         state
             .step(step)
@@ -152,10 +142,10 @@ fn report(state: Rehearsal, source: &Source, servers: &Servers) -> RehearseRepor
     let rows_cleaned = number("cleanup", |s| s.rows);
     let violations_left = number("final check", |s| s.violations);
     // The table always holds cleanup, which chooses the policy whether it runs or not.
-    let policy = state.policy.unwrap_or_else(|| {
-        let given = state.given_policy.map(|p| p.display().to_string());
-        policy::choose_policy(given.as_deref(), state.bundled, &state.needs_decision)
-    });
+    let policy = match state.policy.take() {
+        Some(chosen) => chosen,
+        None => state.policy_choice(),
+    };
     RehearseReport {
         source: match source {
             Source::Fixture => format!("bundled fixture ({})", load::FIXTURE_NAME),

@@ -39,7 +39,34 @@ pub struct Rehearsal<'a> {
     pub example_policy: Option<tempfile::NamedTempFile>,
 }
 
-impl Rehearsal<'_> {
+impl<'a> Rehearsal<'a> {
+    /// Before the first step: nothing found yet.
+    pub fn new(
+        settings: Settings,
+        target: &'a Target,
+        extra_queries: &'a [QuerySpec],
+        given_policy: Option<&'a Path>,
+        bundled: bool,
+    ) -> Rehearsal<'a> {
+        Rehearsal {
+            settings,
+            target,
+            extra_queries,
+            given_policy,
+            bundled,
+            steps: Vec::new(),
+            roles_created: None,
+            measured: None,
+            after: After::default(),
+            app_password: uuid::Uuid::new_v4().simple().to_string(),
+            bouncer: None,
+            standby_check: None,
+            needs_decision: Vec::new(),
+            policy: None,
+            example_policy: None,
+        }
+    }
+
     pub fn failed(&self) -> bool {
         self.steps.iter().any(|s| s.outcome == StepOutcome::Failed)
     }
@@ -56,8 +83,7 @@ impl Rehearsal<'_> {
             .step("plan cleanup")
             .map(|s| s.read.needs_decision.clone())
             .unwrap_or_default();
-        let given = self.given_policy.map(|p| p.display().to_string());
-        let chosen = policy::choose_policy(given.as_deref(), self.bundled, &self.needs_decision);
+        let chosen = self.policy_choice();
         let run_with = match chosen.source {
             "given" => self.given_policy.map(Path::to_path_buf),
             "bundled example" if !self.failed() => {
@@ -81,5 +107,11 @@ impl Rehearsal<'_> {
         let shown = cleanup(chosen.file.as_ref().map(PathBuf::from));
         self.policy = Some(chosen);
         Ok((shown, cleanup(run_with)))
+    }
+
+    /// The policy for what cleanup's dry run said needs deciding (nothing, before it ran).
+    pub fn policy_choice(&self) -> PolicyChoice {
+        let given = self.given_policy.map(|p| p.display().to_string());
+        policy::choose_policy(given.as_deref(), self.bundled, &self.needs_decision)
     }
 }
