@@ -107,7 +107,7 @@ impl Databases<'_> {
 
 fn measure(server: &Server, options: &Options, started: Instant) -> Result<Results> {
     let machine = machine::Machine::describe(&server.version);
-    let scale = dataset::Scale::of(options.scale);
+    let scale = dataset::Scale::of(options.scale, options.distribution);
     let dbs = Databases {
         server,
         keep: options.keep,
