@@ -55,11 +55,15 @@ impl Distribution {
             .with_context(|| format!("unknown distribution '{text}': default or mature"))
     }
 
-    /// Evidence rows with n % 100 from 10 through this are properly approved.
-    fn last_approved_residue(self) -> i64 {
+    /// Evidence row n is properly approved when n % 100 lies from 10 through the first number
+    /// and n * 7 % 9 is below the second: default, the ten residues 10-19 together (as the
+    /// data set always had); mature, four in nine of residues 10-98, scattered in short runs so
+    /// that nearly every page holds approved rows. Residues below 10 and 99 stay the planted
+    /// ones' alone.
+    fn approved(self) -> (i64, i64) {
         match self {
-            Distribution::Default => 19,
-            Distribution::Mature => 49,
+            Distribution::Default => (19, 9),
+            Distribution::Mature => (98, 4),
         }
     }
 
@@ -305,10 +309,10 @@ SELECT md5('gp:' || n)::uuid,
        LATERAL (SELECT 1 + n * 11 % $2::bigint AS p, (1 + n % 5)::int AS k,
                        (ARRAY['access_control', 'data_retention', 'incident_response', 'acceptable_use'])[1 + n % 4] AS kind) AS row_of"#;
 
-/// $1 rows, $2 profiles, $3 the last approved residue. Residue 3: a status outside the list
-/// (the application's 'pending_review' and 'pending', and others); residue 4: approved without
-/// approved_at or without approved_by; residues 10 through $3: properly approved; 99: no
-/// status at all (NULL passes).
+/// $1 rows, $2 profiles, $3 and $4 which rows are properly approved
+/// (`Distribution::approved`). Residue 3: a status outside the list (the application's
+/// 'pending_review' and 'pending', and others); residue 4: approved without approved_at or
+/// without approved_by; 99: no status at all (NULL passes).
 const EVIDENCE_ITEMS: &str = r#"
 INSERT INTO evidence_items (id, user_id, business_profile_id, framework_id, evidence_name,
     evidence_type, control_reference, description, required_for_audit, collection_frequency,
@@ -334,17 +338,17 @@ SELECT md5('ev:' || n)::uuid,
        'application/pdf',
        (10000 + n * 37 % 5000000)::int,
        CASE WHEN n % 100 = 3 THEN (ARRAY['pending_review', 'pending', 'Pending Review', 'done', 'awaiting upload'])[1 + n / 100 % 5]
-            WHEN n % 100 = 4 OR n % 100 BETWEEN 10 AND $3::bigint THEN 'approved'
+            WHEN n % 100 = 4 OR n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint THEN 'approved'
             WHEN n % 100 = 99 THEN NULL
             ELSE (ARRAY['not_started', 'in_progress', 'collected', 'rejected'])[1 + n % 4] END,
        CASE WHEN n % 2 = 0 THEN 'Collected from the production account.' END,
-       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint OR n % 4 = 3 THEN 'Checked against the control wording; dates and scope match.' END,
+       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint OR n % 4 = 3 THEN 'Checked against the control wording; dates and scope match.' END,
        collector,
        localtimestamp - (n % 365) * interval '1 day' - interval '2 days',
-       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint OR n % 4 = 3 THEN 'auditor' || (n % 50) || '@company' || p || '.example.com' END,
-       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint OR n % 4 = 3 THEN localtimestamp - (n % 365) * interval '1 day' - interval '1 day' END,
-       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint OR (n % 100 = 4 AND n / 100 % 2 = 0) THEN md5('u:' || p)::uuid::text END,
-       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint OR (n % 100 = 4 AND n / 100 % 2 = 1) THEN localtimestamp - (n % 365) * interval '1 day' END,
+       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint OR n % 4 = 3 THEN 'auditor' || (n % 50) || '@company' || p || '.example.com' END,
+       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint OR n % 4 = 3 THEN localtimestamp - (n % 365) * interval '1 day' - interval '1 day' END,
+       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint OR (n % 100 = 4 AND n / 100 % 2 = 0) THEN md5('u:' || p)::uuid::text END,
+       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint OR (n % 100 = 4 AND n / 100 % 2 = 1) THEN localtimestamp - (n % 365) * interval '1 day' END,
        (ARRAY['low', 'medium', 'high', 'critical'])[1 + n % 4],
        (ARRAY['30 minutes', '2 hours', '1 day', '3 days'])[1 + n % 4],
        'Annex A.' || (5 + n % 4),
@@ -392,7 +396,8 @@ pub fn build(server: &Server, name: &str, scale: &Scale) -> Result<Built> {
             vec![
                 Box::new(s.evidence_items),
                 Box::new(s.business_profiles),
-                Box::new(d.last_approved_residue()),
+                Box::new(d.approved().0),
+                Box::new(d.approved().1),
             ],
         )],
         vec![

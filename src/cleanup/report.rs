@@ -10,6 +10,7 @@ use super::policy::Action;
 use super::preview::{Example, TablePreview};
 use super::undo::Conflict;
 use crate::health::blockers::{self, Blocker};
+use crate::health::estimate::Estimate;
 use crate::report::{self, Details};
 use crate::units::rows;
 use serde::Serialize;
@@ -66,6 +67,12 @@ pub struct CleanupReport {
     /// With --dry-run: sessions that would make the batches wait for their locks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blockers: Option<Vec<Blocker>>,
+    /// With --dry-run: the expected duration of a real run, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_ms: Option<u64>,
+    /// With --dry-run: how `estimate_ms` was reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
 }
 
 #[derive(Debug, Serialize)]
@@ -256,6 +263,9 @@ impl Details for CleanupReport {
         }
         if let Some(found) = &self.blockers {
             blockers::write_table(out, found)?;
+        }
+        if let Some(e) = &self.estimate {
+            writeln!(out, "{}", e.line())?;
         }
         if !self.needs_decision.is_empty() {
             writeln!(out, "Needs a decision (nothing was changed):")?;

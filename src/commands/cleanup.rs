@@ -23,6 +23,7 @@ use crate::db::config::Target;
 use crate::db::Session;
 use crate::exit::Code;
 use crate::health::blockers::{Scope, Takes};
+use crate::health::estimate;
 use crate::history;
 use crate::refusal::code_of;
 use crate::refusal::Refusal;
@@ -45,11 +46,22 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
     let (target, mut client) = ctx.connect()?;
     run::without_jit(&mut client)?;
     if args.dry_run {
+        let started = std::time::Instant::now();
         let (looked, mut details, schema_version) = match look(ctx, &mut client, &policy, None)? {
             Ok(looked) => looked,
             Err(stop) => return Ok(stop),
         };
+        let looking = started.elapsed();
         details.blockers = Some(ctx.list_blockers(&mut client, &looked.scope())?);
+        let found = estimate::estimate(
+            &mut client,
+            estimate::Work::Cleanup,
+            &[],
+            &[],
+            Some((looking, looked.total)),
+        )?;
+        details.estimate_ms = Some(found.total_ms);
+        details.estimate = Some(found);
         return Ok(stop_here(details, true, schema_version, looked.total));
     }
     // Refuses a standby or read-only server first (replication::refuse_unless_writable).

@@ -1,7 +1,7 @@
 //! What a migrate run would do, without doing it: the pending migrations, their statements with
 //! the locks they take, the sessions those locks would wait for, and how long the scans take.
 
-use crate::catalog::constraints::CATALOG;
+use crate::catalog::constraints::{Constraint, CATALOG};
 use crate::catalog::migrations::{self, REPAIR_VERSION};
 use crate::catalog::repair::{self, PlannedStatement};
 use crate::catalog::sql::{lock_taken, split_statements};
@@ -104,5 +104,15 @@ pub fn look_ahead(client: &mut Client, includes_repair: bool, to: i32) -> Result
     } else {
         Vec::new()
     };
-    estimate::estimate(client, includes_repair, &validate)
+    let checked: &[Constraint] = if includes_repair { CATALOG } else { &[] };
+    let checked: Vec<&'static Constraint> = checked.iter().collect();
+    estimate::estimate(
+        client,
+        estimate::Work::Migrate {
+            preflight: includes_repair,
+        },
+        &checked,
+        &validate,
+        None,
+    )
 }
