@@ -269,10 +269,11 @@ fn sampled_page_share(
             "SELECT count(*)::float8, count(*) FILTER (WHERE p.hit)::float8
                FROM (SELECT bool_or({}) AS hit
                        FROM {} AS t {}
-                      GROUP BY (t.ctid::text::point)[0]) AS p",
+                      GROUP BY {}) AS p",
             narrowing.condition("t", 1),
             qualified(table),
-            sample::clause(2)
+            sample::clause(2),
+            super::scan_progress::block_column("t"),
         ),
         &[&narrowing.values, &sample.percent],
     )?;

@@ -104,8 +104,11 @@ pub fn look_ahead(client: &mut Client, includes_repair: bool, to: i32) -> Result
     } else {
         Vec::new()
     };
-    let checked: &[Constraint] = if includes_repair { CATALOG } else { &[] };
-    let checked: Vec<&'static Constraint> = checked.iter().collect();
+    // The preflight scans what the database does not already hold valid (preflight.rs).
+    let checked: Vec<&'static Constraint> = CATALOG
+        .iter()
+        .filter(|c| includes_repair && states[c.name] != check::ConstraintState::Valid)
+        .collect();
     estimate::estimate(
         client,
         estimate::Work::Migrate {
