@@ -1,5 +1,5 @@
 //! The estimates of `check-constraints --dry-run`, `cleanup --dry-run` and `migrate --dry-run`
-//! (docs/design.md §4): present, positive, explained, and the path each check scan takes
+//! (docs/design.md §11): present, positive, explained, and the path each check scan takes
 //! follows the data. No test asserts a duration: the machine decides those; the benchmark holds
 //! the band.
 
@@ -21,7 +21,11 @@ pub fn bulk_evidence(db: &TestDb, n: i32, status_sql: &str) {
 fn assert_explained(estimate: &Value, total: &Value) {
     let ms = estimate["total_ms"].as_u64().expect("total_ms");
     assert!(ms > 0, "{estimate:#}");
-    assert_eq!(total.as_u64(), Some(ms), "estimate_ms is the estimate's total");
+    assert_eq!(
+        total.as_u64(),
+        Some(ms),
+        "estimate_ms is the estimate's total"
+    );
     let basis = estimate["basis"].as_str().unwrap();
     assert!(basis.len() > 40, "{basis}");
     assert!(estimate["sampling_ms"].as_f64().unwrap() >= 0.0);
@@ -35,7 +39,10 @@ fn check_constraints_dry_run_estimates_each_scan_on_its_path() {
     assert_eq!(code, 3, "{stderr}");
     let estimate = &report["estimate"];
     assert_explained(estimate, &report["estimate_ms"]);
-    assert!(estimate["basis"].as_str().unwrap().contains("EXPLAIN ANALYZE"));
+    assert!(estimate["basis"]
+        .as_str()
+        .unwrap()
+        .contains("EXPLAIN ANALYZE"));
     assert_eq!(
         estimate["check_ms"].as_u64(),
         Some(estimate["total_ms"].as_u64().unwrap()),
@@ -61,8 +68,7 @@ fn check_constraints_dry_run_estimates_each_scan_on_its_path() {
 #[test]
 fn cleanup_dry_run_estimates_the_run() {
     let db = TestDb::dirty_legacy();
-    let (code, report, stderr) =
-        db.run_json(&["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY]);
+    let (code, report, stderr) = db.run_json(&["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY]);
     assert_eq!(code, 0, "{stderr}");
     let estimate = &report["estimate"];
     assert_explained(estimate, &report["estimate_ms"]);

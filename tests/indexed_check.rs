@@ -104,7 +104,10 @@ fn a_table_whose_candidate_rows_lie_on_few_pages_is_read_through_the_index() {
     db.execute("DROP INDEX IF EXISTS idx_evidence_items_user_status");
     let (path, without_index) = evidence_path(&db);
     assert_eq!(path, "sequential");
-    assert_eq!(with_index, without_index, "the same findings on either path");
+    assert_eq!(
+        with_index, without_index,
+        "the same findings on either path"
+    );
 }
 
 #[test]

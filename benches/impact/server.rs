@@ -59,8 +59,16 @@ impl Server {
     }
 
     /// A connection through the library's own connect (TLS as the URL asks).
+    /// A session of the benchmark's own, on the application's schema: db::connect gives
+    /// ruleiq-db's sessions a search_path of pg_catalog alone, and the generator, the workload
+    /// and the baselines name the tables as the application does, unqualified.
     pub fn connect(&self, db: &str) -> Result<Client> {
-        ruleiq_db::db::connect(&self.target(db)?)
+        let mut client = ruleiq_db::db::connect(&self.target(db)?)?;
+        client.batch_execute(&format!(
+            "SET search_path = {}",
+            quote_ident(ruleiq_db::catalog::sql::APP_SCHEMA)
+        ))?;
+        Ok(client)
     }
 
     pub fn create(&self, name: &str) -> Result<()> {

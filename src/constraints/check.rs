@@ -166,8 +166,7 @@ pub(super) fn narrow_scans(
             continue;
         };
         if first.kind() == Kind::Check {
-            let narrowing =
-                indexed::narrowing(client, first.table, &scan.constraints, spelling)?;
+            let narrowing = indexed::narrowing(client, first.table, &scan.constraints, spelling)?;
             scan.narrowable_share = narrowing.as_ref().map(|n| n.share);
             scan.narrowed = narrowing.filter(Narrowing::pays);
         }

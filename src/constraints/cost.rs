@@ -102,7 +102,11 @@ fn measure_scan(
         Some(p) => sampled(&sql, p, "parent", &clause)?,
         None => sql,
     };
-    let took = sample::execution_time(client, &format!("SELECT count(*) FROM ({sql}) AS s"), &params)?;
+    let took = sample::execution_time(
+        client,
+        &format!("SELECT count(*) FROM ({sql}) AS s"),
+        &params,
+    )?;
     let fraction = percent / 100.0;
     let pages = own.pages + parent.map_or(0.0, |p| p.pages);
     Ok(Measured {
@@ -120,7 +124,11 @@ fn sampled(sql: &str, table: &str, alias: &str, clause: &str) -> Result<String> 
     if sql.matches(&from).count() != 1 {
         bail!("cannot sample {table} in: {sql}");
     }
-    Ok(sql.replacen(&from, &format!("FROM {} AS {alias} {clause} ", qualified(table)), 1))
+    Ok(sql.replacen(
+        &from,
+        &format!("FROM {} AS {alias} {clause} ", qualified(table)),
+        1,
+    ))
 }
 
 /// What checking `constraints` costs: each scan sampled on the path the check would take, and

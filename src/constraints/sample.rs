@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use std::time::Duration;
 
 /// The share of a table's pages a sample reads: about 1 %, so all samples together stay well
-/// under the 5 % of the work they decide or estimate (docs/design.md §4).
+/// under the 5 % of the work they decide or estimate (docs/design.md §11).
 const SHARE: f64 = 0.01;
 
 /// Below this many pages a sample reads the whole table: there, 1 % would be a page or two,

@@ -16,7 +16,7 @@ const MAX_SESSIONS: i64 = 8;
 /// as many processes as the server lets one query use beside its own,
 /// `max_parallel_workers_per_gather` (within `max_parallel_workers`), at least one. That is the
 /// DBA's own statement of how much of the machine one statement may take; PostgreSQL cannot
-/// tell a client its cores (docs/design.md §4). The default, 2, is what the scans were tuned
+/// tell a client its cores (docs/design.md §11). The default, 2, is what the scans were tuned
 /// on: two sessions on two cores, each scan helped by parallel workers when the other is done.
 pub fn sessions_offered(client: &mut (impl Query + ?Sized)) -> Result<usize> {
     let offered: i64 = client

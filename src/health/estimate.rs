@@ -1,5 +1,5 @@
 //! How long the scans of `migrate`, `check-constraints` and `cleanup` should take, for a DBA
-//! planning a window (docs/design.md §4). A scan's cost is mostly evaluating its expression on
+//! planning a window (docs/design.md §11). A scan's cost is mostly evaluating its expression on
 //! every row (or hashing a foreign key's parent), not reading pages, so each scan's own
 //! statement is timed on a sample of about 1 % of its table's pages and scaled up
 //! (`constraints::cost`). The check's scans are shared among its sessions; each VALIDATE runs
