@@ -76,7 +76,11 @@ impl Measured {
     }
 }
 
-/// Times `scan` over a sample of its table (and a foreign key's parent, at the same share).
+/// Times `scan` over a sample of its table (and a foreign key's parent, at the same share):
+/// one run of contiguous pages from the middle of each, read in order as the whole scan reads
+/// them (a TID range scan). Pages picked at random (`TABLESAMPLE`) are read one by one, without
+/// the sequential scan's read-ahead: on the benchmark's data they cost two to three times as
+/// much per page, and the estimate with them.
 fn measure_scan(
     client: &mut (impl Query + ?Sized),
     constraints: &[&'static Constraint],
@@ -89,44 +93,51 @@ fn measure_scan(
         Some(p) => Some(Sample::of(client, p)?),
         None => None,
     };
-    let percent = parent.map_or(own.percent, |p| own.percent.max(p.percent));
+    let fraction = parent.map_or(own.fraction(), |p| own.fraction().max(p.fraction()));
     let since: DateTime<Utc> = Utc::now();
+    let own_range = own.middle_run(fraction);
+    let parent_range = parent.map(|p| p.middle_run(fraction));
     let mut params: Vec<&dyn Param> = Vec::new();
     if live {
         params.push(&since);
     }
-    params.push(&percent);
-    let clause = sample::clause(params.len());
-    let sql = sampled(sql, first.table, "t", &clause)?;
-    let sql = match first.parent() {
-        Some(p) => sampled(&sql, p, "parent", &clause)?,
-        None => sql,
+    params.push(&own_range.0);
+    params.push(&own_range.1);
+    let sql = within(sql, first.table, "t", params.len() - 1)?;
+    let sql = match (first.parent(), &parent_range) {
+        (Some(p), Some(range)) => {
+            params.push(&range.0);
+            params.push(&range.1);
+            within(&sql, p, "parent", params.len() - 1)?
+        }
+        _ => sql,
     };
-    let took = sample::execution_time(
-        client,
-        &format!("SELECT count(*) FROM ({sql}) AS s"),
-        &params,
-    )?;
-    let fraction = percent / 100.0;
+    // Twice, the faster counting: on a shared machine one run can lose its core for a while,
+    // and the first pays the sample's pages into memory, which the whole scan, reading in
+    // order with read-ahead, pays for less.
+    let sql = format!("SELECT count(*) FROM ({sql}) AS s");
+    let first_run = sample::execution_time(client, &sql, &params)?;
+    let second_run = sample::execution_time(client, &sql, &params)?;
     let pages = own.pages + parent.map_or(0.0, |p| p.pages);
     Ok(Measured {
-        full: took.div_f64(fraction),
-        took,
-        sampled_pages: pages * fraction,
+        full: first_run.min(second_run).div_f64(fraction),
+        took: first_run + second_run,
+        sampled_pages: 2.0 * pages * fraction,
         pages,
     })
 }
 
-/// `sql` with the table read as `alias` sampled: `FROM table AS alias` becomes
-/// `FROM table AS alias TABLESAMPLE …`.
-fn sampled(sql: &str, table: &str, alias: &str, clause: &str) -> Result<String> {
-    let from = format!("FROM {} AS {alias} ", qualified(table));
+/// `sql` with the table read as `alias` limited to the TID range in parameters `$first` and
+/// `$first + 1`: `FROM table AS alias WHERE …` becomes `FROM table AS alias WHERE (range) AND …`
+/// (the scans' conditions are parenthesised or chains of AND).
+fn within(sql: &str, table: &str, alias: &str, first: usize) -> Result<String> {
+    let from = format!("FROM {} AS {alias} WHERE ", qualified(table));
     if sql.matches(&from).count() != 1 {
         bail!("cannot sample {table} in: {sql}");
     }
     Ok(sql.replacen(
         &from,
-        &format!("FROM {} AS {alias} {clause} ", qualified(table)),
+        &format!("{from}{} AND ", sample::tid_range(alias, first)),
         1,
     ))
 }
@@ -166,13 +177,12 @@ pub fn check_cost(client: &mut Client, constraints: &[&'static Constraint]) -> R
     let round_trip = round_trip(client)?;
     let serial: f64 = costs.iter().map(|c| c.ms as f64).sum();
     let longest = costs.iter().map(|c| c.ms).max().unwrap_or(0) as f64;
-    // The sessions share the scans; the longest is itself shared with parallel workers, so it
-    // bounds the wall time only where the sessions cannot help it (one session).
-    let wall = if sessions <= 1 {
-        serial
-    } else {
-        (serial / sessions as f64).max(longest / sessions as f64)
-    };
+    // The sessions share the scans, but no scan is split between them: the longest runs on one
+    // session, and its parallel workers take cores from the other sessions' scans. On the
+    // benchmark's mature data (two cores, 1M evidence rows), the evidence scan took 0.67 s of
+    // its 0.9 s serial time beside the foreign keys' anti-joins, and the whole check no less
+    // than that scan's serial time measured on a warm sample.
+    let wall = (serial / sessions.max(1) as f64).max(longest);
     let total_ms = (wall + round_trip.as_secs_f64() * 1000.0 * (costs.len() as f64 + 1.0)).ceil();
     Ok(CheckCost {
         scans: costs,

@@ -7,8 +7,9 @@ use crate::db::Query;
 use anyhow::{Context, Result};
 use std::time::Duration;
 
-/// The share of a table's pages a sample reads: about 1 %, so all samples together stay well
-/// under the 5 % of the work they decide or estimate (docs/design.md §11).
+/// The share of a table's pages a sample reads: about 1 %, so all samples together (a timed
+/// one runs twice) stay well under the 5 % of the work they decide or estimate
+/// (docs/design.md §11).
 const SHARE: f64 = 0.01;
 
 /// Below this many pages a sample reads the whole table: there, 1 % would be a page or two,
@@ -44,10 +45,30 @@ impl Sample {
         self.percent / 100.0
     }
 
-    /// The pages the sample reads.
-    pub fn pages_read(&self) -> f64 {
-        self.pages * self.fraction()
+    /// The TIDs bounding `fraction` of the table's pages, a contiguous run from its middle,
+    /// as text for [`tid_range`]; the whole table when it is that small.
+    pub fn middle_run(&self, fraction: f64) -> (String, String) {
+        let pages = self.pages.max(0.0) as i64;
+        let run = ((self.pages * fraction).ceil() as i64).clamp(1, pages.max(1));
+        let start = (pages - run) / 2;
+        if run >= pages {
+            // Past the last page too: the table may have grown since its size was read.
+            return (
+                "(0,0)".to_string(),
+                format!("({},0)", i64::from(u32::MAX >> 1)),
+            );
+        }
+        (format!("({start},0)"), format!("({},0)", start + run))
     }
+}
+
+/// The condition that keeps `alias`'s rows within the TIDs in text parameters `$first` and
+/// `$first + 1`, read as a TID range scan (PostgreSQL 14 and later: earlier, a filter).
+pub fn tid_range(alias: &str, first: usize) -> String {
+    format!(
+        "{alias}.ctid >= ${first}::text::tid AND {alias}.ctid < ${}::text::tid",
+        first + 1
+    )
 }
 
 /// The `TABLESAMPLE` clause after a table in FROM, reading the percentage from parameter

@@ -7,6 +7,7 @@
 
 use crate::catalog::constraints::Constraint;
 use crate::constraints::cost::{self, CheckCost, ScanCost};
+use crate::db::Query;
 use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
@@ -83,7 +84,7 @@ pub fn estimate(
         Some(cost::check_cost(client, checked)?)
     };
     let page_bytes: f64 = client
-        .query_one("SELECT current_setting('block_size')::float8", &[])?
+        .row("SELECT current_setting('block_size')::float8", &[])?
         .get(0);
     let round_trip = cost::round_trip(client)?;
     let rt_ms = round_trip.as_secs_f64() * 1000.0;
