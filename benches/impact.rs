@@ -20,6 +20,8 @@
 mod child;
 #[path = "impact/dataset.rs"]
 mod dataset;
+#[path = "impact/foretold.rs"]
+mod foretold;
 #[path = "impact/machine.rs"]
 mod machine;
 #[path = "impact/options.rs"]
@@ -32,13 +34,15 @@ mod results;
 mod scenarios;
 #[path = "impact/server.rs"]
 mod server;
+#[path = "impact/timeline.rs"]
+mod timeline;
 #[path = "impact/workload.rs"]
 mod workload;
 
 use anyhow::Result;
 use options::Options;
-use results::{Memory, Migrations, Results, Settings};
-use scenarios::{MigrationSeries, Migrator};
+use results::{DataSet, Headroom, Memory, Migrations, Results, Settings};
+use scenarios::{MigrationRun, MigrationSeries, Migrator, RunSetup};
 use server::Server;
 use std::time::{Duration, Instant};
 
@@ -107,16 +111,72 @@ impl Databases<'_> {
 
 fn measure(server: &Server, options: &Options, started: Instant) -> Result<Results> {
     let machine = machine::Machine::describe(&server.version);
-    let scale = dataset::Scale::of(options.scale, options.distribution);
+    let mut data_sets = Vec::new();
+    for (distribution, described) in distributions(options) {
+        data_sets.push(measure_data_set(
+            server,
+            options,
+            &distribution,
+            &described,
+            started,
+        )?);
+    }
+    let picture = draw_picture(&data_sets, options)?;
+    Ok(Results {
+        machine,
+        settings: Settings {
+            scale: options.scale,
+            repetitions: options.repetitions,
+            connections: options.connections,
+            rate_per_connection: options.rate,
+            headroom_rate_per_connection: options.headroom_rate,
+            gin_fastupdate: !options.gin_fastupdate_off,
+            long_running_reader: options.reader,
+            migrate_flags: options.migrate_flags.clone(),
+            server: if server.throwaway {
+                "throwaway cluster (sandbox: fsync, synchronous_commit and full_page_writes off; other settings default)"
+            } else {
+                "the server given by --database-url"
+            },
+        },
+        data_sets,
+        picture,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The data sets this run measures, each with what it is in words: the one --distribution
+/// names, else both.
+fn distributions(options: &Options) -> Vec<(dataset::Distribution, String)> {
+    let chosen = match options.distribution {
+        Some(one) => vec![one],
+        None => dataset::Distribution::ALL.to_vec(),
+    };
+    chosen
+        .into_iter()
+        .map(|d| (d, d.described().to_string()))
+        .collect()
+}
+
+/// Everything on one data set: build, check, cleanup, the migrations under the saturating
+/// workload (stalls, failures) and with headroom (duration, estimates).
+fn measure_data_set(
+    server: &Server,
+    options: &Options,
+    distribution: &dataset::Distribution,
+    described: &str,
+    started: Instant,
+) -> Result<DataSet> {
+    let scale = dataset::Scale::of(options.scale, *distribution);
     let dbs = Databases {
         server,
         keep: options.keep,
     };
-    let dirty = dbs.name("dirty");
+    let dirty = dbs.name(&format!("{distribution}_dirty"));
 
     phase(
         started,
-        &format!("building the version-7 dataset: {scale:?}"),
+        &format!("data set {distribution}: building the version-7 dataset: {scale:?}"),
     );
     let built = dataset::build(server, &dirty, &scale)?;
     phase(
@@ -133,12 +193,13 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
     phase(
         started,
         &format!(
-            "check {:.0} ms, count(*) {:.0} ms (ratio {:.2}), count(*) as seq scans {:.0} ms (ratio {:.2})",
+            "check {:.0} ms, hand-written SQL {:.0} ms (ratio {:.2}), longest table's seq scan {:.0} ms (ratio {:.2}), estimate {}",
             check.median_ms,
-            check.baseline_median_ms,
-            check.ratio,
-            check.seq_scan_baseline_median_ms,
-            check.ratio_to_seq_scan
+            check.handwritten_median_ms,
+            check.ratio_to_handwritten,
+            check.longest_table_scan_median_ms,
+            check.ratio_to_longest_table,
+            check.foretold.estimate_ms.map_or_else(|| "none".into(), |e| format!("{e:.0} ms"))
         ),
     );
 
@@ -156,34 +217,61 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
         ),
     );
 
-    let migrate = measure_migrations(&dbs, &clean, options, started)?;
+    let migrations = measure_migrations(&dbs, &clean, options, started)?;
     dbs.discard(&clean)?;
+    let (migrate, headroom) = migrations;
 
     let memory = Memory::new(&check, &cleanup, &migrate.ruleiq_db);
-    Ok(Results {
-        machine,
-        settings: Settings {
-            scale: options.scale,
-            repetitions: options.repetitions,
-            connections: options.connections,
-            rate_per_connection: options.rate,
-            gin_fastupdate: !options.gin_fastupdate_off,
-            long_running_reader: options.reader,
-            migrate_flags: options.migrate_flags.clone(),
-            server: if server.throwaway {
-                "throwaway cluster (sandbox: fsync, synchronous_commit and full_page_writes off; other settings default)"
-            } else {
-                "the server given by --database-url"
-            },
-        },
+    Ok(DataSet {
+        distribution: distribution.to_string(),
+        described: described.to_string(),
         rows: scale,
         dataset: built,
         check,
         cleanup,
         migrate,
+        headroom,
         memory,
-        total_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The picture of what the application felt: the first data set's first saturating run of
+/// each migrator, on one time axis. Written beside the JSON, and into docs/ with --write-docs.
+fn draw_picture(data_sets: &[DataSet], options: &Options) -> Result<Option<String>> {
+    let Some(first) = data_sets.first() else {
+        return Ok(None);
+    };
+    let m = &first.migrate;
+    let series: Vec<timeline::Series> = [
+        ("ruleiq-db migrate", &m.ruleiq_db),
+        ("naive migration", &m.naive),
+        ("no migration (control)", &m.control),
+    ]
+    .into_iter()
+    .filter_map(|(label, series)| {
+        Some(timeline::Series {
+            label: label.into(),
+            timeline: &series.runs.first()?.timeline,
+        })
+    })
+    .collect();
+    let title = format!(
+        "What the application felt during migrate 7→8 (data set {}, {} connections{})",
+        first.distribution,
+        options.connections,
+        if options.rate == 0 {
+            ", as fast as each can go".to_string()
+        } else {
+            format!(", {}/s each", options.rate)
+        }
+    );
+    let name = "impact-latency.svg";
+    timeline::draw(&options.json.with_file_name(name), &title, &series)?;
+    if options.write_docs {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        timeline::draw(&docs.join(name), &title, &series)?;
+    }
+    Ok(Some(name.to_string()))
 }
 
 /// Cleanup and the bare UPDATEs, each repetition on its own pair of copies of the dirty data
@@ -226,14 +314,16 @@ fn measure_cleanup(
     Ok((cleanup, clean.clone()))
 }
 
-/// ruleiq-db's migration, the workload alone for as long, and the naive migration, in turn,
-/// each on a fresh copy of the clean data.
+/// Under the saturating workload: ruleiq-db's migration, the workload alone for as long, and
+/// the naive migration, in turn. With headroom: ruleiq-db (its dry run's estimate first) and
+/// the naive migration in turn, then one ruleiq-db run after a cold start. Each on a fresh
+/// copy of the clean data.
 fn measure_migrations(
     dbs: &Databases,
     clean: &str,
     options: &Options,
     started: Instant,
-) -> Result<Migrations> {
+) -> Result<(Migrations, Headroom)> {
     // The migrations need clean data (the preflight refuses dirty rows, and a validating ADD
     // CONSTRAINT fails on them): the bare-UPDATE copy is exactly that.
     let mut client = dbs.server.connect(clean)?;
@@ -243,53 +333,111 @@ fn measure_migrations(
     }
     let sample = workload::Sample::take(&mut client)?;
     drop(client);
+    let run = |migrator: Migrator,
+               rate: u32,
+               estimate: Option<&str>,
+               control: Duration,
+               what: &str|
+     -> Result<MigrationRun> {
+        let db = dbs.name(&format!("{migrator:?}_{what}").to_lowercase());
+        dbs.server.copy(clean, &db)?;
+        if estimate.is_some_and(|e| e != "warm") {
+            dbs.server.cold_start()?;
+        }
+        phase(started, &format!("{migrator:?} {what}"));
+        let setup = RunSetup {
+            migrator,
+            rate,
+            control,
+            estimate,
+        };
+        let run = scenarios::migration(dbs.server, &db, &sample, options, &setup)?;
+        dbs.discard(&db)?;
+        phase(
+            started,
+            &format!(
+                "{migrator:?}: {:.0} ms, longest stall {:.0} ms, longest lock wait {:.0} ms, p99 {:.1} ms, failed {}{}{}",
+                run.migration_ms,
+                run.during.longest_stall_ms,
+                run.during.longest_lock_wait_ms,
+                run.during.p99_ms,
+                run.failed_whole_run,
+                run.error
+                    .as_ref()
+                    .map_or_else(String::new, |e| format!(", FAILED: {e}")),
+                run.foretold
+                    .last()
+                    .and_then(|f| f.estimate_ms)
+                    .map_or_else(String::new, |e| format!(", estimated {e:.0} ms"))
+            ),
+        );
+        Ok(run)
+    };
     let mut ours = Vec::new();
     let mut plain = Vec::new();
     let mut control = Vec::new();
+    let n = options.repetitions;
     // Alternate, so that a busy spell on the machine does not fall on one side only.
-    for repetition in 1..=options.repetitions {
-        for migrator in [Migrator::RuleiqDb, Migrator::Control, Migrator::Naive] {
-            let db = dbs.name(&format!("{migrator:?}_{repetition}").to_lowercase());
-            dbs.server.copy(clean, &db)?;
-            phase(
-                started,
-                &format!(
-                    "{migrator:?} {repetition}/{} under the workload",
-                    options.repetitions
-                ),
-            );
-            let as_long_as_ours = ours
-                .last()
-                .map_or(Duration::ZERO, |r: &scenarios::MigrationRun| {
-                    Duration::from_secs_f64(r.migration_ms / 1000.0)
-                });
-            let run =
-                scenarios::migration(dbs.server, &db, &sample, options, migrator, as_long_as_ours)?;
-            dbs.discard(&db)?;
-            phase(
-                started,
-                &format!(
-                    "{migrator:?}: {:.0} ms, longest stall {:.0} ms, longest lock wait {:.0} ms, p99 {:.1} ms, failed {}{}",
-                    run.migration_ms,
-                    run.during.longest_stall_ms,
-                    run.during.longest_lock_wait_ms,
-                    run.during.p99_ms,
-                    run.failed_whole_run,
-                    run.error
-                        .as_ref()
-                        .map_or_else(String::new, |e| format!(", FAILED: {e}"))
-                ),
-            );
-            match migrator {
-                Migrator::RuleiqDb => ours.push(run),
-                Migrator::Control => control.push(run),
-                Migrator::Naive => plain.push(run),
-            }
-        }
+    for repetition in 1..=n {
+        let what = format!("{repetition}/{n} under the saturating workload");
+        let r = run(
+            Migrator::RuleiqDb,
+            options.rate,
+            None,
+            Duration::ZERO,
+            &what,
+        )?;
+        let as_long_as_ours = Duration::from_secs_f64(r.migration_ms / 1000.0);
+        ours.push(r);
+        control.push(run(
+            Migrator::Control,
+            options.rate,
+            None,
+            as_long_as_ours,
+            &what,
+        )?);
+        plain.push(run(
+            Migrator::Naive,
+            options.rate,
+            None,
+            Duration::ZERO,
+            &what,
+        )?);
     }
-    Ok(Migrations::new(
+    let saturated = Migrations::new(
         MigrationSeries::of(Migrator::RuleiqDb, ours),
         MigrationSeries::of(Migrator::Naive, plain),
         MigrationSeries::of(Migrator::Control, control),
-    ))
+    );
+    let mut ours = Vec::new();
+    let mut plain = Vec::new();
+    let rate = options.headroom_rate;
+    for repetition in 1..=n {
+        let what = format!("{repetition}/{n} with headroom ({rate}/s per connection)");
+        ours.push(run(
+            Migrator::RuleiqDb,
+            rate,
+            Some("warm"),
+            Duration::ZERO,
+            &what,
+        )?);
+        plain.push(run(Migrator::Naive, rate, None, Duration::ZERO, &what)?);
+    }
+    let cold = match dbs.server.cold_conditions() {
+        Some(conditions) => Some(run(
+            Migrator::RuleiqDb,
+            rate,
+            Some(conditions),
+            Duration::ZERO,
+            &format!("with headroom ({rate}/s per connection), {conditions}"),
+        )?),
+        None => None,
+    };
+    let headroom = Headroom::new(
+        rate,
+        MigrationSeries::of(Migrator::RuleiqDb, ours),
+        MigrationSeries::of(Migrator::Naive, plain),
+        cold,
+    );
+    Ok((saturated, headroom))
 }

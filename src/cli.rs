@@ -46,6 +46,30 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// The envelope every changing command keeps (lock waits and timeouts, retries, blockers,
+    /// standbys).
+    #[command(flatten)]
+    pub safety: SafetyArgs,
+
+    /// No log lines on stderr (errors still print).
+    #[arg(long, short, global = true, display_order = 9)]
+    pub quiet: bool,
+
+    /// No progress bars (they only show on a terminal anyway).
+    #[arg(long, global = true, display_order = 10)]
+    pub no_progress: bool,
+
+    /// Confirm changing commands (cleanup, rollback, compat --drop) without a prompt.
+    #[arg(long, short = 'y', global = true, display_order = 11)]
+    pub yes: bool,
+}
+
+/// The flags of a changing command's envelope (docs/design.md §9), resolved into the
+/// [`Safety`](crate::db::Safety) its session keeps. In `--help` they keep their place among the
+/// global flags: the replica ones come after `--yes` (hence the `display_order`s here and on
+/// `--quiet`, `--no-progress` and `--yes`).
+#[derive(Debug, Args, Clone)]
+pub struct SafetyArgs {
     /// How long one statement may wait for a lock before it is rolled back and retried (e.g.
     /// 40ms, 2s). While a DDL statement waits for ACCESS EXCLUSIVE (008's LOCK TABLE, a down
     /// migration), every application query on the table queues behind it, so this is the
@@ -87,28 +111,31 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub ignore_blockers: bool,
 
-    /// No log lines on stderr (errors still print).
-    #[arg(long, short, global = true)]
-    pub quiet: bool,
-
-    /// No progress bars (they only show on a terminal anyway).
-    #[arg(long, global = true)]
-    pub no_progress: bool,
-
-    /// Confirm changing commands (cleanup, rollback, compat --drop) without a prompt.
-    #[arg(long, short = 'y', global = true)]
-    pub yes: bool,
-
     /// Long data work (cleanup and undo batches, rollback steps) pauses between batches while a
     /// standby is further behind than this: a time (10s, 500ms; 0s = any WAL not replayed yet)
     /// or an amount of WAL (64MB, 512kB).
-    #[arg(long, default_value = "10s", value_parser = crate::db::replication::parse_max_lag, global = true)]
+    #[arg(long, default_value = "10s", value_parser = crate::db::replication::parse_max_lag, global = true, display_order = 12)]
     pub max_replica_lag: crate::db::replication::MaxLag,
 
     /// How long to wait for lagging standbys (between batches, and after 008 and each VALIDATE)
     /// before stopping with exit 4; what was done before stays whole and committed.
-    #[arg(long, default_value = "10m", value_parser = parse_duration, global = true)]
+    #[arg(long, default_value = "10m", value_parser = parse_duration, global = true, display_order = 13)]
     pub max_replica_wait: Duration,
+}
+
+impl SafetyArgs {
+    pub fn safety(&self) -> crate::db::Safety {
+        crate::db::Safety {
+            lock_wait: self.lock_wait,
+            lock_timeout: self.lock_timeout,
+            patient_lock_timeout: self.validate_lock_timeout,
+            retry: crate::db::RetryPolicy::new(self.lock_retries),
+            blocker_age: self.blocker_age,
+            ignore_blockers: self.ignore_blockers,
+            max_replica_lag: self.max_replica_lag,
+            max_replica_wait: self.max_replica_wait,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

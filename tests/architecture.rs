@@ -207,6 +207,53 @@ fn the_safety_mechanics_are_called_only_from_src_db() {
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
+/// The rest of a changing command's envelope is the Session's too: waiting for the sessions
+/// that would block its table locks (`Session::locking`) and pacing long work for the
+/// standbys (`Session::pace`, the session's own throttle). Called anywhere else, a command or
+/// an engine could take its table locks without the look, or run ahead of the standbys.
+#[test]
+fn the_envelope_rituals_are_called_only_from_src_db() {
+    let wrong = calls_in(
+        |s| s.module != "db",
+        &[
+            "wait_until_clear(",
+            "wait_for_blockers(",
+            "between_batches(",
+            "ReplicaThrottle",
+            "replica_throttle(",
+        ],
+    );
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// Commands and engines name none of the rituals, not even in a comment: they hand the
+/// envelope to the Session (docs/design.md §9) and never thread its parts through signatures.
+#[test]
+fn commands_and_engines_never_name_the_rituals() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut wrong = Vec::new();
+    for folder in ["commands", "cleanup", "migrate", "archive", "constraints"] {
+        let mut files = Vec::new();
+        walk(&root.join(folder), &mut files);
+        for path in files {
+            let text = fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let named = [
+                    "wait_for_blockers",
+                    "replica_throttle",
+                    "lift_statement_timeout",
+                ]
+                .iter()
+                .any(|ritual| line.contains(ritual));
+                if named {
+                    wrong.push(format!("{}:{}: {line}", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 /// Every statement goes through `db::Query` (src/db/query.rs): an unnamed statement with its
 /// parameter types, never a named prepared statement, which a transaction-mode pooler breaks
 /// ("prepared statement "s1" does not exist") and which could stay on a backend the

@@ -58,7 +58,7 @@ fn clean_at_7(db: TestDb) -> TestDb {
 /// Waits until session `pid` has sat idle in its transaction for longer than the moment
 /// ruleiq-db allows ordinary transactions.
 fn wait_until_idle_for_a_moment(db: &TestDb, pid: i32) {
-    let moment = ruleiq_db::health::blockers::MOMENT.as_secs_f64();
+    let moment = ruleiq_db::db::blockers::MOMENT.as_secs_f64();
     common::wait_until(
         &mut db.client(),
         &format!(

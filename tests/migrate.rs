@@ -341,6 +341,10 @@ fn a_second_migrate_waits_for_a_session_and_is_refused_until_it_ends() {
         lock_timeout: Duration::from_secs(2),
         retry: RetryPolicy::new(3),
         patient_lock_timeout: Duration::from_secs(2),
+        blocker_age: Duration::from_secs(60),
+        ignore_blockers: false,
+        max_replica_lag: ruleiq_db::db::replication::MaxLag::Time(Duration::from_secs(10)),
+        max_replica_wait: Duration::from_secs(600),
     };
     let log = ruleiq_db::progress::Log::new(true, true);
     let session = Session::begin(db.target(), db.client(), safety, log).unwrap();

@@ -13,16 +13,19 @@ version-7 database, side by side with the plain-SQL equivalents.
 OPTIONS
   --scale F           rows relative to 200k business_profiles, 500k assessment_sessions,
                       2M evidence_items, 200k generated_policies (default 1.0)
-  --distribution D    how the generated statuses spread: default (a tenth of the evidence
-                      approved) or mature (two fifths approved, statuses spread so that no
-                      index narrows the check much); default: default
+  --distribution D    measure one data set only: default (a tenth of the evidence approved)
+                      or mature (two fifths approved, statuses spread so that no index
+                      narrows the check much); without it, both
   --quick             one timed repetition instead of three
   --repetitions N     timed repetitions of each measurement (default 3)
   --database-url URL  a postgres:// URL of a role that may create databases (default:
                       RULEIQ_TEST_DATABASE_URL, else a throwaway cluster)
   --connections N     workload connections (default 4)
-  --rate N            workload statements per second per connection; 0 = as fast as each
-                      connection can go (default 0)
+  --rate N            workload statements per second per connection during the stall and
+                      failed-statement runs; 0 = as fast as each connection can go (default 0)
+  --headroom-rate N   the same during the duration runs, where the server keeps headroom
+                      (default 2000): migrate's duration is judged against the naive
+                      migration's there
   --binary FILE       measure this ruleiq-db build instead of the one cargo just built
   --json FILE         where the JSON results go (default target/bench/impact.json)
   --gin-fastupdate-off
@@ -34,17 +37,20 @@ OPTIONS
                       REPEATABLE READ report on evidence_items, idle in transaction 500 ms
                       of every 750 ms)
   --write-docs        also rewrite the results block of docs/performance.md's latest results
+                      and the latency picture docs/impact-latency.svg
   --keep              keep the benchmark's databases (only with --database-url)
 ";
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub scale: f64,
-    pub distribution: Distribution,
+    /// The one data set to measure; None: both.
+    pub distribution: Option<Distribution>,
     pub repetitions: usize,
     pub database_url: Option<String>,
     pub connections: usize,
     pub rate: u32,
+    pub headroom_rate: u32,
     pub json: PathBuf,
     pub binary: Option<PathBuf>,
     pub write_docs: bool,
@@ -61,13 +67,14 @@ impl Options {
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let mut options = Options {
             scale: 1.0,
-            distribution: Distribution::Default,
+            distribution: None,
             repetitions: 3,
             database_url: std::env::var("RULEIQ_TEST_DATABASE_URL")
                 .ok()
                 .filter(|u| !u.is_empty()),
             connections: 4,
             rate: 0,
+            headroom_rate: 2000,
             json: manifest.join("target/bench/impact.json"),
             binary: None,
             write_docs: false,
@@ -87,7 +94,7 @@ impl Options {
                 "--bench" => {}
                 "--scale" => options.scale = number(&value("--scale")?, "--scale")?,
                 "--distribution" => {
-                    options.distribution = Distribution::parse(&value("--distribution")?)?
+                    options.distribution = Some(Distribution::parse(&value("--distribution")?)?)
                 }
                 "--quick" => options.repetitions = 1,
                 "--repetitions" => {
@@ -98,6 +105,9 @@ impl Options {
                     options.connections = number(&value("--connections")?, "--connections")?
                 }
                 "--rate" => options.rate = number(&value("--rate")?, "--rate")?,
+                "--headroom-rate" => {
+                    options.headroom_rate = number(&value("--headroom-rate")?, "--headroom-rate")?
+                }
                 "--binary" => options.binary = Some(PathBuf::from(value("--binary")?)),
                 "--json" => options.json = PathBuf::from(value("--json")?),
                 "--write-docs" => options.write_docs = true,
@@ -114,6 +124,9 @@ impl Options {
         }
         if !(options.scale > 0.0 && options.scale <= 100.0) {
             bail!("--scale must be above 0 and at most 100");
+        }
+        if options.headroom_rate == 0 {
+            bail!("--headroom-rate must be at least 1: the duration runs need a paced workload");
         }
         if options.connections == 0 || options.repetitions == 0 {
             bail!("--connections and --repetitions must be at least 1");

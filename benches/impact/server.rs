@@ -58,16 +58,13 @@ impl Server {
         Target::resolve(Some(&self.url(db)), &ProcessEnv)
     }
 
-    /// A connection through the library's own connect (TLS as the URL asks).
-    /// A session of the benchmark's own, on the application's schema: db::connect gives
-    /// ruleiq-db's sessions a search_path of pg_catalog alone, and the generator, the workload
-    /// and the baselines name the tables as the application does, unqualified.
+    /// A connection through the library's own connect (TLS as the URL asks), with the
+    /// application's search_path: the benchmark plays the application and the DBA at psql,
+    /// who name ruleIQ's tables without their schema. (ruleiq-db itself, run as a child,
+    /// keeps its own `pg_catalog, pg_temp`.)
     pub fn connect(&self, db: &str) -> Result<Client> {
         let mut client = ruleiq_db::db::connect(&self.target(db)?)?;
-        client.batch_execute(&format!(
-            "SET search_path = {}",
-            quote_ident(ruleiq_db::catalog::sql::APP_SCHEMA)
-        ))?;
+        client.batch_execute("SET search_path = public")?;
         Ok(client)
     }
 
@@ -136,6 +133,33 @@ impl Server {
         }
     }
 
+    /// How a cold start looks on this server, in words; None on a server given by URL, which
+    /// the benchmark does not restart.
+    pub fn cold_conditions(&self) -> Option<&'static str> {
+        self.cluster.as_ref()?;
+        Some(if may_drop_page_cache() {
+            "cold: server restarted, OS page cache dropped"
+        } else {
+            "cold: server restarted (the OS page cache stayed: dropping it needs root)"
+        })
+    }
+
+    /// A cold start (see [`Server::cold_conditions`]): the throwaway server restarted, its
+    /// buffers empty, and the operating system's page cache dropped where this process may.
+    pub fn cold_start(&self) -> Result<()> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        cluster
+            .restart()
+            .context("restarting the throwaway server")?;
+        if may_drop_page_cache() {
+            let _ = std::process::Command::new("sync").status();
+            std::fs::write(DROP_CACHES, "3").context("dropping the OS page cache")?;
+        }
+        Ok(())
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut cluster) = self.cluster.take() {
             cluster.stop();
@@ -163,4 +187,13 @@ fn template_of(url: &str) -> Result<String> {
         format!("?{query}")
     };
     Ok(format!("{prefix}/{{db}}{query}"))
+}
+
+const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
+
+fn may_drop_page_cache() -> bool {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(DROP_CACHES)
+        .is_ok()
 }

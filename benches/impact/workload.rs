@@ -196,11 +196,11 @@ impl Workload {
         let mut clients = Vec::new();
         let target = workload_target(server, db)?;
         for _ in 0..connections {
-            clients.push(ruleiq_db::db::connect(&target).context("workload connection")?);
+            clients.push(application_connection(&target).context("workload connection")?);
         }
         let mut observer = server.connect(db).context("lock monitor connection")?;
         let reader = if with_reader {
-            Some(ruleiq_db::db::connect(&target).context("reader connection")?)
+            Some(application_connection(&target).context("reader connection")?)
         } else {
             None
         };
@@ -361,7 +361,7 @@ impl Worker {
             let error = result.err().map(|e| format!("{e:#}"));
             if error.is_some() && self.client.is_closed() {
                 // The application's pool would reconnect; so do we, and count the failure.
-                if let Ok(client) = ruleiq_db::db::connect(&self.target) {
+                if let Ok(client) = application_connection(&self.target) {
                     self.client = client;
                     prepared = Prepared::on(&mut self.client)?;
                 }
@@ -628,4 +628,12 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A connection as the application makes it: its tables named without their schema, found on
+/// its search_path (the library's connect gives ruleiq-db's own `pg_catalog, pg_temp`).
+fn application_connection(target: &ruleiq_db::db::config::Target) -> Result<Client> {
+    let mut client = ruleiq_db::db::connect(target)?;
+    client.batch_execute("SET search_path = public")?;
+    Ok(client)
 }

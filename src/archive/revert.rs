@@ -10,9 +10,8 @@ use crate::catalog::migrations::REPAIR_VERSION;
 use crate::catalog::repair::{PlannedStatement, RENAME_CONFLICT_SQLSTATE};
 use crate::catalog::sql::qualified;
 use crate::catalog::{down, HISTORY_TABLE};
-use crate::db::replication::ReplicaThrottle;
+use crate::db::blockers::{Scope, Takes};
 use crate::db::{self, Query, Session};
-use crate::health::blockers::{Scope, Takes};
 use crate::history::{self, Applied};
 use crate::journal::Journal;
 use crate::refusal::Refusal;
@@ -195,7 +194,6 @@ pub fn revert(
     applied: &[Applied],
     steps: &[Step],
     stamp: &Stamp,
-    throttle: &mut ReplicaThrottle,
     journal: &Journal,
 ) -> Result<Reverted> {
     let log = session.log().clone();
@@ -207,8 +205,8 @@ pub fn revert(
     for step in steps {
         // A step copies whole columns into the archive in one transaction: it cannot pause
         // inside, so it waits before, while the standbys are behind.
-        throttle
-            .between_batches(session.client(), &log)
+        session
+            .pace()
             .map_err(|e| stopped_at(e, step, done.to_version, done.runs.len()))?;
         bar.set_message(step.label());
         log.line(&format!("reverting {}", step.label()));

@@ -6,7 +6,6 @@
 //! next run picks up the rows still violating. The batch size adapts so that a batch, and the
 //! row locks it holds, lasts about half a second.
 
-use crate::db::replication::ReplicaThrottle;
 use crate::db::{self, Param, Query, Session};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
@@ -75,12 +74,11 @@ pub struct PhaseTotals {
 /// Off a terminal there is no bar: a line this often says how far a long phase is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
-/// What every batch of a run shares: the run its audit records belong to, the batch size
-/// (adapted as batches go) and the pause while a standby lags too far behind.
+/// What every batch of a run shares: the run its audit records belong to and the batch size
+/// (adapted as batches go). The pause while a standby lags too far behind is the session's.
 pub struct Pacing<'a> {
     pub run_id: Uuid,
     pub batching: &'a mut Batching,
-    pub throttle: &'a mut ReplicaThrottle,
 }
 
 /// One phase of a table's repair: a batch statement from statements.rs (parameters run id,
@@ -94,7 +92,7 @@ pub struct Phase<'a> {
 }
 
 /// Runs `phase` until no violating row is left after the last key. Before each batch, the
-/// throttle waits while a standby lags too far behind.
+/// session waits while a standby lags too far behind ([`Session::pace`]).
 pub fn run_phase(
     session: &mut Session,
     phase: &Phase<'_>,
@@ -116,7 +114,7 @@ pub fn run_phase(
     let mut last: Option<String> = None;
     let mut last_said = Instant::now();
     loop {
-        pacing.throttle.between_batches(session.client(), &log)?;
+        session.pace()?;
         let started = Instant::now();
         let size = pacing.batching.size;
         let row = session

@@ -9,7 +9,7 @@ use super::plan::TablePlan;
 use super::policy::Action;
 use super::preview::{Example, TablePreview};
 use super::undo::Conflict;
-use crate::health::blockers::{self, Blocker};
+use crate::db::blockers::{self, Blocker};
 use crate::health::estimate::Estimate;
 use crate::report::{self, Details};
 use crate::units::rows;

@@ -16,10 +16,9 @@ use super::proof;
 use super::report::{CleanupReport, RuleReport};
 use crate::catalog::constraints::CATALOG;
 use crate::constraints::check;
+use crate::db::blockers::{Scope, Takes};
 use crate::db::config::Target;
-use crate::db::replication::ReplicaThrottle;
 use crate::db::{self, Query, Session};
-use crate::health::blockers::{Scope, Takes};
 use crate::progress::Log;
 use crate::units::rows;
 use anyhow::Result;
@@ -186,7 +185,6 @@ pub struct Apply<'a> {
     pub looked: &'a Looked,
     pub run_id: Uuid,
     pub batching: Batching,
-    pub throttle: ReplicaThrottle,
 }
 
 /// A run that stopped on an error after it started: the error, and what it had changed.
@@ -237,7 +235,6 @@ fn run_batches(
     let mut pacing = Pacing {
         run_id: run.run_id,
         batching: &mut run.batching,
-        throttle: &mut run.throttle,
     };
     for (plan, preview) in run.looked.plans.iter().zip(&run.looked.previews) {
         let mut did: Vec<(&'static str, Action, u64, u64)> = Vec::new();

@@ -16,7 +16,6 @@ use crate::catalog::sql::{qualified, quote_ident, quote_literal};
 use crate::catalog::{PRIMARY_KEY, TABLES};
 use crate::constraints::check::{constraint_presence, ConstraintState, DatabaseSpelling};
 use crate::db::introspect::column_types;
-use crate::db::replication::ReplicaThrottle;
 use crate::db::{self, Query, Session};
 use crate::progress::Log;
 use anyhow::{bail, Context, Result};
@@ -47,13 +46,9 @@ pub struct UndoOutcome {
     pub total_conflicts: u64,
 }
 
-/// Restores what run `run_id` changed, in batches paced by `batching` and `throttle`.
-pub fn undo(
-    session: &mut Session,
-    run_id: Uuid,
-    mut batching: Batching,
-    throttle: &mut ReplicaThrottle,
-) -> Result<UndoOutcome> {
+/// Restores what run `run_id` changed, in batches sized by `batching` and paced by the session
+/// for the standbys.
+pub fn undo(session: &mut Session, run_id: Uuid, mut batching: Batching) -> Result<UndoOutcome> {
     let log = session.log().clone();
     let client = session.client();
     // The run has just written its records; with the statistics still saying the audit table
@@ -73,7 +68,6 @@ pub fn undo(
     let mut pacing = Pacing {
         run_id,
         batching: &mut batching,
-        throttle,
     };
     for group in groups {
         let table: String = group.get(0);
@@ -127,7 +121,7 @@ fn run_batches(
     let mut before: Option<i64> = None;
     let (mut batches, mut longest) = (0, std::time::Duration::ZERO);
     loop {
-        pacing.throttle.between_batches(session.client(), &log)?;
+        session.pace()?;
         let started = std::time::Instant::now();
         let size = pacing.batching.size;
         let row = session

@@ -6,7 +6,6 @@ use super::audit::{self, Run};
 use super::batches::Batching;
 use super::report::RuleReport;
 use super::undo::{self, UndoOutcome};
-use crate::db::replication::ReplicaThrottle;
 use crate::db::Session;
 use anyhow::{bail, Result};
 use postgres::Client;
@@ -50,13 +49,8 @@ pub fn find(client: &mut Client, run_id: Uuid) -> Result<Found> {
 }
 
 /// Restores what run `run_id` changed; marks the run undone when no row was left in conflict.
-pub fn restore(
-    session: &mut Session,
-    run_id: Uuid,
-    batching: Batching,
-    throttle: &mut ReplicaThrottle,
-) -> Result<UndoOutcome> {
-    let outcome = undo::undo(session, run_id, batching, throttle).map_err(|e| {
+pub fn restore(session: &mut Session, run_id: Uuid, batching: Batching) -> Result<UndoOutcome> {
+    let outcome = undo::undo(session, run_id, batching).map_err(|e| {
         e.context(format!(
             "undo of run {run_id} stopped; the batches it finished are restored and marked, so `ruleiq-db cleanup --undo {run_id}` again finishes the job"
         ))

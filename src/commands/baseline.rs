@@ -2,11 +2,11 @@
 //! are the adopt engine's (`crate::shape::adopt`); this parses the options, calls it under the
 //! migration lock and builds the report.
 
-use super::{Context, Outcome};
+use super::{Outcome, Settings};
 use crate::catalog::migrations;
 use crate::cli::BaselineArgs;
+use crate::db::blockers::{Scope, Takes};
 use crate::exit::Code;
-use crate::health::blockers::{Scope, Takes};
 use crate::history;
 use crate::refusal::Refusal;
 use crate::report::{self, Details, Report};
@@ -41,7 +41,7 @@ pub struct BaselineReport {
     pub reason: Option<&'static str>,
 }
 
-pub fn run(ctx: &Context, args: &BaselineArgs) -> Result<Outcome> {
+pub fn run(settings: &Settings, args: &BaselineArgs) -> Result<Outcome> {
     let latest = migrations::latest_version();
     if let Some(v) = args.version {
         if migrations::get(v).is_none() {
@@ -50,10 +50,10 @@ pub fn run(ctx: &Context, args: &BaselineArgs) -> Result<Outcome> {
             )).fail();
         }
     }
-    let (target, client) = ctx.connect()?;
-    let mut session = ctx.begin_session(target, client)?;
+    let (target, client) = settings.connect()?;
+    let mut session = settings.begin_session(target, client)?;
     let applied = history::read(session.client())?;
-    ctx.journal.version(history::current_version(&applied));
+    settings.journal.version(history::current_version(&applied));
     adopt::refuse_existing_history(&applied)?;
 
     let request = Request {
@@ -76,22 +76,23 @@ pub fn run(ctx: &Context, args: &BaselineArgs) -> Result<Outcome> {
     };
     let (version, why) = match decision.judgement {
         Judgement::NothingToAdopt(summary) => {
-            ctx.log.line(&summary);
+            settings.log.line(&summary);
             details.summary = summary;
             return Ok(outcome(details, true, Code::Ok, 0));
         }
-        Judgement::Refused(message) => return Ok(refused(ctx, details, Refusal::Drift(message))),
+        Judgement::Refused(message) => {
+            return Ok(refused(settings, details, Refusal::Drift(message)))
+        }
         Judgement::Adopt { version, why } => (version, why),
     };
     // Baseline locks no ruleIQ table (it only writes the history), so only old, idle and
     // prepared transactions can hold it up.
-    ctx.wait_for_blockers(
-        session.client(),
-        &Scope::new("baseline", Vec::new(), Takes::AccessExclusive),
-    )?;
-    details.recorded = adopt::record(&mut session, version, &details.differences)?;
+    let scope = Scope::new("baseline", Vec::new(), Takes::AccessExclusive);
+    details.recorded = session.locking(&scope, |session| {
+        adopt::record(session, version, &details.differences)
+    })?;
     details.summary = adopt::adopted_summary(version, &why, &details.differences);
-    ctx.log.line(&details.summary);
+    settings.log.line(&details.summary);
     Ok(outcome(details, true, Code::Ok, version))
 }
 
@@ -108,9 +109,9 @@ fn outcome(details: BaselineReport, ok: bool, code: Code, schema_version: i32) -
     )
 }
 
-fn refused(ctx: &Context, mut details: BaselineReport, refusal: Refusal) -> Outcome {
+fn refused(settings: &Settings, mut details: BaselineReport, refusal: Refusal) -> Outcome {
     let message = refusal.message().to_string();
-    ctx.log.line(&format!("refused: {message}"));
+    settings.log.line(&format!("refused: {message}"));
     details.summary = message.clone();
     details.error = Some(message);
     details.exit_code = Some(refusal.code().as_i32());

@@ -1,7 +1,7 @@
 //! `check-constraints`: name every row that would break the catalog constraints, and (without
 //! --dry-run) validate the NOT VALID constraints that nothing violates any more.
 
-use super::{Context, Outcome};
+use super::{Outcome, Settings};
 use crate::catalog::constraints::{self, Constraint, CATALOG};
 use crate::cli::CheckArgs;
 use crate::constraints::check::{self, ConstraintState, Finding};
@@ -62,21 +62,21 @@ pub fn select(names: &[String]) -> Result<Vec<&'static Constraint>> {
     Ok(selected)
 }
 
-pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
+pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
     let selected = select(&args.constraints)?;
-    let (target, client) = ctx.connect()?;
+    let (target, client) = settings.connect()?;
     let mut conn = if args.dry_run {
         Connection::reading(client)
     } else {
-        Connection::changing(ctx.begin_session(target.clone(), client)?)
+        Connection::changing(settings.begin_session(target.clone(), client)?)
     };
     let schema_version = history::current_version(&history::read(conn.client())?);
-    ctx.journal.version(schema_version);
+    settings.journal.version(schema_version);
     let (mut findings, live_since) = check::check_live(
         &target,
         conn.client(),
         &selected,
-        &ctx.log,
+        &settings.log,
         args.live_window,
     )?;
     let mut validated = Vec::new();
@@ -98,8 +98,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
     };
     if let Some(session) = conn.session() {
         if !clean.is_empty() {
-            let outcome =
-                validate::validate_not_valid(session, Some(&clean), &mut ctx.replica_throttle())?;
+            let outcome = validate::validate_not_valid(session, Some(&clean))?;
             validated = outcome.validated;
             // A row may have arrived between the count and VALIDATE: count again those blocked.
             if !outcome.blocked.is_empty() {
@@ -107,7 +106,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
                     &target,
                     session.client(),
                     &outcome.blocked,
-                    &ctx.log,
+                    &settings.log,
                     args.live_window,
                 )?;
                 for fresh in recount {

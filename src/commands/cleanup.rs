@@ -9,7 +9,7 @@
 //! without --yes off a terminal), then the batches. A failure after the first batch reports
 //! what changed and how to undo it (cleanup/failure.rs).
 
-use super::{Context, Outcome};
+use super::{Outcome, Settings};
 use crate::cleanup::batches::Batching;
 use crate::cleanup::decisions;
 use crate::cleanup::failure;
@@ -19,10 +19,10 @@ use crate::cleanup::report::{preview_notes, preview_rules, CleanupReport};
 use crate::cleanup::run::{self, Looked, Stopped};
 use crate::cleanup::undo_run;
 use crate::cli::CleanupArgs;
+use crate::db::blockers::{self, Scope, Takes};
 use crate::db::config::Target;
 use crate::db::Session;
 use crate::exit::Code;
-use crate::health::blockers::{Scope, Takes};
 use crate::health::estimate;
 use crate::history;
 use crate::refusal::code_of;
@@ -34,25 +34,27 @@ use postgres::Client;
 use std::io::Write;
 use uuid::Uuid;
 
-pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
+pub fn run(settings: &Settings, args: &CleanupArgs) -> Result<Outcome> {
     if let Some(run_id) = &args.undo {
-        return run_undo(ctx, run_id);
+        return run_undo(settings, run_id);
     }
     let policy = match &args.policy {
         Some(path) => policy_file::load(path)?,
         None => Policy::builtin(),
     };
     let batching = Batching::from_env()?;
-    let (target, mut client) = ctx.connect()?;
+    let (target, mut client) = settings.connect()?;
     run::without_jit(&mut client)?;
     if args.dry_run {
         let started = std::time::Instant::now();
-        let (looked, mut details, schema_version) = match look(ctx, &mut client, &policy, None)? {
-            Ok(looked) => looked,
-            Err(stop) => return Ok(stop),
-        };
+        let (looked, mut details, schema_version) =
+            match look(settings, &mut client, &policy, None)? {
+                Ok(looked) => looked,
+                Err(stop) => return Ok(stop),
+            };
         let looking = started.elapsed();
-        details.blockers = Some(ctx.list_blockers(&mut client, &looked.scope())?);
+        let limits = settings.safety.blocker_limits();
+        details.blockers = Some(blockers::find(&mut client, &looked.scope(), &limits)?);
         let found = estimate::estimate(
             &mut client,
             estimate::Work::Cleanup,
@@ -65,40 +67,41 @@ pub fn run(ctx: &Context, args: &CleanupArgs) -> Result<Outcome> {
         return Ok(stop_here(details, true, schema_version, looked.total));
     }
     // Refuses a standby or read-only server first (replication::refuse_unless_writable).
-    let mut session = ctx.begin_session(target.clone(), client)?;
+    let mut session = settings.begin_session(target.clone(), client)?;
     let (looked, details, schema_version) =
-        match look(ctx, session.client(), &policy, Some(&target))? {
+        match look(settings, session.client(), &policy, Some(&target))? {
             Ok(looked) => looked,
             Err(stop) => return Ok(stop),
         };
     if looked.total == 0 {
         return Ok(stop_here(details, false, schema_version, 0));
     }
-    ctx.confirm(&looked.question())?;
-    ctx.wait_for_blockers(session.client(), &looked.scope())?;
-    apply(
-        ctx,
-        &mut session,
-        &policy,
-        &looked,
-        batching,
-        details,
-        schema_version,
-    )
+    settings.confirm(&looked.question())?;
+    session.locking(&looked.scope(), |session| {
+        apply(
+            settings,
+            session,
+            &policy,
+            &looked,
+            batching,
+            details,
+            schema_version,
+        )
+    })
 }
 
 /// Everything before the confirmation: the schema version, the look (plan, proofs, preview,
 /// decisions) and the report it gives. `Err`: the run stops here, rules need a decision.
 fn look(
-    ctx: &Context,
+    settings: &Settings,
     client: &mut Client,
     policy: &Policy,
     run_on: Option<&Target>,
 ) -> Result<Result<(Looked, CleanupReport, i32), Outcome>> {
     let dry_run = run_on.is_none();
     let schema_version = history::current_version(&history::read(client)?);
-    ctx.journal.version(schema_version);
-    let mut looked = run::look(client, policy, run_on, &ctx.log)?;
+    settings.journal.version(schema_version);
+    let mut looked = run::look(client, policy, run_on, &settings.log)?;
     let mut details = CleanupReport {
         policy: Some(policy.source.clone().unwrap_or_else(|| "built-in".into())),
         total_rows: looked.total,
@@ -137,7 +140,7 @@ fn stop_here(
 
 /// After the confirmation: the run recorded, its batches, the recount.
 fn apply(
-    ctx: &Context,
+    settings: &Settings,
     session: &mut Session,
     policy: &Policy,
     looked: &Looked,
@@ -148,14 +151,13 @@ fn apply(
     let started = run::start(session, policy, schema_version)?;
     let run_id = started.run_id;
     details.interrupted_runs = started.interrupted_runs;
-    ctx.journal.run_id(&run_id.to_string());
+    settings.journal.run_id(&run_id.to_string());
     details.run_id = Some(run_id.to_string());
     let work = run::Apply {
         policy,
         looked,
         run_id,
         batching,
-        throttle: ctx.replica_throttle(),
     };
     if let Err(stopped) = run::apply(session, work, &mut details) {
         return Ok(failed(run_id, stopped, details, schema_version));
@@ -247,19 +249,19 @@ fn failed(
     Outcome::new(report, code)
 }
 
-fn run_undo(ctx: &Context, text: &str) -> Result<Outcome> {
+fn run_undo(settings: &Settings, text: &str) -> Result<Outcome> {
     let run_id = Uuid::parse_str(text.trim()).map_err(|_| {
         anyhow!(
             "'{text}' is not a cleanup run id: expected the UUID a cleanup report gives as run_id"
         )
     })?;
     let batching = Batching::from_env()?;
-    let (target, mut client) = ctx.connect()?;
+    let (target, mut client) = settings.connect()?;
     run::without_jit(&mut client)?;
-    let mut session = ctx.begin_session(target, client)?;
+    let mut session = settings.begin_session(target, client)?;
     let schema_version = history::current_version(&history::read(session.client())?);
-    ctx.journal.version(schema_version);
-    ctx.journal.run_id(&run_id.to_string());
+    settings.journal.version(schema_version);
+    settings.journal.run_id(&run_id.to_string());
     let found = undo_run::find(session.client(), run_id)?;
     let run = found.run;
     let mut details = CleanupReport {
@@ -290,17 +292,15 @@ fn run_undo(ctx: &Context, text: &str) -> Result<Outcome> {
         };
         return Ok(Outcome::new(report, Code::Ok));
     }
-    ctx.confirm(&format!(
+    settings.confirm(&format!(
         "undo cleanup run {run_id}: restore up to {} rows it changed or deleted (rows changed since are left alone). Go ahead?",
         run.unrestored
     ))?;
     let tables = details.rules.iter().map(|r| r.table.clone()).collect();
-    ctx.wait_for_blockers(
-        session.client(),
-        &Scope::new("cleanup --undo", tables, Takes::RowExclusive),
-    )?;
-    let mut throttle = ctx.replica_throttle();
-    let outcome = undo_run::restore(&mut session, run_id, batching, &mut throttle)?;
+    let scope = Scope::new("cleanup --undo", tables, Takes::RowExclusive);
+    let outcome = session.locking(&scope, |session| {
+        undo_run::restore(session, run_id, batching)
+    })?;
     if outcome.total_conflicts > 0 {
         details.notes.push(format!(
             "{} rows changed after the cleanup and were left alone; resolve them and run --undo again to restore them",

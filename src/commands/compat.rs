@@ -1,14 +1,15 @@
 //! `compat`: show, re-create or drop the compatibility schema (docs/design.md §7).
 
-use super::{Context, Outcome};
+use super::{Outcome, Settings};
 use crate::catalog::compat::{self as sql, CONNECTION_OPTION, SCHEMA};
 use crate::catalog::migrations::REPAIR_VERSION;
 use crate::catalog::renames::renamed_tables;
 use crate::catalog::repair::PlannedStatement;
 use crate::cli::CompatArgs;
 use crate::compat::{self, CompatSchema, CompatView};
+use crate::db::blockers::{Scope, Takes};
+use crate::db::Session;
 use crate::exit::Code;
-use crate::health::blockers::{Scope, Takes};
 use crate::history;
 use crate::refusal::Refusal;
 use crate::report::{self, Details, Report};
@@ -64,8 +65,8 @@ fn decide(args: &CompatArgs, version: i32, found: &Option<CompatSchema>) -> Acti
     }
 }
 
-pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
-    let outcome = run_without_probe(ctx, args)?;
+pub fn run(settings: &Settings, args: &CompatArgs) -> Result<Outcome> {
+    let outcome = run_without_probe(settings, args)?;
     let Some(url) = &args.probe_url else {
         return Ok(outcome);
     };
@@ -78,7 +79,7 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
         ))
         .fail();
     }
-    ctx.log.line(&format!(
+    settings.log.line(&format!(
         "probe: {} transactions through the application's URL all saw search_path {}",
         probe.transactions,
         probe.search_path.join(" | ")
@@ -93,11 +94,11 @@ pub fn run(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
 /// How many transactions the probe holds open at once through the application's URL.
 const PROBE_TRANSACTIONS: usize = 4;
 
-fn run_without_probe(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
-    let (target, mut client) = ctx.connect()?;
+fn run_without_probe(settings: &Settings, args: &CompatArgs) -> Result<Outcome> {
+    let (target, mut client) = settings.connect()?;
     let (version, found) = state(&mut client)?;
     if !args.for_role.is_empty() {
-        return for_roles(ctx, args, target, client, version, found);
+        return for_roles(settings, args, target, client, version, found);
     }
     let action = decide(args, version, &found);
     if args.dry_run {
@@ -144,28 +145,20 @@ fn run_without_probe(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
     }
     if action == Action::Drop {
         let views = found.as_ref().map_or(0, |f| f.views.len());
-        ctx.confirm(&format!(
+        settings.confirm(&format!(
             "Drop schema {SCHEMA} and its {views} views? Application code that still uses a legacy column name fails from then on"
         ))?;
-        refuse_while_legacy_names_are_used(ctx, args, &mut client)?;
+        refuse_while_legacy_names_are_used(settings, args, &mut client)?;
     }
-    let mut session = ctx.begin_session(target, client)?;
+    let mut session = settings.begin_session(target, client)?;
     // Decided again under the lock: another ruleiq-db may have changed it meanwhile.
     let (version, mut found) = state(session.client())?;
-    ctx.journal.version(version);
+    settings.journal.version(version);
     let action = decide(args, version, &found);
-    // The views' DDL locks them and reads their tables: sessions sitting on those tables
-    // would make it wait, so they are named (and waited for) first, as for migrate.
-    let tables = renamed_tables().into_iter().map(str::to_string).collect();
-    ctx.wait_for_blockers(
-        session.client(),
-        &Scope::new("compat", tables, Takes::AccessExclusive),
-    )?;
-    let (mut created, mut dropped) = (false, false);
     let existed = found.is_some();
-    match action {
+    let (created, dropped) = session.locking(&views_scope(), |session| match action {
         Action::Create => {
-            ctx.log.line(&match &found {
+            settings.log.line(&match &found {
                 None => format!(
                     "creating schema {SCHEMA}: version {version} has renamed columns and no compatibility views"
                 ),
@@ -174,31 +167,31 @@ fn run_without_probe(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
                 ),
             });
             // The recorded roles get their rights on the new views in the same transaction.
-            compat::create_at_retried(&mut session, version)?;
-            created = true;
+            compat::create_at_retried(session, version)?;
+            Ok((true, false))
         }
         Action::Drop => {
             // The roles' setting goes first, and the views only once no session that
             // predates the reset is left: never while a session still resolves names through
             // them (docs/design.md §7).
-            let reset = compat::reset_roles_retried(&mut session)?;
+            let reset = compat::reset_roles_retried(session)?;
             for role in &reset {
-                ctx.log.line(&format!(
+                settings.log.line(&format!(
                     "role {role}: new sessions in this database resolve names in public again"
                 ));
             }
             compat::wait_for_sessions(
                 session.client(),
                 args.wait.unwrap_or_default(),
-                &ctx.log,
+                &settings.log,
                 &format!("compat --drop: the roles' search_path is reset, schema {SCHEMA} is kept (run `ruleiq-db compat --drop` again, or `compat --for-role` to point them back), because"),
                 compat::Since::Reset,
             )?;
-            compat::drop_and_forget_retried(&mut session)?;
-            dropped = true;
+            compat::drop_and_forget_retried(session)?;
+            Ok((false, true))
         }
-        _ => {}
-    }
+        _ => Ok((false, false)),
+    })?;
     let summary = if created && existed {
         format!("re-created the views of schema {SCHEMA}")
     } else if created {
@@ -215,12 +208,20 @@ fn run_without_probe(ctx: &Context, args: &CompatArgs) -> Result<Outcome> {
     Ok(finish(version, found, created, dropped, None, summary, false).with_roles(roles, vec![]))
 }
 
+/// What creating or dropping the views locks: their DDL locks them and reads their tables, so
+/// sessions sitting on those tables would make it wait; they are named (and waited for) first,
+/// as for migrate.
+fn views_scope() -> Scope {
+    let tables = renamed_tables().into_iter().map(str::to_string).collect();
+    Scope::new("compat", tables, Takes::AccessExclusive)
+}
+
 /// `--for-role`: the views for the current version (7 included), each role's search_path in
 /// this database pointed at them, recorded with the time, the roles' rights on the views
 /// synced with those on the tables; then, with `--wait`, waiting until no session of theirs
 /// predates the setting (docs/design.md §7).
 fn for_roles(
-    ctx: &Context,
+    settings: &Settings,
     args: &CompatArgs,
     target: crate::db::config::Target,
     mut client: Client,
@@ -281,20 +282,19 @@ fn for_roles(
                 .with_roles(states, vec![]),
         );
     }
-    let mut session = ctx.begin_session(target, client)?;
+    let mut session = settings.begin_session(target, client)?;
     let (version, found) = state(session.client())?;
-    ctx.journal.version(version);
+    settings.journal.version(version);
     let create = !compat::complete(&found);
-    if create {
-        let tables = renamed_tables().into_iter().map(str::to_string).collect();
-        ctx.wait_for_blockers(
-            session.client(),
-            &Scope::new("compat", tables, Takes::AccessExclusive),
-        )?;
-    }
-    let (newly, synced) = compat::point_roles_retried(&mut session, &roles, version, create)?;
+    let point =
+        |session: &mut Session| compat::point_roles_retried(session, &roles, version, create);
+    let (newly, synced) = if create {
+        session.locking(&views_scope(), point)?
+    } else {
+        point(&mut session)?
+    };
     for role in &newly {
-        ctx.log.line(&format!(
+        settings.log.line(&format!(
             "role {role}: new sessions in this database use search_path={}; sessions opened before keep theirs",
             sql::SEARCH_PATH
         ));
@@ -303,7 +303,7 @@ fn for_roles(
         Some(wait) => compat::wait_in_effect(
             session.client(),
             wait,
-            &ctx.log,
+            &settings.log,
             "compat --for-role: the setting is made and recorded, but",
         )?,
         None => compat::recorded_states(session.client())?,
@@ -331,12 +331,12 @@ fn for_roles(
 /// `--drop` only when no code uses a legacy name any more, measured with pg_stat_statements
 /// over --observe (docs/design.md §7); without it, only with --unverified.
 fn refuse_while_legacy_names_are_used(
-    ctx: &Context,
+    settings: &Settings,
     args: &CompatArgs,
     client: &mut Client,
 ) -> Result<()> {
     if args.unverified {
-        ctx.log.line(
+        settings.log.line(
             "--unverified: dropping without measuring whether a legacy column name is still used",
         );
         return Ok(());
@@ -350,7 +350,7 @@ fn refuse_while_legacy_names_are_used(
     } else {
         format!("role(s) {}", roles.join(", "))
     };
-    match compat::observe_legacy_use(client, &roles, args.observe, &ctx.log)? {
+    match compat::observe_legacy_use(client, &roles, args.observe, &settings.log)? {
         Err(why) => Refusal::LegacyNamesInUse(format!(
             "compat --drop cannot tell whether application code still uses a legacy column name: {why}. Measure where pg_stat_statements is, or pass --unverified to drop unmeasured; nothing was changed"
         ))
@@ -377,7 +377,7 @@ fn refuse_while_legacy_names_are_used(
             .fail()
         }
         Ok(_) => {
-            ctx.log.line(&format!(
+            settings.log.line(&format!(
                 "no statement of {who} named a legacy column in the last {:?}",
                 args.observe
             ));

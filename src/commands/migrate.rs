@@ -4,13 +4,14 @@
 
 mod render;
 
-use super::{Context, Outcome};
+use super::{Outcome, Settings};
 use crate::archive::restore::{self, Restored};
 use crate::catalog::migrations::{self, REPAIR_VERSION};
 use crate::constraints::check::Finding;
-use crate::db::Connection;
+use crate::constraints::validate::Timed;
+use crate::db::blockers;
+use crate::db::{Connection, Session};
 use crate::exit::Code;
-use crate::health::blockers::Blocker;
 use crate::health::estimate::Estimate;
 use crate::history;
 use crate::migrate::preflight::{self, Verdict};
@@ -35,6 +36,9 @@ pub struct MigrateReport {
     /// Catalog constraints with violating rows that stop (or stopped) the repair.
     pub blocked_by: Vec<Finding>,
     pub validated: Vec<&'static str>,
+    /// How long each VALIDATE of `validated` took, beside `--dry-run`'s `estimate.validate`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub validate_ms: Vec<Timed>,
     /// What the applied migrations created again and a rollback had archived, put back.
     pub restored: Vec<Restored>,
     /// With --dry-run: what the pending migrations would put back from the archive.
@@ -42,7 +46,7 @@ pub struct MigrateReport {
     pub would_restore: Option<Vec<restore::Planned>>,
     /// With --dry-run: sessions that would make the migrations' table locks wait.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub blockers: Option<Vec<Blocker>>,
+    pub blockers: Option<Vec<blockers::Blocker>>,
     /// With --dry-run: the expected duration of the preflight and the VALIDATEs, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate_ms: Option<u64>,
@@ -57,18 +61,18 @@ pub struct MigrateReport {
     pub compat: Option<crate::compat::Created>,
 }
 
-pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
-    let (target, client) = ctx.connect()?;
+pub fn run(settings: &Settings, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
+    let (target, client) = settings.connect()?;
     let mut conn = if args.dry_run {
         Connection::reading(client)
     } else {
-        Connection::changing(ctx.begin_session(target.clone(), client)?)
+        Connection::changing(settings.begin_session(target.clone(), client)?)
     };
     let applied = history::read(conn.client())?;
     history::verify(&applied)?;
     history::refuse_unadopted(conn.client(), &applied)?;
     let from = history::current_version(&applied);
-    ctx.journal.version(from);
+    settings.journal.version(from);
     let to = resolve_target(args.target, from)?;
     let pending = plan::pending(from, to);
 
@@ -88,7 +92,8 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
     if args.dry_run {
         // Shown also when the preflight blocks: what 008 will do once the rows are clean.
         details.plan = Some(plans);
-        details.blockers = Some(ctx.list_blockers(conn.client(), &scope)?);
+        let limits = settings.safety.blocker_limits();
+        details.blockers = Some(blockers::find(conn.client(), &scope, &limits)?);
         let found = plan::look_ahead(conn.client(), includes_repair, to)?;
         details.estimate_ms = Some(found.total_ms);
         details.estimate = Some(found);
@@ -103,9 +108,9 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
             // The rows cannot be judged yet: values a rollback archived (approvals, for one)
             // come back only with the migrations before 008. The preflight runs right before
             // 008 instead.
-            ctx.log.line("preflight deferred: the migrations before 008 first put back what a rollback archived; the rows are checked right before 008");
+            settings.log.line("preflight deferred: the migrations before 008 first put back what a rollback archived; the rows are checked right before 008");
         } else {
-            let verdict = preflight::run(&target, conn.client(), &ctx.log, from)?;
+            let verdict = preflight::run(&target, conn.client(), &settings.log, from)?;
             if let Some(outcome) = preflight_outcome(&mut details, verdict, args.dry_run) {
                 return Ok(outcome);
             }
@@ -119,25 +124,24 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
         }
         Connection::Changing(session) => *session,
     };
-    if pending.is_empty() {
-        ctx.log.line(&format!(
-            "nothing to migrate: the database is at version {from}"
-        ));
-    } else {
-        ctx.wait_for_blockers(session.client(), &scope)?;
-    }
-    let mut replicas = ctx.replica_throttle();
-    let done = session.locking(scope.tables.clone(), |session| {
+    let apply = |session: &mut Session| {
         steps::apply_pending(
             &mut Run {
                 session,
-                replicas: &mut replicas,
-                journal: &ctx.journal,
+                journal: &settings.journal,
                 no_compat: args.no_compat,
             },
             &pending,
         )
-    })?;
+    };
+    let done = if pending.is_empty() {
+        settings.log.line(&format!(
+            "nothing to migrate: the database is at version {from}"
+        ));
+        apply(&mut session)?
+    } else {
+        session.locking_for_ddl(&scope, apply)?
+    };
     details.to_version = done.applied.last().map_or(from, |r| r.version);
     details.applied = done.applied;
     details.restored = done.restored;
@@ -150,14 +154,15 @@ pub fn run(ctx: &Context, args: &crate::cli::MigrateArgs) -> Result<Outcome> {
 
     let mut code = Code::Ok;
     if details.to_version >= REPAIR_VERSION {
-        let validation = steps::validate(&mut session, &mut replicas)?;
+        let validation = steps::validate(&mut session)?;
         details.validated = validation.validated;
+        details.validate_ms = validation.durations;
         if let Some(blocked_by) = validation.blocked_by {
             details.blocked_by = blocked_by;
             code = Code::Violations;
         }
     }
-    details.replica_wait_ms = replicas.waited.as_millis() as u64;
+    details.replica_wait_ms = session.replica_waited().as_millis() as u64;
     let version = details.to_version;
     Ok(finish(details, code == Code::Ok, false, version, code))
 }

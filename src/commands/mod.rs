@@ -1,5 +1,5 @@
-//! One module per command; this one holds what they share: the context built from the global
-//! flags, the outcome type, and printing.
+//! One module per command; this one holds what they share: the settings resolved from the
+//! global flags (`settings.rs`), the outcome type, and printing.
 
 pub mod baseline;
 pub mod check;
@@ -8,23 +8,20 @@ pub mod compat;
 pub mod migrate;
 pub mod rehearse;
 pub mod rollback;
+mod settings;
 pub mod status;
 
-use crate::cli::{Cli, Command, Format, GlobalArgs};
-use crate::db::config::{ProcessEnv, Target};
-use crate::db::replication::ReplicaThrottle;
-use crate::db::session::{Safety, Session};
-use crate::db::{self, RetryPolicy};
+pub use settings::Settings;
+
+use crate::cli::{Cli, Command, Format};
+use crate::db;
 use crate::exit::Code;
-use crate::health::blockers;
 use crate::journal::{Done, Journal};
 use crate::output::Sink;
-use crate::progress::Log;
 use crate::refusal::Refusal;
 use crate::report::Render;
 use anyhow::Result;
-use postgres::Client;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 
 /// What a command hands back: its report and the exit code it earned.
 pub struct Outcome {
@@ -79,159 +76,27 @@ impl Render for WithKey {
     }
 }
 
-/// Everything a command needs besides its own arguments.
-#[derive(Clone)]
-pub struct Context {
-    pub global: GlobalArgs,
-    pub log: Log,
-    /// Set by `rehearse` (and tests) to point commands at a throwaway server.
-    pub target_override: Option<Target>,
-    /// What the command has committed so far, for its failure document.
-    pub journal: Journal,
-    /// The command only reads (a dry run, `status`): it may go through a transaction-mode
-    /// pooler. Anything else is refused there before it changes anything.
-    pub reads_only: bool,
-}
-
-impl Context {
-    pub fn from_global(global: &GlobalArgs) -> Context {
-        Context {
-            global: global.clone(),
-            // A JSON or YAML run feeds a program: stderr carries log lines only.
-            log: Log::new(
-                global.quiet,
-                global.no_progress || global.format != Format::Table,
-            ),
-            target_override: None,
-            journal: Journal::default(),
-            reads_only: false,
-        }
-    }
-
-    pub fn target(&self) -> Result<Target> {
-        match &self.target_override {
-            Some(target) => Ok(target.clone()),
-            None => Target::resolve(self.global.database_url.as_deref(), &ProcessEnv),
-        }
-    }
-
-    /// Connects to the command's database. The first time, says on stderr what reading the
-    /// URL changed and, through a transaction-mode pooler, that changes need the direct URL.
-    pub fn connect(&self) -> Result<(Target, Client)> {
-        let target = self.target()?;
-        let first = db::pooler::known(&target).is_none();
-        let client = if self.reads_only {
-            db::connect(&target)?
-        } else {
-            db::connect_to_change(&target)?
-        };
-        if first {
-            for note in &target.notes {
-                self.log.line(note);
-            }
-            if let Some(note) = db::pooler::known(&target).and_then(|p| p.reading_note()) {
-                self.log.line(&note);
-            }
-        }
-        for note in db::take_notes() {
-            self.log.line(&note);
-        }
-        Ok((target, client))
-    }
-
-    /// The bounds every changing session keeps, from the global flags.
-    pub fn safety(&self) -> Safety {
-        Safety {
-            lock_wait: self.global.lock_wait,
-            lock_timeout: self.global.lock_timeout,
-            patient_lock_timeout: self.global.validate_lock_timeout,
-            retry: RetryPolicy::new(self.global.lock_retries),
-        }
-    }
-
-    /// Turns a connection from [`Context::connect`] into the session every change goes
-    /// through: server writable, migration lock held, lock_timeout set.
-    pub fn begin_session(&self, target: Target, client: Client) -> Result<Session> {
-        Session::begin(target, client, self.safety(), self.log.clone())
-    }
-
-    /// Looks for sessions that would make `scope`'s table locks wait (docs/design.md §9) and waits
-    /// for them to go, up to --lock-wait, then refuses. Called after the migration lock is held
-    /// and before the first table lock. With --ignore-blockers it only names them.
-    pub fn wait_for_blockers(&self, client: &mut Client, scope: &blockers::Scope) -> Result<()> {
-        let limits = self.blocker_limits();
-        if self.global.ignore_blockers {
-            for b in blockers::find(client, scope, &limits)? {
-                self.log.line(&format!(
-                    "--ignore-blockers: going ahead despite {}",
-                    b.describe()
-                ));
-            }
-            return Ok(());
-        }
-        blockers::wait_until_clear(client, scope, &limits, &self.log)
-    }
-
-    /// What a dry run lists as blockers for `scope`.
-    pub fn list_blockers(
-        &self,
-        client: &mut Client,
-        scope: &blockers::Scope,
-    ) -> Result<Vec<blockers::Blocker>> {
-        blockers::find(client, scope, &self.blocker_limits())
-    }
-
-    fn blocker_limits(&self) -> blockers::Limits {
-        blockers::Limits {
-            blocker_age: self.global.blocker_age,
-            wait: self.global.lock_wait,
-        }
-    }
-
-    /// Pauses long data work while standbys lag (--max-replica-lag, --max-replica-wait).
-    pub fn replica_throttle(&self) -> ReplicaThrottle {
-        ReplicaThrottle::new(self.global.max_replica_lag, self.global.max_replica_wait)
-    }
-
-    /// Asks before a change: on a terminal a y/N prompt, elsewhere `--yes` is required.
-    pub fn confirm(&self, question: &str) -> Result<()> {
-        if self.global.yes {
-            return Ok(());
-        }
-        if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-            return Err(Refusal::NotConfirmed(format!(
-                "{question} — not confirmed: pass --yes to run without a terminal; nothing was changed"
-            ))
-            .into());
-        }
-        eprint!("{question} [y/N] ");
-        std::io::stderr().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
-            Ok(())
-        } else {
-            Refusal::NotConfirmed("not confirmed; nothing was changed".into()).fail()
-        }
-    }
-}
-
 /// Runs the command line and prints its one report (or its failure); returns the exit code.
 ///
 /// `--output` is opened before the command starts, so an unwritable path changes nothing.
 pub fn run(cli: &Cli) -> Code {
     db::interrupt::install();
-    let mut ctx = Context::from_global(&cli.global);
-    ctx.reads_only = cli.command.reads_only();
+    let settings = Settings::from_cli(cli);
     let mut sink = match Sink::open(cli.global.format, cli.global.output.as_deref()) {
         Ok(sink) => sink,
         Err(error) => {
             let mut stdout_only = Sink::stdout_only(cli.global.format);
-            print_failure(cli, &ctx.journal, &mut stdout_only, &error, Code::Error);
+            print_failure(
+                cli,
+                &settings.journal,
+                &mut stdout_only,
+                &error,
+                Code::Error,
+            );
             return Code::Error;
         }
     };
-    let result = dispatch(&ctx, &cli.command).and_then(|outcome| {
+    let result = dispatch(&settings, &cli.command).and_then(|outcome| {
         // A session dropped on the way (an error handled inside the command) that could not
         // release the migration lock is a failure, whatever else the command achieved.
         let release_failures = db::session::take_release_failures();
@@ -248,12 +113,12 @@ pub fn run(cli: &Cli) -> Code {
             if db::interrupt::requested() {
                 code = Code::Interrupted;
             }
-            let role = ctx
+            let role = settings
                 .target()
                 .ok()
                 .and_then(|t| t.config.get_user().map(str::to_string));
             let error = crate::hints::explain(error, role.as_deref());
-            print_failure(cli, &ctx.journal, &mut sink, &error, code);
+            print_failure(cli, &settings.journal, &mut sink, &error, code);
             code
         }
     }
@@ -287,16 +152,16 @@ impl Render for WithConnection<'_> {
 }
 
 /// Runs one command without printing (used by `rehearse`).
-pub fn dispatch(ctx: &Context, command: &Command) -> Result<Outcome> {
+pub fn dispatch(settings: &Settings, command: &Command) -> Result<Outcome> {
     match command {
-        Command::Migrate(args) => migrate::run(ctx, args),
-        Command::Status(args) => status::run(ctx, args),
-        Command::CheckConstraints(args) => check::run(ctx, args),
-        Command::Cleanup(args) => cleanup::run(ctx, args),
-        Command::Rollback(args) => rollback::run(ctx, args),
-        Command::Baseline(args) => baseline::run(ctx, args),
-        Command::Compat(args) => compat::run(ctx, args),
-        Command::Rehearse(args) => rehearse::run(ctx, args),
+        Command::Migrate(args) => migrate::run(settings, args),
+        Command::Status(args) => status::run(settings, args),
+        Command::CheckConstraints(args) => check::run(settings, args),
+        Command::Cleanup(args) => cleanup::run(settings, args),
+        Command::Rollback(args) => rollback::run(settings, args),
+        Command::Baseline(args) => baseline::run(settings, args),
+        Command::Compat(args) => compat::run(settings, args),
+        Command::Rehearse(args) => rehearse::run(settings, args),
     }
 }
 

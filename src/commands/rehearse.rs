@@ -10,7 +10,7 @@
 //! servers, the loading of SQL, the policy choice, the steps that are not commands and the
 //! report are `crate::rehearsal`'s.
 
-use super::{dispatch, Context, Outcome};
+use super::{dispatch, Outcome, Settings};
 use crate::cli::{
     BaselineArgs, CheckArgs, CleanupArgs, Command, CompatArgs, MigrateArgs, RehearseArgs,
     RollbackArgs,
@@ -30,7 +30,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
+pub fn run(settings: &Settings, args: &RehearseArgs) -> Result<Outcome> {
     let dump = match &args.dump {
         Some(path) => Some(dump::read_dump(path)?),
         None => None,
@@ -48,12 +48,12 @@ pub fn run(ctx: &Context, args: &RehearseArgs) -> Result<Outcome> {
             None => Vec::new(),
         },
         needs: match &dump {
-            Some(path) => Some(measured_steps::scan_dump(&ctx.log, path)?),
+            Some(path) => Some(measured_steps::scan_dump(&settings.log, path)?),
             None => None,
         },
     };
-    let servers = cluster::start(&ctx.log, args.with_standby)?;
-    let result = rehearse(ctx, &servers, dump.as_deref(), args, &extras);
+    let servers = cluster::start(&settings.log, args.with_standby)?;
+    let result = rehearse(settings, &servers, dump.as_deref(), args, &extras);
     cluster::wait_for_the_interrupt_to_finish();
     result
 }
@@ -67,7 +67,7 @@ struct Extras {
 /// The steps of a rehearsal, run one after the other; once one fails the rest are recorded as
 /// not run.
 struct Steps<'a> {
-    ctx: &'a Context,
+    settings: &'a Settings,
     steps: Vec<Step>,
 }
 
@@ -91,7 +91,7 @@ impl Steps<'_> {
             return;
         }
         self.steps
-            .push(step(self.ctx, name, line, command, expected, accept));
+            .push(step(self.settings, name, line, command, expected, accept));
     }
 
     fn push(&mut self, name: &str, line: &str, run: impl FnOnce() -> Step) {
@@ -117,7 +117,7 @@ fn needs_decisions(code: Code, summary: &Summary) -> bool {
 }
 
 fn rehearse(
-    ctx: &Context,
+    settings: &Settings,
     servers: &Servers,
     dump: Option<&Path>,
     args: &RehearseArgs,
@@ -125,15 +125,12 @@ fn rehearse(
 ) -> Result<Outcome> {
     load::create_database(&servers.admin)?;
     let target = &servers.target;
-    let mut inner = ctx.clone();
-    inner.target_override = Some(target.clone());
-    inner.global.yes = true; // a throwaway database: nothing to confirm
-    inner.global.output = None;
-    // What the steps do to the throwaway database is not what a failure of rehearse reports.
-    inner.journal = crate::journal::Journal::default();
+    // A throwaway database: nothing to confirm, and what the steps do to it is not what a
+    // failure of rehearse reports.
+    let inner = settings.for_throwaway(target.clone());
 
     let mut steps = Steps {
-        ctx: &inner,
+        settings: &inner,
         steps: Vec::new(),
     };
     let mut roles_created = None;
@@ -374,7 +371,7 @@ fn rehearse(
             "standby",
             &format!("compare standby '{STANDBY_NAME}' with the primary"),
             || {
-                let (step, checked) = standby::step(&ctx.log, target, standby);
+                let (step, checked) = standby::step(&settings.log, target, standby);
                 standby_check = checked;
                 step
             },
@@ -435,16 +432,16 @@ fn rehearse(
 
 /// Runs one command against the rehearsal database and records how it went.
 fn step(
-    ctx: &Context,
+    settings: &Settings,
     name: &str,
     line: &str,
     command: Command,
     expected: &[Code],
     accept: fn(Code, &Summary) -> bool,
 ) -> Step {
-    ctx.log.line(&format!("rehearse: {line}"));
+    settings.log.line(&format!("rehearse: {line}"));
     let started = Instant::now();
-    let result = dispatch(ctx, &command);
+    let result = dispatch(settings, &command);
     let duration_ms = started.elapsed().as_millis() as u64;
     let (exit, report, read) = match result {
         Ok(outcome) => (

@@ -1,12 +1,12 @@
 //! `rollback`: revert applied migrations, newest first, one transaction each, never losing data
 //! (the engine is `archive::revert`).
 
-use super::{Context, Outcome};
+use super::{Outcome, Settings};
 use crate::archive::revert::{self, PlannedStep, Step};
 use crate::archive::{self, Archived, Stamp};
 use crate::cli::RollbackArgs;
+use crate::db::blockers::{self, Blocker};
 use crate::exit::Code;
-use crate::health::blockers::{self, Blocker};
 use crate::history;
 use crate::report::{self, Details, MigrationRun, Report};
 use anyhow::Result;
@@ -37,43 +37,37 @@ struct Chosen {
     steps: Vec<Step>,
 }
 
-pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
-    let (target, mut client) = ctx.connect()?;
+pub fn run(settings: &Settings, args: &RollbackArgs) -> Result<Outcome> {
+    let (target, mut client) = settings.connect()?;
     if args.dry_run {
-        return dry_run(ctx, args, &mut client);
+        return dry_run(settings, args, &mut client);
     }
-    let mut session = ctx.begin_session(target, client)?;
+    let mut session = settings.begin_session(target, client)?;
     let Chosen {
         applied,
         from,
         to,
         steps,
-    } = choose(ctx, args, session.client())?;
+    } = choose(settings, args, session.client())?;
     if steps.is_empty() {
-        return Ok(nothing_to_do(ctx, from, false));
+        return Ok(nothing_to_do(settings, from, false));
     }
     revert::refuse_unsafe(session.client(), &steps)?;
     let scope = revert::scope(&steps);
 
     let listed: Vec<String> = steps.iter().map(Step::label).collect();
-    ctx.confirm(&format!(
+    settings.confirm(&format!(
         "Roll back from version {from} to {to}, reverting {}? Dropped tables and columns are kept in schema {}",
         listed.join(", "),
         archive::SCHEMA
     ))?;
     // After the prompt, which may have waited long: who blocks now is what matters.
-    ctx.wait_for_blockers(session.client(), &scope)?;
-    // Taken after the prompt: archive names say when the rollback ran, not when it was asked.
-    let stamp = Stamp::now();
-    let mut throttle = ctx.replica_throttle();
-    let done = revert::revert(
-        &mut session,
-        &applied,
-        &steps,
-        &stamp,
-        &mut throttle,
-        &ctx.journal,
-    )?;
+    let done = session.locking(&scope, |session| {
+        // Taken after the prompt: archive names say when the rollback ran, not when it was
+        // asked.
+        let stamp = Stamp::now();
+        revert::revert(session, &applied, &steps, &stamp, &settings.journal)
+    })?;
     let details = RollbackReport {
         from_version: from,
         to_version: done.to_version,
@@ -85,16 +79,16 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Result<Outcome> {
 }
 
 /// `--dry-run`: the same reads and refusals, then the plan and the blockers; no lock taken.
-fn dry_run(ctx: &Context, args: &RollbackArgs, client: &mut Client) -> Result<Outcome> {
+fn dry_run(settings: &Settings, args: &RollbackArgs, client: &mut Client) -> Result<Outcome> {
     let Chosen {
         from, to, steps, ..
-    } = choose(ctx, args, client)?;
+    } = choose(settings, args, client)?;
     if steps.is_empty() {
-        return Ok(nothing_to_do(ctx, from, true));
+        return Ok(nothing_to_do(settings, from, true));
     }
     revert::refuse_unsafe(client, &steps)?;
     let scope = revert::scope(&steps);
-    let blockers = ctx.list_blockers(client, &scope)?;
+    let blockers = blockers::find(client, &scope, &settings.safety.blocker_limits())?;
     let stamp = Stamp::now();
     let plan = revert::plan(client, &steps, &stamp)?;
     let details = RollbackReport {
@@ -107,11 +101,11 @@ fn dry_run(ctx: &Context, args: &RollbackArgs, client: &mut Client) -> Result<Ou
     Ok(finish(details, true, from))
 }
 
-fn choose(ctx: &Context, args: &RollbackArgs, client: &mut Client) -> Result<Chosen> {
+fn choose(settings: &Settings, args: &RollbackArgs, client: &mut Client) -> Result<Chosen> {
     let applied = history::read(client)?;
     history::verify(&applied)?;
     let from = history::current_version(&applied);
-    ctx.journal.version(from);
+    settings.journal.version(from);
     let (to, steps) = revert::choose_steps(&applied, args.to, args.steps)?;
     Ok(Chosen {
         applied,
@@ -121,8 +115,8 @@ fn choose(ctx: &Context, args: &RollbackArgs, client: &mut Client) -> Result<Cho
     })
 }
 
-fn nothing_to_do(ctx: &Context, from: i32, dry_run: bool) -> Outcome {
-    ctx.log.line(&format!(
+fn nothing_to_do(settings: &Settings, from: i32, dry_run: bool) -> Outcome {
+    settings.log.line(&format!(
         "nothing to roll back: the database is at version {from}"
     ));
     let details = RollbackReport {

@@ -1,7 +1,7 @@
 //! `status`: where the database stands: each migration, each catalog constraint, and drift
 //! from the schema the recorded version should have.
 
-use super::{Context, Outcome};
+use super::{Outcome, Settings};
 use crate::catalog::constraints::{Kind as ConstraintKind, CATALOG};
 use crate::catalog::migrations::REPAIR_VERSION;
 use crate::catalog::renames::KNOWN_TRUNCATIONS;
@@ -78,11 +78,11 @@ pub enum DriftCheck {
     NotCompared(String),
 }
 
-pub fn run(ctx: &Context, args: &StatusArgs) -> Result<Outcome> {
-    let (_, mut client) = ctx.connect()?;
+pub fn run(settings: &Settings, args: &StatusArgs) -> Result<Outcome> {
+    let (_, mut client) = settings.connect()?;
     let applied = history::read(&mut client)?;
     let version = history::current_version(&applied);
-    ctx.journal.version(version);
+    settings.journal.version(version);
     let entries = history::compare(&applied);
     let mut presence = constraint_presence(&mut client)?;
     let constraints: Vec<ConstraintStatus> = CATALOG

@@ -5,15 +5,16 @@
 use crate::catalog::constraints::{self as catalog, Constraint, CATALOG};
 use crate::constraints::check::{constraint_presence, ConstraintState};
 use crate::db::introspect;
-use crate::db::replication::ReplicaThrottle;
 use crate::db::session::Retrying;
 use crate::db::{self, Session};
 use crate::progress::Log;
 use anyhow::Result;
 use indicatif::ProgressBar;
 use postgres::error::SqlState;
+use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 /// What a validation pass did.
 #[derive(Debug, Default)]
@@ -21,10 +22,20 @@ pub struct Validation {
     pub validated: Vec<&'static str>,
     /// Constraints whose VALIDATE found violating rows: still NOT VALID.
     pub blocked: Vec<&'static Constraint>,
+    /// How long each VALIDATE of `validated` took, in the same order: what a DBA holds
+    /// `migrate --dry-run`'s estimate against.
+    pub durations: Vec<Timed>,
+}
+
+/// How long one VALIDATE took, retries and lock waits included.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timed {
+    pub constraint: &'static str,
+    pub ms: u64,
 }
 
 /// Validates every catalog constraint (of `only`, if given) that exists NOT VALID. After each
-/// VALIDATE, `replicas` waits until the standbys have replayed it, so that a standby does not
+/// VALIDATE, the session (or its worker) waits until the standbys have replayed it, so that a standby does not
 /// go on answering with the constraint not valid for long.
 ///
 /// VALIDATE takes SHARE UPDATE EXCLUSIVE, which conflicts with itself but not across tables:
@@ -35,7 +46,6 @@ pub struct Validation {
 pub fn validate_not_valid(
     session: &mut Session,
     only: Option<&[&'static Constraint]>,
-    replicas: &mut ReplicaThrottle,
 ) -> Result<Validation> {
     let log = &session.log().clone();
     let presence = constraint_presence(session.client())?;
@@ -65,7 +75,6 @@ pub fn validate_not_valid(
     let shared = Shared {
         log,
         bar: &bar,
-        replicas: Mutex::new(replicas),
         validated: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
     };
@@ -104,7 +113,7 @@ pub fn validate_not_valid(
         });
     }
     bar.finish_and_clear();
-    let validated = shared.validated.into_inner().expect("validated list");
+    let mut durations = shared.validated.into_inner().expect("validated list");
     let mut blocked: Vec<&'static Constraint> = Vec::new();
     let mut first_error = None;
     for result in results {
@@ -119,10 +128,13 @@ pub fn validate_not_valid(
     }
     // The report lists them in catalog order, whichever session finished first.
     let position = |name: &str| CATALOG.iter().position(|c| c.name == name);
-    let mut validated = validated;
-    validated.sort_by_key(|name| position(name));
+    durations.sort_by_key(|t| position(t.constraint));
     blocked.sort_by_key(|c| position(c.name));
-    Ok(Validation { validated, blocked })
+    Ok(Validation {
+        validated: durations.iter().map(|t| t.constraint).collect(),
+        blocked,
+        durations,
+    })
 }
 
 struct Pending {
@@ -133,12 +145,10 @@ struct Pending {
 }
 
 /// What the sessions validating at the same time share.
-struct Shared<'a, 'r> {
+struct Shared<'a> {
     log: &'a Log,
     bar: &'a ProgressBar,
-    /// One standby wait at a time: each counts in `waited` once.
-    replicas: Mutex<&'r mut ReplicaThrottle>,
-    validated: Mutex<Vec<&'static str>>,
+    validated: Mutex<Vec<Timed>>,
     /// Set when a session fails: the others stop before their next VALIDATE.
     stop: AtomicBool,
 }
@@ -163,7 +173,7 @@ fn by_table(wanted: Vec<Pending>) -> Vec<Vec<Pending>> {
 fn validate_group(
     connection: &mut impl Retrying,
     group: &[Pending],
-    shared: &Shared<'_, '_>,
+    shared: &Shared<'_>,
 ) -> Result<Vec<&'static Constraint>> {
     let mut blocked = Vec::new();
     for Pending {
@@ -176,6 +186,7 @@ fn validate_group(
             break;
         }
         shared.bar.set_message(c.name);
+        let started = Instant::now();
         let result = connection.run_patiently(
             &format!("validate {}", c.name),
             &c.validate_sql_as(actual_name),
@@ -186,16 +197,11 @@ fn validate_group(
                     .validated
                     .lock()
                     .expect("validated list")
-                    .push(c.name);
-                let waited = shared
-                    .replicas
-                    .lock()
-                    .expect("replica throttle")
-                    .wait_for_replay(
-                        connection.client(),
-                        shared.log,
-                        &format!("VALIDATE {}", c.name),
-                    );
+                    .push(Timed {
+                        constraint: c.name,
+                        ms: started.elapsed().as_millis() as u64,
+                    });
+                let waited = connection.wait_for_replay(&format!("VALIDATE {}", c.name));
                 if let Err(e) = waited {
                     shared.stop.store(true, Ordering::SeqCst);
                     return Err(e);
@@ -215,7 +221,13 @@ fn validate_group(
             }
             Err(e) => {
                 shared.stop.store(true, Ordering::SeqCst);
-                let before = shared.validated.lock().expect("validated list").clone();
+                let before: Vec<&str> = shared
+                    .validated
+                    .lock()
+                    .expect("validated list")
+                    .iter()
+                    .map(|t| t.constraint)
+                    .collect();
                 return Err(e.context(interrupted(c, &before)));
             }
         }

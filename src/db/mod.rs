@@ -1,9 +1,13 @@
 //! Infrastructure: where to connect (`config`, `tls`), connecting, the safety mechanics every
 //! changing command shares (the advisory lock, `lock_timeout`, retry when a table lock is not
-//! granted in time), standbys, and the catalog questions engines ask of a live database.
+//! granted in time, waiting for the sessions that would block its table locks, pacing for the
+//! standbys), standbys, and the catalog questions engines ask of a live database.
 //!
-//! Nothing here knows the constraint catalog or the rename map: that is domain knowledge.
+//! Nothing here knows the constraint catalog or the rename map: that is domain knowledge. The
+//! blocker look knows only the list of ruleIQ tables (`catalog::TABLES`), to name those a
+//! statement locks.
 
+pub mod blockers;
 pub mod config;
 pub mod connect;
 pub mod connection;

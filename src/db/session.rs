@@ -9,20 +9,27 @@
 //! queued behind our lock request go ahead while we back off. Closing it (or dropping it, on
 //! an error or an interrupt) releases the lock explicitly, checks that it was released, and
 //! resets the settings it made, so nothing of ours stays on the connection even where a
-//! session-mode pooler hands it on. Holding these in a type means a command cannot forget one
-//! of them; engines that change anything take `&mut Session`.
+//! session-mode pooler hands it on. Before the work that takes table locks, [`Session::locking`]
+//! waits for the sessions that would make those locks wait (docs/design.md §9), and long data
+//! work paces itself for the standbys through [`Session::pace`]: the session owns the throttle.
+//! Holding these in a type means a command cannot forget one of them; engines that change
+//! anything take `&mut Session`.
 
+use super::blockers::{self, Scope};
 use super::config::Target;
 use super::lock::{acquire_migration_lock, release_migration_lock, set_lock_timeout};
 use super::query::Query;
-use super::replication::refuse_unless_writable;
+use super::replication::{refuse_unless_writable, MaxLag, ReplicaThrottle};
 use super::retry::{retry_on_lock_timeout, RetryPolicy};
 use crate::progress::Log;
 use anyhow::{Context, Result};
 use postgres::{Client, Transaction};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The bounds a session keeps (from --lock-wait, --lock-timeout, --lock-retries).
+/// The bounds a session keeps: the whole envelope of a changing command (--lock-wait,
+/// --lock-timeout, --validate-lock-timeout, --lock-retries, --blocker-age, --ignore-blockers,
+/// --max-replica-lag, --max-replica-wait).
 #[derive(Debug, Clone, Copy)]
 pub struct Safety {
     /// How long to wait for another ruleiq-db's migration lock before refusing.
@@ -34,6 +41,24 @@ pub struct Safety {
     /// UPDATE EXCLUSIVE) may wait: nothing queues behind it but other DDL and vacuum.
     pub patient_lock_timeout: Duration,
     pub retry: RetryPolicy,
+    /// A transaction open longer than this is a blocker wherever it holds its locks.
+    pub blocker_age: Duration,
+    /// Go ahead despite blockers, naming them; lock_timeout and the retries bound the wait.
+    pub ignore_blockers: bool,
+    /// How far behind a standby may fall before long data work pauses.
+    pub max_replica_lag: MaxLag,
+    /// How long to wait for lagging standbys before refusing.
+    pub max_replica_wait: Duration,
+}
+
+impl Safety {
+    /// The limits a blocker look uses: a real run waits up to --lock-wait for blockers to go.
+    pub fn blocker_limits(&self) -> blockers::Limits {
+        blockers::Limits {
+            blocker_age: self.blocker_age,
+            wait: self.lock_wait,
+        }
+    }
 }
 
 /// A connection holding the migration lock, with `lock_timeout` set. [`Session::close`] (or
@@ -65,12 +90,14 @@ impl Session {
         super::pooler::refuse_if_pooled(&target)?;
         refuse_unless_writable(&mut client, &target.to_string())?;
         acquire_migration_lock(&mut client, safety.lock_wait, &log)?;
+        let throttle = ReplicaThrottle::new(safety.max_replica_lag, safety.max_replica_wait);
         let mut session = Session {
             connection: Worker {
                 client,
                 safety,
                 log,
                 lock_scope: Vec::new(),
+                throttle: Arc::new(Mutex::new(throttle)),
             },
             target,
             released: false,
@@ -140,26 +167,85 @@ impl Session {
     /// lock_timeout and retry. It takes no migration lock of its own: this session holds it.
     pub fn worker(&self) -> Result<Worker> {
         let client = super::connect(&self.target)?;
-        Worker::new(client, self.safety(), self.log().clone())
+        let mut worker = Worker {
+            client,
+            safety: self.safety(),
+            log: self.log().clone(),
+            lock_scope: Vec::new(),
+            throttle: Arc::clone(&self.connection.throttle),
+        };
+        set_lock_timeout(&mut worker.client, worker.safety.lock_timeout)?;
+        Ok(worker)
     }
 
     pub fn target(&self) -> &Target {
         &self.target
     }
 
-    /// Runs `work` knowing the tables it takes strong locks on (a migration's `LOCK TABLE`):
-    /// each of its attempts first waits (up to the longest backoff) while a long transaction
-    /// holds one of them, rather than queue behind it with the application queued behind us.
-    /// Work after it, failed or not, waits for nobody again.
+    /// Runs `work`, which takes the table locks `scope` says, once no session would make those
+    /// locks wait (docs/design.md §9): waits for such sessions to go, up to --lock-wait, then
+    /// refuses naming them, nothing changed; with --ignore-blockers names them and goes ahead.
+    /// Called after the migration lock is held ([`Session::begin`]) and before the first table
+    /// lock, and after any prompt: who blocks now is what matters.
     pub fn locking<T>(
         &mut self,
-        tables: Vec<String>,
+        scope: &Scope,
         work: impl FnOnce(&mut Session) -> Result<T>,
     ) -> Result<T> {
-        self.connection.lock_scope = tables;
+        self.wait_for_blockers(scope)?;
+        work(self)
+    }
+
+    /// As [`Session::locking`], for DDL whose lock request the application's queries queue
+    /// behind (a migration's `LOCK TABLE`): besides, each attempt of the work's transactions
+    /// first waits (up to the longest backoff) while a long transaction holds one of `scope`'s
+    /// tables, rather than queue behind it with the application queued behind us. Work after
+    /// it, failed or not, waits for nobody again.
+    pub fn locking_for_ddl<T>(
+        &mut self,
+        scope: &Scope,
+        work: impl FnOnce(&mut Session) -> Result<T>,
+    ) -> Result<T> {
+        self.wait_for_blockers(scope)?;
+        self.connection.lock_scope = scope.tables.clone();
         let result = work(self);
         self.connection.lock_scope = Vec::new();
         result
+    }
+
+    fn wait_for_blockers(&mut self, scope: &Scope) -> Result<()> {
+        let safety = self.safety();
+        let limits = safety.blocker_limits();
+        let Worker { client, log, .. } = &mut self.connection;
+        if safety.ignore_blockers {
+            for b in blockers::find(client, scope, &limits)? {
+                log.line(&format!(
+                    "--ignore-blockers: going ahead despite {}",
+                    b.describe()
+                ));
+            }
+            return Ok(());
+        }
+        blockers::wait_until_clear(client, scope, &limits, log)
+    }
+
+    /// Called before each batch of long data work (and before each step that cannot pause
+    /// inside): returns when no standby is further behind than --max-replica-lag, waiting while
+    /// one is; refuses once the wait passes --max-replica-wait. Stops the work when Ctrl-C or
+    /// SIGTERM came between two batches.
+    pub fn pace(&mut self) -> Result<()> {
+        let Worker {
+            client,
+            log,
+            throttle,
+            ..
+        } = &mut self.connection;
+        lock_throttle(throttle).between_batches(client, log)
+    }
+
+    /// Everything this session (and its workers) waited for the standbys so far.
+    pub fn replica_waited(&self) -> Duration {
+        lock_throttle(&self.connection.throttle).waited
     }
 
     pub fn log(&self) -> &Log {
@@ -198,20 +284,24 @@ pub struct Worker {
     safety: Safety,
     log: Log,
     /// The tables the coming work takes strong locks on, when known (see
-    /// [`Session::locking`]).
+    /// [`Session::locking_for_ddl`]).
     lock_scope: Vec<String>,
+    /// The session's replica throttle, shared with its workers: one standby wait at a time,
+    /// each counted once in what the report says was waited.
+    throttle: Arc<Mutex<ReplicaThrottle>>,
 }
 
 impl Worker {
-    fn new(mut client: Client, safety: Safety, log: Log) -> Result<Worker> {
-        set_lock_timeout(&mut client, safety.lock_timeout)?;
-        Ok(Worker {
-            client,
-            safety,
-            log,
-            lock_scope: Vec::new(),
-        })
+    fn wait_for_replay(&mut self, what: &str) -> Result<Duration> {
+        lock_throttle(&self.throttle).wait_for_replay(&mut self.client, &self.log, what)
     }
+}
+
+/// The throttle, also when a worker panicked holding it (its measurements stay usable).
+fn lock_throttle(throttle: &Mutex<ReplicaThrottle>) -> std::sync::MutexGuard<'_, ReplicaThrottle> {
+    throttle
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Drop for Worker {
@@ -234,6 +324,11 @@ pub trait Retrying {
     fn client(&mut self) -> &mut Client;
 
     fn safety(&self) -> Safety;
+
+    /// Waits until every standby has replayed everything the primary has written so far
+    /// (`what` names that work on stderr); returns how long it waited. Refuses once the wait
+    /// passes --max-replica-wait. The session and its workers wait one at a time.
+    fn wait_for_replay(&mut self, what: &str) -> Result<Duration>;
 
     /// Runs `statement` alone in a transaction of its own that may wait up to
     /// `patient_lock_timeout` for its lock, retried like any other work. Only for a statement
@@ -264,6 +359,10 @@ impl Retrying for Session {
     fn safety(&self) -> Safety {
         Session::safety(self)
     }
+
+    fn wait_for_replay(&mut self, what: &str) -> Result<Duration> {
+        self.connection.wait_for_replay(what)
+    }
 }
 
 impl Retrying for Worker {
@@ -284,5 +383,9 @@ impl Retrying for Worker {
 
     fn safety(&self) -> Safety {
         self.safety
+    }
+
+    fn wait_for_replay(&mut self, what: &str) -> Result<Duration> {
+        Worker::wait_for_replay(self, what)
     }
 }

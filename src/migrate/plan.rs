@@ -6,7 +6,7 @@ use crate::catalog::migrations::{self, REPAIR_VERSION};
 use crate::catalog::repair::{self, PlannedStatement};
 use crate::catalog::sql::{lock_taken, split_statements};
 use crate::constraints::check;
-use crate::health::blockers::{Scope, Takes};
+use crate::db::blockers::{Scope, Takes};
 use crate::health::estimate::{self, Estimate};
 use anyhow::Result;
 use postgres::Client;

@@ -17,6 +17,7 @@ use crate::progress::Log;
 use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
+use std::time::Instant;
 
 #[derive(Debug, Serialize)]
 pub struct Preflight {
@@ -32,6 +33,8 @@ pub struct Preflight {
     /// scanned, since 008 adds nothing over their rows; `check-constraints` counts them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub already_enforced: Vec<&'static str>,
+    /// How long the scan took: what `migrate --dry-run`'s `estimate.preflight_ms` foretold.
+    pub duration_ms: u64,
 }
 
 /// What the preflight found.
@@ -58,6 +61,7 @@ fn interrupted(version: i32) -> String {
 }
 
 fn scan(target: &Target, client: &mut Client, log: &Log) -> Result<Verdict> {
+    let started = Instant::now();
     let states = check::constraint_states(client)?;
     let (enforced, scanned): (Vec<&Constraint>, Vec<&Constraint>) = CATALOG
         .iter()
@@ -80,6 +84,7 @@ fn scan(target: &Target, client: &mut Client, log: &Log) -> Result<Verdict> {
         total_live_violations: total_live,
         live_note: live_note.clone(),
         already_enforced,
+        duration_ms: started.elapsed().as_millis() as u64,
     };
     if total == 0 {
         return Ok(Verdict {

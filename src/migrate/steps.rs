@@ -10,8 +10,7 @@ use crate::catalog::migrations::REPAIR_VERSION;
 use crate::compat::Created;
 use crate::constraints::check::{self, Finding};
 use crate::constraints::validate;
-use crate::db::replication::ReplicaThrottle;
-use crate::db::{Query, Session};
+use crate::db::{Query, Retrying, Session};
 use crate::journal::Journal;
 use crate::report::MigrationRun;
 use anyhow::Result;
@@ -20,9 +19,8 @@ use std::time::Instant;
 
 /// What the run works with besides the migrations.
 pub struct Run<'a> {
+    /// Waits for the standbys between migrations and after 008, too.
     pub session: &'a mut Session,
-    /// Waits for the standbys between migrations and after 008.
-    pub replicas: &'a mut ReplicaThrottle,
     /// Where each committed migration is noted for the failure document.
     pub journal: &'a Journal,
     /// --no-compat: drop 008's compatibility schema right after 008 commits.
@@ -48,7 +46,7 @@ pub fn apply_pending(run: &mut Run<'_>, pending: &[Migration]) -> Result<Applied
     let mut done = Applied::default();
     let bar = log.bar(pending.len() as u64, "migrating");
     for m in pending {
-        run.replicas.between_batches(run.session.client(), &log)?;
+        run.session.pace()?;
         if m.version() == REPAIR_VERSION && !done.applied.is_empty() {
             // Rows may have changed while the earlier migrations ran: look again, right before.
             let target = run.session.target().clone();
@@ -139,11 +137,8 @@ pub fn apply_pending(run: &mut Run<'_>, pending: &[Migration]) -> Result<Applied
             done.compat = after_repair(run.session, run.no_compat)?;
             // The application reads the new names from the primary now: the standbys must
             // follow before anything else happens.
-            run.replicas.wait_for_replay(
-                run.session.client(),
-                &log,
-                &format!("V{} {}", m.version(), m.name()),
-            )?;
+            run.session
+                .wait_for_replay(&format!("V{} {}", m.version(), m.name()))?;
         }
         bar.inc(1);
     }
@@ -184,16 +179,19 @@ fn after_repair(session: &mut Session, no_compat: bool) -> Result<Option<Created
 #[derive(Debug, Default)]
 pub struct Validated {
     pub validated: Vec<&'static str>,
+    /// How long each of `validated` took.
+    pub durations: Vec<validate::Timed>,
     /// The constraints rows still violate, counted: they stay NOT VALID (None when none).
     pub blocked_by: Option<Vec<Finding>>,
 }
 
 /// Validates every catalog constraint that is NOT VALID; those rows block are counted for the
 /// report.
-pub fn validate(session: &mut Session, replicas: &mut ReplicaThrottle) -> Result<Validated> {
-    let validation = validate::validate_not_valid(session, None, replicas)?;
+pub fn validate(session: &mut Session) -> Result<Validated> {
+    let validation = validate::validate_not_valid(session, None)?;
     let mut done = Validated {
         validated: validation.validated,
+        durations: validation.durations,
         blocked_by: None,
     };
     if !validation.blocked.is_empty() {

@@ -4,7 +4,7 @@
 use super::report::{error_report, StandbyCheck, Step};
 use super::STANDBY_NAME;
 use crate::db::config::Target;
-use crate::db::replication::{self, MaxLag, ReplicaThrottle};
+use crate::db::replication;
 use crate::progress::Log;
 use anyhow::Result;
 use serde_json::Value;
@@ -47,8 +47,8 @@ pub fn step(log: &Log, primary: &Target, standby: &Target) -> (Step, Option<Stan
 /// Waits until the standby has replayed everything, then compares every table on both servers.
 fn compare(log: &Log, primary: &Target, standby: &Target) -> Result<StandbyCheck> {
     let mut on_primary = crate::db::connect(primary)?;
-    let mut wait = ReplicaThrottle::new(MaxLag::Time(Duration::ZERO), REPLAY_TIMEOUT);
-    let waited = wait.wait_for_replay(&mut on_primary, log, "the rehearsal")?;
+    let waited =
+        replication::wait_until_replayed(&mut on_primary, log, "the rehearsal", REPLAY_TIMEOUT)?;
     let expected = replication::fingerprint(&mut on_primary)?;
     let actual = replication::fingerprint(&mut crate::db::connect(standby)?)?;
     let mut differing: Vec<String> = expected

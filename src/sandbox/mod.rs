@@ -344,6 +344,30 @@ impl Cluster {
         Ok(())
     }
 
+    /// Restarts the server with the settings it was started with (`pg_ctl restart` keeps
+    /// them): its shared buffers start empty, as after a reboot or a failover.
+    pub fn restart(&self) -> Result<()> {
+        let data = self.root_path().join("data");
+        // With its log file, as at the start: without one the new server would write to (and
+        // hold open) the pipe this process reads pg_ctl's output from.
+        let log = self.root_path().join("server.log");
+        self.run_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&data)?,
+                "-l",
+                path_str(&log)?,
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ],
+        )
+    }
+
     /// Stops the server and removes its files.
     pub fn stop(&mut self) {
         if let Some(root) = self.root.take() {

@@ -2,7 +2,7 @@
 
 use super::MigrateReport;
 use crate::commands::check::write_findings;
-use crate::health::blockers;
+use crate::db::blockers;
 use crate::report::{self, Details};
 use std::io::Write;
 
@@ -45,12 +45,13 @@ impl Details for MigrateReport {
         if let Some(p) = &self.preflight {
             writeln!(
                 out,
-                "preflight: {}",
+                "preflight: {} ({})",
                 if p.ok {
                     "every row satisfies the catalog constraints".to_string()
                 } else {
                     format!("{} violating rows", p.total_violations)
-                }
+                },
+                took(p.duration_ms)
             )?;
             if let Some(note) = &p.live_note {
                 writeln!(out, "preflight: {note}.")?;
@@ -61,7 +62,14 @@ impl Details for MigrateReport {
             write_findings(out, &self.blocked_by)?;
             writeln!(out, "Next: `ruleiq-db cleanup --dry-run`, then `ruleiq-db cleanup`, then migrate again.")?;
         }
-        if !self.validated.is_empty() {
+        if !self.validate_ms.is_empty() {
+            let timed: Vec<String> = self
+                .validate_ms
+                .iter()
+                .map(|t| format!("{} ({})", t.constraint, took(t.ms)))
+                .collect();
+            writeln!(out, "validated: {}", timed.join(", "))?;
+        } else if !self.validated.is_empty() {
             writeln!(out, "validated: {}", self.validated.join(", "))?;
         }
         if !self.restored.is_empty() {
@@ -105,4 +113,9 @@ impl Details for MigrateReport {
         }
         Ok(())
     }
+}
+
+/// "1.5 s", "250 ms": how long a step took.
+fn took(ms: u64) -> String {
+    crate::db::replication::seconds(std::time::Duration::from_millis(ms))
 }

@@ -10,7 +10,7 @@ mod writable;
 
 pub use fingerprint::fingerprint;
 pub use standbys::{standbys, Standby};
-pub use throttle::{parse_max_lag, MaxLag, ReplicaThrottle};
+pub use throttle::{parse_max_lag, wait_until_replayed, MaxLag, ReplicaThrottle};
 pub use writable::{refuse_unless_writable, ServerRole};
 
 use std::time::Duration;

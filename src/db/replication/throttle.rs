@@ -69,6 +69,18 @@ impl Lagging {
     }
 }
 
+/// Waits, outside any session, until every standby has replayed everything the primary has
+/// written so far (a rehearsal before it compares a standby with its primary); refuses after
+/// `max_wait`. Returns how long it waited.
+pub fn wait_until_replayed(
+    client: &mut Client,
+    log: &Log,
+    what: &str,
+    max_wait: Duration,
+) -> Result<Duration> {
+    ReplicaThrottle::new(MaxLag::Time(Duration::ZERO), max_wait).wait_for_replay(client, log, what)
+}
+
 /// Keeps long data work from running ahead of the standbys: the batch loops call
 /// [`ReplicaThrottle::between_batches`] before each batch, and `migrate` calls
 /// [`ReplicaThrottle::wait_for_replay`] after the steps the standbys must have before it goes on.

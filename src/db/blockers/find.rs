@@ -237,7 +237,7 @@ fn round(seconds: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::blockers::Takes;
+    use crate::db::blockers::Takes;
     use std::time::Duration;
 
     fn session(

@@ -1,0 +1,125 @@
+//! What the application felt over time during a migration, and its picture: the slowest
+//! statement of each short slice of time, drawn for ruleiq-db, the naive migration and the
+//! control on one time axis (an SVG, through plotters' pure-Rust SVG backend).
+
+use crate::workload::Recorded;
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// How finely time is cut: short enough that one stall is one spike, long enough that a run
+/// of a few seconds is a few hundred points.
+const SLICE: Duration = Duration::from_millis(50);
+
+/// The slowest statement that started in each slice, from `from - before` to `to`: seconds
+/// since the migration started, and that statement's latency in ms. Slices where nothing
+/// started are left out (the statement that kept them empty shows in the slice it started in).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timeline {
+    pub points: Vec<(f64, f64)>,
+    /// When the migration ended, in seconds since it started.
+    pub migration_s: f64,
+}
+
+impl Timeline {
+    pub fn of(recorded: &Recorded, from: Duration, to: Duration, before: Duration) -> Timeline {
+        let start = from.saturating_sub(before);
+        let slices = (to.saturating_sub(start)).as_millis() / SLICE.as_millis() + 1;
+        let mut slowest = vec![0.0_f64; slices as usize];
+        for event in &recorded.events {
+            if event.start < start || event.start > to {
+                continue;
+            }
+            let slice = ((event.start - start).as_millis() / SLICE.as_millis()) as usize;
+            let latency = event.latency().as_secs_f64() * 1000.0;
+            slowest[slice] = slowest[slice].max(latency);
+        }
+        let offset = (from - start).as_secs_f64();
+        Timeline {
+            points: slowest
+                .into_iter()
+                .enumerate()
+                .filter(|(_, ms)| *ms > 0.0)
+                .map(|(i, ms)| (i as f64 * SLICE.as_secs_f64() - offset, ms))
+                .collect(),
+            migration_s: (to - from).as_secs_f64(),
+        }
+    }
+}
+
+/// One line of the picture.
+pub struct Series<'a> {
+    pub label: String,
+    pub timeline: &'a Timeline,
+}
+
+/// Draws the series on one time axis, latency on a log scale, each migration's end marked.
+pub fn draw(path: &Path, title: &str, series: &[Series]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let all = || series.iter().flat_map(|s| s.timeline.points.iter());
+    let first = all().map(|p| p.0).fold(0.0, f64::min);
+    let last = all().map(|p| p.0).fold(1.0, f64::max);
+    // A decade above the slowest statement: room for the legend above the lines.
+    let top = all().map(|p| p.1).fold(10.0, f64::max) * 10.0;
+    let root = SVGBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(first..last, (0.05_f64..top).log_scale())
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the migration started")
+        .y_desc("slowest statement per 50 ms (ms, log scale)")
+        .draw()
+        .map_err(plot_error)?;
+    let colours = [
+        RGBColor(0, 114, 178),
+        RGBColor(213, 94, 0),
+        RGBColor(110, 110, 110),
+    ];
+    for (s, colour) in series.iter().zip(colours.iter().cycle()) {
+        let colour = *colour;
+        chart
+            .draw_series(LineSeries::new(
+                s.timeline.points.iter().copied(),
+                colour.stroke_width(1),
+            ))
+            .map_err(plot_error)?
+            .label(format!(
+                "{} (ended at {:.1} s)",
+                s.label, s.timeline.migration_s
+            ))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+        let end = s.timeline.migration_s;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(end, 0.05), (end, top)],
+                6,
+                4,
+                colour.stroke_width(1),
+            ))
+            .map_err(plot_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present()
+        .map_err(plot_error)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn plot_error<E: std::error::Error + Send + Sync>(error: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing the latency picture: {error}")
+}
