@@ -94,3 +94,27 @@ pub fn execution_time(
         .context("EXPLAIN ANALYZE gave no execution time")?;
     Ok(Duration::from_secs_f64(ms / 1000.0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_pages_sits_in_the_middle_and_a_small_table_is_read_whole() {
+        let big = Sample {
+            pages: 10_000.0,
+            percent: 1.28,
+        };
+        assert_eq!(
+            big.middle_run(big.fraction()),
+            ("(4936,0)".to_string(), "(5064,0)".to_string())
+        );
+        let small = Sample {
+            pages: 50.0,
+            percent: 100.0,
+        };
+        let (from, to) = small.middle_run(small.fraction());
+        assert_eq!(from, "(0,0)");
+        assert!(to != "(50,0)", "past the last page: {to}");
+    }
+}
