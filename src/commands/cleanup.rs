@@ -55,10 +55,12 @@ pub fn run(settings: &Settings, args: &CleanupArgs) -> Result<Outcome> {
         let looking = started.elapsed();
         let limits = settings.safety.blocker_limits();
         details.blockers = Some(blockers::find(&mut client, &looked.scope(), &limits)?);
+        // A run looks again, writes, then recounts every catalog constraint (cleanup/run.rs).
+        let recounted: Vec<_> = crate::catalog::constraints::CATALOG.iter().collect();
         let found = estimate::estimate(
             &mut client,
             estimate::Work::Cleanup,
-            &[],
+            &recounted,
             &[],
             Some((looking, looked.total)),
         )?;

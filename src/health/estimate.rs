@@ -26,7 +26,8 @@ pub struct Estimate {
     /// run (008 not pending).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preflight_ms: Option<u64>,
-    /// `check-constraints` and `cleanup`: the check's scans.
+    /// `check-constraints`: the check's scans; `cleanup`: the recount after the batches (the
+    /// same check, of every catalog constraint).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check_ms: Option<u64>,
     /// `cleanup`: finding, previewing and proving the repairs (as the dry run timed them) and
@@ -68,9 +69,9 @@ pub enum Work {
 /// does not measure, and its basis says so.
 const WRITE_MS_PER_ROW: f64 = 0.12;
 
-/// Estimates `work`: the check of `checked` (none for `migrate` without the preflight), the
-/// VALIDATE of each of `validate`, and for `cleanup` (`repair`) the look as the dry run timed it
-/// and the writes of that many rows.
+/// Estimates `work`: the check of `checked` (none for `migrate` without the preflight; for
+/// `cleanup`, its recount), the VALIDATE of each of `validate`, and for `cleanup` (`repair`) the
+/// look as the dry run timed it and the writes of that many rows.
 pub fn estimate(
     client: &mut Client,
     work: Work,
@@ -179,10 +180,15 @@ fn basis(
     }
     if let Some(c) = check {
         let indexed = c.scans.iter().filter(|s| s.path == "index").count();
+        let whose = match work {
+            Work::Cleanup => "the recount's (after the batches, every catalog constraint)",
+            Work::Migrate { .. } => "the preflight's",
+            Work::Check => "the check's",
+        };
         parts.push(format!(
-            "the check's {} scans ({indexed} through an index, at the share of pages a sample finds \
-             it reads) shared among {} sessions (the server's max_parallel_workers_per_gather), \
-             plus a round trip ({rt_ms:.1} ms) each",
+            "{whose} {} scans ({indexed} through an index, at the share of pages a sample finds \
+             it reads) shared among {} sessions (the server's max_parallel_workers_per_gather) \
+             and no faster than the longest, plus a round trip ({rt_ms:.1} ms) each",
             c.scans.len(),
             c.sessions
         ));
@@ -216,8 +222,13 @@ impl Estimate {
             parts.push(format!("preflight {ms} ms"));
         }
         if let Some(ms) = self.check_ms {
+            let what = if self.repair_ms.is_some() {
+                "recount"
+            } else {
+                "check"
+            };
             parts.push(format!(
-                "check {ms} ms over {} scans on {} sessions",
+                "{what} {ms} ms over {} scans on {} sessions",
                 self.scans.len(),
                 self.sessions
             ));
