@@ -72,6 +72,7 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
     };
     let schema_version = history::current_version(&history::read(conn.client())?);
     settings.journal.version(schema_version);
+    let started = std::time::Instant::now();
     let (mut findings, live_since) = check::check_live(
         &target,
         conn.client(),
@@ -85,14 +86,17 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
         .filter(|f| f.violations == 0 && f.state == ConstraintState::NotValid)
         .map(Finding::constraint)
         .collect();
+    let checking = started.elapsed();
     let estimate = if args.dry_run {
-        Some(estimate::estimate(
+        let mut found = estimate::estimate(
             conn.client(),
             estimate::Work::Check,
             &selected,
             &clean,
             None,
-        )?)
+        )?;
+        found.check_timed(checking);
+        Some(found)
     } else {
         None
     };

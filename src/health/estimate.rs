@@ -215,6 +215,28 @@ fn basis(
 }
 
 impl Estimate {
+    /// Puts the check (`migrate`'s preflight, `check-constraints`' check) at what it took in
+    /// this dry run, which ran it in full: a real run repeats it, and its time, with the
+    /// connections, the planning and the machine's load of the moment, is better than any
+    /// sample's. The sampled scans stay, for the path each takes.
+    pub fn check_timed(&mut self, took: Duration) {
+        let ms = took.as_millis() as u64;
+        let sampled = match (&mut self.preflight_ms, &mut self.check_ms) {
+            (Some(slot), _) | (None, Some(slot)) => std::mem::replace(slot, ms),
+            (None, None) => return,
+        };
+        self.total_ms = self.total_ms - sampled + ms;
+        self.basis = format!(
+            "{}; the {} at {ms} ms, as this dry run timed it in full (the samples said {sampled} ms)",
+            self.basis,
+            if self.preflight_ms.is_some() {
+                "preflight"
+            } else {
+                "check"
+            }
+        );
+    }
+
     /// The line of the human table: the total, its parts, and what it rests on.
     pub fn line(&self) -> String {
         let mut parts = Vec::new();
