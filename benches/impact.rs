@@ -145,12 +145,17 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
     })
 }
 
-/// The data sets this run measures, each with what it is in words.
-fn distributions(_options: &Options) -> Vec<(String, String)> {
-    vec![(
-        "default".into(),
-        "1 % of evidence approved, statuses mostly pending".into(),
-    )]
+/// The data sets this run measures, each with what it is in words: the one --distribution
+/// names, else both.
+fn distributions(options: &Options) -> Vec<(dataset::Distribution, String)> {
+    let chosen = match options.distribution {
+        Some(one) => vec![one],
+        None => dataset::Distribution::ALL.to_vec(),
+    };
+    chosen
+        .into_iter()
+        .map(|d| (d, d.described().to_string()))
+        .collect()
 }
 
 /// Everything on one data set: build, check, cleanup, the migrations under the saturating
@@ -158,11 +163,11 @@ fn distributions(_options: &Options) -> Vec<(String, String)> {
 fn measure_data_set(
     server: &Server,
     options: &Options,
-    distribution: &str,
+    distribution: &dataset::Distribution,
     described: &str,
     started: Instant,
 ) -> Result<DataSet> {
-    let scale = dataset::Scale::of(options.scale);
+    let scale = dataset::Scale::of(options.scale, *distribution);
     let dbs = Databases {
         server,
         keep: options.keep,

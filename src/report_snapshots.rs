@@ -92,6 +92,8 @@ fn check_constraints() {
             total_live_violations: 0,
             live_since: live_since_cleanup(),
             validated: Vec::new(),
+            estimate_ms: None,
+            estimate: None,
             all_checked: true,
         },
     );

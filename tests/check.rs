@@ -159,10 +159,20 @@ fn constraint_filter_selects_and_unknown_names_are_refused() {
 #[test]
 fn json_and_yaml_carry_the_same_report() {
     let db = TestDb::dirty_legacy();
-    let (_, json, _) = db.run_json(&["check-constraints", "--dry-run"]);
+    let (_, mut json, _) = db.run_json(&["check-constraints", "--dry-run"]);
     let (code, yaml, _) = db.run(&["--format", "yaml", "check-constraints", "--dry-run"]);
     assert_eq!(code, 3);
-    let yaml: Value = serde_yaml::from_str(&yaml).unwrap();
+    let mut yaml: Value = serde_yaml::from_str(&yaml).unwrap();
+    // Each run times its own estimate (docs/design.md §11): the keys match, the numbers move.
+    for report in [&mut json, &mut yaml] {
+        let estimate = report.as_object_mut().unwrap().remove("estimate").unwrap();
+        assert!(estimate["total_ms"].is_u64() && estimate["basis"].is_string());
+        report
+            .as_object_mut()
+            .unwrap()
+            .remove("estimate_ms")
+            .unwrap();
+    }
     assert_eq!(json, yaml);
 }
 
@@ -255,5 +265,11 @@ fn the_human_table_sorts_by_violations_and_says_what_to_run_next() {
     let db = TestDb::dirty_legacy();
     let (code, stdout, _) = db.run(&["check-constraints", "--dry-run"]);
     assert_eq!(code, 3);
+    // The estimate's numbers are this run's own timing (docs/design.md §11).
+    let (timed, stdout): (Vec<&str>, Vec<&str>) = stdout
+        .lines()
+        .partition(|l| l.starts_with("estimated duration: "));
+    assert_eq!(timed.len(), 1, "one estimate line");
+    let stdout = stdout.join("\n") + "\n";
     insta::assert_snapshot!(stdout);
 }

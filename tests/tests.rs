@@ -12,6 +12,7 @@ mod cleanup_decisions;
 mod compat;
 mod compat_roles;
 mod contract;
+mod estimate;
 mod health;
 mod hostile_search_path;
 mod indexed_check;

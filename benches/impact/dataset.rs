@@ -24,9 +24,90 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Row counts of the generated tables.
+/// How the generated rows' statuses spread, planted violations aside (those are the same one
+/// in a hundred per constraint in both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    /// A young database: a tenth of the evidence approved, the rest spread over four statuses,
+    /// so an index on status narrows the approval-workflow check to a ninth of the table.
+    Default,
+    /// A database a few audits old: two fifths of the evidence approved (with its approver and
+    /// date), the rest spread over the four other statuses so that no status index narrows
+    /// much; most assessments completed, most policies approved or published.
+    Mature,
+}
+
+impl std::fmt::Display for Distribution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Distribution {
+    pub const ALL: [Distribution; 2] = [Distribution::Default, Distribution::Mature];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Default => "default",
+            Distribution::Mature => "mature",
+        }
+    }
+
+    /// What the data set is, in words, for the results.
+    pub fn described(self) -> &'static str {
+        match self {
+            Distribution::Default => {
+                "a tenth of the evidence approved, in runs: the status index narrows the check"
+            }
+            Distribution::Mature => {
+                "two fifths of the evidence approved, on nearly every page: no index narrows much"
+            }
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Distribution> {
+        Distribution::ALL
+            .into_iter()
+            .find(|d| d.name() == text)
+            .with_context(|| format!("unknown distribution '{text}': default or mature"))
+    }
+
+    /// Evidence row n is properly approved when n % 100 lies from 10 through the first number
+    /// and n * 7 % 9 is below the second: default, the ten residues 10-19 together (as the
+    /// data set always had); mature, four in nine of residues 10-98, scattered in short runs so
+    /// that nearly every page holds approved rows. Residues below 10 and 99 stay the planted
+    /// ones' alone.
+    fn approved(self) -> (i64, i64) {
+        match self {
+            Distribution::Default => (19, 9),
+            Distribution::Mature => (98, 4),
+        }
+    }
+
+    /// assessment_sessions.status, by n % 4.
+    fn session_statuses(self) -> Vec<String> {
+        let statuses: [&str; 4] = match self {
+            Distribution::Default => ["in_progress", "completed", "completed", "abandoned"],
+            Distribution::Mature => ["completed", "completed", "completed", "in_progress"],
+        };
+        statuses.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// generated_policies.status, by n % 4.
+    fn policy_statuses(self) -> Vec<String> {
+        let statuses: [&str; 4] = match self {
+            Distribution::Default => ["draft", "reviewed", "approved", "published"],
+            Distribution::Mature => ["reviewed", "approved", "published", "published"],
+        };
+        statuses.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// Row counts of the generated tables, and how their statuses spread.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Scale {
+    pub distribution: Distribution,
     /// One per business profile: production's `business_profiles.user_id` is UNIQUE.
     pub users: i64,
     pub business_profiles: i64,
@@ -36,9 +117,10 @@ pub struct Scale {
 }
 
 impl Scale {
-    pub fn of(factor: f64) -> Scale {
+    pub fn of(factor: f64, distribution: Distribution) -> Scale {
         let rows = |base: f64| ((base * factor).round() as i64).max(100);
         Scale {
+            distribution,
             users: rows(200_000.0),
             business_profiles: rows(200_000.0),
             assessment_sessions: rows(500_000.0),
@@ -170,7 +252,7 @@ SELECT md5('bp:' || n)::uuid,
        localtimestamp - n * interval '1 minute', localtimestamp - n * interval '1 second'
   FROM generate_series(1, $1::bigint) AS n"#;
 
-/// $1 rows, $2 profiles. Residue 5: a link to no profile (planted with the foreign-key
+/// $1 rows, $2 profiles, $3 the statuses by n % 4. Residue 5: a link to no profile (planted with the foreign-key
 /// triggers off); one in forty has no profile at all (NULL is allowed and passes).
 const ASSESSMENT_SESSIONS: &str = r#"
 INSERT INTO assessment_sessions (id, user_id, business_profil, session_type, status,
@@ -183,7 +265,7 @@ SELECT md5('as:' || n)::uuid,
             WHEN n % 40 = 3 THEN NULL
             ELSE md5('bp:' || p)::uuid END,
        (ARRAY['compliance_scoping', 'quick_assessment', 'full_assessment'])[1 + n % 3],
-       (ARRAY['in_progress', 'completed', 'completed', 'abandoned'])[1 + n % 4],
+       ($3::text[])[1 + n % 4],
        (1 + n % 5)::int, 5, (n % 31)::int, 30,
        ('{"business_type": "' || (ARRAY['b2b_saas', 'retail', 'healthcare', 'fintech'])[1 + n % 4]
         || '", "employees": "' || (ARRAY['1-10', '11-50', '51-250', '251-1000'])[1 + n % 4]
@@ -202,7 +284,7 @@ SELECT md5('as:' || n)::uuid,
   FROM generate_series(1, $1::bigint) AS n,
        LATERAL (SELECT 1 + n * 7 % $2::bigint AS p) AS owner"#;
 
-/// $1 rows, $2 profiles. Residue 6: a link to no profile (planted with the foreign-key
+/// $1 rows, $2 profiles, $3 the statuses by n % 4. Residue 6: a link to no profile (planted with the foreign-key
 /// triggers off; the column is NOT NULL, so there is no NULL link).
 const GENERATED_POLICIES: &str = r#"
 INSERT INTO generated_policies (id, user_id, business_profil, framework_id, policy_name,
@@ -235,7 +317,7 @@ SELECT md5('gp:' || n)::uuid,
        ('[{"id": "A.5.' || (1 + n % 37) || '", "title": "Control ' || (1 + n % 37) || '"}, {"id": "A.8.' || (1 + n % 34) || '", "title": "Control ' || (1 + n % 34) || '"}]')::jsonb,
        '{"owner": "Information Security Manager", "approver": "Managing Director"}'::jsonb,
        (220 + n % 400)::int, (1 + n % 4)::int, (n % 100) / 100.0,
-       (ARRAY['draft', 'reviewed', 'approved', 'published'])[1 + n % 4],
+       ($3::text[])[1 + n % 4],
        CASE WHEN n % 4 >= 1 THEN 'Reviewed by the compliance lead; wording of section 3 tightened.' END,
        localtimestamp - n * interval '1 minute',
        CASE WHEN n % 4 >= 1 THEN localtimestamp - n * interval '30 seconds' END,
@@ -245,9 +327,10 @@ SELECT md5('gp:' || n)::uuid,
        LATERAL (SELECT 1 + n * 11 % $2::bigint AS p, (1 + n % 5)::int AS k,
                        (ARRAY['access_control', 'data_retention', 'incident_response', 'acceptable_use'])[1 + n % 4] AS kind) AS row_of"#;
 
-/// $1 rows, $2 profiles. Residue 3: a status outside the list (the application's
+/// $1 rows, $2 profiles, $3 and $4 which rows are properly approved
+/// (`Distribution::approved`). Residue 3: a status outside the list (the application's
 /// 'pending_review' and 'pending', and others); residue 4: approved without approved_at or
-/// without approved_by; residues 10-19: properly approved; 99: no status at all (NULL passes).
+/// without approved_by; 99: no status at all (NULL passes).
 const EVIDENCE_ITEMS: &str = r#"
 INSERT INTO evidence_items (id, user_id, business_profile_id, framework_id, evidence_name,
     evidence_type, control_reference, description, required_for_audit, collection_frequency,
@@ -273,17 +356,17 @@ SELECT md5('ev:' || n)::uuid,
        'application/pdf',
        (10000 + n * 37 % 5000000)::int,
        CASE WHEN n % 100 = 3 THEN (ARRAY['pending_review', 'pending', 'Pending Review', 'done', 'awaiting upload'])[1 + n / 100 % 5]
-            WHEN n % 100 = 4 OR n % 100 BETWEEN 10 AND 19 THEN 'approved'
+            WHEN n % 100 = 4 OR n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint THEN 'approved'
             WHEN n % 100 = 99 THEN NULL
             ELSE (ARRAY['not_started', 'in_progress', 'collected', 'rejected'])[1 + n % 4] END,
        CASE WHEN n % 2 = 0 THEN 'Collected from the production account.' END,
-       CASE WHEN n % 100 BETWEEN 10 AND 19 OR n % 4 = 3 THEN 'Checked against the control wording; dates and scope match.' END,
+       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint OR n % 4 = 3 THEN 'Checked against the control wording; dates and scope match.' END,
        collector,
        localtimestamp - (n % 365) * interval '1 day' - interval '2 days',
-       CASE WHEN n % 100 BETWEEN 10 AND 19 OR n % 4 = 3 THEN 'auditor' || (n % 50) || '@company' || p || '.example.com' END,
-       CASE WHEN n % 100 BETWEEN 10 AND 19 OR n % 4 = 3 THEN localtimestamp - (n % 365) * interval '1 day' - interval '1 day' END,
-       CASE WHEN n % 100 BETWEEN 10 AND 19 OR (n % 100 = 4 AND n / 100 % 2 = 0) THEN md5('u:' || p)::uuid::text END,
-       CASE WHEN n % 100 BETWEEN 10 AND 19 OR (n % 100 = 4 AND n / 100 % 2 = 1) THEN localtimestamp - (n % 365) * interval '1 day' END,
+       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint OR n % 4 = 3 THEN 'auditor' || (n % 50) || '@company' || p || '.example.com' END,
+       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint OR n % 4 = 3 THEN localtimestamp - (n % 365) * interval '1 day' - interval '1 day' END,
+       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint OR (n % 100 = 4 AND n / 100 % 2 = 0) THEN md5('u:' || p)::uuid::text END,
+       CASE WHEN n % 100 BETWEEN 10 AND $3::bigint AND n * 7 % 9 < $4::bigint OR (n % 100 = 4 AND n / 100 % 2 = 1) THEN localtimestamp - (n % 365) * interval '1 day' END,
        (ARRAY['low', 'medium', 'high', 'critical'])[1 + n % 4],
        (ARRAY['30 minutes', '2 hours', '1 day', '3 days'])[1 + n % 4],
        'Annex A.' || (5 + n % 4),
@@ -322,30 +405,44 @@ pub fn build(server: &Server, name: &str, scale: &Scale) -> Result<Built> {
         client.batch_execute(&format!("DROP INDEX {}", quote_ident(index)))?;
     }
     let s = *scale;
+    let d = s.distribution;
     // Two loaders, one for the big table, one for the rest: the machine has two cores.
-    let jobs: Vec<Vec<(&str, &str, Vec<i64>)>> = vec![
+    let jobs: Vec<Vec<(&str, &str, Vec<Value>)>> = vec![
         vec![(
             "evidence_items",
             EVIDENCE_ITEMS,
-            vec![s.evidence_items, s.business_profiles],
+            vec![
+                Box::new(s.evidence_items),
+                Box::new(s.business_profiles),
+                Box::new(d.approved().0),
+                Box::new(d.approved().1),
+            ],
         )],
         vec![
-            ("users", USERS, vec![s.users]),
+            ("users", USERS, vec![Box::new(s.users)]),
             ("compliance_frameworks", FRAMEWORKS, vec![]),
             (
                 "business_profiles",
                 BUSINESS_PROFILES,
-                vec![s.business_profiles],
+                vec![Box::new(s.business_profiles)],
             ),
             (
                 "assessment_sessions",
                 ASSESSMENT_SESSIONS,
-                vec![s.assessment_sessions, s.business_profiles],
+                vec![
+                    Box::new(s.assessment_sessions),
+                    Box::new(s.business_profiles),
+                    Box::new(d.session_statuses()),
+                ],
             ),
             (
                 "generated_policies",
                 GENERATED_POLICIES,
-                vec![s.generated_policies, s.business_profiles],
+                vec![
+                    Box::new(s.generated_policies),
+                    Box::new(s.business_profiles),
+                    Box::new(d.policy_statuses()),
+                ],
             ),
         ],
     ];
@@ -406,6 +503,9 @@ pub fn build(server: &Server, name: &str, scale: &Scale) -> Result<Built> {
 
 type Job = Box<dyn FnOnce(&mut Client) -> Result<()> + Send>;
 
+/// A loader statement's parameter.
+type Value = Box<dyn postgres::types::ToSql + Sync + Send>;
+
 /// The table of a `CREATE [UNIQUE] INDEX name ON [schema.]table USING …` definition.
 fn indexed_table(def: &str) -> Result<String> {
     let table = def
@@ -416,7 +516,7 @@ fn indexed_table(def: &str) -> Result<String> {
     Ok(table.trim_matches('"').to_string())
 }
 
-fn load_job(statements: Vec<(&'static str, &'static str, Vec<i64>)>) -> Job {
+fn load_job(statements: Vec<(&'static str, &'static str, Vec<Value>)>) -> Job {
     Box::new(move |client: &mut Client| {
         // Replica role: the foreign-key triggers do not fire (superuser only, this session
         // only). That is what makes a bulk load fast (every other link holds by construction),
@@ -426,7 +526,7 @@ fn load_job(statements: Vec<(&'static str, &'static str, Vec<i64>)>) -> Job {
         for (table, sql, counts) in statements {
             let params: Vec<&(dyn postgres::types::ToSql + Sync)> = counts
                 .iter()
-                .map(|c| c as &(dyn postgres::types::ToSql + Sync))
+                .map(|c| c.as_ref() as &(dyn postgres::types::ToSql + Sync))
                 .collect();
             client
                 .execute(sql, &params)

@@ -1,5 +1,6 @@
 //! The benchmark's command line: `cargo bench --bench impact -- [OPTIONS]`.
 
+use crate::dataset::Distribution;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -12,6 +13,9 @@ version-7 database, side by side with the plain-SQL equivalents.
 OPTIONS
   --scale F           rows relative to 200k business_profiles, 500k assessment_sessions,
                       2M evidence_items, 200k generated_policies (default 1.0)
+  --distribution D    measure one data set only: default (a tenth of the evidence approved)
+                      or mature (two fifths approved, statuses spread so that no index
+                      narrows the check much); without it, both
   --quick             one timed repetition instead of three
   --repetitions N     timed repetitions of each measurement (default 3)
   --database-url URL  a postgres:// URL of a role that may create databases (default:
@@ -40,6 +44,8 @@ OPTIONS
 #[derive(Debug, Clone)]
 pub struct Options {
     pub scale: f64,
+    /// The one data set to measure; None: both.
+    pub distribution: Option<Distribution>,
     pub repetitions: usize,
     pub database_url: Option<String>,
     pub connections: usize,
@@ -61,6 +67,7 @@ impl Options {
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let mut options = Options {
             scale: 1.0,
+            distribution: None,
             repetitions: 3,
             database_url: std::env::var("RULEIQ_TEST_DATABASE_URL")
                 .ok()
@@ -86,6 +93,9 @@ impl Options {
                 // `cargo bench` passes --bench to every bench target.
                 "--bench" => {}
                 "--scale" => options.scale = number(&value("--scale")?, "--scale")?,
+                "--distribution" => {
+                    options.distribution = Some(Distribution::parse(&value("--distribution")?)?)
+                }
                 "--quick" => options.repetitions = 1,
                 "--repetitions" => {
                     options.repetitions = number(&value("--repetitions")?, "--repetitions")?

@@ -10,6 +10,7 @@ use super::policy::Action;
 use super::preview::{Example, TablePreview};
 use super::undo::Conflict;
 use crate::db::blockers::{self, Blocker};
+use crate::health::estimate::Estimate;
 use crate::report::{self, Details, Failure};
 use crate::units::rows;
 use serde::Serialize;
@@ -49,6 +50,8 @@ pub struct DryRun {
     pub preview: Preview,
     /// Sessions that would make the batches wait for their locks.
     pub blockers: Vec<Blocker>,
+    /// How long a real run is expected to take, and what that rests on.
+    pub estimate: Estimate,
 }
 
 #[derive(Debug)]
@@ -146,6 +149,11 @@ struct Wire<'a> {
     notes: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     blockers: Option<&'a [Blocker]>,
+    /// With --dry-run: the expected duration of a real run, in ms, and how it was reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    estimate_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    estimate: Option<&'a Estimate>,
 }
 
 impl<'a> Wire<'a> {
@@ -170,6 +178,8 @@ impl<'a> Wire<'a> {
             total_conflicts: None,
             notes: &preview.notes,
             blockers: None,
+            estimate_ms: None,
+            estimate: None,
         }
     }
 }
@@ -179,6 +189,8 @@ impl Serialize for CleanupReport {
         let wire = match self {
             CleanupReport::DryRun(d) => Wire {
                 blockers: Some(&d.blockers),
+                estimate_ms: Some(d.estimate.total_ms),
+                estimate: Some(&d.estimate),
                 ..Wire::of(&d.preview)
             },
             CleanupReport::NothingToDo(p) => Wire::of(p),
@@ -460,6 +472,7 @@ impl DryRun {
     fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         self.preview.write_head(out)?;
         blockers::write_table(out, &self.blockers)?;
+        writeln!(out, "{}", self.estimate.line())?;
         self.preview.write_would_change(out)
     }
 }
@@ -614,8 +627,12 @@ mod tests {
         let dry = CleanupReport::DryRun(DryRun {
             preview: preview(),
             blockers: Vec::new(),
+            estimate: Estimate::default(),
         });
-        assert_eq!(keys(&dry), with(&["notes", "blockers"]));
+        assert_eq!(
+            keys(&dry),
+            with(&["notes", "blockers", "estimate_ms", "estimate"])
+        );
         assert_eq!(
             keys(&CleanupReport::NothingToDo(preview())),
             with(&["notes"])

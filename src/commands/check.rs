@@ -9,6 +9,7 @@ use crate::constraints::live::{self, LiveSince};
 use crate::constraints::validate;
 use crate::db::Connection;
 use crate::exit::Code;
+use crate::health::estimate::{self, Estimate};
 use crate::history;
 use crate::refusal::Refusal;
 use crate::report::{self, Details, Report};
@@ -26,6 +27,13 @@ pub struct CheckReport {
     pub live_since: LiveSince,
     /// Constraints this run validated (always empty with --dry-run).
     pub validated: Vec<&'static str>,
+    /// With --dry-run: the expected duration of a real run (the check, then the VALIDATE of
+    /// the NOT VALID constraints nothing violates), in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_ms: Option<u64>,
+    /// With --dry-run: how `estimate_ms` was reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
     /// Whether every catalog constraint was checked (no --constraint filter): only then does
     /// "no violations" mean migrate can enforce them.
     #[serde(skip)]
@@ -64,6 +72,7 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
     };
     let schema_version = history::current_version(&history::read(conn.client())?);
     settings.journal.version(schema_version);
+    let started = std::time::Instant::now();
     let (mut findings, live_since) = check::check_live(
         &target,
         conn.client(),
@@ -72,12 +81,26 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
         args.live_window,
     )?;
     let mut validated = Vec::new();
+    let clean: Vec<&'static Constraint> = findings
+        .iter()
+        .filter(|f| f.violations == 0 && f.state == ConstraintState::NotValid)
+        .map(Finding::constraint)
+        .collect();
+    let checking = started.elapsed();
+    let estimate = if args.dry_run {
+        let mut found = estimate::estimate(
+            conn.client(),
+            estimate::Work::Check,
+            &selected,
+            &clean,
+            None,
+        )?;
+        found.check_timed(checking);
+        Some(found)
+    } else {
+        None
+    };
     if let Some(session) = conn.session() {
-        let clean: Vec<&'static Constraint> = findings
-            .iter()
-            .filter(|f| f.violations == 0 && f.state == ConstraintState::NotValid)
-            .map(Finding::constraint)
-            .collect();
         if !clean.is_empty() {
             let outcome = validate::validate_not_valid(session, Some(&clean))?;
             validated = outcome.validated;
@@ -119,6 +142,8 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
             total_live_violations: total_live,
             live_since,
             validated,
+            estimate_ms: estimate.as_ref().map(|e| e.total_ms),
+            estimate,
             all_checked: selected.len() == CATALOG.len(),
         },
     };
@@ -186,6 +211,9 @@ impl Details for CheckReport {
         write_findings(out, &self.constraints)?;
         if !self.validated.is_empty() {
             writeln!(out, "validated: {}", self.validated.join(", "))?;
+        }
+        if let Some(e) = &self.estimate {
+            writeln!(out, "{}", e.line())?;
         }
         if self.total_live_violations > 0 {
             writeln!(

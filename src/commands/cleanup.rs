@@ -26,6 +26,7 @@ use crate::db::blockers::{self, Blocker, Scope, Takes};
 use crate::db::config::Target;
 use crate::db::Session;
 use crate::exit::Code;
+use crate::health::estimate;
 use crate::history;
 use crate::refusal::code_of;
 use crate::refusal::Refusal;
@@ -48,15 +49,26 @@ pub fn run(settings: &Settings, args: &CleanupArgs) -> Result<Outcome> {
     let (target, mut client) = settings.connect()?;
     run::without_jit(&mut client)?;
     if args.dry_run {
+        let started = std::time::Instant::now();
         let (looked, preview, schema_version) = match look(settings, &mut client, &policy, None)? {
             Ok(looked) => looked,
             Err(stop) => return Ok(stop),
         };
+        let looking = started.elapsed();
         let limits = settings.safety.blocker_limits();
         let blockers = blockers::find(&mut client, &looked.scope(), &limits)?;
+        // A run looks again, writes, then recounts every catalog constraint (cleanup/run.rs).
+        let recounted: Vec<_> = crate::catalog::constraints::CATALOG.iter().collect();
+        let estimate = estimate::estimate(
+            &mut client,
+            estimate::Work::Cleanup,
+            &recounted,
+            &[],
+            Some((looking, looked.total)),
+        )?;
         return Ok(stop_here(
             preview,
-            Some(blockers),
+            Some((blockers, estimate)),
             schema_version,
             looked.total,
         ));
@@ -119,7 +131,7 @@ fn look(
 /// nothing was changed.
 fn stop_here(
     mut preview: Preview,
-    dry_run_blockers: Option<Vec<Blocker>>,
+    dry_run: Option<(Vec<Blocker>, estimate::Estimate)>,
     schema_version: i32,
     total: u64,
 ) -> Outcome {
@@ -128,15 +140,19 @@ fn stop_here(
             .notes
             .push("nothing to repair: no row breaks a constraint the policy covers".into());
     }
-    let dry_run = dry_run_blockers.is_some();
-    let details = match dry_run_blockers {
-        Some(blockers) => CleanupReport::DryRun(DryRun { preview, blockers }),
+    let is_dry_run = dry_run.is_some();
+    let details = match dry_run {
+        Some((blockers, estimate)) => CleanupReport::DryRun(DryRun {
+            preview,
+            blockers,
+            estimate,
+        }),
         None => CleanupReport::NothingToDo(preview),
     };
     let report = Report {
         command: "cleanup",
         ok: true,
-        dry_run,
+        dry_run: is_dry_run,
         schema_version,
         details,
     };

@@ -119,6 +119,12 @@ pub fn run(settings: &Settings, args: &crate::cli::MigrateArgs) -> Result<Outcom
             settings.log.line(&format!("preflight deferred: the migrations before {first:03} first put back what a rollback archived; the rows are checked right before {first:03}"));
         } else {
             let verdict = preflight::run(&target, conn.client(), &settings.log, from, &adding)?;
+            if let Some(estimate) = details.estimate.as_mut() {
+                estimate.check_timed(std::time::Duration::from_millis(
+                    verdict.preflight.duration_ms,
+                ));
+                details.estimate_ms = Some(estimate.total_ms);
+            }
             if let Some(outcome) = preflight_outcome(&mut details, verdict, args.dry_run) {
                 return Ok(outcome);
             }

@@ -2,20 +2,20 @@
 //! preflight, `check-constraints` and `cleanup`.
 //!
 //! One pass per table: all of a table's CHECK constraints are evaluated in a single scan (over
-//! only the rows that can violate, where an index the database has narrows it: `indexed.rs`),
-//! each foreign key by one anti-join. Only violating rows travel to us, streamed, and we keep just a
-//! count and the ten smallest primary keys per constraint, so memory stays flat whatever the
-//! table size and the sample costs no second scan. Scans run concurrently on
-//! [`PARALLEL_SCANS`] sessions that share one exported snapshot, so every count describes the
-//! same moment, and PostgreSQL's parallel workers may help with each (see `SCAN_SETTINGS`, and
-//! [`runs_serially`] for the one exception).
+//! only the rows that can violate, where an index the database has narrows it and that reads
+//! less: `indexed.rs`), each foreign key by one anti-join. Only violating rows travel to us,
+//! streamed, and we keep just a count and the ten smallest primary keys per constraint, so
+//! memory stays flat whatever the table size and the sample costs no second scan. Scans run
+//! concurrently on as many sessions as the server offers one query
+//! (`scan_sessions::sessions_offered`), sharing one exported snapshot so every count describes
+//! the same moment, and PostgreSQL's parallel workers may help with each (see `SCAN_SETTINGS`,
+//! and [`runs_serially`] for the one exception).
 
 use super::indexed::{self, Narrowing};
 use super::live::{self, LiveSince};
 pub use super::presence::{constraint_presence, constraint_states, ConstraintState, Presence};
 use super::scan_progress::{self, ScanProgress};
-pub use super::scan_sessions::PARALLEL_SCANS;
-use super::scan_sessions::{connect_early, run_parallel};
+use super::scan_sessions::{connect_early, run_parallel, sessions_offered};
 pub use super::spelling::DatabaseSpelling;
 use crate::catalog::constraints::{self as catalog, Constraint, Kind};
 use crate::catalog::sql::{qualified, quote_ident};
@@ -59,19 +59,23 @@ impl Finding {
 /// flags, one column says whether the row is live (`live`: whether that column reads the bound
 /// cutoff `$1`), and a last one, when a progress bar is drawn (`returns_blocks`), in which
 /// block the row lies.
-struct Scan {
-    constraints: Vec<&'static Constraint>,
-    sql: String,
-    live: bool,
+pub(super) struct Scan {
+    pub(super) constraints: Vec<&'static Constraint>,
+    pub(super) sql: String,
+    pub(super) live: bool,
     returns_blocks: bool,
-    /// For a table's CHECKs: the rows an index narrows the scan to (see `indexed.rs`).
-    narrowed: Option<Narrowing>,
+    /// For a table's CHECKs: the rows an index narrows the scan to, when that reads less than
+    /// the plain scan (see `indexed.rs`).
+    pub(super) narrowed: Option<Narrowing>,
+    /// For a table's CHECKs that an index could narrow: the share of pages it would read,
+    /// whether or not that pays.
+    pub(super) narrowable_share: Option<f64>,
 }
 
 /// `with_blocks`: whether the scans return each violating row's block, for a progress bar.
 /// Only when one is drawn: turning a `ctid` into its block number goes through text, and at 52,000
 /// violating rows leaving it out took the check from 0.68 s to 0.65 s (docs/performance.md).
-fn plan_scans(
+pub(super) fn plan_scans(
     constraints: &[&'static Constraint],
     spelling: &DatabaseSpelling,
     with_blocks: bool,
@@ -109,6 +113,7 @@ fn plan_scans(
                     live: is_live.is_some(),
                     returns_blocks: with_blocks,
                     narrowed: None,
+                    narrowable_share: None,
                 });
             }
             Kind::Check => match by_table.iter_mut().find(|(t, _)| *t == c.table) {
@@ -137,6 +142,7 @@ fn plan_scans(
             live: is_live.is_some(),
             returns_blocks: with_blocks,
             narrowed: None,
+            narrowable_share: None,
             sql: format!(
                 "SELECT {pk}, {}, {}{block} FROM {} AS t WHERE ({condition})",
                 flags.join(", "),
@@ -148,8 +154,9 @@ fn plan_scans(
     scans
 }
 
-/// Narrows each table's CHECK scan through an index where one helps (see `indexed.rs`).
-fn narrow_scans(
+/// Narrows each table's CHECK scan through an index where that reads less (see `indexed.rs`);
+/// the others stay one sequential pass over the table evaluating all its CHECKs at once.
+pub(super) fn narrow_scans(
     client: &mut (impl Query + ?Sized),
     scans: &mut [Scan],
     spelling: &DatabaseSpelling,
@@ -159,7 +166,9 @@ fn narrow_scans(
             continue;
         };
         if first.kind() == Kind::Check {
-            scan.narrowed = indexed::narrowing(client, first.table, &scan.constraints, spelling)?;
+            let narrowing = indexed::narrowing(client, first.table, &scan.constraints, spelling)?;
+            scan.narrowable_share = narrowing.as_ref().map(|n| n.share);
+            scan.narrowed = narrowing.filter(Narrowing::pays);
         }
     }
     Ok(())
@@ -354,7 +363,8 @@ pub fn check_live(
     window: std::time::Duration,
 ) -> Result<(Vec<Finding>, LiveSince)> {
     // The other sessions connect while this one plans: a connection costs a backend's start.
-    let early = connect_early(target, constraints);
+    let sessions = sessions_offered(client)?;
+    let early = connect_early(target, constraints, sessions);
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)

@@ -3,9 +3,11 @@
 //! the check (`live`), and validating NOT VALID constraints (`validate`).
 
 pub mod check;
+pub mod cost;
 pub mod indexed;
 pub mod live;
 pub mod presence;
+pub mod sample;
 pub mod scan_progress;
 mod scan_sessions;
 pub mod spelling;

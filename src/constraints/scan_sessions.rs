@@ -1,5 +1,5 @@
 //! The sessions a check scans on: the coordinator's own READ ONLY transaction and up to
-//! [`PARALLEL_SCANS`]` - 1` more that import its exported snapshot, so that every count
+//! [`sessions_offered`]` - 1` more that import its exported snapshot, so that every count
 //! describes the same moment; each takes the next part (biggest first) until none is left.
 
 use crate::catalog::constraints::{Constraint, Kind};
@@ -9,8 +9,25 @@ use anyhow::Result;
 use postgres::{Client, Transaction};
 use std::collections::BTreeSet;
 
-/// How many sessions scan at once: the one holding the snapshot and the others importing it.
-pub const PARALLEL_SCANS: usize = 2;
+/// The most sessions a check scans on, whatever the server offers.
+const MAX_SESSIONS: i64 = 8;
+
+/// How many sessions scan at once (the one holding the snapshot and the others importing it):
+/// as many processes as the server lets one query use beside its own,
+/// `max_parallel_workers_per_gather` (within `max_parallel_workers`), at least one. That is the
+/// DBA's own statement of how much of the machine one statement may take; PostgreSQL cannot
+/// tell a client its cores (docs/design.md §11). The default, 2, is what the scans were tuned
+/// on: two sessions on two cores, each scan helped by parallel workers when the other is done.
+pub fn sessions_offered(client: &mut (impl Query + ?Sized)) -> Result<usize> {
+    let offered: i64 = client
+        .row(
+            "SELECT least(current_setting('max_parallel_workers_per_gather')::int8,
+                          current_setting('max_parallel_workers')::int8)",
+            &[],
+        )?
+        .get(0);
+    Ok(offered.clamp(1, MAX_SESSIONS) as usize)
+}
 
 /// One part's work on a session's transaction (the check's scan of a table or a foreign key).
 pub(super) type RunPart<'r, P, R> = dyn Fn(&P, &mut Transaction<'_>) -> Result<R> + Sync + 'r;
@@ -18,9 +35,13 @@ pub(super) type RunPart<'r, P, R> = dyn Fn(&P, &mut Transaction<'_>) -> Result<R
 /// A session being opened for the scans, on a thread of its own.
 pub(super) type Early = std::thread::JoinHandle<Result<Client>>;
 
-/// Opens the sessions that will import the snapshot, when `constraints` need more than one
-/// scan (an estimate before planning: one per table's CHECKs, one per foreign key).
-pub(super) fn connect_early(target: &Target, constraints: &[&'static Constraint]) -> Vec<Early> {
+/// Opens the sessions that will import the snapshot (`sessions - 1`), when `constraints` need
+/// more than one scan (an estimate before planning: one per table's CHECKs, one per foreign key).
+pub(super) fn connect_early(
+    target: &Target,
+    constraints: &[&'static Constraint],
+    sessions: usize,
+) -> Vec<Early> {
     let check_tables: BTreeSet<&str> = constraints
         .iter()
         .filter(|c| c.kind() == Kind::Check)
@@ -31,7 +52,7 @@ pub(super) fn connect_early(target: &Target, constraints: &[&'static Constraint]
         .filter(|c| c.kind() == Kind::ForeignKey)
         .count();
     let scans = check_tables.len() + foreign_keys;
-    (1..PARALLEL_SCANS.min(scans))
+    (1..sessions.min(scans))
         .map(|_| {
             let target = target.clone();
             std::thread::spawn(move || -> Result<Client> { db::connect(&target) })
@@ -59,8 +80,8 @@ fn drain<P, R>(
     }
 }
 
-/// Runs parts on [`PARALLEL_SCANS`] sessions: the coordinator's own transaction, and
-/// connections that import its snapshot and start with `settings` (the coordinator's).
+/// Runs parts on the coordinator's own transaction and the `early` connections, which import
+/// its snapshot and start with `settings` (the coordinator's).
 pub(super) fn run_parallel<P: Sync, R: Send>(
     early: Vec<Early>,
     snapshot: &str,
@@ -71,7 +92,7 @@ pub(super) fn run_parallel<P: Sync, R: Send>(
 ) -> Result<Vec<Result<R>>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<Slot<R>> = parts.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let workers = PARALLEL_SCANS.min(parts.len()).saturating_sub(1);
+    let workers = early.len().min(parts.len().saturating_sub(1));
     std::thread::scope(|scope| -> Result<()> {
         let (next, slots) = (&next, &slots);
         let handles: Vec<_> = early

@@ -1,31 +1,46 @@
-//! How long `migrate`'s scans should take: the preflight and each VALIDATE read whole tables, so
-//! their duration is roughly the bytes they read over the rate this server reads at. The rate
-//! is measured, not assumed: one timed sequential read of a sample of the largest table.
+//! How long the scans of `migrate`, `check-constraints` and `cleanup` should take, for a DBA
+//! planning a window (docs/design.md §11). A scan's cost is mostly evaluating its expression on
+//! every row (or hashing a foreign key's parent), not reading pages, so each scan's own
+//! statement is timed on a sample of about 1 % of its table's pages and scaled up
+//! (`constraints::cost`). The check's scans are shared among its sessions; each VALIDATE runs
+//! alone, on one process, as PostgreSQL validates.
 
-use crate::catalog::constraints::{Constraint, Rule};
+use crate::catalog::constraints::Constraint;
+use crate::constraints::cost::{self, CheckCost, ScanCost};
 use crate::db::Query;
 use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How much of the largest table the measurement reads.
-const SAMPLE_BYTES: i64 = 16 * 1024 * 1024;
-
-const PAGE_BYTES: i64 = 8192;
-
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Estimate {
-    /// Preflight plus every VALIDATE, in milliseconds.
+    /// Everything below added up, in milliseconds.
     pub total_ms: u64,
     /// What the numbers rest on, in words.
     pub basis: String,
-    /// The measured sequential read rate (MB/s); null when there was nothing to read.
+    /// The check's scans, serial, over the table bytes they read (MB/s): how fast this server
+    /// gets through these rows; null when there was nothing to read.
     pub scan_rate_mb_s: Option<f64>,
-    /// Null when the preflight does not run (008 not pending).
+    /// `migrate`: the preflight (the check of every catalog constraint); null when it does not
+    /// run (008 not pending).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub preflight_ms: Option<u64>,
+    /// `check-constraints`: the check's scans; `cleanup`: the recount after the batches (the
+    /// same check, of every catalog constraint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_ms: Option<u64>,
+    /// `cleanup`: finding, previewing and proving the repairs (as the dry run timed them) and
+    /// the batches' writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair_ms: Option<u64>,
+    /// The check's scans, each on the path it takes.
+    pub scans: Vec<ScanCost>,
+    /// The sessions the check's scans share.
+    pub sessions: usize,
     pub validate: Vec<StepEstimate>,
+    /// What the samples took, server-side: the estimate's own cost.
+    pub sampling_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -36,148 +51,236 @@ pub struct StepEstimate {
     pub ms: u64,
 }
 
-/// Estimates the preflight (when `preflight`) and the VALIDATE of each of `validate`.
+/// What the work is, for the words of the basis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// `migrate`: the preflight when 008 is pending, then the VALIDATEs.
+    Migrate { preflight: bool },
+    /// `check-constraints`: the check, then the VALIDATE of what is NOT VALID and clean.
+    Check,
+    /// `cleanup`: the check, the preview and the writes.
+    Cleanup,
+}
+
+/// A repaired row's write, its audit row and its share of the batch's statements, in
+/// milliseconds: the cleanup's runs in docs/performance.md (51,000 rows of production's shape
+/// written in 6 to 7 s on the benchmark's two cores, their reads aside). A dry run writes
+/// nothing, so the writes cannot be timed on this server; this is the one number the estimate
+/// does not measure, and its basis says so.
+const WRITE_MS_PER_ROW: f64 = 0.12;
+
+/// Estimates `work`: the check of `checked` (none for `migrate` without the preflight; for
+/// `cleanup`, its recount), the VALIDATE of each of `validate`, and for `cleanup` (`repair`) the
+/// look as the dry run timed it and the writes of that many rows.
 pub fn estimate(
     client: &mut Client,
-    preflight: bool,
+    work: Work,
+    checked: &[&'static Constraint],
     validate: &[&'static Constraint],
+    repair: Option<(Duration, u64)>,
 ) -> Result<Estimate> {
-    if validate.is_empty() && !preflight {
-        return Ok(Estimate {
-            total_ms: 0,
-            basis:
-                "nothing to scan: no preflight, and every catalog constraint is valid or not due"
-                    .into(),
-            scan_rate_mb_s: None,
-            preflight_ms: None,
-            validate: Vec::new(),
+    let check: Option<CheckCost> = if checked.is_empty() {
+        None
+    } else {
+        Some(cost::check_cost(client, checked)?)
+    };
+    let page_bytes: f64 = client
+        .row("SELECT current_setting('block_size')::float8", &[])?
+        .get(0);
+    let round_trip = cost::round_trip(client)?;
+    let rt_ms = round_trip.as_secs_f64() * 1000.0;
+    let mut sampling = check.as_ref().map_or(Duration::ZERO, |c| c.sampled);
+    let mut sampled_pages = check.as_ref().map_or(0.0, |c| c.sampled_pages);
+    let mut pages = check.as_ref().map_or(0.0, |c| c.pages);
+    let mut steps = Vec::new();
+    for c in validate {
+        let Some(measured) = cost::validate_cost(client, c)? else {
+            continue;
+        };
+        sampling += measured.took;
+        sampled_pages += measured.sampled_pages;
+        pages += measured.pages;
+        steps.push(StepEstimate {
+            constraint: c.name,
+            bytes: (measured.pages * page_bytes) as i64,
+            ms: measured.full_ms() + rt_ms.ceil() as u64,
         });
     }
-    let mut names: Vec<&str> = validate.iter().flat_map(|c| c.tables_read()).collect();
-    names.sort_unstable();
-    names.dedup();
-    let sizes: BTreeMap<String, (i64, f64)> = client
-        .rows(
-            "SELECT t.name, pg_relation_size(c.oid), c.reltuples::float8
-               FROM unnest($1::text[]) AS t(name)
-               JOIN pg_class c ON c.oid = to_regclass(format('%I.%I', 'public', t.name))",
-            &[&names],
-        )?
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect();
-    let bytes_of = |table: &str| sizes.get(table).map_or(0, |s| s.0);
-    let round_trip = round_trip(client)?;
-    let largest = sizes
-        .iter()
-        .max_by_key(|(_, (bytes, _))| *bytes)
-        .map(|(name, (bytes, tuples))| (name.clone(), *bytes, *tuples));
-    let (rate, sample_text) = match largest {
-        Some((table, bytes, tuples)) if bytes > 0 => {
-            let (read, took) = measure(client, &table, bytes, tuples)?;
-            let seconds = took.saturating_sub(round_trip).as_secs_f64().max(1e-5);
-            let rate = read as f64 / seconds;
-            (
-                Some(rate),
-                format!(
-                    "one timed sequential read of {} of {table} ({:.1} ms)",
-                    super::picture::human_bytes(read),
-                    took.as_secs_f64() * 1000.0
-                ),
-            )
-        }
-        _ => (None, String::new()),
-    };
-    let cost = |bytes: i64| -> f64 {
-        let scan = rate.map_or(0.0, |r| bytes as f64 / r);
-        (round_trip.as_secs_f64() + scan) * 1000.0
-    };
-    let steps: Vec<StepEstimate> = validate
-        .iter()
-        .map(|c| {
-            let bytes: i64 = c.tables_read().map(bytes_of).sum();
-            StepEstimate {
-                constraint: c.name,
-                bytes,
-                ms: cost(bytes).ceil() as u64,
-            }
-        })
-        .collect();
-    // The checker reads each table once for all its CHECKs, and each foreign key by an
-    // anti-join that reads child and parent.
-    let preflight_ms = preflight.then(|| {
-        let mut check_tables: Vec<&str> = validate
-            .iter()
-            .filter(|c| !matches!(c.rule, Rule::ForeignKey { .. }))
-            .map(|c| c.table)
-            .collect();
-        check_tables.sort_unstable();
-        check_tables.dedup();
-        let checks: f64 = check_tables.iter().map(|t| cost(bytes_of(t))).sum();
-        let keys: f64 = validate
-            .iter()
-            .filter(|c| matches!(c.rule, Rule::ForeignKey { .. }))
-            .map(|c| cost(c.tables_read().map(bytes_of).sum()))
-            .sum();
-        (checks + keys).ceil() as u64
+    let check_ms = check.as_ref().map(|c| c.total_ms);
+    let repair_ms = repair.map(|(preview, rows)| {
+        (preview.as_secs_f64() * 1000.0 + rows as f64 * WRITE_MS_PER_ROW).ceil() as u64
     });
-    let total_ms = preflight_ms.unwrap_or(0) + steps.iter().map(|s| s.ms).sum::<u64>();
+    let total_ms =
+        check_ms.unwrap_or(0) + repair_ms.unwrap_or(0) + steps.iter().map(|s| s.ms).sum::<u64>();
+    let serial_ms: f64 = check
+        .as_ref()
+        .map_or(0.0, |c| c.scans.iter().map(|s| s.ms as f64).sum());
+    let scan_rate_mb_s = check.as_ref().filter(|_| serial_ms > 0.0).map(|c| {
+        let bytes = c.pages * page_bytes;
+        (bytes / (serial_ms / 1000.0) / 1_000_000.0 * 10.0).round() / 10.0
+    });
+    let sessions = check.as_ref().map_or(1, |c| c.sessions);
+    let basis = basis(
+        work,
+        check.as_ref(),
+        &steps,
+        rt_ms,
+        sampled_pages,
+        pages,
+        repair,
+    );
     Ok(Estimate {
         total_ms,
-        basis: if rate.is_some() {
-            format!(
-                "table sizes (pg_relation_size) over the read rate of {sample_text}, plus one round trip ({:.1} ms) per scan. \
-                 Each scan is counted one after another (the preflight's two connections may overlap); \
-                 a table that is not in memory, or a busy server, reads slower",
-                round_trip.as_secs_f64() * 1000.0
-            )
-        } else {
-            format!(
-                "table sizes (pg_relation_size): the tables are empty, so each scan costs one round trip ({:.1} ms)",
-                round_trip.as_secs_f64() * 1000.0
-            )
+        basis,
+        scan_rate_mb_s,
+        preflight_ms: match work {
+            Work::Migrate { preflight: true } => Some(check_ms.unwrap_or(0)),
+            _ => None,
         },
-        scan_rate_mb_s: rate.map(|r| (r / 1_000_000.0 * 10.0).round() / 10.0),
-        preflight_ms,
+        check_ms: match work {
+            Work::Migrate { .. } => None,
+            _ => check_ms,
+        },
+        repair_ms,
+        scans: check.map(|c| c.scans).unwrap_or_default(),
+        sessions,
         validate: steps,
+        sampling_ms: (sampling.as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
     })
 }
 
-/// The fastest of three `SELECT 1`: what any statement costs before it reads a page.
-fn round_trip(client: &mut Client) -> Result<Duration> {
-    let mut best = Duration::MAX;
-    for _ in 0..3 {
-        let started = Instant::now();
-        client.row("SELECT 1", &[])?;
-        best = best.min(started.elapsed());
+/// The words of the estimate's basis.
+fn basis(
+    work: Work,
+    check: Option<&CheckCost>,
+    steps: &[StepEstimate],
+    rt_ms: f64,
+    sampled_pages: f64,
+    pages: f64,
+    repair: Option<(Duration, u64)>,
+) -> String {
+    if pages <= 0.0 && repair.is_none() {
+        return format!(
+            "table sizes (pg_relation_size): nothing to scan{}, so each statement costs one round trip ({rt_ms:.1} ms)",
+            match work {
+                Work::Migrate { preflight: false } if steps.is_empty() =>
+                    ": no preflight, and every catalog constraint is valid or not due",
+                _ => " (the tables are empty or absent)",
+            }
+        );
     }
-    Ok(best)
+    let mut parts = Vec::new();
+    if pages > 0.0 {
+        parts.push(format!(
+            "each scan's own statement (the table's CHECK expressions, or the foreign key's \
+             anti-join) timed by the server (EXPLAIN ANALYZE) on a sample of {sampled_pages:.0} of \
+             the {pages:.0} pages it reads (table sizes from pg_relation_size) and scaled up, so \
+             the time evaluating the expressions and hashing the keys is counted, not only reading"
+        ));
+    }
+    if let Some(c) = check {
+        let indexed = c.scans.iter().filter(|s| s.path == "index").count();
+        let whose = match work {
+            Work::Cleanup => "the recount's (after the batches, every catalog constraint)",
+            Work::Migrate { .. } => "the preflight's",
+            Work::Check => "the check's",
+        };
+        parts.push(format!(
+            "{whose} {} scans ({indexed} through an index, at the share of pages a sample finds \
+             it reads) shared among {} sessions (the server's max_parallel_workers_per_gather) \
+             and no faster than the longest, plus a round trip ({rt_ms:.1} ms) each",
+            c.scans.len(),
+            c.sessions
+        ));
+    }
+    if !steps.is_empty() {
+        parts.push(
+            "each VALIDATE on one process, one after another, as PostgreSQL validates".to_string(),
+        );
+    }
+    if let Some((preview, rows)) = repair {
+        parts.push(format!(
+            "finding, previewing and proving the repairs as this dry run timed them ({:.0} ms: \
+             a real run does the same first), and {rows} rows written at {WRITE_MS_PER_ROW} ms \
+             each (the benchmark's cleanup runs: a dry run writes nothing, so the writes are not \
+             timed here)",
+            preview.as_secs_f64() * 1000.0
+        ));
+    }
+    parts.push(
+        "with the tables in memory; a table read from disk, or a busy server, takes longer"
+            .to_string(),
+    );
+    parts.join("; ")
 }
 
-/// Reads up to [`SAMPLE_BYTES`] of `table` from its start, the way a sequential scan does, and
-/// returns the bytes read and the time it took.
-fn measure(client: &mut Client, table: &str, bytes: i64, tuples: f64) -> Result<(i64, Duration)> {
-    let quoted = crate::catalog::sql::qualified(table);
-    let sample = bytes.min(SAMPLE_BYTES);
-    let version: i32 = client
-        .row("SELECT current_setting('server_version_num')::int4", &[])?
-        .get(0);
-    let sql = if version >= 140_000 {
-        // A TID range scan reads exactly the first pages (PostgreSQL 14 and later).
-        let pages = (sample / PAGE_BYTES).max(1);
-        format!("SELECT count(*) FROM {quoted} WHERE ctid < '({pages},0)'::tid")
-    } else if tuples > 0.0 {
-        let rows = ((tuples * sample as f64 / bytes as f64).ceil() as i64).max(1);
-        format!("SELECT count(*) FROM (SELECT 1 FROM {quoted} LIMIT {rows}) AS sample")
-    } else {
-        format!("SELECT count(*) FROM {quoted}")
-    };
-    let read = if version >= 140_000 || tuples > 0.0 {
-        sample
-    } else {
-        bytes
-    };
-    let started = Instant::now();
-    client.row(&sql, &[])?;
-    Ok((read, started.elapsed()))
+impl Estimate {
+    /// Puts the check (`migrate`'s preflight, `check-constraints`' check) at what it took in
+    /// this dry run, which ran it in full: a real run repeats it, and its time, with the
+    /// connections, the planning and the machine's load of the moment, is better than any
+    /// sample's. The sampled scans stay, for the path each takes.
+    pub fn check_timed(&mut self, took: Duration) {
+        let ms = took.as_millis() as u64;
+        let sampled = match (&mut self.preflight_ms, &mut self.check_ms) {
+            (Some(slot), _) | (None, Some(slot)) => std::mem::replace(slot, ms),
+            (None, None) => return,
+        };
+        self.total_ms = self.total_ms - sampled + ms;
+        self.basis = format!(
+            "{}; the {} at {ms} ms, as this dry run timed it in full (the samples said {sampled} ms)",
+            self.basis,
+            if self.preflight_ms.is_some() {
+                "preflight"
+            } else {
+                "check"
+            }
+        );
+    }
+
+    /// The line of the human table: the total, its parts, and what it rests on.
+    pub fn line(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(ms) = self.preflight_ms {
+            parts.push(format!("preflight {ms} ms"));
+        }
+        if let Some(ms) = self.check_ms {
+            let what = if self.repair_ms.is_some() {
+                "recount"
+            } else {
+                "check"
+            };
+            parts.push(format!(
+                "{what} {ms} ms over {} scans on {} sessions",
+                self.scans.len(),
+                self.sessions
+            ));
+        }
+        if let Some(ms) = self.repair_ms {
+            parts.push(format!("finding and repairing the rows {ms} ms"));
+        }
+        let steps: Vec<String> = self
+            .validate
+            .iter()
+            .map(|s| format!("{} {} ms", s.constraint, s.ms))
+            .collect();
+        if !steps.is_empty() || self.preflight_ms.is_some() {
+            parts.push(format!(
+                "VALIDATE: {}",
+                if steps.is_empty() {
+                    "none".to_string()
+                } else {
+                    steps.join(", ")
+                }
+            ));
+        }
+        let parts = if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join("; "))
+        };
+        format!(
+            "estimated duration: {} ms{parts}. Based on {}.",
+            self.total_ms, self.basis
+        )
+    }
 }

@@ -84,8 +84,9 @@ pub fn blocker_scope(plans: &[PlannedMigration]) -> Scope {
 }
 
 /// The estimate of what a run would scan: the preflight when a pending migration adds
-/// constraints, and the VALIDATE of each constraint that will be there NOT VALID (one a pending
-/// migration adds, or one already NOT VALID of a migration up to `to`; a valid one is left alone).
+/// constraints (over those the database does not already hold valid, as preflight.rs scans),
+/// and the VALIDATE of each constraint that will be there NOT VALID (one a pending migration
+/// adds, or one already NOT VALID of a migration up to `to`; a valid one is left alone).
 pub fn look_ahead(
     client: &mut Client,
     catalog: &Catalog,
@@ -104,5 +105,18 @@ pub fn look_ahead(
             ConstraintState::Valid => false,
         })
         .collect();
-    estimate::estimate(client, !adding.is_empty(), &validate)
+    let checked: Vec<&'static Constraint> = adding
+        .iter()
+        .copied()
+        .filter(|c| states[c.name].state != ConstraintState::Valid)
+        .collect();
+    estimate::estimate(
+        client,
+        estimate::Work::Migrate {
+            preflight: !adding.is_empty(),
+        },
+        &checked,
+        &validate,
+        None,
+    )
 }

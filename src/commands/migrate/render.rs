@@ -86,24 +86,7 @@ impl Details for MigrateReport {
             writeln!(out, "{t}")?;
         }
         if let Some(e) = &self.estimate {
-            let steps: Vec<String> = e
-                .validate
-                .iter()
-                .map(|s| format!("{} {} ms", s.constraint, s.ms))
-                .collect();
-            writeln!(
-                out,
-                "estimated duration: {} ms (preflight {}; VALIDATE: {}). Based on {}.",
-                e.total_ms,
-                e.preflight_ms
-                    .map_or("not run".to_string(), |ms| format!("{ms} ms")),
-                if steps.is_empty() {
-                    "none".to_string()
-                } else {
-                    steps.join(", ")
-                },
-                e.basis
-            )?;
+            writeln!(out, "{}", e.line())?;
         }
         if let Some(found) = &self.blockers {
             blockers::write_table(out, found)?;

@@ -1,0 +1,120 @@
+//! Samples of a table's pages, read to decide and to estimate before the real work: a fixed
+//! share of the pages, picked at random but the same on every run (`REPEATABLE`), so a
+//! decision taken on them does not flicker between runs on the same data.
+
+use crate::catalog::sql::qualified;
+use crate::db::Query;
+use anyhow::{Context, Result};
+use std::time::Duration;
+
+/// The share of a table's pages a sample reads: about 1 %, so all samples together (a timed
+/// one runs twice) stay well under the 5 % of the work they decide or estimate
+/// (docs/design.md §11).
+const SHARE: f64 = 0.01;
+
+/// Below this many pages a sample reads the whole table: there, 1 % would be a page or two,
+/// too few to say anything, and the whole table costs no more than a round trip.
+const MIN_PAGES: f64 = 128.0;
+
+/// A table's size in pages, and the percentage of them its sample reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub pages: f64,
+    pub percent: f64,
+}
+
+impl Sample {
+    pub fn of(client: &mut (impl Query + ?Sized), table: &str) -> Result<Sample> {
+        let pages: f64 = client
+            .row(
+                "SELECT coalesce(pg_relation_size(to_regclass($1))
+                                 / current_setting('block_size')::int8, 0)::float8",
+                &[&qualified(table)],
+            )?
+            .get(0);
+        let percent = if pages <= MIN_PAGES {
+            100.0
+        } else {
+            (100.0 * (pages * SHARE).max(MIN_PAGES) / pages).min(100.0)
+        };
+        Ok(Sample { pages, percent })
+    }
+
+    /// The share of the table the sample stands for (0–1].
+    pub fn fraction(&self) -> f64 {
+        self.percent / 100.0
+    }
+
+    /// The TIDs bounding `fraction` of the table's pages, a contiguous run from its middle,
+    /// as text for [`tid_range`]; the whole table when it is that small.
+    pub fn middle_run(&self, fraction: f64) -> (String, String) {
+        let pages = self.pages.max(0.0) as i64;
+        let run = ((self.pages * fraction).ceil() as i64).clamp(1, pages.max(1));
+        let start = (pages - run) / 2;
+        if run >= pages {
+            // Past the last page too: the table may have grown since its size was read.
+            return (
+                "(0,0)".to_string(),
+                format!("({},0)", i64::from(u32::MAX >> 1)),
+            );
+        }
+        (format!("({start},0)"), format!("({},0)", start + run))
+    }
+}
+
+/// The condition that keeps `alias`'s rows within the TIDs in text parameters `$first` and
+/// `$first + 1`, read as a TID range scan (PostgreSQL 14 and later: earlier, a filter).
+pub fn tid_range(alias: &str, first: usize) -> String {
+    format!(
+        "{alias}.ctid >= ${first}::text::tid AND {alias}.ctid < ${}::text::tid",
+        first + 1
+    )
+}
+
+/// The `TABLESAMPLE` clause after a table in FROM, reading the percentage from parameter
+/// `$param`.
+pub fn clause(param: usize) -> String {
+    format!("TABLESAMPLE SYSTEM (${param}::float4) REPEATABLE (0)")
+}
+
+/// Runs `sql` under `EXPLAIN (ANALYZE, TIMING OFF)` and returns the server's own execution time:
+/// no network, no planning, no row shipping, just the work.
+pub fn execution_time(
+    client: &mut (impl Query + ?Sized),
+    sql: &str,
+    params: &[&dyn crate::db::Param],
+) -> Result<Duration> {
+    let row = client.row(
+        &format!("EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF, FORMAT JSON) {sql}"),
+        params,
+    )?;
+    let plan: serde_json::Value = row.get(0);
+    let ms = plan[0]["Execution Time"]
+        .as_f64()
+        .context("EXPLAIN ANALYZE gave no execution time")?;
+    Ok(Duration::from_secs_f64(ms / 1000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_pages_sits_in_the_middle_and_a_small_table_is_read_whole() {
+        let big = Sample {
+            pages: 10_000.0,
+            percent: 1.28,
+        };
+        assert_eq!(
+            big.middle_run(big.fraction()),
+            ("(4936,0)".to_string(), "(5064,0)".to_string())
+        );
+        let small = Sample {
+            pages: 50.0,
+            percent: 100.0,
+        };
+        let (from, to) = small.middle_run(small.fraction());
+        assert_eq!(from, "(0,0)");
+        assert!(to != "(50,0)", "past the last page: {to}");
+    }
+}

@@ -1,0 +1,102 @@
+//! The estimates of `check-constraints --dry-run`, `cleanup --dry-run` and `migrate --dry-run`
+//! (docs/design.md §11): present, positive, explained, and the path each check scan takes
+//! follows the data. No test asserts a duration: the machine decides those; the benchmark holds
+//! the band.
+
+use crate::common;
+use common::{TestDb, EVIDENCE_COLUMNS, EXAMPLE_POLICY, FIXTURE_OWNER};
+use serde_json::Value;
+
+/// `n` evidence rows after the fixture's; `status_sql` is an SQL expression of the row number g.
+pub fn bulk_evidence(db: &TestDb, n: i32, status_sql: &str) {
+    db.execute(&format!(
+        "INSERT INTO evidence_items {EVIDENCE_COLUMNS}
+         SELECT ('e0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, {FIXTURE_OWNER},
+                'bulk', 'note', 'T.1', 'bulk row', {status_sql}, now(), now()
+           FROM generate_series(1, {n}) g;
+         ANALYZE evidence_items"
+    ));
+}
+
+fn assert_explained(estimate: &Value, total: &Value) {
+    let ms = estimate["total_ms"].as_u64().expect("total_ms");
+    assert!(ms > 0, "{estimate:#}");
+    assert_eq!(
+        total.as_u64(),
+        Some(ms),
+        "estimate_ms is the estimate's total"
+    );
+    let basis = estimate["basis"].as_str().unwrap();
+    assert!(basis.len() > 40, "{basis}");
+    assert!(estimate["sampling_ms"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn check_constraints_dry_run_estimates_each_scan_on_its_path() {
+    let db = TestDb::dirty_legacy();
+    bulk_evidence(&db, 4000, "'collected'");
+    let (code, report, stderr) = db.run_json(&["check-constraints", "--dry-run"]);
+    assert_eq!(code, 3, "{stderr}");
+    let estimate = &report["estimate"];
+    assert_explained(estimate, &report["estimate_ms"]);
+    assert!(estimate["basis"]
+        .as_str()
+        .unwrap()
+        .contains("EXPLAIN ANALYZE"));
+    assert_eq!(
+        estimate["check_ms"].as_u64(),
+        Some(estimate["total_ms"].as_u64().unwrap()),
+        "nothing is NOT VALID at version 7: the check is all of it"
+    );
+    let scans = estimate["scans"].as_array().unwrap();
+    // evidence_items' CHECKs together, business_profiles' together, one per foreign key.
+    assert_eq!(scans.len(), 4, "{scans:#?}");
+    assert!(estimate["sessions"].as_u64().unwrap() >= 1);
+    let evidence = scans
+        .iter()
+        .find(|s| s["table"] == "evidence_items")
+        .unwrap();
+    assert_eq!(evidence["path"], "index", "{evidence}");
+    assert!(evidence["index_page_share"].as_f64().unwrap() <= 0.5);
+    for scan in scans {
+        assert!(scan["ms"].as_u64().is_some(), "{scan}");
+    }
+    let (_, text, _) = db.run(&["check-constraints", "--dry-run"]);
+    assert!(text.contains("estimated duration: "), "{text}");
+}
+
+#[test]
+fn cleanup_dry_run_estimates_the_run() {
+    let db = TestDb::dirty_legacy();
+    let (code, report, stderr) = db.run_json(&["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY]);
+    assert_eq!(code, 0, "{stderr}");
+    let estimate = &report["estimate"];
+    assert_explained(estimate, &report["estimate_ms"]);
+    let rows = report["total_rows"].as_u64().unwrap();
+    assert!(rows > 0);
+    assert!(
+        estimate["basis"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{rows} rows written")),
+        "{estimate:#}"
+    );
+    assert!(estimate["repair_ms"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn migrate_dry_run_estimates_the_preflight_and_each_validate() {
+    let db = TestDb::dirty_legacy();
+    // The fixture's violations block 008: the estimate is of the run once they are repaired.
+    let (code, report, stderr) = db.run_json(&["migrate", "--dry-run"]);
+    assert_eq!(code, 3, "{stderr}");
+    let estimate = &report["estimate"];
+    assert_explained(estimate, &report["estimate_ms"]);
+    assert!(estimate["preflight_ms"].as_u64().unwrap() > 0);
+    assert!(!estimate["scans"].as_array().unwrap().is_empty());
+    let steps = estimate["validate"].as_array().unwrap();
+    assert!(!steps.is_empty());
+    for step in steps {
+        assert!(step["ms"].as_u64().unwrap() > 0, "{step}");
+    }
+}
