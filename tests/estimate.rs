@@ -32,22 +32,55 @@ fn assert_explained(estimate: &Value, total: &Value) {
 }
 
 #[test]
-fn check_constraints_dry_run_estimates_each_scan_on_its_path() {
+fn check_constraints_dry_run_puts_the_check_at_what_it_took() {
     let db = TestDb::dirty_legacy();
-    bulk_evidence(&db, 4000, "'collected'");
     let (code, report, stderr) = db.run_json(&["check-constraints", "--dry-run"]);
     assert_eq!(code, 3, "{stderr}");
+    let estimate = &report["estimate"];
+    assert_explained(estimate, &report["estimate_ms"]);
+    assert!(
+        estimate["basis"]
+            .as_str()
+            .unwrap()
+            .contains("as this dry run timed it in full"),
+        "{estimate:#}"
+    );
+    assert_eq!(
+        estimate["check_ms"].as_u64(),
+        Some(estimate["total_ms"].as_u64().unwrap()),
+        "nothing is NOT VALID at version 7: the check is all of it"
+    );
+    assert_eq!(
+        estimate["sampling_ms"].as_f64(),
+        Some(0.0),
+        "the check ran in full: nothing of it is sampled again"
+    );
+    let (_, text, _) = db.run(&["check-constraints", "--dry-run"]);
+    assert!(text.contains("estimated duration: "), "{text}");
+}
+
+#[test]
+fn cleanup_dry_run_estimates_the_run_and_each_recount_scan_on_its_path() {
+    let db = TestDb::dirty_legacy();
+    bulk_evidence(&db, 4000, "'collected'");
+    let (code, report, stderr) = db.run_json(&["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY]);
+    assert_eq!(code, 0, "{stderr}");
     let estimate = &report["estimate"];
     assert_explained(estimate, &report["estimate_ms"]);
     assert!(estimate["basis"]
         .as_str()
         .unwrap()
         .contains("EXPLAIN ANALYZE"));
-    assert_eq!(
-        estimate["check_ms"].as_u64(),
-        Some(estimate["total_ms"].as_u64().unwrap()),
-        "nothing is NOT VALID at version 7: the check is all of it"
+    let rows = report["total_rows"].as_u64().unwrap();
+    assert!(rows > 0);
+    assert!(
+        estimate["basis"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{rows} rows written")),
+        "{estimate:#}"
     );
+    assert!(estimate["repair_ms"].as_u64().unwrap() > 0);
     let scans = estimate["scans"].as_array().unwrap();
     // evidence_items' CHECKs together, business_profiles' together, one per foreign key.
     assert_eq!(scans.len(), 4, "{scans:#?}");
@@ -61,27 +94,6 @@ fn check_constraints_dry_run_estimates_each_scan_on_its_path() {
     for scan in scans {
         assert!(scan["ms"].as_u64().is_some(), "{scan}");
     }
-    let (_, text, _) = db.run(&["check-constraints", "--dry-run"]);
-    assert!(text.contains("estimated duration: "), "{text}");
-}
-
-#[test]
-fn cleanup_dry_run_estimates_the_run() {
-    let db = TestDb::dirty_legacy();
-    let (code, report, stderr) = db.run_json(&["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY]);
-    assert_eq!(code, 0, "{stderr}");
-    let estimate = &report["estimate"];
-    assert_explained(estimate, &report["estimate_ms"]);
-    let rows = report["total_rows"].as_u64().unwrap();
-    assert!(rows > 0);
-    assert!(
-        estimate["basis"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("{rows} rows written")),
-        "{estimate:#}"
-    );
-    assert!(estimate["repair_ms"].as_u64().unwrap() > 0);
 }
 
 #[test]

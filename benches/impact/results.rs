@@ -556,7 +556,7 @@ impl Results {
         if let Some(picture) = &self.picture {
             let _ = writeln!(
                 out,
-                "\n![The application's slowest statement per 50 ms during migrate, for ruleiq-db, the naive migration and no migration]({picture})"
+                "\n![How long the application's slowest statement in flight had been waiting, every 50 ms during migrate, for ruleiq-db, the naive migration and no migration]({picture})"
             );
         }
         for data_set in &self.data_sets {

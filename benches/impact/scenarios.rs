@@ -501,7 +501,7 @@ pub struct MigrationRun {
     pub constraints_valid: i64,
     /// Statements per second per connection the workload kept (0: as fast as it could).
     pub rate: u32,
-    /// The slowest statement of each slice of time, from a second before the migration.
+    /// What the application felt every 50 ms, from a second before the migration.
     pub timeline: Timeline,
     /// For a ruleiq-db run asked to: `migrate --dry-run`'s estimate against what happened.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -1,6 +1,7 @@
-//! What the application felt over time during a migration, and its picture: the slowest
-//! statement of each short slice of time, drawn for ruleiq-db, the naive migration and the
-//! control on one time axis (an SVG, through plotters' pure-Rust SVG backend).
+//! What the application felt over time during a migration, and its picture: every 50 ms, how
+//! long its slowest statement in flight had been waiting, drawn for ruleiq-db, the naive
+//! migration and the control on one time axis (an SVG, through plotters' pure-Rust SVG
+//! backend).
 
 use crate::workload::Recorded;
 use anyhow::{Context, Result};
@@ -13,9 +14,11 @@ use std::time::Duration;
 /// of a few seconds is a few hundred points.
 const SLICE: Duration = Duration::from_millis(50);
 
-/// The slowest statement that started in each slice, from `from - before` to `to`: seconds
-/// since the migration started, and that statement's latency in ms. Slices where nothing
-/// started are left out (the statement that kept them empty shows in the slice it started in).
+/// What the application felt at each moment, from `from - before` to `to`: at the end of
+/// each slice of time, how long its slowest statement running in that slice had been waiting
+/// (a statement that finished inside the slice counts with its whole latency). A stall rises
+/// as a ramp while it lasts and drops when it ends, instead of showing only where it began.
+/// Points are seconds since the migration started, and milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timeline {
     pub points: Vec<(f64, f64)>,
@@ -27,23 +30,32 @@ impl Timeline {
     pub fn of(recorded: &Recorded, from: Duration, to: Duration, before: Duration) -> Timeline {
         let start = from.saturating_sub(before);
         let slices = (to.saturating_sub(start)).as_millis() / SLICE.as_millis() + 1;
-        let mut slowest = vec![0.0_f64; slices as usize];
-        for event in &recorded.events {
-            if event.start < start || event.start > to {
-                continue;
-            }
-            let slice = ((event.start - start).as_millis() / SLICE.as_millis()) as usize;
-            let latency = event.latency().as_secs_f64() * 1000.0;
-            slowest[slice] = slowest[slice].max(latency);
-        }
+        let mut events: Vec<_> = recorded
+            .events
+            .iter()
+            .filter(|e| e.end >= start && e.start <= to)
+            .collect();
+        events.sort_by_key(|e| e.start);
         let offset = (from - start).as_secs_f64();
+        let mut points = Vec::new();
+        for i in 0..slices as u32 {
+            let slice_start = start + SLICE * i;
+            let slice_end = slice_start + SLICE;
+            let waited = events
+                .iter()
+                .take_while(|e| e.start <= slice_end)
+                .filter(|e| e.end >= slice_start)
+                .map(|e| e.end.min(slice_end) - e.start)
+                .max();
+            if let Some(waited) = waited {
+                points.push((
+                    (i + 1) as f64 * SLICE.as_secs_f64() - offset,
+                    waited.as_secs_f64() * 1000.0,
+                ));
+            }
+        }
         Timeline {
-            points: slowest
-                .into_iter()
-                .enumerate()
-                .filter(|(_, ms)| *ms > 0.0)
-                .map(|(i, ms)| (i as f64 * SLICE.as_secs_f64() - offset, ms))
-                .collect(),
+            points,
             migration_s: (to - from).as_secs_f64(),
         }
     }
@@ -77,7 +89,7 @@ pub fn draw(path: &Path, title: &str, series: &[Series]) -> Result<()> {
     chart
         .configure_mesh()
         .x_desc("seconds since the migration started")
-        .y_desc("slowest statement per 50 ms (ms, log scale)")
+        .y_desc("longest wait of a statement in flight (ms, log scale)")
         .draw()
         .map_err(plot_error)?;
     let colours = [

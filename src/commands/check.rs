@@ -9,7 +9,7 @@ use crate::constraints::live::{self, LiveSince};
 use crate::constraints::validate;
 use crate::db::Connection;
 use crate::exit::Code;
-use crate::health::estimate::{self, Estimate};
+use crate::health::estimate::Estimate;
 use crate::history;
 use crate::refusal::Refusal;
 use crate::report::{self, Details, Report};
@@ -88,15 +88,7 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
         .collect();
     let checking = started.elapsed();
     let estimate = if args.dry_run {
-        let mut found = estimate::estimate(
-            conn.client(),
-            estimate::Work::Check,
-            &selected,
-            &clean,
-            None,
-        )?;
-        found.check_timed(checking);
-        Some(found)
+        Some(Estimate::of_check(conn.client(), checking, &clean)?)
     } else {
         None
     };
