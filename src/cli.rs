@@ -73,12 +73,9 @@ pub struct GlobalArgs {
 #[derive(Debug, Args, Clone)]
 pub struct SafetyArgs {
     /// How long one statement may wait for a lock before it is rolled back and retried (e.g.
-    /// 40ms, 2s). While a DDL statement waits for ACCESS EXCLUSIVE (008's LOCK TABLE, a down
-    /// migration), every application query on the table queues behind it, so this is the
-    /// longest stall ruleiq-db can add to one. The default keeps that within 50 ms of what the
-    /// application sees without a migration, also when a report keeps a transaction open on
-    /// the table (measured: `cargo bench --bench impact`, docs/performance.md); the price is
-    /// more retries while such transactions come and go, each after a backoff.
+    /// 40ms, 2s). While it waits, the application's queries on that table queue behind it:
+    /// this is the longest stall ruleiq-db adds to one. Raise it only if a busy table keeps
+    /// refusing the lock after every retry (the cost: longer stalls; docs/performance.md).
     #[arg(long, default_value = "40ms", value_parser = parse_duration, global = true)]
     pub lock_timeout: Duration,
 
