@@ -501,7 +501,8 @@ pub struct MigrationRun {
     pub constraints_valid: i64,
     /// Statements per second per connection the workload kept (0: as fast as it could).
     pub rate: u32,
-    /// What the application felt every 50 ms, from a second before the migration.
+    /// What the application felt every 50 ms, from a second before the migration to a second
+    /// after.
     pub timeline: Timeline,
     /// For a ruleiq-db run asked to: `migrate --dry-run`'s estimate against what happened.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -653,7 +654,7 @@ pub fn migration(
         failed_whole_run: felt(&recorded, Duration::ZERO, end).failed,
         constraints_valid,
         rate: setup.rate,
-        timeline: Timeline::of(&recorded, from, to, Duration::from_secs(1)),
+        timeline: Timeline::of(&recorded, from, to, end, Duration::from_secs(1)),
         foretold,
     })
 }

@@ -27,13 +27,21 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    pub fn of(recorded: &Recorded, from: Duration, to: Duration, before: Duration) -> Timeline {
+    /// From `before` ahead of the migration's start (`from`) to `until`, past its end (`to`):
+    /// a stall that ends with the migration shows its drop too.
+    pub fn of(
+        recorded: &Recorded,
+        from: Duration,
+        to: Duration,
+        until: Duration,
+        before: Duration,
+    ) -> Timeline {
         let start = from.saturating_sub(before);
-        let slices = (to.saturating_sub(start)).as_millis() / SLICE.as_millis() + 1;
+        let slices = (until.saturating_sub(start)).as_millis() / SLICE.as_millis() + 1;
         let mut events: Vec<_> = recorded
             .events
             .iter()
-            .filter(|e| e.end >= start && e.start <= to)
+            .filter(|e| e.end >= start && e.start <= until)
             .collect();
         events.sort_by_key(|e| e.start);
         let offset = (from - start).as_secs_f64();

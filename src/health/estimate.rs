@@ -63,11 +63,12 @@ pub enum Work {
 }
 
 /// A repaired row's write, its audit row and its share of the batch's statements, in
-/// milliseconds: the cleanup's runs in docs/performance.md (51,000 rows of production's shape
-/// written in 6 to 7 s on the benchmark's two cores, their reads aside). A dry run writes
-/// nothing, so the writes cannot be timed on this server; this is the one number the estimate
-/// does not measure, and its basis says so.
-const WRITE_MS_PER_ROW: f64 = 0.12;
+/// milliseconds: what the benchmark's cleanup runs take beyond the look and the recount this
+/// estimate times (51,000 rows of production's shape on two cores; docs/performance.md). At
+/// 0.12, taken from the writes alone, the estimates came out at 0.62–0.71 of the runs on both
+/// data sets: the batches' own reads and proofs count too. A dry run writes nothing, so this
+/// is the one number the estimate does not measure on the server, and its basis says so.
+const WRITE_MS_PER_ROW: f64 = 0.21;
 
 /// Estimates `work`: the check of `checked` (none for `migrate` without the preflight; for
 /// `cleanup`, its recount), the VALIDATE of each of `validate`, and for `cleanup` (`repair`) the
