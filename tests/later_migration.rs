@@ -4,20 +4,18 @@
 //! constraint it adds) and hands it to the migrate and rollback engines, which read every
 //! migration and constraint from that value.
 
-use crate::common::TestDb;
+use crate::common::{self, TestDb};
 use ruleiq_db::archive::revert::{self, Step};
 use ruleiq_db::archive::Stamp;
 use ruleiq_db::catalog::constraints::{Constraint, Rule, CATALOG};
 use ruleiq_db::catalog::repair::PlannedStatement;
 use ruleiq_db::catalog::Catalog;
-use ruleiq_db::db::replication::MaxLag;
-use ruleiq_db::db::{RetryPolicy, Safety, Session};
+use ruleiq_db::db::Session;
 use ruleiq_db::history;
 use ruleiq_db::journal::Journal;
 use ruleiq_db::migrate::preflight;
 use ruleiq_db::migrate::steps::{self, Run};
 use ruleiq_db::progress::Log;
-use std::time::Duration;
 
 /// The constraint migration 9 adds: an active user has a creation time.
 const ACTIVE_USER_CREATED: Constraint = Constraint {
@@ -61,16 +59,7 @@ fn ninth_down() -> Step {
 }
 
 fn session(db: &TestDb) -> Session {
-    let safety = Safety {
-        lock_wait: Duration::from_secs(5),
-        lock_timeout: Duration::from_secs(2),
-        retry: RetryPolicy::new(3),
-        patient_lock_timeout: Duration::from_secs(2),
-        blocker_age: Duration::from_secs(60),
-        ignore_blockers: false,
-        max_replica_lag: MaxLag::Time(Duration::from_secs(60)),
-        max_replica_wait: Duration::from_secs(60),
-    };
+    let safety = common::test_safety();
     Session::begin(db.target(), db.client(), safety, Log::new(true, true)).unwrap()
 }
 

@@ -337,18 +337,9 @@ fn a_second_migrator_gives_up_with_exit_4_after_the_wait_bound() {
 
 #[test]
 fn a_second_migrate_waits_for_a_session_and_is_refused_until_it_ends() {
-    use ruleiq_db::db::{RetryPolicy, Safety, Session};
+    use ruleiq_db::db::Session;
     let db = TestDb::new();
-    let safety = Safety {
-        lock_wait: Duration::from_secs(5),
-        lock_timeout: Duration::from_secs(2),
-        retry: RetryPolicy::new(3),
-        patient_lock_timeout: Duration::from_secs(2),
-        blocker_age: Duration::from_secs(60),
-        ignore_blockers: false,
-        max_replica_lag: ruleiq_db::db::replication::MaxLag::Time(Duration::from_secs(10)),
-        max_replica_wait: Duration::from_secs(600),
-    };
+    let safety = common::test_safety();
     let log = ruleiq_db::progress::Log::new(true, true);
     let session = Session::begin(db.target(), db.client(), safety, log).unwrap();
     let started = Instant::now();

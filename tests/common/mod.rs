@@ -113,6 +113,21 @@ pub fn connect_url(url: &str) -> Client {
     Client::connect(url, NoTls).expect("connecting to the test server")
 }
 
+/// The bounds a test's own `Session` keeps: short lock waits, a few retries.
+pub fn test_safety() -> ruleiq_db::db::Safety {
+    use std::time::Duration;
+    ruleiq_db::db::Safety {
+        lock_wait: Duration::from_secs(5),
+        lock_timeout: Duration::from_secs(2),
+        retry: ruleiq_db::db::RetryPolicy::new(3),
+        patient_lock_timeout: Duration::from_secs(2),
+        blocker_age: Duration::from_secs(60),
+        ignore_blockers: false,
+        max_replica_lag: ruleiq_db::db::replication::MaxLag::Time(Duration::from_secs(60)),
+        max_replica_wait: Duration::from_secs(60),
+    }
+}
+
 /// The newest migration's version, from the catalog: where a plain `migrate` ends. Tests that
 /// mean version 8 itself (008, the repair) say 8.
 pub fn latest() -> i32 {
