@@ -35,13 +35,15 @@ pub struct Run {
 /// The three queries, spelled with `names`. Parameters: $1 user id (text), $2 statuses,
 /// $3 ILIKE pattern, $4 limit, $5 offset (only the evidence search takes $2..$5).
 pub fn queries(names: Names) -> [(&'static str, String); 3] {
-    let pick = |legacy: &'static str, full: &'static str| match names {
-        Names::Legacy => legacy,
+    // The legacy spellings come from the rename map, the one list of them.
+    let pick = |table: &str, full: &'static str| match names {
+        Names::Legacy => crate::catalog::renames::legacy_name(table, full)
+            .expect("every column the queries rename is in the rename map"),
         Names::Full => full,
     };
-    let persona = pick("handles_persona", "handles_personal_data");
-    let profile = pick("business_profil", "business_profile_id");
-    let answered = pick("questions_answe", "questions_answered");
+    let persona = pick("business_profiles", "handles_personal_data");
+    let profile = pick("assessment_sessions", "business_profile_id");
+    let answered = pick("assessment_sessions", "questions_answered");
     [
         (
             "evidence_search",

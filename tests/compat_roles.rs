@@ -8,6 +8,7 @@ use crate::common;
 use common::bouncer::{Bouncer, PoolMode};
 use common::{latest, TestDb};
 use postgres::{Client, NoTls, SimpleQueryMessage};
+use ruleiq_db::catalog::renames::legacy_name;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -266,32 +267,39 @@ impl App {
     fn run(&self, url: &str, full: bool) {
         let mut client =
             Client::connect(url, NoTls).expect("the application connects through the pooler");
-        let n = |legacy: &'static str, current: &'static str| if full { current } else { legacy };
+        // The legacy spellings come from the rename map, the one list of them.
+        let n = |table: &str, current: &'static str| {
+            if full {
+                current
+            } else {
+                legacy_name(table, current).expect("a renamed column")
+            }
+        };
         while !self.stop.load(Ordering::SeqCst) {
             let id = Uuid::new_v4();
             let statements = [
                 format!(
                     "SELECT id, {bp}, {qa} FROM assessment_sessions WHERE {bp} = '{PROFILE}' LIMIT 5",
-                    bp = n("business_profil", "business_profile_id"),
-                    qa = n("questions_answe", "questions_answered")
+                    bp = n("assessment_sessions", "business_profile_id"),
+                    qa = n("assessment_sessions", "questions_answered")
                 ),
                 format!(
                     "UPDATE business_profiles SET {h} = NOT {h}, updated_at = now() WHERE id = '{PROFILE}' RETURNING {h}",
-                    h = n("handles_persona", "handles_personal_data")
+                    h = n("business_profiles", "handles_personal_data")
                 ),
                 format!(
                     "INSERT INTO assessment_sessions (id, user_id, {bp}, status, {qa}, created_at, updated_at)
                      VALUES ('{id}', '{USER}', '{PROFILE}', 'in_progress', 0, now(), now()) RETURNING {bp}",
-                    bp = n("business_profil", "business_profile_id"),
-                    qa = n("questions_answe", "questions_answered")
+                    bp = n("assessment_sessions", "business_profile_id"),
+                    qa = n("assessment_sessions", "questions_answered")
                 ),
                 format!(
                     "UPDATE assessment_sessions SET {qa} = {qa} + 1 WHERE id = '{id}' RETURNING {qa}",
-                    qa = n("questions_answe", "questions_answered")
+                    qa = n("assessment_sessions", "questions_answered")
                 ),
                 format!(
                     "DELETE FROM assessment_sessions WHERE id = '{id}' RETURNING {bp}",
-                    bp = n("business_profil", "business_profile_id")
+                    bp = n("assessment_sessions", "business_profile_id")
                 ),
             ];
             for sql in &statements {

@@ -118,6 +118,22 @@ fn fresh_database_reaches_the_newest_version_with_full_names_and_six_valid_const
     // The four CHECKs are added NOT VALID and validated; the two foreign keys 003 created are
     // adopted as they are (valid already), not added a second time.
     assert_eq!(report["validated"].as_array().unwrap().len(), 4);
+    // What each step took, beside the dry run's estimate of the same steps: the preflight's
+    // scan and each VALIDATE, in the order `validated` names them.
+    assert!(report["preflight"]["duration_ms"].is_u64(), "{report:#}");
+    let timed: Vec<&Value> = report["validate_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["constraint"])
+        .collect();
+    let validated: Vec<&Value> = report["validated"].as_array().unwrap().iter().collect();
+    assert_eq!(timed, validated);
+    assert!(report["validate_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["ms"].is_u64()));
     for r in ruleiq_db::catalog::renames::RENAMES {
         let present = columns(&db, r.table);
         assert!(
