@@ -76,10 +76,13 @@ fn tables_columns_indexes_and_rows_are_read_as_the_catalog_has_them() {
         .get(0);
     let sizes = introspect::table_sizes(&mut client, &[odd, "parent"]).unwrap();
     assert_eq!(
-        sizes[odd], page,
+        sizes.bytes(odd),
+        page,
         "three rows fill part of one page: {sizes:?}"
     );
-    assert_eq!(sizes["parent"], page, "{sizes:?}");
+    assert_eq!(sizes.bytes("parent"), page, "{sizes:?}");
+    assert_eq!(sizes.pages("parent"), 1, "{sizes:?}");
+    assert_eq!(sizes.block_size(), page);
     assert_eq!(
         introspect::count_rows_in(&mut client, "public", "parent").unwrap(),
         2
@@ -105,9 +108,18 @@ fn an_absent_table_is_an_answer_and_a_transaction_sees_its_own_tables() {
         .unwrap()
         .is_empty());
     assert_eq!(
-        introspect::table_sizes(&mut client, &["nowhere"]).unwrap()["nowhere"],
+        introspect::table_sizes(&mut client, &["nowhere"])
+            .unwrap()
+            .bytes("nowhere"),
         0,
         "an absent table weighs nothing"
+    );
+    assert_eq!(
+        introspect::table_sizes(&mut client, &[])
+            .unwrap()
+            .block_size(),
+        introspect::block_size(&mut client).unwrap(),
+        "the page size, even with no table asked for"
     );
 
     let mut tx = client.transaction().unwrap();

@@ -298,7 +298,7 @@ impl DataSet {
                     h.rate_per_connection
                 ),
                 secs(h.ruleiq_db.migration_median_ms),
-                format!("naive: {}", secs(h.naive.migration_median_ms)),
+                format!("naive: {}", median_of_completed(&h.naive)),
                 format!("ratio <= {MIGRATE_DURATION_RATIO_TARGET}"),
                 if h.ruleiq_db.ok {
                     format!(
@@ -315,7 +315,7 @@ impl DataSet {
             [
                 "migrate 7→8 under load: duration (median) ÷ naive".into(),
                 secs(r.migration_median_ms),
-                format!("naive: {}", secs(n.migration_median_ms)),
+                format!("naive: {}", median_of_completed(n)),
                 "(context: the naive migration locks the application out)".into(),
                 if r.ok {
                     format!(
@@ -597,4 +597,22 @@ pub fn update_docs(path: &Path, block: &str) -> Result<()> {
         .with_context(|| format!("{} has no line {END_MARKER}", path.display()))?;
     let updated = format!("{before}{BEGIN_MARKER}\n{block}{END_MARKER}{after}");
     std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A series' median duration, saying when it leaves out runs that failed (they migrated
+/// nothing; see `MigrationSeries::migration_median_ms`).
+fn median_of_completed(series: &MigrationSeries) -> String {
+    let total = series.runs.len();
+    if series.completed == 0 {
+        format!("{} (no run completed)", secs(series.migration_median_ms))
+    } else if series.completed == total {
+        secs(series.migration_median_ms)
+    } else {
+        format!(
+            "{} (the {} of {} runs that completed)",
+            secs(series.migration_median_ms),
+            series.completed,
+            total
+        )
+    }
 }

@@ -536,7 +536,12 @@ pub struct MigrationSeries {
     pub quiet_p99_ms: f64,
     /// Failed statements over all runs.
     pub failed: usize,
+    /// The median duration of the runs that migrated: a run that failed (the naive
+    /// migration's deadlock) rolled back early and migrated nothing, so its shorter time is no
+    /// migration's duration. Over every run when none completed.
     pub migration_median_ms: f64,
+    /// How many runs completed, of `runs`.
+    pub completed: usize,
     pub peak_rss_mib: Option<f64>,
     pub constraints_valid_min: i64,
     pub runs: Vec<MigrationRun>,
@@ -546,7 +551,16 @@ impl MigrationSeries {
     pub fn of(migrator: Migrator, runs: Vec<MigrationRun>) -> MigrationSeries {
         let worst = |f: fn(&MigrationRun) -> f64| runs.iter().map(f).fold(0.0, f64::max);
         let quiet: Vec<f64> = runs.iter().map(|r| r.before.p99_ms).collect();
-        let durations: Vec<f64> = runs.iter().map(|r| r.migration_ms).collect();
+        let completed: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.ok)
+            .map(|r| r.migration_ms)
+            .collect();
+        let durations: Vec<f64> = if completed.is_empty() {
+            runs.iter().map(|r| r.migration_ms).collect()
+        } else {
+            completed.clone()
+        };
         MigrationSeries {
             migrator,
             ok: runs.iter().all(|r| r.ok),
@@ -556,6 +570,7 @@ impl MigrationSeries {
             quiet_p99_ms: median(&quiet),
             failed: runs.iter().map(|r| r.failed_whole_run).sum(),
             migration_median_ms: median(&durations),
+            completed: completed.len(),
             peak_rss_mib: runs.iter().filter_map(|r| r.peak_rss_mib).reduce(f64::max),
             constraints_valid_min: runs.iter().map(|r| r.constraints_valid).min().unwrap_or(0),
             runs,

@@ -21,7 +21,8 @@ use crate::catalog::constraints::{self as catalog, Constraint, Kind};
 use crate::catalog::sql::{qualified, quote_ident};
 use crate::catalog::PRIMARY_KEY;
 use crate::db::config::Target;
-use crate::db::{introspect, query, Param, Query};
+use crate::db::introspect::{self, TableSizes};
+use crate::db::{query, Param, Query};
 use crate::progress::Log;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -176,8 +177,8 @@ pub(super) fn narrow_scans(
 
 impl Scan {
     /// The bytes a scan reads: its table, and for a foreign key the parent it hashes too.
-    fn cost(&self, sizes: &HashMap<String, i64>) -> i64 {
-        let size = |t: &str| sizes.get(t).copied().unwrap_or(0);
+    fn cost(&self, sizes: &TableSizes) -> i64 {
+        let size = |t: &str| sizes.bytes(t);
         if let (Some(n), Some(c)) = (&self.narrowed, self.constraints.first()) {
             return (size(c.table) as f64 * n.share) as i64;
         }
@@ -377,12 +378,12 @@ pub fn check_live(
     let mut scans = plan_scans(constraints, &spelling, log.bars);
     narrow_scans(&mut tx, &mut scans, &spelling)?;
     let sizes = introspect::table_sizes(&mut tx, &tables)?;
-    let block_size: i64 = tx
-        .row("SELECT current_setting('block_size')::int8", &[])?
-        .get(0);
     let all_parts_cost: i64 = scans.iter().map(|scan| scan.cost(&sizes).max(0)).sum();
     // Biggest first: the sessions share the work, and a large scan started last would leave
-    // the other idle while it finishes.
+    // the other idle while it finishes. A scan that runs serially goes first of all: it cannot
+    // spread over the cores, so it runs while the other sessions' parallel scans fill the rest,
+    // rather than alone on one core at the end. On the default data (the narrowed evidence
+    // scan first) the check took 0.76 s against 0.85 s (medians of six, docs/performance.md).
     let mut parts: Vec<Part> = scans
         .iter()
         .map(|scan| {
@@ -390,16 +391,12 @@ pub fn check_live(
             Part {
                 scan,
                 cost,
-                blocks: scan
-                    .constraints
-                    .first()
-                    .and_then(|c| sizes.get(c.table))
-                    .map_or(1, |bytes| bytes / block_size.max(1)),
+                blocks: scan.constraints.first().map_or(1, |c| sizes.pages(c.table)),
                 serial: runs_serially(cost, scan.narrowed.is_some(), all_parts_cost),
             }
         })
         .collect();
-    parts.sort_by_key(|part| std::cmp::Reverse(part.cost));
+    parts.sort_by_key(|part| (!part.serial, std::cmp::Reverse(part.cost)));
     tx.batch(SCAN_SETTINGS)?;
     let bar = log.bytes_bar(all_parts_cost as u64, "checking constraints");
     let results: Vec<Result<Vec<Tally>>> = if parts.len() <= 1 {

@@ -2,8 +2,7 @@
 //! share of the pages, picked at random but the same on every run (`REPEATABLE`), so a
 //! decision taken on them does not flicker between runs on the same data.
 
-use crate::catalog::sql::qualified;
-use crate::db::Query;
+use crate::db::{introspect, Query};
 use anyhow::{Context, Result};
 use std::time::Duration;
 
@@ -25,19 +24,18 @@ pub struct Sample {
 
 impl Sample {
     pub fn of(client: &mut (impl Query + ?Sized), table: &str) -> Result<Sample> {
-        let pages: f64 = client
-            .row(
-                "SELECT coalesce(pg_relation_size(to_regclass($1))
-                                 / current_setting('block_size')::int8, 0)::float8",
-                &[&qualified(table)],
-            )?
-            .get(0);
+        let pages = introspect::table_sizes(client, &[table])?.pages(table) as f64;
+        Ok(Sample::of_pages(pages))
+    }
+
+    /// The sample of a table of `pages` pages.
+    pub fn of_pages(pages: f64) -> Sample {
         let percent = if pages <= MIN_PAGES {
             100.0
         } else {
             (100.0 * (pages * SHARE).max(MIN_PAGES) / pages).min(100.0)
         };
-        Ok(Sample { pages, percent })
+        Sample { pages, percent }
     }
 
     /// The share of the table the sample stands for (0–1].

@@ -73,10 +73,7 @@ pub fn validate_not_valid(
             (p.state == ConstraintState::NotValid).then(|| Pending {
                 constraint: c,
                 actual_name: p.actual_name.clone().unwrap_or_else(|| c.name.to_string()),
-                bytes: c
-                    .tables_read()
-                    .map(|table| sizes.get(table).map_or(0, |&b| b.max(0) as u64))
-                    .sum(),
+                bytes: c.tables_read().map(|table| sizes.bytes(table) as u64).sum(),
             })
         })
         .collect();

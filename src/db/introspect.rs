@@ -8,7 +8,7 @@
 //! transaction sees its own uncommitted changes. The `_in` variants name a table of a given
 //! schema (the archive's).
 
-use crate::catalog::sql::{qualified, quote_ident};
+use crate::catalog::sql::{qualified, quote_ident, APP_SCHEMA};
 use crate::db::Query;
 use anyhow::Result;
 
@@ -187,18 +187,56 @@ pub fn count_rows_in(client: &mut impl Query, schema: &str, table: &str) -> Resu
         .get(0))
 }
 
-/// The on-disk size in bytes of each table (heap only, from the catalog: no scan), in one round
-/// trip; an absent table weighs 0.
-pub fn table_sizes(
-    client: &mut impl Query,
-    tables: &[&str],
-) -> Result<std::collections::HashMap<String, i64>> {
+/// Tables' on-disk sizes (heap only, from the catalog: no scan) and the server's page size, read
+/// together in one round trip: what the check orders its scans by, the progress bars count
+/// and the samples size themselves on.
+#[derive(Debug, Clone, Default)]
+pub struct TableSizes {
+    bytes: std::collections::HashMap<String, i64>,
+    block_size: i64,
+}
+
+impl TableSizes {
+    /// A table's bytes; an absent table weighs 0.
+    pub fn bytes(&self, table: &str) -> i64 {
+        self.bytes.get(table).copied().unwrap_or(0).max(0)
+    }
+
+    /// A table's pages; an absent table has none.
+    pub fn pages(&self, table: &str) -> i64 {
+        self.bytes(table) / self.block_size.max(1)
+    }
+
+    /// The server's page size (`block_size`), in bytes.
+    pub fn block_size(&self) -> i64 {
+        self.block_size
+    }
+}
+
+/// The server's page size (`block_size`), in bytes.
+pub fn block_size(client: &mut (impl Query + ?Sized)) -> Result<i64> {
+    Ok(client
+        .row("SELECT current_setting('block_size')::int8", &[])?
+        .get(0))
+}
+
+/// The sizes of `tables` in ruleIQ's schema.
+pub fn table_sizes(client: &mut (impl Query + ?Sized), tables: &[&str]) -> Result<TableSizes> {
     let rows = client.rows(
-        "SELECT t.name, coalesce(pg_relation_size(to_regclass(format('%I.%I', 'public'::text, t.name))), 0)
+        "SELECT t.name,
+                coalesce(pg_relation_size(to_regclass(format('%I.%I', $2::text, t.name))), 0),
+                current_setting('block_size')::int8
            FROM unnest($1::text[]) AS t(name)",
-        &[&tables],
+        &[&tables, &APP_SCHEMA],
     )?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    let block_size = match rows.first() {
+        Some(row) => row.get(2),
+        None => block_size(client)?,
+    };
+    Ok(TableSizes {
+        bytes: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        block_size,
+    })
 }
 
 /// Whether a table exists in ruleIQ's schema.

@@ -7,7 +7,7 @@
 
 use crate::catalog::constraints::Constraint;
 use crate::constraints::cost::{self, CheckCost, ScanCost};
-use crate::db::Query;
+use crate::db::introspect;
 use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
@@ -85,9 +85,7 @@ pub fn estimate(
     } else {
         Some(cost::check_cost(client, checked)?)
     };
-    let page_bytes: f64 = client
-        .row("SELECT current_setting('block_size')::float8", &[])?
-        .get(0);
+    let page_bytes = introspect::block_size(client)? as f64;
     let round_trip = cost::round_trip(client)?;
     let rt_ms = round_trip.as_secs_f64() * 1000.0;
     let mut sampling = check.as_ref().map_or(Duration::ZERO, |c| c.sampled);
