@@ -6,11 +6,26 @@
 //! next run picks up the rows still violating. The batch size adapts so that a batch, and the
 //! row locks it holds, lasts about half a second.
 
-use crate::db::{self, Param, Query, Session};
+use crate::db::session::Retrying;
+use crate::db::{self, Param, Query};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
+use postgres::Client;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// Cleanup runs few rows per statement through large expressions, whose cost estimates cross
+/// the JIT thresholds: compiling took about 150 ms of a 780 ms batch of 5000 rows, for
+/// nothing. Only this session is affected — and so never on a transaction-mode pooler, where
+/// a session setting would stay on a backend the application gets next (a dry run there pays
+/// the compilation instead); a Session resets it when it ends.
+pub fn without_jit(client: &mut Client) -> Result<()> {
+    if !db::query::pooled() {
+        client.batch("SET jit = off")?;
+    }
+    Ok(())
+}
 
 /// Forces a fixed batch size (tests use tiny batches to interrupt a run between them).
 pub const BATCH_SIZE_ENV: &str = "RULEIQ_CLEANUP_BATCH_SIZE";
@@ -48,6 +63,19 @@ impl Batching {
         }
     }
 
+    /// The batch size for each of `sessions` writing the same table at once: they share the
+    /// server, so each starts with its share of a batch, and adapts from there, rather than
+    /// all holding a whole batch's row locks for longer at first. A forced size stays.
+    pub fn shared_by(self, sessions: usize) -> Batching {
+        if !self.adaptive || sessions <= 1 {
+            return self;
+        }
+        Batching {
+            size: (self.size / sessions as i64).max(MIN_SIZE),
+            adaptive: true,
+        }
+    }
+
     /// Halves after a slow batch, doubles after a quick full one.
     pub fn adapt(&mut self, took: Duration, full: bool) {
         if !self.adaptive {
@@ -71,6 +99,19 @@ pub struct PhaseTotals {
     pub per_rule: Vec<(u64, u64)>,
 }
 
+impl PhaseTotals {
+    /// Adds what another session did in the same phase of the same table.
+    pub fn merge(&mut self, other: PhaseTotals) {
+        self.audited += other.audited;
+        self.batches += other.batches;
+        self.longest = self.longest.max(other.longest);
+        for (mine, theirs) in self.per_rule.iter_mut().zip(other.per_rule) {
+            mine.0 += theirs.0;
+            mine.1 += theirs.1;
+        }
+    }
+}
+
 /// Off a terminal there is no bar: a line this often says how far a long phase is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -79,6 +120,15 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 pub struct Pacing<'a> {
     pub run_id: Uuid,
     pub batching: &'a mut Batching,
+    /// Set when another session working on the same table failed: this one stops before its
+    /// next batch (its committed batches stay, audited, as a killed run's do).
+    pub stop: Option<&'a AtomicBool>,
+}
+
+impl Pacing<'_> {
+    fn stopped(&self) -> bool {
+        self.stop.is_some_and(|stop| stop.load(Ordering::SeqCst))
+    }
 }
 
 /// One phase of a table's repair: a batch statement from statements.rs (parameters run id,
@@ -91,10 +141,11 @@ pub struct Phase<'a> {
     pub what: &'a str,
 }
 
-/// Runs `phase` until no violating row is left after the last key. Before each batch, the
-/// session waits while a standby lags too far behind ([`Session::pace`]).
+/// Runs `phase` until no violating row is left after the last key (of the keys `connection`'s
+/// own key table holds). Before each batch, the connection waits while a standby lags too far
+/// behind ([`crate::db::Session::pace`]).
 pub fn run_phase(
-    session: &mut Session,
+    connection: &mut impl Retrying,
     phase: &Phase<'_>,
     pacing: &mut Pacing<'_>,
     bar: &ProgressBar,
@@ -106,7 +157,7 @@ pub fn run_phase(
         what,
     } = *phase;
     let run_id = pacing.run_id;
-    let log = session.log().clone();
+    let log = connection.log().clone();
     let mut totals = PhaseTotals {
         per_rule: vec![(0, 0); rules],
         ..Default::default()
@@ -114,10 +165,13 @@ pub fn run_phase(
     let mut last: Option<String> = None;
     let mut last_said = Instant::now();
     loop {
-        session.pace()?;
+        if pacing.stopped() {
+            break;
+        }
+        connection.pace()?;
         let started = Instant::now();
         let size = pacing.batching.size;
-        let row = session
+        let row = connection
             .retried(what, |client| {
                 let mut params: Vec<&dyn Param> = vec![&run_id, &last, &size];
                 if let Some(values) = values {
@@ -195,5 +249,9 @@ mod tests {
         };
         fixed.adapt(Duration::from_secs(5), true);
         assert_eq!(fixed.size, 7);
+        assert_eq!(fixed.shared_by(2).size, 7, "a forced size stays");
+        assert_eq!(b.shared_by(2).size, 2000);
+        assert_eq!(b.shared_by(1).size, 4000);
+        assert_eq!(b.shared_by(1000).size, MIN_SIZE);
     }
 }

@@ -11,6 +11,7 @@
 //! - `statements`: a plan rendered as the preview and batch statements.
 //! - `preview`: counts and examples, read-only.
 //! - `batches`: keyset batches, one audited statement each.
+//! - `shares`: a big table's keys split among several sessions that repair it at once.
 //! - `decisions`: rules that would write NULL into a NOT NULL column wait for the DBA.
 //! - `proof`: the plan checked against the live database before the first change.
 //! - `failure`: what a run that fails part-way reports (tables changed, run id, undo).
@@ -32,6 +33,7 @@ pub mod proof;
 pub mod report;
 pub mod rowjson;
 pub mod run;
+pub mod shares;
 pub mod statements;
 pub mod undo;
 pub mod undo_run;

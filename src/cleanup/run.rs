@@ -6,7 +6,8 @@
 //! the error, so the report can say what changed and how to undo it.
 
 use super::audit;
-use super::batches::{self, Batching, Pacing, Phase};
+pub use super::batches::without_jit;
+use super::batches::{self, Batching, Pacing, Phase, PhaseTotals};
 use super::decisions::{self, NeedsDecision};
 use super::failure::{self, Accounted};
 use super::plan::{self, TablePlan};
@@ -14,28 +15,19 @@ use super::policy::{Action, Policy};
 use super::preview::{self, TablePreview};
 use super::proof;
 use super::report::{Preview, Recount, RuleReport};
+use super::shares;
 use crate::catalog::constraints::CATALOG;
 use crate::constraints::check;
 use crate::db::blockers::{Scope, Takes};
 use crate::db::config::Target;
+use crate::db::session::Worker;
 use crate::db::{self, Query, Session};
 use crate::progress::Log;
 use crate::units::rows;
 use anyhow::Result;
 use postgres::{Client, IsolationLevel};
+use std::sync::atomic::{AtomicBool, Ordering};
 use uuid::Uuid;
-
-/// Cleanup runs few rows per statement through large expressions, whose cost estimates cross
-/// the JIT thresholds: compiling took about 150 ms of a 780 ms batch of 5000 rows, for
-/// nothing. Only this session is affected — and so never on a transaction-mode pooler, where
-/// a session setting would stay on a backend the application gets next (a dry run there pays
-/// the compilation instead); a Session resets it when it ends.
-pub fn without_jit(client: &mut Client) -> Result<()> {
-    if !db::query::pooled() {
-        client.batch("SET jit = off")?;
-    }
-    Ok(())
-}
 
 /// What a run found before changing anything.
 pub struct Looked {
@@ -232,10 +224,6 @@ fn run_batches(
 ) -> Result<Vec<RuleReport>> {
     let log = session.log().clone();
     let mut rules = Vec::new();
-    let mut pacing = Pacing {
-        run_id: run.run_id,
-        batching: &mut run.batching,
-    };
     for (plan, preview) in run.looked.plans.iter().zip(&run.looked.previews) {
         let mut did: Vec<(&'static str, Action, u64, u64)> = Vec::new();
         if preview.total > 0 {
@@ -248,29 +236,49 @@ fn run_batches(
                 .collect();
             let what = format!("cleanup {} ({})", plan.table, names.join(", "));
             let bar = log.bar(preview.total, &what);
-            let phases = [
+            let mut phases = Vec::new();
+            for (sql, values, phase_rules) in [
                 (plan.delete_batch_sql(), None, &plan.deletes),
                 (plan.update_batch_sql(), plan.bound_values(), &plan.stages),
-            ];
-            let (mut batches_run, mut longest) = (0, std::time::Duration::ZERO);
-            for (sql, values, phase_rules) in phases {
-                let Some(sql) = sql else { continue };
-                let phase = Phase {
-                    sql: &sql,
-                    values,
+            ] {
+                if let Some(sql) = sql {
+                    phases.push((sql, values, phase_rules));
+                }
+            }
+            let phase_list: Vec<Phase> = phases
+                .iter()
+                .map(|(sql, values, phase_rules)| Phase {
+                    sql,
+                    values: *values,
                     rules: phase_rules.len(),
                     what: &what,
-                };
-                let totals = batches::run_phase(session, &phase, &mut pacing, &bar)?;
-                batches_run += totals.batches;
-                longest = longest.max(totals.longest);
+                })
+                .collect();
+            let workers = shares::hand_out(session, plan, &run.batching)?;
+            let sessions = workers.len() + 1;
+            let totals = run_table(
+                session,
+                workers,
+                &phase_list,
+                run.run_id,
+                &mut run.batching,
+                &bar,
+            )?;
+            let batches_run: u64 = totals.iter().map(|t| t.batches).sum();
+            let longest = totals.iter().map(|t| t.longest).max().unwrap_or_default();
+            for ((_, _, phase_rules), totals) in phases.iter().zip(totals) {
                 for (rule, (rows, cascaded)) in phase_rules.iter().zip(totals.per_rule) {
                     did.push((rule.constraint.name, rule.action, rows, cascaded));
                 }
             }
             bar.finish_and_clear();
+            let on = if sessions > 1 {
+                format!(" on {sessions} sessions at once")
+            } else {
+                String::new()
+            };
             log.line(&format!(
-                "{}: {batches_run} batch(es), the longest held its row locks {} ms",
+                "{}: {batches_run} batch(es){on}, the longest held its row locks {} ms",
                 plan.table,
                 longest.as_millis()
             ));
@@ -306,6 +314,73 @@ fn run_batches(
         }
     }
     Ok(rules)
+}
+
+/// Runs a table's phases, one after another, on `session` over its own keys and on each of
+/// `workers` over the share it was handed, all at once; returns each phase's totals over every
+/// session. When one session fails, the others stop before their next batch, and the first
+/// error is returned: every batch committed stays, audited, as a killed run's do.
+fn run_table(
+    session: &mut Session,
+    workers: Vec<Worker>,
+    phases: &[Phase<'_>],
+    run_id: Uuid,
+    batching: &mut Batching,
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<PhaseTotals>> {
+    let stop = AtomicBool::new(false);
+    *batching = batching.shared_by(workers.len() + 1);
+    let walk = |connection: &mut dyn FnMut(&Phase<'_>, &mut Pacing<'_>) -> Result<PhaseTotals>,
+                batching: &mut Batching|
+     -> Result<Vec<PhaseTotals>> {
+        let mut pacing = Pacing {
+            run_id,
+            batching,
+            stop: Some(&stop),
+        };
+        let mut totals = Vec::new();
+        for phase in phases {
+            match connection(phase, &mut pacing) {
+                Ok(t) => totals.push(t),
+                Err(e) => {
+                    stop.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(totals)
+    };
+    let (own, others) = std::thread::scope(|scope| {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .map(|mut worker| {
+                let mut batching = *batching;
+                let walk = &walk;
+                scope.spawn(move || {
+                    walk(
+                        &mut |phase, pacing| batches::run_phase(&mut worker, phase, pacing, bar),
+                        &mut batching,
+                    )
+                })
+            })
+            .collect();
+        let own = walk(
+            &mut |phase, pacing| batches::run_phase(session, phase, pacing, bar),
+            batching,
+        );
+        let others: Vec<Result<Vec<PhaseTotals>>> = handles
+            .into_iter()
+            .map(|h| h.join().expect("a repair session panicked"))
+            .collect();
+        (own, others)
+    });
+    let mut totals = own?;
+    for other in others {
+        for (mine, theirs) in totals.iter_mut().zip(other?) {
+            mine.merge(theirs);
+        }
+    }
+    Ok(totals)
 }
 
 fn count_records(client: &mut Client, run_id: Uuid) -> Result<u64> {

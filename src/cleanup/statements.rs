@@ -150,6 +150,47 @@ impl TablePlan {
         )
     }
 
+    /// How many keys the key table holds.
+    pub fn count_keys_sql(&self) -> String {
+        format!("SELECT count(*) FROM {}", self.keys_table())
+    }
+
+    /// The key at position `$1` (0-based) in key order, as text: where a session's share of
+    /// the keys begins.
+    pub fn key_at_sql(&self) -> String {
+        format!(
+            "SELECT k.pk::text FROM {} AS k ORDER BY k.pk OFFSET $1 LIMIT 1",
+            self.keys_table()
+        )
+    }
+
+    /// The keys from `$1` (inclusive) to `$2` (exclusive; NULL: to the end), after `$3` (NULL:
+    /// from the start), at most `$4` of them, in key order, as text: a chunk of another
+    /// session's share, read to be written into that session's own key table.
+    pub fn keys_between_sql(&self) -> String {
+        format!(
+            "SELECT k.pk::text FROM {} AS k
+              WHERE k.pk >= CAST($1::text AS {ty})
+                AND ($2::text IS NULL OR k.pk < CAST($2::text AS {ty}))
+                AND ($3::text IS NULL OR k.pk > CAST($3::text AS {ty}))
+              ORDER BY k.pk LIMIT $4",
+            self.keys_table(),
+            ty = self.pk_type
+        )
+    }
+
+    /// Drops from the key table the keys from `$1` (inclusive) to `$2` (exclusive; NULL: to
+    /// the end): the shares handed to other sessions.
+    pub fn drop_keys_between_sql(&self) -> String {
+        format!(
+            "DELETE FROM {} AS k
+              WHERE k.pk >= CAST($1::text AS {ty})
+                AND ($2::text IS NULL OR k.pk < CAST($2::text AS {ty}))",
+            self.keys_table(),
+            ty = self.pk_type
+        )
+    }
+
     /// The next slice of the collected keys after the last key of the previous batch (`$2`),
     /// at most `$3` of them. Batches visit just those rows through the primary key, instead of
     /// each batch walking the key order of the whole table to find its next violating rows

@@ -68,6 +68,7 @@ pub fn undo(session: &mut Session, run_id: Uuid, mut batching: Batching) -> Resu
     let mut pacing = Pacing {
         run_id,
         batching: &mut batching,
+        stop: None,
     };
     for group in groups {
         let table: String = group.get(0);

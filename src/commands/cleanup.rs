@@ -20,6 +20,7 @@ use crate::cleanup::report::{
     Undone,
 };
 use crate::cleanup::run::{self, Looked, Stopped};
+use crate::cleanup::shares;
 use crate::cleanup::undo_run;
 use crate::cli::CleanupArgs;
 use crate::db::blockers::{self, Blocker, Scope, Takes};
@@ -59,12 +60,20 @@ pub fn run(settings: &Settings, args: &CleanupArgs) -> Result<Outcome> {
         let blockers = blockers::find(&mut client, &looked.scope(), &limits)?;
         // A run looks again, writes, then recounts every catalog constraint (cleanup/run.rs).
         let recounted: Vec<_> = crate::catalog::constraints::CATALOG.iter().collect();
+        let per_table: Vec<u64> = looked.previews.iter().map(|p| p.total).collect();
+        let (rows_in_sequence, sessions) = shares::in_sequence(&mut client, &per_table, &batching)?;
+        let repair = estimate::Repair {
+            look: looking,
+            rows: looked.total,
+            rows_in_sequence,
+            sessions,
+        };
         let estimate = estimate::estimate(
             &mut client,
             estimate::Work::Cleanup,
             &recounted,
             &[],
-            Some((looking, looked.total)),
+            Some(repair),
         )?;
         return Ok(stop_here(
             preview,

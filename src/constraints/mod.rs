@@ -10,5 +10,6 @@ pub mod presence;
 pub mod sample;
 pub mod scan_progress;
 mod scan_sessions;
+pub use scan_sessions::sessions_offered;
 pub mod spelling;
 pub mod validate;

@@ -330,6 +330,12 @@ pub trait Retrying {
     /// passes --max-replica-wait. The session and its workers wait one at a time.
     fn wait_for_replay(&mut self, what: &str) -> Result<Duration>;
 
+    /// Before each batch of long data work: see [`Session::pace`]. The session and its
+    /// workers share one throttle.
+    fn pace(&mut self) -> Result<()>;
+
+    fn log(&self) -> &Log;
+
     /// Runs `statement` alone in a transaction of its own that may wait up to
     /// `patient_lock_timeout` for its lock, retried like any other work. Only for a statement
     /// whose lock no application query conflicts with (VALIDATE CONSTRAINT): the application
@@ -363,6 +369,14 @@ impl Retrying for Session {
     fn wait_for_replay(&mut self, what: &str) -> Result<Duration> {
         self.connection.wait_for_replay(what)
     }
+
+    fn pace(&mut self) -> Result<()> {
+        Session::pace(self)
+    }
+
+    fn log(&self) -> &Log {
+        Session::log(self)
+    }
 }
 
 impl Retrying for Worker {
@@ -387,5 +401,13 @@ impl Retrying for Worker {
 
     fn wait_for_replay(&mut self, what: &str) -> Result<Duration> {
         Worker::wait_for_replay(self, what)
+    }
+
+    fn pace(&mut self) -> Result<()> {
+        lock_throttle(&self.throttle).between_batches(&mut self.client, &self.log)
+    }
+
+    fn log(&self) -> &Log {
+        &self.log
     }
 }

@@ -70,15 +70,29 @@ pub enum Work {
 /// is the one number the estimate does not measure on the server, and its basis says so.
 const WRITE_MS_PER_ROW: f64 = 0.21;
 
+/// What a cleanup dry run knows of the repair it previews.
+#[derive(Debug, Clone, Copy)]
+pub struct Repair {
+    /// Finding, previewing and proving the repairs, as the dry run timed them.
+    pub look: Duration,
+    /// Rows the run would write.
+    pub rows: u64,
+    /// The same rows as the sessions write them one after another: a table with enough rows
+    /// is shared among several sessions at once (cleanup/shares.rs), each writing its share.
+    pub rows_in_sequence: u64,
+    /// The most sessions one table is written on.
+    pub sessions: usize,
+}
+
 /// Estimates `work`: the check of `checked` (none for `migrate` without the preflight; for
 /// `cleanup`, its recount), the VALIDATE of each of `validate`, and for `cleanup` (`repair`) the
-/// look as the dry run timed it and the writes of that many rows.
+/// look as the dry run timed it and the writes of its rows.
 pub fn estimate(
     client: &mut Client,
     work: Work,
     checked: &[&'static Constraint],
     validate: &[&'static Constraint],
-    repair: Option<(Duration, u64)>,
+    repair: Option<Repair>,
 ) -> Result<Estimate> {
     let check: Option<CheckCost> = if checked.is_empty() {
         None
@@ -106,8 +120,8 @@ pub fn estimate(
         });
     }
     let check_ms = check.as_ref().map(|c| c.total_ms);
-    let repair_ms = repair.map(|(preview, rows)| {
-        (preview.as_secs_f64() * 1000.0 + rows as f64 * WRITE_MS_PER_ROW).ceil() as u64
+    let repair_ms = repair.map(|r| {
+        (r.look.as_secs_f64() * 1000.0 + r.rows_in_sequence as f64 * WRITE_MS_PER_ROW).ceil() as u64
     });
     let total_ms =
         check_ms.unwrap_or(0) + repair_ms.unwrap_or(0) + steps.iter().map(|s| s.ms).sum::<u64>();
@@ -156,7 +170,7 @@ fn basis(
     rt_ms: f64,
     sampled_pages: f64,
     pages: f64,
-    repair: Option<(Duration, u64)>,
+    repair: Option<Repair>,
 ) -> String {
     if pages <= 0.0 && repair.is_none() {
         return format!(
@@ -197,13 +211,23 @@ fn basis(
             "each VALIDATE on one process, one after another, as PostgreSQL validates".to_string(),
         );
     }
-    if let Some((preview, rows)) = repair {
+    if let Some(r) = repair {
+        let shared = if r.sessions > 1 {
+            format!(
+                ", a big table's rows shared among up to {} sessions writing at once (as {} rows \
+                 one after another)",
+                r.sessions, r.rows_in_sequence
+            )
+        } else {
+            String::new()
+        };
         parts.push(format!(
             "finding, previewing and proving the repairs as this dry run timed them ({:.0} ms: \
-             a real run does the same first), and {rows} rows written at {WRITE_MS_PER_ROW} ms \
-             each (the benchmark's cleanup runs: a dry run writes nothing, so the writes are not \
-             timed here)",
-            preview.as_secs_f64() * 1000.0
+             a real run does the same first), and {} rows written at {WRITE_MS_PER_ROW} ms \
+             each{shared} (the benchmark's cleanup runs: a dry run writes nothing, so the writes \
+             are not timed here)",
+            r.look.as_secs_f64() * 1000.0,
+            r.rows
         ));
     }
     parts.push(
