@@ -608,6 +608,13 @@ pub fn migration(
         (Migrator::RuleiqDb, Some(_)) => Some(child::run(&url, &["migrate", "--dry-run"])?),
         _ => None,
     };
+    if setup
+        .estimate
+        .is_some_and(|conditions| conditions != "warm")
+    {
+        // The dry run read every table in full: cold again for the run it foretells.
+        server.drop_page_cache()?;
+    }
     let from = workload.now();
     let outcome = match setup.migrator {
         Migrator::RuleiqDb => {

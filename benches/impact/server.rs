@@ -138,7 +138,7 @@ impl Server {
     pub fn cold_conditions(&self) -> Option<&'static str> {
         self.cluster.as_ref()?;
         Some(if may_drop_page_cache() {
-            "cold: server restarted, OS page cache dropped"
+            "cold: server restarted, OS page cache dropped before the dry run and again before the run"
         } else {
             "cold: server restarted (the OS page cache stayed: dropping it needs root)"
         })
@@ -153,7 +153,15 @@ impl Server {
         cluster
             .restart()
             .context("restarting the throwaway server")?;
-        if may_drop_page_cache() {
+        self.drop_page_cache()
+    }
+
+    /// Drops the operating system's page cache where this process may, with the server
+    /// running: between a cold dry run and its migration, so that the migration does not find
+    /// warm what the dry run read (a restart there would end the workload's connections; the
+    /// server's own buffers, 128 MB, keep what the dry run read last).
+    pub fn drop_page_cache(&self) -> Result<()> {
+        if self.cluster.is_some() && may_drop_page_cache() {
             let _ = std::process::Command::new("sync").status();
             std::fs::write(DROP_CACHES, "3").context("dropping the OS page cache")?;
         }
