@@ -251,7 +251,7 @@ impl Part<'_> {
         let total = self.cost.max(0) as u64;
         let mut shown = 0u64;
         let mut passed = ScanProgress::new(self.blocks);
-        let result = run_scan(client, self.scan, self.serial, live_since, &mut |block| {
+        let result = run_scan(client, self, live_since, &mut |block| {
             let now = (passed.seen(block) * total as f64) as u64;
             if now > shown {
                 bar.inc(now - shown);
@@ -269,11 +269,11 @@ const UNSERIAL_SETTINGS: &str = "SET LOCAL max_parallel_workers_per_gather TO DE
 
 fn run_scan(
     client: &mut Transaction<'_>,
-    scan: &Scan,
-    serial: bool,
+    part: &Part<'_>,
     live_since: &DateTime<Utc>,
     progress: &mut dyn FnMut(i64),
 ) -> Result<Vec<Tally>> {
+    let (scan, serial) = (part.scan, part.serial);
     let mut tallies: Vec<Tally> = scan.constraints.iter().map(|_| Tally::default()).collect();
     let mut params: Vec<&dyn Param> = if scan.live {
         vec![live_since]
@@ -287,8 +287,12 @@ fn run_scan(
         }
         None => scan.sql.clone(),
     };
-    if scan.narrowed.is_some() {
+    if let Some(narrowed) = &scan.narrowed {
         client.batch(indexed::NARROWED_SETTINGS)?;
+        client.row(
+            indexed::EXACT_BITMAP_SETTING,
+            &[&narrowed.exact_bitmap_kb(part.blocks)],
+        )?;
     }
     if serial {
         client.batch(SERIAL_SETTINGS)?;

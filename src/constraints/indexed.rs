@@ -62,7 +62,26 @@ const MAX_ROW_SHARE: f64 = 0.5;
 /// generated data at scale 1): the rows were asked for because they are few
 /// ([`MAX_ROW_SHARE`]), so the index is taken.
 pub const NARROWED_SETTINGS: &str = "SET LOCAL enable_seqscan = off";
-pub const UNNARROWED_SETTINGS: &str = "SET LOCAL enable_seqscan TO DEFAULT";
+pub const UNNARROWED_SETTINGS: &str =
+    "SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL work_mem TO DEFAULT";
+
+/// Raises `work_mem`, for the narrowed scan's transaction only, to what keeps its bitmap exact
+/// (`$1`, in kB), never lowering it. Past `work_mem` a bitmap heap scan's bitmap turns lossy:
+/// it keeps whole pages instead of rows, and every row of such a page is evaluated again. At
+/// 10M evidence rows the candidates lie on about 240,000 pages, which PostgreSQL's default
+/// 4 MB cannot hold exactly; on the default data at scale 1, with `work_mem` cut to a fifth to
+/// match, the narrowed scan went from 409 to 524 ms (39,144 pages lossy; docs/performance.md).
+pub const EXACT_BITMAP_SETTING: &str = "SELECT set_config('work_mem',
+        greatest($1::int8, pg_size_bytes(current_setting('work_mem')) / 1024)::text || 'kB', true)";
+
+/// What an exact bitmap needs per page it holds, with room to spare: a page's entry (its
+/// number and one bit per possible row) and the hash table around it.
+const BITMAP_BYTES_PER_PAGE: f64 = 96.0;
+
+/// The most the narrowed scan raises `work_mem` to, in kB: one bitmap, on one process (the
+/// leader builds it for any workers). 64 MB holds about 700,000 pages, 5.5 GB of candidate
+/// pages.
+const MAX_BITMAP_KB: i64 = 64 * 1024;
 
 /// Above this share of the table's pages holding a candidate row, the plain scan reads less.
 ///
@@ -75,6 +94,13 @@ pub const UNNARROWED_SETTINGS: &str = "SET LOCAL enable_seqscan TO DEFAULT";
 pub const MAX_PAGE_SHARE: f64 = 0.5;
 
 impl Narrowing {
+    /// The `work_mem`, in kB, that keeps the bitmap exact over the candidate pages of a table
+    /// of `pages` pages (see [`EXACT_BITMAP_SETTING`]).
+    pub fn exact_bitmap_kb(&self, pages: i64) -> i64 {
+        let bytes = pages.max(0) as f64 * self.share * BITMAP_BYTES_PER_PAGE;
+        ((bytes / 1024.0).ceil() as i64).clamp(64, MAX_BITMAP_KB)
+    }
+
     /// Whether the narrowed scan reads less than the plain one (see [`MAX_PAGE_SHARE`]).
     pub fn pays(&self) -> bool {
         self.share <= MAX_PAGE_SHARE
@@ -280,4 +306,33 @@ fn sampled_page_share(
     )?;
     let (pages, hits): (f64, f64) = (row.get(0), row.get(1));
     Ok(if pages > 0.0 { hits / pages } else { 0.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn narrowing(share: f64) -> Narrowing {
+        Narrowing {
+            column: "\"status\"".into(),
+            type_name: "character varying".into(),
+            values: vec!["approved".into()],
+            share,
+        }
+    }
+
+    #[test]
+    fn the_bitmap_gets_room_for_its_pages_within_a_bound() {
+        // 10M evidence rows: about 1M pages, candidates on a fifth of them.
+        let ten_million = narrowing(0.23).exact_bitmap_kb(1_000_000);
+        assert!(
+            (20_000..=24_000).contains(&ten_million),
+            "{ten_million} kB"
+        );
+        // More than PostgreSQL's default 4 MB, which turned 39,144 of 47,377 pages lossy at a
+        // fifth of it.
+        assert!(ten_million > 4 * 1024);
+        assert_eq!(narrowing(1.0).exact_bitmap_kb(100_000_000), MAX_BITMAP_KB);
+        assert_eq!(narrowing(0.5).exact_bitmap_kb(0), 64);
+    }
 }
