@@ -325,10 +325,7 @@ mod tests {
     fn the_bitmap_gets_room_for_its_pages_within_a_bound() {
         // 10M evidence rows: about 1M pages, candidates on a fifth of them.
         let ten_million = narrowing(0.23).exact_bitmap_kb(1_000_000);
-        assert!(
-            (20_000..=24_000).contains(&ten_million),
-            "{ten_million} kB"
-        );
+        assert!((20_000..=24_000).contains(&ten_million), "{ten_million} kB");
         // More than PostgreSQL's default 4 MB, which turned 39,144 of 47,377 pages lossy at a
         // fifth of it.
         assert!(ten_million > 4 * 1024);
