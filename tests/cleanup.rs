@@ -1116,6 +1116,18 @@ fn a_big_table_is_repaired_on_two_sessions_each_row_once_and_undone_whole() {
             .collect()
     };
     let before = statuses(&db);
+    // The dry run foretells the sharing in its estimate, and changes nothing.
+    let dry = db
+        .cli()
+        .env("RULEIQ_CLEANUP_BATCH_SIZE", "100")
+        .args(["--format", "json", "cleanup", "--dry-run"])
+        .output()
+        .unwrap();
+    let dry: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    let basis = dry["estimate"]["basis"].as_str().unwrap_or_default();
+    assert!(basis.contains("shared among up to 2 sessions"), "{dry:#}");
+    assert!(dry["estimate"]["repair_ms"].as_u64().is_some(), "{dry:#}");
+    assert_eq!(statuses(&db), before, "a dry run changes nothing");
     let out = db
         .cli()
         .env("RULEIQ_CLEANUP_BATCH_SIZE", "100")

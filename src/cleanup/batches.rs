@@ -207,6 +207,30 @@ pub fn run_phase(
     Ok(totals)
 }
 
+/// Runs `phases` one after another on `connection`, each with [`run_phase`]. On an error, sets
+/// the pacing's stop flag first, so that the sessions working beside this one on the same table
+/// stop before their next batch.
+pub fn run_phases(
+    connection: &mut impl Retrying,
+    phases: &[Phase<'_>],
+    pacing: &mut Pacing<'_>,
+    bar: &ProgressBar,
+) -> Result<Vec<PhaseTotals>> {
+    let mut totals = Vec::with_capacity(phases.len());
+    for phase in phases {
+        match run_phase(connection, phase, pacing, bar) {
+            Ok(phase_totals) => totals.push(phase_totals),
+            Err(e) => {
+                if let Some(stop) = pacing.stop {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(totals)
+}
+
 /// A batch PostgreSQL refused because the repaired row still breaks a constraint it enforces
 /// (one the policy skips, under a NOT VALID constraint) or a delete that a referencing row
 /// blocks: say so rather than just relay the SQL error.

@@ -26,7 +26,7 @@ use crate::progress::Log;
 use crate::units::rows;
 use anyhow::Result;
 use postgres::{Client, IsolationLevel};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use uuid::Uuid;
 
 /// What a run found before changing anything.
@@ -330,44 +330,27 @@ fn run_table(
 ) -> Result<Vec<PhaseTotals>> {
     let stop = AtomicBool::new(false);
     *batching = batching.shared_by(workers.len() + 1);
-    let walk = |connection: &mut dyn FnMut(&Phase<'_>, &mut Pacing<'_>) -> Result<PhaseTotals>,
-                batching: &mut Batching|
-     -> Result<Vec<PhaseTotals>> {
+    let (own, others) = std::thread::scope(|scope| {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .map(|mut worker| {
+                let (mut batching, stop) = (*batching, &stop);
+                scope.spawn(move || {
+                    let mut pacing = Pacing {
+                        run_id,
+                        batching: &mut batching,
+                        stop: Some(stop),
+                    };
+                    batches::run_phases(&mut worker, phases, &mut pacing, bar)
+                })
+            })
+            .collect();
         let mut pacing = Pacing {
             run_id,
             batching,
             stop: Some(&stop),
         };
-        let mut totals = Vec::new();
-        for phase in phases {
-            match connection(phase, &mut pacing) {
-                Ok(t) => totals.push(t),
-                Err(e) => {
-                    stop.store(true, Ordering::SeqCst);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(totals)
-    };
-    let (own, others) = std::thread::scope(|scope| {
-        let handles: Vec<_> = workers
-            .into_iter()
-            .map(|mut worker| {
-                let mut batching = *batching;
-                let walk = &walk;
-                scope.spawn(move || {
-                    walk(
-                        &mut |phase, pacing| batches::run_phase(&mut worker, phase, pacing, bar),
-                        &mut batching,
-                    )
-                })
-            })
-            .collect();
-        let own = walk(
-            &mut |phase, pacing| batches::run_phase(session, phase, pacing, bar),
-            batching,
-        );
+        let own = batches::run_phases(session, phases, &mut pacing, bar);
         let others: Vec<Result<Vec<PhaseTotals>>> = handles
             .into_iter()
             .map(|h| h.join().expect("a repair session panicked"))

@@ -11,6 +11,7 @@ use super::scan_sessions::sessions_offered;
 use super::spelling::DatabaseSpelling;
 use crate::catalog::constraints::{self as catalog, Constraint};
 use crate::catalog::sql::qualified;
+use crate::db::introspect::{self, TableSizes};
 use crate::db::{Param, Query};
 use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
@@ -86,13 +87,12 @@ fn measure_scan(
     constraints: &[&'static Constraint],
     sql: &str,
     live: bool,
+    sizes: &TableSizes,
 ) -> Result<Measured> {
     let first = constraints[0];
-    let own = Sample::of(client, first.table)?;
-    let parent = match first.parent() {
-        Some(p) => Some(Sample::of(client, p)?),
-        None => None,
-    };
+    let sample_of = |table: &str| Sample::of_pages(sizes.pages(table) as f64);
+    let own = sample_of(first.table);
+    let parent = first.parent().map(sample_of);
     let fraction = parent.map_or(own.fraction(), |p| own.fraction().max(p.fraction()));
     let since: DateTime<Utc> = Utc::now();
     let own_range = own.middle_run(fraction);
@@ -151,12 +151,13 @@ pub fn check_cost(client: &mut Client, constraints: &[&'static Constraint]) -> R
     let spelling = DatabaseSpelling::read(&mut tx, &tables)?;
     let mut scans: Vec<Scan> = plan_scans(constraints, &spelling, false);
     narrow_scans(&mut tx, &mut scans, &spelling)?;
+    let sizes = introspect::table_sizes(&mut tx, &tables)?;
     tx.batch(SAMPLE_SETTINGS)?;
     let mut costs = Vec::new();
     let (mut sampled, mut sampled_pages, mut pages) = (Duration::ZERO, 0.0, 0.0);
     for scan in &scans {
         // The sequential pass is what the sample times; a narrowed scan reads its share of it.
-        let measured = measure_scan(&mut tx, &scan.constraints, &scan.sql, scan.live)?;
+        let measured = measure_scan(&mut tx, &scan.constraints, &scan.sql, scan.live, &sizes)?;
         let share = scan.narrowed.as_ref().map_or(1.0, |n| n.share);
         sampled += measured.took;
         sampled_pages += measured.sampled_pages;
@@ -207,13 +208,14 @@ pub fn validate_cost(
     if !tables.iter().all(|t| spelling.has_table(t)) {
         return Ok(None);
     }
+    let sizes = introspect::table_sizes(&mut tx, &tables)?;
     tx.batch(SAMPLE_SETTINGS)?;
     let sql = format!(
         "SELECT 1 FROM {} AS t WHERE {}",
         qualified(constraint.table),
         constraint.violation_condition(&spelling, "t")
     );
-    let measured = measure_scan(&mut tx, &[constraint], &sql, false)?;
+    let measured = measure_scan(&mut tx, &[constraint], &sql, false, &sizes)?;
     tx.commit()?;
     Ok(Some(measured))
 }

@@ -234,13 +234,7 @@ impl Session {
     /// one is; refuses once the wait passes --max-replica-wait. Stops the work when Ctrl-C or
     /// SIGTERM came between two batches.
     pub fn pace(&mut self) -> Result<()> {
-        let Worker {
-            client,
-            log,
-            throttle,
-            ..
-        } = &mut self.connection;
-        lock_throttle(throttle).between_batches(client, log)
+        Retrying::pace(&mut self.connection)
     }
 
     /// Everything this session (and its workers) waited for the standbys so far.
