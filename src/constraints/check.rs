@@ -81,17 +81,8 @@ pub(super) fn plan_scans(
     spelling: &DatabaseSpelling,
     with_blocks: bool,
 ) -> Vec<Scan> {
-    let pk = format!("t.{}::text", quote_ident(PRIMARY_KEY));
-    let block = if with_blocks {
-        format!(", {}", scan_progress::block_column("t"))
-    } else {
-        String::new()
-    };
     let mut by_table: Vec<(&'static str, Vec<&'static Constraint>)> = Vec::new();
     let mut scans = Vec::new();
-    let live = |table: &str| {
-        crate::constraints::live::written_after(table, spelling, "t", "$1::timestamptz")
-    };
     for c in constraints
         .iter()
         .copied()
@@ -102,20 +93,7 @@ pub(super) fn plan_scans(
                 if c.parent().is_some_and(|parent| !spelling.has_table(parent)) {
                     continue;
                 }
-                let is_live = live(c.table);
-                scans.push(Scan {
-                    constraints: vec![c],
-                    sql: format!(
-                        "SELECT {pk}, {}{block} FROM {} AS t WHERE {}",
-                        is_live.as_deref().unwrap_or("false"),
-                        qualified(c.table),
-                        c.violation_condition(spelling, "t")
-                    ),
-                    live: is_live.is_some(),
-                    returns_blocks: with_blocks,
-                    narrowed: None,
-                    narrowable_share: None,
-                });
+                scans.push(foreign_key_scan(c, spelling, with_blocks));
             }
             Kind::Check => match by_table.iter_mut().find(|(t, _)| *t == c.table) {
                 Some((_, list)) => list.push(c),
@@ -124,55 +102,157 @@ pub(super) fn plan_scans(
         }
     }
     for (table, checks) in by_table {
-        let conditions: Vec<String> = checks
-            .iter()
-            .map(|c| c.violation_condition(spelling, "t"))
-            .collect();
-        let flags: Vec<String> = conditions
-            .iter()
-            .map(|cond| format!("coalesce({cond}, false)"))
-            .collect();
-        let is_live = live(table);
-        let condition = conditions
-            .iter()
-            .map(|c| format!("({c})"))
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        scans.push(Scan {
-            constraints: checks,
-            live: is_live.is_some(),
-            returns_blocks: with_blocks,
-            narrowed: None,
-            narrowable_share: None,
-            sql: format!(
-                "SELECT {pk}, {}, {}{block} FROM {} AS t WHERE ({condition})",
-                flags.join(", "),
-                is_live.as_deref().unwrap_or("false"),
-                qualified(table),
-            ),
-        });
+        scans.push(checks_scan(table, checks, spelling, with_blocks));
     }
     scans
 }
 
-/// Narrows each table's CHECK scan through an index where that reads less (see `indexed.rs`);
-/// the others stay one sequential pass over the table evaluating all its CHECKs at once.
+/// The key of a violating row, as every scan returns it first.
+fn key_column() -> String {
+    format!("t.{}::text", quote_ident(PRIMARY_KEY))
+}
+
+/// The block column after the others, when a progress bar is drawn.
+fn block_column(with_blocks: bool) -> String {
+    if with_blocks {
+        format!(", {}", scan_progress::block_column("t"))
+    } else {
+        String::new()
+    }
+}
+
+/// Whether a row of `table` was written after the cutoff `$1`, when the table can tell.
+fn live_column(table: &str, spelling: &DatabaseSpelling) -> Option<String> {
+    live::written_after(table, spelling, "t", "$1::timestamptz")
+}
+
+/// One foreign key's anti-join.
+fn foreign_key_scan(
+    c: &'static Constraint,
+    spelling: &DatabaseSpelling,
+    with_blocks: bool,
+) -> Scan {
+    let is_live = live_column(c.table, spelling);
+    Scan {
+        constraints: vec![c],
+        sql: format!(
+            "SELECT {}, {}{} FROM {} AS t WHERE {}",
+            key_column(),
+            is_live.as_deref().unwrap_or("false"),
+            block_column(with_blocks),
+            qualified(c.table),
+            c.violation_condition(spelling, "t")
+        ),
+        live: is_live.is_some(),
+        returns_blocks: with_blocks,
+        narrowed: None,
+        narrowable_share: None,
+    }
+}
+
+/// One pass over `table` evaluating `checks` (its CHECKs) together, a flag per constraint.
+fn checks_scan(
+    table: &'static str,
+    checks: Vec<&'static Constraint>,
+    spelling: &DatabaseSpelling,
+    with_blocks: bool,
+) -> Scan {
+    let conditions: Vec<String> = checks
+        .iter()
+        .map(|c| c.violation_condition(spelling, "t"))
+        .collect();
+    let flags: Vec<String> = conditions
+        .iter()
+        .map(|cond| format!("coalesce({cond}, false)"))
+        .collect();
+    let is_live = live_column(table, spelling);
+    let condition = conditions
+        .iter()
+        .map(|c| format!("({c})"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    Scan {
+        constraints: checks,
+        live: is_live.is_some(),
+        returns_blocks: with_blocks,
+        narrowed: None,
+        narrowable_share: None,
+        sql: format!(
+            "SELECT {}, {}, {}{} FROM {} AS t WHERE ({condition})",
+            key_column(),
+            flags.join(", "),
+            is_live.as_deref().unwrap_or("false"),
+            block_column(with_blocks),
+            qualified(table),
+        ),
+    }
+}
+
+/// Narrows each table's CHECK scan through an index where that reads less (see `indexed.rs`):
+/// all of its CHECKs together, or, when together they lead to too many pages, those an index
+/// narrows to few pages by themselves in scans of their own, the rest in one sequential pass
+/// ([`indexed::Narrowings::reading`]). A table nothing narrows stays one sequential pass
+/// evaluating all its CHECKs at once.
 pub(super) fn narrow_scans(
     client: &mut (impl Query + ?Sized),
-    scans: &mut [Scan],
+    scans: Vec<Scan>,
     spelling: &DatabaseSpelling,
-) -> Result<()> {
-    for scan in scans.iter_mut() {
-        let Some(first) = scan.constraints.first() else {
+) -> Result<Vec<Scan>> {
+    let mut narrowed = Vec::with_capacity(scans.len());
+    for mut scan in scans {
+        let Some(first) = scan.constraints.first().copied() else {
             continue;
         };
-        if first.kind() == Kind::Check {
-            let narrowing = indexed::narrowing(client, first.table, &scan.constraints, spelling)?;
-            scan.narrowable_share = narrowing.as_ref().map(|n| n.share);
-            scan.narrowed = narrowing.filter(Narrowing::pays);
+        if first.kind() != Kind::Check {
+            narrowed.push(scan);
+            continue;
+        }
+        let found = indexed::narrowings(client, first.table, &scan.constraints, spelling)?;
+        let with_blocks = scan.returns_blocks;
+        match found.reading() {
+            indexed::Reading::Together(n) => {
+                scan.narrowable_share = Some(n.share);
+                scan.narrowed = Some(n);
+                narrowed.push(scan);
+            }
+            indexed::Reading::Pass => {
+                scan.narrowable_share = found.together.as_ref().map(|n| n.share);
+                narrowed.push(scan);
+            }
+            indexed::Reading::Apart(apart) => {
+                let rest: Vec<&'static Constraint> = (0..scan.constraints.len())
+                    .filter(|i| !apart.iter().any(|(a, _)| a == i))
+                    .map(|i| scan.constraints[i])
+                    .collect();
+                for (i, n) in apart {
+                    let mut own = checks_scan(
+                        first.table,
+                        vec![scan.constraints[i]],
+                        spelling,
+                        with_blocks,
+                    );
+                    own.narrowable_share = Some(n.share);
+                    own.narrowed = Some(n);
+                    narrowed.push(own);
+                }
+                if !rest.is_empty() {
+                    let mut pass = checks_scan(first.table, rest.clone(), spelling, with_blocks);
+                    // Where an index could narrow the pass's one constraint, what it would read.
+                    pass.narrowable_share = match rest.as_slice() {
+                        [only] => scan
+                            .constraints
+                            .iter()
+                            .position(|c| c.name == only.name)
+                            .and_then(|i| found.each[i].as_ref())
+                            .map(|n| n.share),
+                        _ => None,
+                    };
+                    narrowed.push(pass);
+                }
+            }
         }
     }
-    Ok(())
+    Ok(narrowed)
 }
 
 impl Scan {
@@ -379,8 +459,11 @@ pub fn check_live(
     let tables = catalog::tables_read(constraints.iter().copied());
     let spelling = DatabaseSpelling::read(&mut tx, &tables)?;
     let states = constraint_states(&mut tx)?;
-    let mut scans = plan_scans(constraints, &spelling, log.bars);
-    narrow_scans(&mut tx, &mut scans, &spelling)?;
+    let scans = narrow_scans(
+        &mut tx,
+        plan_scans(constraints, &spelling, log.bars),
+        &spelling,
+    )?;
     let sizes = introspect::table_sizes(&mut tx, &tables)?;
     let all_parts_cost: i64 = scans.iter().map(|scan| scan.cost(&sizes).max(0)).sum();
     // Biggest first: the sessions share the work, and a large scan started last would leave

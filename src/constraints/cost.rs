@@ -149,8 +149,11 @@ pub fn check_cost(client: &mut Client, constraints: &[&'static Constraint]) -> R
     let mut tx = client.build_transaction().read_only(true).start()?;
     let tables = catalog::tables_read(constraints.iter().copied());
     let spelling = DatabaseSpelling::read(&mut tx, &tables)?;
-    let mut scans: Vec<Scan> = plan_scans(constraints, &spelling, false);
-    narrow_scans(&mut tx, &mut scans, &spelling)?;
+    let scans: Vec<Scan> = narrow_scans(
+        &mut tx,
+        plan_scans(constraints, &spelling, false),
+        &spelling,
+    )?;
     let sizes = introspect::table_sizes(&mut tx, &tables)?;
     tx.batch(SAMPLE_SETTINGS)?;
     let mut costs = Vec::new();
