@@ -160,9 +160,9 @@ fn stream_rows(
     })
 }
 
-/// Runs `scan` with the plan's bound values, narrowed by an index when one can answer (the
-/// checker's shortcut: see `constraints::indexed`): `scan` gets the narrowing condition for
-/// the SQL and the parameters.
+/// Runs `scan` with the plan's bound values, narrowed by an index when one can answer and that
+/// reads less (the checker's shortcut: see `constraints::indexed`): `scan` gets the narrowing
+/// condition for the SQL and the parameters.
 fn narrowed_scan<C: Query + GenericClient, T>(
     client: &mut C,
     plan: &TablePlan,
@@ -170,7 +170,8 @@ fn narrowed_scan<C: Query + GenericClient, T>(
     scan: impl FnOnce(&mut C, Option<&str>, &[&dyn Param]) -> Result<T>,
 ) -> Result<T> {
     let constraints: Vec<&'static Constraint> = plan.rules().iter().map(|r| r.constraint).collect();
-    let narrowing = indexed::narrowing(client, plan.table, &constraints, spelling)?;
+    let narrowing = indexed::narrowing(client, plan.table, &constraints, spelling)?
+        .filter(indexed::Narrowing::pays);
     let mut params: Vec<&dyn Param> = match plan.bound_values() {
         Some(values) => vec![values],
         None => Vec::new(),
