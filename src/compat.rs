@@ -205,23 +205,18 @@ pub struct RoleState {
 }
 
 impl RoleState {
-    /// The sessions that predate the setting, as "pid 123 (app, 10.0.0.1, since …)".
+    /// The sessions that predate the setting, as "pid 123 (app, 10.0.0.1) since …".
     pub fn describe_predating(&self) -> String {
         self.predating
             .iter()
             .map(|p| {
                 format!(
-                    "pid {} ({}{}, since {})",
-                    p.pid,
-                    if p.application_name.is_empty() {
-                        "no application_name"
-                    } else {
-                        &p.application_name
-                    },
-                    p.client_addr
-                        .as_deref()
-                        .map(|a| format!(", {a}"))
-                        .unwrap_or_default(),
+                    "{} since {}",
+                    crate::db::who::session_label(
+                        p.pid,
+                        &p.application_name,
+                        p.client_addr.as_deref()
+                    ),
                     p.backend_start.format("%Y-%m-%d %H:%M:%S%.3f UTC")
                 )
             })

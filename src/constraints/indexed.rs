@@ -257,7 +257,9 @@ pub fn narrowings(
             actual_names[i] = Some(actual.clone());
         }
     }
-    let mut together = together_of(&each);
+    // A lone CHECK is its own "together": sampled once, copied after.
+    let lone = checks.len() == 1;
+    let mut together = if lone { None } else { together_of(&each) };
     let together_name = actual_names.first().cloned().flatten();
     let named = each
         .iter_mut()
@@ -275,6 +277,9 @@ pub fn narrowings(
     let shares = sampled_page_shares(client, table, &sampled)?;
     for (narrowing, share) in sampled.into_iter().zip(shares) {
         narrowing.share = share;
+    }
+    if lone {
+        together = each[0].clone();
     }
     Ok(Narrowings { together, each })
 }

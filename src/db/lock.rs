@@ -74,16 +74,7 @@ pub struct LockHolder {
 
 impl LockHolder {
     pub fn describe(&self) -> String {
-        format!(
-            "pid {}, {} from {}",
-            self.pid,
-            if self.application_name.is_empty() {
-                "no application name"
-            } else {
-                &self.application_name
-            },
-            self.client_addr
-        )
+        super::who::session_label(self.pid, &self.application_name, Some(&self.client_addr))
     }
 }
 

@@ -24,6 +24,7 @@ pub mod retry;
 pub mod session;
 pub mod snapshot;
 pub mod tls;
+pub mod who;
 
 pub use connect::{connect, connect_to_change, take_notes};
 pub use connection::Connection;

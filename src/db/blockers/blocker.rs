@@ -31,17 +31,12 @@ impl Blocker {
     /// One line for stderr and refusals.
     pub fn describe(&self) -> String {
         let who = match (&self.pid, &self.gid) {
-            (Some(pid), _) => format!("pid {pid}"),
+            (Some(pid), _) => crate::db::who::session_label(*pid, &self.application_name, None),
             (None, Some(gid)) => format!("prepared transaction '{gid}'"),
             (None, None) => "a session".to_string(),
         };
-        let app = if self.application_name.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", self.application_name)
-        };
         let mut parts = vec![
-            format!("{who}{app}"),
+            who,
             format!("{}, transaction open {}", self.state, seconds(self.age_s)),
         ];
         if let (Some(lock), Some(table)) = (&self.lock, &self.table) {
