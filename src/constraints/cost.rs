@@ -198,29 +198,43 @@ pub fn check_cost(client: &mut Client, constraints: &[&'static Constraint]) -> R
     })
 }
 
-/// What one VALIDATE of `constraint` costs: its own condition over every row of the table (for
-/// a foreign key, the anti-join against the parent), on one process, as PostgreSQL validates.
-/// None when its table (or parent) does not exist yet.
-pub fn validate_cost(
+/// What the VALIDATE of each of `constraints` costs: its own condition over every row of the
+/// table (for a foreign key, the anti-join against the parent), on one process, as PostgreSQL
+/// validates. None for one whose table (or parent) does not exist yet. One read-only
+/// transaction, one spelling and one size read for them all.
+pub fn validate_costs(
     client: &mut Client,
-    constraint: &'static Constraint,
-) -> Result<Option<Measured>> {
-    let mut tx = client.build_transaction().read_only(true).start()?;
-    let tables: Vec<&str> = constraint.tables_read().collect();
-    let spelling = DatabaseSpelling::read(&mut tx, &tables)?;
-    if !tables.iter().all(|t| spelling.has_table(t)) {
-        return Ok(None);
+    constraints: &[&'static Constraint],
+) -> Result<Vec<Option<Measured>>> {
+    if constraints.is_empty() {
+        return Ok(Vec::new());
     }
+    let mut tx = client.build_transaction().read_only(true).start()?;
+    let tables = catalog::tables_read(constraints.iter().copied());
+    let spelling = DatabaseSpelling::read(&mut tx, &tables)?;
     let sizes = introspect::table_sizes(&mut tx, &tables)?;
     tx.batch(SAMPLE_SETTINGS)?;
-    let sql = format!(
-        "SELECT 1 FROM {} AS t WHERE {}",
-        qualified(constraint.table),
-        constraint.violation_condition(&spelling, "t")
-    );
-    let measured = measure_scan(&mut tx, &[constraint], &sql, false, &sizes)?;
+    let mut measured = Vec::with_capacity(constraints.len());
+    for &constraint in constraints {
+        if !constraint.tables_read().all(|t| spelling.has_table(t)) {
+            measured.push(None);
+            continue;
+        }
+        let sql = format!(
+            "SELECT 1 FROM {} AS t WHERE {}",
+            qualified(constraint.table),
+            constraint.violation_condition(&spelling, "t")
+        );
+        measured.push(Some(measure_scan(
+            &mut tx,
+            &[constraint],
+            &sql,
+            false,
+            &sizes,
+        )?));
+    }
     tx.commit()?;
-    Ok(Some(measured))
+    Ok(measured)
 }
 
 /// The fastest of three `SELECT 1`: what any statement costs before it reads a page.

@@ -106,8 +106,8 @@ pub fn estimate(
     let mut sampled_pages = check.as_ref().map_or(0.0, |c| c.sampled_pages);
     let mut pages = check.as_ref().map_or(0.0, |c| c.pages);
     let mut steps = Vec::new();
-    for c in validate {
-        let Some(measured) = cost::validate_cost(client, c)? else {
+    for (c, measured) in validate.iter().zip(cost::validate_costs(client, validate)?) {
+        let Some(measured) = measured else {
             continue;
         };
         sampling += measured.took;
