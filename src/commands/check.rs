@@ -73,13 +73,15 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
     let schema_version = history::current_version(&history::read(conn.client())?);
     settings.journal.version(schema_version);
     let started = std::time::Instant::now();
-    let (mut findings, live_since) = check::check_live(
+    let checked = check::check_live(
         &target,
         conn.client(),
         &selected,
         &settings.log,
         args.live_window,
     )?;
+    let live_since = checked.live_since.clone();
+    let mut findings = checked.findings.clone();
     let mut validated = Vec::new();
     let clean: Vec<&'static Constraint> = findings
         .iter()
@@ -88,7 +90,12 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
         .collect();
     let checking = started.elapsed();
     let estimate = if args.dry_run {
-        Some(Estimate::of_check(conn.client(), checking, &clean)?)
+        Some(Estimate::of_check(
+            conn.client(),
+            checking,
+            &checked.timed,
+            &clean,
+        )?)
     } else {
         None
     };
@@ -98,14 +105,14 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
             validated = outcome.validated;
             // A row may have arrived between the count and VALIDATE: count again those blocked.
             if !outcome.blocked.is_empty() {
-                let (recount, _) = check::check_live(
+                let recount = check::check_live(
                     &target,
                     session.client(),
                     &outcome.blocked,
                     &settings.log,
                     args.live_window,
                 )?;
-                for fresh in recount {
+                for fresh in recount.findings {
                     if let Some(f) = findings.iter_mut().find(|f| f.name == fresh.name) {
                         *f = fresh;
                     }

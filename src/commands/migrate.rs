@@ -100,7 +100,10 @@ pub fn run(settings: &Settings, args: &crate::cli::MigrateArgs) -> Result<Outcom
         details.plan = Some(plans);
         let limits = settings.safety.blocker_limits();
         details.blockers = Some(blockers::find(conn.client(), &scope, &limits)?);
-        let found = plan::look_ahead(conn.client(), &catalog, &pending, to)?;
+        // The preflight runs in full right below unless it is deferred: its scans are then
+        // timed, not sampled.
+        let preflight_timed = first_adding.is_some() && !restores_before_adding;
+        let found = plan::look_ahead(conn.client(), &catalog, &pending, to, preflight_timed)?;
         details.estimate_ms = Some(found.total_ms);
         details.estimate = Some(found);
     }
@@ -120,9 +123,10 @@ pub fn run(settings: &Settings, args: &crate::cli::MigrateArgs) -> Result<Outcom
         } else {
             let verdict = preflight::run(&target, conn.client(), &settings.log, from, &adding)?;
             if let Some(estimate) = details.estimate.as_mut() {
-                estimate.check_timed(std::time::Duration::from_millis(
-                    verdict.preflight.duration_ms,
-                ));
+                estimate.check_timed(
+                    std::time::Duration::from_millis(verdict.preflight.duration_ms),
+                    &verdict.timed,
+                );
                 details.estimate_ms = Some(estimate.total_ms);
             }
             if let Some(outcome) = preflight_outcome(&mut details, verdict, args.dry_run) {

@@ -11,6 +11,7 @@
 //! the same moment, and PostgreSQL's parallel workers may help with each (see `SCAN_SETTINGS`,
 //! and [`runs_serially`] for the one exception).
 
+use super::cost::{ScanCost, TimedScans};
 use super::indexed::{self, Narrowing};
 use super::live::{self, LiveSince};
 pub use super::presence::{constraint_presence, constraint_states, ConstraintState, Presence};
@@ -29,6 +30,7 @@ use chrono::{DateTime, Utc};
 use postgres::{Client, IsolationLevel, Transaction};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 /// How many sample primary keys a finding keeps.
 pub const SAMPLE_SIZE: usize = 10;
@@ -256,6 +258,15 @@ pub(super) fn narrow_scans(
 }
 
 impl Scan {
+    /// `index` or `sequential`, as reports name the path (see `cost::ScanCost`).
+    pub(super) fn path(&self) -> &'static str {
+        if self.narrowed.is_some() {
+            "index"
+        } else {
+            "sequential"
+        }
+    }
+
     /// The bytes a scan reads: its table, and for a foreign key the parent it hashes too.
     fn cost(&self, sizes: &TableSizes) -> i64 {
         let size = |t: &str| sizes.bytes(t);
@@ -327,7 +338,8 @@ impl Part<'_> {
         client: &mut Transaction<'_>,
         live_since: &DateTime<Utc>,
         bar: &indicatif::ProgressBar,
-    ) -> Result<Vec<Tally>> {
+    ) -> Result<(Vec<Tally>, Duration)> {
+        let started = Instant::now();
         let total = self.cost.max(0) as u64;
         let mut shown = 0u64;
         let mut passed = ScanProgress::new(self.blocks);
@@ -339,7 +351,21 @@ impl Part<'_> {
             }
         });
         bar.inc(total.saturating_sub(shown));
-        result
+        Ok((result?, started.elapsed()))
+    }
+
+    /// The scan as a dry run reports it, at what it took here.
+    fn timed(&self, took: Duration) -> ScanCost {
+        ScanCost {
+            table: self.scan.constraints[0].table,
+            constraints: self.scan.constraints.iter().map(|c| c.name).collect(),
+            path: self.scan.path(),
+            index_page_share: self
+                .scan
+                .narrowable_share
+                .map(|s| (s * 1000.0).round() / 1000.0),
+            ms: took.as_millis() as u64,
+        }
     }
 }
 
@@ -436,17 +462,24 @@ pub fn check(
     constraints: &[&'static Constraint],
     log: &Log,
 ) -> Result<Vec<Finding>> {
-    Ok(check_live(target, client, constraints, log, live::DEFAULT_WINDOW)?.0)
+    Ok(check_live(target, client, constraints, log, live::DEFAULT_WINDOW)?.findings)
 }
 
-/// [`check`], with the live window given, and from when on rows counted as live.
+/// What a check found, from when on rows counted as live, and how its scans went.
+pub struct Checked {
+    pub findings: Vec<Finding>,
+    pub live_since: LiveSince,
+    pub timed: TimedScans,
+}
+
+/// [`check`], with the live window given.
 pub fn check_live(
     target: &Target,
     client: &mut Client,
     constraints: &[&'static Constraint],
     log: &Log,
     window: std::time::Duration,
-) -> Result<(Vec<Finding>, LiveSince)> {
+) -> Result<Checked> {
     // The other sessions connect while this one plans: a connection costs a backend's start.
     let sessions = sessions_offered(client)?;
     let early = connect_early(target, constraints, sessions);
@@ -486,7 +519,7 @@ pub fn check_live(
     parts.sort_by_key(|part| (!part.serial, std::cmp::Reverse(part.cost)));
     tx.batch(SCAN_SETTINGS)?;
     let bar = log.bytes_bar(all_parts_cost as u64, "checking constraints");
-    let results: Vec<Result<Vec<Tally>>> = if parts.len() <= 1 {
+    let results: Vec<Result<(Vec<Tally>, Duration)>> = if parts.len() <= 1 {
         parts
             .iter()
             .map(|part| part.run(&mut tx, &live_since.since, &bar))
@@ -501,8 +534,13 @@ pub fn check_live(
     bar.finish_and_clear();
 
     let mut tallies: HashMap<&'static str, Tally> = HashMap::new();
+    let mut timed = Vec::with_capacity(parts.len());
+    let mut busy = Duration::ZERO;
     for (part, result) in parts.iter().zip(results) {
-        for (c, tally) in part.scan.constraints.iter().zip(result?) {
+        let (part_tallies, took) = result?;
+        timed.push(part.timed(took));
+        busy += took;
+        for (c, tally) in part.scan.constraints.iter().zip(part_tallies) {
             tallies.insert(c.name, tally);
         }
     }
@@ -525,7 +563,16 @@ pub fn check_live(
             }
         })
         .collect();
-    Ok((findings, live_since))
+    Ok(Checked {
+        findings,
+        live_since,
+        timed: TimedScans {
+            scans: timed,
+            sessions,
+            bytes: all_parts_cost,
+            busy,
+        },
+    })
 }
 
 /// The total of violations over findings.

@@ -41,6 +41,19 @@ pub struct ScanCost {
     pub ms: u64,
 }
 
+/// A check's scans at what they took, beside one another: what a dry run that ran the check in
+/// full reports instead of sampling the same scans again.
+#[derive(Debug, Clone, Default)]
+pub struct TimedScans {
+    pub scans: Vec<ScanCost>,
+    /// The sessions they shared.
+    pub sessions: usize,
+    /// The bytes they read (a narrowed scan its share of its table).
+    pub bytes: i64,
+    /// Their times added up.
+    pub busy: Duration,
+}
+
 /// What checking a set of constraints costs.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckCost {
@@ -168,11 +181,7 @@ pub fn check_cost(client: &mut Client, constraints: &[&'static Constraint]) -> R
         costs.push(ScanCost {
             table: scan.constraints[0].table,
             constraints: scan.constraints.iter().map(|c| c.name).collect(),
-            path: if scan.narrowed.is_some() {
-                "index"
-            } else {
-                "sequential"
-            },
+            path: scan.path(),
             index_page_share: scan.narrowable_share.map(|s| (s * 1000.0).round() / 1000.0),
             ms: (measured.full.as_secs_f64() * 1000.0 * share).ceil() as u64,
         });

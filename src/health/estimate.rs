@@ -6,7 +6,7 @@
 //! alone, on one process, as PostgreSQL validates.
 
 use crate::catalog::constraints::Constraint;
-use crate::constraints::cost::{self, CheckCost, ScanCost};
+use crate::constraints::cost::{self, CheckCost, ScanCost, TimedScans};
 use crate::db::introspect;
 use anyhow::Result;
 use postgres::Client;
@@ -19,8 +19,9 @@ pub struct Estimate {
     pub total_ms: u64,
     /// What the numbers rest on, in words.
     pub basis: String,
-    /// The check's scans, serial, over the table bytes they read (MB/s): how fast this server
-    /// gets through these rows; null when there was nothing to read.
+    /// The table bytes the check's scans read over their times added up (sampled, or as a dry
+    /// run that ran the check timed them), in MB/s: how fast this server gets through these
+    /// rows; null when there was nothing to read.
     pub scan_rate_mb_s: Option<f64>,
     /// `migrate`: the preflight (the check of every catalog constraint); null when it does not
     /// run (008 not pending).
@@ -239,17 +240,20 @@ fn basis(
 
 impl Estimate {
     /// `check-constraints --dry-run`'s estimate of a real run: the check ran in full, so it is
-    /// put at what it took, unsampled (sampling it too only made the dry run slower, by up to a
-    /// tenth); the VALIDATE of each constraint that is NOT VALID and clean is estimated as ever.
+    /// put at what it took, its scans at what each took (sampling them too only made the dry run
+    /// slower, by up to a tenth); the VALIDATE of each constraint that is NOT VALID and clean is
+    /// estimated as ever.
     pub fn of_check(
         client: &mut Client,
         took: Duration,
+        timed: &TimedScans,
         validate: &[&'static Constraint],
     ) -> Result<Estimate> {
         let mut found = estimate(client, Work::Check, &[], validate, None)?;
         let ms = took.as_millis() as u64;
         found.check_ms = Some(ms);
         found.total_ms += ms;
+        found.take_scans(timed);
         let timed = format!(
             "the check at {ms} ms, as this dry run timed it in full (a real run repeats it)"
         );
@@ -261,26 +265,45 @@ impl Estimate {
         Ok(found)
     }
 
-    /// Puts the check (`migrate`'s preflight, `check-constraints`' check) at what it took in
-    /// this dry run, which ran it in full: a real run repeats it, and its time, with the
+    /// Puts the check (`migrate`'s preflight) at what it took in this dry run, which ran it in
+    /// full, and its scans at what each took: a real run repeats it, and its time, with the
     /// connections, the planning and the machine's load of the moment, is better than any
-    /// sample's. The sampled scans stay, for the path each takes.
-    pub fn check_timed(&mut self, took: Duration) {
+    /// sample's. A dry run that knows it will run the preflight samples none of its scans
+    /// (`migrate::plan::look_ahead`); one that sampled them says what the samples said.
+    pub fn check_timed(&mut self, took: Duration, timed: &TimedScans) {
         let ms = took.as_millis() as u64;
         let sampled = match (&mut self.preflight_ms, &mut self.check_ms) {
             (Some(slot), _) | (None, Some(slot)) => std::mem::replace(slot, ms),
             (None, None) => return,
         };
         self.total_ms = self.total_ms - sampled + ms;
+        let what = if self.preflight_ms.is_some() {
+            "preflight"
+        } else {
+            "check"
+        };
+        let samples = if self.scans.is_empty() {
+            String::new()
+        } else {
+            format!(" (the samples said {sampled} ms)")
+        };
         self.basis = format!(
-            "{}; the {} at {ms} ms, as this dry run timed it in full (the samples said {sampled} ms)",
-            self.basis,
-            if self.preflight_ms.is_some() {
-                "preflight"
-            } else {
-                "check"
-            }
+            "{}; the {what} at {ms} ms, as this dry run timed it in full{samples}, each of its \
+             scans at what it took beside the others",
+            self.basis
         );
+        self.take_scans(timed);
+    }
+
+    /// The check's scans as they went, and the rate they read at.
+    fn take_scans(&mut self, timed: &TimedScans) {
+        self.scans = timed.scans.clone();
+        self.sessions = timed.sessions.max(1);
+        let busy = timed.busy.as_secs_f64();
+        self.scan_rate_mb_s = (busy > 0.0 && timed.bytes > 0).then(|| {
+            let mb_s = timed.bytes as f64 / busy / 1_000_000.0;
+            (mb_s * 10.0).round() / 10.0
+        });
     }
 
     /// The line of the human table: the total, its parts, and what it rests on.

@@ -87,11 +87,14 @@ pub fn blocker_scope(plans: &[PlannedMigration]) -> Scope {
 /// constraints (over those the database does not already hold valid, as preflight.rs scans),
 /// and the VALIDATE of each constraint that will be there NOT VALID (one a pending migration
 /// adds, or one already NOT VALID of a migration up to `to`; a valid one is left alone).
+/// `preflight_timed`: the dry run runs the preflight in full next and puts it at what it
+/// took ([`Estimate::check_timed`]), so its scans are not sampled here.
 pub fn look_ahead(
     client: &mut Client,
     catalog: &Catalog,
     pending: &[Migration],
     to: i32,
+    preflight_timed: bool,
 ) -> Result<Estimate> {
     let adding = catalog.added_by_any(pending);
     let states = presence::presence_of(client, &catalog.constraints.iter().collect::<Vec<_>>())?;
@@ -108,7 +111,7 @@ pub fn look_ahead(
     let checked: Vec<&'static Constraint> = adding
         .iter()
         .copied()
-        .filter(|c| states[c.name].state != ConstraintState::Valid)
+        .filter(|c| !preflight_timed && states[c.name].state != ConstraintState::Valid)
         .collect();
     estimate::estimate(
         client,

@@ -11,6 +11,7 @@
 
 use crate::catalog::constraints::Constraint;
 use crate::constraints::check::{self, ConstraintState, Finding};
+use crate::constraints::cost::TimedScans;
 use crate::constraints::live;
 use crate::constraints::presence::presence_of;
 use crate::db::config::Target;
@@ -44,6 +45,8 @@ pub struct Verdict {
     pub preflight: Preflight,
     /// The constraints with violating rows, which stop 008 (empty when `preflight.ok`).
     pub blocked_by: Vec<Finding>,
+    /// The preflight's scans as they went, for a dry run's estimate.
+    pub timed: TimedScans,
 }
 
 /// Checks `adding` (the constraints the pending migrations add) wherever the database does not
@@ -103,8 +106,8 @@ fn scan(
             already_enforced.join(", ")
         ));
     }
-    let (findings, live_since) =
-        check::check_live(target, client, &scanned, log, live::DEFAULT_WINDOW)?;
+    let checked = check::check_live(target, client, &scanned, log, live::DEFAULT_WINDOW)?;
+    let (findings, live_since, timed) = (checked.findings, checked.live_since, checked.timed);
     let total = check::total_violations(&findings);
     let total_live = check::total_live_violations(&findings);
     let live_note = (total_live > 0).then(|| live::meaning(total_live, &live_since));
@@ -120,6 +123,7 @@ fn scan(
         return Ok(Verdict {
             preflight,
             blocked_by: Vec::new(),
+            timed,
         });
     }
     let by = &by.0;
@@ -132,5 +136,6 @@ fn scan(
     Ok(Verdict {
         preflight,
         blocked_by: findings.into_iter().filter(|f| f.violations > 0).collect(),
+        timed,
     })
 }
