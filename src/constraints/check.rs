@@ -11,10 +11,10 @@
 //! the same moment, and PostgreSQL's parallel workers may help with each (see `SCAN_SETTINGS`,
 //! and [`runs_serially`] for the one exception).
 
-use super::cost::{ScanCost, TimedScans};
 use super::indexed::{self, Narrowing};
 use super::live::{self, LiveSince};
 pub use super::presence::{constraint_presence, constraint_states, ConstraintState, Presence};
+use super::scan_cost::{ScanCost, TimedScans};
 use super::scan_progress::{self, ScanProgress};
 use super::scan_sessions::{connect_early, run_parallel, sessions_offered};
 pub use super::spelling::DatabaseSpelling;

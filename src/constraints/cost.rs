@@ -7,6 +7,7 @@
 
 use super::check::{narrow_scans, plan_scans, Scan};
 use super::sample::{self, Sample};
+pub use super::scan_cost::{ScanCost, TimedScans};
 use super::scan_sessions::sessions_offered;
 use super::spelling::DatabaseSpelling;
 use crate::catalog::constraints::{self as catalog, Constraint};
@@ -24,35 +25,6 @@ use std::time::Duration;
 /// whole table (a sampled parent has no index to loop over).
 const SAMPLE_SETTINGS: &str = "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off;
      SET LOCAL enable_nestloop = off; SET LOCAL enable_mergejoin = off";
-
-/// One scan of the check: a table's CHECKs together, or one foreign key.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScanCost {
-    pub table: &'static str,
-    pub constraints: Vec<&'static str>,
-    /// `index`: only the pages an index says hold rows that can violate; `sequential`: one pass
-    /// over the whole table evaluating all its CHECKs at once (or a foreign key's anti-join).
-    pub path: &'static str,
-    /// Where an index could narrow the scan: the share of the table's pages it would read,
-    /// counted on a sample (the index is taken at 0.5 or less).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index_page_share: Option<f64>,
-    /// The scan alone, on one process, in milliseconds.
-    pub ms: u64,
-}
-
-/// A check's scans at what they took, beside one another: what a dry run that ran the check in
-/// full reports instead of sampling the same scans again.
-#[derive(Debug, Clone, Default)]
-pub struct TimedScans {
-    pub scans: Vec<ScanCost>,
-    /// The sessions they shared.
-    pub sessions: usize,
-    /// The bytes they read (a narrowed scan its share of its table).
-    pub bytes: i64,
-    /// Their times added up.
-    pub busy: Duration,
-}
 
 /// What checking a set of constraints costs.
 #[derive(Debug, Clone, Serialize)]

@@ -8,6 +8,7 @@ pub mod indexed;
 pub mod live;
 pub mod presence;
 pub mod sample;
+pub mod scan_cost;
 pub mod scan_progress;
 mod scan_sessions;
 pub use scan_sessions::sessions_offered;
