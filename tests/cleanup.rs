@@ -1095,8 +1095,6 @@ fn an_interrupted_cleanup_reports_what_it_did_and_marks_its_run() {
     }
 }
 
-/// A version-7 database with one clean profile and `rows` evidence rows, every one of which
-/// breaks chk_evidence_status in one of the ways the built-in policy repairs.
 /// A table with many rows to repair is repaired on two sessions at once, each over its own
 /// share of the keys: every row repaired and audited exactly once, nothing left violating, and
 /// the undo puts every row back as it was.
@@ -1117,23 +1115,22 @@ fn a_big_table_is_repaired_on_two_sessions_each_row_once_and_undone_whole() {
     };
     let before = statuses(&db);
     // The dry run foretells the sharing in its estimate, and changes nothing.
-    let dry = db
-        .cli()
-        .env("RULEIQ_CLEANUP_BATCH_SIZE", "100")
-        .args(["--format", "json", "cleanup", "--dry-run"])
-        .output()
-        .unwrap();
+    // Batches of 100: 3,000 keys give each of two sessions several batches.
+    let cleanup = |args: &[&str]| {
+        db.cli()
+            .env("RULEIQ_CLEANUP_BATCH_SIZE", "100")
+            .args(["--format", "json"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let dry = cleanup(&["cleanup", "--dry-run"]);
     let dry: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
     let basis = dry["estimate"]["basis"].as_str().unwrap_or_default();
     assert!(basis.contains("shared among up to 2 sessions"), "{dry:#}");
     assert!(dry["estimate"]["repair_ms"].as_u64().is_some(), "{dry:#}");
     assert_eq!(statuses(&db), before, "a dry run changes nothing");
-    let out = db
-        .cli()
-        .env("RULEIQ_CLEANUP_BATCH_SIZE", "100")
-        .args(["--format", "json", "--yes", "cleanup"])
-        .output()
-        .unwrap();
+    let out = cleanup(&["--yes", "cleanup"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
@@ -1165,6 +1162,8 @@ fn a_big_table_is_repaired_on_two_sessions_each_row_once_and_undone_whole() {
     assert_eq!(statuses(&db), before, "the undo puts every row back");
 }
 
+/// A version-7 database with one clean profile and `rows` evidence rows, every one of which
+/// breaks chk_evidence_status in one of the ways the built-in policy repairs.
 fn many_dirty_evidence(rows: i64) -> TestDb {
     let db = TestDb::new();
     db.migrate_to(7);

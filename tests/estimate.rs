@@ -55,6 +55,25 @@ fn check_constraints_dry_run_puts_the_check_at_what_it_took() {
         Some(0.0),
         "the check ran in full: nothing of it is sampled again"
     );
+    // Its scans as the check ran them: every constraint in exactly one, each on its path.
+    let mut scanned: Vec<String> = Vec::new();
+    for scan in estimate["scans"].as_array().unwrap() {
+        assert!(
+            ["index", "sequential"].contains(&scan["path"].as_str().unwrap()),
+            "{scan}"
+        );
+        assert!(scan["ms"].as_u64().is_some(), "{scan}");
+        for name in scan["constraints"].as_array().unwrap() {
+            scanned.push(name.as_str().unwrap().to_string());
+        }
+    }
+    scanned.sort();
+    let mut catalog: Vec<String> = ruleiq_db::catalog::constraints::names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    catalog.sort();
+    assert_eq!(scanned, catalog, "{estimate:#}");
     let (_, text, _) = db.run(&["check-constraints", "--dry-run"]);
     assert!(text.contains("estimated duration: "), "{text}");
 }
@@ -106,6 +125,13 @@ fn migrate_dry_run_estimates_the_preflight_and_each_validate() {
     assert_explained(estimate, &report["estimate_ms"]);
     assert!(estimate["preflight_ms"].as_u64().unwrap() > 0);
     assert!(!estimate["scans"].as_array().unwrap().is_empty());
+    // The preflight ran in full in this dry run: its scans are reported as they went, and
+    // none of them was sampled first.
+    let basis = estimate["basis"].as_str().unwrap();
+    assert!(
+        basis.contains("the preflight at") && !basis.contains("the samples said"),
+        "{basis}"
+    );
     let steps = estimate["validate"].as_array().unwrap();
     assert!(!steps.is_empty());
     for step in steps {

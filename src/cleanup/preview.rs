@@ -180,8 +180,8 @@ fn narrowed_scan<C: Query + GenericClient, T>(
         params.push(&n.values);
         n.condition("t", params.len())
     });
-    if narrowed.is_some() {
-        client.batch(indexed::NARROWED_SETTINGS)?;
+    if let Some(n) = &narrowing {
+        n.enter(client)?;
     }
     let result = scan(client, narrowed.as_deref(), &params)
         .with_context(|| format!("previewing the cleanup of {}", plan.table))?;

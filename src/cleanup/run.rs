@@ -236,15 +236,14 @@ fn run_batches(
                 .collect();
             let what = format!("cleanup {} ({})", plan.table, names.join(", "));
             let bar = log.bar(preview.total, &what);
-            let mut phases = Vec::new();
-            for (sql, values, phase_rules) in [
+            // Deletes first, then updates; a plan without either has no such phase.
+            let phases: Vec<_> = [
                 (plan.delete_batch_sql(), None, &plan.deletes),
                 (plan.update_batch_sql(), plan.bound_values(), &plan.stages),
-            ] {
-                if let Some(sql) = sql {
-                    phases.push((sql, values, phase_rules));
-                }
-            }
+            ]
+            .into_iter()
+            .filter_map(|(sql, values, phase_rules)| sql.map(|sql| (sql, values, phase_rules)))
+            .collect();
             let phase_list: Vec<Phase> = phases
                 .iter()
                 .map(|(sql, values, phase_rules)| Phase {

@@ -73,15 +73,17 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
     let schema_version = history::current_version(&history::read(conn.client())?);
     settings.journal.version(schema_version);
     let started = std::time::Instant::now();
-    let checked = check::check_live(
+    let check::Checked {
+        mut findings,
+        live_since,
+        timed,
+    } = check::check_live(
         &target,
         conn.client(),
         &selected,
         &settings.log,
         args.live_window,
     )?;
-    let live_since = checked.live_since.clone();
-    let mut findings = checked.findings.clone();
     let mut validated = Vec::new();
     let clean: Vec<&'static Constraint> = findings
         .iter()
@@ -90,12 +92,7 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
         .collect();
     let checking = started.elapsed();
     let estimate = if args.dry_run {
-        Some(Estimate::of_check(
-            conn.client(),
-            checking,
-            &checked.timed,
-            &clean,
-        )?)
+        Some(Estimate::of_check(conn.client(), checking, &timed, &clean)?)
     } else {
         None
     };

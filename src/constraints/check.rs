@@ -222,9 +222,8 @@ pub(super) fn narrow_scans(
                 narrowed.push(scan);
             }
             indexed::Reading::Apart(apart) => {
-                let rest: Vec<&'static Constraint> = (0..scan.constraints.len())
+                let rest: Vec<usize> = (0..scan.constraints.len())
                     .filter(|i| !apart.iter().any(|(a, _)| a == i))
-                    .map(|i| scan.constraints[i])
                     .collect();
                 for (i, n) in apart {
                     let mut own = checks_scan(
@@ -238,15 +237,11 @@ pub(super) fn narrow_scans(
                     narrowed.push(own);
                 }
                 if !rest.is_empty() {
-                    let mut pass = checks_scan(first.table, rest.clone(), spelling, with_blocks);
+                    let checks = rest.iter().map(|&i| scan.constraints[i]).collect();
+                    let mut pass = checks_scan(first.table, checks, spelling, with_blocks);
                     // Where an index could narrow the pass's one constraint, what it would read.
                     pass.narrowable_share = match rest.as_slice() {
-                        [only] => scan
-                            .constraints
-                            .iter()
-                            .position(|c| c.name == only.name)
-                            .and_then(|i| found.each[i].as_ref())
-                            .map(|n| n.share),
+                        [only] => found.each[*only].as_ref().map(|n| n.share),
                         _ => None,
                     };
                     narrowed.push(pass);
@@ -258,12 +253,18 @@ pub(super) fn narrow_scans(
 }
 
 impl Scan {
-    /// `index` or `sequential`, as reports name the path (see `cost::ScanCost`).
-    pub(super) fn path(&self) -> &'static str {
-        if self.narrowed.is_some() {
-            "index"
-        } else {
-            "sequential"
+    /// The scan as an estimate reports it, at `ms`: sampled (`cost.rs`) or as the check ran it.
+    pub(super) fn reported(&self, ms: u64) -> ScanCost {
+        ScanCost {
+            table: self.constraints[0].table,
+            constraints: self.constraints.iter().map(|c| c.name).collect(),
+            path: if self.narrowed.is_some() {
+                "index"
+            } else {
+                "sequential"
+            },
+            index_page_share: self.narrowable_share.map(|s| (s * 1000.0).round() / 1000.0),
+            ms,
         }
     }
 
@@ -353,20 +354,6 @@ impl Part<'_> {
         bar.inc(total.saturating_sub(shown));
         Ok((result?, started.elapsed()))
     }
-
-    /// The scan as a dry run reports it, at what it took here.
-    fn timed(&self, took: Duration) -> ScanCost {
-        ScanCost {
-            table: self.scan.constraints[0].table,
-            constraints: self.scan.constraints.iter().map(|c| c.name).collect(),
-            path: self.scan.path(),
-            index_page_share: self
-                .scan
-                .narrowable_share
-                .map(|s| (s * 1000.0).round() / 1000.0),
-            ms: took.as_millis() as u64,
-        }
-    }
 }
 
 /// While a part runs serially, and after.
@@ -394,11 +381,7 @@ fn run_scan(
         None => scan.sql.clone(),
     };
     if let Some(narrowed) = &scan.narrowed {
-        client.batch(indexed::NARROWED_SETTINGS)?;
-        client.row(
-            indexed::EXACT_BITMAP_SETTING,
-            &[&narrowed.exact_bitmap_kb(part.blocks)],
-        )?;
+        narrowed.enter(client)?;
     }
     if serial {
         client.batch(SERIAL_SETTINGS)?;
@@ -538,7 +521,7 @@ pub fn check_live(
     let mut busy = Duration::ZERO;
     for (part, result) in parts.iter().zip(results) {
         let (part_tallies, took) = result?;
-        timed.push(part.timed(took));
+        timed.push(part.scan.reported(took.as_millis() as u64));
         busy += took;
         for (c, tally) in part.scan.constraints.iter().zip(part_tallies) {
             tallies.insert(c.name, tally);

@@ -150,13 +150,7 @@ pub fn check_cost(client: &mut Client, constraints: &[&'static Constraint]) -> R
         sampled += measured.took;
         sampled_pages += measured.sampled_pages;
         pages += measured.pages;
-        costs.push(ScanCost {
-            table: scan.constraints[0].table,
-            constraints: scan.constraints.iter().map(|c| c.name).collect(),
-            path: scan.path(),
-            index_page_share: scan.narrowable_share.map(|s| (s * 1000.0).round() / 1000.0),
-            ms: (measured.full.as_secs_f64() * 1000.0 * share).ceil() as u64,
-        });
+        costs.push(scan.reported((measured.full.as_secs_f64() * 1000.0 * share).ceil() as u64));
     }
     tx.commit()?;
     let round_trip = round_trip(client)?;

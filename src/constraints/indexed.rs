@@ -51,6 +51,9 @@ pub struct Narrowing {
     /// The share of the table's pages that hold such rows (0–1), counted on a sample of its
     /// pages: what the narrowed scan reads, against the plain scan's whole table.
     pub share: f64,
+    /// The table's pages when the share was counted: with the share, what the scan's bitmap
+    /// holds (see [`Narrowing::exact_bitmap_kb`]).
+    pub table_pages: i64,
 }
 
 /// Above this share of the rows, reading them through the index is no shortcut.
@@ -61,7 +64,7 @@ const MAX_ROW_SHARE: f64 = 0.5;
 /// 11 % of the rows (980 ms) over the parallel bitmap heap scan (460 ms, measured on the
 /// generated data at scale 1): the rows were asked for because they are few
 /// ([`MAX_ROW_SHARE`]), so the index is taken.
-pub const NARROWED_SETTINGS: &str = "SET LOCAL enable_seqscan = off";
+const NARROWED_SETTINGS: &str = "SET LOCAL enable_seqscan = off";
 pub const UNNARROWED_SETTINGS: &str =
     "SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL work_mem TO DEFAULT";
 
@@ -71,7 +74,7 @@ pub const UNNARROWED_SETTINGS: &str =
 /// 10M evidence rows the candidates lie on about 240,000 pages, which PostgreSQL's default
 /// 4 MB cannot hold exactly; on the default data at scale 1, with `work_mem` cut to a fifth to
 /// match, the narrowed scan went from 409 to 524 ms (39,144 pages lossy; docs/performance.md).
-pub const EXACT_BITMAP_SETTING: &str = "SELECT set_config('work_mem',
+const EXACT_BITMAP_SETTING: &str = "SELECT set_config('work_mem',
         greatest($1::int8, pg_size_bytes(current_setting('work_mem')) / 1024)::text || 'kB', true)";
 
 /// What an exact bitmap needs per page it holds, with room to spare: a page's entry (its
@@ -94,10 +97,19 @@ const MAX_BITMAP_KB: i64 = 64 * 1024;
 pub const MAX_PAGE_SHARE: f64 = 0.5;
 
 impl Narrowing {
-    /// The `work_mem`, in kB, that keeps the bitmap exact over the candidate pages of a table
-    /// of `pages` pages (see [`EXACT_BITMAP_SETTING`]).
-    pub fn exact_bitmap_kb(&self, pages: i64) -> i64 {
-        let bytes = pages.max(0) as f64 * self.share * BITMAP_BYTES_PER_PAGE;
+    /// Sets up the transaction for the narrowed scan, every caller alike: the index taken
+    /// ([`NARROWED_SETTINGS`]) and a bitmap that stays exact ([`EXACT_BITMAP_SETTING`]).
+    /// [`UNNARROWED_SETTINGS`] undoes both after the scan.
+    pub fn enter(&self, client: &mut (impl Query + ?Sized)) -> Result<()> {
+        client.batch(NARROWED_SETTINGS)?;
+        client.row(EXACT_BITMAP_SETTING, &[&self.exact_bitmap_kb()])?;
+        Ok(())
+    }
+
+    /// The `work_mem`, in kB, that keeps the bitmap exact over the candidate pages (see
+    /// [`EXACT_BITMAP_SETTING`]).
+    pub fn exact_bitmap_kb(&self) -> i64 {
+        let bytes = self.table_pages.max(0) as f64 * self.share * BITMAP_BYTES_PER_PAGE;
         ((bytes / 1024.0).ceil() as i64).clamp(64, MAX_BITMAP_KB)
     }
 
@@ -253,6 +265,7 @@ pub fn narrowings(
                 type_name: type_name.clone(),
                 values,
                 share: 1.0,
+                table_pages: 0,
             });
             actual_names[i] = Some(actual.clone());
         }
@@ -274,9 +287,10 @@ pub fn narrowings(
     }
     let mut sampled: Vec<&mut Narrowing> = each.iter_mut().flatten().collect();
     sampled.extend(together.as_mut());
-    let shares = sampled_page_shares(client, table, &sampled)?;
+    let (shares, table_pages) = sampled_page_shares(client, table, &sampled)?;
     for (narrowing, share) in sampled.into_iter().zip(shares) {
         narrowing.share = share;
+        narrowing.table_pages = table_pages;
     }
     if lone {
         together = each[0].clone();
@@ -402,14 +416,14 @@ fn estimated_row_share(
 /// For each narrowing, the share of the table's pages (among those holding rows) with a row
 /// it keeps, counted on one sample of the pages ([`sample`]): the statistics tell how many such
 /// rows there are, not whether they lie together (a young table's approved rows, in runs) or on
-/// nearly every page (a mature table's).
+/// nearly every page (a mature table's). And the table's pages.
 fn sampled_page_shares(
     client: &mut (impl Query + ?Sized),
     table: &str,
     narrowings: &[&mut Narrowing],
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, i64)> {
     if narrowings.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
     let sample = Sample::of(client, table)?;
     let hits: Vec<String> = (1..=narrowings.len())
@@ -438,7 +452,7 @@ fn sampled_page_shares(
         &params,
     )?;
     let pages: f64 = row.get(0);
-    Ok((1..=narrowings.len())
+    let shares = (1..=narrowings.len())
         .map(|k| {
             let hits: f64 = row.get(k);
             if pages > 0.0 {
@@ -447,7 +461,8 @@ fn sampled_page_shares(
                 0.0
             }
         })
-        .collect())
+        .collect();
+    Ok((shares, sample.pages as i64))
 }
 
 #[cfg(test)]
@@ -460,6 +475,14 @@ mod tests {
             type_name: "character varying".into(),
             values: vec!["approved".into()],
             share,
+            table_pages: 0,
+        }
+    }
+
+    fn on_pages(share: f64, table_pages: i64) -> Narrowing {
+        Narrowing {
+            table_pages,
+            ..narrowing(share)
         }
     }
 
@@ -550,12 +573,12 @@ mod tests {
     #[test]
     fn the_bitmap_gets_room_for_its_pages_within_a_bound() {
         // 10M evidence rows: about 1M pages, candidates on a fifth of them.
-        let ten_million = narrowing(0.23).exact_bitmap_kb(1_000_000);
+        let ten_million = on_pages(0.23, 1_000_000).exact_bitmap_kb();
         assert!((20_000..=24_000).contains(&ten_million), "{ten_million} kB");
         // More than PostgreSQL's default 4 MB, which turned 39,144 of 47,377 pages lossy at a
         // fifth of it.
         assert!(ten_million > 4 * 1024);
-        assert_eq!(narrowing(1.0).exact_bitmap_kb(100_000_000), MAX_BITMAP_KB);
-        assert_eq!(narrowing(0.5).exact_bitmap_kb(0), 64);
+        assert_eq!(on_pages(1.0, 100_000_000).exact_bitmap_kb(), MAX_BITMAP_KB);
+        assert_eq!(on_pages(0.5, 0).exact_bitmap_kb(), 64);
     }
 }
