@@ -130,6 +130,7 @@ fn measure(server: &Server, options: &Options, started: Instant) -> Result<Resul
             connections: options.connections,
             rate_per_connection: options.rate,
             headroom_rate_per_connection: options.headroom_rate,
+            idle_rate_per_connection: options.idle_rate,
             gin_fastupdate: !options.gin_fastupdate_off,
             long_running_reader: options.reader,
             migrate_flags: options.migrate_flags.clone(),
@@ -219,7 +220,7 @@ fn measure_data_set(
 
     let migrations = measure_migrations(&dbs, &clean, options, started)?;
     dbs.discard(&clean)?;
-    let (migrate, headroom) = migrations;
+    let (migrate, headroom, idle) = migrations;
 
     let memory = Memory::new(&check, &cleanup, &migrate.ruleiq_db);
     Ok(DataSet {
@@ -231,6 +232,7 @@ fn measure_data_set(
         cleanup,
         migrate,
         headroom,
+        idle,
         memory,
     })
 }
@@ -290,10 +292,12 @@ fn measure_cleanup(
         })
         .collect();
     // The last bare side is the dirty database itself, renamed, not a copy: at scale 5 a copy
-    // is 12 GB, and this keeps the disk to two copies at a time.
+    // is 12 GB, and this keeps the disk to two copies at a time. Unless the databases are
+    // kept: then the dirty data stays too, for a look at what the check read.
+    let keep_dirty = dbs.keep && !dbs.server.throwaway;
     for (i, (cleaned, bare)) in names.iter().enumerate() {
         dbs.server.copy(dirty, cleaned)?;
-        if i + 1 < names.len() {
+        if i + 1 < names.len() || keep_dirty {
             dbs.server.copy(dirty, bare)?;
         } else {
             dbs.server.rename(dirty, bare)?;
@@ -323,7 +327,7 @@ fn measure_migrations(
     clean: &str,
     options: &Options,
     started: Instant,
-) -> Result<(Migrations, Headroom)> {
+) -> Result<(Migrations, Headroom, Option<Headroom>)> {
     // The migrations need clean data (the preflight refuses dirty rows, and a validating ADD
     // CONSTRAINT fails on them): the bare-UPDATE copy is exactly that.
     let mut client = dbs.server.connect(clean)?;
@@ -356,7 +360,7 @@ fn measure_migrations(
         phase(
             started,
             &format!(
-                "{migrator:?}: {:.0} ms, longest stall {:.0} ms, longest lock wait {:.0} ms, p99 {:.1} ms, failed {}{}{}",
+                "{migrator:?}: {:.0} ms, longest stall {:.0} ms, longest lock wait {:.0} ms, p99 {:.1} ms, failed {}{}{}{}",
                 run.migration_ms,
                 run.during.longest_stall_ms,
                 run.during.longest_lock_wait_ms,
@@ -368,7 +372,12 @@ fn measure_migrations(
                 run.foretold
                     .last()
                     .and_then(|f| f.estimate_ms)
-                    .map_or_else(String::new, |e| format!(", estimated {e:.0} ms"))
+                    .map_or_else(String::new, |e| format!(", estimated {e:.0} ms")),
+                match (run.cpu_busy_before, run.cpu_busy_during) {
+                    (Some(before), Some(during)) =>
+                        format!(", CPUs busy {before:.0} % with the workload alone, {during:.0} % during"),
+                    _ => String::new(),
+                }
             ),
         );
         Ok(run)
@@ -439,5 +448,24 @@ fn measure_migrations(
         MigrationSeries::of(Migrator::Naive, plain),
         cold,
     );
-    Ok((saturated, headroom))
+    // Context: the same pair where the workload leaves most of the CPUs idle, so that the
+    // duration with headroom can be told apart from the duration on a busy machine.
+    let idle = if options.idle_rate == 0 {
+        None
+    } else {
+        let rate = options.idle_rate;
+        let (mut ours, mut plain) = (Vec::new(), Vec::new());
+        for repetition in 1..=n {
+            let what = format!("{repetition}/{n} at {rate}/s per connection");
+            ours.push(run(Migrator::RuleiqDb, rate, None, Duration::ZERO, &what)?);
+            plain.push(run(Migrator::Naive, rate, None, Duration::ZERO, &what)?);
+        }
+        Some(Headroom::new(
+            rate,
+            MigrationSeries::of(Migrator::RuleiqDb, ours),
+            MigrationSeries::of(Migrator::Naive, plain),
+            None,
+        ))
+    };
+    Ok((saturated, headroom, idle))
 }

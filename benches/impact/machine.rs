@@ -43,3 +43,42 @@ impl Machine {
         }
     }
 }
+
+/// The machine's CPU time so far, from `/proc/stat`'s first line (every CPU together), in
+/// clock ticks: where it is readable (Linux), two of them say how busy the CPUs were between.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTimes {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    pub fn now() -> Option<CpuTimes> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is counted in user).
+        let total: u64 = fields.iter().take(8).sum();
+        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+        Some(CpuTimes {
+            busy: total - idle,
+            total,
+        })
+    }
+
+    /// The share of the CPUs' time that was busy from `self` to `later`, in percent.
+    pub fn busy_percent_until(self, later: CpuTimes) -> Option<f64> {
+        let total = later.total.checked_sub(self.total)?;
+        (total > 0).then(|| (later.busy - self.busy) as f64 / total as f64 * 100.0)
+    }
+}
+
+/// How busy the CPUs were between two optional readings.
+pub fn busy_percent(from: Option<CpuTimes>, to: Option<CpuTimes>) -> Option<f64> {
+    from?.busy_percent_until(to?)
+}

@@ -26,6 +26,10 @@ OPTIONS
   --headroom-rate N   the same during the duration runs, where the server keeps headroom
                       (default 2000): migrate's duration is judged against the naive
                       migration's there
+  --idle-rate N       the same for one more pair of runs, as context: a pace that leaves
+                      most of the CPUs idle (default 500; 0 skips them). Each run reports how
+                      busy the CPUs were with the workload alone, which says whether
+                      --headroom-rate left the server any headroom on this machine
   --binary FILE       measure this ruleiq-db build instead of the one cargo just built
   --json FILE         where the JSON results go (default target/bench/impact.json)
   --gin-fastupdate-off
@@ -38,7 +42,8 @@ OPTIONS
                       of every 750 ms)
   --write-docs        also rewrite the results block of docs/performance.md's latest results
                       and the latency picture docs/impact-latency.svg
-  --keep              keep the benchmark's databases (only with --database-url)
+  --keep              keep the benchmark's databases, the dirty data set among them (only
+                      with --database-url)
 ";
 
 #[derive(Debug, Clone)]
@@ -51,6 +56,8 @@ pub struct Options {
     pub connections: usize,
     pub rate: u32,
     pub headroom_rate: u32,
+    /// The pace of the context runs where most of the CPUs stay idle; 0: none.
+    pub idle_rate: u32,
     pub json: PathBuf,
     pub binary: Option<PathBuf>,
     pub write_docs: bool,
@@ -75,6 +82,7 @@ impl Options {
             connections: 4,
             rate: 0,
             headroom_rate: 2000,
+            idle_rate: 500,
             json: manifest.join("target/bench/impact.json"),
             binary: None,
             write_docs: false,
@@ -108,6 +116,7 @@ impl Options {
                 "--headroom-rate" => {
                     options.headroom_rate = number(&value("--headroom-rate")?, "--headroom-rate")?
                 }
+                "--idle-rate" => options.idle_rate = number(&value("--idle-rate")?, "--idle-rate")?,
                 "--binary" => options.binary = Some(PathBuf::from(value("--binary")?)),
                 "--json" => options.json = PathBuf::from(value("--json")?),
                 "--write-docs" => options.write_docs = true,

@@ -22,6 +22,8 @@ pub struct Settings {
     pub rate_per_connection: u32,
     /// The workload's pace for the duration verdict: headroom left on the server.
     pub headroom_rate_per_connection: u32,
+    /// The pace of the context runs where most of the CPUs stay idle (0: none ran).
+    pub idle_rate_per_connection: u32,
     /// Whether the GIN indexes keep PostgreSQL's default pending list (`fastupdate`).
     pub gin_fastupdate: bool,
     /// Whether the long-running reader (reader.rs) ran beside the workload.
@@ -61,9 +63,24 @@ pub struct Headroom {
     pub ratio: f64,
     pub met: bool,
     pub cold: Option<MigrationRun>,
+    /// How busy the CPUs were with the workload alone at this pace (the median of the warm
+    /// runs' seconds before their migrations), in percent: how much headroom there was.
+    pub workload_cpu_busy: Option<f64>,
 }
 
 impl Headroom {
+    /// The naive migration's median, and how busy the workload alone kept the CPUs.
+    fn baseline(&self) -> String {
+        format!(
+            "naive: {}{}",
+            median_of_completed(&self.naive),
+            self.workload_cpu_busy
+                .map_or_else(String::new, |busy| format!(
+                    "; the workload alone kept the CPUs {busy:.0} % busy"
+                ))
+        )
+    }
+
     pub fn new(
         rate_per_connection: u32,
         ruleiq_db: MigrationSeries,
@@ -71,7 +88,14 @@ impl Headroom {
         cold: Option<MigrationRun>,
     ) -> Headroom {
         let ratio = ruleiq_db.migration_median_ms / naive.migration_median_ms.max(1.0);
+        let before: Vec<f64> = ruleiq_db
+            .runs
+            .iter()
+            .chain(&naive.runs)
+            .filter_map(|r| r.cpu_busy_before)
+            .collect();
         Headroom {
+            workload_cpu_busy: (!before.is_empty()).then(|| crate::scenarios::median(&before)),
             rate_per_connection,
             met: ruleiq_db.ok && ratio <= MIGRATE_DURATION_RATIO_TARGET,
             ratio,
@@ -96,6 +120,8 @@ pub struct DataSet {
     /// Under the saturating workload: the stall and failed-statement verdicts.
     pub migrate: Migrations,
     pub headroom: Headroom,
+    /// Context: the same pair at a pace that leaves most of the CPUs idle (`--idle-rate`).
+    pub idle: Option<Headroom>,
     pub memory: Memory,
 }
 
@@ -298,7 +324,7 @@ impl DataSet {
                     h.rate_per_connection
                 ),
                 secs(h.ruleiq_db.migration_median_ms),
-                format!("naive: {}", median_of_completed(&h.naive)),
+                h.baseline(),
                 format!("ratio <= {MIGRATE_DURATION_RATIO_TARGET}"),
                 if h.ruleiq_db.ok {
                     format!(
@@ -312,6 +338,24 @@ impl DataSet {
                     format!("FAILED: {}", h.ruleiq_db.error().unwrap_or_default())
                 },
             ],
+        ];
+        if let Some(i) = &self.idle {
+            rows.push([
+                format!(
+                    "migrate 7→8 at {}/s per connection: duration (median) ÷ naive",
+                    i.rate_per_connection
+                ),
+                secs(i.ruleiq_db.migration_median_ms),
+                i.baseline(),
+                "(context: the duration where the server has headroom to spare)".into(),
+                if i.ruleiq_db.ok {
+                    format!("ratio {:.2}", i.ratio)
+                } else {
+                    format!("FAILED: {}", i.ruleiq_db.error().unwrap_or_default())
+                },
+            ]);
+        }
+        rows.extend([
             [
                 "migrate 7→8 under load: duration (median) ÷ naive".into(),
                 secs(r.migration_median_ms),
@@ -333,7 +377,7 @@ impl DataSet {
                 format!("{} to {}", ESTIMATE_BAND.0, ESTIMATE_BAND.1),
                 verdict((!judged.is_empty()).then_some(within == judged.len())).into(),
             ],
-        ];
+        ]);
         for (what, value) in [
             ("check-constraints", Some(self.memory.check_mib)),
             ("cleanup", self.memory.cleanup_mib),
@@ -438,9 +482,9 @@ impl DataSet {
         );
         let _ = writeln!(
             out,
-            "| migrator | workload | duration | statements | p50 | p99 | longest (statement) | longest lock wait | failed | errors |"
+            "| migrator | workload | duration | statements | p50 | p99 | longest (statement) | longest lock wait | failed | CPUs busy: workload alone, then during | errors |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
         let m = &self.migrate;
         let h = &self.headroom;
         for run in m
@@ -452,10 +496,15 @@ impl DataSet {
             .chain(&h.ruleiq_db.runs)
             .chain(&h.naive.runs)
             .chain(&h.cold)
+            .chain(
+                self.idle
+                    .iter()
+                    .flat_map(|i| i.ruleiq_db.runs.iter().chain(&i.naive.runs)),
+            )
         {
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.2} s{} | {} | {:.1} ms | {:.1} ms | {:.0} ms ({}) | {:.0} ms | {} | {} |",
+                "| {} | {} | {:.2} s{} | {} | {:.1} ms | {:.1} ms | {:.0} ms ({}) | {:.0} ms | {} | {} | {} |",
                 match run.migrator {
                     crate::scenarios::Migrator::RuleiqDb => "ruleiq-db",
                     crate::scenarios::Migrator::Naive => "naive",
@@ -476,6 +525,10 @@ impl DataSet {
                     .map_or_else(|| "-".to_string(), |op| format!("{op:?}")),
                 run.during.longest_lock_wait_ms,
                 run.failed_whole_run,
+                match (run.cpu_busy_before, run.cpu_busy_during) {
+                    (Some(before), Some(during)) => format!("{before:.0} % → {during:.0} %"),
+                    _ => "-".to_string(),
+                },
                 if run.during.errors.is_empty() {
                     "-".to_string()
                 } else {
@@ -530,7 +583,7 @@ impl Results {
         );
         let _ = writeln!(
             out,
-            "\nWorkload: {} connections, {} during the stall and failed-statement runs, {} statements/s each during the duration runs{}. Server: {}. Whole run: {:.0} s.",
+            "\nWorkload: {} connections, {} during the stall and failed-statement runs, {} statements/s each during the duration runs{}{}. Server: {}. Whole run: {:.0} s.",
             self.settings.connections,
             match self.settings.rate_per_connection {
                 0 => "each as fast as it can go".to_string(),
@@ -545,6 +598,10 @@ impl Results {
                 format!("; ruleiq-db migrate ran with {}", self.settings.migrate_flags.join(" "))
             },
             self.settings.headroom_rate_per_connection,
+            match self.settings.idle_rate_per_connection {
+                0 => String::new(),
+                rate => format!(" (and, as context, {rate}/s each, where most of the CPUs stay idle)"),
+            },
             if self.settings.long_running_reader {
                 ", plus a long-running reader (a REPEATABLE READ report on evidence_items, idle in transaction 500 ms of every 750 ms)"
             } else {

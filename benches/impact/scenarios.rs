@@ -3,6 +3,7 @@
 use crate::child::{self, ChildRun};
 use crate::dataset::{count_pass, Scale, CHECKED_TABLES};
 use crate::foretold::{self, Foretold};
+use crate::machine::{busy_percent, CpuTimes};
 use crate::options::Options;
 use crate::server::Server;
 use crate::timeline::Timeline;
@@ -41,7 +42,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn median(values: &[f64]) -> f64 {
+pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
@@ -501,6 +502,11 @@ pub struct MigrationRun {
     pub constraints_valid: i64,
     /// Statements per second per connection the workload kept (0: as fast as it could).
     pub rate: u32,
+    /// How busy the machine's CPUs were with the workload alone, in the second before the
+    /// migration (or its dry run), in percent: whether the server had headroom at all.
+    pub cpu_busy_before: Option<f64>,
+    /// How busy they were while the migration ran.
+    pub cpu_busy_during: Option<f64>,
     /// What the application felt every 50 ms, from a second before the migration to a second
     /// after.
     pub timeline: Timeline,
@@ -602,7 +608,12 @@ pub fn migration(
         setup.rate,
         options.reader,
     )?;
-    std::thread::sleep(Duration::from_secs(1));
+    // The workload alone: its connections settle for a quarter of a second, then the CPUs'
+    // time is read over the rest of the second before the migration (or its dry run).
+    std::thread::sleep(Duration::from_millis(250));
+    let settled = CpuTimes::now();
+    std::thread::sleep(Duration::from_millis(750));
+    let cpu_busy_before = busy_percent(settled, CpuTimes::now());
     let url = server.url(db);
     let dry_run = match (setup.migrator, setup.estimate) {
         (Migrator::RuleiqDb, Some(_)) => Some(child::run(&url, &["migrate", "--dry-run"])?),
@@ -616,6 +627,7 @@ pub fn migration(
         server.drop_page_cache()?;
     }
     let from = workload.now();
+    let cpu_from = CpuTimes::now();
     let outcome = match setup.migrator {
         Migrator::RuleiqDb => {
             let mut args: Vec<&str> = options.migrate_flags.iter().map(String::as_str).collect();
@@ -644,6 +656,7 @@ pub fn migration(
         }
     };
     let to = workload.now();
+    let cpu_busy_during = busy_percent(cpu_from, CpuTimes::now());
     std::thread::sleep(Duration::from_secs(1));
     let end = workload.now();
     let mut recorded = workload.stop()?;
@@ -676,6 +689,8 @@ pub fn migration(
         failed_whole_run: felt(&recorded, Duration::ZERO, end).failed,
         constraints_valid,
         rate: setup.rate,
+        cpu_busy_before,
+        cpu_busy_during,
         timeline: Timeline::of(&recorded, from, to, end, Duration::from_secs(1)),
         foretold,
     })
