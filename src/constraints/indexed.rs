@@ -147,14 +147,17 @@ impl ColumnSpelling for ValueSpelling<'_> {
 
 /// How `checks` (the CHECK constraints of `table`, scanned together) can be narrowed through
 /// an index, or None when they cannot: a constraint without a driving column, different
-/// driving columns, no usable index, or too many distinct values.
+/// driving columns, no usable index, or too many distinct values. Only the narrowing of all of
+/// them is judged and sampled (cleanup's preview reads them together or not at all).
 pub fn narrowing(
     client: &mut (impl Query + ?Sized),
     table: &'static str,
     checks: &[&'static Constraint],
     spelling: &DatabaseSpelling,
 ) -> Result<Option<Narrowing>> {
-    Ok(narrowings(client, table, checks, spelling)?.together)
+    let mut together = together_of(&candidates(client, table, checks, spelling)?);
+    settle(client, table, std::iter::once(&mut together))?;
+    Ok(together.map(|(n, _)| n))
 }
 
 /// How a table's CHECKs can be narrowed through an index: all of them together, and each by
@@ -226,11 +229,39 @@ pub fn narrowings(
     checks: &[&'static Constraint],
     spelling: &DatabaseSpelling,
 ) -> Result<Narrowings> {
+    let mut each = candidates(client, table, checks, spelling)?;
+    // A lone CHECK is its own "together": sampled once, copied after.
+    let lone = checks.len() == 1;
+    let mut together = if lone { None } else { together_of(&each) };
+    settle(
+        client,
+        table,
+        each.iter_mut().chain(std::iter::once(&mut together)),
+    )?;
+    let each: Vec<Option<Narrowing>> = each.into_iter().map(|e| e.map(|(n, _)| n)).collect();
+    let together = if lone {
+        each[0].clone()
+    } else {
+        together.map(|(n, _)| n)
+    };
+    Ok(Narrowings { together, each })
+}
+
+/// A narrowing not yet judged (share 1, no pages), beside its column's actual name, which the
+/// statistics know it by.
+type Candidate = Option<(Narrowing, String)>;
+
+/// Each of `checks` by itself: its driving column, an index leading with it, and the values
+/// that can break it (walking the index), in the order the checks were given.
+fn candidates(
+    client: &mut (impl Query + ?Sized),
+    table: &'static str,
+    checks: &[&'static Constraint],
+    spelling: &DatabaseSpelling,
+) -> Result<Vec<Candidate>> {
     let drivers: Vec<Option<(&'static str, Candidates)>> =
         checks.iter().map(|c| driver(c)).collect();
-    let mut each: Vec<Option<Narrowing>> = vec![None; checks.len()];
-    // The column's actual name, as the statistics know it, beside each narrowing.
-    let mut actual_names: Vec<Option<String>> = vec![None; checks.len()];
+    let mut each: Vec<Candidate> = vec![None; checks.len()];
     let mut columns: Vec<&'static str> = drivers.iter().flatten().map(|(c, _)| *c).collect();
     columns.sort_unstable();
     columns.dedup();
@@ -249,70 +280,81 @@ pub fn narrowings(
             .filter(|&&i| matches!(drivers[i], Some((_, Candidates::Distinct))))
             .map(|&i| checks[i])
             .collect();
-        let Some(mut failing) =
-            failing_values(client, table, current, &actual, &distinct, spelling)?
+        let Some(failing) = failing_values(client, table, current, &actual, &distinct, spelling)?
         else {
             continue;
         };
+        // One list per Distinct check, in the order they are driven.
+        let mut failing = failing.into_iter();
         for &i in &driven {
             let mut values = match drivers[i] {
                 Some((_, Candidates::Fixed(value))) => vec![value.to_string()],
-                _ => failing.remove(0),
+                _ => failing.next().unwrap_or_default(),
             };
             values.sort();
-            each[i] = Some(Narrowing {
+            let narrowing = Narrowing {
                 column: quote_ident(&actual),
                 type_name: type_name.clone(),
                 values,
                 share: 1.0,
                 table_pages: 0,
-            });
-            actual_names[i] = Some(actual.clone());
+            };
+            each[i] = Some((narrowing, actual.clone()));
         }
     }
-    // A lone CHECK is its own "together": sampled once, copied after.
-    let lone = checks.len() == 1;
-    let mut together = if lone { None } else { together_of(&each) };
-    let together_name = actual_names.first().cloned().flatten();
-    let named = each
-        .iter_mut()
-        .zip(&actual_names)
-        .chain(std::iter::once((&mut together, &together_name)));
-    for (narrowing, name) in named {
-        if let (Some(n), Some(name)) = (narrowing.as_ref(), name) {
-            if estimated_row_share(client, table, name, &n.values)? > MAX_ROW_SHARE {
-                *narrowing = None;
+    Ok(each)
+}
+
+/// Judges `candidates` in place: one the statistics put above [`MAX_ROW_SHARE`] of the rows is
+/// dropped, and the share of pages of those left is counted on one sample of the table.
+fn settle<'a>(
+    client: &mut (impl Query + ?Sized),
+    table: &str,
+    candidates: impl IntoIterator<Item = &'a mut Candidate>,
+) -> Result<()> {
+    let mut kept: Vec<&mut Narrowing> = Vec::new();
+    for slot in candidates {
+        let too_many = match slot.as_ref() {
+            Some((n, actual)) => {
+                estimated_row_share(client, table, actual, &n.values)? > MAX_ROW_SHARE
             }
+            None => false,
+        };
+        if too_many {
+            *slot = None;
+        }
+        if let Some((n, _)) = slot {
+            kept.push(n);
         }
     }
-    let mut sampled: Vec<&mut Narrowing> = each.iter_mut().flatten().collect();
-    sampled.extend(together.as_mut());
-    let (shares, table_pages) = sampled_page_shares(client, table, &sampled)?;
-    for (narrowing, share) in sampled.into_iter().zip(shares) {
+    let (shares, table_pages) = sampled_page_shares(client, table, &kept)?;
+    for (narrowing, share) in kept.into_iter().zip(shares) {
         narrowing.share = share;
         narrowing.table_pages = table_pages;
     }
-    if lone {
-        together = each[0].clone();
-    }
-    Ok(Narrowings { together, each })
+    Ok(())
 }
 
 /// All the checks at once: when every one is narrowed on the same column, the union of their
 /// values.
-fn together_of(each: &[Option<Narrowing>]) -> Option<Narrowing> {
-    let first = each.first()?.as_ref()?;
+fn together_of(each: &[Candidate]) -> Candidate {
+    let (first, actual) = each.first()?.as_ref()?;
     let mut values = Vec::new();
-    for n in each {
-        let n = n.as_ref().filter(|n| n.column == first.column)?;
+    for candidate in each {
+        let (n, _) = candidate
+            .as_ref()
+            .filter(|(n, _)| n.column == first.column)?;
         values.extend(n.values.iter().cloned());
     }
     values.sort();
     values.dedup();
-    Some(Narrowing {
-        values,
-        ..first.clone()
-    })
+    Some((
+        Narrowing {
+            values,
+            ..first.clone()
+        },
+        actual.clone(),
+    ))
 }
 
 /// The column's type when a valid, complete btree index leads with it and orders it the way

@@ -129,10 +129,9 @@ pub fn estimate(
     let serial_ms: f64 = check
         .as_ref()
         .map_or(0.0, |c| c.scans.iter().map(|s| s.ms as f64).sum());
-    let scan_rate_mb_s = check.as_ref().filter(|_| serial_ms > 0.0).map(|c| {
-        let bytes = c.pages * page_bytes;
-        (bytes / (serial_ms / 1000.0) / 1_000_000.0 * 10.0).round() / 10.0
-    });
+    let scan_rate_mb_s = check
+        .as_ref()
+        .and_then(|c| scan_rate(c.pages * page_bytes, serial_ms / 1000.0));
     let sessions = check.as_ref().map_or(1, |c| c.sessions);
     let basis = basis(
         work,
@@ -238,6 +237,12 @@ fn basis(
     parts.join("; ")
 }
 
+/// `bytes` read in `seconds` of scanning, in MB/s to a tenth; None when there was nothing to
+/// read or no time to read it in.
+fn scan_rate(bytes: f64, seconds: f64) -> Option<f64> {
+    (bytes > 0.0 && seconds > 0.0).then(|| (bytes / seconds / 1_000_000.0 * 10.0).round() / 10.0)
+}
+
 impl Estimate {
     /// `check-constraints --dry-run`'s estimate of a real run: the check ran in full, so it is
     /// put at what it took, its scans at what each took (sampling them too only made the dry run
@@ -299,11 +304,7 @@ impl Estimate {
     fn take_scans(&mut self, timed: &TimedScans) {
         self.scans = timed.scans.clone();
         self.sessions = timed.sessions.max(1);
-        let busy = timed.busy.as_secs_f64();
-        self.scan_rate_mb_s = (busy > 0.0 && timed.bytes > 0).then(|| {
-            let mb_s = timed.bytes as f64 / busy / 1_000_000.0;
-            (mb_s * 10.0).round() / 10.0
-        });
+        self.scan_rate_mb_s = scan_rate(timed.bytes as f64, timed.busy.as_secs_f64());
     }
 
     /// The line of the human table: the total, its parts, and what it rests on.

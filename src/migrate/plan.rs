@@ -108,11 +108,15 @@ pub fn look_ahead(
             ConstraintState::Valid => false,
         })
         .collect();
-    let checked: Vec<&'static Constraint> = adding
-        .iter()
-        .copied()
-        .filter(|c| !preflight_timed && states[c.name].state != ConstraintState::Valid)
-        .collect();
+    let checked: Vec<&'static Constraint> = if preflight_timed {
+        Vec::new()
+    } else {
+        adding
+            .iter()
+            .copied()
+            .filter(|c| states[c.name].state != ConstraintState::Valid)
+            .collect()
+    };
     estimate::estimate(
         client,
         estimate::Work::Migrate {

@@ -106,8 +106,11 @@ fn scan(
             already_enforced.join(", ")
         ));
     }
-    let checked = check::check_live(target, client, &scanned, log, live::DEFAULT_WINDOW)?;
-    let (findings, live_since, timed) = (checked.findings, checked.live_since, checked.timed);
+    let check::Checked {
+        findings,
+        live_since,
+        timed,
+    } = check::check_live(target, client, &scanned, log, live::DEFAULT_WINDOW)?;
     let total = check::total_violations(&findings);
     let total_live = check::total_live_violations(&findings);
     let live_note = (total_live > 0).then(|| live::meaning(total_live, &live_since));
