@@ -360,10 +360,17 @@ fn measure_migrations(
         phase(
             started,
             &format!(
-                "{migrator:?}: {:.0} ms, longest stall {:.0} ms, longest lock wait {:.0} ms, p99 {:.1} ms, failed {}{}{}{}",
+                "{migrator:?}: {:.0} ms, longest stall {:.0} ms, longest lock wait {:.0} ms{}, p99 {:.1} ms, failed {}{}{}{}",
                 run.migration_ms,
                 run.during.longest_stall_ms,
                 run.during.longest_lock_wait_ms,
+                run.during
+                    .own_lock_wait_event
+                    .as_ref()
+                    .map_or_else(String::new, |event| format!(
+                        " (for its own sessions: {:.0} ms, {event})",
+                        run.during.longest_own_lock_wait_ms
+                    )),
                 run.during.p99_ms,
                 run.failed_whole_run,
                 run.error

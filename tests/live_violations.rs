@@ -180,3 +180,34 @@ fn the_live_window_takes_any_duration_zero_included() {
     assert!(stderr.contains("--live-window"), "{stderr}");
     db.assert_unchanged(&before);
 }
+
+/// A foreign key's live flag is read for the rows its anti-join keeps (by their location, not
+/// from the scan under the join): the orphan the application touched yesterday counts as live,
+/// the one untouched since 2024 does not, and the window still moves the line.
+#[test]
+fn an_orphan_the_application_wrote_recently_is_live_and_its_old_sibling_is_not() {
+    let db = TestDb::dirty_legacy();
+    // Not the link itself, so no foreign-key trigger looks at the missing profile.
+    db.execute(
+        "UPDATE assessment_sessions SET updated_at = now() - interval '1 day'
+          WHERE id = '30000000-0000-0000-0000-000000000003'",
+    );
+    let before = db.dump();
+    let (code, report, live) = check(&db, &[]);
+    assert_eq!(code, 3, "{report:#}");
+    assert_eq!(live["fk_assessment_business_profile"], 1, "{report:#}");
+    assert_eq!(
+        live["fk_generated_policy_business_profile"], 0,
+        "{report:#}"
+    );
+    let finding = report["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "fk_assessment_business_profile")
+        .unwrap();
+    assert_eq!(finding["violations"], 2, "{finding:#}");
+    let (_, _, live) = check(&db, &["--live-window", "1h"]);
+    assert_eq!(live["fk_assessment_business_profile"], 0);
+    db.assert_unchanged(&before);
+}

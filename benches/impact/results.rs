@@ -171,6 +171,14 @@ impl Memory {
     }
 }
 
+/// The application's longest wait for its own sessions' locks, with the lock's kind.
+fn own_lock_wait(series: &crate::scenarios::MigrationSeries) -> String {
+    match &series.own_lock_wait_event {
+        Some(event) => format!("{:.0} ms ({event})", series.longest_own_lock_wait_ms),
+        None => "none".into(),
+    }
+}
+
 fn verdict(met: Option<bool>) -> &'static str {
     match met {
         Some(true) => "met",
@@ -299,6 +307,19 @@ impl DataSet {
                     n.longest_lock_wait_ms, none.longest_lock_wait_ms
                 ),
                 "(what the migration's locks cost)".into(),
+                "-".into(),
+            ],
+            [
+                format!(
+                    "migrate 7→8 under load: longest wait for the application's own locks (worst of {runs})"
+                ),
+                own_lock_wait(r),
+                format!(
+                    "naive: {}; no migration: {}",
+                    own_lock_wait(n),
+                    own_lock_wait(none)
+                ),
+                "(context: its own sessions' locks, e.g. a table's extension lock held by one of its connections the busy CPUs left waiting)".into(),
                 "-".into(),
             ],
             [
@@ -482,7 +503,7 @@ impl DataSet {
         );
         let _ = writeln!(
             out,
-            "| migrator | workload | duration | statements | p50 | p99 | longest (statement) | longest lock wait | failed | CPUs busy: workload alone, then during | errors |"
+            "| migrator | workload | duration | statements | p50 | p99 | longest (statement) | longest lock wait: the migration's (the application's own) | failed | CPUs busy: workload alone, then during | errors |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
         let m = &self.migrate;
@@ -504,7 +525,7 @@ impl DataSet {
         {
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.2} s{} | {} | {:.1} ms | {:.1} ms | {:.0} ms ({}) | {:.0} ms | {} | {} | {} |",
+                "| {} | {} | {:.2} s{} | {} | {:.1} ms | {:.1} ms | {:.0} ms ({}) | {:.0} ms{} | {} | {} | {} |",
                 match run.migrator {
                     crate::scenarios::Migrator::RuleiqDb => "ruleiq-db",
                     crate::scenarios::Migrator::Naive => "naive",
@@ -524,6 +545,13 @@ impl DataSet {
                     .longest_stall_op
                     .map_or_else(|| "-".to_string(), |op| format!("{op:?}")),
                 run.during.longest_lock_wait_ms,
+                run.during
+                    .own_lock_wait_event
+                    .as_ref()
+                    .map_or_else(String::new, |event| format!(
+                        " ({:.0} ms, {event})",
+                        run.during.longest_own_lock_wait_ms
+                    )),
                 run.failed_whole_run,
                 match (run.cpu_busy_before, run.cpu_busy_during) {
                     (Some(before), Some(during)) => format!("{before:.0} % → {during:.0} %"),

@@ -126,13 +126,20 @@ impl Event {
 }
 
 /// A moment when a workload backend was waiting for a lock (pg_stat_activity).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LockSample {
     pub at: Duration,
     /// Which look at pg_stat_activity it came from: a wait seen in consecutive looks is one
     /// wait.
     pub round: u64,
     pub pid: i32,
+    /// Whether a session other than the application's was ahead of it (`pg_blocking_pids`: one
+    /// holding the lock, or one queued for it first): the migration's lock. Otherwise the
+    /// application waited for itself, e.g. for the extension lock of a table its own UPDATEs
+    /// grow, held by another of its connections that the saturated CPUs left unscheduled.
+    pub behind_migration: bool,
+    /// `pg_stat_activity.wait_event`: `relation`, `extend`, `tuple`, `transactionid`, ….
+    pub event: String,
 }
 
 /// Everything a workload run recorded.
@@ -231,8 +238,12 @@ impl Workload {
         let watching = stop.clone();
         let monitor = std::thread::spawn(move || -> Result<Vec<LockSample>> {
             let query = observer.prepare(
-                "SELECT pid FROM pg_stat_activity
-                  WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                "SELECT a.pid, coalesce(a.wait_event, ''),
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity AS b
+                                 WHERE b.pid = ANY (pg_catalog.pg_blocking_pids(a.pid))
+                                   AND b.application_name IS DISTINCT FROM $1)
+                   FROM pg_catalog.pg_stat_activity AS a
+                  WHERE a.application_name = $1 AND a.wait_event_type = 'Lock'",
             )?;
             let mut samples = Vec::new();
             let mut round = 0;
@@ -243,6 +254,8 @@ impl Workload {
                         at,
                         round,
                         pid: row.get(0),
+                        event: row.get(1),
+                        behind_migration: row.get(2),
                     });
                 }
                 round += 1;
@@ -479,9 +492,14 @@ pub struct Felt {
     pub p99_ms: f64,
     /// The 99th percentile of the statements actually run, uncorrected.
     pub p99_measured_ms: f64,
-    /// The longest time one workload backend was seen waiting for a lock (sampled every
-    /// 10 ms, so ±10 ms): the part of the stalls that locks, i.e. the migration, caused.
+    /// The longest time one workload backend was seen waiting for a lock that a session
+    /// other than the application's held or had asked for first (sampled every 10 ms, so
+    /// ±10 ms): the part of the stalls the migration's locks caused.
     pub longest_lock_wait_ms: f64,
+    /// The longest wait of the application for its own sessions' locks, and the lock's kind
+    /// (`pg_stat_activity.wait_event`): part of what it felt, not a lock the migration took.
+    pub longest_own_lock_wait_ms: f64,
+    pub own_lock_wait_event: Option<String>,
     /// Distinct error messages, at most five.
     pub errors: Vec<String>,
 }
@@ -504,6 +522,7 @@ pub fn felt(recorded: &Recorded, from: Duration, to: Duration) -> Felt {
         .iter()
         .max_by_key(|e| e.latency())
         .expect("not empty");
+    let own = longest_lock_wait(&recorded.lock_samples, from, to, false);
     let mut errors: Vec<String> = Vec::new();
     for e in &inside {
         if let Some(message) = &e.error {
@@ -523,41 +542,70 @@ pub fn felt(recorded: &Recorded, from: Duration, to: Duration) -> Felt {
         p50_ms: percentile(&measured, 0.50),
         p99_ms: corrected_percentile(&measured, step, 0.99),
         p99_measured_ms: percentile(&measured, 0.99),
-        longest_lock_wait_ms: longest_lock_wait(&recorded.lock_samples, from, to),
+        longest_lock_wait_ms: longest_lock_wait(&recorded.lock_samples, from, to, true).0,
+        longest_own_lock_wait_ms: own.0,
+        own_lock_wait_event: own.1,
         errors,
     }
 }
 
+/// One backend's wait, seen in consecutive looks.
+struct LockWait<'s> {
+    first: Duration,
+    last: Duration,
+    round: u64,
+    behind_migration: bool,
+    event: &'s str,
+}
+
+impl<'s> LockWait<'s> {
+    fn starting(sample: &'s LockSample) -> LockWait<'s> {
+        LockWait {
+            first: sample.at,
+            last: sample.at,
+            round: sample.round,
+            behind_migration: sample.behind_migration,
+            event: &sample.event,
+        }
+    }
+
+    fn length(&self) -> Duration {
+        self.last - self.first + LOCK_POLL
+    }
+}
+
 /// The longest run of consecutive sightings of one backend waiting for a lock, overlapping
-/// the window.
-fn longest_lock_wait(samples: &[LockSample], from: Duration, to: Duration) -> f64 {
-    // Per backend: first and last sighting of the current wait, and the round of the last.
-    let mut runs: std::collections::BTreeMap<i32, (Duration, Duration, u64)> = Default::default();
-    let mut longest = Duration::ZERO;
-    let mut close = |first: Duration, last: Duration| {
-        if last + LOCK_POLL >= from && first <= to {
-            longest = longest.max(last - first + LOCK_POLL);
-        }
-    };
+/// the window, among the waits behind the migration (`behind_migration`) or the others, and
+/// the lock's kind. A wait counts as behind the migration when any sighting of it was.
+fn longest_lock_wait(
+    samples: &[LockSample],
+    from: Duration,
+    to: Duration,
+    behind_migration: bool,
+) -> (f64, Option<String>) {
+    let mut waits: Vec<LockWait> = Vec::new();
+    let mut current: std::collections::BTreeMap<i32, LockWait> = Default::default();
     for sample in samples {
-        match runs.get_mut(&sample.pid) {
-            Some((_, last, round)) if sample.round == *round + 1 => {
-                *last = sample.at;
-                *round = sample.round;
+        match current.get_mut(&sample.pid) {
+            Some(wait) if sample.round == wait.round + 1 => {
+                wait.last = sample.at;
+                wait.round = sample.round;
+                wait.behind_migration |= sample.behind_migration;
             }
-            Some(run) => {
-                close(run.0, run.1);
-                *run = (sample.at, sample.at, sample.round);
-            }
+            Some(wait) => waits.push(std::mem::replace(wait, LockWait::starting(sample))),
             None => {
-                runs.insert(sample.pid, (sample.at, sample.at, sample.round));
+                current.insert(sample.pid, LockWait::starting(sample));
             }
         }
     }
-    for (first, last, _) in runs.into_values() {
-        close(first, last);
-    }
-    ms(longest)
+    waits.extend(current.into_values());
+    waits
+        .iter()
+        .filter(|w| {
+            w.behind_migration == behind_migration && w.last + LOCK_POLL >= from && w.first <= to
+        })
+        .max_by_key(|w| w.length())
+        .map_or((0.0, None), |w| (ms(w.length()), Some(w.event.to_string())))
 }
 
 fn longest_gap(events: &[&Event]) -> f64 {
