@@ -454,6 +454,7 @@ fn measure_migrations(
         MigrationSeries::of(Migrator::RuleiqDb, ours),
         MigrationSeries::of(Migrator::Naive, plain),
         cold,
+        true,
     );
     // Context: the same pair where the workload leaves most of the CPUs idle, so that the
     // duration with headroom can be told apart from the duration on a busy machine.
@@ -472,6 +473,7 @@ fn measure_migrations(
             MigrationSeries::of(Migrator::RuleiqDb, ours),
             MigrationSeries::of(Migrator::Naive, plain),
             None,
+            false,
         ))
     };
     Ok((saturated, headroom, idle))

@@ -61,7 +61,9 @@ pub struct Headroom {
     pub ruleiq_db: MigrationSeries,
     pub naive: MigrationSeries,
     pub ratio: f64,
-    pub met: bool,
+    /// Whether the ratio meets the duration target; None for the context pair (`--idle-rate`),
+    /// which no verdict reads.
+    pub met: Option<bool>,
     pub cold: Option<MigrationRun>,
     /// How busy the CPUs were with the workload alone at this pace (the median of the warm
     /// runs' seconds before their migrations), in percent: how much headroom there was.
@@ -81,11 +83,13 @@ impl Headroom {
         )
     }
 
+    /// The pair at `rate_per_connection`; `judged` when it carries the duration verdict.
     pub fn new(
         rate_per_connection: u32,
         ruleiq_db: MigrationSeries,
         naive: MigrationSeries,
         cold: Option<MigrationRun>,
+        judged: bool,
     ) -> Headroom {
         let ratio = ruleiq_db.migration_median_ms / naive.migration_median_ms.max(1.0);
         let before: Vec<f64> = ruleiq_db
@@ -97,7 +101,7 @@ impl Headroom {
         Headroom {
             workload_cpu_busy: (!before.is_empty()).then(|| crate::scenarios::median(&before)),
             rate_per_connection,
-            met: ruleiq_db.ok && ratio <= MIGRATE_DURATION_RATIO_TARGET,
+            met: judged.then_some(ruleiq_db.ok && ratio <= MIGRATE_DURATION_RATIO_TARGET),
             ratio,
             ruleiq_db,
             naive,
@@ -350,7 +354,7 @@ impl DataSet {
                 if h.ruleiq_db.ok {
                     format!(
                         "{} (ratio {:.2}); {} of {} constraints valid",
-                        verdict(Some(h.met)),
+                        verdict(h.met),
                         h.ratio,
                         h.ruleiq_db.constraints_valid_min,
                         ruleiq_db::catalog::constraints::CATALOG.len()
