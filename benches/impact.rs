@@ -365,12 +365,9 @@ fn measure_migrations(
                 run.during.longest_stall_ms,
                 run.during.longest_lock_wait_ms,
                 run.during
-                    .own_lock_wait_event
+                    .own_lock_wait
                     .as_ref()
-                    .map_or_else(String::new, |event| format!(
-                        " (for its own sessions: {:.0} ms, {event})",
-                        run.during.longest_own_lock_wait_ms
-                    )),
+                    .map_or_else(String::new, |own| format!(" (for its own sessions: {own})")),
                 run.during.p99_ms,
                 run.failed_whole_run,
                 run.error
@@ -425,20 +422,32 @@ fn measure_migrations(
         MigrationSeries::of(Migrator::Naive, plain),
         MigrationSeries::of(Migrator::Control, control),
     );
-    let mut ours = Vec::new();
-    let mut plain = Vec::new();
+    // ruleiq-db and the naive migration alternated at `rate`, each run labelled with `how`;
+    // ruleiq-db's estimate held against it when `estimate` says how warm the server was.
+    let pair = |rate: u32, estimate: Option<&str>, how: &str| -> Result<_> {
+        let (mut ours, mut plain) = (Vec::new(), Vec::new());
+        for repetition in 1..=n {
+            let what = format!("{repetition}/{n} {how}");
+            ours.push(run(
+                Migrator::RuleiqDb,
+                rate,
+                estimate,
+                Duration::ZERO,
+                &what,
+            )?);
+            plain.push(run(Migrator::Naive, rate, None, Duration::ZERO, &what)?);
+        }
+        Ok((
+            MigrationSeries::of(Migrator::RuleiqDb, ours),
+            MigrationSeries::of(Migrator::Naive, plain),
+        ))
+    };
     let rate = options.headroom_rate;
-    for repetition in 1..=n {
-        let what = format!("{repetition}/{n} with headroom ({rate}/s per connection)");
-        ours.push(run(
-            Migrator::RuleiqDb,
-            rate,
-            Some("warm"),
-            Duration::ZERO,
-            &what,
-        )?);
-        plain.push(run(Migrator::Naive, rate, None, Duration::ZERO, &what)?);
-    }
+    let (ours, plain) = pair(
+        rate,
+        Some("warm"),
+        &format!("with headroom ({rate}/s per connection)"),
+    )?;
     let cold = match dbs.server.cold_conditions() {
         Some(conditions) => Some(run(
             Migrator::RuleiqDb,
@@ -449,32 +458,15 @@ fn measure_migrations(
         )?),
         None => None,
     };
-    let headroom = Headroom::new(
-        rate,
-        MigrationSeries::of(Migrator::RuleiqDb, ours),
-        MigrationSeries::of(Migrator::Naive, plain),
-        cold,
-        true,
-    );
+    let headroom = Headroom::new(rate, ours, plain, cold, true);
     // Context: the same pair where the workload leaves most of the CPUs idle, so that the
     // duration with headroom can be told apart from the duration on a busy machine.
     let idle = if options.idle_rate == 0 {
         None
     } else {
         let rate = options.idle_rate;
-        let (mut ours, mut plain) = (Vec::new(), Vec::new());
-        for repetition in 1..=n {
-            let what = format!("{repetition}/{n} at {rate}/s per connection");
-            ours.push(run(Migrator::RuleiqDb, rate, None, Duration::ZERO, &what)?);
-            plain.push(run(Migrator::Naive, rate, None, Duration::ZERO, &what)?);
-        }
-        Some(Headroom::new(
-            rate,
-            MigrationSeries::of(Migrator::RuleiqDb, ours),
-            MigrationSeries::of(Migrator::Naive, plain),
-            None,
-            false,
-        ))
+        let (ours, plain) = pair(rate, None, &format!("at {rate}/s per connection"))?;
+        Some(Headroom::new(rate, ours, plain, None, false))
     };
     Ok((saturated, headroom, idle))
 }

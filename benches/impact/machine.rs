@@ -73,8 +73,10 @@ impl CpuTimes {
 
     /// The share of the CPUs' time that was busy from `self` to `later`, in percent.
     pub fn busy_percent_until(self, later: CpuTimes) -> Option<f64> {
+        // iowait can go backwards on Linux, and the sums with it: no share then.
         let total = later.total.checked_sub(self.total)?;
-        (total > 0).then(|| (later.busy - self.busy) as f64 / total as f64 * 100.0)
+        let busy = later.busy.checked_sub(self.busy)?;
+        (total > 0).then(|| busy as f64 / total as f64 * 100.0)
     }
 }
 

@@ -177,10 +177,10 @@ impl Memory {
 
 /// The application's longest wait for its own sessions' locks, with the lock's kind.
 fn own_lock_wait(series: &crate::scenarios::MigrationSeries) -> String {
-    match &series.own_lock_wait_event {
-        Some(event) => format!("{:.0} ms ({event})", series.longest_own_lock_wait_ms),
-        None => "none".into(),
-    }
+    series
+        .own_lock_wait
+        .as_ref()
+        .map_or_else(|| "none".into(), ToString::to_string)
 }
 
 fn verdict(met: Option<bool>) -> &'static str {
@@ -550,12 +550,9 @@ impl DataSet {
                     .map_or_else(|| "-".to_string(), |op| format!("{op:?}")),
                 run.during.longest_lock_wait_ms,
                 run.during
-                    .own_lock_wait_event
+                    .own_lock_wait
                     .as_ref()
-                    .map_or_else(String::new, |event| format!(
-                        " ({:.0} ms, {event})",
-                        run.during.longest_own_lock_wait_ms
-                    )),
+                    .map_or_else(String::new, |own| format!(" ({own})")),
                 run.failed_whole_run,
                 match (run.cpu_busy_before, run.cpu_busy_during) {
                     (Some(before), Some(during)) => format!("{before:.0} % → {during:.0} %"),

@@ -7,7 +7,7 @@ use crate::machine::{busy_percent, CpuTimes};
 use crate::options::Options;
 use crate::server::Server;
 use crate::timeline::Timeline;
-use crate::workload::{felt, Felt, Sample, Workload};
+use crate::workload::{felt, Felt, OwnLockWait, Sample, Workload};
 use anyhow::{Context, Result};
 use postgres::Client;
 use ruleiq_db::catalog::constraints::{Rule, CATALOG};
@@ -537,10 +537,8 @@ pub struct MigrationSeries {
     /// The longest a workload backend was seen waiting for a lock the migration held or asked
     /// for first, in any run.
     pub longest_lock_wait_ms: f64,
-    /// The longest it waited for a lock of the application's own sessions, in any run, and
-    /// that lock's kind.
-    pub longest_own_lock_wait_ms: f64,
-    pub own_lock_wait_event: Option<String>,
+    /// The longest it waited for a lock of the application's own sessions, in any run.
+    pub own_lock_wait: Option<OwnLockWait>,
     /// The worst run's p99.
     pub p99_ms: f64,
     /// The median run's p99 with no migration running (the second before).
@@ -572,14 +570,13 @@ impl MigrationSeries {
         } else {
             completed.clone()
         };
-        let own = runs.iter().map(|r| &r.during).max_by(|a, b| {
-            a.longest_own_lock_wait_ms
-                .total_cmp(&b.longest_own_lock_wait_ms)
-        });
         MigrationSeries {
             migrator,
-            longest_own_lock_wait_ms: own.map_or(0.0, |f| f.longest_own_lock_wait_ms),
-            own_lock_wait_event: own.and_then(|f| f.own_lock_wait_event.clone()),
+            own_lock_wait: runs
+                .iter()
+                .filter_map(|r| r.during.own_lock_wait.as_ref())
+                .max_by(|a, b| a.ms.total_cmp(&b.ms))
+                .cloned(),
             ok: runs.iter().all(|r| r.ok),
             longest_stall_ms: worst(|r| r.during.longest_stall_ms),
             longest_lock_wait_ms: worst(|r| r.during.longest_lock_wait_ms),

@@ -496,10 +496,9 @@ pub struct Felt {
     /// other than the application's held or had asked for first (sampled every 10 ms, so
     /// ±10 ms): the part of the stalls the migration's locks caused.
     pub longest_lock_wait_ms: f64,
-    /// The longest wait of the application for its own sessions' locks, and the lock's kind
-    /// (`pg_stat_activity.wait_event`): part of what it felt, not a lock the migration took.
-    pub longest_own_lock_wait_ms: f64,
-    pub own_lock_wait_event: Option<String>,
+    /// The application's longest wait for its own sessions' locks: part of what it felt, not
+    /// a lock the migration took. None when it never waited for them.
+    pub own_lock_wait: Option<OwnLockWait>,
     /// Distinct error messages, at most five.
     pub errors: Vec<String>,
 }
@@ -522,7 +521,8 @@ pub fn felt(recorded: &Recorded, from: Duration, to: Duration) -> Felt {
         .iter()
         .max_by_key(|e| e.latency())
         .expect("not empty");
-    let own = longest_lock_wait(&recorded.lock_samples, from, to, false);
+    let waits = lock_waits(&recorded.lock_samples);
+    let longest_wait = |behind_migration| longest_lock_wait(&waits, from, to, behind_migration);
     let mut errors: Vec<String> = Vec::new();
     for e in &inside {
         if let Some(message) = &e.error {
@@ -542,10 +542,26 @@ pub fn felt(recorded: &Recorded, from: Duration, to: Duration) -> Felt {
         p50_ms: percentile(&measured, 0.50),
         p99_ms: corrected_percentile(&measured, step, 0.99),
         p99_measured_ms: percentile(&measured, 0.99),
-        longest_lock_wait_ms: longest_lock_wait(&recorded.lock_samples, from, to, true).0,
-        longest_own_lock_wait_ms: own.0,
-        own_lock_wait_event: own.1,
+        longest_lock_wait_ms: longest_wait(true).map_or(0.0, |w| ms(w.length())),
+        own_lock_wait: longest_wait(false).map(|w| OwnLockWait {
+            ms: ms(w.length()),
+            event: w.event.to_string(),
+        }),
         errors,
+    }
+}
+
+/// How long the application waited for a lock of its own sessions, and the lock's kind
+/// (`pg_stat_activity.wait_event`: `extend`, `tuple`, `transactionid`, …).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OwnLockWait {
+    pub ms: f64,
+    pub event: String,
+}
+
+impl std::fmt::Display for OwnLockWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0} ms, {}", self.ms, self.event)
     }
 }
 
@@ -554,6 +570,7 @@ struct LockWait<'s> {
     first: Duration,
     last: Duration,
     round: u64,
+    /// Whether any sighting of it was behind a session other than the application's.
     behind_migration: bool,
     event: &'s str,
 }
@@ -574,15 +591,8 @@ impl<'s> LockWait<'s> {
     }
 }
 
-/// The longest run of consecutive sightings of one backend waiting for a lock, overlapping
-/// the window, among the waits behind the migration (`behind_migration`) or the others, and
-/// the lock's kind. A wait counts as behind the migration when any sighting of it was.
-fn longest_lock_wait(
-    samples: &[LockSample],
-    from: Duration,
-    to: Duration,
-    behind_migration: bool,
-) -> (f64, Option<String>) {
+/// The samples grouped into waits: one backend's consecutive sightings are one wait.
+fn lock_waits(samples: &[LockSample]) -> Vec<LockWait<'_>> {
     let mut waits: Vec<LockWait> = Vec::new();
     let mut current: std::collections::BTreeMap<i32, LockWait> = Default::default();
     for sample in samples {
@@ -600,12 +610,22 @@ fn longest_lock_wait(
     }
     waits.extend(current.into_values());
     waits
+}
+
+/// The longest of `waits` overlapping the window, among those behind the migration
+/// (`behind_migration`) or the application's waits for itself.
+fn longest_lock_wait<'w, 's>(
+    waits: &'w [LockWait<'s>],
+    from: Duration,
+    to: Duration,
+    behind_migration: bool,
+) -> Option<&'w LockWait<'s>> {
+    waits
         .iter()
         .filter(|w| {
             w.behind_migration == behind_migration && w.last + LOCK_POLL >= from && w.first <= to
         })
         .max_by_key(|w| w.length())
-        .map_or((0.0, None), |w| (ms(w.length()), Some(w.event.to_string())))
 }
 
 fn longest_gap(events: &[&Event]) -> f64 {
