@@ -58,6 +58,9 @@ fn run() -> Result<()> {
     if let Some(binary) = &options.binary {
         child::use_binary(binary.clone());
     }
+    if let Some(dir) = &options.reports {
+        child::keep_reports(dir.clone())?;
+    }
     let started = Instant::now();
     let mut server = Server::start(options.database_url.as_deref())?;
     let measured = measure(&server, &options, started);

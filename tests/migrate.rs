@@ -85,21 +85,6 @@ fn adopted_from(db: &TestDb) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// The dirty fixture with its violations repaired by hand: a clean version-7 database with rows
-/// in every table.
-fn clean_legacy() -> TestDb {
-    let db = TestDb::dirty_legacy();
-    db.execute(
-        "UPDATE evidence_items SET status = 'collected' WHERE status NOT IN ('not_started','in_progress','collected','approved','rejected');
-         UPDATE evidence_items SET approved_at = now(), approved_by = user_id::text WHERE status = 'approved';
-         UPDATE business_profiles SET employee_count = 1 WHERE employee_count <= 0;
-         UPDATE business_profiles SET data_sensitivity = 'High' WHERE data_sensitivity NOT IN ('Low','Medium','High','Critical');
-         UPDATE assessment_sessions SET business_profil = NULL WHERE business_profil NOT IN (SELECT id FROM business_profiles);
-         DELETE FROM generated_policies WHERE business_profil NOT IN (SELECT id FROM business_profiles);",
-    );
-    db
-}
-
 #[test]
 fn fresh_database_reaches_the_newest_version_with_full_names_and_six_valid_constraints() {
     let db = TestDb::new();
@@ -188,7 +173,7 @@ fn fresh_database_reaches_the_newest_version_with_full_names_and_six_valid_const
 
 #[test]
 fn clean_version_7_keeps_every_row_and_value_under_the_new_names() {
-    let db = clean_legacy();
+    let db = TestDb::clean_legacy();
     let before = all_rows(&db);
     assert!(
         before.values().all(|rows| !rows.is_empty()),
@@ -270,7 +255,7 @@ fn orphans_under_foreign_keys_production_enforces_do_not_stop_the_repair() {
 
 #[test]
 fn a_column_renamed_by_hand_is_accepted_and_both_names_are_refused() {
-    let db = clean_legacy();
+    let db = TestDb::clean_legacy();
     db.execute(
         "ALTER TABLE business_profiles RENAME COLUMN handles_persona TO handles_personal_data",
     );
@@ -282,7 +267,7 @@ fn a_column_renamed_by_hand_is_accepted_and_both_names_are_refused() {
             && bp.contains(&"processes_payments".to_string())
     );
 
-    let db = clean_legacy();
+    let db = TestDb::clean_legacy();
     db.execute("ALTER TABLE assessment_sessions ADD COLUMN questions_answered JSONB");
     let before = db.dump();
     let (code, _, stderr) = db.run(&["migrate"]);
@@ -383,7 +368,7 @@ fn a_second_migrate_waits_for_a_session_and_is_refused_until_it_ends() {
 
 #[test]
 fn a_locked_table_is_retried_and_other_sessions_never_queue_long() {
-    let db = clean_legacy();
+    let db = TestDb::clean_legacy();
     // Another session reads business_profiles in a long transaction: 008's rename cannot get
     // its ACCESS EXCLUSIVE lock until it ends.
     let mut blocker = db.client();
@@ -437,7 +422,7 @@ fn a_locked_table_is_retried_and_other_sessions_never_queue_long() {
 
 #[test]
 fn migrate_waits_for_a_report_holding_its_tables_rather_than_queue_and_give_up() {
-    let db = clean_legacy();
+    let db = TestDb::clean_legacy();
     // A report idle in transaction on evidence_items, old enough to count as long; it
     // commits 700 ms after migrate starts.
     let mut report = db.client();
@@ -718,7 +703,7 @@ fn status_reports_migrations_constraints_and_drift() {
 /// afterwards), adds one where none exists, and its rollback gives back exactly what was there.
 #[test]
 fn foreign_keys_are_adopted_when_present_validated_when_not_valid_and_added_when_absent() {
-    let db = clean_legacy();
+    let db = TestDb::clean_legacy();
     db.execute(
         "ALTER TABLE assessment_sessions DROP CONSTRAINT assessment_sessions_business_profil_fkey;
          ALTER TABLE assessment_sessions ADD CONSTRAINT assessment_sessions_business_profil_fkey

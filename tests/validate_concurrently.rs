@@ -1,5 +1,6 @@
 //! VALIDATE of different tables' constraints runs concurrently: a lock on one table holds up
-//! only that table's constraints.
+//! only that table's constraints; and a dry run's estimate times them as they will run, the
+//! smaller table's sample beside a scan of the bigger one on a second connection.
 
 use crate::common;
 use common::TestDb;
@@ -14,6 +15,18 @@ const FREE: (&str, &str) = ("business_profiles", "chk_employee_count_positive");
 fn version_8_with_two_not_valid_constraints() -> TestDb {
     let db = TestDb::new();
     db.migrate_to(8);
+    with_two_not_valid_constraints(db)
+}
+
+/// The same, with the repaired fixture's rows in both tables: something for a sample to read.
+fn version_8_with_rows_and_two_not_valid_constraints() -> TestDb {
+    let db = TestDb::clean_legacy();
+    db.migrate_to(8);
+    with_two_not_valid_constraints(db)
+}
+
+/// `db` with its `LOCKED` and `FREE` constraints made NOT VALID again.
+fn with_two_not_valid_constraints(db: TestDb) -> TestDb {
     let mut client = db.client();
     for (table, name) in [LOCKED, FREE] {
         let definition: String = client
@@ -141,18 +154,27 @@ fn validate_waits_past_the_short_lock_timeout_for_a_lock_the_application_never_q
     assert!(is_valid(&mut watcher, LOCKED.1) && is_valid(&mut watcher, FREE.1));
 }
 
-#[test]
-fn a_role_with_one_connection_slot_still_checks_and_validates_everything() {
-    let db = version_8_with_two_not_valid_constraints();
+/// A role (password `pw`) with one connection slot that reads every table and owns `owning`
+/// (VALIDATE needs the owner).
+fn single_slot_role(db: &TestDb, owning: &[&str]) -> String {
     let role = format!("single_{}", &db.name[2..10]);
+    let owns: String = owning
+        .iter()
+        .map(|table| format!("ALTER TABLE {table} OWNER TO {role};"))
+        .collect();
     db.execute(&format!(
         "CREATE ROLE {role} LOGIN PASSWORD 'pw' CONNECTION LIMIT 1;
          GRANT USAGE ON SCHEMA public TO {role};
          GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
-         ALTER TABLE {} OWNER TO {role};
-         ALTER TABLE {} OWNER TO {role};",
-        LOCKED.0, FREE.0
+         {owns}"
     ));
+    role
+}
+
+#[test]
+fn a_role_with_one_connection_slot_still_checks_and_validates_everything() {
+    let db = version_8_with_two_not_valid_constraints();
+    let role = single_slot_role(&db, &[LOCKED.0, FREE.0]);
     let out = db
         .cli_as(&role, "pw")
         .arg("check-constraints")
@@ -168,4 +190,57 @@ fn a_role_with_one_connection_slot_still_checks_and_validates_everything() {
     );
     let mut watcher = db.client();
     assert!(is_valid(&mut watcher, LOCKED.1) && is_valid(&mut watcher, FREE.1));
+}
+
+/// Whether a dry run's estimate says it timed the smaller table's VALIDATE beside the bigger's.
+fn timed_beside(report: &serde_json::Value) -> bool {
+    report["estimate"]["basis"]
+        .as_str()
+        .expect("basis")
+        .contains("ran on a second connection")
+}
+
+#[test]
+fn a_dry_run_times_the_smaller_tables_validate_beside_the_biggers_and_leaves_no_session() {
+    let db = version_8_with_rows_and_two_not_valid_constraints();
+    let (code, report, stderr) = db.run_json(&["check-constraints", "--dry-run"]);
+    assert_eq!(code, 0, "{stderr}");
+    let steps: Vec<&str> = report["estimate"]["validate"]
+        .as_array()
+        .expect("validate steps")
+        .iter()
+        .map(|s| s["constraint"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, [LOCKED.1, FREE.1], "{report:#}");
+    assert!(timed_beside(&report), "{report:#}");
+    // The competing scan's connection is gone, its transaction with it, and nothing was
+    // validated: a dry run.
+    let mut watcher = db.client();
+    let others: i64 = watcher
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(others, 0, "a session of the dry run outlived it");
+    assert!(!is_valid(&mut watcher, LOCKED.1) && !is_valid(&mut watcher, FREE.1));
+}
+
+#[test]
+fn without_a_second_connection_a_dry_run_times_every_validate_alone() {
+    let db = version_8_with_rows_and_two_not_valid_constraints();
+    let role = single_slot_role(&db, &[]);
+    let out = db
+        .cli_as(&role, "pw")
+        .args(["check-constraints", "--dry-run"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = report["estimate"]["validate"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{report:#}");
+    assert!(steps.iter().all(|s| s["ms"].as_u64().unwrap() > 0));
+    assert!(!timed_beside(&report), "{report:#}");
 }

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,32 @@ use std::time::{Duration, Instant};
 pub const BUILT: &str = env!("CARGO_BIN_EXE_ruleiq-db");
 
 static BINARY: OnceLock<PathBuf> = OnceLock::new();
+
+/// Where every run's report is kept (`--reports`), numbered in the order the runs ended.
+static REPORTS: OnceLock<(PathBuf, AtomicUsize)> = OnceLock::new();
+
+/// Keeps every run's JSON report in `dir` (`--reports`): what a dry run estimated step by step,
+/// and what the run then did, to be read beside the benchmark's own summary.
+pub fn keep_reports(dir: PathBuf) -> Result<()> {
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _ = REPORTS.set((dir, AtomicUsize::new(0)));
+    Ok(())
+}
+
+/// Writes `run`'s report where `--reports` asked, named by its order and its arguments.
+fn keep_report(args: &[&str], run: &ChildRun) -> Result<()> {
+    let Some((dir, count)) = REPORTS.get() else {
+        return Ok(());
+    };
+    let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+    let words: Vec<String> = args
+        .iter()
+        .filter(|a| !a.contains('/'))
+        .map(|a| a.trim_start_matches('-').to_string())
+        .collect();
+    let path = dir.join(format!("{n:03}-{}.json", words.join("_")));
+    std::fs::write(&path, &run.stdout).with_context(|| format!("writing {}", path.display()))
+}
 
 /// Measures another build instead (`--binary`), e.g. the previous release, for a comparison.
 pub fn use_binary(path: PathBuf) {
@@ -110,13 +136,15 @@ pub fn run(url: &str, args: &[&str]) -> Result<ChildRun> {
     let code = status
         .code()
         .unwrap_or_else(|| -status.signal().unwrap_or(0));
-    Ok(ChildRun {
+    let run = ChildRun {
         code,
         wall,
         peak_rss_kib: sampler.join().expect("memory sampler"),
         stdout: stdout.join().expect("stdout reader")?,
         stderr: stderr.join().expect("stderr reader")?,
-    })
+    };
+    keep_report(args, &run)?;
+    Ok(run)
 }
 
 /// `VmHWM` (peak resident set, KiB) from the text of /proc/<pid>/status.

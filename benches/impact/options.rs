@@ -32,6 +32,8 @@ OPTIONS
                       --headroom-rate left the server any headroom on this machine
   --binary FILE       measure this ruleiq-db build instead of the one cargo just built
   --json FILE         where the JSON results go (default target/bench/impact.json)
+  --reports DIR       also keep every ruleiq-db run's JSON report there, numbered in order
+                      (what each dry run estimated, step by step, and what the run did)
   --gin-fastupdate-off
                       migrate on data whose GIN indexes have no pending list: the
                       application's own insert stalls (pending-list flushes) out of the way
@@ -60,6 +62,8 @@ pub struct Options {
     pub idle_rate: u32,
     pub json: PathBuf,
     pub binary: Option<PathBuf>,
+    /// Where every ruleiq-db run's report is kept (`--reports`).
+    pub reports: Option<PathBuf>,
     pub write_docs: bool,
     pub gin_fastupdate_off: bool,
     pub keep: bool,
@@ -85,6 +89,7 @@ impl Options {
             idle_rate: 500,
             json: manifest.join("target/bench/impact.json"),
             binary: None,
+            reports: None,
             write_docs: false,
             gin_fastupdate_off: false,
             keep: false,
@@ -118,6 +123,7 @@ impl Options {
                 }
                 "--idle-rate" => options.idle_rate = number(&value("--idle-rate")?, "--idle-rate")?,
                 "--binary" => options.binary = Some(PathBuf::from(value("--binary")?)),
+                "--reports" => options.reports = Some(PathBuf::from(value("--reports")?)),
                 "--json" => options.json = PathBuf::from(value("--json")?),
                 "--write-docs" => options.write_docs = true,
                 "--gin-fastupdate-off" => options.gin_fastupdate_off = true,

@@ -92,7 +92,13 @@ pub fn run(settings: &Settings, args: &CheckArgs) -> Result<Outcome> {
         .collect();
     let checking = started.elapsed();
     let estimate = if args.dry_run {
-        Some(Estimate::of_check(conn.client(), checking, &timed, &clean)?)
+        Some(Estimate::of_check(
+            conn.client(),
+            Some(&target),
+            checking,
+            &timed,
+            &clean,
+        )?)
     } else {
         None
     };

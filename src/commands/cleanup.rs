@@ -70,6 +70,7 @@ pub fn run(settings: &Settings, args: &CleanupArgs) -> Result<Outcome> {
         };
         let estimate = estimate::estimate(
             &mut client,
+            None,
             estimate::Work::Cleanup,
             &recounted,
             &[],

@@ -103,7 +103,14 @@ pub fn run(settings: &Settings, args: &crate::cli::MigrateArgs) -> Result<Outcom
         // The preflight runs in full right below unless it is deferred: its scans are then
         // timed, not sampled.
         let preflight_timed = first_adding.is_some() && !restores_before_adding;
-        let found = plan::look_ahead(conn.client(), &catalog, &pending, to, preflight_timed)?;
+        let found = plan::look_ahead(
+            conn.client(),
+            &target,
+            &catalog,
+            &pending,
+            to,
+            preflight_timed,
+        )?;
         details.estimate_ms = Some(found.total_ms);
         details.estimate = Some(found);
     }

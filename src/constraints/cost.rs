@@ -54,6 +54,9 @@ pub struct Measured {
     /// The pages the sample read, and those the whole scan reads.
     pub sampled_pages: f64,
     pub pages: f64,
+    /// Timed while a scan of the biggest table ran on another session ([`super::beside`]), as
+    /// its VALIDATE will run.
+    pub beside: bool,
 }
 
 impl Measured {
@@ -62,11 +65,86 @@ impl Measured {
     }
 }
 
-/// Times `scan` over a sample of its table (and a foreign key's parent, at the same share):
-/// one run of contiguous pages from the middle of each, read in order as the whole scan reads
-/// them (a TID range scan). Pages picked at random (`TABLESAMPLE`) are read one by one, without
-/// the sequential scan's read-ahead: on the benchmark's data they cost two to three times as
-/// much per page, and the estimate with them.
+/// A scan's statement over a sample of its table (and a foreign key's parent, at the same
+/// share): one run of contiguous pages from the middle of each, read in order as the whole scan
+/// reads them (a TID range scan), long enough to meet the server's load
+/// (`Sample::timed_of_pages`). Pages picked at random (`TABLESAMPLE`) are read one by one,
+/// without the sequential scan's read-ahead: on the benchmark's data they cost two to three
+/// times as much per page, and the estimate with them.
+struct SampledScan {
+    /// `SELECT count(*)` of the scan's statement within the sample's pages.
+    sql: String,
+    /// The live cutoff (when the scan counts live rows), then the TID bounds, as bound.
+    since: Option<DateTime<Utc>>,
+    ranges: Vec<String>,
+    /// The share of the pages read, and the pages of the whole scan.
+    fraction: f64,
+    pages: f64,
+}
+
+impl SampledScan {
+    fn of(
+        constraints: &[&'static Constraint],
+        sql: &str,
+        live: bool,
+        sizes: &TableSizes,
+    ) -> Result<SampledScan> {
+        let first = constraints[0];
+        let own = Sample::timed_of_pages(sizes.pages(first.table) as f64);
+        let parent = first
+            .parent()
+            .map(|table| Sample::of_pages(sizes.pages(table) as f64));
+        let fraction = parent.map_or(own.fraction(), |p| own.fraction().max(p.fraction()));
+        let since = live.then(Utc::now);
+        let mut ranges = Vec::new();
+        let (from, to) = own.middle_run(fraction);
+        ranges.extend([from, to]);
+        let first_range = since.map_or(1, |_| 2);
+        let sql = within(sql, first.table, "t", first_range)?;
+        let sql = match (first.parent(), parent) {
+            (Some(table), Some(p)) => {
+                let (from, to) = p.middle_run(fraction);
+                ranges.extend([from, to]);
+                within(&sql, table, "parent", first_range + 2)?
+            }
+            _ => sql,
+        };
+        Ok(SampledScan {
+            sql: format!("SELECT count(*) FROM ({sql}) AS s"),
+            since,
+            ranges,
+            fraction,
+            pages: own.pages + parent.map_or(0.0, |p| p.pages),
+        })
+    }
+
+    fn params(&self) -> Vec<&dyn Param> {
+        let mut params: Vec<&dyn Param> = Vec::new();
+        if let Some(since) = &self.since {
+            params.push(since);
+        }
+        params.extend(self.ranges.iter().map(|r| r as &dyn Param));
+        params
+    }
+
+    /// Twice, the faster counting: on a shared machine one run can lose its core for a while,
+    /// and the first pays the sample's pages into memory, which the whole scan, reading in
+    /// order with read-ahead, pays for less.
+    fn measure(&self, client: &mut (impl Query + ?Sized), beside: bool) -> Result<Measured> {
+        let params = self.params();
+        let first_run = sample::execution_time(client, &self.sql, &params)?;
+        let second_run = sample::execution_time(client, &self.sql, &params)?;
+        Ok(Measured {
+            full: first_run.min(second_run).div_f64(self.fraction),
+            took: first_run + second_run,
+            sampled_pages: 2.0 * self.pages * self.fraction,
+            pages: self.pages,
+            beside,
+        })
+    }
+}
+
+/// Times `scan` over a sample of its table ([`SampledScan`]), on its own.
 fn measure_scan(
     client: &mut (impl Query + ?Sized),
     constraints: &[&'static Constraint],
@@ -74,42 +152,7 @@ fn measure_scan(
     live: bool,
     sizes: &TableSizes,
 ) -> Result<Measured> {
-    let first = constraints[0];
-    let sample_of = |table: &str| Sample::of_pages(sizes.pages(table) as f64);
-    let own = sample_of(first.table);
-    let parent = first.parent().map(sample_of);
-    let fraction = parent.map_or(own.fraction(), |p| own.fraction().max(p.fraction()));
-    let since: DateTime<Utc> = Utc::now();
-    let own_range = own.middle_run(fraction);
-    let parent_range = parent.map(|p| p.middle_run(fraction));
-    let mut params: Vec<&dyn Param> = Vec::new();
-    if live {
-        params.push(&since);
-    }
-    params.push(&own_range.0);
-    params.push(&own_range.1);
-    let sql = within(sql, first.table, "t", params.len() - 1)?;
-    let sql = match (first.parent(), &parent_range) {
-        (Some(p), Some(range)) => {
-            params.push(&range.0);
-            params.push(&range.1);
-            within(&sql, p, "parent", params.len() - 1)?
-        }
-        _ => sql,
-    };
-    // Twice, the faster counting: on a shared machine one run can lose its core for a while,
-    // and the first pays the sample's pages into memory, which the whole scan, reading in
-    // order with read-ahead, pays for less.
-    let sql = format!("SELECT count(*) FROM ({sql}) AS s");
-    let first_run = sample::execution_time(client, &sql, &params)?;
-    let second_run = sample::execution_time(client, &sql, &params)?;
-    let pages = own.pages + parent.map_or(0.0, |p| p.pages);
-    Ok(Measured {
-        full: first_run.min(second_run).div_f64(fraction),
-        took: first_run + second_run,
-        sampled_pages: 2.0 * pages * fraction,
-        pages,
-    })
+    SampledScan::of(constraints, sql, live, sizes)?.measure(client, false)
 }
 
 /// `sql` with the table read as `alias` limited to the TID range in parameters `$first` and
@@ -177,8 +220,14 @@ pub fn check_cost(client: &mut Client, constraints: &[&'static Constraint]) -> R
 /// table (for a foreign key, the anti-join against the parent), on one process, as PostgreSQL
 /// validates. None for one whose table (or parent) does not exist yet. One read-only
 /// transaction, one spelling and one size read for them all.
+///
+/// `migrate` validates different tables at the same time (`validate.rs`): the biggest table's
+/// VALIDATEs run alone for most of their time, every other table's beside them. So with
+/// `beside` (a second connection), every other table's sample is timed while the biggest
+/// table's runs on it ([`super::beside`]); without, or when it cannot run there, alone.
 pub fn validate_costs(
     client: &mut Client,
+    beside: Option<&mut Client>,
     constraints: &[&'static Constraint],
 ) -> Result<Vec<Option<Measured>>> {
     if constraints.is_empty() {
@@ -189,27 +238,91 @@ pub fn validate_costs(
     let spelling = DatabaseSpelling::read(&mut tx, &tables)?;
     let sizes = introspect::table_sizes(&mut tx, &tables)?;
     tx.batch(SAMPLE_SETTINGS)?;
-    let mut measured = Vec::with_capacity(constraints.len());
-    for &constraint in constraints {
-        if !constraint.tables_read().all(|t| spelling.has_table(t)) {
-            measured.push(None);
-            continue;
+    let scans: Vec<Option<SampledScan>> = constraints
+        .iter()
+        .map(|&constraint| {
+            if !constraint.tables_read().all(|t| spelling.has_table(t)) {
+                return Ok(None);
+            }
+            let sql = format!(
+                "SELECT 1 FROM {} AS t WHERE {}",
+                qualified(constraint.table),
+                constraint.violation_condition(&spelling, "t")
+            );
+            SampledScan::of(&[constraint], &sql, false, &sizes).map(Some)
+        })
+        .collect::<Result<_>>()?;
+    let biggest = biggest_table(constraints, &scans, &sizes);
+    let on_biggest = |i: usize| Some(constraints[i].table) == biggest;
+    let mut measured: Vec<Option<Measured>> = vec![None; constraints.len()];
+    for (i, scan) in scans.iter().enumerate() {
+        if let Some(scan) = scan.as_ref().filter(|_| biggest.is_none() || on_biggest(i)) {
+            measured[i] = Some(scan.measure(&mut tx, false)?);
         }
-        let sql = format!(
-            "SELECT 1 FROM {} AS t WHERE {}",
-            qualified(constraint.table),
-            constraint.violation_condition(&spelling, "t")
-        );
-        measured.push(Some(measure_scan(
-            &mut tx,
-            &[constraint],
-            &sql,
-            false,
-            &sizes,
-        )?));
+    }
+    let others: Vec<(usize, &SampledScan)> = scans
+        .iter()
+        .enumerate()
+        .filter_map(|(i, scan)| Some((i, scan.as_ref()?)))
+        .filter(|(i, _)| biggest.is_some() && !on_biggest(*i))
+        .collect();
+    let competitor = scans
+        .iter()
+        .enumerate()
+        .find_map(|(i, scan)| scan.as_ref().filter(|_| on_biggest(i)));
+    match (beside, competitor) {
+        (Some(other), Some(competitor)) if !others.is_empty() => {
+            let (timed, raced) = super::beside::while_scanning(
+                other,
+                super::beside::Competitor {
+                    sql: &competitor.sql,
+                    params: competitor.params(),
+                },
+                || {
+                    others
+                        .iter()
+                        .map(|(i, scan)| Ok((*i, scan.measure(&mut tx, true)?)))
+                        .collect::<Result<Vec<_>>>()
+                },
+            )?;
+            for (i, mut m) in timed {
+                m.beside = raced;
+                measured[i] = Some(m);
+            }
+        }
+        _ => {
+            for (i, scan) in others {
+                measured[i] = Some(scan.measure(&mut tx, false)?);
+            }
+        }
     }
     tx.commit()?;
     Ok(measured)
+}
+
+/// The table whose VALIDATEs read the most (a foreign key's parent counted too): the one
+/// `validate.rs` spends longest on. None when only one table is validated: nothing runs
+/// beside it.
+fn biggest_table(
+    constraints: &[&'static Constraint],
+    scans: &[Option<SampledScan>],
+    sizes: &TableSizes,
+) -> Option<&'static str> {
+    let mut tables: Vec<(&'static str, i64)> = Vec::new();
+    for (c, _) in constraints.iter().zip(scans).filter(|(_, s)| s.is_some()) {
+        let bytes: i64 = c.tables_read().map(|t| sizes.bytes(t)).sum();
+        match tables.iter_mut().find(|(t, _)| *t == c.table) {
+            Some((_, total)) => *total += bytes,
+            None => tables.push((c.table, bytes)),
+        }
+    }
+    if tables.len() < 2 {
+        return None;
+    }
+    tables
+        .into_iter()
+        .max_by_key(|(_, bytes)| *bytes)
+        .map(|(t, _)| t)
 }
 
 /// The fastest of three `SELECT 1`: what any statement costs before it reads a page.

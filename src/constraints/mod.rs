@@ -2,6 +2,7 @@
 //! catalog's columns, which rows break a constraint (`check`), which rows were written during
 //! the check (`live`), and validating NOT VALID constraints (`validate`).
 
+mod beside;
 pub mod check;
 pub mod cost;
 pub mod indexed;

@@ -7,7 +7,8 @@
 
 use crate::catalog::constraints::Constraint;
 use crate::constraints::cost::{self, CheckCost, ScanCost, TimedScans};
-use crate::db::introspect;
+use crate::db::config::Target;
+use crate::db::{self, introspect};
 use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
@@ -47,6 +48,9 @@ pub struct Estimate {
 #[derive(Debug, Serialize)]
 pub struct StepEstimate {
     pub constraint: &'static str,
+    /// Timed beside a scan of the biggest table, as it will run (`constraints::cost`).
+    #[serde(skip)]
+    pub beside: bool,
     /// Bytes the VALIDATE reads (the table, and for a foreign key its parent too).
     pub bytes: i64,
     pub ms: u64,
@@ -90,6 +94,7 @@ pub struct Repair {
 /// look as the dry run timed it and the writes of its rows.
 pub fn estimate(
     client: &mut Client,
+    beside: Option<&Target>,
     work: Work,
     checked: &[&'static Constraint],
     validate: &[&'static Constraint],
@@ -107,7 +112,19 @@ pub fn estimate(
     let mut sampled_pages = check.as_ref().map_or(0.0, |c| c.sampled_pages);
     let mut pages = check.as_ref().map_or(0.0, |c| c.pages);
     let mut steps = Vec::new();
-    for (c, measured) in validate.iter().zip(cost::validate_costs(client, validate)?) {
+    // Another table's VALIDATE runs beside the biggest's: its sample is timed beside a scan of
+    // the biggest on a second connection, when one can be had.
+    let mut own_tables: Vec<&str> = validate.iter().map(|c| c.table).collect();
+    own_tables.sort_unstable();
+    own_tables.dedup();
+    let mut second = beside
+        .filter(|_| own_tables.len() > 1)
+        .and_then(|target| db::connect(target).ok());
+    for (c, measured) in
+        validate
+            .iter()
+            .zip(cost::validate_costs(client, second.as_mut(), validate)?)
+    {
         let Some(measured) = measured else {
             continue;
         };
@@ -116,6 +133,7 @@ pub fn estimate(
         pages += measured.pages;
         steps.push(StepEstimate {
             constraint: c.name,
+            beside: measured.beside,
             bytes: (measured.pages * page_bytes) as i64,
             ms: measured.full_ms() + rt_ms.ceil() as u64,
         });
@@ -211,6 +229,23 @@ fn basis(
             "each VALIDATE on one process, one after another, as PostgreSQL validates".to_string(),
         );
     }
+    let timed_beside = steps.iter().filter(|s| s.beside).count();
+    if timed_beside > 0 {
+        let (which, as_it) = match timed_beside {
+            1 => (
+                "the VALIDATE of a table other than the biggest".to_string(),
+                "it",
+            ),
+            n => (
+                format!("the {n} VALIDATEs of tables other than the biggest"),
+                "they",
+            ),
+        };
+        parts.push(format!(
+            "{which} timed while a scan of the biggest ran on a second connection, as {as_it} \
+             will run beside its VALIDATE"
+        ));
+    }
     if let Some(r) = repair {
         let shared = if r.sessions > 1 {
             format!(
@@ -250,11 +285,12 @@ impl Estimate {
     /// estimated as ever.
     pub fn of_check(
         client: &mut Client,
+        beside: Option<&Target>,
         took: Duration,
         timed: &TimedScans,
         validate: &[&'static Constraint],
     ) -> Result<Estimate> {
-        let mut found = estimate(client, Work::Check, &[], validate, None)?;
+        let mut found = estimate(client, beside, Work::Check, &[], validate, None)?;
         let ms = took.as_millis() as u64;
         found.check_ms = Some(ms);
         found.total_ms += ms;

@@ -8,6 +8,7 @@ use crate::catalog::sql::{lock_taken, split_statements};
 use crate::catalog::Catalog;
 use crate::constraints::presence::{self, ConstraintState};
 use crate::db::blockers::{Scope, Takes};
+use crate::db::config::Target;
 use crate::health::estimate::{self, Estimate};
 use anyhow::Result;
 use postgres::Client;
@@ -91,6 +92,7 @@ pub fn blocker_scope(plans: &[PlannedMigration]) -> Scope {
 /// took ([`Estimate::check_timed`]), so its scans are not sampled here.
 pub fn look_ahead(
     client: &mut Client,
+    target: &Target,
     catalog: &Catalog,
     pending: &[Migration],
     to: i32,
@@ -119,6 +121,7 @@ pub fn look_ahead(
     };
     estimate::estimate(
         client,
+        Some(target),
         estimate::Work::Migrate {
             preflight: !adding.is_empty(),
         },

@@ -310,6 +310,21 @@ impl TestDb {
         TestDb::new().with_dirty_legacy()
     }
 
+    /// The dirty fixture with its violations repaired by hand: a clean version-7 database with
+    /// rows in every table.
+    pub fn clean_legacy() -> TestDb {
+        let db = TestDb::dirty_legacy();
+        db.execute(
+            "UPDATE evidence_items SET status = 'collected' WHERE status NOT IN ('not_started','in_progress','collected','approved','rejected');
+             UPDATE evidence_items SET approved_at = now(), approved_by = user_id::text WHERE status = 'approved';
+             UPDATE business_profiles SET employee_count = 1 WHERE employee_count <= 0;
+             UPDATE business_profiles SET data_sensitivity = 'High' WHERE data_sensitivity NOT IN ('Low','Medium','High','Critical');
+             UPDATE assessment_sessions SET business_profil = NULL WHERE business_profil NOT IN (SELECT id FROM business_profiles);
+             DELETE FROM generated_policies WHERE business_profil NOT IN (SELECT id FROM business_profiles);",
+        );
+        db
+    }
+
     /// This database migrated to version 7 and loaded with the dirty legacy fixture.
     pub fn with_dirty_legacy(self) -> TestDb {
         self.migrate_to(7);

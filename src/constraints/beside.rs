@@ -1,0 +1,60 @@
+//! Timing a sample while a scan of ours runs on another session: how a VALIDATE fares beside
+//! another table's, which `migrate` runs at the same time (`validate.rs`). Where the
+//! application leaves few cores idle, the two share what it leaves: business_profiles'
+//! VALIDATEs took 1.3–3.7 times what their samples, timed alone, said, evidence_items' about
+//! what theirs said (docs/performance.md). Where cores are idle, the two do not slow each other,
+//! and a sample timed beside the other scan says so too.
+
+use crate::db::{Param, Query};
+use anyhow::Result;
+use postgres::Client;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The competing scan's settings, for its transaction only: one process, as a VALIDATE runs.
+const SETTINGS: &str = "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off";
+
+/// How long the competing scan runs before `work` starts: a local round trip and the
+/// statement's start on the server.
+const HEAD_START: Duration = Duration::from_millis(2);
+
+/// A statement the other session runs, with what it binds.
+pub struct Competitor<'a> {
+    pub sql: &'a str,
+    pub params: Vec<&'a dyn Param>,
+}
+
+/// Runs `work` while `other` runs `competitor` over and over, in a read-only transaction it
+/// rolls back, from just before `work` starts until it ends. Returns what `work` returned, and
+/// whether the competing scan ran throughout: when it could not start, or failed, `work`'s
+/// time was taken alone.
+pub fn while_scanning<R>(
+    other: &mut Client,
+    competitor: Competitor<'_>,
+    work: impl FnOnce() -> Result<R>,
+) -> Result<(R, bool)> {
+    let stop = AtomicBool::new(false);
+    let (started, began) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let stop = &stop;
+        let competing = scope.spawn(move || -> Result<()> {
+            let mut tx = other.build_transaction().read_only(true).start()?;
+            tx.batch(SETTINGS)?;
+            let _ = started.send(());
+            while !stop.load(Ordering::SeqCst) {
+                tx.row(competitor.sql, &competitor.params)?;
+            }
+            tx.rollback()?;
+            Ok(())
+        });
+        let racing = began.recv().is_ok();
+        if racing {
+            std::thread::sleep(HEAD_START);
+        }
+        let result = work();
+        stop.store(true, Ordering::SeqCst);
+        let ran = competing.join().expect("competing scan panicked").is_ok();
+        result.map(|r| (r, racing && ran))
+    })
+}
