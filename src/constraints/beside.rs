@@ -12,15 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The competing scan's settings, for its transaction only: one process, as a VALIDATE runs.
-const SETTINGS: &str = "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off";
-
 /// How long the competing scan runs before `work` starts: a local round trip and the
 /// statement's start on the server.
 const HEAD_START: Duration = Duration::from_millis(2);
 
-/// A statement the other session runs, with what it binds.
+/// A statement the other session runs, with what it binds, under the `SET LOCAL` settings its
+/// samples run with (one process, as a VALIDATE runs).
 pub struct Competitor<'a> {
+    pub settings: &'a str,
     pub sql: &'a str,
     pub params: Vec<&'a dyn Param>,
 }
@@ -40,7 +39,7 @@ pub fn while_scanning<R>(
         let stop = &stop;
         let competing = scope.spawn(move || -> Result<()> {
             let mut tx = other.build_transaction().read_only(true).start()?;
-            tx.batch(SETTINGS)?;
+            tx.batch(competitor.settings)?;
             let _ = started.send(());
             while !stop.load(Ordering::SeqCst) {
                 tx.row(competitor.sql, &competitor.params)?;

@@ -12,8 +12,9 @@ use super::scan_sessions::sessions_offered;
 use super::spelling::DatabaseSpelling;
 use crate::catalog::constraints::{self as catalog, Constraint};
 use crate::catalog::sql::qualified;
+use crate::db::config::Target;
 use crate::db::introspect::{self, TableSizes};
-use crate::db::{Param, Query};
+use crate::db::{self, Param, Query};
 use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use postgres::Client;
@@ -130,7 +131,7 @@ impl SampledScan {
     /// Twice, the faster counting: on a shared machine one run can lose its core for a while,
     /// and the first pays the sample's pages into memory, which the whole scan, reading in
     /// order with read-ahead, pays for less.
-    fn measure(&self, client: &mut (impl Query + ?Sized), beside: bool) -> Result<Measured> {
+    fn measure(&self, client: &mut (impl Query + ?Sized)) -> Result<Measured> {
         let params = self.params();
         let first_run = sample::execution_time(client, &self.sql, &params)?;
         let second_run = sample::execution_time(client, &self.sql, &params)?;
@@ -139,7 +140,7 @@ impl SampledScan {
             took: first_run + second_run,
             sampled_pages: 2.0 * self.pages * self.fraction,
             pages: self.pages,
-            beside,
+            beside: false,
         })
     }
 }
@@ -152,7 +153,7 @@ fn measure_scan(
     live: bool,
     sizes: &TableSizes,
 ) -> Result<Measured> {
-    SampledScan::of(constraints, sql, live, sizes)?.measure(client, false)
+    SampledScan::of(constraints, sql, live, sizes)?.measure(client)
 }
 
 /// `sql` with the table read as `alias` limited to the TID range in parameters `$first` and
@@ -223,11 +224,12 @@ pub fn check_cost(client: &mut Client, constraints: &[&'static Constraint]) -> R
 ///
 /// `migrate` validates different tables at the same time (`validate.rs`): the biggest table's
 /// VALIDATEs run alone for most of their time, every other table's beside them. So with
-/// `beside` (a second connection), every other table's sample is timed while the biggest
-/// table's runs on it ([`super::beside`]); without, or when it cannot run there, alone.
+/// `beside` (the target, for a second connection), every other table's sample is timed while
+/// the biggest table's runs there ([`super::beside`]); without it, when the connection cannot
+/// be had, or when the competing scan cannot run, alone.
 pub fn validate_costs(
     client: &mut Client,
-    beside: Option<&mut Client>,
+    beside: Option<&Target>,
     constraints: &[&'static Constraint],
 ) -> Result<Vec<Option<Measured>>> {
     if constraints.is_empty() {
@@ -253,52 +255,58 @@ pub fn validate_costs(
         })
         .collect::<Result<_>>()?;
     let biggest = biggest_table(constraints, &scans, &sizes);
-    let on_biggest = |i: usize| Some(constraints[i].table) == biggest;
-    let mut measured: Vec<Option<Measured>> = vec![None; constraints.len()];
-    for (i, scan) in scans.iter().enumerate() {
-        if let Some(scan) = scan.as_ref().filter(|_| biggest.is_none() || on_biggest(i)) {
-            measured[i] = Some(scan.measure(&mut tx, false)?);
-        }
-    }
-    let others: Vec<(usize, &SampledScan)> = scans
+    // Each present table's sample by its place in `constraints`: the biggest's (or, with one
+    // table, all) timed alone, the others' beside it.
+    let (others, alone): (Vec<Indexed>, Vec<Indexed>) = scans
         .iter()
         .enumerate()
         .filter_map(|(i, scan)| Some((i, scan.as_ref()?)))
-        .filter(|(i, _)| biggest.is_some() && !on_biggest(*i))
-        .collect();
-    let competitor = scans
+        .partition(|(i, _)| biggest.is_some_and(|table| constraints[*i].table != table));
+    let mut measured: Vec<Option<Measured>> = vec![None; constraints.len()];
+    for (i, scan) in &alone {
+        measured[*i] = Some(scan.measure(&mut tx)?);
+    }
+    // Nothing runs beside the biggest's VALIDATE when there are no others: no connection then.
+    let competitor = alone
         .iter()
-        .enumerate()
-        .find_map(|(i, scan)| scan.as_ref().filter(|_| on_biggest(i)));
-    match (beside, competitor) {
-        (Some(other), Some(competitor)) if !others.is_empty() => {
+        .find(|(i, _)| Some(constraints[*i].table) == biggest)
+        .map(|(_, scan)| *scan);
+    let second = match competitor {
+        Some(_) if !others.is_empty() => beside.and_then(|target| db::connect(target).ok()),
+        _ => None,
+    };
+    match (second, competitor) {
+        (Some(mut other), Some(competitor)) => {
             let (timed, raced) = super::beside::while_scanning(
-                other,
+                &mut other,
                 super::beside::Competitor {
+                    settings: SAMPLE_SETTINGS,
                     sql: &competitor.sql,
                     params: competitor.params(),
                 },
                 || {
                     others
                         .iter()
-                        .map(|(i, scan)| Ok((*i, scan.measure(&mut tx, true)?)))
+                        .map(|(i, scan)| Ok((*i, scan.measure(&mut tx)?)))
                         .collect::<Result<Vec<_>>>()
                 },
             )?;
-            for (i, mut m) in timed {
-                m.beside = raced;
-                measured[i] = Some(m);
+            for (i, m) in timed {
+                measured[i] = Some(Measured { beside: raced, ..m });
             }
         }
         _ => {
             for (i, scan) in others {
-                measured[i] = Some(scan.measure(&mut tx, false)?);
+                measured[i] = Some(scan.measure(&mut tx)?);
             }
         }
     }
     tx.commit()?;
     Ok(measured)
 }
+
+/// A sample and the place of its constraint in the list being estimated.
+type Indexed<'s> = (usize, &'s SampledScan);
 
 /// The table whose VALIDATEs read the most (a foreign key's parent counted too): the one
 /// `validate.rs` spends longest on. None when only one table is validated: nothing runs

@@ -8,7 +8,7 @@
 use crate::catalog::constraints::Constraint;
 use crate::constraints::cost::{self, CheckCost, ScanCost, TimedScans};
 use crate::db::config::Target;
-use crate::db::{self, introspect};
+use crate::db::introspect;
 use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
@@ -91,7 +91,9 @@ pub struct Repair {
 
 /// Estimates `work`: the check of `checked` (none for `migrate` without the preflight; for
 /// `cleanup`, its recount), the VALIDATE of each of `validate`, and for `cleanup` (`repair`) the
-/// look as the dry run timed it and the writes of its rows.
+/// look as the dry run timed it and the writes of its rows. `beside`: where a second
+/// connection can be opened, to time the VALIDATEs of other tables beside a scan of the biggest,
+/// as they will run (`constraints::cost::validate_costs`).
 pub fn estimate(
     client: &mut Client,
     beside: Option<&Target>,
@@ -112,18 +114,9 @@ pub fn estimate(
     let mut sampled_pages = check.as_ref().map_or(0.0, |c| c.sampled_pages);
     let mut pages = check.as_ref().map_or(0.0, |c| c.pages);
     let mut steps = Vec::new();
-    // Another table's VALIDATE runs beside the biggest's: its sample is timed beside a scan of
-    // the biggest on a second connection, when one can be had.
-    let mut own_tables: Vec<&str> = validate.iter().map(|c| c.table).collect();
-    own_tables.sort_unstable();
-    own_tables.dedup();
-    let mut second = beside
-        .filter(|_| own_tables.len() > 1)
-        .and_then(|target| db::connect(target).ok());
-    for (c, measured) in
-        validate
-            .iter()
-            .zip(cost::validate_costs(client, second.as_mut(), validate)?)
+    for (c, measured) in validate
+        .iter()
+        .zip(cost::validate_costs(client, beside, validate)?)
     {
         let Some(measured) = measured else {
             continue;
