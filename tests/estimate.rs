@@ -100,6 +100,12 @@ fn cleanup_dry_run_estimates_the_run_and_each_recount_scan_on_its_path() {
         "{estimate:#}"
     );
     assert!(estimate["repair_ms"].as_u64().unwrap() > 0);
+    // No VALIDATE to estimate: nothing of the idle-core caveat, which is about VALIDATEs.
+    let basis = estimate["basis"].as_str().unwrap();
+    assert!(
+        basis.ends_with("a busy server, takes longer") && !basis.contains("cores stand idle"),
+        "{basis}"
+    );
     let scans = estimate["scans"].as_array().unwrap();
     // evidence_items' CHECKs together, business_profiles' together, one per foreign key.
     assert_eq!(scans.len(), 4, "{scans:#?}");
@@ -137,4 +143,11 @@ fn migrate_dry_run_estimates_the_preflight_and_each_validate() {
     for step in steps {
         assert!(step["ms"].as_u64().unwrap() > 0, "{step}");
     }
+    // The VALIDATEs' samples are a busy server's measure, and the basis says so
+    // (docs/design.md §11).
+    assert!(
+        basis.contains("on a server the application keeps busy")
+            && basis.contains("where cores stand idle a VALIDATE can take half of this or less"),
+        "{basis}"
+    );
 }
