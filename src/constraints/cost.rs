@@ -69,9 +69,12 @@ impl Measured {
 /// A scan's statement over a sample of its table (and a foreign key's parent, at the same
 /// share): one run of contiguous pages from the middle of each, read in order as the whole scan
 /// reads them (a TID range scan), long enough to meet the server's load
-/// (`Sample::timed_of_pages`). Pages picked at random (`TABLESAMPLE`) are read one by one,
-/// without the sequential scan's read-ahead: on the benchmark's data they cost two to three
-/// times as much per page, and the estimate with them.
+/// (`Sample::timed_of_pages`). A TID range scan has no bulk-read ring: the run kept reads its
+/// pages from shared buffers, cache-cold, where a VALIDATE reads each warm from its ring, so on
+/// idle cores the sample costs more a row than the VALIDATE (up to twice, the more the later
+/// the column a rule reads), and under load about the same (docs/design.md §11). Pages picked
+/// at random (`TABLESAMPLE SYSTEM`) err as much, in both directions: the tried table in
+/// docs/performance.md.
 struct SampledScan {
     /// `SELECT count(*)` of the scan's statement within the sample's pages.
     sql: String,
