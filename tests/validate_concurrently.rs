@@ -215,15 +215,11 @@ fn a_dry_run_times_the_smaller_tables_validate_beside_the_biggers_and_leaves_no_
     assert!(timed_beside(&report), "{report:#}");
     // The competing scan's connection is gone, its transaction with it, and nothing was
     // validated: a dry run.
-    let mut watcher = db.client();
-    let others: i64 = watcher
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let others = db.scalar_i64(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    );
     assert_eq!(others, 0, "a session of the dry run outlived it");
+    let mut watcher = db.client();
     assert!(!is_valid(&mut watcher, LOCKED.1) && !is_valid(&mut watcher, FREE.1));
 }
 

@@ -148,17 +148,6 @@ impl SampledScan {
     }
 }
 
-/// Times `scan` over a sample of its table ([`SampledScan`]), on its own.
-fn measure_scan(
-    client: &mut (impl Query + ?Sized),
-    constraints: &[&'static Constraint],
-    sql: &str,
-    live: bool,
-    sizes: &TableSizes,
-) -> Result<Measured> {
-    SampledScan::of(constraints, sql, live, sizes)?.measure(client)
-}
-
 /// `sql` with the table read as `alias` limited to the TID range in parameters `$first` and
 /// `$first + 1`: `FROM table AS alias WHERE …` becomes `FROM table AS alias WHERE (range) AND …`
 /// (the scans' conditions are parenthesised or chains of AND).
@@ -192,7 +181,8 @@ pub fn check_cost(client: &mut Client, constraints: &[&'static Constraint]) -> R
     let (mut sampled, mut sampled_pages, mut pages) = (Duration::ZERO, 0.0, 0.0);
     for scan in &scans {
         // The sequential pass is what the sample times; a narrowed scan reads its share of it.
-        let measured = measure_scan(&mut tx, &scan.constraints, &scan.sql, scan.live, &sizes)?;
+        let measured =
+            SampledScan::of(&scan.constraints, &scan.sql, scan.live, &sizes)?.measure(&mut tx)?;
         let share = scan.narrowed.as_ref().map_or(1.0, |n| n.share);
         sampled += measured.took;
         sampled_pages += measured.sampled_pages;
