@@ -382,3 +382,44 @@ fn status_names_a_migration_lock_stranded_on_a_session_not_running_ruleiq_db() {
     let (_, table, _) = db.run(&["status"]);
     assert!(table.contains("STRANDED migration lock"), "{table}");
 }
+
+/// A pool of one server connection: while one of our transactions holds it, another of ours
+/// can only wait. The check's scan sessions and the dry run's competing scan are extra: with
+/// none to be had, the command goes on alone instead of waiting out the pooler's
+/// `query_wait_timeout` (and failing when it ends).
+#[test]
+fn a_pool_of_one_server_connection_is_enough_for_every_reading_command() {
+    let db = TestDb::dirty_legacy();
+    let wait = 10;
+    let bouncer = Bouncer::start_sized(&db, PoolMode::Transaction, &[], 1, wait);
+    let pooled = bouncer.url_for(&db.name);
+    let reading: [&[&str]; 4] = [
+        &["check-constraints", "--dry-run"],
+        &["migrate", "--dry-run"],
+        &["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY],
+        &["status", "--health"],
+    ];
+    for args in reading {
+        let (direct_code, direct_doc, _) = run_at(&db.url, args);
+        let started = std::time::Instant::now();
+        let (code, doc, stderr) = run_at(&pooled, args);
+        let took = started.elapsed();
+        assert_eq!(
+            code,
+            direct_code,
+            "{args:?} through a pool of one: {doc}\n{stderr}\n{}",
+            bouncer.log()
+        );
+        assert_eq!(doc["connection"]["via"], "pooler-transaction");
+        if args[0] == "check-constraints" {
+            assert_eq!(doc["constraints"], direct_doc["constraints"]);
+            assert!(doc["total_violations"].as_i64().unwrap() > 0);
+        }
+        assert!(
+            !bouncer.log().contains("query_wait_timeout"),
+            "{args:?}: a client of ours waited out the pool ({took:?}):\n{}",
+            bouncer.log()
+        );
+    }
+    assert_nothing_left_behind(&db, &bouncer, 1);
+}

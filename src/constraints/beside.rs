@@ -7,7 +7,7 @@
 
 use crate::db::{Param, Query};
 use anyhow::Result;
-use postgres::Client;
+use postgres::{Client, Transaction};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -15,6 +15,12 @@ use std::time::Duration;
 /// How long the competing scan runs before `work` starts: a local round trip and the
 /// statement's start on the server.
 const HEAD_START: Duration = Duration::from_millis(2);
+
+/// How long `work` waits for the competing scan to start. A direct connection's BEGIN takes a
+/// round trip; through a transaction pooler with no server connection to spare (a pool of one,
+/// which `work`'s own transaction holds) it cannot start until that transaction ends, and
+/// `work` is timed alone instead.
+const START_WAIT: Duration = Duration::from_millis(500);
 
 /// A statement the other session runs, with what it binds, under the `SET LOCAL` settings its
 /// samples run with (one process, as a VALIDATE runs).
@@ -24,14 +30,18 @@ pub struct Competitor<'a> {
     pub params: Vec<&'a dyn Param>,
 }
 
-/// Runs `work` while `other` runs `competitor` over and over, in a read-only transaction it
-/// rolls back, from just before `work` starts until it ends. Returns what `work` returned, and
-/// whether the competing scan ran throughout: when it could not start, or failed, `work`'s
-/// time was taken alone.
+/// Runs `work` on `tx` while `other` runs `competitor` over and over, in a read-only
+/// transaction it rolls back, from just before `work` starts until it ends; then commits `tx`.
+/// Returns what `work` returned, and whether the competing scan ran throughout: when it could
+/// not start in [`START_WAIT`], or failed, `work`'s time was taken alone.
+///
+/// `tx` ends before the competing session is waited for: behind a pool of one, that session's
+/// BEGIN is still queued for the server connection `tx` holds, and gets it only then.
 pub fn while_scanning<R>(
     other: &mut Client,
     competitor: Competitor<'_>,
-    work: impl FnOnce() -> Result<R>,
+    mut tx: Transaction<'_>,
+    work: impl FnOnce(&mut Transaction<'_>) -> Result<R>,
 ) -> Result<(R, bool)> {
     let stop = AtomicBool::new(false);
     let (started, began) = mpsc::channel();
@@ -47,13 +57,19 @@ pub fn while_scanning<R>(
             tx.rollback()?;
             Ok(())
         });
-        let racing = began.recv().is_ok();
+        let racing = began.recv_timeout(START_WAIT).is_ok();
         if racing {
             std::thread::sleep(HEAD_START);
+        } else {
+            // Should it start later, it stops at once.
+            stop.store(true, Ordering::SeqCst);
         }
-        let result = work();
+        let result = work(&mut tx);
         stop.store(true, Ordering::SeqCst);
+        let ended = tx.commit();
         let ran = competing.join().expect("competing scan panicked").is_ok();
-        result.map(|r| (r, racing && ran))
+        let result = result?;
+        ended?;
+        Ok((result, racing && ran))
     })
 }

@@ -521,17 +521,18 @@ pub fn check_live(
     tx.batch(SCAN_SETTINGS)?;
     let bar = log.bytes_bar(all_parts_cost as u64, "checking constraints");
     let results: Vec<Result<(Vec<Tally>, Duration)>> = if parts.len() <= 1 {
-        parts
+        let results = parts
             .iter()
             .map(|part| part.run(&mut tx, &live_since.since, &bar))
-            .collect()
+            .collect();
+        tx.commit()?;
+        results
     } else {
         let snapshot: String = tx.row("SELECT pg_export_snapshot()", &[])?.get(0);
         let since = &live_since.since;
         let run = |part: &Part<'_>, tx: &mut Transaction<'_>| part.run(tx, since, &bar);
-        run_parallel(early, &snapshot, SCAN_SETTINGS, &mut tx, &parts, &run)?
+        run_parallel(early, &snapshot, SCAN_SETTINGS, tx, &parts, &run)?
     };
-    tx.commit()?;
     bar.finish_and_clear();
 
     let mut tallies: HashMap<&'static str, Tally> = HashMap::new();

@@ -228,8 +228,16 @@ pub fn validate_costs(
     if constraints.is_empty() {
         return Ok(Vec::new());
     }
-    let mut tx = client.build_transaction().read_only(true).start()?;
     let tables = catalog::tables_read(constraints.iter().copied());
+    // The second connection opens before this transaction begins: behind a pool of one, the
+    // first statement that needs a server would otherwise wait for the one it holds.
+    let second = beside
+        .filter(|_| constraints.iter().any(|c| c.table != constraints[0].table))
+        .map(|target| {
+            let target = target.clone();
+            std::thread::spawn(move || db::connect(&target))
+        });
+    let mut tx = client.build_transaction().read_only(true).start()?;
     let spelling = DatabaseSpelling::read(&mut tx, &tables)?;
     let sizes = introspect::table_sizes(&mut tx, &tables)?;
     tx.batch(SAMPLE_SETTINGS)?;
@@ -259,13 +267,14 @@ pub fn validate_costs(
     for (i, scan) in &alone {
         measured[*i] = Some(scan.measure(&mut tx)?);
     }
-    // Nothing runs beside the biggest's VALIDATE when there are no others: no connection then.
+    // Nothing runs beside the biggest's VALIDATE when there are no others: the second connection
+    // is not used then.
     let competitor = alone
         .iter()
         .find(|(i, _)| Some(constraints[*i].table) == biggest)
         .map(|(_, scan)| *scan);
     let second = match competitor {
-        Some(_) if !others.is_empty() => beside.and_then(|target| db::connect(target).ok()),
+        Some(_) if !others.is_empty() => second.and_then(|early| early.join().ok()?.ok()),
         _ => None,
     };
     match (second, competitor) {
@@ -277,10 +286,11 @@ pub fn validate_costs(
                     sql: &competitor.sql,
                     params: competitor.params(),
                 },
-                || {
+                tx,
+                |tx| {
                     others
                         .iter()
-                        .map(|(i, scan)| Ok((*i, scan.measure(&mut tx)?)))
+                        .map(|(i, scan)| Ok((*i, scan.measure(tx)?)))
                         .collect::<Result<Vec<_>>>()
                 },
             )?;
@@ -292,9 +302,9 @@ pub fn validate_costs(
             for (i, scan) in others {
                 measured[i] = Some(scan.measure(&mut tx)?);
             }
+            tx.commit()?;
         }
     }
-    tx.commit()?;
     Ok(measured)
 }
 

@@ -81,12 +81,20 @@ fn drain<P, R>(
 }
 
 /// Runs parts on the coordinator's own transaction and the `early` connections, which import
-/// its snapshot and start with `settings` (the coordinator's).
+/// its snapshot and start with `settings` (the coordinator's), then commits the coordinator's.
+///
+/// A session that cannot join only makes the check slower: the coordinator takes every part
+/// nobody else takes. Through a transaction pooler with no server connection to spare (a pool
+/// of one, or one the application fills), a session's BEGIN waits until one of ours ends. So
+/// the coordinator ends its transaction as soon as no part is left, before waiting for the
+/// others: a session still waiting then gets the server, finds the snapshot gone (an imported
+/// snapshot outlives its exporter, one not yet imported does not) and ends, instead of waiting
+/// out the pooler's `query_wait_timeout` against a transaction that waits for it.
 pub(super) fn run_parallel<P: Sync, R: Send>(
     early: Vec<Early>,
     snapshot: &str,
     settings: &str,
-    coordinator: &mut postgres::Transaction<'_>,
+    mut coordinator: postgres::Transaction<'_>,
     parts: &[P],
     run: &RunPart<'_, P, R>,
 ) -> Result<Vec<Result<R>>> {
@@ -100,13 +108,14 @@ pub(super) fn run_parallel<P: Sync, R: Send>(
             .take(workers)
             .map(|session| {
                 scope.spawn(move || -> Result<()> {
-                    let mut client = match session.join().expect("connecting thread panicked") {
-                        Ok(client) => client,
-                        // A server out of connection slots only makes the check slower: the
-                        // coordinator takes every part nobody else takes.
-                        Err(_) => return Ok(()),
+                    let Ok(mut client) = session.join().expect("connecting thread panicked") else {
+                        // A server out of connection slots.
+                        return Ok(());
                     };
-                    let mut tx = db::snapshot::read_in(&mut client, snapshot)?;
+                    let Ok(mut tx) = db::snapshot::read_in(&mut client, snapshot) else {
+                        // Too late: the coordinator took the last part and ended.
+                        return Ok(());
+                    };
                     tx.batch(settings)?;
                     drain(&mut tx, parts, next, slots, run);
                     tx.commit()?;
@@ -114,7 +123,8 @@ pub(super) fn run_parallel<P: Sync, R: Send>(
                 })
             })
             .collect();
-        drain(coordinator, parts, next, slots, run);
+        drain(&mut coordinator, parts, next, slots, run);
+        coordinator.commit()?;
         for handle in handles {
             handle.join().expect("scan worker panicked")?;
         }

@@ -52,6 +52,8 @@ pub fn start_bouncer(binary: &Path, target: &Target, password: &str) -> Result<B
             mode: PoolMode::Transaction,
             users: vec![(APP_ROLE.to_string(), password.to_string())],
             admin_user: None,
+            pool_size: BouncerOptions::DEFAULT_POOL_SIZE,
+            query_wait_timeout: BouncerOptions::DEFAULT_QUERY_WAIT_TIMEOUT,
         },
     )
 }

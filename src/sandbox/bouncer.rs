@@ -49,6 +49,18 @@ pub struct BouncerOptions {
     pub users: Vec<(String, String)>,
     /// A role that may use its admin console (`RECONNECT`).
     pub admin_user: Option<String>,
+    /// Server connections per database and role (PgBouncer's `default_pool_size`).
+    pub pool_size: u16,
+    /// Seconds a client may wait for a server connection before PgBouncer drops it
+    /// (`query_wait_timeout`, 120 by default).
+    pub query_wait_timeout: u32,
+}
+
+impl BouncerOptions {
+    /// What the tests and `rehearse` run: four server connections a pool, PgBouncer's own
+    /// wait for one.
+    pub const DEFAULT_POOL_SIZE: u16 = 4;
+    pub const DEFAULT_QUERY_WAIT_TIMEOUT: u32 = 120;
 }
 
 /// A running PgBouncer.
@@ -97,12 +109,15 @@ impl Bouncer {
                 "[databases]\n* = host=127.0.0.1 port={}\n\n[pgbouncer]\n\
                  listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
                  auth_type = trust\nauth_file = {}\npool_mode = {}\n{admin}\
-                 default_pool_size = 4\nmax_client_conn = 200\nserver_lifetime = 3600\n\
+                 default_pool_size = {}\nquery_wait_timeout = {}\n\
+                 max_client_conn = 200\nserver_lifetime = 3600\n\
                  ignore_startup_parameters = extra_float_digits\nserver_reset_query =\n\
                  logfile = {}\npidfile = {}\n",
                 options.server_port,
                 auth.display(),
                 options.mode.name(),
+                options.pool_size,
+                options.query_wait_timeout,
                 dir.path().join("pgbouncer.log").display(),
                 dir.path().join("pgbouncer.pid").display()
             ),

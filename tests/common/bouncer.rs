@@ -19,6 +19,24 @@ impl Bouncer {
     /// pairs besides the test superuser that may connect through it; the superuser may use its
     /// admin console.
     pub fn start(db: &super::TestDb, mode: PoolMode, users: &[(&str, &str)]) -> Bouncer {
+        Bouncer::start_sized(
+            db,
+            mode,
+            users,
+            BouncerOptions::DEFAULT_POOL_SIZE,
+            BouncerOptions::DEFAULT_QUERY_WAIT_TIMEOUT,
+        )
+    }
+
+    /// [`Bouncer::start`] with `pool_size` server connections a pool, and clients dropped after
+    /// waiting `query_wait_timeout` seconds for one.
+    pub fn start_sized(
+        db: &super::TestDb,
+        mode: PoolMode,
+        users: &[(&str, &str)],
+        pool_size: u16,
+        query_wait_timeout: u32,
+    ) -> Bouncer {
         let url = url::Url::parse(&db.url).expect("the test database URL");
         let superuser = url.username().to_string();
         let mut all = vec![(superuser.clone(), url.password().unwrap_or("").to_string())];
@@ -32,6 +50,8 @@ impl Bouncer {
                 mode,
                 users: all,
                 admin_user: Some(superuser),
+                pool_size,
+                query_wait_timeout,
             },
         )
         .unwrap_or_else(|e| panic!("starting pgbouncer: {e:#}"));
