@@ -423,3 +423,77 @@ fn a_pool_of_one_server_connection_is_enough_for_every_reading_command() {
     }
     assert_nothing_left_behind(&db, &bouncer, 1);
 }
+
+/// A session pool of one server connection, which ruleiq-db's first connection holds for as
+/// long as it is connected: a second connection would wait for it until the pooler gives up.
+/// Whether such a pool is in session or transaction mode cannot be told without a second
+/// server connection, so it is taken as transaction mode: reading commands read alone and
+/// report what a direct connection reports, changing ones are refused, saying why, and nothing
+/// of ours waits out the pool.
+#[test]
+fn a_session_pool_with_no_server_connection_to_spare_reads_alone_and_refuses_changes() {
+    let db = TestDb::dirty_legacy();
+    let bouncer = Bouncer::start_sized(&db, PoolMode::Session, &[], 1, 40);
+    let pooled = bouncer.url_for(&db.name);
+    let before = db.dump();
+    let reading: [&[&str]; 3] = [
+        &["check-constraints", "--dry-run"],
+        &["migrate", "--dry-run"],
+        &["status", "--health"],
+    ];
+    for args in reading {
+        let (direct_code, direct_doc, _) = run_at(&db.url, args);
+        let (code, doc, stderr) = run_at(&pooled, args);
+        assert_eq!(code, direct_code, "{args:?}: {doc}\n{stderr}");
+        assert_eq!(doc["connection"]["via"], "pooler-transaction");
+        assert!(stderr.contains("none to spare"), "{args:?}: {stderr}");
+        assert_eq!(doc["schema_version"], direct_doc["schema_version"]);
+        if args[0] == "check-constraints" {
+            assert_eq!(doc["constraints"], direct_doc["constraints"]);
+        }
+    }
+    let changing: [&[&str]; 2] = [
+        &["migrate", "--yes"],
+        &["cleanup", "--yes", "--policy", EXAMPLE_POLICY],
+    ];
+    for args in changing {
+        let (code, doc, _) = run_at(&pooled, args);
+        assert_eq!(code, 4, "{args:?}: {doc}");
+        assert_eq!(doc["reason"], "pooled_connection", "{args:?}: {doc}");
+        assert!(
+            doc["error"].as_str().unwrap().contains("none to spare"),
+            "{args:?}: {doc}"
+        );
+    }
+    db.assert_unchanged(&before);
+    assert!(
+        !bouncer.log().contains("query_wait_timeout"),
+        "a client of ours waited out the pool:\n{}",
+        bouncer.log()
+    );
+}
+
+/// A session pool of two: the mode shows, and cleanup and migrate go through it, every
+/// connection after the first getting its server connection within the wait it is given.
+#[test]
+fn a_session_pool_of_two_server_connections_is_enough_to_clean_and_migrate() {
+    let db = TestDb::dirty_legacy();
+    let bouncer = Bouncer::start_sized(&db, PoolMode::Session, &[], 2, 40);
+    let pooled = bouncer.url_for(&db.name);
+    for args in [
+        &["cleanup", "--yes", "--policy", EXAMPLE_POLICY][..],
+        &["migrate", "--yes"],
+    ] {
+        let (code, doc, stderr) = run_at(&pooled, args);
+        assert_eq!(code, 0, "{args:?}: {doc}\n{stderr}");
+        assert_eq!(doc["connection"]["via"], "pooler-session");
+    }
+    let (_, doc, _) = run_at(&db.url, &["status"]);
+    assert_eq!(doc["schema_version"], latest());
+    assert!(
+        !bouncer.log().contains("query_wait_timeout"),
+        "a client of ours waited out the pool:\n{}",
+        bouncer.log()
+    );
+    assert_nothing_left_behind(&db, &bouncer, 2);
+}

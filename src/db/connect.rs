@@ -13,24 +13,48 @@ use postgres::Client;
 /// connection to a target finds out how it is reached; a transaction-mode pooler switches the
 /// run to statements without session state (`db::query`).
 pub fn connect(target: &Target) -> Result<Client> {
-    let mut client = match pooler::known(target) {
-        Some(_) => open(target, false)?,
+    match pooler::known(target) {
+        Some(path) if path.bounded => {
+            let owned = target.clone();
+            let opened = pooler::within(pooler::SPARE_WAIT, move || {
+                let mut client = set_up(&owned, open(&owned, false)?)?;
+                // Through a transaction pooler nothing above needed a server connection.
+                pooler::reach_a_server(&mut client)?;
+                Ok(client)
+            });
+            opened.unwrap_or_else(|| {
+                anyhow::bail!(
+                    "{target}: the pooler gave this run's connection no server connection within {} s: its pool has none to spare while ruleiq-db's first connection holds one. Give the pool room for more connections, or {}",
+                    pooler::SPARE_WAIT.as_secs(),
+                    path.direct_hint
+                )
+            })
+        }
+        Some(_) => set_up(target, open(target, false)?),
         None => {
             let (mut client, probe_refused) = match open(target, true) {
                 Ok(client) => (client, false),
                 Err(error) if is_probe_refusal(&error) => (open(target, false)?, true),
                 Err(error) => return Err(error),
             };
-            let path = pooler::decide(target, &mut client, probe_refused, || open(target, false))
-                .with_context(|| format!("finding out how {target} is reached"))?;
+            let plain = target.clone();
+            let path = pooler::decide(target, &mut client, probe_refused, move || {
+                open(&plain, false)
+            })
+            .with_context(|| format!("finding out how {target} is reached"))?;
             if path.via == Via::PoolerTransaction {
                 query::mark_pooled();
                 let target = target.clone();
                 super::interrupt::on_pooled_signal(move |ours| cancel_pooled(&target, ours));
             }
-            client
+            set_up(target, client)
         }
-    };
+    }
+}
+
+/// What every connection gets once open: the cancel on Ctrl-C, and (where they cannot outlive
+/// the run) the safe search_path and a lifted statement_timeout.
+fn set_up(target: &Target, mut client: Client) -> Result<Client> {
     if query::pooled() {
         // Through a transaction pooler a protocol cancel request is the pooler's to route, and
         // PgBouncer before 1.19 drops the client library's (it half-closes its socket); Ctrl-C

@@ -57,6 +57,33 @@ pub struct ConnectionPath {
     /// The URL to use instead, when one can be named (Neon: the host without `-pooler`).
     #[serde(skip)]
     pub direct_hint: String,
+    /// Whether a later connection must show it got a server connection within [`SPARE_WAIT`]
+    /// before it is used: through a session-mode pooler each client keeps one for as long as
+    /// it is connected, and where a second connection could not get one the pool may have
+    /// none to spare (`db::connect`).
+    #[serde(skip)]
+    pub bounded: bool,
+}
+
+/// How long a connection after the first may wait for the pooler to give it a server
+/// connection. Behind a pool with none to spare (a session pool of one, or a pool the
+/// application fills) it would otherwise wait until the pooler's `query_wait_timeout` (two
+/// minutes in PgBouncer) and then fail; a pooler with room starts a server connection in well
+/// under a second.
+pub const SPARE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs `open` on a thread of its own and waits for it at most `wait`: None when it took
+/// longer. The thread is left to finish alone (a connection still queued in the pooler holds
+/// nothing on the server, and ends with the process at the latest).
+pub fn within<T: Send + 'static>(
+    wait: std::time::Duration,
+    open: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Option<Result<T>> {
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sent.send(open());
+    });
+    received.recv_timeout(wait).ok()
 }
 
 /// The verdicts of this run, per target (`host:port/dbname`): a run connects many times, to
@@ -111,7 +138,7 @@ pub fn decide(
     target: &Target,
     client: &mut Client,
     probe_refused: bool,
-    open_plain: impl FnOnce() -> Result<Client>,
+    open_plain: impl FnOnce() -> Result<Client> + Send + 'static,
 ) -> Result<ConnectionPath> {
     let mut evidence = Vec::new();
     let probe_arrived = !probe_refused && probe_value(client)?.as_deref() == Some("on");
@@ -124,23 +151,46 @@ pub fn decide(
     }
     let host_hints = pooler_host_hints(target);
     evidence.extend(host_hints.iter().cloned());
+    let mut bounded = false;
     let via = if probe_arrived && host_hints.is_empty() {
         Via::Direct
     } else {
-        let mut second = open_plain()?;
-        let turns = take_turns(client, &mut second)?;
-        drop(second);
-        match turns {
-            Turns::Shared(detail) => {
-                evidence.push(detail);
-                Via::PoolerTransaction
-            }
-            Turns::Own => {
-                if probe_arrived {
-                    Via::Direct
-                } else {
-                    Via::PoolerSession
+        // The second connection shows it can get a server connection at all before the turns:
+        // while the first holds one, a session pool of one never gives it another. The first
+        // asks first, so that it is the one holding it.
+        reach_a_server(client)?;
+        let spare = within(SPARE_WAIT, move || {
+            let mut second = open_plain()?;
+            reach_a_server(&mut second)?;
+            Ok(second)
+        });
+        match spare {
+            Some(second) => {
+                let mut second = second?;
+                let turns = take_turns(client, &mut second)?;
+                drop(second);
+                match turns {
+                    Turns::Shared(detail) => {
+                        evidence.push(detail);
+                        Via::PoolerTransaction
+                    }
+                    Turns::Own if probe_arrived => Via::Direct,
+                    Turns::Own => {
+                        bounded = true;
+                        Via::PoolerSession
+                    }
                 }
+            }
+            // A session pool with no server connection to spare, or a transaction pool the
+            // application keeps full, cannot be told apart without one: taken as transaction
+            // mode, where nothing is kept on a session and no change is made.
+            None => {
+                evidence.push(format!(
+                    "a second connection got no server connection within {} s, so the pool has none to spare and its mode cannot be told; taken as transaction mode",
+                    SPARE_WAIT.as_secs()
+                ));
+                bounded = true;
+                Via::PoolerTransaction
             }
         }
     };
@@ -149,6 +199,7 @@ pub fn decide(
         url_source: target.url_source.clone(),
         evidence,
         direct_hint: direct_hint(target),
+        bounded,
     };
     remember(target, &path);
     Ok(path)
@@ -194,6 +245,11 @@ fn take_turns(first: &mut Client, second: &mut Client) -> Result<Turns> {
         )));
     }
     Ok(Turns::Own)
+}
+
+/// Waits until the pooler has given `client` a server connection (a statement needs one).
+pub fn reach_a_server(client: &mut Client) -> Result<()> {
+    backend_pid(client).map(drop)
 }
 
 fn backend_pid(client: &mut Client) -> Result<String> {
