@@ -266,6 +266,65 @@ fn ctrl_c_in_the_middle_of_a_read_through_the_pooler_leaves_nothing() {
     assert_nothing_left_behind(&db, &bouncer, 4);
 }
 
+/// Behind a pool of one, the fresh connection that would cancel our statement waits for the
+/// server connection that statement holds: a second Ctrl-C must still end the process at once
+/// rather than after the pooler's `query_wait_timeout`.
+#[test]
+fn a_second_ctrl_c_ends_the_run_at_once_when_the_cancel_cannot_get_through() {
+    let db = TestDb::dirty_legacy();
+    let wait = 40;
+    let bouncer = Bouncer::start_sized(&db, PoolMode::Transaction, &[], 1, wait);
+    let pooled = bouncer.url_for(&db.name);
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE evidence_items IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut child = common::command_at(&pooled)
+        .args(["--format", "json", "check-constraints", "--dry-run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watcher = db.client();
+    common::wait_until(
+        &mut watcher,
+        "SELECT count(*) > 0 FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        "the check waits for evidence_items",
+    );
+    let signalled = std::time::Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(wait as u64 / 2) {
+            let _ = child.kill();
+            panic!("still running {:?} after two signals", signalled.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted again"), "{stderr}");
+    holder.batch_execute("COMMIT").unwrap();
+    // The check's backend, left behind by the pooler when the client went, finishes its read
+    // once the lock is free and ends; it held nothing but ACCESS SHARE.
+    common::wait_until(
+        &mut watcher,
+        "SELECT count(*) = 0 FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+          WHERE d.datname = current_database() AND l.relation = 'evidence_items'::regclass",
+        "no lock on evidence_items is left",
+    );
+}
+
 #[test]
 fn the_urls_people_have_connect_and_the_report_says_which() {
     let db = TestDb::new();

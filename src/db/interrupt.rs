@@ -111,6 +111,24 @@ fn on_signal() {
         std::io::stderr(),
         "ruleiq-db: interrupted; cancelling the running statement and stopping cleanly (again to exit at once)"
     );
+    // The grace period starts now, and the cancels run on a thread of their own: one that
+    // cannot get through (through a pooler with no server connection to spare, the fresh
+    // connection that cancels waits for the one our statement holds) must neither hold off the
+    // deadline nor keep a second signal from ending the process at once.
+    std::thread::spawn(|| {
+        std::thread::sleep(GRACE);
+        let _ = writeln!(
+            std::io::stderr(),
+            "ruleiq-db: still not stopped {}s after the interrupt; exiting",
+            GRACE.as_secs()
+        );
+        std::process::exit(130);
+    });
+    std::thread::spawn(cancel_everything);
+}
+
+/// Cancels what every connection of ours runs, then runs the hooks.
+fn cancel_everything() {
     let tokens: Vec<(CancelToken, TlsMode)> = TOKENS.lock().map(|t| t.clone()).unwrap_or_default();
     for (token, tls) in tokens {
         if let Ok(connector) = tls.connector() {
@@ -134,15 +152,6 @@ fn on_signal() {
             hook();
         }
     }
-    std::thread::spawn(|| {
-        std::thread::sleep(GRACE);
-        let _ = writeln!(
-            std::io::stderr(),
-            "ruleiq-db: still not stopped {}s after the interrupt; exiting",
-            GRACE.as_secs()
-        );
-        std::process::exit(130);
-    });
 }
 
 #[cfg(test)]
