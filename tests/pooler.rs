@@ -228,17 +228,14 @@ fn a_session_pooler_is_allowed_and_left_clean_and_a_direct_connection_says_so() 
     assert_eq!(doc["connection"]["url_source"], "flag");
 }
 
-#[test]
-fn ctrl_c_in_the_middle_of_a_read_through_the_pooler_leaves_nothing() {
-    let db = TestDb::dirty_legacy();
-    let bouncer = Bouncer::start(&db, PoolMode::Transaction, &[]);
-    let pooled = bouncer.url_for(&db.name);
-    // A transaction holding evidence_items makes the check wait in the middle of its read.
+/// `check-constraints --dry-run` through `pooled`, waiting in the middle of its read for
+/// evidence_items, which the returned transaction holds; and a client to watch with.
+fn check_waiting_for_a_lock(db: &TestDb, pooled: &str) -> (Client, std::process::Child, Client) {
     let mut holder = db.client();
     holder
         .batch_execute("BEGIN; LOCK TABLE evidence_items IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let child = common::command_at(&pooled)
+    let child = common::command_at(pooled)
         .args(["--format", "json", "check-constraints", "--dry-run"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -251,6 +248,15 @@ fn ctrl_c_in_the_middle_of_a_read_through_the_pooler_leaves_nothing() {
           WHERE datname = current_database() AND wait_event_type = 'Lock'",
         "the check waits for evidence_items",
     );
+    (holder, child, watcher)
+}
+
+#[test]
+fn ctrl_c_in_the_middle_of_a_read_through_the_pooler_leaves_nothing() {
+    let db = TestDb::dirty_legacy();
+    let bouncer = Bouncer::start(&db, PoolMode::Transaction, &[]);
+    let pooled = bouncer.url_for(&db.name);
+    let (mut holder, child, _) = check_waiting_for_a_lock(&db, &pooled);
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
@@ -275,23 +281,7 @@ fn a_second_ctrl_c_ends_the_run_at_once_when_the_cancel_cannot_get_through() {
     let wait = 40;
     let bouncer = Bouncer::start_sized(&db, PoolMode::Transaction, &[], 1, wait);
     let pooled = bouncer.url_for(&db.name);
-    let mut holder = db.client();
-    holder
-        .batch_execute("BEGIN; LOCK TABLE evidence_items IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
-    let mut child = common::command_at(&pooled)
-        .args(["--format", "json", "check-constraints", "--dry-run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut watcher = db.client();
-    common::wait_until(
-        &mut watcher,
-        "SELECT count(*) > 0 FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        "the check waits for evidence_items",
-    );
+    let (mut holder, mut child, mut watcher) = check_waiting_for_a_lock(&db, &pooled);
     let signalled = std::time::Instant::now();
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
