@@ -442,11 +442,14 @@ fn a_pool_of_one_server_connection_is_enough_for_every_reading_command() {
     let wait = 10;
     let bouncer = Bouncer::start_sized(&db, PoolMode::Transaction, &[], 1, wait);
     let pooled = bouncer.url_for(&db.name);
-    let reading: [&[&str]; 4] = [
+    let reading: [&[&str]; 7] = [
         &["check-constraints", "--dry-run"],
         &["migrate", "--dry-run"],
         &["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY],
+        &["status"],
         &["status", "--health"],
+        &["rollback", "--dry-run"],
+        &["compat", "--dry-run"],
     ];
     for args in reading {
         let (direct_code, direct_doc, _) = run_at(&db.url, args);
