@@ -219,9 +219,9 @@ fn a_session_pooler_is_allowed_and_left_clean_and_a_direct_connection_says_so() 
     assert_eq!(code, 0, "{doc}\n{stderr}");
     assert_eq!(doc["connection"]["via"], "pooler-session");
     assert_eq!(doc["schema_version"], latest());
-    // The pool gives the backend migrate used to the next client (no server_reset_query in
-    // this pooler's configuration): it must carry nothing of ours.
-    assert_nothing_left_behind(&db, &bouncer, 1);
+    // The pool gives the backends migrate used to the next clients (no server_reset_query in
+    // this pooler's configuration): none may carry anything of ours.
+    assert_nothing_left_behind(&db, &bouncer, 4);
     let (code, doc, _) = run_at(&db.url, &["status"]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(doc["connection"]["via"], "direct");
@@ -548,4 +548,28 @@ fn a_session_pool_of_two_server_connections_is_enough_to_clean_and_migrate() {
         bouncer.log()
     );
     assert_nothing_left_behind(&db, &bouncer, 2);
+}
+
+/// A session pooler hands a server connection, settings and all, to its next client when ours
+/// closes (this one is not set to reset it): no connection of a reading command, the check's
+/// extra scan sessions among them, leaves a setting on any of the pool's server connections.
+#[test]
+fn reading_through_a_session_pooler_leaves_nothing_on_any_server_connection() {
+    let db = TestDb::dirty_legacy();
+    let size = 3;
+    let bouncer = Bouncer::start_sized(&db, PoolMode::Session, &[], size, 40);
+    let pooled = bouncer.url_for(&db.name);
+    let reading: [&[&str]; 4] = [
+        &["check-constraints", "--dry-run"],
+        &["migrate", "--dry-run"],
+        &["cleanup", "--dry-run", "--policy", EXAMPLE_POLICY],
+        &["status", "--health"],
+    ];
+    for args in reading {
+        let (direct_code, _, _) = run_at(&db.url, args);
+        let (code, doc, stderr) = run_at(&pooled, args);
+        assert_eq!(code, direct_code, "{args:?}: {doc}\n{stderr}");
+        assert_eq!(doc["connection"]["via"], "pooler-session");
+    }
+    assert_nothing_left_behind(&db, &bouncer, size as usize);
 }

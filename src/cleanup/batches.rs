@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 /// Cleanup runs few rows per statement through large expressions, whose cost estimates cross
 /// the JIT thresholds: compiling took about 150 ms of a 780 ms batch of 5000 rows, for
-/// nothing. Only this session is affected — and so never on a transaction-mode pooler, where
-/// a session setting would stay on a backend the application gets next (a dry run there pays
-/// the compilation instead); a Session resets it when it ends.
+/// nothing. Only this session is affected — and so never through a pooler, where a session
+/// setting could stay on a backend the application gets next (a run there pays the
+/// compilation instead); a Session resets it when it ends.
 pub fn without_jit(client: &mut Client) -> Result<()> {
     if !db::query::pooled() {
         client.batch("SET jit = off")?;

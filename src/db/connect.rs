@@ -1,7 +1,8 @@
 //! Opening a connection: TLS, the error a DBA can read, where the connection goes (directly or
 //! through a pooler, `db::pooler`), and the session settings every ruleiq-db connection starts
 //! with: a search_path no other role can write to and a lifted server-side statement_timeout —
-//! made only where they cannot outlive the run (never on a transaction-mode pooler).
+//! made only where they cannot outlive the run (a direct connection; through a pooler each
+//! transaction makes them with `SET LOCAL`).
 
 use super::config::Target;
 use super::pooler::{self, Via};
@@ -42,8 +43,13 @@ pub fn connect(target: &Target) -> Result<Client> {
                 open(&plain, false)
             })
             .with_context(|| format!("finding out how {target} is reached"))?;
-            if path.via == Via::PoolerTransaction {
+            if path.via != Via::Direct {
+                // A session pooler hands the server connection to its next client when ours
+                // closes, settings and all (unless it is set to reset them): only a `Session`,
+                // which resets what it set, makes a session setting there.
                 query::mark_pooled();
+            }
+            if path.via == Via::PoolerTransaction {
                 let target = target.clone();
                 super::interrupt::on_pooled_signal(move |ours| cancel_pooled(&target, ours));
             }
@@ -55,20 +61,20 @@ pub fn connect(target: &Target) -> Result<Client> {
 /// What every connection gets once open: the cancel on Ctrl-C, and (where they cannot outlive
 /// the run) the safe search_path and a lifted statement_timeout.
 fn set_up(target: &Target, mut client: Client) -> Result<Client> {
-    if query::pooled() {
+    let transaction_pooled =
+        pooler::known(target).is_some_and(|path| path.via == Via::PoolerTransaction);
+    if transaction_pooled {
         // Through a transaction pooler a protocol cancel request is the pooler's to route, and
         // PgBouncer before 1.19 drops the client library's (it half-closes its socket); Ctrl-C
         // cancels through the server instead (`cancel_pooled`), so the pooler's cancel path is
         // never exercised at all.
     } else {
         super::interrupt::watch(&client, &target.tls);
-    }
-    if !query::pooled() {
         // So that looking for blockers never names one of this process's own connections
-        // (behind a pooler a backend is nobody's own).
+        // (behind a transaction pooler a backend is nobody's own).
         super::own_sessions::remember(&mut client);
-        set_safe_search_path(&mut client)?;
     }
+    set_safe_search_path(&mut client)?;
     if let Some(note) = lift_statement_timeout(&mut client)? {
         if let Ok(mut notes) = NOTES.lock() {
             if !notes.contains(&note) {
@@ -166,8 +172,8 @@ pub const SAFE_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 
 fn set_safe_search_path(client: &mut Client) -> Result<()> {
     if query::pooled() {
-        // Through a transaction-mode pooler a session setting would stay on a backend the
-        // application gets next: each transaction sets it with SET LOCAL (`db::query`).
+        // Through a pooler a session setting would stay on a backend the application gets
+        // next: each transaction sets it with SET LOCAL (`db::query`).
         return Ok(());
     }
     client

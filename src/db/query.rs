@@ -7,8 +7,9 @@
 //! statement goes as one unnamed Parse/Bind/Execute with its parameter types stated, so it
 //! works on any connection path and leaves nothing on the server.
 //!
-//! On a connection that [`crate::db::pooler`] found pooled, no session setting may be made
-//! (it would land on the application's next transaction), so each statement outside a
+//! On a connection that [`crate::db::pooler`] found pooled, in either mode, no session setting
+//! may be made (it would land on the application's next transaction, or its next session
+//! where the pooler does not reset one), so each statement outside a
 //! transaction runs in one of its own that sets the safe `search_path` (see
 //! [`crate::db::connect`]) with `SET LOCAL`; inside a transaction the `SET LOCAL` comes first.
 
@@ -16,13 +17,14 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, Row, RowIter, Transaction};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// What a connection through a transaction-mode pooler needs at the start of each transaction:
+/// What a connection through a pooler needs at the start of each transaction:
 /// the search_path no other role can write to, and no inherited statement_timeout.
 pub const POOLED_TRANSACTION_SETTINGS: &str =
     "SET LOCAL search_path = pg_catalog, pg_temp; SET LOCAL statement_timeout = 0";
 
-/// Set once, when this run's connection path was found to be a transaction-mode pooler (every
-/// connection of one run goes the same way).
+/// Set once, when this run's connection path was found to be a pooler, in either mode (every
+/// connection of one run goes the same way): a session pooler hands a server connection on
+/// when ours closes, and may not reset it first.
 static POOLED: AtomicBool = AtomicBool::new(false);
 
 /// Marks this run's connections as pooled (see the module doc).
@@ -30,7 +32,7 @@ pub fn mark_pooled() {
     POOLED.store(true, Ordering::SeqCst);
 }
 
-/// Whether this run's connections go through a transaction-mode pooler.
+/// Whether this run's connections go through a pooler: no session setting but a `Session`'s.
 pub fn pooled() -> bool {
     POOLED.load(Ordering::SeqCst)
 }
