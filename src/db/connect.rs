@@ -11,8 +11,9 @@ use anyhow::{Context, Result};
 use postgres::Client;
 
 /// Opens a connection, with an error that names the server but never the password. The first
-/// connection to a target finds out how it is reached; a transaction-mode pooler switches the
-/// run to statements without session state (`db::query`).
+/// connection to a target finds out how it is reached; a pooler, in either mode, switches the
+/// run to statements without session state (`db::query`) and Ctrl-C to cancelling through the
+/// server.
 pub fn connect(target: &Target) -> Result<Client> {
     match pooler::known(target) {
         Some(path) if path.bounded => {
@@ -48,8 +49,6 @@ pub fn connect(target: &Target) -> Result<Client> {
                 // closes, settings and all (unless it is set to reset them): only a `Session`,
                 // which resets what it set, makes a session setting there.
                 query::mark_pooled();
-            }
-            if path.via == Via::PoolerTransaction {
                 let target = target.clone();
                 super::interrupt::on_pooled_signal(move |ours| cancel_pooled(&target, ours));
             }
@@ -61,15 +60,15 @@ pub fn connect(target: &Target) -> Result<Client> {
 /// What every connection gets once open: the cancel on Ctrl-C, and (where they cannot outlive
 /// the run) the safe search_path and a lifted statement_timeout.
 fn set_up(target: &Target, mut client: Client) -> Result<Client> {
-    let transaction_pooled =
-        pooler::known(target).is_some_and(|path| path.via == Via::PoolerTransaction);
-    if transaction_pooled {
-        // Through a transaction pooler a protocol cancel request is the pooler's to route, and
-        // PgBouncer before 1.19 drops the client library's (it half-closes its socket); Ctrl-C
-        // cancels through the server instead (`cancel_pooled`), so the pooler's cancel path is
-        // never exercised at all.
+    if query::pooled() {
+        // Through a pooler a protocol cancel request is the pooler's to route, and PgBouncer
+        // before 1.19 drops the client library's (it half-closes its socket), in either mode;
+        // Ctrl-C cancels through the server instead (`cancel_pooled`), so the pooler's cancel
+        // path is never exercised at all.
     } else {
         super::interrupt::watch(&client, &target.tls);
+    }
+    if !pooler::known(target).is_some_and(|path| path.via == Via::PoolerTransaction) {
         // So that looking for blockers never names one of this process's own connections
         // (behind a transaction pooler a backend is nobody's own).
         super::own_sessions::remember(&mut client);

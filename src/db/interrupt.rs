@@ -18,7 +18,7 @@ use std::time::Duration;
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static INSTALL: Once = Once::new();
 static TOKENS: Mutex<Vec<(CancelToken, TlsMode)>> = Mutex::new(Vec::new());
-/// Through a transaction-mode pooler: the server backends our latest transactions ran on, with
+/// Through a pooler: the server backends our latest transactions ran on, with
 /// the start of each transaction (`pg_backend_pid()`, `now()`), newest last.
 static POOLED_TRANSACTIONS: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
 type Canceller = Box<dyn Fn(&[(i32, String)]) + Send>;
@@ -64,7 +64,7 @@ pub fn watch(client: &postgres::Client, tls: &TlsMode) {
 }
 
 /// Remembers that a transaction of ours started on backend `pid` at `started` (through a
-/// transaction-mode pooler, see [`on_pooled_signal`]).
+/// pooler, see [`on_pooled_signal`]).
 pub fn pooled_transaction(pid: i32, started: String) {
     if let Ok(mut list) = POOLED_TRANSACTIONS.lock() {
         // Each statement of a transaction reports it again: a long loop of them (a dry run's
@@ -79,7 +79,7 @@ pub fn pooled_transaction(pid: i32, started: String) {
     }
 }
 
-/// How to cancel our statements through a transaction-mode pooler: PgBouncer (before 1.19)
+/// How to cancel our statements through a pooler, in either mode: PgBouncer (before 1.19)
 /// drops a cancel request whose sender half-closes its socket, as the client library does, so
 /// a statement there is cancelled with `pg_cancel_backend` from a fresh connection instead —
 /// only while its backend still runs the very transaction we started there (pid and start
