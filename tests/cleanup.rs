@@ -1045,39 +1045,7 @@ fn a_role_with_one_connection_slot_still_previews_and_repairs_everything() {
 fn an_interrupted_cleanup_reports_what_it_did_and_marks_its_run() {
     for signal in [libc::SIGINT, libc::SIGTERM] {
         let db = many_dirty_evidence(20_000);
-        let child = db
-            .command()
-            .env("RULEIQ_CLEANUP_BATCH_SIZE", "20")
-            .args(["--format", "json", "--yes", "cleanup"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut watcher = db.client();
-        // Once a batch has committed, the run is in the middle of its work.
-        common::poll_until_named(
-            std::time::Duration::from_secs(60),
-            "a batch committed",
-            || {
-                watcher
-                    .query_one("SELECT count(*) FROM ruleiq_audit.cleanup_changes", &[])
-                    .map(|r| r.get::<_, i64>(0) > 0)
-                    .unwrap_or(false)
-            },
-        );
-        unsafe {
-            libc::kill(child.id() as i32, signal);
-        }
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
-        let report: serde_json::Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("one report on an interrupt ({e}): {stdout}\n{stderr}"));
-        assert_eq!(report["interrupted"], true, "{report:#}");
-        assert!(stderr.contains("interrupted"), "{stderr}");
-        let run_id = report["run_id"].as_str().expect("the run id").to_string();
-        assert_eq!(db.cleanup_run_status(&run_id), "interrupted");
+        let (report, run_id) = interrupt_a_cleanup(&db, db.command(), signal);
         let audited = audit_count(&db);
         if audited > 0 {
             assert!(
@@ -1093,6 +1061,50 @@ fn an_interrupted_cleanup_reports_what_it_did_and_marks_its_run() {
             "the migration lock was released"
         );
     }
+}
+
+/// Runs `cleanup` with `command` (the binary, pointed at `db` one way or another) in batches
+/// of 20, sends `signal` once a batch has committed, and checks the run stopped as an
+/// interrupt: exit 130, one report saying so, the run marked interrupted. The report and the
+/// run's id.
+pub(crate) fn interrupt_a_cleanup(
+    db: &TestDb,
+    mut command: std::process::Command,
+    signal: i32,
+) -> (serde_json::Value, String) {
+    let child = command
+        .env("RULEIQ_CLEANUP_BATCH_SIZE", "20")
+        .args(["--format", "json", "--yes", "cleanup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watcher = db.client();
+    // Once a batch has committed, the run is in the middle of its work (the audit trail is
+    // created by the run: until then there is nothing to count).
+    common::poll_until_named(
+        std::time::Duration::from_secs(60),
+        "a batch committed",
+        || {
+            watcher
+                .query_one("SELECT count(*) FROM ruleiq_audit.cleanup_changes", &[])
+                .is_ok_and(|r| r.get::<_, i64>(0) > 0)
+        },
+    );
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("one report on an interrupt ({e}): {stdout}\n{stderr}"));
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let run_id = report["run_id"].as_str().expect("the run id").to_string();
+    assert_eq!(db.cleanup_run_status(&run_id), "interrupted");
+    (report, run_id)
 }
 
 /// A table with many rows to repair is repaired on two sessions at once, each over its own
@@ -1164,7 +1176,7 @@ fn a_big_table_is_repaired_on_two_sessions_each_row_once_and_undone_whole() {
 
 /// A version-7 database with one clean profile and `rows` evidence rows, every one of which
 /// breaks chk_evidence_status in one of the ways the built-in policy repairs.
-fn many_dirty_evidence(rows: i64) -> TestDb {
+pub(crate) fn many_dirty_evidence(rows: i64) -> TestDb {
     let db = TestDb::new();
     db.migrate_to(7);
     db.execute(&format!(

@@ -579,3 +579,18 @@ fn reading_through_a_session_pooler_leaves_nothing_on_any_server_connection() {
     }
     assert_nothing_left_behind(&db, &bouncer, size as usize);
 }
+
+/// A cleanup through a session-mode pooler, interrupted between batches: its Session and
+/// workers are the only connections there that make session settings, and they undo them on
+/// the way out, the migration lock included, so no server connection of the pool carries
+/// anything of ours to the application.
+#[test]
+fn an_interrupted_cleanup_through_a_session_pooler_leaves_nothing_behind() {
+    let db = crate::cleanup::many_dirty_evidence(20_000);
+    let bouncer = Bouncer::start(&db, PoolMode::Session, &[]);
+    let pooled = bouncer.url_for(&db.name);
+    let (report, _) =
+        crate::cleanup::interrupt_a_cleanup(&db, common::command_at(&pooled), libc::SIGINT);
+    assert_eq!(report["connection"]["via"], "pooler-session");
+    assert_nothing_left_behind(&db, &bouncer, 4);
+}
