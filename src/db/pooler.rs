@@ -7,6 +7,9 @@
 //! lock, `lock_timeout` and every session setting would land on a backend the application uses
 //! next, and a lock taken there outlives ruleiq-db. So changing commands refuse such a path
 //! ([`refuse_if_pooled`]) and reading ones go on without any session state (`db::query`).
+//! Behind a session-mode pooler a backend is ours until we disconnect, and then the next
+//! client's, settings and all: there only a `Session` and its workers, which reset what they
+//! set, make a session setting.
 //!
 //! Two signals are combined (docs/design.md, "Production's connection path"):
 //! - every connection asks for a harmless startup option (`-c ruleiq.path_probe=on`); PgBouncer
