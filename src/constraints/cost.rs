@@ -8,13 +8,13 @@
 use super::check::{narrow_scans, plan_scans, Scan};
 use super::sample::{self, Sample};
 pub use super::scan_cost::{ScanCost, TimedScans};
-use super::scan_sessions::sessions_offered;
+use super::scan_sessions::{open_early, sessions_offered};
 use super::spelling::DatabaseSpelling;
 use crate::catalog::constraints::{self as catalog, Constraint};
 use crate::catalog::sql::qualified;
 use crate::db::config::Target;
 use crate::db::introspect::{self, TableSizes};
-use crate::db::{self, Param, Query};
+use crate::db::{Param, Query};
 use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use postgres::Client;
@@ -229,14 +229,11 @@ pub fn validate_costs(
         return Ok(Vec::new());
     }
     let tables = catalog::tables_read(constraints.iter().copied());
-    // The second connection opens before this transaction begins: behind a pool of one, the
-    // first statement that needs a server would otherwise wait for the one it holds.
+    // More than one table to validate: a competing scan may be wanted (`biggest_table` decides,
+    // after the sizes are read in the transaction the connection must not wait behind).
     let second = beside
         .filter(|_| constraints.iter().any(|c| c.table != constraints[0].table))
-        .map(|target| {
-            let target = target.clone();
-            std::thread::spawn(move || db::connect(&target))
-        });
+        .map(open_early);
     let mut tx = client.build_transaction().read_only(true).start()?;
     let spelling = DatabaseSpelling::read(&mut tx, &tables)?;
     let sizes = introspect::table_sizes(&mut tx, &tables)?;

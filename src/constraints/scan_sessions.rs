@@ -53,11 +53,16 @@ pub(super) fn connect_early(
         .count();
     let scans = check_tables.len() + foreign_keys;
     (1..sessions.min(scans))
-        .map(|_| {
-            let target = target.clone();
-            std::thread::spawn(move || -> Result<Client> { db::connect(&target) })
-        })
+        .map(|_| open_early(target))
         .collect()
+}
+
+/// Opens one more connection to `target` on a thread of its own, while this one goes on. Opened
+/// before the transaction that will want it beside: behind a pool of one server connection,
+/// one opened while that transaction holds it would wait for it.
+pub(super) fn open_early(target: &Target) -> Early {
+    let target = target.clone();
+    std::thread::spawn(move || db::connect(&target))
 }
 
 type Slot<R> = std::sync::Mutex<Option<Result<R>>>;

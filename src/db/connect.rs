@@ -17,9 +17,9 @@ use postgres::Client;
 pub fn connect(target: &Target) -> Result<Client> {
     match pooler::known(target) {
         Some(path) if path.bounded => {
-            let owned = target.clone();
+            let (owned, via) = (target.clone(), path.via);
             let opened = pooler::within(pooler::SPARE_WAIT, move || {
-                let mut client = set_up(&owned, open(&owned, false)?)?;
+                let mut client = set_up(&owned, via, open(&owned, false)?)?;
                 // Through a transaction pooler nothing above needed a server connection.
                 pooler::reach_a_server(&mut client)?;
                 Ok(client)
@@ -32,7 +32,7 @@ pub fn connect(target: &Target) -> Result<Client> {
                 )
             })
         }
-        Some(_) => set_up(target, open(target, false)?),
+        Some(path) => set_up(target, path.via, open(target, false)?),
         None => {
             let (mut client, probe_refused) = match open(target, true) {
                 Ok(client) => (client, false),
@@ -52,14 +52,14 @@ pub fn connect(target: &Target) -> Result<Client> {
                 let target = target.clone();
                 super::interrupt::on_pooled_signal(move |ours| cancel_pooled(&target, ours));
             }
-            set_up(target, client)
+            set_up(target, path.via, client)
         }
     }
 }
 
 /// What every connection gets once open: the cancel on Ctrl-C, and (where they cannot outlive
 /// the run) the safe search_path and a lifted statement_timeout.
-fn set_up(target: &Target, mut client: Client) -> Result<Client> {
+fn set_up(target: &Target, via: Via, mut client: Client) -> Result<Client> {
     if query::pooled() {
         // Through a pooler a protocol cancel request is the pooler's to route, and PgBouncer
         // before 1.19 drops the client library's (it half-closes its socket), in either mode;
@@ -68,7 +68,7 @@ fn set_up(target: &Target, mut client: Client) -> Result<Client> {
     } else {
         super::interrupt::watch(&client, &target.tls);
     }
-    if !pooler::known(target).is_some_and(|path| path.via == Via::PoolerTransaction) {
+    if via != Via::PoolerTransaction {
         // So that looking for blockers never names one of this process's own connections
         // (behind a transaction pooler a backend is nobody's own).
         super::own_sessions::remember(&mut client);

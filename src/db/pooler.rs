@@ -154,9 +154,9 @@ pub fn decide(
     }
     let host_hints = pooler_host_hints(target);
     evidence.extend(host_hints.iter().cloned());
-    let mut bounded = false;
-    let via = if probe_arrived && host_hints.is_empty() {
-        Via::Direct
+    // `bounded`: whether later connections must show they got a server connection in time.
+    let (via, bounded) = if probe_arrived && host_hints.is_empty() {
+        (Via::Direct, false)
     } else {
         // The second connection shows it can get a server connection at all before the turns:
         // while the first holds one, a session pool of one never gives it another. The first
@@ -175,13 +175,10 @@ pub fn decide(
                 match turns {
                     Turns::Shared(detail) => {
                         evidence.push(detail);
-                        Via::PoolerTransaction
+                        (Via::PoolerTransaction, false)
                     }
-                    Turns::Own if probe_arrived => Via::Direct,
-                    Turns::Own => {
-                        bounded = true;
-                        Via::PoolerSession
-                    }
+                    Turns::Own if probe_arrived => (Via::Direct, false),
+                    Turns::Own => (Via::PoolerSession, true),
                 }
             }
             // A session pool with no server connection to spare, or a transaction pool the
@@ -192,8 +189,7 @@ pub fn decide(
                     "a second connection got no server connection within {} s, so the pool has none to spare and its mode cannot be told; taken as transaction mode",
                     SPARE_WAIT.as_secs()
                 ));
-                bounded = true;
-                Via::PoolerTransaction
+                (Via::PoolerTransaction, true)
             }
         }
     };
@@ -209,8 +205,9 @@ pub fn decide(
 }
 
 fn probe_value(client: &mut Client) -> Result<Option<String>> {
-    let messages =
-        client.simple_query(&format!("SELECT current_setting('{PROBE_SETTING}', true)"))?;
+    let messages = client.simple_query(&format!(
+        "SELECT pg_catalog.current_setting('{PROBE_SETTING}', true)"
+    ))?;
     Ok(messages.into_iter().find_map(|m| match m {
         SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
         _ => None,
@@ -256,7 +253,9 @@ pub fn reach_a_server(client: &mut Client) -> Result<()> {
 }
 
 fn backend_pid(client: &mut Client) -> Result<String> {
-    let messages = client.simple_query("SELECT pg_backend_pid()")?;
+    // Before any safe search_path is set (`db::connect`): a role's own could put a planted
+    // function ahead of pg_catalog's.
+    let messages = client.simple_query("SELECT pg_catalog.pg_backend_pid()")?;
     messages
         .into_iter()
         .find_map(|m| match m {
