@@ -10,7 +10,7 @@ use super::sample::{self, Sample};
 pub use super::scan_cost::{ScanCost, TimedScans};
 use super::scan_sessions::{open_early, sessions_offered};
 use super::spelling::DatabaseSpelling;
-use crate::catalog::constraints::{self as catalog, Constraint};
+use crate::catalog::constraints::{self as catalog, Constraint, Kind};
 use crate::catalog::sql::qualified;
 use crate::db::config::Target;
 use crate::db::introspect::{self, TableSizes};
@@ -22,10 +22,13 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// Settings while samples run: one process per statement (the time scales to a serial scan),
-/// no JIT (the check turns it off too), and a foreign key's anti-join by hash, as it runs on the
-/// whole table (a sampled parent has no index to loop over).
+/// no JIT (the check turns it off too), a foreign key's anti-join by hash, as it runs on the
+/// whole table (a sampled parent has no index to loop over), and sequential scans that start
+/// where the last one left off (PostgreSQL's default, which a VALIDATE's sample moves on by:
+/// see [`SampledScan::from_scan_start`]).
 const SAMPLE_SETTINGS: &str = "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off;
-     SET LOCAL enable_nestloop = off; SET LOCAL enable_mergejoin = off";
+     SET LOCAL enable_nestloop = off; SET LOCAL enable_mergejoin = off;
+     SET LOCAL synchronize_seqscans = on";
 
 /// What checking a set of constraints costs.
 #[derive(Debug, Clone, Serialize)]
@@ -66,15 +69,19 @@ impl Measured {
     }
 }
 
-/// A scan's statement over a sample of its table (and a foreign key's parent, at the same
-/// share): one run of contiguous pages from the middle of each, read in order as the whole scan
-/// reads them (a TID range scan), long enough to meet the server's load
-/// (`Sample::timed_of_pages`). A TID range scan has no bulk-read ring: the run kept reads its
-/// pages from shared buffers, cache-cold, where a VALIDATE reads each warm from its ring, so on
-/// idle cores the sample costs more a row than the VALIDATE (up to twice, the more the later
-/// the column a rule reads), and under load about the same (docs/design.md §11). Pages picked
-/// at random (`TABLESAMPLE SYSTEM`) err as much, in both directions: the tried table in
-/// docs/performance.md.
+/// A scan's statement over a sample of its table, long enough to meet the server's load
+/// (`Sample::timed_of_pages`), in one of two ways:
+///
+/// - [`SampledScan::of`], the check's scans and a foreign key's anti-join (whose parent is read
+///   at the same share): one run of contiguous pages from the middle of each table, a TID range
+///   scan. It has no bulk-read ring: the run kept reads its pages from shared buffers,
+///   cache-cold, so on idle cores it costs more a row than a scan that reads through a ring
+///   (up to twice, the later the column a rule reads).
+/// - [`SampledScan::from_scan_start`], a CHECK's VALIDATE: a run of pages from where the
+///   table's sequential scans start now, read through the same ring as the VALIDATE reads
+///   through. On an idle copy of the mature data its estimates came out at 1.0–1.08 of what
+///   the VALIDATEs took, where the middle run's came out at 1.3–2.3 (docs/performance.md, the
+///   tried table).
 struct SampledScan {
     /// `SELECT count(*)` of the scan's statement within the sample's pages.
     sql: String,
@@ -84,6 +91,25 @@ struct SampledScan {
     /// The share of the pages read, and the pages of the whole scan.
     fraction: f64,
     pages: f64,
+    /// Set for a run from where the table's sequential scans start
+    /// ([`SampledScan::from_scan_start`]): its TID bounds are found before each run, and its
+    /// time scaled by the pages it read.
+    from_scan_start: Option<FromScanStart>,
+}
+
+/// A run of `run` of the `pages` pages of `table` (qualified), from where its scans start.
+struct FromScanStart {
+    table: String,
+    run: i64,
+    pages: i64,
+}
+
+/// One timed run of a sample.
+struct Run {
+    /// The whole scan at the run's pace.
+    full: Duration,
+    took: Duration,
+    pages_read: f64,
 }
 
 impl SampledScan {
@@ -119,7 +145,55 @@ impl SampledScan {
             ranges,
             fraction,
             pages: own.pages + parent.map_or(0.0, |p| p.pages),
+            from_scan_start: None,
         })
+    }
+
+    /// `constraint`'s violation condition over a run from the middle of its table (and of a
+    /// foreign key's parent).
+    fn middle_run(
+        constraint: &'static Constraint,
+        spelling: &DatabaseSpelling,
+        sizes: &TableSizes,
+    ) -> Result<SampledScan> {
+        let sql = format!(
+            "SELECT 1 FROM {} AS t WHERE {}",
+            qualified(constraint.table),
+            constraint.violation_condition(spelling, "t")
+        );
+        SampledScan::of(&[constraint], &sql, false, sizes)
+    }
+
+    /// A CHECK's VALIDATE sampled as it runs: its condition over a share of the table's pages
+    /// ([`sample::run_from_scan_start`]), as many as [`SampledScan::of`] reads from the middle,
+    /// read by a sequential scan through the same ring as the VALIDATE reads through. It starts
+    /// where the table's scans start now, which a run moves on by the pages it read: each run
+    /// leaves the last pages of its ring in shared buffers, and a page found there costs about
+    /// half as much again as one copied into the ring, so runs that read the same pages over and
+    /// over would come out slower and slower.
+    fn from_scan_start(
+        constraint: &'static Constraint,
+        spelling: &DatabaseSpelling,
+        sizes: &TableSizes,
+    ) -> SampledScan {
+        let table = qualified(constraint.table);
+        let own = Sample::timed_of_pages(sizes.pages(constraint.table) as f64);
+        let fraction = own.fraction();
+        SampledScan {
+            sql: sample::run_from_scan_start(
+                &table,
+                &constraint.violation_condition(spelling, "t"),
+            ),
+            since: None,
+            ranges: Vec::new(),
+            fraction,
+            pages: own.pages,
+            from_scan_start: Some(FromScanStart {
+                run: own.run_pages(fraction),
+                pages: own.pages as i64,
+                table,
+            }),
+        }
     }
 
     fn params(&self) -> Vec<&dyn Param> {
@@ -131,17 +205,43 @@ impl SampledScan {
         params
     }
 
+    /// One run, as the server timed it.
+    fn run(&self, client: &mut (impl Query + ?Sized)) -> Result<Run> {
+        let Some(from) = &self.from_scan_start else {
+            let took = sample::execution_time(client, &self.sql, &self.params())?;
+            return Ok(Run {
+                full: took.div_f64(self.fraction),
+                took,
+                pages_read: self.pages * self.fraction,
+            });
+        };
+        let start = sample::scan_start(client, &from.table)?.unwrap_or(0);
+        let (stop_from, stop_before) = sample::stop_window(start, from.run, from.pages);
+        let run = sample::execution(client, &self.sql, &[&stop_from, &stop_before])?;
+        // Scaled by the pages it read: another scan of the table can move where this one starts
+        // after the start was read.
+        let share = (run.pages / self.pages).min(1.0);
+        Ok(Run {
+            full: if share > 0.0 {
+                run.time.div_f64(share)
+            } else {
+                run.time
+            },
+            took: run.time,
+            pages_read: run.pages,
+        })
+    }
+
     /// Twice, the faster counting: on a shared machine one run can lose its core for a while,
     /// and the first pays the sample's pages into memory, which the whole scan, reading in
     /// order with read-ahead, pays for less.
     fn measure(&self, client: &mut (impl Query + ?Sized)) -> Result<Measured> {
-        let params = self.params();
-        let first_run = sample::execution_time(client, &self.sql, &params)?;
-        let second_run = sample::execution_time(client, &self.sql, &params)?;
+        let first_run = self.run(client)?;
+        let second_run = self.run(client)?;
         Ok(Measured {
-            full: first_run.min(second_run).div_f64(self.fraction),
-            took: first_run + second_run,
-            sampled_pages: 2.0 * self.pages * self.fraction,
+            full: first_run.full.min(second_run.full),
+            took: first_run.took + second_run.took,
+            sampled_pages: first_run.pages_read + second_run.pages_read,
             pages: self.pages,
             beside: false,
         })
@@ -244,12 +344,10 @@ pub fn validate_costs(
             if !constraint.tables_read().all(|t| spelling.has_table(t)) {
                 return Ok(None);
             }
-            let sql = format!(
-                "SELECT 1 FROM {} AS t WHERE {}",
-                qualified(constraint.table),
-                constraint.violation_condition(&spelling, "t")
-            );
-            SampledScan::of(&[constraint], &sql, false, &sizes).map(Some)
+            Ok(Some(match constraint.kind() {
+                Kind::Check => SampledScan::from_scan_start(constraint, &spelling, &sizes),
+                Kind::ForeignKey => SampledScan::middle_run(constraint, &spelling, &sizes)?,
+            }))
         })
         .collect::<Result<_>>()?;
     let biggest = biggest_table(constraints, &scans, &sizes);
@@ -266,10 +364,14 @@ pub fn validate_costs(
     }
     // Nothing runs beside the biggest's VALIDATE when there are no others: the second connection
     // is not used then.
+    //
+    // It runs one statement over and over, bound once: a run from the middle of the biggest
+    // table (its own samples find their pages anew before each run).
     let competitor = alone
         .iter()
         .find(|(i, _)| Some(constraints[*i].table) == biggest)
-        .map(|(_, scan)| *scan);
+        .map(|(i, _)| SampledScan::middle_run(constraints[*i], &spelling, &sizes))
+        .transpose()?;
     let second = match competitor {
         Some(_) if !others.is_empty() => second.and_then(|early| early.join().ok()?.ok()),
         _ => None,

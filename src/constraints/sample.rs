@@ -1,6 +1,8 @@
-//! Samples of a table's pages, read to decide and to estimate before the real work: a fixed
-//! share of the pages, picked at random but the same on every run (`REPEATABLE`), so a
-//! decision taken on them does not flicker between runs on the same data.
+//! Samples of a table's pages, read to decide and to estimate before the real work, each a
+//! fixed share of the pages. A sample that decides ([`clause`]) is picked at random but the same
+//! on every run (`REPEATABLE`), so a decision taken on it does not flicker between runs on the
+//! same data; a sample that is timed is a run of contiguous pages, read in order as the whole
+//! scan reads them ([`Sample::middle_run`], [`run_from_scan_start`]).
 
 use crate::db::{introspect, Query};
 use anyhow::{Context, Result};
@@ -87,6 +89,62 @@ impl Sample {
         }
         (format!("({start},0)"), format!("({},0)", start + run))
     }
+
+    /// The pages a run of `fraction` of the table reads, counted from wherever it starts.
+    pub fn run_pages(&self, fraction: f64) -> i64 {
+        let pages = self.pages.max(0.0) as i64;
+        ((self.pages * fraction).ceil() as i64).clamp(1, pages.max(1))
+    }
+}
+
+/// The first page a sequential scan of `table` (qualified) starts at now: where the last
+/// synchronized scan of it reported it had got to (`synchronize_seqscans`, for a table bigger
+/// than a quarter of shared buffers; the first page otherwise), found by reading its first row.
+/// None for a table with no rows.
+pub fn scan_start(client: &mut (impl Query + ?Sized), table: &str) -> Result<Option<i64>> {
+    let row = client.row_opt(
+        &format!("SELECT t.ctid::text FROM {table} AS t LIMIT 1"),
+        &[],
+    )?;
+    row.map(|row| {
+        let tid: String = row.get(0);
+        tid.trim_start_matches('(')
+            .split(',')
+            .next()
+            .and_then(|block| block.parse::<i64>().ok())
+            .with_context(|| format!("unexpected TID {tid}"))
+    })
+    .transpose()
+}
+
+/// The TIDs, as text for [`run_from_scan_start`], between which a run of `run` pages that starts
+/// at page `start` of a table of `pages` pages stops: at page `start + run`, or, past the last
+/// page, that many pages into the table again. A run of the whole table never stops early.
+pub fn stop_window(start: i64, run: i64, pages: i64) -> (String, String) {
+    let never = format!("({},0)", i64::from(u32::MAX >> 1));
+    if run >= pages {
+        return (never.clone(), never);
+    }
+    let end = start + run;
+    if end < pages {
+        (format!("({end},0)"), never)
+    } else {
+        (format!("({},0)", end - pages), format!("({start},0)"))
+    }
+}
+
+/// `SELECT count(*)` of a sequential scan of `table` (qualified, as `t`) that evaluates
+/// `condition` on every row from where the scan starts ([`scan_start`]) and stops at the first
+/// row within the TIDs in text parameters `$1` (from) and `$2` (before) ([`stop_window`]): a run
+/// of pages read as a VALIDATE reads them, through the bulk-read ring a big table's sequential
+/// scan gets. `LIMIT 1` ends the scan at the first row that passes, and only a row in the
+/// window passes: `condition` must never be NULL (a rule's violation condition ends in
+/// `IS FALSE`).
+pub fn run_from_scan_start(table: &str, condition: &str) -> String {
+    format!(
+        "SELECT count(*) FROM (SELECT 1 FROM {table} AS t WHERE ({condition}) IS NULL \
+         OR (t.ctid >= $1::text::tid AND t.ctid < $2::text::tid) LIMIT 1) AS s"
+    )
 }
 
 /// The condition that keeps `alias`'s rows within the TIDs in text parameters `$first` and
@@ -104,22 +162,44 @@ pub fn clause(param: usize) -> String {
     format!("TABLESAMPLE SYSTEM (${param}::float4) REPEATABLE (0)")
 }
 
-/// Runs `sql` under `EXPLAIN (ANALYZE, TIMING OFF)` and returns the server's own execution time:
-/// no network, no planning, no row shipping, just the work.
-pub fn execution_time(
+/// What a statement took on the server, and the pages it read.
+#[derive(Debug, Clone, Copy)]
+pub struct Execution {
+    pub time: Duration,
+    /// Pages found in shared buffers or read into them, by the whole plan.
+    pub pages: f64,
+}
+
+/// Runs `sql` under `EXPLAIN (ANALYZE, BUFFERS, TIMING OFF)` and returns the server's own
+/// execution time (no network, no planning, no row shipping, just the work) and the pages read.
+pub fn execution(
     client: &mut (impl Query + ?Sized),
     sql: &str,
     params: &[&dyn crate::db::Param],
-) -> Result<Duration> {
+) -> Result<Execution> {
     let row = client.row(
-        &format!("EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF, FORMAT JSON) {sql}"),
+        &format!("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, COSTS OFF, FORMAT JSON) {sql}"),
         params,
     )?;
     let plan: serde_json::Value = row.get(0);
     let ms = plan[0]["Execution Time"]
         .as_f64()
         .context("EXPLAIN ANALYZE gave no execution time")?;
-    Ok(Duration::from_secs_f64(ms / 1000.0))
+    let top = &plan[0]["Plan"];
+    let blocks = |key: &str| top[key].as_f64().unwrap_or(0.0);
+    Ok(Execution {
+        time: Duration::from_secs_f64(ms / 1000.0),
+        pages: blocks("Shared Hit Blocks") + blocks("Shared Read Blocks"),
+    })
+}
+
+/// [`execution`]'s time alone.
+pub fn execution_time(
+    client: &mut (impl Query + ?Sized),
+    sql: &str,
+    params: &[&dyn crate::db::Param],
+) -> Result<Duration> {
+    Ok(execution(client, sql, params)?.time)
 }
 
 #[cfg(test)]
@@ -157,5 +237,35 @@ mod tests {
         assert!((Sample::timed_of_pages(2_000.0).fraction() - 0.25).abs() < 1e-9);
         // Small enough to be read whole either way.
         assert_eq!(Sample::timed_of_pages(100.0).percent, 100.0);
+    }
+
+    #[test]
+    fn a_run_from_the_scan_start_stops_after_its_pages_and_wraps_past_the_last() {
+        let never = format!("({},0)", u32::MAX >> 1);
+        let big = Sample {
+            pages: 10_000.0,
+            percent: 1.28,
+        };
+        let run = big.run_pages(big.fraction());
+        assert_eq!(run, 128);
+        assert_eq!(
+            stop_window(0, run, 10_000),
+            ("(128,0)".to_string(), never.clone())
+        );
+        // Started near the end: it stops 28 pages into the table again, and not on the pages
+        // it started on.
+        assert_eq!(
+            stop_window(9_900, run, 10_000),
+            ("(28,0)".to_string(), "(9900,0)".to_string())
+        );
+        // A run of the whole table never stops early.
+        let small = Sample {
+            pages: 50.0,
+            percent: 100.0,
+        };
+        assert_eq!(
+            stop_window(10, small.run_pages(small.fraction()), 50),
+            (never.clone(), never)
+        );
     }
 }

@@ -265,13 +265,12 @@ fn basis(
         "with the tables in memory; a table read from disk, or a busy server, takes longer"
             .to_string()
     } else {
-        // Measured in the benchmark (docs/performance.md): the samples read their pages from
-        // shared memory, cache-cold, where a VALIDATE copies each into a small ring and reads
-        // it warm; where the application leaves the VALIDATE less than a core, the two come
-        // out about even.
-        "with the tables in memory, on a server the application keeps busy; a table read from \
-         disk takes longer, and where cores stand idle a VALIDATE can take half of this or less \
-         (its sample reads pages a VALIDATE reads faster)"
+        // Measured in the benchmark (docs/performance.md): the biggest table's VALIDATEs came
+        // out at 0.3–1.2 of their estimates, a small table's, beside them under the
+        // application's load, at 0.4–3.5.
+        "with the tables in memory; a table read from disk, or a server busier than during this \
+         dry run, takes longer, and a small table's VALIDATE, beside the biggest's on a busy \
+         server, has taken up to 3.5 times its estimate"
             .to_string()
     });
     parts.join("; ")
