@@ -944,13 +944,7 @@ fn a_killed_cleanup_leaves_whole_audited_batches_and_a_rerun_finishes() {
     common::poll_until_named(
         std::time::Duration::from_secs(300),
         "cleanup had committed 20 batches",
-        || {
-            let seen: i64 = watcher
-                .query_one("SELECT count(*) FROM ruleiq_audit.cleanup_changes", &[])
-                .map(|r| r.get(0))
-                .unwrap_or(0);
-            seen >= 20 * BATCH || child.try_wait().unwrap().is_some()
-        },
+        || common::audit_records(&mut watcher) >= 20 * BATCH || child.try_wait().unwrap().is_some(),
     );
     child.kill().unwrap();
     child.wait().unwrap();
@@ -1085,11 +1079,7 @@ pub(crate) fn interrupt_a_cleanup(
     common::poll_until_named(
         std::time::Duration::from_secs(60),
         "a batch committed",
-        || {
-            watcher
-                .query_one("SELECT count(*) FROM ruleiq_audit.cleanup_changes", &[])
-                .is_ok_and(|r| r.get::<_, i64>(0) > 0)
-        },
+        || common::audit_records(&mut watcher) > 0,
     );
     unsafe {
         libc::kill(child.id() as i32, signal);

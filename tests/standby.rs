@@ -219,24 +219,6 @@ fn wait_exit(child: &mut Child, wait: Duration) -> i32 {
     }
 }
 
-fn audit_records(db: &TestDb) -> i64 {
-    let mut client = db.client();
-    let exists: bool = client
-        .query_one(
-            "SELECT to_regclass('ruleiq_audit.cleanup_changes') IS NOT NULL",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    if !exists {
-        return 0;
-    }
-    client
-        .query_one("SELECT count(*) FROM ruleiq_audit.cleanup_changes", &[])
-        .unwrap()
-        .get(0)
-}
-
 /// Some WAL for the standby to fall behind on, in a table of the test's own.
 fn write_filler(db: &TestDb) {
     db.execute(
@@ -443,7 +425,7 @@ fn cleanup_stops_with_exit_4_when_the_standby_stays_behind_leaving_whole_batches
         &["--max-replica-lag", "0s", "--max-replica-wait", "2s"],
     );
     let started = Instant::now();
-    while audit_records(&db) == 0 {
+    while common::audit_records(&mut db.client()) == 0 {
         assert!(started.elapsed() < Duration::from_secs(60), "no batch ran");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -465,7 +447,7 @@ fn cleanup_stops_with_exit_4_when_the_standby_stays_behind_leaving_whole_batches
     );
 
     // Whole batches: every row changed has its record, and what is left is exactly the rest.
-    let done = audit_records(&db);
+    let done = common::audit_records(&mut db.client());
     assert!(done > 0 && done < total, "{done} of {total} rows repaired");
     let (_, again, _) = db.run_json(&["cleanup", "--dry-run", POLICY[0], POLICY[1]]);
     assert_eq!(
@@ -673,7 +655,7 @@ fn cleanup_stopped_before_its_first_batch_offers_no_undo() {
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     resume_replay();
     assert_eq!(code, 4, "{stdout}\n{said:#?}");
-    assert_eq!(audit_records(&db), 0, "no batch ran");
+    assert_eq!(common::audit_records(&mut db.client()), 0, "no batch ran");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert!(report["undo"].is_null(), "{report:#}");
     assert!(

@@ -85,23 +85,23 @@ impl Measured {
 struct SampledScan {
     /// `SELECT count(*)` of the scan's statement within the sample's pages.
     sql: String,
-    /// The live cutoff (when the scan counts live rows), then the TID bounds, as bound.
-    since: Option<DateTime<Utc>>,
-    ranges: Vec<String>,
-    /// The share of the pages read, and the pages of the whole scan.
-    fraction: f64,
+    /// The pages of the whole scan (a foreign key's parent's too).
     pages: f64,
-    /// Set for a run from where the table's sequential scans start
-    /// ([`SampledScan::from_scan_start`]): its TID bounds are found before each run, and its
-    /// time scaled by the pages it read.
-    from_scan_start: Option<FromScanStart>,
+    reading: Reading,
 }
 
-/// A run of `run` of the `pages` pages of `table` (qualified), from where its scans start.
-struct FromScanStart {
-    table: String,
-    run: i64,
-    pages: i64,
+/// Which pages a sample reads.
+enum Reading {
+    /// Those between fixed TIDs, `fraction` of the scan's: the live cutoff (when the scan counts
+    /// live rows), then the TID bounds, as bound.
+    Range {
+        since: Option<DateTime<Utc>>,
+        bounds: Vec<String>,
+        fraction: f64,
+    },
+    /// `run` pages of `table` (qualified) from where its scans start: the bounds are found
+    /// before each run, and its time scaled by the pages it read.
+    FromScanStart { table: String, run: i64 },
 }
 
 /// One timed run of a sample.
@@ -126,26 +126,27 @@ impl SampledScan {
             .map(|table| Sample::of_pages(sizes.pages(table) as f64));
         let fraction = parent.map_or(own.fraction(), |p| own.fraction().max(p.fraction()));
         let since = live.then(Utc::now);
-        let mut ranges = Vec::new();
+        let mut bounds = Vec::new();
         let (from, to) = own.middle_run(fraction);
-        ranges.extend([from, to]);
+        bounds.extend([from, to]);
         let first_range = since.map_or(1, |_| 2);
         let sql = within(sql, first.table, "t", first_range)?;
         let sql = match (first.parent(), parent) {
             (Some(table), Some(p)) => {
                 let (from, to) = p.middle_run(fraction);
-                ranges.extend([from, to]);
+                bounds.extend([from, to]);
                 within(&sql, table, "parent", first_range + 2)?
             }
             _ => sql,
         };
         Ok(SampledScan {
             sql: format!("SELECT count(*) FROM ({sql}) AS s"),
-            since,
-            ranges,
-            fraction,
             pages: own.pages + parent.map_or(0.0, |p| p.pages),
-            from_scan_start: None,
+            reading: Reading::Range {
+                since,
+                bounds,
+                fraction,
+            },
         })
     }
 
@@ -178,45 +179,46 @@ impl SampledScan {
     ) -> SampledScan {
         let table = qualified(constraint.table);
         let own = Sample::timed_of_pages(sizes.pages(constraint.table) as f64);
-        let fraction = own.fraction();
         SampledScan {
             sql: sample::run_from_scan_start(
                 &table,
                 &constraint.violation_condition(spelling, "t"),
             ),
-            since: None,
-            ranges: Vec::new(),
-            fraction,
             pages: own.pages,
-            from_scan_start: Some(FromScanStart {
-                run: own.run_pages(fraction),
-                pages: own.pages as i64,
+            reading: Reading::FromScanStart {
+                run: own.run_pages(own.fraction()),
                 table,
-            }),
+            },
         }
     }
 
+    /// What the statement binds, for a range (a run from the scan start finds its own).
     fn params(&self) -> Vec<&dyn Param> {
         let mut params: Vec<&dyn Param> = Vec::new();
-        if let Some(since) = &self.since {
-            params.push(since);
+        if let Reading::Range { since, bounds, .. } = &self.reading {
+            if let Some(since) = since {
+                params.push(since);
+            }
+            params.extend(bounds.iter().map(|b| b as &dyn Param));
         }
-        params.extend(self.ranges.iter().map(|r| r as &dyn Param));
         params
     }
 
     /// One run, as the server timed it.
     fn run(&self, client: &mut (impl Query + ?Sized)) -> Result<Run> {
-        let Some(from) = &self.from_scan_start else {
-            let took = sample::execution_time(client, &self.sql, &self.params())?;
-            return Ok(Run {
-                full: took.div_f64(self.fraction),
-                took,
-                pages_read: self.pages * self.fraction,
-            });
+        let (table, run) = match &self.reading {
+            Reading::Range { fraction, .. } => {
+                let took = sample::execution_time(client, &self.sql, &self.params())?;
+                return Ok(Run {
+                    full: took.div_f64(*fraction),
+                    took,
+                    pages_read: self.pages * fraction,
+                });
+            }
+            Reading::FromScanStart { table, run } => (table, *run),
         };
-        let start = sample::scan_start(client, &from.table)?.unwrap_or(0);
-        let (stop_from, stop_before) = sample::stop_window(start, from.run, from.pages);
+        let start = sample::scan_start(client, table)?.unwrap_or(0);
+        let (stop_from, stop_before) = sample::stop_window(start, run, self.pages as i64);
         let run = sample::execution(client, &self.sql, &[&stop_from, &stop_before])?;
         // Scaled by the pages it read: another scan of the table can move where this one starts
         // after the start was read.
@@ -334,6 +336,9 @@ pub fn validate_costs(
     let second = beside
         .filter(|_| constraints.iter().any(|c| c.table != constraints[0].table))
         .map(open_early);
+    if let Some(early) = &second {
+        wait_until_open(early);
+    }
     let mut tx = client.build_transaction().read_only(true).start()?;
     let spelling = DatabaseSpelling::read(&mut tx, &tables)?;
     let sizes = introspect::table_sizes(&mut tx, &tables)?;
@@ -358,9 +363,6 @@ pub fn validate_costs(
         .enumerate()
         .filter_map(|(i, scan)| Some((i, scan.as_ref()?)))
         .partition(|(i, _)| biggest.is_some_and(|table| constraints[*i].table != table));
-    if let Some(early) = &second {
-        let_start(early);
-    }
     let mut measured: Vec<Option<Measured>> = vec![None; constraints.len()];
     for (i, scan) in &alone {
         measured[*i] = Some(scan.measure(&mut tx)?);
@@ -410,15 +412,17 @@ pub fn validate_costs(
     Ok(measured)
 }
 
-/// How long the biggest table's samples wait, at most, for the early connection to be made.
-/// A backend starting takes tens of milliseconds of a core, as long as a sample runs: on a
-/// server the application keeps busy, the first sample timed beside it came out slower than the
-/// others of the same table in 14 of 16 dry runs in the benchmark. Behind a pool with no server
-/// connection to spare it cannot be made until this transaction ends, and the samples go on.
+/// How long the samples wait, at most, for the early connection to be made, before the
+/// transaction they run in begins. A backend starting takes tens of milliseconds of a core, as
+/// long as a sample runs: on a server the application keeps busy, the first sample timed beside
+/// it came out slower than the others of the same table in 14 of 16 dry runs in the benchmark.
+/// Waited for before the transaction, it can get a transaction pool's only server connection;
+/// a session pool with none to spare gives it none while this session lasts, and the samples go
+/// on without it.
 const EARLY_START_WAIT: Duration = Duration::from_millis(200);
 
 /// Waits up to [`EARLY_START_WAIT`] for `early` to be made.
-fn let_start(early: &Early) {
+fn wait_until_open(early: &Early) {
     let waited = std::time::Instant::now();
     while !early.is_finished() && waited.elapsed() < EARLY_START_WAIT {
         std::thread::sleep(Duration::from_millis(2));

@@ -78,15 +78,12 @@ impl Sample {
     /// as text for [`tid_range`]; the whole table when it is that small.
     pub fn middle_run(&self, fraction: f64) -> (String, String) {
         let pages = self.pages.max(0.0) as i64;
-        let run = ((self.pages * fraction).ceil() as i64).clamp(1, pages.max(1));
-        let start = (pages - run) / 2;
+        let run = self.run_pages(fraction);
         if run >= pages {
             // Past the last page too: the table may have grown since its size was read.
-            return (
-                "(0,0)".to_string(),
-                format!("({},0)", i64::from(u32::MAX >> 1)),
-            );
+            return ("(0,0)".to_string(), past_any_page());
         }
+        let start = (pages - run) / 2;
         (format!("({start},0)"), format!("({},0)", start + run))
     }
 
@@ -121,16 +118,20 @@ pub fn scan_start(client: &mut (impl Query + ?Sized), table: &str) -> Result<Opt
 /// at page `start` of a table of `pages` pages stops: at page `start + run`, or, past the last
 /// page, that many pages into the table again. A run of the whole table never stops early.
 pub fn stop_window(start: i64, run: i64, pages: i64) -> (String, String) {
-    let never = format!("({},0)", i64::from(u32::MAX >> 1));
     if run >= pages {
-        return (never.clone(), never);
+        return (past_any_page(), past_any_page());
     }
     let end = start + run;
     if end < pages {
-        (format!("({end},0)"), never)
+        (format!("({end},0)"), past_any_page())
     } else {
         (format!("({},0)", end - pages), format!("({start},0)"))
     }
+}
+
+/// A TID past the last page any table can have, as text: an open end of a range.
+fn past_any_page() -> String {
+    format!("({},0)", i64::from(u32::MAX >> 1))
 }
 
 /// `SELECT count(*)` of a sequential scan of `table` (qualified, as `t`) that evaluates

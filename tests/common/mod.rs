@@ -569,6 +569,24 @@ pub fn wait_until(client: &mut postgres::Client, sql: &str, what: &str) {
     });
 }
 
+/// The changes cleanup's audit trail holds: 0 until a run has made the trail.
+pub fn audit_records(client: &mut postgres::Client) -> i64 {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('ruleiq_audit.cleanup_changes') IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    if !exists {
+        return 0;
+    }
+    client
+        .query_one("SELECT count(*) FROM ruleiq_audit.cleanup_changes", &[])
+        .unwrap()
+        .get(0)
+}
+
 /// A schema-and-data dump of the database at `url` (any server, a standby too).
 pub fn dump_url(url: &str, extra: &[&str]) -> String {
     let bindir = ruleiq_db::sandbox::find_bindir().expect("pg_dump");
