@@ -438,10 +438,11 @@ pub fn validate_costs(
 /// benchmark, under the application's load, a dry run's first 30–40 ms of samples ran slower
 /// than the runs after them: 12–15 ms against 7–10 ms for 1,678 evidence pages, each run on pages
 /// no run had read before, in three dry runs of six runs each. chk_evidence_status, timed
-/// first, came out at 1.3–2.6 times its VALIDATE in every dry run of a full run (the wait for
-/// the second connection, below, did not remove it); with runs read before it, 0.91–0.97 in
-/// four (docs/performance.md). Two runs, about 2 % of the table's pages, cover that stretch at
-/// 2M rows, and more than cover it on a bigger table, whose runs take longer.
+/// first, came out at 1.2–2.6 times its VALIDATE in every dry run of a full run (the wait for
+/// the second connection, below, did not remove it); with two runs read before it, 0.83–0.99
+/// in seven of the eight dry runs of the next (docs/performance.md). Two runs, about 2 % of the
+/// table's pages, cover that stretch at 2M rows, and more than cover it on a bigger table, whose
+/// runs take longer.
 const SETTLING_RUNS: usize = 2;
 
 /// How long the samples wait, at most, for the early connection to be made, before the
