@@ -435,9 +435,10 @@ pub fn validate_costs(
 }
 
 /// Untimed runs of the biggest table's first VALIDATE sample before the timed ones. In the
-/// benchmark, under the application's load, a dry run's first 30–40 ms of samples ran slower
-/// than the runs after them: 12–15 ms against 7–10 ms for 1,678 evidence pages, each run on pages
-/// no run had read before, in three dry runs of six runs each. chk_evidence_status, timed
+/// benchmark, under the application's load, a dry run's first two or three sample runs ran
+/// slower than the runs after them: 12–15 ms against 7–10 ms for 1,678 evidence pages, each run
+/// on pages no run had read before, in three dry runs of six runs each; a 400 ms pause before
+/// them did not change that. The cause is not established. chk_evidence_status, timed
 /// first, came out at 1.2–2.6 times its VALIDATE in every dry run of a full run (the wait for
 /// the second connection, below, did not remove it); with two runs read before it, 0.83–0.99
 /// in seven of the eight dry runs of the next (docs/performance.md). Two runs, about 2 % of the
