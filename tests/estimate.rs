@@ -168,9 +168,7 @@ fn a_validate_sample_reads_its_run_from_the_scan_start_and_moves_it_on() {
            FROM generate_series(1, {rows}) g"
     ));
     db.execute("VACUUM (ANALYZE) public.wide");
-    let pages = db.scalar_i64(
-        "SELECT pg_relation_size('public.wide') / current_setting('block_size')::bigint",
-    );
+    let pages = pages_of(&db, "wide");
     let mut client = db.client();
     assert!(pages > buffers / 4, "{pages} pages, {buffers} buffers");
     let sql = run_from_scan_start("public.wide", "(t.id > 0) IS FALSE");
@@ -229,11 +227,6 @@ fn migrate_dry_run_reads_the_first_validate_sample_twice_before_timing_it() {
     let (code, report, stderr) = db.run_json(&["migrate", "--dry-run"]);
     assert_eq!(code, 3, "{stderr}");
     let estimate = &report["estimate"];
-    let pages_of = |table: &str| {
-        db.scalar_i64(&format!(
-            "SELECT pg_relation_size('public.{table}') / current_setting('block_size')::bigint"
-        ))
-    };
     let steps = estimate["validate"].as_array().unwrap();
     let names: Vec<&str> = steps
         .iter()
@@ -249,7 +242,10 @@ fn migrate_dry_run_reads_the_first_validate_sample_twice_before_timing_it() {
         ],
         "{estimate:#}"
     );
-    let (evidence, profiles) = (pages_of("evidence_items"), pages_of("business_profiles"));
+    let (evidence, profiles) = (
+        pages_of(&db, "evidence_items"),
+        pages_of(&db, "business_profiles"),
+    );
     assert!(evidence > profiles, "{evidence} and {profiles} pages");
     assert!(
         evidence <= 128,
@@ -262,4 +258,11 @@ fn migrate_dry_run_reads_the_first_validate_sample_twice_before_timing_it() {
         basis.contains(&format!("on a sample of {expected} of the ")),
         "expected {expected} pages sampled ({evidence} evidence, {profiles} profile pages): {basis}"
     );
+}
+
+/// The pages of `public.table`, as the server counts them.
+fn pages_of(db: &TestDb, table: &str) -> i64 {
+    db.scalar_i64(&format!(
+        "SELECT pg_relation_size('public.{table}') / current_setting('block_size')::bigint"
+    ))
 }

@@ -206,32 +206,33 @@ impl SampledScan {
 
     /// One run, as the server timed it.
     fn run(&self, client: &mut (impl Query + ?Sized)) -> Result<Run> {
-        let (table, run) = match &self.reading {
+        match &self.reading {
             Reading::Range { fraction, .. } => {
                 let took = sample::execution_time(client, &self.sql, &self.params())?;
-                return Ok(Run {
+                Ok(Run {
                     full: took.div_f64(*fraction),
                     took,
                     pages_read: self.pages * fraction,
-                });
+                })
             }
-            Reading::FromScanStart { table, run } => (table, *run),
-        };
-        let start = sample::scan_start(client, table)?.unwrap_or(0);
-        let (stop_from, stop_before) = sample::stop_window(start, run, self.pages as i64);
-        let run = sample::execution(client, &self.sql, &[&stop_from, &stop_before])?;
-        // Scaled by the pages it read: another scan of the table can move where this one starts
-        // after the start was read.
-        let share = (run.pages / self.pages).min(1.0);
-        Ok(Run {
-            full: if share > 0.0 {
-                run.time.div_f64(share)
-            } else {
-                run.time
-            },
-            took: run.time,
-            pages_read: run.pages,
-        })
+            Reading::FromScanStart { table, run } => {
+                let start = sample::scan_start(client, table)?.unwrap_or(0);
+                let (stop_from, stop_before) = sample::stop_window(start, *run, self.pages as i64);
+                let ran = sample::execution(client, &self.sql, &[&stop_from, &stop_before])?;
+                // Scaled by the pages it read: another scan of the table can move where this
+                // one starts after the start was read.
+                let share = (ran.pages / self.pages).min(1.0);
+                Ok(Run {
+                    full: if share > 0.0 {
+                        ran.time.div_f64(share)
+                    } else {
+                        ran.time
+                    },
+                    took: ran.time,
+                    pages_read: ran.pages,
+                })
+            }
+        }
     }
 
     /// Twice, the faster counting: on a shared machine one run can lose its core for a while,

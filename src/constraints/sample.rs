@@ -100,19 +100,12 @@ impl Sample {
 /// than a quarter of shared buffers; the first page otherwise), found by reading its first row.
 /// None for a table with no rows.
 pub fn scan_start(client: &mut (impl Query + ?Sized), table: &str) -> Result<Option<i64>> {
+    // A TID's text, "(block,offset)", is a point's: its x is the block.
     let row = client.row_opt(
-        &format!("SELECT t.ctid::text FROM {table} AS t LIMIT 1"),
+        &format!("SELECT (t.ctid::text::point)[0]::int8 FROM {table} AS t LIMIT 1"),
         &[],
     )?;
-    row.map(|row| {
-        let tid: String = row.get(0);
-        tid.trim_start_matches('(')
-            .split(',')
-            .next()
-            .and_then(|block| block.parse::<i64>().ok())
-            .with_context(|| format!("unexpected TID {tid}"))
-    })
-    .transpose()
+    Ok(row.map(|row| row.get(0)))
 }
 
 /// The TIDs, as text for [`run_from_scan_start`], between which a run of `run` pages that starts
