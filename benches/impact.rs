@@ -347,7 +347,7 @@ fn measure_migrations(
                what: &str|
      -> Result<MigrationRun> {
         let db = dbs.name(&format!("{migrator:?}_{what}").to_lowercase());
-        dbs.server.copy(clean, &db)?;
+        dbs.server.settled_copy(clean, &db)?;
         if estimate.is_some_and(|e| e != "warm") {
             dbs.server.cold_start()?;
         }

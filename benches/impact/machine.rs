@@ -23,15 +23,10 @@ impl Machine {
             .and_then(|rest| rest.split_once(':'))
             .map(|(_, name)| name.trim().to_string())
             .unwrap_or_else(|| "unknown".into());
-        let memory_kib: f64 = read("/proc/meminfo")
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
         Machine {
             cpu_model,
             logical_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            memory_gib: (memory_bytes() / 1024.0 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
             kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
             postgres: postgres.to_string(),
             load_average_at_start: read("/proc/loadavg")
@@ -83,4 +78,14 @@ impl CpuTimes {
 /// How busy the CPUs were between two optional readings.
 pub fn busy_percent(from: Option<CpuTimes>, to: Option<CpuTimes>) -> Option<f64> {
     from?.busy_percent_until(to?)
+}
+
+/// The machine's memory in bytes, from /proc/meminfo (0 where it cannot be read).
+pub fn memory_bytes() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib * 1024.0)
 }

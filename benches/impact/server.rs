@@ -96,6 +96,59 @@ impl Server {
         Ok(())
     }
 
+    /// [`Server::copy`], then, for a copy too big to sit in memory beside its source, on the
+    /// throwaway cluster: the copy written out (`sync`), the source's files dropped from the
+    /// operating system's page cache, and the copy read back in, so that a run on the copy
+    /// finds it in memory, as at the smaller scales, and is not measured while it is being
+    /// written out. At 10M evidence rows a copy is 12 GiB, and the source and the copy together
+    /// did not fit a 23.5 GiB machine: "warm" runs read part of the copy from disk, a different
+    /// part each time (docs/performance.md). Dropping the source after the copy is not enough:
+    /// the kernel had already let go of much of the copy, written once, to keep the source,
+    /// read run after run.
+    ///
+    /// For the migrations' copies only: cleanup and its bare UPDATEs each work on a copy of the
+    /// dirty data, and settling one of the pair would leave the other's source read from disk.
+    pub fn settled_copy(&self, source: &str, name: &str) -> Result<()> {
+        self.copy(source, name)?;
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let mut admin = self.connect("postgres")?;
+        // As `name`, truncated as CREATE DATABASE truncated it: a run's database is named by
+        // what it measures, which can be longer.
+        let mut directory = |db: &str| -> Result<(std::path::PathBuf, i64)> {
+            let row = admin.query_one(
+                "SELECT oid::int8, pg_database_size(oid) FROM pg_catalog.pg_database WHERE datname = $1::text::name",
+                &[&db],
+            )?;
+            let oid: i64 = row.get(0);
+            Ok((
+                cluster.root_path().join("data/base").join(oid.to_string()),
+                row.get(1),
+            ))
+        };
+        let (source_dir, bytes) = directory(source)?;
+        if (bytes as f64) < crate::machine::memory_bytes() * SETTLE_ABOVE_SHARE_OF_MEMORY {
+            return Ok(());
+        }
+        let (copy_dir, _) = directory(name)?;
+        std::process::Command::new("sync")
+            .status()
+            .context("writing out the copy (sync)")?;
+        for file in files_in(&source_dir)? {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid descriptor for the call's length; the advice changes no data.
+            unsafe {
+                libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+            }
+        }
+        for mut file in files_in(&copy_dir)? {
+            std::io::copy(&mut file, &mut std::io::sink())
+                .with_context(|| format!("reading {name} back into memory"))?;
+        }
+        Ok(())
+    }
+
     /// Renames a database this run created (nobody may be connected to it).
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
         self.connect("postgres")?
@@ -198,6 +251,23 @@ fn template_of(url: &str) -> Result<String> {
 }
 
 const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
+
+/// The files of a database's directory, open for reading (one the server removed meanwhile is
+/// skipped).
+fn files_in(dir: &std::path::Path) -> Result<Vec<std::fs::File>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        if let Ok(file) = std::fs::File::open(entry?.path()) {
+            files.push(file);
+        }
+    }
+    Ok(files)
+}
+
+/// A copy is settled ([`Server::settle_copy`]) when its source is at least this share of the
+/// machine's memory: the two together would then take half of it or more, beside the server's
+/// and the workload's own.
+const SETTLE_ABOVE_SHARE_OF_MEMORY: f64 = 0.25;
 
 fn may_drop_page_cache() -> bool {
     std::fs::OpenOptions::new()
