@@ -265,12 +265,13 @@ fn basis(
         "with the tables in memory; a table read from disk, or a busy server, takes longer"
             .to_string()
     } else {
-        // Measured in the benchmark (docs/performance.md): the biggest table's VALIDATEs came
-        // out at 0.3–1.2 of their estimates, a small table's, beside them under the
-        // application's load, at 0.4–3.5.
+        // Measured in the benchmark's last two full runs (docs/performance.md): the biggest
+        // table's VALIDATEs took 0.4–1.4 times their estimates; a small table's, beside them
+        // under the application's load, 0.5–5.6 (a step of 40–230 ms, whose first VALIDATE
+        // starts as the biggest's does).
         "with the tables in memory; a table read from disk, or a server busier than during this \
          dry run, takes longer, and a small table's VALIDATE, beside the biggest's on a busy \
-         server, has taken up to 3.5 times its estimate"
+         server, has taken from half to five and a half times its estimate"
             .to_string()
     });
     parts.join("; ")
