@@ -347,9 +347,11 @@ fn measure_migrations(
                what: &str|
      -> Result<MigrationRun> {
         let db = dbs.name(&format!("{migrator:?}_{what}").to_lowercase());
-        dbs.server.settled_copy(clean, &db)?;
         if estimate.is_some_and(|e| e != "warm") {
+            dbs.server.copy(clean, &db)?;
             dbs.server.cold_start()?;
+        } else {
+            dbs.server.settled_copy(clean, &db)?;
         }
         phase(started, &format!("{migrator:?} {what}"));
         let setup = RunSetup {

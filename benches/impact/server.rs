@@ -106,8 +106,9 @@ impl Server {
     /// the kernel had already let go of much of the copy, written once, to keep the source,
     /// read run after run.
     ///
-    /// For the migrations' copies only: cleanup and its bare UPDATEs each work on a copy of the
-    /// dirty data, and settling one of the pair would leave the other's source read from disk.
+    /// For the warm migrations' copies only: cleanup and its bare UPDATEs each work on a copy of
+    /// the dirty data, and settling one of the pair would leave the other's source read from
+    /// disk; a cold run drops the page cache right after its copy, so reading it in is wasted.
     pub fn settled_copy(&self, source: &str, name: &str) -> Result<()> {
         self.copy(source, name)?;
         let Some(cluster) = &self.cluster else {
@@ -135,16 +136,21 @@ impl Server {
         std::process::Command::new("sync")
             .status()
             .context("writing out the copy (sync)")?;
-        for file in files_in(&source_dir)? {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid descriptor for the call's length; the advice changes no data.
-            unsafe {
-                libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        for path in files_in(&source_dir)? {
+            // A file the server removed meanwhile has no pages to drop.
+            if let Ok(file) = std::fs::File::open(path) {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a valid descriptor for the call's length; the advice changes no data.
+                unsafe {
+                    libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+                }
             }
         }
-        for mut file in files_in(&copy_dir)? {
+        for path in files_in(&copy_dir)? {
+            let mut file = std::fs::File::open(&path)
+                .with_context(|| format!("reading {} back into memory", path.display()))?;
             std::io::copy(&mut file, &mut std::io::sink())
-                .with_context(|| format!("reading {name} back into memory"))?;
+                .with_context(|| format!("reading {} back into memory", path.display()))?;
         }
         Ok(())
     }
@@ -252,19 +258,15 @@ fn template_of(url: &str) -> Result<String> {
 
 const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
 
-/// The files of a database's directory, open for reading (one the server removed meanwhile is
-/// skipped).
-fn files_in(dir: &std::path::Path) -> Result<Vec<std::fs::File>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        if let Ok(file) = std::fs::File::open(entry?.path()) {
-            files.push(file);
-        }
-    }
-    Ok(files)
+/// The files of a database's directory (a few hundred: each is opened as it is reached).
+fn files_in(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|entry| Ok(entry?.path()))
+        .collect()
 }
 
-/// A copy is settled ([`Server::settle_copy`]) when its source is at least this share of the
+/// A copy is settled ([`Server::settled_copy`]) when its source is at least this share of the
 /// machine's memory: the two together would then take half of it or more, beside the server's
 /// and the workload's own.
 const SETTLE_ABOVE_SHARE_OF_MEMORY: f64 = 0.25;

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 /// The share of a table's pages a sample reads: about 1 %, so all samples together (a timed
 /// one runs twice, and reads at least [`MIN_TIMED_PAGES`]) stay under 5 % of the pages the work
-/// they decide or estimate reads (docs/design.md §11): 4 % for the benchmark's migration, with the two
-/// settling runs before the first timed one (`cost::SETTLING_RUNS`). Where
-/// a small table is all there is to validate, its samples read up to half of what its
-/// VALIDATEs read: a few milliseconds.
+/// they decide or estimate reads (docs/design.md §11): 4 % for the benchmark's migration, with
+/// the two settling runs before the first timed one (`cost::SETTLING_RUNS`). Where a small
+/// table is all there is to validate, its samples read up to half of what its VALIDATEs read:
+/// a few milliseconds.
 const SHARE: f64 = 0.01;
 
 /// Below this many pages a sample reads the whole table: there, 1 % would be a page or two,
