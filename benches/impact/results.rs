@@ -264,6 +264,19 @@ impl DataSet {
                 format!("ratio {:.2}", c.ratio_to_longest_table),
             ],
             [
+                format!(
+                    "check-constraints --dry-run ÷ the hand-written SQL's work spread evenly over {} CPUs",
+                    c.logical_cpus
+                ),
+                secs(c.median_ms),
+                secs(c.even_spread_ms),
+                format!(
+                    "(the floor for reading what the hand-written SQL reads: {:.2} of the hand-written SQL)",
+                    c.even_spread_ratio_to_handwritten
+                ),
+                format!("ratio {:.2}", c.median_ms / c.even_spread_ms),
+            ],
+            [
                 "check-constraints --dry-run ÷ count(*) as seq scans".into(),
                 secs(c.median_ms),
                 secs(c.seq_scan_baseline_median_ms),
@@ -476,9 +489,10 @@ impl DataSet {
         let c = &self.check;
         let _ = writeln!(
             out,
-            "\nCheck runs: {} ms; hand-written SQL runs: {} ms; the longest table's seq scan: {} ms; count(*) as sequential scans: {} ms (median of {}). Violations found {}.",
+            "\nCheck runs: {} ms; hand-written SQL runs: {} ms, serially: {} ms; the longest table's seq scan: {} ms; count(*) as sequential scans: {} ms (median of {}). Violations found {}.",
             join(&c.runs_ms),
             join(&c.handwritten_ms),
+            join(&c.handwritten_serial_ms),
             join(&c.longest_table_scan_ms),
             join(&c.seq_scan_baseline_ms),
             c.runs_ms.len(),

@@ -84,6 +84,16 @@ pub struct CheckResult {
     pub longest_table_scan_ms: Vec<f64>,
     pub longest_table_scan_median_ms: f64,
     pub ratio_to_longest_table: f64,
+    /// The hand-written statements run serially (no parallel workers), each right before a
+    /// check: the CPU time PostgreSQL's own evaluation of the conditions takes.
+    pub handwritten_serial_ms: Vec<f64>,
+    /// The median of those, spread evenly over the machine's CPUs: the least a check that reads
+    /// and evaluates what the hand-written SQL does can take here, with no overhead at all.
+    pub even_spread_ms: f64,
+    pub logical_cpus: usize,
+    /// [`even_spread_ms`](Self::even_spread_ms) ÷ the hand-written SQL: the best ratio such a
+    /// check can reach on this machine.
+    pub even_spread_ratio_to_handwritten: f64,
     /// The check's own estimate against its run.
     pub foretold: Foretold,
 }
@@ -164,12 +174,15 @@ pub fn check(server: &Server, db: &str, scale: &Scale, repetitions: usize) -> Re
     heap.batch_execute(
         "SET enable_indexonlyscan = off; SET enable_indexscan = off; SET enable_bitmapscan = off",
     )?;
+    let mut serial = server.connect(db)?;
+    serial.batch_execute("SET max_parallel_workers_per_gather = 0")?;
     count_pass(&mut client)?;
     count_pass(&mut heap)?;
     let statements = handwritten_statements(&mut client)?;
     let (_, handwritten_counts) = handwritten_pass(&mut client, &statements)?;
     let warm = child::run(&url, &["check-constraints", "--dry-run"])?;
     let mut handwritten = Vec::new();
+    let mut handwritten_serial = Vec::new();
     let mut seq_scan = Vec::new();
     let mut runs = Vec::new();
     let mut baseline = Vec::new();
@@ -183,6 +196,7 @@ pub fn check(server: &Server, db: &str, scale: &Scale, repetitions: usize) -> Re
         let (table, scan) = longest_table_scan(&mut heap)?;
         longest.push(scan);
         longest_table = table;
+        handwritten_serial.push(ms(handwritten_pass(&mut serial, &statements)?.0));
         handwritten.push(ms(handwritten_pass(&mut client, &statements)?.0));
         let run = child::run(&url, &["check-constraints", "--dry-run"])?;
         runs.push(ms(run.wall));
@@ -214,6 +228,8 @@ pub fn check(server: &Server, db: &str, scale: &Scale, repetitions: usize) -> Re
     let handwritten_median_ms = median(&handwritten);
     let ratio_to_handwritten = median_ms / handwritten_median_ms;
     let longest_table_scan_median_ms = median(&longest);
+    let logical_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let even_spread_ms = median(&handwritten_serial) / logical_cpus as f64;
     let foretold = Foretold::new(
         "check-constraints --dry-run".into(),
         "warm",
@@ -225,6 +241,10 @@ pub fn check(server: &Server, db: &str, scale: &Scale, repetitions: usize) -> Re
         longest_table_scan_ms: longest,
         longest_table_scan_median_ms,
         ratio_to_longest_table: median_ms / longest_table_scan_median_ms,
+        handwritten_serial_ms: handwritten_serial,
+        even_spread_ms,
+        logical_cpus,
+        even_spread_ratio_to_handwritten: even_spread_ms / handwritten_median_ms,
         foretold,
         handwritten_ms: handwritten,
         handwritten_median_ms,
