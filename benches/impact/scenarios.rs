@@ -84,8 +84,8 @@ pub struct CheckResult {
     pub longest_table_scan_ms: Vec<f64>,
     pub longest_table_scan_median_ms: f64,
     pub ratio_to_longest_table: f64,
-    /// The hand-written statements run serially (no parallel workers), each right before a
-    /// check: the CPU time PostgreSQL's own evaluation of the conditions takes.
+    /// The hand-written statements run serially (no parallel workers, no JIT), each right before
+    /// a check: the CPU time PostgreSQL's own evaluation of the conditions takes.
     pub handwritten_serial_ms: Vec<f64>,
     /// The median of those, spread evenly over the machine's CPUs: the least a check that reads
     /// and evaluates what the hand-written SQL does can take here, with no overhead at all.
@@ -175,7 +175,8 @@ pub fn check(server: &Server, db: &str, scale: &Scale, repetitions: usize) -> Re
         "SET enable_indexonlyscan = off; SET enable_indexscan = off; SET enable_bitmapscan = off",
     )?;
     let mut serial = server.connect(db)?;
-    serial.batch_execute("SET max_parallel_workers_per_gather = 0")?;
+    // Without JIT too, as the check's own scans run (`SCAN_SETTINGS` in constraints/check.rs).
+    serial.batch_execute("SET max_parallel_workers_per_gather = 0; SET jit = off")?;
     count_pass(&mut client)?;
     count_pass(&mut heap)?;
     let statements = handwritten_statements(&mut client)?;
