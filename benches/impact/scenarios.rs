@@ -88,7 +88,9 @@ pub struct CheckResult {
     /// a check: the CPU time PostgreSQL's own evaluation of the conditions takes.
     pub handwritten_serial_ms: Vec<f64>,
     /// The median of those, spread evenly over the machine's CPUs: the least a check that reads
-    /// and evaluates what the hand-written SQL does can take here, with no overhead at all.
+    /// and evaluates what the hand-written SQL does can take here, with no overhead at all. The
+    /// CPUs are this machine's, as the other CPU readings are (`machine.rs`): a `--database-url`
+    /// server elsewhere has its own.
     pub even_spread_ms: f64,
     pub logical_cpus: usize,
     /// [`even_spread_ms`](Self::even_spread_ms) ÷ the hand-written SQL: the best ratio such a
