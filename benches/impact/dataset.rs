@@ -19,7 +19,7 @@
 use crate::server::Server;
 use anyhow::{bail, ensure, Context, Result};
 use postgres::Client;
-use ruleiq_db::catalog::sql::quote_ident;
+use ruleiq_db::catalog::sql::{qualified, quote_ident};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -600,7 +600,7 @@ pub fn gin_fastupdate_off(client: &mut Client) -> Result<()> {
 pub fn count_pass(client: &mut Client) -> Result<Duration> {
     let started = Instant::now();
     for table in CHECKED_TABLES {
-        client.query_one(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])?;
+        client.query_one(&format!("SELECT count(*) FROM {}", qualified(table)), &[])?;
     }
     Ok(started.elapsed())
 }

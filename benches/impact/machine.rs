@@ -25,7 +25,7 @@ impl Machine {
             .unwrap_or_else(|| "unknown".into());
         Machine {
             cpu_model,
-            logical_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            logical_cpus: logical_cpus(),
             memory_gib: (memory_bytes() / 1024.0 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
             kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
             postgres: postgres.to_string(),
@@ -78,6 +78,11 @@ impl CpuTimes {
 /// How busy the CPUs were between two optional readings.
 pub fn busy_percent(from: Option<CpuTimes>, to: Option<CpuTimes>) -> Option<f64> {
     from?.busy_percent_until(to?)
+}
+
+/// The CPUs this process may run on (0 where that cannot be told).
+pub fn logical_cpus() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
 }
 
 /// The machine's memory in bytes, from /proc/meminfo (0 where it cannot be read).
